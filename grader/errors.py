@@ -1,0 +1,129 @@
+"""Every failure the grader can meet, as a named exception.
+
+Each exception carries a plain-words ``message`` meant for the person who will
+read the report (a student or a TA); ``explain()`` is what ends up there.
+``GraderError`` subclasses that concern one submission fail that submission
+(or that task) only; ``FatalError`` subclasses stop the run because the
+grader itself cannot work (a broken spec, an unwritable output folder).
+"""
+from __future__ import annotations
+
+
+class GraderError(Exception):
+    """Base of every error the grader reports in words."""
+
+    #: short label shown next to the message in reports
+    title = "grading error"
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def explain(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+# --- errors that stop the run -------------------------------------------------
+
+
+class FatalError(GraderError):
+    """The grader itself cannot run; the CLI exits non-zero."""
+
+    title = "grader cannot run"
+
+
+class SpecError(FatalError):
+    """The assignment spec is missing, malformed or inconsistent."""
+
+    title = "invalid assignment spec"
+
+    def __init__(self, path, field: str | None, problem: str):
+        where = f"{path}: {field}" if field else f"{path}"
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.field = field
+        self.problem = problem
+
+
+class OutputError(FatalError):
+    """The output folder cannot be written."""
+
+    title = "cannot write output"
+
+
+# --- errors that fail one file, task or student ------------------------------
+
+
+class SubmissionError(GraderError):
+    """Something is wrong with a submission (not with the grader)."""
+
+    title = "submission problem"
+
+
+class EmptySubmission(SubmissionError):
+    title = "empty submission"
+
+
+class UnreadableFile(SubmissionError):
+    title = "unreadable file"
+
+
+class UnknownFormat(SubmissionError):
+    """The bytes of a file are not a model format Keras can load."""
+
+    title = "not a model file"
+
+
+class CorruptModel(SubmissionError):
+    """The file has a model format's signature but cannot be read as one."""
+
+    title = "corrupt model file"
+
+
+class UnsafeModel(SubmissionError):
+    """The model holds code or layers that could run code when loaded."""
+
+    title = "refused: unsafe model"
+
+
+class ModelTooLarge(SubmissionError):
+    """The model claims more parameters than any task needs (a shape bomb)."""
+
+    title = "refused: model too large"
+
+
+class ModelLoadError(SubmissionError):
+    """Keras could not rebuild the model from the file."""
+
+    title = "model does not load"
+
+
+class EvaluationFailed(SubmissionError):
+    """The model loaded but could not be run on the held-out data."""
+
+    title = "model could not be evaluated"
+
+
+class EvaluationTimeout(SubmissionError):
+    """Loading or evaluating took longer than the time limit."""
+
+    title = "evaluation timed out"
+
+
+class EvaluationOutOfMemory(SubmissionError):
+    """The evaluation worker ran out of its memory cap."""
+
+    title = "model needs too much memory"
+
+
+class WorkerCrashed(SubmissionError):
+    """The evaluation worker died while handling this file."""
+
+    title = "evaluation crashed"
+
+
+class NotGradedYet(SubmissionError):
+    """A file the grader recognises but cannot grade in this version."""
+
+    title = "not graded yet"

@@ -1,0 +1,248 @@
+"""The evaluation worker: loads and runs models in a clean, capped process.
+
+``Evaluator`` (parent side) owns one worker process started with the
+``spawn`` method, so nothing of the parent -- and no student code, ever --
+is in it.  The worker caps its own memory (``RLIMIT_DATA``: TensorFlow's
+thread stacks break under ``RLIMIT_AS``), makes the held-out data from the
+seeds it is sent (never the secret itself), imports Keras once and then
+answers requests until told to stop.  The parent enforces the time limit: a
+worker that does not answer in time is killed and replaced, and so is one
+that dies; the file that caused it gets a ``SubmissionError`` and the batch
+goes on.
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import errors
+from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout, SubmissionError, WorkerCrashed
+
+STARTUP_TIMEOUT_S = 180.0
+
+
+def _apply_limits(memory_mb: int) -> None:
+    import resource
+
+    cap = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _quiet_tensorflow(backend: str) -> None:
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-stable CPU results
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+class _Session:
+    """Worker-side state: the assignment, its held-out data, Keras."""
+
+    def __init__(self, root: str, seeds: dict[str, int]):
+        from ..spec import load_assignment
+        from .heldout import make_heldout, make_training
+
+        self.assignment = load_assignment(root, require_thresholds=False)
+        self.limits = self.assignment.limits
+        self.heldout = {name: make_heldout(self.assignment, ds, seeds[name])
+                        for name, ds in self.assignment.datasets.items()}
+        self.training = {name: make_training(self.assignment, ds)
+                         for name, ds in self.assignment.datasets.items()}
+        import keras  # noqa: F401  (import once, up front)
+
+    def evaluate(self, path: str, training: dict | None) -> dict:
+        from .. import keras_io
+        from ..intake.formats import sniff_format
+        from . import metrics as M
+
+        path = Path(path)
+        fmt = sniff_format(path)
+        vetted = keras_io.read_config(path, fmt, self.limits.max_parameters)
+        model = keras_io.load(path)
+        info = keras_io.describe(model)
+        info.keras_version = vetted["keras_version"]
+        result = {"format": fmt, "info": info.to_dict(), "datasets": {}}
+        if not info.finite:
+            return result  # nothing to measure: the report explains NaN/inf weights
+        wanted = {t.dataset for t in self.assignment.model_tasks() if t.architecture.inputs == info.inputs}
+        for name in sorted(wanted):
+            ds = self.assignment.datasets[name]
+            held = self.heldout[name]
+            try:
+                out = keras_io.predict(model, held["x"])
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise EvaluationFailed(f"{path.name}: the model loaded but failed on the held-out data: "
+                                       f"{keras_io._short(e)}") from None
+            entry = {"metrics": {}, "plot": {}}
+            if ds.kind == "function":
+                if out.shape[1] != 1:
+                    continue
+                entry["metrics"] = M.function_metrics(out, held["y"])
+                train = self.training[name]
+                entry["metrics"]["train_mse"] = M.function_metrics(keras_io.predict(model, train["x"]),
+                                                                   train["y"])["mse"]
+                xs = np.linspace(*ds.domain, M.PLOT_CURVE_POINTS)
+                entry["plot"] = {"x": xs, "y_pred": keras_io.predict(model, xs)[:, 0]}
+            else:
+                entry["metrics"] = M.class_metrics(out, held["y"])
+                if training and training.get("dataset") == name:
+                    tr = M.class_metrics(keras_io.predict(model, training["x"]), training["y"])
+                    entry["metrics"]["train_accuracy"] = tr["accuracy"]
+                    entry["metrics"]["gap"] = tr["accuracy"] - entry["metrics"]["accuracy"]
+                grid = M.grid_points(ds.extent)
+                k = min(M.PLOT_SAMPLE, len(held["x"]))
+                entry["plot"] = {
+                    "grid": M.positive_probability(keras_io.predict(model, grid)).reshape(M.PLOT_GRID, M.PLOT_GRID),
+                    "x": held["x"][:k], "y": held["y"][:k], "pred": M.class_predictions(out[:k]),
+                }
+            result["datasets"][name] = entry
+        return result
+
+
+def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str) -> None:
+    """Worker main loop (runs in the spawned process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    _apply_limits(memory_mb)
+    _quiet_tensorflow(backend)
+    try:
+        session = _Session(root, seeds)
+    except BaseException as e:  # report start-up failure, then exit
+        conn.send({"error": "WorkerCrashed", "message": f"the evaluation worker could not start: {e}"})
+        return
+    conn.send({"ready": True})
+    import keras
+
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        try:
+            reply = {"ok": session.evaluate(request["path"], request.get("training"))}
+        except SubmissionError as e:
+            reply = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+        except MemoryError:
+            reply = {"error": "EvaluationOutOfMemory",
+                     "message": f"{Path(request['path']).name}: loading or running this model needed more "
+                                f"than the grader's memory cap of {memory_mb} MB.",
+                     "hint": "A network for this course needs a few thousand parameters at most; check the "
+                             "number of units in each layer."}
+        except Exception as e:
+            reply = {"error": "EvaluationFailed", "message": f"{Path(request['path']).name}: "
+                     f"{type(e).__name__}: {str(e)[:300]}"}
+        conn.send(reply)
+        keras.backend.clear_session()
+        gc.collect()
+
+
+class Evaluator:
+    """Parent side of the evaluation worker.
+
+    ``evaluate(path)`` returns the worker's measurements of one model file or
+    raises the ``SubmissionError`` that explains why it could not.  The worker
+    is started on first use and replaced whenever it dies or times out.
+    """
+
+    def __init__(self, assignment, seeds: dict[str, int]):
+        self.assignment = assignment
+        self.seeds = dict(seeds)
+        self.limits = assignment.limits
+        self._ctx = mp.get_context("spawn")
+        self._proc = None
+        self._conn = None
+        self.restarts = 0
+
+    # -- lifecycle --------------------------------------------------------
+    def _start(self):
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_serve, name="grader-eval",
+            args=(child, str(self.assignment.root), self.seeds, self.limits.memory_mb, self.limits.backend),
+            daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        reply = self._receive(STARTUP_TIMEOUT_S, what="start")
+        if not reply.get("ready"):
+            self._kill()
+            raise errors.FatalError(reply.get("message", "the evaluation worker could not start"))
+
+    def _kill(self):
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self):
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+                self._proc.join(10)
+            except (OSError, BrokenPipeError):
+                pass
+        self._kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- requests -----------------------------------------------------------
+    def _receive(self, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._kill()
+                self.restarts += 1
+                raise EvaluationTimeout(f"{what}: loading and evaluating the model took longer than "
+                                        f"{timeout:.0f} s, the grader's limit.")
+            try:
+                if self._conn.poll(min(left, 1.0)):
+                    return self._conn.recv()
+            except (EOFError, OSError):
+                pass
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self._kill()
+                self.restarts += 1
+                if code is not None and code in (-signal.SIGKILL, -signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS):
+                    raise EvaluationOutOfMemory(
+                        f"{what}: the evaluation worker was killed (signal {-code}) while handling this model, "
+                        f"most likely by running out of its {self.limits.memory_mb} MB memory cap.")
+                raise WorkerCrashed(f"{what}: the evaluation worker died (exit code {code}) while handling "
+                                    "this model.")
+
+    def evaluate(self, path, training: dict | None = None) -> dict:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        name = Path(path).name
+        try:
+            self._conn.send({"path": str(path), "training": training})
+        except (OSError, BrokenPipeError):
+            self._kill()
+            self._start()
+            self._conn.send({"path": str(path), "training": training})
+        reply = self._receive(self.limits.timeout_s, what=name)
+        if "ok" in reply:
+            return reply["ok"]
+        cls = getattr(errors, reply.get("error", ""), None)
+        if not (isinstance(cls, type) and issubclass(cls, SubmissionError)):
+            cls = EvaluationFailed
+        raise cls(reply.get("message", "evaluation failed"), hint=reply.get("hint"))

@@ -1,0 +1,234 @@
+"""The one module that loads Keras models.
+
+Everything a model file passes through before the grader trusts it happens
+here, in this order:
+
+1. ``read_config``: the model's JSON config is read with h5py / zipfile,
+   without Keras, and checked: only allow-listed layer classes, no Lambda or
+   custom objects, and a parameter count under the spec's budget (a 20 KB
+   ``.h5`` whose Dense layer claims 10**9 units is refused here, before Keras
+   would try to allocate gigabytes).
+2. ``load``: ``keras.models.load_model(safe_mode=True, compile=False)`` with
+   no ``custom_objects``.
+3. ``describe``: the architecture as plain data (inputs, Dense layers with
+   their activations, parameter count, whether every weight is finite).
+4. ``predict``: calls the model directly (``model(x)``), in batches; it is
+   much faster than ``model.predict`` for the grader's small inputs.
+
+Only the evaluation worker (a process in which no student code runs) imports
+this module; Keras is imported lazily so that importing it is cheap.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CorruptModel, ModelLoadError, ModelTooLarge, UnknownFormat, UnsafeModel
+from .intake.formats import FORMAT_NAMES, HDF5, KERAS_ZIP, SAVEDMODEL
+
+#: layer classes a graded model may contain; anything else is refused before loading
+ALLOWED_LAYERS = {
+    "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "BatchNormalization",
+    "LayerNormalization", "Normalization", "Rescaling", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "ReLU", "Softmax", "LeakyReLU", "ELU", "PReLU",
+}
+ALLOWED_MODELS = {"Sequential", "Functional", "Model"}
+#: layers that hold weights but are not Dense; they count towards the parameter budget only
+_ACTIVATION_LAYERS = {"ReLU": "relu", "Softmax": "softmax", "LeakyReLU": "leaky_relu", "ELU": "elu",
+                      "PReLU": "prelu"}
+
+
+@dataclass
+class ModelInfo:
+    """What a model is, as plain data (picklable, JSON-able)."""
+
+    inputs: int | None
+    outputs: int | None
+    dense: list = field(default_factory=list)  # [(units, activation)], activations folded in
+    other_layers: list = field(default_factory=list)  # class names of non-Dense layers with effect
+    parameters: int = 0
+    finite: bool = True
+    keras_version: str | None = None
+
+    def to_dict(self):
+        return asdict(self)
+
+    def describe(self) -> str:
+        layers = ", ".join(f"Dense({u}, {a})" for u, a in self.dense) or "no Dense layer"
+        extra = f" (+ {', '.join(self.other_layers)})" if self.other_layers else ""
+        return f"{self.inputs} input(s) -> {layers}{extra}; {self.parameters} parameters"
+
+
+def _iter_layers(config):
+    """Yield every layer config in a (possibly nested) model config."""
+    for layer in config.get("config", {}).get("layers", []) or []:
+        yield layer
+        if layer.get("class_name") in ALLOWED_MODELS:
+            yield from _iter_layers(layer)
+
+
+def _config_problems(config, max_parameters: int, source: str):
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise CorruptModel(f"{source}: the model configuration is missing or unreadable.")
+    if config["class_name"] not in ALLOWED_MODELS:
+        raise UnsafeModel(f"{source}: the top-level object is a {config['class_name']!r}, not a Keras model "
+                          f"the grader loads (Sequential or Functional).")
+    width = None
+    total = 0
+    for layer in _iter_layers(config):
+        cls = layer.get("class_name")
+        cfg = layer.get("config", {}) or {}
+        if cls in ALLOWED_MODELS:
+            continue
+        if cls == "Lambda":
+            raise UnsafeModel(
+                f"{source}: the model contains a Lambda layer ({cfg.get('name', '?')}). A Lambda layer stores "
+                "Python code, which the grader never runs.",
+                hint="Use only standard layers (Dense, Activation, Dropout) in the model you submit.")
+        if cls not in ALLOWED_LAYERS:
+            raise UnsafeModel(
+                f"{source}: the model contains a layer of class {cls!r}, which the grader does not load "
+                "(custom or unusual layers can run code when loaded).",
+                hint="Use only standard layers (Dense, Activation, Dropout) in the model you submit.")
+        shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
+        if shape:
+            width = shape[-1]
+        if cls == "Dense":
+            units = cfg.get("units")
+            if not isinstance(units, int) or units <= 0:
+                raise CorruptModel(f"{source}: Dense layer {cfg.get('name', '?')} has units={units!r}.")
+            if width is None or not isinstance(width, int):
+                width = 1
+            total += (width + 1) * units
+            if total > max_parameters:
+                raise ModelTooLarge(
+                    f"{source}: Dense layer {cfg.get('name', '?')} claims {units:,} units, which makes the "
+                    f"model larger than {max_parameters:,} parameters; no task needs anything near that, so "
+                    "the grader refuses to build it.")
+            width = units
+    return total
+
+
+def read_config(path: Path, fmt: str, max_parameters: int) -> dict:
+    """Read and vet the model's config without Keras. Raises a ``SubmissionError``."""
+    path = Path(path)
+    name = path.name
+    if fmt == HDF5:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+                if raw is None:
+                    raise CorruptModel(
+                        f"{name}: this HDF5 file holds no model configuration (was it saved with "
+                        "model.save_weights instead of model.save?).",
+                        hint="Save the whole model with model.save('model.h5').")
+                raw = raw.decode() if isinstance(raw, bytes) else raw
+                version = f.attrs.get("keras_version")
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CorruptModel(
+                f"{name}: the file starts like an HDF5 file but cannot be read ({_short(e)}); it is probably "
+                "truncated or damaged.", hint="Save the model again and re-upload the file.") from None
+    elif fmt == KERAS_ZIP:
+        try:
+            with zipfile.ZipFile(path) as z:
+                raw = z.read("config.json").decode()
+                meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
+                version = meta.get("keras_version")
+        except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, ValueError) as e:
+            raise CorruptModel(f"{name}: the .keras archive is damaged ({_short(e)}).",
+                               hint="Save the model again and re-upload the file.") from None
+    elif fmt == SAVEDMODEL:
+        raise ModelLoadError(
+            f"{name}: this is a TensorFlow SavedModel folder, which Keras 3 does not load as a model.",
+            hint="Save the model with model.save('model.h5') (or a .keras file) and submit that file.")
+    else:
+        raise UnknownFormat(f"{name}: {FORMAT_NAMES.get(fmt, fmt)}, not a Keras model.")
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise CorruptModel(f"{name}: the model configuration inside the file is not valid JSON.") from None
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    params = _config_problems(config, max_parameters, name)
+    return {"config": config, "keras_version": version, "parameters_claimed": params}
+
+
+def _short(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load(path: Path):
+    """Load a vetted model file with Keras' safe mode and no compilation."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except MemoryError:
+        raise
+    except Exception as e:  # Keras raises many types here; all mean "does not load"
+        text = _short(e, 300)
+        if "Lambda" in text or "safe_mode" in text:
+            raise UnsafeModel(f"{Path(path).name}: Keras refused to load it in safe mode: {text}") from None
+        if "OOM" in text or "RESOURCE_EXHAUSTED" in text or "Unable to allocate" in text:
+            raise MemoryError(text) from None
+        raise ModelLoadError(f"{Path(path).name}: Keras could not rebuild the model: {text}",
+                             hint="Check that the file was saved with model.save() from a working model.") from None
+
+
+def _activation_name(layer) -> str:
+    act = getattr(layer, "activation", None)
+    name = getattr(act, "__name__", None) or type(act).__name__
+    return name.lower()
+
+
+def describe(model) -> ModelInfo:
+    """Summarise a loaded model as plain data."""
+    import keras
+
+    shape = model.input_shape
+    if isinstance(shape, list):
+        shape = shape[0] if len(shape) == 1 else None
+    inputs = shape[-1] if shape else None
+    out_shape = model.output_shape
+    outputs = out_shape[-1] if out_shape and not isinstance(out_shape, list) else None
+    dense, other = [], []
+    for layer in _flat_layers(model, keras):
+        cls = type(layer).__name__
+        if cls == "Dense":
+            dense.append([int(layer.units), _activation_name(layer)])
+        elif cls in ("Activation",) + tuple(_ACTIVATION_LAYERS):
+            act = _activation_name(layer) if cls == "Activation" else _ACTIVATION_LAYERS[cls]
+            if dense and dense[-1][1] == "linear":
+                dense[-1][1] = act  # Dense(4) + Activation('relu') is Dense(4, relu)
+            else:
+                other.append(f"{cls}({act})")
+        elif cls not in ("InputLayer",):
+            other.append(cls)
+    finite = all(bool(np.all(np.isfinite(w))) for w in model.get_weights())
+    return ModelInfo(inputs=inputs, outputs=outputs, dense=dense, other_layers=other,
+                     parameters=int(model.count_params()), finite=finite)
+
+
+def _flat_layers(model, keras):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _flat_layers(layer, keras)
+        else:
+            yield layer
+
+
+def predict(model, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """Outputs of ``model`` on ``x`` as float64, computed by calling the model directly."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    parts = [np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)]
+    out = np.concatenate(parts).astype(np.float64)
+    return out.reshape(len(x), -1)

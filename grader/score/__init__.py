@@ -1,0 +1,178 @@
+"""Scoring: from a student's evaluated files to points per task, with reasons.
+
+``grade_student`` evaluates every model file of a submission (through the
+``Evaluator``), decides which task each answers (``match``), judges it
+(``assess``), keeps the best file per task and writes a ``StudentResult``.
+"""
+from __future__ import annotations
+
+import math
+
+from ..errors import NotGradedYet, SubmissionError, UnknownFormat
+from ..intake import Submission
+from ..intake.formats import FORMAT_NAMES, NOTEBOOK, SCRIPT, UNKNOWN, EMPTY
+from .assess import Assessment, assess
+from .match import infer_task
+from .results import FileResult, StudentResult, TaskResult
+
+MODEL_SUFFIXES = (".h5", ".hdf5", ".keras", ".pb")
+
+
+def _status(fraction: float) -> str:
+    if fraction >= 1.0:
+        return "passed"
+    return "partial" if fraction > 0 else "failed"
+
+
+def _points(points: float, fraction: float) -> float:
+    return round(points * fraction, 2)
+
+
+def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason: str, plot) -> TaskResult:
+    message = a.message()
+    if inferred and reason:
+        message = f"{reason} {message}"
+    return TaskResult(task.id, task.title, _points(task.points, a.fraction), task.points, _status(a.fraction),
+                      a.metrics, message, source, inferred, task.optional, a.threshold,
+                      plot=plot, dataset=task.dataset)
+
+
+def _missing(task) -> TaskResult:
+    if task.kind == "saved_file":
+        msg = (f"No {' or '.join(task.file_names)} was found in the submission. Save a trained model with "
+               f"model.save('{task.file_names[0]}') and submit the file.")
+    else:
+        msg = (f"No model for task {task.id} was found. Submit it as {task.id}.h5 (model.save('{task.id}.h5')), "
+               "or in a notebook.")
+    if task.optional:
+        msg = "Optional task, not attempted. " + msg
+    return TaskResult(task.id, task.title, 0.0, task.points, "missing", {}, msg, optional=task.optional)
+
+
+def grade_student(assignment, submission: Submission, evaluator) -> StudentResult:
+    files: list[FileResult] = []
+    notes = [p.explain() for p in submission.problems]
+    evaluated = []  # (SubmittedFile, evaluation)
+    errors_by_task: dict[str, str] = {}
+
+    for f in submission.files:
+        if f.is_model:
+            try:
+                evaluation = evaluator.evaluate(f.path)
+            except SubmissionError as e:
+                files.append(FileResult(f.relative, f.format, "error", f.task_hint, e.explain()))
+                if f.task_hint:
+                    errors_by_task.setdefault(f.task_hint, e.explain())
+                continue
+            evaluated.append((f, evaluation))
+        elif f.format in (NOTEBOOK, SCRIPT):
+            e = NotGradedYet(f"{f.relative}: {FORMAT_NAMES[f.format]}; this version of the grader grades saved "
+                             "models (.h5, .keras) only.", hint="Submit your models saved with model.save().")
+            files.append(FileResult(f.relative, f.format, "not graded", None, e.explain()))
+        elif f.path.suffix.lower() in MODEL_SUFFIXES or f.task_hint:
+            what = "is empty" if f.format == EMPTY else "is not a Keras model: its bytes are neither HDF5 nor a .keras zip"
+            e = UnknownFormat(f"{f.relative} {what} (was it renamed, or only partly uploaded?).",
+                              hint="Save the model again with model.save('name.h5') and upload that file.")
+            files.append(FileResult(f.relative, f.format, "error", f.task_hint, e.explain()))
+            if f.task_hint:
+                errors_by_task.setdefault(f.task_hint, e.explain())
+        else:
+            files.append(FileResult(f.relative, f.format, "ignored", None,
+                                    f"{FORMAT_NAMES.get(f.format, f.format)}; not used for grading."))
+
+    # decide the task of every evaluated model and judge it
+    saved_tasks = {t.id for t in assignment.tasks if t.kind == "saved_file"}
+    per_task: dict[str, list[TaskResult]] = {}
+    saved_candidates = []  # (task, file, evaluation, match)
+    for f, evaluation in evaluated:
+        info = evaluation["info"]
+        model_text = _describe(info)
+        if f.task_hint in saved_tasks:
+            match = infer_task(assignment, evaluation)
+            saved_candidates.append((assignment.task(f.task_hint), f, evaluation, match))
+            files.append(FileResult(f.relative, f.format, "graded", f.task_hint,
+                                    f"graded as task {f.task_hint}", model_text))
+            continue
+        if f.task_hint:
+            task = assignment.task(f.task_hint)
+            a = assess(task, evaluation)
+            inferred, reason = False, ""
+        else:
+            match = infer_task(assignment, evaluation)
+            if match.task_id is None:
+                files.append(FileResult(f.relative, f.format, "unmatched", None, match.reason, model_text))
+                continue
+            task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
+        plot = evaluation["datasets"].get(task.dataset, {}).get("plot")
+        result = _model_task_result(task, a, f.relative, inferred, reason, plot)
+        result.architecture = model_text
+        per_task.setdefault(task.id, []).append(result)
+        files.append(FileResult(f.relative, f.format, "graded", task.id,
+                                f"graded as task {task.id}" + (" (inferred)" if inferred else ""), model_text))
+
+    # saved-file tasks: the file exists, is in the required format and holds a trained model
+    saved_results: dict[str, TaskResult] = {}
+    for task, f, evaluation, match in saved_candidates:
+        result = _saved_file_result(task, f, evaluation, match)
+        if match.task_id and match.task_id not in per_task and match.assessment is not None:
+            inner = assignment.task(match.task_id)
+            plot = evaluation["datasets"].get(inner.dataset, {}).get("plot")
+            counted = _model_task_result(inner, match.assessment, f.relative, True, match.reason, plot)
+            counted.architecture = _describe(evaluation["info"])
+            counted.message = f"Taken from {f.relative}, the only model for this task. " + counted.message
+            per_task[inner.id] = [counted]
+        best = saved_results.get(task.id)
+        if best is None or result.score > best.score:
+            saved_results[task.id] = result
+
+    tasks: list[TaskResult] = []
+    for task in assignment.tasks:
+        options = per_task.get(task.id, []) or ([saved_results[task.id]] if task.id in saved_results else [])
+        if options:
+            best = max(options, key=lambda r: r.score)
+            if len(options) > 1:
+                others = ", ".join(r.source for r in options if r is not best)
+                best.message += f" Other files that answer this task scored less: {others}."
+            tasks.append(best)
+        elif task.id in errors_by_task:
+            tasks.append(TaskResult(task.id, task.title, 0.0, task.points, "error", {}, errors_by_task[task.id],
+                                    optional=task.optional))
+        else:
+            tasks.append(_missing(task))
+
+    max_score = assignment.max_score
+    total = math.fsum(t.score for t in tasks)
+    score = round(min(total, max_score), 2)
+    if total > max_score:
+        notes.append(f"Optional tasks brought the total above {max_score:g}; it is capped there.")
+    return StudentResult(submission.student_id, score, max_score, tasks, files, notes)
+
+
+def _describe(info: dict) -> str:
+    layers = ", ".join(f"Dense({u}, {a})" for u, a in info.get("dense", [])) or "no Dense layer"
+    extra = f" + {', '.join(info['other_layers'])}" if info.get("other_layers") else ""
+    return f"{info.get('inputs')} input(s) → {layers}{extra} ({info.get('parameters', 0)} parameters)"
+
+
+def _saved_file_result(task, f, evaluation, match) -> TaskResult:
+    fraction = 1.0
+    words = []
+    if f.format != task.file_format:
+        fraction -= 0.5
+        words.append(f"{f.relative} is {FORMAT_NAMES[f.format]}, not {FORMAT_NAMES[task.file_format]}: save it "
+                     f"with model.save('{task.file_names[0]}').")
+    else:
+        words.append(f"{f.relative} is {FORMAT_NAMES[f.format]} and loads safely.")
+    if match.task_id is None or match.assessment is None:
+        fraction -= 0.5
+        words.append("It does not hold a model of any earlier task: " + match.reason)
+    elif match.assessment.metric_fraction <= 0:
+        fraction -= 0.5
+        words.append(f"It looks like a model of task {match.task_id} but not a trained one: "
+                     + match.assessment.message())
+    else:
+        words.append(f"It holds a trained model of task {match.task_id}.")
+    fraction = max(fraction, 0.0)
+    return TaskResult(task.id, task.title, _points(task.points, fraction), task.points, _status(fraction),
+                      {}, " ".join(words), f.relative, False, task.optional,
+                      architecture=_describe(evaluation["info"]))

@@ -1,0 +1,148 @@
+"""Judging one model against one task: architecture, metric, points, words.
+
+``assess(task, evaluation)`` turns the worker's measurements into an
+``Assessment``: the fraction of the task's points earned and the sentences
+that explain it, including the course's known mistakes (outputs in the wrong
+order, one output instead of two, no softmax, NaN weights, wrong input width).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..spec.model import METRICS, Architecture, Task
+
+METRIC_LABELS = {
+    "mse": "mean squared error against the true function",
+    "max_error": "largest error against the true function",
+    "accuracy": "held-out accuracy",
+    "gap": "training accuracy minus held-out accuracy",
+}
+
+
+def fmt_value(metric: str, value: float) -> str:
+    if metric in ("accuracy", "gap"):
+        return f"{value:.3f}"
+    return f"{value:.3g}"
+
+
+@dataclass
+class Assessment:
+    task_id: str
+    fraction: float
+    architecture_ok: bool
+    metric: str | None
+    value: float | None
+    metric_fraction: float
+    metrics: dict = field(default_factory=dict)
+    sentences: list[str] = field(default_factory=list)
+    threshold: dict | None = None
+
+    def message(self) -> str:
+        return " ".join(self.sentences)
+
+
+def architecture_differences(arch: Architecture, info: dict) -> list[str]:
+    """What differs between the expected architecture and the model, in words."""
+    diffs = []
+    dense = [tuple(layer) for layer in info.get("dense", [])]
+    if info.get("inputs") != arch.inputs:
+        diffs.append(f"the model takes {info.get('inputs')} input(s) but the task has {arch.inputs}")
+    if not dense:
+        return diffs + ["the model has no Dense layer"]
+    *hidden, output = dense
+    if not arch.output.matches(*output):
+        diffs.append(f"its output layer is Dense({output[0]}, {output[1]}) but the task needs "
+                     f"{arch.output.describe()}")
+    if arch.hidden is not None:
+        if len(hidden) != len(arch.hidden):
+            diffs.append(f"it has {len(hidden)} hidden layer(s) but the task asks for {len(arch.hidden)} "
+                         f"({', '.join(p.describe() for p in arch.hidden) or 'none'})")
+        else:
+            for i, (pattern, layer) in enumerate(zip(arch.hidden, hidden), 1):
+                if not pattern.matches(*layer):
+                    diffs.append(f"hidden layer {i} is Dense({layer[0]}, {layer[1]}) but the task asks for "
+                                 f"{pattern.describe()}")
+    for other in info.get("other_layers", []):
+        if other.startswith(("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout")):
+            continue  # inactive at evaluation time
+        diffs.append(f"it has an extra {other} layer")
+    return diffs
+
+
+def _passes(metric: str, value: float, threshold: float) -> bool:
+    return value >= threshold if METRICS[metric] else value <= threshold
+
+
+def _relation(metric: str) -> str:
+    return "≥" if METRICS[metric] else "≤"
+
+
+def assess(task: Task, evaluation: dict, *, training_known: bool = False) -> Assessment:
+    info = evaluation["info"]
+    entry = evaluation["datasets"].get(task.dataset, {})
+    metrics = dict(entry.get("metrics", {}))
+    a = Assessment(task.id, 0.0, False, None, None, 0.0, metrics)
+    say = a.sentences.append
+
+    if not info.get("finite", True):
+        say("The model's weights contain NaN or infinite values, so it cannot predict anything: training "
+            "diverged. Lower the learning rate or check the training data for NaN values, then train again.")
+        return a
+
+    diffs = architecture_differences(task.architecture, info)
+    a.architecture_ok = not diffs
+    outputs = info.get("outputs")
+    expected_outputs = task.architecture.output.units
+    if outputs == 1 and expected_outputs == 2:
+        say("The model has a single output, but this task needs two softmax outputs (one probability per "
+            "class): end the network with Dense(2, activation='softmax') and train on to_categorical(y).")
+    if "outputs_are_probabilities" in metrics and not metrics["outputs_are_probabilities"] \
+            and outputs and outputs > 1 and "softmax" in task.architecture.output.activations:
+        say("The outputs are not probabilities (they do not sum to one): the last layer needs "
+            "activation='softmax'.")
+
+    metric = task.metric if task.metric in metrics else None
+    if metric is None and task.fallback_metric in metrics:
+        metric = task.fallback_metric
+        if task.fallback_reason:
+            say(task.fallback_reason)
+    if metric is None:
+        if not entry:
+            say(f"The model could not be measured on this task's data ({info.get('inputs')} input(s), "
+                f"{outputs} output(s)).")
+        else:
+            say(f"The {METRIC_LABELS[task.metric]} could not be measured for this model.")
+    else:
+        value = float(metrics[metric])
+        th = task.threshold(metric)
+        a.metric, a.value = metric, value
+        a.threshold = {"metric": metric, "pass": th.passing, "partial": th.partial, "source": th.source,
+                       "higher_is_better": METRICS[metric]}
+        rel = _relation(metric)
+        label = METRIC_LABELS[metric]
+        shown = fmt_value(metric, value)
+        if _passes(metric, value, th.passing):
+            a.metric_fraction = 1.0
+            say(f"The {label} is {shown}, within the pass threshold ({rel} {fmt_value(metric, th.passing)}).")
+        elif _passes(metric, value, th.partial):
+            a.metric_fraction = task.partial_credit
+            say(f"The {label} is {shown}: partial credit ({rel} {fmt_value(metric, th.partial)}); full credit "
+                f"needs {rel} {fmt_value(metric, th.passing)}.")
+        else:
+            say(f"The {label} is {shown}, outside even the partial-credit threshold "
+                f"({rel} {fmt_value(metric, th.partial)}; full credit needs {rel} {fmt_value(metric, th.passing)}).")
+        swapped = metrics.get("accuracy_swapped")
+        if metric == "accuracy" and swapped is not None and value < 0.5 and _passes(metric, swapped, th.partial):
+            say(f"Your outputs look swapped: with the two outputs the other way round the accuracy would be "
+                f"{swapped:.3f}. The first output must be the probability of class 0 and the second of class 1 "
+                "(the order to_categorical(y) gives); train on to_categorical(y), not on 1 - y.")
+        if a.metric_fraction < 1 and task.hint:
+            say(task.hint)
+
+    if a.architecture_ok:
+        say("The architecture matches the task.")
+    else:
+        say("Architecture: " + "; ".join(diffs) + f". Expected: {task.architecture.describe()}.")
+    w = task.architecture_weight
+    a.fraction = round(w * a.architecture_ok + (1 - w) * a.metric_fraction, 6)
+    return a

@@ -1,0 +1,305 @@
+"""Reading and validating ``assignment.toml`` (and its ``calibration.toml``).
+
+Every problem is a ``SpecError`` naming the file and the field, e.g.
+``reference/x/assignment.toml: tasks[2].points: expected a positive number,
+got 'ten'``.  Unknown keys are errors too, so a typo never passes silently.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+
+from ..errors import SpecError
+from .model import (
+    ANY, METRICS, METRICS_FOR_KIND, Architecture, Assignment, Dataset, EvaluationLimits,
+    LayerPattern, Task, ThresholdRule, Thresholds,
+)
+
+SPEC_FILE = "assignment.toml"
+DEFAULT_CALIBRATION_FILE = "calibration.toml"
+
+
+class _Table:
+    """A TOML table with its dotted location, for precise error messages."""
+
+    def __init__(self, path: Path, where: str, data):
+        if not isinstance(data, dict):
+            raise SpecError(path, where or None, f"expected a table, got {data!r}")
+        self.path, self.where, self.data = path, where, data
+        self.used: set[str] = set()
+
+    def _field(self, key):
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key, problem):
+        raise SpecError(self.path, self._field(key), problem)
+
+    def get(self, key, kind, default=..., check=None, expect=None):
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "missing (required)")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            self.fail(key, f"expected {expect or kind.__name__}, got {value!r}")
+        if check is not None and not check(value):
+            self.fail(key, f"expected {expect}, got {value!r}")
+        return value
+
+    def table(self, key, default=...):
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "missing (required)")
+            return default
+        return _Table(self.path, self._field(key), self.data[key])
+
+    def done(self):
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            self.fail(unknown[0], "unknown key (a typo?)")
+
+
+def _positive(v):
+    return v > 0
+
+
+def _fraction(v):
+    return 0 <= v <= 1
+
+
+def _ref(path, root, where, value):
+    """Check a ``module:function`` reference to the assignment's own code."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise SpecError(path, where, f"expected 'module:function', got {value!r}")
+    module = value.split(":")[0]
+    if not (root / f"{module}.py").is_file():
+        raise SpecError(path, where, f"no file {module}.py in {root}")
+    return value
+
+
+def _layer(path, where, value) -> LayerPattern:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise SpecError(path, where, f"expected [units, activation], got {value!r}")
+    units, acts = value
+    if not (units == ANY or isinstance(units, int) and not isinstance(units, bool) and units > 0):
+        raise SpecError(path, where, f"units must be a positive whole number or '*', got {units!r}")
+    acts = [acts] if isinstance(acts, str) else acts
+    if not (isinstance(acts, list) and acts and all(isinstance(a, str) for a in acts)):
+        raise SpecError(path, where, f"activation must be a name or a list of names, got {value[1]!r}")
+    return LayerPattern(units, tuple(acts))
+
+
+def _architecture(t: _Table) -> Architecture:
+    inputs = t.get("inputs", int, check=_positive, expect="a positive whole number")
+    output = _layer(t.path, t._field("output"), t.get("output", list, expect="[units, activation]"))
+    hidden = t.get("hidden", (list, str), default=ANY, expect="a list of [units, activation] or '*'")
+    if hidden == ANY:
+        patterns = None
+    elif isinstance(hidden, str):
+        t.fail("hidden", f"expected a list of [units, activation] or '*', got {hidden!r}")
+    else:
+        patterns = tuple(_layer(t.path, f"{t._field('hidden')}[{i}]", h) for i, h in enumerate(hidden))
+    t.done()
+    return Architecture(inputs, output, patterns)
+
+
+def _rule(t: _Table) -> ThresholdRule:
+    rule = ThresholdRule(
+        statistic=t.get("statistic", str, default="median",
+                        check=lambda s: s in ("min", "median", "max"), expect="min, median or max"),
+        factor=t.get("factor", float, default=1.0),
+        offset=t.get("offset", float, default=0.0),
+    )
+    t.done()
+    return rule
+
+
+def _dataset(name: str, t: _Table, root: Path) -> Dataset:
+    kind = t.get("kind", str, check=lambda k: k in METRICS_FOR_KIND, expect="'function' or 'classes'")
+    if kind == "function":
+        domain = t.get("domain", list, default=[0.0, 1.0], expect="[low, high]")
+        if not (len(domain) == 2 and all(isinstance(v, (int, float)) for v in domain) and domain[0] < domain[1]):
+            t.fail("domain", f"expected [low, high] with low < high, got {domain!r}")
+        ds = Dataset(
+            name, kind,
+            function=_ref(t.path, root, t._field("function"), t.get("function", str)),
+            train_x=_ref(t.path, root, t._field("train_x"), t.get("train_x", str)),
+            domain=(float(domain[0]), float(domain[1])),
+            heldout_points=t.get("heldout_points", int, default=2000, check=lambda n: n >= 10,
+                                 expect="a whole number of at least 10"),
+        )
+    else:
+        extent = t.get("extent", list, default=[-10, 10, -10, 10], expect="[xmin, xmax, ymin, ymax]")
+        if len(extent) != 4:
+            t.fail("extent", f"expected [xmin, xmax, ymin, ymax], got {extent!r}")
+        heldout = t.table("heldout").data
+        if not isinstance(heldout.get("n"), int) or heldout["n"] < 10:
+            t.fail("heldout.n", "expected a whole number of held-out points, at least 10")
+        ds = Dataset(
+            name, kind,
+            generator=_ref(t.path, root, t._field("generator"), t.get("generator", str)),
+            heldout=dict(heldout),
+            extent=tuple(float(v) for v in extent),
+        )
+    t.done()
+    return ds
+
+
+def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict, cal_path) -> Task:
+    task_id = t.get("id", str, check=lambda s: s.isalnum(), expect="letters and digits only")
+    kind = t.get("kind", str, default="model", check=lambda k: k in ("model", "saved_file"),
+                 expect="'model' or 'saved_file'")
+    points = t.get("points", float, check=_positive, expect="a positive number")
+    title = t.get("title", str)
+    hint = t.get("hint", str, default="")
+    names = tuple(t.get("names", list, default=[task_id]))
+    optional = t.get("optional", bool, default=False)
+    common = dict(id=task_id, title=title, points=points, kind=kind, hint=hint, names=names, optional=optional)
+    if kind == "saved_file":
+        files = t.get("file_names", list, expect="a list of file names")
+        fmt = t.get("format", str, check=lambda f: f in ("hdf5", "keras_zip"), expect="'hdf5' or 'keras_zip'")
+        reference = t.get("reference", str, default=None)
+        t.done()
+        return Task(**common, dataset=None, metric=None, architecture=None, architecture_weight=0.0,
+                    reference=reference, partial_credit=0.5, calibration={},
+                    file_names=tuple(files), file_format=fmt)
+
+    dataset = t.get("dataset", str, check=lambda d: d in datasets, expect=f"one of {sorted(datasets)}")
+    allowed = METRICS_FOR_KIND[datasets[dataset].kind]
+    metric = t.get("metric", str, check=lambda m: m in allowed, expect=f"one of {sorted(allowed)}")
+    fallback = t.get("fallback_metric", str, default=None, check=lambda m: m in allowed and m != metric,
+                     expect=f"another of {sorted(allowed)}")
+    fallback_reason = t.get("fallback_reason", str, default="")
+    arch = _architecture(t.table("architecture"))
+    if arch.output.units == ANY:
+        t.fail("architecture.output", "the output layer needs a number of units")
+    weight = t.get("architecture_weight", float, default=0.2, check=_fraction, expect="a number from 0 to 1")
+    partial_credit = t.get("partial_credit", float, default=0.5, check=_fraction, expect="a number from 0 to 1")
+    reference = _ref(t.path, root, t._field("reference"), t.get("reference", str))
+
+    rules = {}
+    cal = t.table("calibration")
+    for m in filter(None, (metric, fallback)):
+        mt = cal.table(m)
+        rules[m] = (_rule(mt.table("pass")), _rule(mt.table("partial")))
+        mt.done()
+    cal.done()
+
+    thresholds = {}
+    fixed = t.table("thresholds", default=None)
+    if fixed is not None:  # set by hand in the spec: overrides calibration
+        for m in fixed.data:
+            if m not in rules:
+                fixed.fail(m, f"not a metric of this task ({sorted(rules)})")
+            ft = fixed.table(m)
+            thresholds[m] = Thresholds(ft.get("pass", float), ft.get("partial", float),
+                                       f"set by hand in {t.path.name}")
+            ft.done()
+        fixed.done()
+    recorded = calibration.get(task_id, {})
+    for m in rules:
+        if m not in thresholds and isinstance(recorded.get(m), dict) and "pass" in recorded[m]:
+            thresholds[m] = Thresholds(float(recorded[m]["pass"]), float(recorded[m]["partial"]),
+                                       f"calibration ({cal_path.name}, {len(recorded[m].get('runs', []))} runs)")
+    for m, th in thresholds.items():
+        better = th.passing >= th.partial if METRICS[m] else th.passing <= th.partial
+        if not better:
+            raise SpecError(t.path, t._field(f"thresholds.{m}"),
+                            f"the pass threshold {th.passing} is easier than the partial one {th.partial}")
+    t.done()
+    seed = recorded.get("reference_seed")
+    return Task(**common, dataset=dataset, metric=metric, architecture=arch, architecture_weight=weight,
+                reference=reference, partial_credit=partial_credit, calibration=rules,
+                fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
+                reference_seed=int(seed) if seed is not None else None)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(path, None, "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(path, None, f"not valid TOML: {e}") from None
+
+
+def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
+    """Load and validate ``folder/assignment.toml`` and its calibration file."""
+    root = Path(folder).resolve()
+    if root.is_file():
+        root = root.parent
+    path = root / SPEC_FILE
+    top = _Table(path, "", _read_toml(path))
+
+    a = top.table("assignment")
+    assignment_id = a.get("id", str)
+    title = a.get("title", str)
+    cal_name = a.get("calibration", str, default=DEFAULT_CALIBRATION_FILE)
+    a.done()
+    cal_path = root / cal_name
+    calibration = _read_toml(cal_path).get("tasks", {}) if cal_path.exists() else {}
+
+    lt = top.table("evaluation", default=None)
+    limits = EvaluationLimits()
+    if lt is not None:
+        limits = EvaluationLimits(
+            backend=lt.get("backend", str, default=limits.backend,
+                           check=lambda b: b in ("tensorflow", "jax"), expect="'tensorflow' or 'jax'"),
+            memory_mb=lt.get("memory_mb", int, default=limits.memory_mb, check=lambda m: m >= 1024,
+                             expect="at least 1024 (TensorFlow alone needs about 500 MB)"),
+            timeout_s=lt.get("timeout_s", float, default=limits.timeout_s, check=_positive, expect="seconds > 0"),
+            max_parameters=lt.get("max_parameters", int, default=limits.max_parameters, check=_positive,
+                                  expect="a positive whole number"),
+        )
+        lt.done()
+
+    dt = top.table("datasets")
+    datasets = {name: _dataset(name, dt.table(name), root) for name in list(dt.data)}
+    dt.done()
+
+    raw_tasks = top.get("tasks", list, expect="an array of [[tasks]] tables")
+    tasks, seen = [], set()
+    for i, raw in enumerate(raw_tasks):
+        task = _task(_Table(path, f"tasks[{i}]", raw), root, datasets, calibration, cal_path)
+        if task.id in seen:
+            raise SpecError(path, f"tasks[{i}].id", f"task id {task.id!r} is used twice")
+        seen.add(task.id)
+        tasks.append(task)
+    top.done()
+    if not tasks:
+        raise SpecError(path, "tasks", "the assignment has no tasks")
+    if require_thresholds:
+        for i, task in enumerate(tasks):
+            for m in task.calibration:
+                if m not in task.thresholds:
+                    raise SpecError(path, f"tasks[{i}] ({task.id})",
+                                    f"no thresholds for metric {m!r}: run `grader calibrate {root}` "
+                                    f"or set [tasks.thresholds.{m}] by hand")
+    return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
+                      cal_path if cal_path.exists() else None)
+
+
+def import_reference(assignment: Assignment, ref: str):
+    """Resolve ``module:function`` inside the assignment folder (trusted course code)."""
+    module_name, func = ref.split(":")
+    root = str(assignment.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    unique = f"_grader_ref_{assignment.id}_{module_name}"
+    module = sys.modules.get(unique)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(unique, assignment.root / f"{module_name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        spec.loader.exec_module(module)
+    try:
+        return getattr(module, func)
+    except AttributeError:
+        raise SpecError(assignment.spec_path, None, f"{module_name}.py has no function {func!r}") from None
