@@ -10,7 +10,7 @@ from rich.console import Console
 from . import __version__
 from .errors import FatalError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never break paths in CI logs
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -47,7 +47,7 @@ def _internal_error(assignment, student_id: str, exc: BaseException) -> StudentR
 
 
 def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = None) -> BatchSummary:
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     submissions, out_dir = Path(submissions), Path(out_dir)
     assignment = load_assignment(assignment_dir)
     if not submissions.is_dir():

@@ -22,7 +22,10 @@ def class_predictions(out: np.ndarray) -> np.ndarray:
 
 def class_metrics(out: np.ndarray, y: np.ndarray) -> dict[str, float]:
     pred = class_predictions(out)
-    metrics = {"accuracy": float(np.mean(pred == y))}
+    _, counts = np.unique(y, return_counts=True)
+    metrics = {"accuracy": float(np.mean(pred == y)),
+               # what always answering the most common class would score
+               "majority_baseline": float(counts.max() / len(y))}
     if out.shape[1] <= 2:  # what the accuracy would be with the two outputs the other way round
         metrics["accuracy_swapped"] = float(np.mean((1 - pred) == y))
     sums = out.sum(axis=1)

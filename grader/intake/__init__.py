@@ -9,6 +9,7 @@ suggested by a file name that names it (``1e.h5``, ``task_2c.keras``).
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,21 +95,39 @@ def _sniff(path: Path, problems: list, shown: str):
     return None
 
 
-def _walk(folder: Path):
+def _special(path: Path) -> str | None:
+    """Why ``path`` is not a regular file or folder (a FIFO would hang a reader), or None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken link (it points to nothing)"
+    except OSError as e:
+        return f"not readable ({e.strerror or e})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "not a regular file (a pipe, socket or device)"
+
+
+def _walk(folder: Path, problems: list, base: Path):
     """Files below ``folder``, SavedModel folders as single entries."""
     try:
         entries = sorted(folder.iterdir())
-    except OSError:
+    except OSError as e:
+        problems.append(UnreadableFile(f"{folder.relative_to(base.parent)}/: the folder cannot be read "
+                                       f"({e.strerror or e})."))
         return
     for entry in entries:
         if not _visible(entry):
             continue
-        if entry.is_dir():
+        why = _special(entry)
+        if why:
+            problems.append(UnreadableFile(f"{entry.relative_to(base).as_posix()}: {why}; it was skipped."))
+        elif entry.is_dir():
             if (entry / "saved_model.pb").is_file():
                 yield entry
             else:
-                yield from _walk(entry)
-        elif entry.is_file():
+                yield from _walk(entry, problems, base)
+        else:
             yield entry
 
 
@@ -120,9 +139,14 @@ def collect(submissions_dir, assignment) -> list[Submission]:
     for entry in sorted(root.iterdir()):
         if not _visible(entry):
             continue
-        if entry.is_dir() and not (entry / "saved_model.pb").is_file():
+        why = _special(entry)
+        if why:
+            sid = namer.split_student(entry.name)
+            students.setdefault(sid, Submission(sid)).problems.append(
+                UnreadableFile(f"{entry.name}: {why}; it was skipped."))
+        elif entry.is_dir() and not (entry / "saved_model.pb").is_file():
             sub = students.setdefault(entry.name, Submission(entry.name, root=entry))
-            for path in _walk(entry):
+            for path in _walk(entry, sub.problems, entry):
                 _add(sub, path, path.relative_to(entry).as_posix(), namer)
             if not sub.files and not sub.problems:
                 sub.problems.append(EmptySubmission(

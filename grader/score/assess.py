@@ -19,6 +19,10 @@ METRIC_LABELS = {
 }
 
 
+#: accuracy must beat the majority-class baseline by this much to earn any credit
+BASELINE_MARGIN = 0.01
+
+
 def fmt_value(metric: str, value: float) -> str:
     if metric in ("accuracy", "gap"):
         return f"{value:.3f}"
@@ -121,7 +125,11 @@ def assess(task: Task, evaluation: dict, *, training_known: bool = False) -> Ass
         rel = _relation(metric)
         label = METRIC_LABELS[metric]
         shown = fmt_value(metric, value)
-        if _passes(metric, value, th.passing):
+        baseline = metrics.get("majority_baseline")
+        if metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN:
+            say(f"The {label} is {shown}, no better than always answering the most common class "
+                f"({baseline:.3f}): the model has not learned to separate the classes.")
+        elif _passes(metric, value, th.passing):
             a.metric_fraction = 1.0
             say(f"The {label} is {shown}, within the pass threshold ({rel} {fmt_value(metric, th.passing)}).")
         elif _passes(metric, value, th.partial):

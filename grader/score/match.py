@@ -3,13 +3,15 @@
 A file name that names a task decides first.  Otherwise the candidates are the
 tasks whose input width and number of outputs fit the model; among them the
 model goes to the one where it earns the largest share of the points.  Ties
-(the same model fits several tasks equally well) go to the task with the
-stricter pass threshold on the same data and metric -- a hand-set exact fit
-is task 1b rather than 1a -- and, across datasets, to the dataset on which
-the model does best.  The report says when a task was inferred.
+(the same model fits several tasks equally well) on the same data go to the
+task whose calibrated reference runs the model most resembles -- a hand-set
+exact fit is task 1b, not the 1a whose references fit poorly -- and, across
+datasets, to the dataset on which the model does best.  The report says when
+a task was inferred.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..spec.model import METRICS
@@ -24,11 +26,15 @@ class Match:
     reason: str
 
 
-def _strictness(task) -> float:
-    th = task.threshold(task.metric)
-    if th is None:
-        return 0.0
-    return th.passing if METRICS[task.metric] else -th.passing
+def _distance_to_reference(task, a: Assessment) -> float:
+    """How far the model's metric is from the task's typical reference run (decades for errors)."""
+    th = task.threshold(a.metric) if a.metric else None
+    if th is None or th.typical is None or a.value is None:
+        return float("inf")
+    if METRICS[a.metric]:
+        return abs(a.value - th.typical)
+    tiny = 1e-30
+    return abs(math.log10(max(a.value, tiny)) - math.log10(max(th.typical, tiny)))
 
 
 def _goodness(a: Assessment) -> float:
@@ -58,9 +64,8 @@ def infer_task(assignment, evaluation: dict, training_known: bool = False) -> Ma
     best_fraction = max(a.fraction for _, a in scored)
     top = [(t, a) for t, a in scored if a.fraction == best_fraction]
     if len(top) > 1:
-        groups = {(t.dataset, t.metric) for t, _ in top}
-        if len(groups) == 1:  # same data and metric: the strictest task it still earns most on
-            top.sort(key=lambda ta: _strictness(ta[0]), reverse=True)
+        if len({t.dataset for t, _ in top}) == 1:
+            top.sort(key=lambda ta: _distance_to_reference(ta[0], ta[1]))
         else:
             top.sort(key=lambda ta: _goodness(ta[1]), reverse=True)
     task, a = top[0]

@@ -205,8 +205,10 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     recorded = calibration.get(task_id, {})
     for m in rules:
         if m not in thresholds and isinstance(recorded.get(m), dict) and "pass" in recorded[m]:
+            typical = recorded[m].get("median")
             thresholds[m] = Thresholds(float(recorded[m]["pass"]), float(recorded[m]["partial"]),
-                                       f"calibration ({cal_path.name}, {len(recorded[m].get('runs', []))} runs)")
+                                       f"calibration ({cal_path.name}, {len(recorded[m].get('runs', []))} runs)",
+                                       float(typical) if typical is not None else None)
     for m, th in thresholds.items():
         better = th.passing >= th.partial if METRICS[m] else th.passing <= th.partial
         if not better:

@@ -89,6 +89,7 @@ class Thresholds:
     passing: float
     partial: float
     source: str  # where they came from, said in reports
+    typical: float | None = None  # the reference runs' median, when calibrated
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real Tutorial 6 spec, a real evaluation worker, real trained models."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # training in the tests: the fast backend
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIAL6 = ROOT / "reference" / "tutorial6"
+SHARED = ROOT.parent / "shared"
+TEST_SECRET = "test-secret"
+
+
+@pytest.fixture(scope="session")
+def assignment():
+    from grader.spec import load_assignment
+
+    return load_assignment(TUTORIAL6)
+
+
+@pytest.fixture(scope="session")
+def evaluator(assignment):
+    """One real evaluation worker (spawned, memory-capped) shared by the tests."""
+    from grader.evaluate import Evaluator, dataset_seeds
+
+    with Evaluator(assignment, dataset_seeds(assignment, TEST_SECRET)) as ev:
+        yield ev
+
+
+@pytest.fixture(scope="session")
+def reference_models(assignment):
+    """Every task's reference, trained once with its calibrated seed: task id -> (model, (x, y))."""
+    from grader.spec import import_reference
+
+    return {t.id: import_reference(assignment, t.reference)(t.reference_seed)
+            for t in assignment.model_tasks()}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, reference_models):
+    """The reference models saved as <task>.h5."""
+    d = tmp_path_factory.mktemp("reference-models")
+    for tid, (model, _) in reference_models.items():
+        model.save(d / f"{tid}.h5")
+    return d
+
+
+def real_file(name: str) -> Path:
+    path = SHARED / "real" / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not available (../shared is absent)")
+    return path
+
+
+def small_model(hidden=((4, "relu"),), inputs=2, outputs=(2, "softmax"), seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((inputs,))] +
+                             [keras.layers.Dense(u, activation=a) for u, a in hidden] +
+                             [keras.layers.Dense(outputs[0], activation=outputs[1])])
+    return model
+
+
+def grade_one(assignment, evaluator, folder: Path, student="s"):
+    from grader.intake import collect
+    from grader.score import grade_student
+
+    subs = {s.student_id: s for s in collect(folder, assignment)}
+    return grade_student(assignment, subs[student], evaluator)
+
+
+def task_of(result, tid):
+    return next(t for t in result.tasks if t.id == tid)
+
+
+def reference_metric(assignment, task_id, value_of=np.max):
+    return value_of(assignment.task(task_id).thresholds)

@@ -1,0 +1,147 @@
+"""The CLI end to end: exit codes, results.json's contract, the secret, HTML in a real browser."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TUTORIAL6
+
+GRADER = [sys.executable, "-m", "grader.cli"]
+STATUSES = {"passed", "partial", "failed", "missing", "error"}
+
+
+def run_grader(*args, env=None):
+    e = dict(os.environ)
+    e.pop("GRADER_SECRET", None)
+    e.update(env or {})
+    return subprocess.run(GRADER + list(args), capture_output=True, text=True, env=e, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def graded_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    proc = run_grader("grade", str(ROOT / "submissions"), "--assignment", str(TUTORIAL6), "--out", str(out))
+    return proc, out
+
+
+def test_demo_batch_exits_0_and_results_json_has_the_contract(graded_demo):
+    proc, out = graded_demo
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((out / "results.json").read_text())
+    assert data["assignment"] == "tutorial6"
+    ids = [s["id"] for s in data["students"]]
+    assert ids == sorted(ids) and {"alice", "bob", "carol", "dave", "erin"} <= set(ids)
+    for s in data["students"]:
+        assert isinstance(s["id"], str) and isinstance(s["score"], float) and isinstance(s["max_score"], float)
+        for t in s["tasks"]:
+            assert {"id", "score", "max_score", "status", "metrics", "message"} <= set(t)
+            assert t["status"] in STATUSES and isinstance(t["message"], str) and t["message"]
+            assert isinstance(t["score"], float) and isinstance(t["max_score"], float)
+            assert all(isinstance(k, str) and isinstance(v, float) for k, v in t["metrics"].items())
+    by_id = {s["id"]: s for s in data["students"]}
+    assert by_id["alice"]["score"] == 100.0
+    carol_2a = next(t for t in by_id["carol"]["tasks"] if t["id"] == "2a")
+    assert carol_2a["status"] == "error" and "truncated" in carol_2a["message"]
+    dave_2a = next(t for t in by_id["dave"]["tasks"] if t["id"] == "2a")
+    assert "swapped" in dave_2a["message"]
+    bob_1c = next(t for t in by_id["bob"]["tasks"] if t["id"] == "1c")
+    assert bob_1c["status"] == "failed" and "Dense(150, relu)" in bob_1c["message"]
+
+
+def test_secret_is_created_in_out_once_and_reused(graded_demo, tmp_path):
+    proc, out = graded_demo
+    secret = out / ".grader-secret"
+    assert secret.is_file() and oct(secret.stat().st_mode & 0o777) == "0o600"
+    assert "Created a grading secret" in proc.stderr
+    assert not list((ROOT / "submissions").rglob(".grader-secret"))
+    value = secret.read_text()
+    assert value.strip() not in (out / "results.json").read_text()
+    assert value.strip() not in (out / "index.html").read_text()
+
+
+def test_a_secret_decides_the_heldout_data(tmp_path):
+    subs = tmp_path / "subs"
+    shutil.copytree(ROOT / "submissions" / "alice", subs / "alice")
+    metrics = []
+    for secret in ("one", "one", "two"):
+        out = tmp_path / f"out-{len(metrics)}"
+        assert run_grader("grade", str(subs), "-a", str(TUTORIAL6), "-o", str(out),
+                          env={"GRADER_SECRET": secret}).returncode == 0
+        assert not (out / ".grader-secret").exists()
+        data = json.loads((out / "results.json").read_text())
+        metrics.append([t["metrics"] for t in data["students"][0]["tasks"]])
+    assert metrics[0] == metrics[1] and metrics[0] != metrics[2]
+
+
+def test_the_grader_itself_failing_exits_nonzero(tmp_path):
+    proc = run_grader("grade", str(tmp_path / "missing"), "-a", str(TUTORIAL6), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    (tmp_path / "subs").mkdir()
+    proc = run_grader("grade", str(tmp_path / "subs"), "-a", str(tmp_path), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "assignment.toml" in proc.stderr
+    proc = run_grader("grade", str(tmp_path / "subs"), "-a", str(TUTORIAL6), "-o", str(tmp_path / "subs" / "r"))
+    assert proc.returncode == 2 and "inside the submissions folder" in proc.stderr
+
+
+def test_notebooks_are_recognised_as_not_graded_yet(tmp_path):
+    import nbformat
+
+    subs = tmp_path / "subs" / "nb"
+    subs.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")]), subs / "work.ipynb")
+    out = tmp_path / "out"
+    assert run_grader("grade", str(tmp_path / "subs"), "-a", str(TUTORIAL6), "-o", str(out)).returncode == 0
+    files = json.loads((out / "results.json").read_text())["students"][0]["files"]
+    assert files[0]["outcome"] == "not graded" and "notebook" in files[0]["message"]
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no Chromium on this machine (.ci/run installs it)")
+
+
+def _browser(*args, tmp_path):
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_student_page_renders_in_a_real_browser(graded_demo, tmp_path):
+    _, out = graded_demo
+    page = out / "students" / "dave.html"
+    dom = _browser("--dump-dom", page.as_uri(), tmp_path=tmp_path).stdout
+    assert 'id="student-id">dave<' in dom
+    assert 'id="total-score">' in dom and "outputs look swapped" in dom
+    assert dom.count('src="data:image/png;base64,') >= 2  # 1c curve and 2a regions
+    shot = tmp_path / "dave.png"
+    _browser(f"--screenshot={shot}", "--window-size=1000,2400", page.as_uri(), tmp_path=tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 20_000  # a page with plots, not a blank one
+
+
+def test_index_lists_every_student_in_a_real_browser(graded_demo, tmp_path):
+    _, out = graded_demo
+    dom = _browser("--dump-dom", (out / "index.html").as_uri(), tmp_path=tmp_path).stdout
+    for student in ("alice", "bob", "carol", "dave", "erin"):
+        assert f'href="students/{student}.html"' in dom
+    assert "pass rate" in dom and 'alt="score histogram"' in dom
+
+
+def test_student_ids_and_messages_are_escaped(tmp_path, model_dir):
+    subs = tmp_path / "subs"
+    evil = "<script>alert(1)</script>"
+    (subs / evil.replace("/", "_")).mkdir(parents=True)
+    (subs / evil.replace("/", "_") / "1c.h5").write_text(evil)
+    out = tmp_path / "out"
+    assert run_grader("grade", str(subs), "-a", str(TUTORIAL6), "-o", str(out)).returncode == 0
+    pages = list((out / "students").glob("*.html"))
+    assert len(pages) == 1
+    html = pages[0].read_text() + (out / "index.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html

@@ -1,0 +1,60 @@
+"""The generators reproduce the course's distributions."""
+import numpy as np
+
+from conftest import TUTORIAL6
+from grader.spec import import_reference
+
+
+def gen(assignment, name):
+    return import_reference(assignment, f"datasets:{name}")
+
+
+def test_target_function_matches_the_sheet(assignment):
+    f = gen(assignment, "target")
+    x = np.array([0.0, 0.05, 0.1, 0.35, 0.6, 0.7, 0.8, 0.9, 1.0])
+    np.testing.assert_allclose(f(x), [0, 0, 0, 0.125, 0.25, 0.125, 0, 0, 0], atol=1e-12)
+
+
+def test_simple_circular_counts_order_and_radii(assignment):
+    X, y = gen(assignment, "gen_simple_circular_distribution")(30000, scale=1, rng=np.random.default_rng(1))
+    a = round(30000 / 3)
+    assert X.shape == (30000, 2) and (y[:a] == 0).all() and (y[a:] == 1).all()
+    r = np.hypot(X[:, 0], X[:, 1])
+    # radius ~ Normal(0, 1) for class 0: |r| is half-normal with mean sqrt(2/pi)
+    assert abs(r[:a].mean() - np.sqrt(2 / np.pi)) < 0.03
+    assert abs(r[a:].mean() - 5) < 0.03 and abs(r[a:].std() - 1) < 0.03
+
+
+def test_xor_clusters_and_rotations(assignment):
+    X, y = gen(assignment, "gen_xor_distribution")(40000, rng=np.random.default_rng(2))
+    a = 10000
+    assert (y[:2 * a] == 0).all() and (y[2 * a:] == 1).all()
+    np.testing.assert_allclose(X[:a].mean(0), [-2.3, -2.3], atol=0.02)
+    np.testing.assert_allclose(X[3 * a:].mean(0), [2.3, -2.3], atol=0.02)
+    c0, c1 = np.cov(X[:a].T), np.cov(X[2 * a:3 * a].T)
+    # diag(0.4, 0.1) rotated by -45 / +45 degrees: off-diagonal -0.15 / +0.15, diagonal 0.25
+    np.testing.assert_allclose(c0, [[0.25, -0.15], [-0.15, 0.25]], atol=0.02)
+    np.testing.assert_allclose(c1, [[0.25, 0.15], [0.15, 0.25]], atol=0.02)
+
+
+def test_ring_counts_and_radii(assignment):
+    X, y = gen(assignment, "gen_circular_distribution")(7000, rng=np.random.default_rng(3))
+    a, b = 1000, 2000
+    r = np.hypot(X[:, 0], X[:, 1])
+    assert (y == 0).sum() == 5000 and (y == 1).sum() == b
+    assert abs(r[:a].mean() - 2) < 0.1
+    assert abs(r[y == 1].mean() - 5) < 0.05
+    assert abs(r[a:5000].mean() - 8) < 0.05
+
+
+def test_heldout_grid_never_equals_training_points(assignment):
+    from grader.evaluate.heldout import dataset_seeds, make_heldout
+
+    ds = assignment.datasets["curve"]
+    held = make_heldout(assignment, ds, dataset_seeds(assignment, "s1")["curve"])
+    train = np.linspace(0, 1, 200)
+    assert len(held["x"]) >= 1990 and not np.isin(held["x"], train).any()
+    other = make_heldout(assignment, ds, dataset_seeds(assignment, "s2")["curve"])
+    assert not np.array_equal(held["x"], other["x"])  # the secret moves the grid
+    again = make_heldout(assignment, ds, dataset_seeds(assignment, "s1")["curve"])
+    np.testing.assert_array_equal(held["x"], again["x"])
