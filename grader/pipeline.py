@@ -66,6 +66,12 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
                TextColumn("{task.fields[current]}")]
     with Evaluator(assignment, dataset_seeds(assignment, secret.value)) as evaluator, \
             Progress(*columns, console=console, transient=False) as progress:
+        evaluator.start()
+        if not evaluator.memory_capped:
+            warning = ("This platform refused the evaluation worker's memory cap: a model that claims huge "
+                       "layers can still be refused by the parameter budget, but not stopped by the cap.")
+            reporter.warnings.append(warning)
+            console.print(f"[bold yellow]warning:[/] {warning}")
         bar = progress.add_task("grading", total=len(students), current="")
         for sub in students:
             progress.update(bar, current=sub.student_id)

@@ -8,7 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +77,3 @@ def grade_one(assignment, evaluator, folder: Path, student="s"):
 
 def task_of(result, tid):
     return next(t for t in result.tasks if t.id == tid)
-
-
-def reference_metric(assignment, task_id, value_of=np.max):
-    return value_of(assignment.task(task_id).thresholds)

@@ -1,7 +1,6 @@
 """The generators reproduce the course's distributions."""
 import numpy as np
 
-from conftest import TUTORIAL6
 from grader.spec import import_reference
 
 

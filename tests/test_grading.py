@@ -2,7 +2,6 @@
 import shutil
 
 import numpy as np
-import pytest
 
 from conftest import grade_one, real_file, small_model, task_of
 from grader.score.assess import assess

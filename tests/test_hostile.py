@@ -151,3 +151,8 @@ def test_unreadable_file_gets_a_message(tmp_path):
         assert "cannot be read" in sub.problems[0].explain()
     finally:
         f.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_the_worker_reports_its_memory_cap(evaluator, model_dir):
+    evaluator.evaluate(model_dir / "1a.h5")
+    assert evaluator.memory_capped is True

@@ -27,12 +27,17 @@ from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout,
 STARTUP_TIMEOUT_S = 180.0
 
 
-def _apply_limits(memory_mb: int) -> None:
-    import resource
+def _apply_limits(memory_mb: int) -> bool:
+    """Cap this process's memory; False where the platform refuses (then the parent warns)."""
+    try:
+        import resource
 
-    cap = memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        cap = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+        return True
+    except (ImportError, ValueError, OSError):
+        return False
 
 
 def _quiet_tensorflow(backend: str) -> None:
@@ -112,14 +117,14 @@ class _Session:
 def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str) -> None:
     """Worker main loop (runs in the spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    _apply_limits(memory_mb)
+    capped = _apply_limits(memory_mb)
     _quiet_tensorflow(backend)
     try:
         session = _Session(root, seeds)
     except BaseException as e:  # report start-up failure, then exit
         conn.send({"error": "WorkerCrashed", "message": f"the evaluation worker could not start: {e}"})
         return
-    conn.send({"ready": True})
+    conn.send({"ready": True, "memory_capped": capped})
     import keras
 
     while True:
@@ -163,6 +168,7 @@ class Evaluator:
         self._proc = None
         self._conn = None
         self.restarts = 0
+        self.memory_capped: bool | None = None  # known once the worker has started
 
     # -- lifecycle --------------------------------------------------------
     def _start(self):
@@ -178,6 +184,12 @@ class Evaluator:
         if not reply.get("ready"):
             self._kill()
             raise errors.FatalError(reply.get("message", "the evaluation worker could not start"))
+        self.memory_capped = bool(reply.get("memory_capped"))
+
+    def start(self):
+        """Start the worker now (it is otherwise started on first use)."""
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
 
     def _kill(self):
         if self._proc is not None:
@@ -230,8 +242,7 @@ class Evaluator:
                                     "this model.")
 
     def evaluate(self, path, training: dict | None = None) -> dict:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
+        self.start()
         name = Path(path).name
         try:
             self._conn.send({"path": str(path), "training": training})

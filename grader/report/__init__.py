@@ -109,7 +109,7 @@ class Reporter:
     def write_index(self) -> Path:
         students = [self.results[k] for k in sorted(self.results)]
         rates = []
-        for i, task in enumerate(self.assignment.tasks):
+        for i in range(len(self.assignment.tasks)):
             done = [s.tasks[i].status == "passed" for s in students]
             rates.append(f"{100 * sum(done) / len(done):.0f}%" if done else "–")
         rows = [{"id": s.id, "score": s.score, "max_score": s.max_score, "tasks": s.tasks,

@@ -10,7 +10,7 @@ import math
 
 from ..errors import NotGradedYet, SubmissionError, UnknownFormat
 from ..intake import Submission
-from ..intake.formats import FORMAT_NAMES, NOTEBOOK, SCRIPT, UNKNOWN, EMPTY
+from ..intake.formats import EMPTY, FORMAT_NAMES, NOTEBOOK, SCRIPT
 from .assess import Assessment, assess
 from .match import infer_task
 from .results import FileResult, StudentResult, TaskResult

@@ -62,7 +62,7 @@ def architecture_differences(arch: Architecture, info: dict) -> list[str]:
             diffs.append(f"it has {len(hidden)} hidden layer(s) but the task asks for {len(arch.hidden)} "
                          f"({', '.join(p.describe() for p in arch.hidden) or 'none'})")
         else:
-            for i, (pattern, layer) in enumerate(zip(arch.hidden, hidden), 1):
+            for i, (pattern, layer) in enumerate(zip(arch.hidden, hidden, strict=True), 1):
                 if not pattern.matches(*layer):
                     diffs.append(f"hidden layer {i} is Dense({layer[0]}, {layer[1]}) but the task asks for "
                                  f"{pattern.describe()}")
@@ -81,7 +81,7 @@ def _relation(metric: str) -> str:
     return "≥" if METRICS[metric] else "≤"
 
 
-def assess(task: Task, evaluation: dict, *, training_known: bool = False) -> Assessment:
+def assess(task: Task, evaluation: dict) -> Assessment:
     info = evaluation["info"]
     entry = evaluation["datasets"].get(task.dataset, {})
     metrics = dict(entry.get("metrics", {}))

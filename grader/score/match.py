@@ -51,7 +51,7 @@ def candidates(assignment, info: dict):
     return exact or same_inputs
 
 
-def infer_task(assignment, evaluation: dict, training_known: bool = False) -> Match:
+def infer_task(assignment, evaluation: dict) -> Match:
     info = evaluation["info"]
     tasks = candidates(assignment, info)
     if not tasks:
@@ -60,7 +60,7 @@ def infer_task(assignment, evaluation: dict, training_known: bool = False) -> Ma
                      f"This model takes {info.get('inputs')} input(s) and gives {info.get('outputs')} output(s); "
                      f"no task of this assignment has that input width (the tasks take "
                      f"{' or '.join(map(str, widths))} input(s)).")
-    scored = [(t, assess(t, evaluation, training_known=training_known)) for t in tasks]
+    scored = [(t, assess(t, evaluation)) for t in tasks]
     best_fraction = max(a.fraction for _, a in scored)
     top = [(t, a) for t, a in scored if a.fraction == best_fraction]
     if len(top) > 1:
