@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from ..errors import NotGradedYet, SubmissionError, UnknownFormat
-from ..intake import Submission
-from ..intake.formats import EMPTY, FORMAT_NAMES, NOTEBOOK, SCRIPT
+from ..errors import SubmissionError, UnknownFormat
+from ..execute import execute_notebook
+from ..intake import Submission, TaskNamer
+from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SCRIPT, sniff_format
 from .assess import Assessment, assess
 from .match import infer_task
 from .results import FileResult, StudentResult, TaskResult
@@ -49,26 +51,57 @@ def _missing(task) -> TaskResult:
     return TaskResult(task.id, task.title, 0.0, task.points, "missing", {}, msg, optional=task.optional)
 
 
-def grade_student(assignment, submission: Submission, evaluator) -> StudentResult:
+@dataclass
+class Source:
+    """Where a model came from: a submitted file, or a notebook run."""
+
+    name: str
+    format: str
+    task_hint: str | None = None
+    dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it
+    training: dict | None = None
+
+
+def grade_student(assignment, submission: Submission, evaluator, *, progress=None) -> StudentResult:
     files: list[FileResult] = []
     notes = [p.explain() for p in submission.problems]
-    evaluated = []  # (SubmittedFile, evaluation)
+    notebooks: list[dict] = []
+    evaluated = []  # (Source, evaluation)
     errors_by_task: dict[str, str] = {}
+    namer = TaskNamer(assignment)
+
+    def evaluate(source: Source, path):
+        try:
+            evaluation = evaluator.evaluate(path, source.training)
+        except SubmissionError as e:
+            files.append(FileResult(source.name, source.format, "error", source.task_hint, e.explain()))
+            if source.task_hint:
+                errors_by_task.setdefault(source.task_hint, e.explain())
+            return
+        evaluated.append((source, evaluation))
 
     for f in submission.files:
         if f.is_model:
-            try:
-                evaluation = evaluator.evaluate(f.path)
-            except SubmissionError as e:
-                files.append(FileResult(f.relative, f.format, "error", f.task_hint, e.explain()))
-                if f.task_hint:
-                    errors_by_task.setdefault(f.task_hint, e.explain())
-                continue
-            evaluated.append((f, evaluation))
+            evaluate(Source(f.relative, f.format, f.task_hint), f.path)
         elif f.format in (NOTEBOOK, SCRIPT):
-            e = NotGradedYet(f"{f.relative}: {FORMAT_NAMES[f.format]}; this version of the grader grades saved "
-                             "models (.h5, .keras) only.", hint="Submit your models saved with model.save().")
-            files.append(FileResult(f.relative, f.format, "not graded", None, e.explain()))
+            try:
+                with execute_notebook(assignment, f.path, f.format, submission.root, progress=progress) as ex:
+                    summary = ex.summary()
+                    notebooks.append(summary)
+                    notes.extend(ex.notes)
+                    files.append(FileResult(f.relative, f.format, "executed", None,
+                                            f"ran {summary['cells_run']} cell(s) in {summary['seconds']} s on the "
+                                            f"{summary['backend']} backend; {summary['cells_failed']} failed; "
+                                            f"{summary['models_captured']} model(s) captured"))
+                    for cap in ex.captures:
+                        evaluate(Source(cap.label(f.relative), KERAS_ZIP, None, cap.dataset, cap.training()),
+                                 cap.model_path)
+                    for path in ex.saved:
+                        rel = path.relative_to(ex.work_dir).as_posix()
+                        evaluate(Source(f"{rel} (saved by {f.relative})", sniff_format(path),
+                                        namer.task_for(path.name)), path)
+            except SubmissionError as e:
+                files.append(FileResult(f.relative, f.format, "error", None, e.explain()))
         elif f.path.suffix.lower() in MODEL_SUFFIXES or f.task_hint:
             what = "is empty" if f.format == EMPTY else "is not a Keras model: its bytes are neither HDF5 nor a .keras zip"
             e = UnknownFormat(f"{f.relative} {what} (was it renamed, or only partly uploaded?).",
@@ -90,7 +123,7 @@ def grade_student(assignment, submission: Submission, evaluator) -> StudentResul
         if f.task_hint in saved_tasks:
             match = infer_task(assignment, evaluation)
             saved_candidates.append((assignment.task(f.task_hint), f, evaluation, match))
-            files.append(FileResult(f.relative, f.format, "graded", f.task_hint,
+            files.append(FileResult(f.name, f.format, "graded", f.task_hint,
                                     f"graded as task {f.task_hint}", model_text))
             continue
         if f.task_hint:
@@ -98,16 +131,16 @@ def grade_student(assignment, submission: Submission, evaluator) -> StudentResul
             a = assess(task, evaluation)
             inferred, reason = False, ""
         else:
-            match = infer_task(assignment, evaluation)
+            match = infer_task(assignment, evaluation, dataset=f.dataset)
             if match.task_id is None:
-                files.append(FileResult(f.relative, f.format, "unmatched", None, match.reason, model_text))
+                files.append(FileResult(f.name, f.format, "unmatched", None, match.reason, model_text))
                 continue
             task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
         plot = evaluation["datasets"].get(task.dataset, {}).get("plot")
-        result = _model_task_result(task, a, f.relative, inferred, reason, plot)
+        result = _model_task_result(task, a, f.name, inferred, reason, plot)
         result.architecture = model_text
         per_task.setdefault(task.id, []).append(result)
-        files.append(FileResult(f.relative, f.format, "graded", task.id,
+        files.append(FileResult(f.name, f.format, "graded", task.id,
                                 f"graded as task {task.id}" + (" (inferred)" if inferred else ""), model_text))
 
     # saved-file tasks: the file exists, is in the required format and holds a trained model
@@ -117,9 +150,9 @@ def grade_student(assignment, submission: Submission, evaluator) -> StudentResul
         if match.task_id and match.task_id not in per_task and match.assessment is not None:
             inner = assignment.task(match.task_id)
             plot = evaluation["datasets"].get(inner.dataset, {}).get("plot")
-            counted = _model_task_result(inner, match.assessment, f.relative, True, match.reason, plot)
+            counted = _model_task_result(inner, match.assessment, f.name, True, match.reason, plot)
             counted.architecture = _describe(evaluation["info"])
-            counted.message = f"Taken from {f.relative}, the only model for this task. " + counted.message
+            counted.message = f"Taken from {f.name}, the only model for this task. " + counted.message
             per_task[inner.id] = [counted]
         best = saved_results.get(task.id)
         if best is None or result.score > best.score:
@@ -145,7 +178,7 @@ def grade_student(assignment, submission: Submission, evaluator) -> StudentResul
     score = round(min(total, max_score), 2)
     if total > max_score:
         notes.append(f"Optional tasks brought the total above {max_score:g}; it is capped there.")
-    return StudentResult(submission.student_id, score, max_score, tasks, files, notes)
+    return StudentResult(submission.student_id, score, max_score, tasks, files, notes, notebooks)
 
 
 def _describe(info: dict) -> str:
@@ -159,10 +192,10 @@ def _saved_file_result(task, f, evaluation, match) -> TaskResult:
     words = []
     if f.format != task.file_format:
         fraction -= 0.5
-        words.append(f"{f.relative} is {FORMAT_NAMES[f.format]}, not {FORMAT_NAMES[task.file_format]}: save it "
+        words.append(f"{f.name} is {FORMAT_NAMES[f.format]}, not {FORMAT_NAMES[task.file_format]}: save it "
                      f"with model.save('{task.file_names[0]}').")
     else:
-        words.append(f"{f.relative} is {FORMAT_NAMES[f.format]} and loads safely.")
+        words.append(f"{f.name} is {FORMAT_NAMES[f.format]} and loads safely.")
     if match.task_id is None or match.assessment is None:
         fraction -= 0.5
         words.append("It does not hold a model of any earlier task: " + match.reason)
@@ -174,5 +207,5 @@ def _saved_file_result(task, f, evaluation, match) -> TaskResult:
         words.append(f"It holds a trained model of task {match.task_id}.")
     fraction = max(fraction, 0.0)
     return TaskResult(task.id, task.title, _points(task.points, fraction), task.points, _status(fraction),
-                      {}, " ".join(words), f.relative, False, task.optional,
+                      {}, " ".join(words), f.name, False, task.optional,
                       architecture=_describe(evaluation["info"]))

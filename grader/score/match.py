@@ -44,16 +44,18 @@ def _goodness(a: Assessment) -> float:
     return a.value if METRICS[a.metric] else -a.value
 
 
-def candidates(assignment, info: dict):
+def candidates(assignment, info: dict, dataset: str | None = None):
     inputs, outputs = info.get("inputs"), info.get("outputs")
     same_inputs = [t for t in assignment.model_tasks() if t.architecture.inputs == inputs]
+    if dataset is not None:  # a notebook run showed what the model was trained on
+        same_inputs = [t for t in same_inputs if t.dataset == dataset] or same_inputs
     exact = [t for t in same_inputs if t.architecture.output.units == outputs]
     return exact or same_inputs
 
 
-def infer_task(assignment, evaluation: dict) -> Match:
+def infer_task(assignment, evaluation: dict, dataset: str | None = None) -> Match:
     info = evaluation["info"]
-    tasks = candidates(assignment, info)
+    tasks = candidates(assignment, info, dataset)
     if not tasks:
         widths = sorted({t.architecture.inputs for t in assignment.model_tasks()})
         return Match(None, True, None,

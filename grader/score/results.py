@@ -66,6 +66,7 @@ class StudentResult:
     tasks: list[TaskResult]
     files: list[FileResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    notebooks: list[dict] = field(default_factory=list)  # one summary per executed notebook
 
     @property
     def fraction(self) -> float:
@@ -74,4 +75,4 @@ class StudentResult:
     def to_json(self) -> dict:
         return {"id": self.id, "score": self.score, "max_score": self.max_score,
                 "tasks": [t.to_json() for t in self.tasks], "files": [f.to_json() for f in self.files],
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "notebooks": list(self.notebooks)}

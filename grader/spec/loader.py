@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import SpecError
 from .model import (
     ANY, METRICS, METRICS_FOR_KIND, Architecture, Assignment, Dataset, EvaluationLimits,
-    LayerPattern, Task, ThresholdRule, Thresholds,
+    LayerPattern, NotebookSettings, Task, ThresholdRule, Thresholds,
 )
 
 SPEC_FILE = "assignment.toml"
@@ -262,6 +262,30 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
         )
         lt.done()
 
+    nt = top.table("notebooks", default=None)
+    notebooks = NotebookSettings()
+    if nt is not None:
+        support = nt.get("support_files", dict, default={}, expect="a table of name = file in the assignment folder")
+        for name, src in support.items():
+            if not isinstance(src, str) or not (root / src).is_file() or "/" in name:
+                nt.fail(f"support_files.{name}", f"expected a file of {root}, got {src!r}")
+        notebooks = NotebookSettings(
+            backend=nt.get("backend", str, default=notebooks.backend, check=lambda b: b in ("tensorflow", "jax"),
+                           expect="'tensorflow' or 'jax'"),
+            cell_timeout_s=nt.get("cell_timeout_s", float, default=notebooks.cell_timeout_s, check=_positive,
+                                  expect="seconds > 0"),
+            notebook_timeout_s=nt.get("notebook_timeout_s", float, default=notebooks.notebook_timeout_s,
+                                      check=_positive, expect="seconds > 0"),
+            memory_mb=nt.get("memory_mb", int, default=notebooks.memory_mb, check=lambda m: m >= 1024,
+                             expect="at least 1024"),
+            processes=nt.get("processes", int, default=notebooks.processes, check=lambda p: p >= 16,
+                             expect="at least 16"),
+            max_output_kb=nt.get("max_output_kb", int, default=notebooks.max_output_kb, check=_positive,
+                                 expect="a positive whole number"),
+            support_files=tuple(sorted(support.items())),
+        )
+        nt.done()
+
     dt = top.table("datasets")
     datasets = {name: _dataset(name, dt.table(name), root) for name in list(dt.data)}
     dt.done()
@@ -285,7 +309,7 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                                     f"no thresholds for metric {m!r}: run `grader calibrate {root}` "
                                     f"or set [tasks.thresholds.{m}] by hand")
     return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
-                      cal_path if cal_path.exists() else None)
+                      cal_path if cal_path.exists() else None, notebooks)
 
 
 def import_reference(assignment: Assignment, ref: str):

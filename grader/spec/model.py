@@ -132,6 +132,19 @@ class EvaluationLimits:
 
 
 @dataclass(frozen=True)
+class NotebookSettings:
+    """How submitted notebooks run (in the sandbox)."""
+
+    backend: str = "jax"            # the fast backend; a backend-specific failure re-runs on tensorflow
+    cell_timeout_s: float = 600.0
+    notebook_timeout_s: float = 1800.0
+    memory_mb: int = 4096
+    processes: int = 256
+    max_output_kb: int = 64
+    support_files: tuple = ()       # ((name in the work dir, file in the assignment folder), ...)
+
+
+@dataclass(frozen=True)
 class Assignment:
     id: str
     title: str
@@ -141,6 +154,7 @@ class Assignment:
     tasks: tuple[Task, ...]
     limits: EvaluationLimits
     calibration_path: Path | None
+    notebooks: NotebookSettings = NotebookSettings()
 
     def task(self, task_id: str) -> Task:
         for t in self.tasks:

@@ -1,0 +1,81 @@
+"""Plain-words explanations of why a cell failed.
+
+Each rule looks at the error name, its message and the cell's source and
+traceback; the first that fits explains the failure and says what to change.
+Nothing here trusts the kernel: a forged traceback can only change the words
+shown to the student who forged it.
+"""
+from __future__ import annotations
+
+import re
+
+from .runner import CellRun
+
+#: (pattern searched in "ename: evalue\ntraceback\nsource", explanation)
+RULES: list[tuple[str, str]] = [
+    (r"DistributedDatasetInterface|tensorflow\.python\.keras",
+     "This code uses the private tensorflow.python.keras package, which current TensorFlow no longer supports "
+     "(it imports, then fails inside fit). Import from tensorflow.keras or keras instead: "
+     "`from tensorflow.keras.models import Sequential`."),
+    (r"unexpected keyword argument 'lr'|not recognized: \{'lr'|Argument\(s\) not recognized.*'lr'|"
+     r"`lr` is deprecated",
+     "Keras 3 renamed the optimizer argument `lr` to `learning_rate`: write Adam(learning_rate=0.01)."),
+    (r"No module named 'keras\.layers\.core'|keras\.layers\.core",
+     "keras.layers.core was removed in Keras 3: import layers from keras.layers "
+     "(`from keras.layers import Dense`)."),
+    (r"np_utils",
+     "keras.utils.np_utils was removed in Keras 3: use `from keras.utils import to_categorical`."),
+    (r"No module named 'tools'|name 'gen_\w+' is not defined",
+     "The course's data generators (tools.py) were not found. Keep `from tools import *` (the grader provides "
+     "the course's tools.py) or define the generator in the notebook before using it."),
+    (r"must call `?compile\(\)?`? before|You must compile your model before|compile\(\) before",
+     "The model is trained before it is compiled: call model.compile(loss=..., optimizer=...) before model.fit."),
+    (r"expected axis -1 of input shape to have value|incompatible with the layer|"
+     r"expected shape=\(None, \d+\), found shape|Input 0 of layer .* is incompatible|Arguments `target` and `output`"
+     r" must have the same shape|Shapes .* are incompatible",
+     "The data's shape does not match the network: check input_dim (or the Input shape) against the number of "
+     "columns of X, and that the targets match the output layer (two softmax outputs need to_categorical(y))."),
+    (r"TracerArrayConversionError|object has no attribute 'numpy'|ConcretizationTypeError",
+     "This code relies on TensorFlow-only behaviour (such as .numpy() or tf.* calls inside a model or loss) "
+     "that the grader's fast JAX backend does not support."),
+    (r"MemoryError|ResourceExhausted|Unable to allocate|OOM when allocating|std::bad_alloc",
+     "The cell ran out of memory (the grader's limit is {memory_mb} MB): use smaller arrays or fewer units."),
+    (r"ModuleNotFoundError|ImportError",
+     "A module this cell imports is not available in the grading environment (only the course's packages are "
+     "installed, and there is no network to install more)."),
+]
+
+TIMEOUT_TEXT = ("The cell ran longer than the grader's limit of {limit:.0f} s and was stopped; the cells after it "
+                "ran in a fresh kernel. Check for an endless loop, or train for the number of epochs the sheet asks.")
+DIED_TEXT = ("The Python kernel died while running this cell (for example os._exit, a crash, or running out of "
+             "memory); the cells after it ran in a fresh kernel, without the variables made before.")
+
+
+def explain(cell: CellRun, *, memory_mb: int = 4096, cell_limit: float = 600.0,
+            memory_exhausted: bool = False) -> str:
+    if cell.status == "timeout":
+        return TIMEOUT_TEXT.format(limit=cell_limit)
+    if cell.status == "died":
+        if memory_exhausted:
+            return (f"The kernel was stopped for using more than the grader's {memory_mb} MB of memory; "
+                    "the cells after it ran in a fresh kernel.")
+        return DIED_TEXT
+    if cell.status == "skipped":
+        return f"Not run: {cell.error_value}."
+    text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}\n{cell.source}"
+    for pattern, explanation in RULES:
+        if re.search(pattern, text):
+            return explanation.format(memory_mb=memory_mb)
+    return f"The cell raised {cell.error_name}: {cell.error_value[:200]}"
+
+
+def backend_explains(cells: list[CellRun]) -> str | None:
+    """The first failure that the JAX backend explains (so a TensorFlow re-run may succeed), or None."""
+    for cell in cells:
+        if cell.status == "error":
+            text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}"
+            if re.search(r"TracerArrayConversionError|ConcretizationTypeError|jax|"
+                         r"'(ArrayImpl|Array|Tracer)' object has no attribute|object has no attribute 'numpy'",
+                         text):
+                return f"{cell.error_name}: {cell.error_value[:160]}"
+    return None

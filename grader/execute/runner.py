@@ -1,0 +1,190 @@
+"""Running one notebook in the sandbox and keeping going through its failures.
+
+``NotebookRunner.run()`` executes every code cell in a sandboxed kernel with
+nbclient (``allow_errors``: a failing cell is recorded and the next one runs),
+a per-cell time limit enforced twice -- nbclient's own interrupt, and a
+watchdog outside nbclient that kills the kernel when a cell ignores the
+interrupt -- a per-notebook time limit, and a cap on the output kept per
+cell.  A kernel that dies (``os._exit``, out of memory, killed) is restarted
+and the remaining cells run in the new one.  Nothing the kernel prints is
+trusted: grades come from the captured models, evaluated elsewhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from .kernel import SandboxedKernelManager, configure
+from .sandbox import Sandbox
+
+CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
+WATCHDOG_GRACE_S = 10.0
+
+
+@dataclass
+class CellRun:
+    index: int
+    source: str
+    status: str  # "ok", "error", "timeout", "died", "skipped"
+    error_name: str = ""
+    error_value: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    cells: list[CellRun] = field(default_factory=list)
+    backend: str = ""
+    sandboxed: bool = True
+    notebook_timed_out: bool = False
+    seconds: float = 0.0
+    kernel_restarts: int = 0
+    memory_exhausted: bool = False
+    notebook: object = None
+
+
+class CappedClient(NotebookClient):
+    """nbclient's client with a cap on the output kept per cell."""
+
+    max_output_bytes = 64 * 1024
+
+    def output(self, outs, msg, display_id, cell_index):
+        used = self._output_used.get(cell_index, 0)
+        if used > self.max_output_bytes:
+            return None
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        self._output_used[cell_index] = used + size
+        if used + size > self.max_output_bytes:
+            outs.append(nbformat.v4.new_output("stream", name="stderr",
+                                               text=f"[grader: output beyond {self.max_output_bytes // 1024} KB "
+                                                    "of this cell was dropped]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _short_traceback(lines: list[str], keep: int = 12) -> str:
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines))
+    rows = text.splitlines()
+    return "\n".join(rows[-keep:]) if len(rows) > keep else text
+
+
+class NotebookRunner:
+    """Executes one notebook in a fresh sandboxed kernel."""
+
+    def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
+                 notebook_timeout: float = 1800, capture_dir: Path | None = None,
+                 max_output_bytes: int = 64 * 1024, progress=None):
+        self.nb = notebook
+        self.sandbox = sandbox
+        self.backend = backend
+        self.cell_timeout = cell_timeout
+        self.notebook_timeout = notebook_timeout
+        self.capture_dir = capture_dir
+        self.max_output_bytes = max_output_bytes
+        self.progress = progress
+
+    def _env(self) -> dict[str, str]:
+        env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
+               "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu",
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "IPYTHONDIR": "/tmp/ipython",
+               "MPLCONFIGDIR": "/tmp/matplotlib", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+               "OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+        if not self.sandbox.available:
+            env["IPYTHONDIR"] = str(self.sandbox.runtime_dir / "ipython")
+            env["MPLCONFIGDIR"] = str(self.sandbox.runtime_dir / "matplotlib")
+        if self.capture_dir is not None:
+            env["GRADER_CAPTURE_DIR"] = str(self.capture_dir)
+        return env
+
+    def run(self) -> RunResult:
+        return asyncio.run(self._run())
+
+    async def _run(self) -> RunResult:
+        result = RunResult(backend=self.backend, sandboxed=self.sandbox.available, notebook=self.nb)
+        self.sandbox.prepare()
+        hook = self.sandbox.runtime_dir / "grader_capture.py"
+        hook.write_text(CAPTURE_HOOK.read_text())
+        km = SandboxedKernelManager()
+        configure(km, self.sandbox, self._env(), [str(hook)] if self.capture_dir else [])
+        client = CappedClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
+                              interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
+                              skip_cells_with_tag="grader-skip", kernel_name="python3")
+        client.max_output_bytes = self.max_output_bytes
+        client._output_used = {}
+        start = time.monotonic()
+        try:
+            async with client.async_setup_kernel():
+                for index, cell in enumerate(self.nb.cells):
+                    if cell.cell_type != "code" or not cell.source.strip():
+                        continue
+                    left = self.notebook_timeout - (time.monotonic() - start)
+                    if left <= 0:
+                        result.notebook_timed_out = True
+                        result.cells.append(CellRun(index, cell.source, "skipped", "NotebookTimeout",
+                                                    f"the notebook ran over its {self.notebook_timeout:.0f} s limit"))
+                        continue
+                    run = await self._run_cell(client, km, cell, index, min(left, self.cell_timeout), result)
+                    result.cells.append(run)
+                    if self.progress:
+                        self.progress(run)
+        finally:
+            result.seconds = time.monotonic() - start
+            result.memory_exhausted = self.sandbox.memory_exhausted()
+            self.sandbox.cleanup()
+        return result
+
+    async def _run_cell(self, client, km, cell, index, limit, result) -> CellRun:
+        t0 = time.monotonic()
+        run = CellRun(index, cell.source, "ok")
+        try:
+            await asyncio.wait_for(client.async_execute_cell(cell, index, store_history=True),
+                                   limit + WATCHDOG_GRACE_S)
+        except (asyncio.TimeoutError, CellTimeoutError):
+            run.status, run.error_name = "timeout", "CellTimeout"
+            run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
+            await self._restart(client, km, result, kill=True)
+        except DeadKernelError as e:
+            if time.monotonic() - t0 >= limit:  # nbclient gave up on an interrupt that was ignored
+                run.status, run.error_name = "timeout", "CellTimeout"
+                run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
+            else:
+                run.status, run.error_name, run.error_value = "died", "DeadKernel", str(e)[:300]
+            await self._restart(client, km, result, kill=True)
+        except Exception as e:  # nbclient raising on something unexpected: record it, keep going
+            run.status, run.error_name, run.error_value = "error", type(e).__name__, str(e)[:300]
+            if not await km.is_alive():
+                run.status = "died"
+                await self._restart(client, km, result, kill=False)
+        else:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    run.status = "error"
+                    run.error_name, run.error_value = out.get("ename", ""), str(out.get("evalue", ""))[:500]
+                    run.traceback = _short_traceback(out.get("traceback", []))
+                    break
+        run.seconds = time.monotonic() - t0
+        return run
+
+    async def _restart(self, client, km, result, kill: bool):
+        """Kill what is left of the kernel (the whole process group) and start a new one."""
+        pid = km.kernel_pid
+        if kill and pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        result.kernel_restarts += 1
+        await km.restart_kernel(now=True)
+        await client.kc.wait_for_ready(timeout=180)
