@@ -123,7 +123,7 @@ class WorkerCrashed(SubmissionError):
     title = "evaluation crashed"
 
 
-class NotGradedYet(SubmissionError):
-    """A file the grader recognises but cannot grade in this version."""
+class NotebookUnreadable(SubmissionError):
+    """A notebook or script that cannot be read as one."""
 
-    title = "not graded yet"
+    title = "notebook cannot be read"

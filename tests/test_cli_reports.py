@@ -86,16 +86,23 @@ def test_the_grader_itself_failing_exits_nonzero(tmp_path):
     assert proc.returncode == 2 and "inside the submissions folder" in proc.stderr
 
 
-def test_notebooks_are_recognised_as_not_graded_yet(tmp_path):
+def test_notebooks_are_executed_and_reported(tmp_path):
     import nbformat
 
     subs = tmp_path / "subs" / "nb"
     subs.mkdir(parents=True)
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")]), subs / "work.ipynb")
+    cells = [nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_code_cell("1 / 0")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), subs / "work.ipynb")
+    (subs / "broken.ipynb").write_text('{"cells": [], "nbformat": 4')
     out = tmp_path / "out"
     assert run_grader("grade", str(tmp_path / "subs"), "-a", str(TUTORIAL6), "-o", str(out)).returncode == 0
-    files = json.loads((out / "results.json").read_text())["students"][0]["files"]
-    assert files[0]["outcome"] == "not graded" and "notebook" in files[0]["message"]
+    student = json.loads((out / "results.json").read_text())["students"][0]
+    files = {f["name"]: f for f in student["files"]}
+    assert files["work.ipynb"]["outcome"] == "executed" and "1 failed" in files["work.ipynb"]["message"]
+    assert files["broken.ipynb"]["outcome"] == "error"
+    assert student["notebooks"][0]["failures"][0]["error"] == "ZeroDivisionError"
+    html = (out / "students" / "nb.html").read_text()
+    assert "Notebook work.ipynb" in html and "ZeroDivisionError" in html
 
 
 def _chromium():

@@ -17,17 +17,13 @@ from pathlib import Path
 
 import nbformat
 
-from ..errors import SubmissionError
+from ..errors import NotebookUnreadable
 from ..harvest import Capture, identify_dataset, read_captures, saved_models
 from ..intake.formats import SCRIPT
 from . import diagnose
 from .runner import NotebookRunner, RunResult
 from .sandbox import Limits, Sandbox
 from .scripts import script_to_notebook
-
-
-class NotebookUnreadable(SubmissionError):
-    title = "notebook cannot be read"
 
 
 @dataclass
@@ -128,5 +124,6 @@ def execute_notebook(assignment, nb_path: Path, fmt: str, files_root: Path | Non
                          "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source)})
     captures = read_captures(capture)
     for cap in captures:
+        cap.cell = run.capture_cells.get(cap.meta_name)  # the cell it appeared in, by position
         cap.dataset = identify_dataset(assignment, cap.x, cap.y)
     return Execution(nb_path.name, run, captures, saved_models(work, before), notes, failures, scratch, work)

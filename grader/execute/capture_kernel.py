@@ -36,12 +36,6 @@ def _grader_install_capture():
         except Exception:
             return None
 
-    def cell_number():
-        try:
-            return get_ipython().execution_count  # noqa: F821
-        except Exception:
-            return None
-
     def capture(model, event, x, y, settings):
         if state["count"] >= max_captures:
             return
@@ -53,7 +47,7 @@ def _grader_install_capture():
         n = state["count"] = state["count"] + 1
         stem = os.path.join(out, f"capture-{n:03d}")
         model.save(stem + ".keras")
-        meta = {"index": n, "event": event, "cell": cell_number(), "model_file": stem + ".keras",
+        meta = {"index": n, "event": event, "model_file": stem + ".keras",
                 "weights_sha256": digest, **settings}
         xa, ya = as_array(x), as_array(y)
         if xa is not None:

@@ -50,6 +50,7 @@ class RunResult:
     kernel_restarts: int = 0
     memory_exhausted: bool = False
     notebook: object = None
+    capture_cells: dict = field(default_factory=dict)  # capture file name -> 1-based cell position
 
 
 class CappedClient(NotebookClient):
@@ -137,6 +138,7 @@ class NotebookRunner:
                         continue
                     run = await self._run_cell(client, km, cell, index, min(left, self.cell_timeout), result)
                     result.cells.append(run)
+                    self._note_captures(index, result)
                     if self.progress:
                         self.progress(run)
         finally:
@@ -176,6 +178,13 @@ class NotebookRunner:
                     break
         run.seconds = time.monotonic() - t0
         return run
+
+    def _note_captures(self, index: int, result: RunResult):
+        """Captures that appeared while cell ``index`` ran belong to it."""
+        if self.capture_dir is None or not self.capture_dir.is_dir():
+            return
+        for meta in self.capture_dir.glob("capture-*.json"):
+            result.capture_cells.setdefault(meta.name, index + 1)
 
     async def _restart(self, client, km, result, kill: bool):
         """Kill what is left of the kernel (the whole process group) and start a new one."""

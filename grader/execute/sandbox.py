@@ -96,7 +96,6 @@ class Sandbox:
     def wrap(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
         """(command, environment of the command) that run ``argv`` with ``env`` in the sandbox."""
         limits = self.limits
-        cgroups = list(self.cgroups)
 
         # rlimits hold for every process below; RLIMIT_NPROC only binds a non-root uid
         rlimits = ["prlimit", f"--data={limits.memory_mb * 2**20}", f"--fsize={limits.file_size_mb * 2**20}",

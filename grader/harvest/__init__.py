@@ -38,9 +38,10 @@ class Capture:
     x: np.ndarray | None = None
     y: np.ndarray | None = None
     dataset: str | None = None
+    meta_name: str = ""
 
     def label(self, notebook: str) -> str:
-        where = f"cell [{self.cell}]" if self.cell else "a cell"
+        where = f"cell {self.cell}" if self.cell else "a cell"
         what = "trained by model.fit" if self.event == "fit" else "used by model.predict"
         return f"{notebook}, {where}: model {what} (capture {self.index})"
 
@@ -85,10 +86,9 @@ def read_captures(capture_dir: Path) -> list[Capture]:
         x, y = _load_arrays(stem.with_suffix(".npz"))
         settings = {k: meta.get(k) for k in ("epochs", "batch_size", "loss", "optimizer", "learning_rate")
                     if isinstance(meta.get(k), (int, float, str)) and not isinstance(meta.get(k), bool)}
-        cell = meta.get("cell") if isinstance(meta.get("cell"), int) else None
         index = meta.get("index") if isinstance(meta.get("index"), int) else len(captures) + 1
         event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
-        captures.append(Capture(model_path, event, cell, index, settings, x, y))
+        captures.append(Capture(model_path, event, None, index, settings, x, y, meta_name=meta_path.name))
     return captures
 
 

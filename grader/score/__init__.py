@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import SubmissionError, UnknownFormat
-from ..execute import execute_notebook
+from ..execute import NotebookUnreadable, execute_notebook
 from ..intake import Submission, TaskNamer
 from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SCRIPT, sniff_format
 from .assess import Assessment, assess
@@ -102,6 +102,11 @@ def grade_student(assignment, submission: Submission, evaluator, *, progress=Non
                                         namer.task_for(path.name)), path)
             except SubmissionError as e:
                 files.append(FileResult(f.relative, f.format, "error", None, e.explain()))
+        elif f.path.suffix.lower() == ".ipynb":
+            files.append(FileResult(f.relative, f.format, "error", None,
+                                    NotebookUnreadable(f"{f.relative} is not a valid notebook: its JSON is damaged or "
+                                                       "incomplete.", hint="Download it again from Jupyter/Colab "
+                                                       "(File > Download > .ipynb) and re-submit.").explain()))
         elif f.path.suffix.lower() in MODEL_SUFFIXES or f.task_hint:
             what = "is empty" if f.format == EMPTY else "is not a Keras model: its bytes are neither HDF5 nor a .keras zip"
             e = UnknownFormat(f"{f.relative} {what} (was it renamed, or only partly uploaded?).",
