@@ -20,7 +20,9 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
 	$(VENV)/bin/python bench/bench_evaluate.py
+	$(VENV)/bin/python bench/bench_notebook.py
 
 clean:
 	rm -rf $(VENV) reports

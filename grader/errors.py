@@ -127,3 +127,9 @@ class NotebookUnreadable(SubmissionError):
     """A notebook or script that cannot be read as one."""
 
     title = "notebook cannot be read"
+
+
+class KernelStartFailed(SubmissionError):
+    """The notebook's kernel could not be started."""
+
+    title = "kernel did not start"

@@ -73,6 +73,7 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
             reporter.warnings.append(warning)
             console.print(f"[bold yellow]warning:[/] {warning}")
         bar = progress.add_task("grading", total=len(students), current="")
+        warned_cap = False
         for sub in students:
             progress.update(bar, current=sub.student_id)
             try:
@@ -81,6 +82,14 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
                 raise
             except Exception as exc:  # a grader bug must not end the batch
                 result = _internal_error(assignment, sub.student_id, exc)
+            if not warned_cap:
+                evaluator.start()  # ready by now; says whether the platform took the memory cap
+                warned_cap = True
+                if not evaluator.memory_capped:
+                    warning = ("This platform refused the evaluation worker's memory cap: a model that claims "
+                               "huge layers is still refused by the parameter budget, but not stopped by the cap.")
+                    reporter.warnings.append(warning)
+                    console.print(f"[bold yellow]warning:[/] {warning}")
             reporter.add(result)
             progress.advance(bar)
         progress.update(bar, current="")

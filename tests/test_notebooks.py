@@ -94,6 +94,7 @@ def test_hostile_cells_end_and_the_batch_goes_on(assignment, tmp_path, model_dir
         server.shutdown()
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     students = {s["id"]: s for s in data["students"]}
+    assert students["hostile"]["notebooks"], (students["hostile"]["notes"], students["hostile"]["files"])
     failures = {f["cell"]: f for f in students["hostile"]["notebooks"][0]["failures"]}
     assert "ConnectionRefused" in failures[3]["error"] or "OSError" in failures[3]["error"]
     assert failures[4]["error"] in ("FileNotFoundError", "PermissionError")

@@ -167,6 +167,7 @@ class Evaluator:
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn = None
+        self._ready = False
         self.restarts = 0
         self.memory_capped: bool | None = None  # known once the worker has started
 
@@ -180,16 +181,26 @@ class Evaluator:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
-        reply = self._receive(STARTUP_TIMEOUT_S, what="start")
+        self._ready = False
+
+    def _wait_ready(self):
+        try:
+            reply = self._receive(STARTUP_TIMEOUT_S, what="start")
+        except SubmissionError as e:
+            raise errors.FatalError(f"the evaluation worker could not start: {e.message}") from None
         if not reply.get("ready"):
             self._kill()
             raise errors.FatalError(reply.get("message", "the evaluation worker could not start"))
         self.memory_capped = bool(reply.get("memory_capped"))
+        self._ready = True
 
-    def start(self):
-        """Start the worker now (it is otherwise started on first use)."""
+    def start(self, wait: bool = True):
+        """Start the worker now (it is otherwise started on first use); ``wait=False`` returns at once
+        and lets Keras import in the background."""
         if self._proc is None or not self._proc.is_alive():
             self._start()
+        if wait and not self._ready:
+            self._wait_ready()
 
     def _kill(self):
         if self._proc is not None:
@@ -199,12 +210,15 @@ class Evaluator:
         if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = None
+        self._ready = False
 
     def close(self):
-        if self._proc is not None and self._proc.is_alive():
+        """Stop the worker. It holds no state worth a clean exit, so TensorFlow's slow teardown is
+        not waited for."""
+        if self._proc is not None and self._proc.is_alive() and self._ready:
             try:
                 self._conn.send(None)
-                self._proc.join(10)
+                self._proc.join(0.2)
             except (OSError, BrokenPipeError):
                 pass
         self._kill()
@@ -248,7 +262,7 @@ class Evaluator:
             self._conn.send({"path": str(path), "training": training})
         except (OSError, BrokenPipeError):
             self._kill()
-            self._start()
+            self.start()
             self._conn.send({"path": str(path), "training": training})
         reply = self._receive(self.limits.timeout_s, what=name)
         if "ok" in reply:

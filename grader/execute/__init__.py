@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 from ..errors import NotebookUnreadable
-from ..harvest import Capture, identify_dataset, read_captures, saved_models
+from ..harvest import MAX_CAPTURES, Capture, identify_dataset, read_capture, saved_models
 from ..intake.formats import SCRIPT
 from . import diagnose
 from .runner import NotebookRunner, RunResult
@@ -70,7 +70,7 @@ def _excerpt(source: str, lines: int = 8) -> str:
     return "\n".join(rows[:lines]) + ("\n..." if len(rows) > lines else "")
 
 
-def _run_once(assignment, nb_path: Path, fmt: str, files_root: Path | None, backend: str, progress):
+def _run_once(assignment, nb_path: Path, fmt: str, files_root: Path | None, backend: str, progress, on_capture):
     settings = assignment.notebooks
     scratch = Path(tempfile.mkdtemp(prefix="grader-nb-"))
     work, runtime, capture = scratch / "work", scratch / "runtime", scratch / "capture"
@@ -89,25 +89,48 @@ def _run_once(assignment, nb_path: Path, fmt: str, files_root: Path | None, back
                       shared_dirs=(capture,))
     runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=settings.cell_timeout_s,
                             notebook_timeout=settings.notebook_timeout_s, capture_dir=capture,
-                            max_output_bytes=settings.max_output_kb * 1024, progress=progress)
+                            max_output_bytes=settings.max_output_kb * 1024, progress=progress,
+                            on_capture=on_capture)
     run = runner.run()
     return scratch, work, capture, run, before, sandbox
 
 
 def execute_notebook(assignment, nb_path: Path, fmt: str, files_root: Path | None = None,
-                     progress=None) -> Execution:
-    """Run one notebook; raises ``NotebookUnreadable`` for a file that is no notebook."""
+                     progress=None, on_capture=None) -> Execution:
+    """Run one notebook; raises ``NotebookUnreadable`` for a file that is no notebook.
+
+    ``on_capture(capture)`` is called for each harvested model as soon as the cell that made it
+    has finished, so that evaluation can run beside the rest of the notebook.
+    """
     read_notebook(nb_path, fmt)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
-    scratch, work, capture, run, before, sandbox = _run_once(assignment, nb_path, fmt, files_root, backend, progress)
+    captures: list[Capture] = []
+
+    def harvest(meta_path: Path, cell: int):
+        if len(captures) >= MAX_CAPTURES:
+            return
+        cap = read_capture(meta_path)
+        if cap is None:
+            return
+        cap.cell = cap.cell or cell
+        cap.dataset = identify_dataset(assignment, cap.x, cap.y)
+        captures.append(cap)
+        if on_capture:
+            on_capture(cap)
+
+    scratch, work, capture, run, before, sandbox = _run_once(assignment, nb_path, fmt, files_root, backend,
+                                                             progress, harvest)
     notes = []
     if not sandbox.available:
         notes.append(sandbox.warning)
     reason = diagnose.backend_explains(run.cells) if backend == "jax" else None
     if reason:
+        captures.clear()
+        if on_capture:
+            on_capture(None)  # forget what the failed run gave (before its files go)
         shutil.rmtree(scratch, ignore_errors=True)
         scratch, work, capture, run, before, sandbox = _run_once(assignment, nb_path, fmt, files_root,
-                                                                 "tensorflow", progress)
+                                                                 "tensorflow", progress, harvest)
         notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
                      "the TensorFlow backend; the results below are from that run.")
     if run.notebook_timed_out:
@@ -122,8 +145,4 @@ def execute_notebook(assignment, nb_path: Path, fmt: str, files_root: Path | Non
                                                          cell_limit=assignment.notebooks.cell_timeout_s,
                                                          memory_exhausted=run.memory_exhausted),
                          "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source)})
-    captures = read_captures(capture)
-    for cap in captures:
-        cap.cell = run.capture_cells.get(cap.meta_name)  # the cell it appeared in, by position
-        cap.dataset = identify_dataset(assignment, cap.x, cap.y)
     return Execution(nb_path.name, run, captures, saved_models(work, before), notes, failures, scratch, work)

@@ -22,6 +22,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from ..errors import KernelStartFailed
 from .kernel import SandboxedKernelManager, configure
 from .sandbox import Sandbox
 
@@ -86,7 +87,7 @@ class NotebookRunner:
 
     def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
                  notebook_timeout: float = 1800, capture_dir: Path | None = None,
-                 max_output_bytes: int = 64 * 1024, progress=None):
+                 max_output_bytes: int = 64 * 1024, progress=None, on_capture=None):
         self.nb = notebook
         self.sandbox = sandbox
         self.backend = backend
@@ -95,6 +96,7 @@ class NotebookRunner:
         self.capture_dir = capture_dir
         self.max_output_bytes = max_output_bytes
         self.progress = progress
+        self.on_capture = on_capture  # called with (capture file, cell position) as each appears
 
     def _env(self) -> dict[str, str]:
         env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
@@ -109,6 +111,11 @@ class NotebookRunner:
             env["GRADER_CAPTURE_DIR"] = str(self.capture_dir)
         return env
 
+    def _new_manager(self) -> SandboxedKernelManager:
+        km = SandboxedKernelManager()
+        configure(km, self.sandbox, self._env(), [str(self._hook)] if self.capture_dir else [])
+        return km
+
     def run(self) -> RunResult:
         return asyncio.run(self._run())
 
@@ -117,8 +124,8 @@ class NotebookRunner:
         self.sandbox.prepare()
         hook = self.sandbox.runtime_dir / "grader_capture.py"
         hook.write_text(CAPTURE_HOOK.read_text())
-        km = SandboxedKernelManager()
-        configure(km, self.sandbox, self._env(), [str(hook)] if self.capture_dir else [])
+        self._hook = hook
+        km = self._new_manager()
         client = CappedClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
                               interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3")
@@ -126,7 +133,8 @@ class NotebookRunner:
         client._output_used = {}
         start = time.monotonic()
         try:
-            async with client.async_setup_kernel():
+            await self._start_kernel(client)
+            try:
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code" or not cell.source.strip():
                         continue
@@ -136,16 +144,35 @@ class NotebookRunner:
                         result.cells.append(CellRun(index, cell.source, "skipped", "NotebookTimeout",
                                                     f"the notebook ran over its {self.notebook_timeout:.0f} s limit"))
                         continue
-                    run = await self._run_cell(client, km, cell, index, min(left, self.cell_timeout), result)
+                    run = await self._run_cell(client, client.km, cell, index, min(left, self.cell_timeout), result)
                     result.cells.append(run)
                     self._note_captures(index, result)
                     if self.progress:
                         self.progress(run)
+            finally:
+                await client._async_cleanup_kernel()
         finally:
             result.seconds = time.monotonic() - start
             result.memory_exhausted = self.sandbox.memory_exhausted()
             self.sandbox.cleanup()
         return result
+
+    async def _start_kernel(self, client, attempts: int = 2):
+        """Start the sandboxed kernel, once more after a short pause if it dies at start."""
+        for attempt in range(attempts):
+            try:
+                await client.async_start_new_kernel()
+                await client.async_start_new_kernel_client()
+                return
+            except Exception as e:  # jupyter_client raises RuntimeError or TimeoutError here
+                await client._async_cleanup_kernel()
+                client.km = self._new_manager()
+                if attempt + 1 == attempts:
+                    raise KernelStartFailed(
+                        f"the notebook's Python kernel could not be started in the sandbox ({type(e).__name__}: "
+                        f"{str(e)[:160]}).", hint="This is the grader's environment failing, not your code; a TA "
+                        "should re-run the grading.") from None
+                await asyncio.sleep(2)
 
     async def _run_cell(self, client, km, cell, index, limit, result) -> CellRun:
         t0 = time.monotonic()
@@ -183,8 +210,11 @@ class NotebookRunner:
         """Captures that appeared while cell ``index`` ran belong to it."""
         if self.capture_dir is None or not self.capture_dir.is_dir():
             return
-        for meta in self.capture_dir.glob("capture-*.json"):
-            result.capture_cells.setdefault(meta.name, index + 1)
+        for meta in sorted(self.capture_dir.glob("capture-*.json")):
+            if meta.name not in result.capture_cells:
+                result.capture_cells[meta.name] = index + 1
+                if self.on_capture:
+                    self.on_capture(meta, index + 1)
 
     async def _restart(self, client, km, result, kill: bool):
         """Kill what is left of the kernel (the whole process group) and start a new one."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,11 @@ class Sandbox:
         """(command, environment of the command) that run ``argv`` with ``env`` in the sandbox."""
         limits = self.limits
 
-        # rlimits hold for every process below; RLIMIT_NPROC only binds a non-root uid
+        # rlimits hold for every process below.  RLIMIT_NPROC counts every thread of the uid on the
+        # whole machine, so where a pids cgroup caps this sandbox's tree it is only a wide backstop
+        nproc = limits.processes if not self.cgroups else max(8 * limits.processes, 4096)
         rlimits = ["prlimit", f"--data={limits.memory_mb * 2**20}", f"--fsize={limits.file_size_mb * 2**20}",
-                   "--core=0", f"--nproc={limits.processes}", "--"]
+                   "--core=0", f"--nproc={nproc}", "--"]
         if not self.available:
             plain = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
             return rlimits + list(argv), {**plain, **env}
@@ -184,17 +187,21 @@ def _make_cgroups(limits: Limits) -> list[Path]:
     return made
 
 
-def _remove_cgroup(cg: Path):
-    try:
-        pids = (cg / "cgroup.procs").read_text().split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
-        cg.rmdir()
-    except OSError:
-        pass
+def _remove_cgroup(cg: Path, attempts: int = 50):
+    """Kill whatever is left in the cgroup and remove it (retrying while processes die)."""
+    for _ in range(attempts):
+        try:
+            for pid in (cg / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            cg.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def _grader_code_paths(bound: list[str]) -> list[str]:

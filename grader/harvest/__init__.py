@@ -67,29 +67,27 @@ def _load_arrays(path: Path):
         return None, None
 
 
-def read_captures(capture_dir: Path) -> list[Capture]:
-    captures = []
-    root = capture_dir.resolve()
-    for meta_path in sorted(capture_dir.glob("capture-*.json"))[:MAX_CAPTURES]:
-        try:
-            if meta_path.stat().st_size > MAX_META_BYTES:
-                continue
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(meta, dict):
-            continue
-        stem = meta_path.with_suffix("")
-        model_path = stem.with_suffix(".keras")
-        if not model_path.is_file() or model_path.resolve().parent != root:
-            continue
-        x, y = _load_arrays(stem.with_suffix(".npz"))
-        settings = {k: meta.get(k) for k in ("epochs", "batch_size", "loss", "optimizer", "learning_rate")
-                    if isinstance(meta.get(k), (int, float, str)) and not isinstance(meta.get(k), bool)}
-        index = meta.get("index") if isinstance(meta.get("index"), int) else len(captures) + 1
-        event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
-        captures.append(Capture(model_path, event, None, index, settings, x, y, meta_name=meta_path.name))
-    return captures
+def read_capture(meta_path: Path) -> Capture | None:
+    """One capture written by the hook, or None when it is missing, damaged or forged."""
+    root = meta_path.parent.resolve()
+    try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            return None
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    stem = meta_path.with_suffix("")
+    model_path = stem.with_suffix(".keras")
+    if not model_path.is_file() or model_path.resolve().parent != root:
+        return None
+    x, y = _load_arrays(stem.with_suffix(".npz"))
+    settings = {k: meta.get(k) for k in ("epochs", "batch_size", "loss", "optimizer", "learning_rate")
+                if isinstance(meta.get(k), (int, float, str)) and not isinstance(meta.get(k), bool)}
+    index = meta.get("index") if isinstance(meta.get("index"), int) else 0
+    event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
+    return Capture(model_path, event, None, index, settings, x, y, meta_name=meta_path.name)
 
 
 def saved_models(work_dir: Path, before: dict[str, float]) -> list[Path]:
