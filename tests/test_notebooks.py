@@ -236,3 +236,20 @@ def test_a_jax_only_failure_is_rerun_on_tensorflow(assignment, evaluator, tmp_pa
     assert nb["backend"] == "tensorflow" and nb["cells_failed"] == 0
     assert any("run again on the TensorFlow backend" in n for n in result.notes)
     assert task_of(result, "1b").status == "passed"
+
+
+def test_without_a_sandbox_notebooks_still_run_and_say_so(tmp_path, monkeypatch):
+    """The fallback for a student's own machine: same runner, no isolation, a warning to show,
+    and still none of the grader's environment (its secret) in the kernel."""
+    from grader.execute.runner import NotebookRunner
+    from grader.execute.sandbox import Sandbox
+
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", shared_dirs=(tmp_path / "capture",), isolate=False)
+    assert not sandbox.available and "NO SANDBOX" in sandbox.warning
+    monkeypatch.setenv("GRADER_SECRET", "must-not-leak")
+    nb = notebook(IMPORTS, DATA, "import os\nprint(os.getcwd(), 'GRADER_SECRET' in os.environ)", HAND_SET_1B)
+    run = NotebookRunner(nb, sandbox, cell_timeout=120, capture_dir=tmp_path / "capture").run()
+    assert not run.sandboxed and all(c.status == "ok" for c in run.cells), run.cells
+    printed = nb.cells[2].outputs[0]["text"]
+    assert printed.split()[0] == str(tmp_path / "work") and printed.split()[1] == "False"
+    assert list((tmp_path / "capture").glob("capture-*.keras"))  # the 1b predict was captured

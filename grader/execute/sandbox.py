@@ -55,29 +55,22 @@ class Sandbox:
     """One isolated run: a work directory and a runtime directory on the host."""
 
     def __init__(self, work_dir: Path, runtime_dir: Path, limits: Limits = Limits(), *,
-                 shared_dirs: tuple = (), python_paths: list[str] | None = None, require: bool = False):
+                 shared_dirs: tuple = (), python_paths: list[str] | None = None, isolate: bool = True):
         self.work_dir = Path(work_dir)
         # bound read-write at the same path inside: the kernel's ZMQ ipc sockets and connection file,
         # and the folder the capture hook writes to
         self.runtime_dir = Path(runtime_dir)
         self.shared_dirs = [self.runtime_dir, *map(Path, shared_dirs)]
         self.limits = limits
-        self.bwrap = bwrap_path() if os.name == "posix" and sys.platform.startswith("linux") else None
-        self.is_root = os.name == "posix" and os.geteuid() == 0
-        self.available = bool(self.bwrap) and self.is_root
-        if require and not self.available:
-            raise RuntimeError(self.warning)
+        self.bwrap = bwrap_path() if sys.platform.startswith("linux") else None
+        self.is_root = os.geteuid() == 0
+        self.available = isolate and bool(self.bwrap) and self.is_root
         self.python_paths = python_paths or _python_paths()
         self.cgroups: list[Path] = []
 
     @property
     def warning(self) -> str:
-        if not self.bwrap:
-            return ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code runs with your own "
-                    "permissions, network and files. Install it (apt-get install bubblewrap) before grading "
-                    "others' work.")
-        return ("NO SANDBOX: the grader is not running as root, so it cannot drop student code to an "
-                "unprivileged user inside bubblewrap; student code runs with your permissions.")
+        return unavailable_reason() or "NO SANDBOX: isolation was turned off for this run."
 
     @property
     def inner_work(self) -> str:
@@ -156,6 +149,18 @@ class Sandbox:
                 except (OSError, ValueError):
                     return False
         return False
+
+
+def unavailable_reason() -> str | None:
+    """Why notebooks cannot run isolated on this machine, in words; None when they can."""
+    if not (sys.platform.startswith("linux") and bwrap_path()):
+        return ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code runs with your own "
+                "permissions, network and files. Install it (apt-get install bubblewrap) before grading "
+                "others' work.")
+    if os.geteuid() != 0:
+        return ("NO SANDBOX: the grader is not running as root, so it cannot drop student code to an "
+                "unprivileged user inside bubblewrap; student code runs with your permissions.")
+    return None
 
 
 def _python_paths() -> list[str]:
