@@ -24,23 +24,105 @@ def main():
 @click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
               help="The assignment folder (reference/<assignment>/) holding assignment.toml.")
 @click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
-              help="Output folder for results.json and the HTML reports.")
-def grade(submissions: Path, assignment_dir: Path, out_dir: Path):
+              help="Output folder for results.json, the HTML reports, the gradebook and the secret.")
+@click.option("--workers", "-j", type=click.IntRange(1, 256), default=None,
+              help="Students graded in parallel, each in its own worker process  [default: the machine's cores]")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Grade on a Dask distributed cluster (tcp://host:8786) instead of local workers.")
+@click.option("--force", is_flag=True, help="Grade every submission again, even those the gradebook has.")
+@click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB",
+              help="Gradebook database URL (SQLAlchemy), e.g. postgresql://user@host/grades  "
+                   "[default: sqlite in the output folder]")
+@click.option("--wait", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
+              help="If another grader is writing to the output folder, wait this long for it.")
+def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, scheduler, force, db_url, wait):
     """Grade every submission in SUBMISSIONS.
 
     A submission is a folder SUBMISSIONS/<student-id>/ or files named
-    <student-id>... directly in SUBMISSIONS.  Exits 0 when the batch finished,
-    whatever the grades; non-zero only when the grader itself could not run.
+    <student-id>... directly in SUBMISSIONS.  Results go to a gradebook as
+    each student is finished: a batch that is stopped and started again goes
+    on where it stopped, and an unchanged submission is not graded twice.
+    Exits 0 when the batch finished, whatever the grades; 2 when the grader
+    itself could not run.
     """
     from .pipeline import grade_batch
 
     try:
-        summary = grade_batch(submissions, assignment_dir, out_dir, console=console)
+        summary = grade_batch(submissions, assignment_dir, out_dir, console=console, workers=workers,
+                              scheduler=scheduler, force=force, db_url=db_url, wait=wait)
     except FatalError as e:
         console.print(f"[bold red]error:[/] {e.explain()}")
         sys.exit(2)
-    console.print(f"Graded {summary.students} student(s): reports in [bold]{summary.out_dir}[/] "
-                  f"(index.html, results.json).")
+    except KeyboardInterrupt:
+        console.print("[yellow]Stopped.[/] Every student finished so far is in the gradebook; run the same "
+                      "command again to go on.")
+        sys.exit(130)
+    c = summary.counts
+    console.print(f"Graded {summary.students} student(s) in {summary.seconds:.1f} s "
+                  f"({c.get('measured', 0)} run, {c.get('rescored', 0)} re-scored, {c.get('cached', 0)} unchanged): "
+                  f"reports in [bold]{summary.out_dir}[/] (index.html, results.json), gradebook {summary.gradebook}.")
+
+
+@main.command()
+@click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
+              help="The assignment folder (reference/<assignment>/).")
+@click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
+              help="The output folder of an earlier `grader grade`.")
+@click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB", help="Gradebook database URL.")
+def report(assignment_dir: Path, out_dir: Path, db_url):
+    """Re-render the HTML reports and results.json from the gradebook, without grading anything."""
+    from .pipeline import render_reports
+
+    try:
+        summary = render_reports(assignment_dir, out_dir, db_url=db_url)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {e.explain()}")
+        sys.exit(2)
+    console.print(f"Rendered {summary.students} student page(s) and the class summary into "
+                  f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s.")
+
+
+@main.command()
+@click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
+              help="The output folder of an earlier `grader grade` (where its gradebook is).")
+@click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB", help="Gradebook database URL.")
+@click.option("--assignment-id", default=None, help="Which assignment in the gradebook  [default: the only one]")
+@click.option("--to", "to_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write  [default: OUT/export]")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "gradescope", "junit"]),
+              help="Which exports (repeatable)  [default: all]")
+def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
+    """Write grades.csv, Gradescope results.json files and junit.xml from the gradebook."""
+    from .errors import GradebookError
+    from .export import FORMATS
+    from .export import export as run
+    from .store import DEFAULT_NAME, Gradebook
+
+    try:
+        if db_url is None and not (out_dir / DEFAULT_NAME).exists():
+            raise GradebookError(f"no gradebook in {out_dir} (expected {out_dir / DEFAULT_NAME}); run "
+                                 "`grader grade` first, or give --out or --db.")
+        gradebook = Gradebook(db_url, out_dir)
+        ids = gradebook.assignment_ids()
+        if assignment_id is None:
+            if len(ids) != 1:
+                raise GradebookError(f"the gradebook holds {len(ids)} assignments ({', '.join(ids) or 'none'}); "
+                                     "choose one with --assignment-id.")
+            assignment_id = ids[0]
+        elif assignment_id not in ids:
+            raise GradebookError(f"the gradebook has no assignment {assignment_id!r} (it has: "
+                                 f"{', '.join(ids) or 'none'}).")
+        written = run(gradebook, assignment_id, to_dir or out_dir / "export", formats or FORMATS)
+        gradebook.close()
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {e.explain()}")
+        sys.exit(2)
+    for path in written:
+        if path.name != "results.json":
+            console.print(f"wrote {path}")
+    n = sum(p.name == "results.json" for p in written)
+    if n:
+        console.print(f"wrote {n} Gradescope results.json file(s) under {written[0].parent.parent}")
 
 
 @main.command()

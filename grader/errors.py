@@ -133,3 +133,21 @@ class KernelStartFailed(SubmissionError):
     """The notebook's kernel could not be started."""
 
     title = "kernel did not start"
+
+
+class GradebookError(FatalError):
+    """The gradebook cannot be opened, read or written."""
+
+    title = "gradebook error"
+
+
+class OutputBusy(FatalError):
+    """Another grader process is writing to the same output folder."""
+
+    title = "output folder in use"
+
+
+class ClusterError(FatalError):
+    """The Dask cluster given with --scheduler cannot be used."""
+
+    title = "cluster error"

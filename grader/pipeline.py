@@ -1,24 +1,40 @@
-"""The batch: spec -> intake -> evaluate -> score -> report, one student at a time.
+"""The batch: spec -> intake -> (execute -> harvest -> evaluate) -> score -> store / report.
 
-A student whose grading fails for any reason gets that reason in their report
-and the batch goes on; every finished student is written out at once.
+``grade_batch`` decides per student what must be done, from content hashes
+kept in the gradebook (``store.keys``): nothing (an unchanged submission,
+spec and grader: the stored result stands), re-scoring (only points or
+thresholds changed: the stored measurements are scored again, nothing runs),
+or measuring (running notebooks and evaluating models, on an ``engine``:
+this process, local worker processes or a Dask cluster).  Each result is
+committed to the gradebook in one transaction the moment it is known, then
+its page and ``results.json`` are written; a student whose grading fails for
+any reason gets that reason in their report and the batch goes on.  One
+grader at a time may write to an output folder.
 """
 from __future__ import annotations
 
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .engines import Job, default_workers, make_engine
 from .errors import FatalError, OutputError
-from .evaluate import Evaluator, dataset_seeds, resolve_secret
+from .evaluate import dataset_seeds, resolve_secret
+from .execute.sandbox import unavailable_reason
 from .intake import collect
-from .report import Reporter
-from .score import grade_student
+from .intake.formats import NOTEBOOK, SCRIPT
+from .report import Reporter, safe_name
+from .score import Measurements, attach_plots, score_student
 from .score.results import StudentResult, TaskResult
 from .spec import load_assignment
+from .store import Gradebook, OutputLock, keys
+
+MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap: a model that claims huge layers "
+                      "is still refused by the parameter budget, but not stopped by the cap.")
 
 
 @dataclass
@@ -27,6 +43,9 @@ class BatchSummary:
     out_dir: Path
     results_path: Path
     index_path: Path
+    counts: dict = field(default_factory=dict)  # measured / rescored / cached, and passed / failed / error
+    seconds: float = 0.0
+    gradebook: str = ""
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -46,8 +65,21 @@ def _internal_error(assignment, student_id: str, exc: BaseException) -> StudentR
                          notes=[text, "".join(traceback.format_exception_only(type(exc), exc)).strip()])
 
 
-def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = None) -> BatchSummary:
+@dataclass
+class _Plan:
+    submission: object
+    content: str
+    files: list
+    measure_key: str
+    score_key: str
+    action: str  # "cached" | "rescore" | "measure"
+
+
+def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = None, *, workers: int | None = None,
+                scheduler: str | None = None, force: bool = False, db_url: str | None = None,
+                wait: float = 0.0) -> BatchSummary:
     console = console or Console(stderr=True, soft_wrap=True)
+    started = time.monotonic()
     submissions, out_dir = Path(submissions), Path(out_dir)
     assignment = load_assignment(assignment_dir)
     if not submissions.is_dir():
@@ -56,42 +88,159 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
         raise OutputError(f"the output folder {out_dir} is inside the submissions folder {submissions}: "
                           "the grading secret and the reports must never sit beside the submissions. "
                           "Choose another --out.")
-    secret = resolve_secret(out_dir)
-    if secret.created:
-        console.print(f"[yellow]Created a grading secret in {secret.origin}.[/] Held-out data is drawn from it; "
-                      "keep this file (or set GRADER_SECRET) so that re-grading gives the same scores.")
+    with OutputLock(out_dir, wait=wait):
+        secret = resolve_secret(out_dir)
+        if secret.created:
+            console.print(f"[yellow]Created a grading secret in {secret.origin}.[/] Held-out data is drawn from "
+                          "it; keep this file (or set GRADER_SECRET) so that re-grading gives the same scores.")
+        seeds = dataset_seeds(assignment, secret.value)
+        gradebook = Gradebook(db_url, out_dir)
+        try:
+            return _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force,
+                        started)
+        finally:
+            gradebook.close()
+
+
+def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
+    measure_fp = keys.measure_fingerprint(assignment, seeds)
+    score_fp = keys.score_fingerprint(assignment)
+    stored = gradebook.state(assignment.id)
+    plans = []
+    for sub in students:
+        content, files = keys.submission_hash(sub)
+        mkey = keys.measure_key(content, measure_fp)
+        skey = keys.score_key(mkey, score_fp)
+        known = stored.get(sub.student_id)
+        if force or known is None or mkey not in known.measure_keys:
+            action = "measure"
+        elif known.score_key != skey:
+            action = "rescore"
+        else:
+            action = "cached"
+        plans.append(_Plan(sub, content, files, mkey, skey, action))
+    return plans
+
+
+def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force, started):
     students = collect(submissions, assignment)
     reporter = Reporter(assignment, out_dir)
-    columns = [TextColumn("[bold]grading[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    plans = _plan(assignment, students, gradebook, seeds, force)
+    to_measure = [p for p in plans if p.action == "measure"]
+    if any(f.format in (NOTEBOOK, SCRIPT) for p in to_measure for f in p.submission.files):
+        no_sandbox = unavailable_reason()
+        if no_sandbox:
+            console.print(f"[bold red]WARNING: {no_sandbox}[/]")
+            reporter.warnings.append(no_sandbox)
+    workers = workers or default_workers()
+    engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
+    run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")
+    counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
+    status = "failed"
+    columns = [TextColumn("[bold]grading[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[green]✓ {task.fields[passed]}[/] [red]✗ {task.fields[failed]}[/] "
+                          "[yellow]! {task.fields[error]}[/]"), TimeRemainingColumn(),
                TextColumn("{task.fields[current]}")]
-    with Evaluator(assignment, dataset_seeds(assignment, secret.value)) as evaluator, \
-            Progress(*columns, console=console, transient=False) as progress:
-        evaluator.start()
-        if not evaluator.memory_capped:
-            warning = ("This platform refused the evaluation worker's memory cap: a model that claims huge "
-                       "layers can still be refused by the parameter budget, but not stopped by the cap.")
-            reporter.warnings.append(warning)
-            console.print(f"[bold yellow]warning:[/] {warning}")
-        bar = progress.add_task("grading", total=len(students), current="")
-        warned_cap = False
-        for sub in students:
-            progress.update(bar, current=sub.student_id)
-            try:
-                result = grade_student(assignment, sub, evaluator)
-            except FatalError:
+    warned_cap = False
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("grading", total=len(plans), current="", passed=0, failed=0, error=0)
+
+            def done(plan, result, measured, how, *, failed=False):
+                # a student the grader failed on is stored under a key no later run matches: it is retried
+                mkey = f"retry-{plan.measure_key}"[:64] if failed else plan.measure_key
+                gradebook.record(assignment.id, run_id, result.id, content_hash=plan.content, files=plan.files,
+                                 measure_key=mkey, score_key=plan.score_key,
+                                 measurements=measured.to_json() if how == "measured" else None, result=result)
+                reporter.add(attach_plots(result, measured))
+                counts[how] += 1
+                counts[result.outcome] += 1
+                progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
+                                error=counts["error"])
+
+            by_id = {p.submission.student_id: p for p in plans}
+            for plan in plans:  # what needs no running first: it is instant
+                sid = plan.submission.student_id
+                if plan.action == "cached":
+                    stored = gradebook.results(assignment.id, [sid])
+                    result = StudentResult.from_json(stored[0])
+                    reporter.add(result, render=False)
+                    page = reporter.students_dir / f"{safe_name(sid)}.html"
+                    if not page.exists():
+                        measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
+                        reporter.add(attach_plots(result, measured))
+                    counts["cached"] += 1
+                    counts[result.outcome] += 1
+                    progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
+                                    error=counts["error"])
+                elif plan.action == "rescore":
+                    progress.update(bar, current=f"re-scoring {sid}")
+                    measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
+                    done(plan, _score(assignment, measured), measured, "rescored")
+            if engine is not None:
+                progress.update(bar, current=f"measuring on {engine.description}")
+                jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission) for p in to_measure]
+                for sub, outcome in engine.run(jobs):
+                    plan = by_id[sub.student_id]
+                    if isinstance(outcome, BaseException):
+                        result = _internal_error(assignment, sub.student_id, outcome)
+                        measured = Measurements(sub.student_id, [], list(result.notes), [], {}, [])
+                        done(plan, result, measured, "measured", failed=True)
+                        continue
+                    measured, capped = outcome
+                    if capped is False and not warned_cap:
+                        warned_cap = True
+                        reporter.warnings.append(MEMORY_CAP_WARNING)
+                        console.print(f"[bold yellow]warning:[/] {MEMORY_CAP_WARNING}")
+                    done(plan, _score(assignment, measured), measured, "measured")
+            progress.update(bar, current="")
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if engine is not None:
+            engine.close()
+        try:
+            gradebook.finish_run(run_id, status, counts)
+        except FatalError:
+            if status == "finished":
                 raise
-            except Exception as exc:  # a grader bug must not end the batch
-                result = _internal_error(assignment, sub.student_id, exc)
-            if not warned_cap:
-                evaluator.start()  # ready by now; says whether the platform took the memory cap
-                warned_cap = True
-                if not evaluator.memory_capped:
-                    warning = ("This platform refused the evaluation worker's memory cap: a model that claims "
-                               "huge layers is still refused by the parameter budget, but not stopped by the cap.")
-                    reporter.warnings.append(warning)
-                    console.print(f"[bold yellow]warning:[/] {warning}")
-            reporter.add(result)
-            progress.advance(bar)
-        progress.update(bar, current="")
+    reporter.write_json()
     reporter.write_index()
-    return BatchSummary(len(students), out_dir, out_dir / "results.json", out_dir / "index.html")
+    return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
+                        time.monotonic() - started, gradebook.where)
+
+
+def _score(assignment, measured: Measurements) -> StudentResult:
+    try:
+        return score_student(assignment, measured)
+    except Exception as exc:  # a grader bug must not end the batch
+        return _internal_error(assignment, measured.student_id, exc)
+
+
+def render_reports(assignment_dir, out_dir, *, db_url: str | None = None, wait: float = 0.0) -> BatchSummary:
+    """Re-render every student's page, ``results.json`` and ``index.html`` from the gradebook alone:
+    no notebook runs, no model is loaded."""
+    started = time.monotonic()
+    assignment = load_assignment(assignment_dir)
+    out_dir = Path(out_dir)
+    with OutputLock(out_dir, wait=wait):
+        gradebook = Gradebook(db_url, out_dir)
+        try:
+            stored = gradebook.results(assignment.id)
+            if not stored:
+                raise FatalError(f"the gradebook {gradebook.where} has no results for {assignment.id}; "
+                                 "run `grader grade` first.")
+            reporter = Reporter(assignment, out_dir)
+            for data in stored:
+                result = StudentResult.from_json(data)
+                measured = gradebook.current_measurements(assignment.id, result.id)
+                if measured is not None:
+                    attach_plots(result, Measurements.from_json(measured))
+                reporter.add(result)
+            reporter.write_index()
+        finally:
+            gradebook.close()
+    return BatchSummary(len(stored), out_dir, out_dir / "results.json", out_dir / "index.html",
+                        seconds=time.monotonic() - started, gradebook=gradebook.where)

@@ -97,7 +97,8 @@ class _Session:
                 entry["metrics"]["train_mse"] = M.function_metrics(keras_io.predict(model, train["x"]),
                                                                    train["y"])["mse"]
                 xs = np.linspace(*ds.domain, M.PLOT_CURVE_POINTS)
-                entry["plot"] = {"x": xs, "y_pred": keras_io.predict(model, xs)[:, 0]}
+                entry["plot"] = {"x": xs.astype(np.float32),
+                                 "y_pred": keras_io.predict(model, xs)[:, 0].astype(np.float32)}
             else:
                 entry["metrics"] = M.class_metrics(out, held["y"])
                 if training and training.get("dataset") == name:
@@ -107,8 +108,12 @@ class _Session:
                 grid = M.grid_points(ds.extent)
                 k = min(M.PLOT_SAMPLE, len(held["x"]))
                 entry["plot"] = {
-                    "grid": M.positive_probability(keras_io.predict(model, grid)).reshape(M.PLOT_GRID, M.PLOT_GRID),
-                    "x": held["x"][:k], "y": held["y"][:k], "pred": M.class_predictions(out[:k]),
+                    # plot data only (metrics are computed above at full precision); kept small because the
+                    # gradebook stores it for every model
+                    "grid": M.positive_probability(keras_io.predict(model, grid)).reshape(
+                        M.PLOT_GRID, M.PLOT_GRID).astype(np.float16),
+                    "x": held["x"][:k].astype(np.float32), "y": held["y"][:k].astype(np.int8),
+                    "pred": M.class_predictions(out[:k]).astype(np.int8),
                 }
             result["datasets"][name] = entry
         return result

@@ -90,10 +90,13 @@ class Reporter:
         _atomic_write(path, html)
         return path
 
-    def add(self, result: StudentResult) -> None:
+    def add(self, result: StudentResult, *, render: bool = True) -> None:
+        """Take a student's result: write their page (unless ``render`` is False: an unchanged result whose
+        page is already there) and ``results.json``."""
         self.results[result.id] = result
-        self.student_page(result)
-        self.write_json()
+        if render:
+            self.student_page(result)
+            self.write_json()
 
     # -- class ----------------------------------------------------------------
     def results_json(self) -> dict:

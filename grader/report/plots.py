@@ -34,7 +34,7 @@ def curve(plot: dict, truth, title: str) -> str:
 def regions(plot: dict, extent, title: str) -> str:
     """Decision regions (probability of class 1) with held-out points."""
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(plot["grid"], origin="lower", extent=extent, cmap="RdBu_r", vmin=0, vmax=1, alpha=0.6,
+    ax.imshow(np.asarray(plot["grid"], dtype=np.float32), origin="lower", extent=extent, cmap="RdBu_r", vmin=0, vmax=1, alpha=0.6,
               aspect="auto")
     x, y, pred = np.asarray(plot["x"]), np.asarray(plot["y"]), np.asarray(plot["pred"])
     right = pred == y

@@ -1,8 +1,13 @@
 """Scoring: from a student's evaluated files to points per task, with reasons.
 
-``grade_student`` evaluates every model file of a submission (through the
-``Evaluator``), decides which task each answers (``match``), judges it
+Two steps, so that a changed threshold re-scores without re-running anything:
+
+``measure_student`` runs a submission's notebooks (in the sandbox) and has
+every model evaluated (through the ``Evaluator``): the slow part, whose
+``Measurements`` the gradebook stores.  ``score_student`` turns measurements
+into points: it decides which task each model answers (``match``), judges it
 (``assess``), keeps the best file per task and writes a ``StudentResult``.
+``grade_student`` is the two in a row.
 """
 from __future__ import annotations
 
@@ -70,7 +75,34 @@ def _evaluate(evaluator, source: Source, path):
         return None, e
 
 
+@dataclass
+class Measurements:
+    """Everything measured of one submission; scoring needs nothing else."""
+
+    student_id: str
+    files: list[FileResult]  # outcomes known before scoring: notebooks run, unreadable or ignored files
+    notes: list[str]
+    notebooks: list[dict]
+    errors_by_task: dict[str, str]
+    evaluated: list[tuple[Source, dict]]  # every model that loaded, with the worker's measurements
+
+    def to_json(self) -> dict:
+        return {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,
+                "notebooks": self.notebooks, "errors_by_task": self.errors_by_task,
+                "evaluated": [[{"name": s.name, "format": s.format, "task_hint": s.task_hint,
+                                "dataset": s.dataset}, e] for s, e in self.evaluated]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Measurements":
+        return cls(d["student_id"], [FileResult(**f) for f in d["files"]], list(d["notes"]), list(d["notebooks"]),
+                   dict(d["errors_by_task"]), [(Source(**s), e) for s, e in d["evaluated"]])
+
+
 def grade_student(assignment, submission: Submission, evaluator, *, progress=None) -> StudentResult:
+    return score_student(assignment, measure_student(assignment, submission, evaluator, progress=progress))
+
+
+def measure_student(assignment, submission: Submission, evaluator, *, progress=None) -> Measurements:
     files: list[FileResult] = []
     notes = [p.explain() for p in submission.problems]
     notebooks: list[dict] = []
@@ -144,6 +176,17 @@ def grade_student(assignment, submission: Submission, evaluator, *, progress=Non
         files.append(FileResult(source.name, source.format, "error", source.task_hint, error.explain()))
         if source.task_hint:
             errors_by_task.setdefault(source.task_hint, error.explain())
+    for source, _ in evaluated:
+        source.training = None  # used by the worker; scoring needs only its name
+    return Measurements(submission.student_id, files, notes, notebooks, errors_by_task, evaluated)
+
+
+def score_student(assignment, measured: Measurements) -> StudentResult:
+    """Points per task from measurements (pure: the same measurements always give the same result)."""
+    files = [FileResult(**f.to_json()) for f in measured.files]
+    notes = list(measured.notes)
+    errors_by_task = measured.errors_by_task
+    evaluated = measured.evaluated
 
     # decide the task of every evaluated model and judge it
     saved_tasks = {t.id for t in assignment.tasks if t.kind == "saved_file"}
@@ -210,7 +253,7 @@ def grade_student(assignment, submission: Submission, evaluator, *, progress=Non
     score = round(min(total, max_score), 2)
     if total > max_score:
         notes.append(f"Optional tasks brought the total above {max_score:g}; it is capped there.")
-    return StudentResult(submission.student_id, score, max_score, tasks, files, notes, notebooks)
+    return StudentResult(measured.student_id, score, max_score, tasks, files, notes, list(measured.notebooks))
 
 
 def _describe(info: dict) -> str:
@@ -241,3 +284,12 @@ def _saved_file_result(task, f, evaluation, match) -> TaskResult:
     return TaskResult(task.id, task.title, _points(task.points, fraction), task.points, _status(fraction),
                       {}, " ".join(words), f.name, False, task.optional,
                       architecture=_describe(evaluation["info"]))
+
+
+def attach_plots(result: StudentResult, measured: Measurements) -> StudentResult:
+    """Give a stored result (which keeps no plot data) its plots back from its measurements."""
+    by_source = {s.name: e for s, e in measured.evaluated}
+    for t in result.tasks:
+        if t.plot is None and t.source in by_source and t.dataset:
+            t.plot = by_source[t.source].get("datasets", {}).get(t.dataset, {}).get("plot")
+    return result

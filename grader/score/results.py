@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 
 STATUSES = ("passed", "partial", "failed", "missing", "error")
+PASS_FRACTION = 0.5  # a student 'passes' (in progress counts and summaries) at half the maximum
 
 
 def clean_metrics(metrics: dict) -> dict[str, float]:
@@ -42,7 +43,15 @@ class TaskResult:
                 {"source": self.threshold.get("source")}
         if self.architecture:
             d["architecture"] = self.architecture
+        if self.dataset:
+            d["dataset"] = self.dataset
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TaskResult":
+        return cls(d["id"], d.get("title", d["id"]), d["score"], d["max_score"], d["status"], dict(d["metrics"]),
+                   d["message"], d.get("source"), d.get("inferred", False), d.get("optional", False),
+                   d.get("threshold"), d.get("architecture"), None, d.get("dataset"))
 
 
 @dataclass
@@ -72,7 +81,22 @@ class StudentResult:
     def fraction(self) -> float:
         return self.score / self.max_score if self.max_score else 0.0
 
+    @property
+    def outcome(self) -> str:
+        """The student in one word, for progress counts: 'error' when the grader could not grade some
+        task, else 'passed' at half the maximum score or more, else 'failed'."""
+        if any(t.status == "error" for t in self.tasks):
+            return "error"
+        return "passed" if self.fraction >= PASS_FRACTION else "failed"
+
     def to_json(self) -> dict:
         return {"id": self.id, "score": self.score, "max_score": self.max_score,
                 "tasks": [t.to_json() for t in self.tasks], "files": [f.to_json() for f in self.files],
                 "notes": list(self.notes), "notebooks": list(self.notebooks)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "StudentResult":
+        return cls(d["id"], d["score"], d["max_score"], [TaskResult.from_json(t) for t in d["tasks"]],
+                   [FileResult(**f) for f in d.get("files", [])], list(d.get("notes", [])),
+                   list(d.get("notebooks", [])))
+

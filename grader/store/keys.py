@@ -1,0 +1,90 @@
+"""Content hashes that decide what must be done again.
+
+``measure_key``: the submission's bytes, everything in the spec that changes
+what is measured (datasets, limits, notebook settings, task names, the
+assignment's Python files), the held-out seeds and the grader build.  The
+same key means the stored measurements are still right.
+``score_key``: the measure key plus the spec's points and thresholds
+(``assignment.toml``, ``calibration.toml``).  The same key means the stored
+result is still right; a new score key alone means re-scoring, not re-running.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+
+def _sha(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def submission_hash(submission) -> tuple[str, list[dict]]:
+    """(hash of the whole submission, [{name, sha256, bytes}] per file)."""
+    files = []
+    for f in sorted(submission.files, key=lambda f: f.relative):
+        try:
+            digest, size = file_sha256(f.path), f.path.stat().st_size
+        except OSError as e:  # vanished or unreadable since intake: grading will say so
+            digest, size = f"unreadable:{e.errno}", -1
+        files.append({"name": f.relative, "sha256": digest, "bytes": size})
+    problems = sorted(p.explain() for p in submission.problems)
+    return _sha(json.dumps(files, sort_keys=True), *problems), files
+
+
+@lru_cache(maxsize=1)
+def build_id() -> str:
+    """The grader's version and a hash of its own code: a changed grader re-grades."""
+    from .. import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".j2", ".css") and "__pycache__" not in path.parts:
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def _assignment_files(assignment) -> list[bytes]:
+    root = Path(assignment.root)
+    out = []
+    for path in sorted(root.glob("*.py")):
+        out += [path.name.encode(), path.read_bytes()]
+    return out
+
+
+def measure_fingerprint(assignment, seeds: dict[str, int]) -> str:
+    tasks = [(t.id, t.kind, t.dataset, t.names, t.file_names, t.file_format,
+              t.architecture.inputs if t.architecture else None) for t in assignment.tasks]
+    return _sha(assignment.id, repr(sorted(assignment.datasets.items())), repr(assignment.limits),
+                repr(assignment.notebooks), repr(tasks), *_assignment_files(assignment),
+                json.dumps(sorted(seeds.items())), build_id())
+
+
+def score_fingerprint(assignment) -> str:
+    parts = [Path(assignment.spec_path).read_bytes()]
+    if assignment.calibration_path and Path(assignment.calibration_path).exists():
+        parts.append(Path(assignment.calibration_path).read_bytes())
+    return _sha(*parts)
+
+
+def measure_key(content: str, measure_fp: str) -> str:
+    return _sha("measure", content, measure_fp)
+
+
+def score_key(measure: str, score_fp: str) -> str:
+    return _sha("score", measure, score_fp)
