@@ -17,7 +17,7 @@ from conftest import ROOT, TUTORIAL6
 
 GRADER = [sys.executable, "-m", "grader.cli"]
 SECRET = "batch-test-secret"
-DEMO = ROOT / "submissions"
+DEMO = ROOT / "submissions" / "tutorial6"
 N_TASKS = 11
 
 

@@ -23,7 +23,7 @@ def run_grader(*args, env=None):
 @pytest.fixture(scope="module")
 def graded_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    proc = run_grader("grade", str(ROOT / "submissions"), "--assignment", str(TUTORIAL6), "--out", str(out))
+    proc = run_grader("grade", str(ROOT / "submissions" / "tutorial6"), "--assignment", str(TUTORIAL6), "--out", str(out))
     return proc, out
 
 
@@ -64,7 +64,7 @@ def test_secret_is_created_in_out_once_and_reused(graded_demo, tmp_path):
 
 def test_a_secret_decides_the_heldout_data(tmp_path):
     subs = tmp_path / "subs"
-    shutil.copytree(ROOT / "submissions" / "alice", subs / "alice")
+    shutil.copytree(ROOT / "submissions" / "tutorial6" / "alice", subs / "alice")
     metrics = []
     for secret in ("one", "one", "two"):
         out = tmp_path / f"out-{len(metrics)}"

@@ -1,4 +1,4 @@
-"""Write the demo submissions (``submissions/``) from the reference implementations.
+"""Write the demo submissions (``submissions/tutorial6/``) from the reference implementations.
 
     python reference/tutorial6/make_demo.py [OUT]
 
@@ -77,4 +77,4 @@ def main(out: Path):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent.parent / "submissions")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent.parent / "submissions" / "tutorial6")
