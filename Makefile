@@ -11,9 +11,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## grade the demo submissions into reports/
+## grade the demo submissions of both assignments into reports/<assignment>/
 demo: $(STAMP)
-	$(VENV)/bin/grader grade submissions --assignment reference/tutorial6 --out reports
+	$(VENV)/bin/grader grade submissions/tutorial6 --assignment reference/tutorial6 --out reports/tutorial6
+	$(VENV)/bin/grader grade submissions/coursework --assignment reference/coursework --out reports/coursework
 
 ## run the test suite
 test: $(STAMP)
@@ -23,6 +24,8 @@ bench: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
 	$(VENV)/bin/python bench/bench_evaluate.py
 	$(VENV)/bin/python bench/bench_notebook.py
+	$(VENV)/bin/python bench/bench_batch.py
+	$(VENV)/bin/python bench/bench_check.py
 
 clean:
 	rm -rf $(VENV) reports

@@ -69,7 +69,13 @@ def calibrate(folder, runs: int = 10, base_seed: int = 1000, tasks: list[str] | 
     assignment = load_assignment(folder, require_thresholds=False)
     secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
     seeds = [base_seed + i for i in range(runs)]
-    chosen = [t for t in assignment.model_tasks() if t.reference and (not tasks or t.id in tasks)]
+    # tasks marked by a curve have no thresholds to calibrate
+    chosen = [t for t in assignment.model_tasks() if t.reference and t.calibration and (not tasks or t.id in tasks)]
+    if not chosen:
+        from .errors import SpecError
+
+        raise SpecError(assignment.spec_path, None, "no task to calibrate: none has [calibration] rules"
+                        + (f" among {', '.join(tasks)}" if tasks else "") + " (tasks marked by a curve need none)")
     previous = {}
     if assignment.calibration_path:
         import tomllib

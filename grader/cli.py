@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import FatalError
@@ -51,7 +52,7 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
         summary = grade_batch(submissions, assignment_dir, out_dir, console=console, workers=workers,
                               scheduler=scheduler, force=force, db_url=db_url, wait=wait)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {e.explain()}")
+        console.print(f"[bold red]error:[/] {escape(e.explain())}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]Stopped.[/] Every student finished so far is in the gradebook; run the same "
@@ -76,7 +77,7 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
     try:
         summary = render_reports(assignment_dir, out_dir, db_url=db_url)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {e.explain()}")
+        console.print(f"[bold red]error:[/] {escape(e.explain())}")
         sys.exit(2)
     console.print(f"Rendered {summary.students} student page(s) and the class summary into "
                   f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s.")
@@ -89,10 +90,10 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
 @click.option("--assignment-id", default=None, help="Which assignment in the gradebook  [default: the only one]")
 @click.option("--to", "to_dir", type=click.Path(path_type=Path), default=None,
               help="Where to write  [default: OUT/export]")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "gradescope", "junit"]),
+@click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "gradescope", "junit", "markdown"]),
               help="Which exports (repeatable)  [default: all]")
 def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
-    """Write grades.csv, Gradescope results.json files and junit.xml from the gradebook."""
+    """Write grades.csv, Gradescope results.json files, junit.xml and summary.md from the gradebook."""
     from .errors import GradebookError
     from .export import FORMATS
     from .export import export as run
@@ -115,7 +116,7 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
         written = run(gradebook, assignment_id, to_dir or out_dir / "export", formats or FORMATS)
         gradebook.close()
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {e.explain()}")
+        console.print(f"[bold red]error:[/] {escape(e.explain())}")
         sys.exit(2)
     for path in written:
         if path.name != "results.json":
@@ -123,6 +124,61 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
     n = sum(p.name == "results.json" for p in written)
     if n:
         console.print(f"wrote {n} Gradescope results.json file(s) under {written[0].parent.parent}")
+
+
+def _default_assignment() -> Path | None:
+    """The only assignment under ./reference, if there is exactly one."""
+    found = sorted(p.parent for p in Path("reference").glob("*/assignment.toml"))
+    return found[0] if len(found) == 1 else None
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--assignment", "-a", "assignment_dir", type=click.Path(path_type=Path), default=None,
+              help="The assignment folder  [default: the only one under ./reference]")
+@click.option("--out", "-o", "out_dir", default=Path("grader-check"), show_default=True,
+              type=click.Path(path_type=Path), help="Where to write the HTML feedback page.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the verdicts as JUnit XML (for CI test reports).")
+@click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
+              help="Also append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).")
+@click.option("--name", default=None, help="The name to show for the submission  [default: its file or folder name]")
+def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, name):
+    """Check your own submission (a notebook, a script, a saved model or a folder) before you submit it.
+
+    Runs the grader's checks on public validation data (not the data you are
+    graded on) and says per task what was found, how it does and what to fix.
+    Exits 0 when every required task is present and loads, 1 when not, 2 when
+    the check itself could not run.
+    """
+    from .check import check as run
+
+    assignment_dir = assignment_dir or _default_assignment()
+    if assignment_dir is None:
+        console.print("[bold red]error:[/] which assignment? Give it with --assignment reference/<assignment>.")
+        sys.exit(2)
+    try:
+        outcome = run(path, assignment_dir, console, out_dir=out_dir, name=name)
+        if junit_path or summary_path:
+            from .export import junit_xml, markdown_summary
+            from .report import atomic_write
+
+            data = outcome.result.to_json()
+            if junit_path:
+                atomic_write(junit_path, junit_xml(f"check-{outcome.assignment_id}", [data]))
+            if summary_path:
+                text = markdown_summary(f"Check of {data['id']} (public validation data)", [], [data],
+                                        note="Checked on public validation data, not graded: no grading secret "
+                                             "was available. Scores are an estimate.")
+                with open(summary_path, "a", encoding="utf-8") as f:
+                    f.write(text)
+    except OSError as e:
+        console.print(f"[bold red]error:[/] cannot write {escape(str(e.filename))}: {e.strerror}")
+        sys.exit(2)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {escape(e.explain())}")
+        sys.exit(2)
+    sys.exit(outcome.exit_code)
 
 
 @main.command()
@@ -143,9 +199,26 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks):
     try:
         out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {e.explain()}")
+        console.print(f"[bold red]error:[/] {escape(e.explain())}")
         sys.exit(2)
     console.print(f"Thresholds written to [bold]{out}[/]")
+
+
+@main.command()
+@click.option("--out", "-o", "out_path", type=click.Path(path_type=Path), default=None,
+              help="Write it here (e.g. .github/workflows/grade.yml)  [default: print it]")
+def workflow(out_path):
+    """The GitHub Actions workflow that grades a submissions repository on every push."""
+    from importlib import resources
+
+    text = resources.files("grader.ci").joinpath("github-workflow.yml").read_text(encoding="utf-8")
+    if out_path is None:
+        click.echo(text, nl=False)
+        return
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text, encoding="utf-8")
+    console.print(f"wrote {out_path}: set ASSIGNMENT and GRADER_PACKAGE at its top, and add the repository "
+                  "secret GRADER_SECRET.")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ class GraderError(Exception):
     def explain(self) -> str:
         return f"{self.message} {self.hint}" if self.hint else self.message
 
+    def __reduce__(self):
+        # crossing a process boundary (worker pools, Dask) must keep the hint and the exact class
+        return _rebuild, (type(self), self.message, self.hint)
+
+
+def _rebuild(cls, message: str, hint: str | None):
+    error = cls.__new__(cls)
+    GraderError.__init__(error, message, hint=hint)
+    return error
+
 
 # --- errors that stop the run -------------------------------------------------
 

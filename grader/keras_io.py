@@ -168,7 +168,17 @@ def load(path: Path):
     """Load a vetted model file with Keras' safe mode and no compilation."""
     import keras
 
+    path = Path(path)
     try:
+        if path.suffix not in (".h5", ".keras"):  # Keras goes by the extension: model.H5, model.hdf5
+            import tempfile
+
+            from .intake.formats import sniff_format
+
+            with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
+                alias = Path(tmp) / ("model.h5" if sniff_format(path) == HDF5 else "model.keras")
+                alias.symlink_to(path.resolve())
+                return keras.models.load_model(alias, compile=False, safe_mode=True)
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except MemoryError:
         raise

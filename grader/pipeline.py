@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engines import Job, default_workers, make_engine
@@ -125,12 +126,15 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
 def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force, started):
     students = collect(submissions, assignment)
     reporter = Reporter(assignment, out_dir)
+    for warning in _batch_warnings(assignment, students):
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+        reporter.warnings.append(warning)
     plans = _plan(assignment, students, gradebook, seeds, force)
     to_measure = [p for p in plans if p.action == "measure"]
     if any(f.format in (NOTEBOOK, SCRIPT) for p in to_measure for f in p.submission.files):
         no_sandbox = unavailable_reason()
         if no_sandbox:
-            console.print(f"[bold red]WARNING: {no_sandbox}[/]")
+            console.print(f"[bold red]WARNING: {escape(no_sandbox)}[/]")
             reporter.warnings.append(no_sandbox)
     workers = workers or default_workers()
     engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
@@ -210,6 +214,20 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
     reporter.write_index()
     return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         time.monotonic() - started, gradebook.where)
+
+
+def _batch_warnings(assignment, students) -> list[str]:
+    """What the TA must know about the whole batch: synthetic held-out data, files that belong to nobody."""
+    out = [ds.heldout_note for _, ds in sorted(assignment.datasets.items()) if ds.heldout_note]
+    unrecognised = getattr(students, "unrecognised", [])
+    if unrecognised:
+        expected = assignment.intake.pattern.replace("{student}", "username").replace("{task}", "N")
+        shown = ", ".join(unrecognised[:20]) + (f" and {len(unrecognised) - 20} more" if len(unrecognised) > 20 else "")
+        out.append(f"Unrecognised files in the submissions folder, not graded: {shown}. The names the course asks "
+                   f"for are {expected}{assignment.intake.model_extensions[0]}"
+                   + "".join(f" or {expected}{t.preprocessing.suffix}" for t in assignment.tasks[:1]
+                             if t.preprocessing) + ".")
+    return out
 
 
 def _score(assignment, measured: Measurements) -> StudentResult:

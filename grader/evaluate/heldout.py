@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..spec import Assignment, Dataset, import_reference
+from ..spec.tables import read_labelled_csv
 
 SECRET_ENV = "GRADER_SECRET"
 SECRET_FILE = ".grader-secret"
@@ -76,6 +77,9 @@ def make_heldout(assignment: Assignment, ds: Dataset, seed: int) -> dict[str, np
         f = import_reference(assignment, ds.function)
         x = function_grid(ds, seed, import_reference(assignment, ds.train_x)())
         return {"x": x, "y": np.asarray(f(x), dtype=np.float64)}
+    if ds.heldout_file is not None:  # the unreleased dataset the TA keeps: the file is the held-out data
+        X, y, _ = read_labelled_csv(ds.heldout_file, ds.label_column)
+        return {"x": X, "y": y}
     gen = import_reference(assignment, ds.generator)
     X, y = gen(**ds.heldout, rng=np.random.default_rng(seed))
     return {"x": np.asarray(X, dtype=np.float64), "y": np.asarray(y, dtype=np.float64).ravel()}

@@ -11,31 +11,21 @@
   task short of full marks is a ``failure`` carrying its message, one the
   grader could not grade an ``error``, an optional task not attempted is
   ``skipped``.
+* ``summary.md``: a Markdown table of scores and task statuses, with what to
+  fix per student, for ``$GITHUB_STEP_SUMMARY`` or a pull-request comment.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import OutputError
-from ..report import safe_name
+from ..report import atomic_write, safe_name
 
-FORMATS = ("csv", "gradescope", "junit")
-
-
-def _write(path: Path, text: str) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+FORMATS = ("csv", "gradescope", "junit", "markdown")
+STATUS_ICON = {"passed": "✅", "partial": "🟡", "failed": "❌", "missing": "⬜", "error": "⚠️"}
 
 
 def _fmt(x: float) -> str:
@@ -45,11 +35,12 @@ def _fmt(x: float) -> str:
 def grades_csv(tasks: list[dict], students: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], "total", "max_score"])
+    graded = any("grade" in s for s in students)
+    w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], "total", "max_score"] + (["grade"] if graded else []))
     for s in students:
         by_id = {t["id"]: t for t in s["tasks"]}
         w.writerow([s["id"], *[_fmt(by_id[t["id"]]["score"]) if t["id"] in by_id else "" for t in tasks],
-                    _fmt(s["score"]), _fmt(s["max_score"])])
+                    _fmt(s["score"]), _fmt(s["max_score"])] + ([s.get("grade", "")] if graded else []))
     return buf.getvalue()
 
 
@@ -61,9 +52,10 @@ def gradescope(student: dict, visibility: str = "visible") -> dict:
                       "status": "passed" if t["status"] == "passed" else "failed",
                       "output": t["message"], "visibility": visibility,
                       "tags": [t["status"]] + (["optional"] if t.get("optional") else [])})
-    notes = "\n".join(student.get("notes", []))
-    return {"score": student["score"], "output": notes or f"Score {_fmt(student['score'])} of "
-            f"{_fmt(student['max_score'])}.", "visibility": visibility, "stdout_visibility": "hidden",
+    head = f"Score {_fmt(student['score'])} of {_fmt(student['max_score'])}" + (
+        f", grade {student['grade']}." if student.get("grade") else ".")
+    notes = "\n".join([head, *student.get("notes", [])])
+    return {"score": student["score"], "output": notes, "visibility": visibility, "stdout_visibility": "hidden",
             "tests": tests}
 
 
@@ -103,6 +95,37 @@ def junit_xml(assignment_id: str, students: list[dict]) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_summary(title: str, tasks: list[dict], students: list[dict], note: str = "") -> str:
+    lines = [f"## {title}", ""]
+    if note:
+        lines += [f"> {note}", ""]
+    if not students:
+        return "\n".join(lines + ["No submissions were graded.", ""])
+    ids = [t["id"] for t in tasks] or [t["id"] for t in students[0]["tasks"]]
+    graded = any("grade" in s for s in students)
+    lines.append("| student | score | " + ("grade | " if graded else "") + " | ".join(ids) + " |")
+    lines.append("|---|---:|" + (":-:|" if graded else "") + "|".join(":-:" for _ in ids) + "|")
+    for s in students:
+        by_id = {t["id"]: t for t in s["tasks"]}
+        icons = [STATUS_ICON.get(by_id[i]["status"], "?") if i in by_id else "" for i in ids]
+        grade = f"{s.get('grade', '')} | " if graded else ""
+        lines.append(f"| {_cell(s['id'])} | {_fmt(s['score'])} / {_fmt(s['max_score'])} | {grade}"
+                     + " | ".join(icons) + " |")
+    lines += ["", " ".join(f"{icon} {status}" for status, icon in STATUS_ICON.items()), ""]
+    for s in students:
+        todo = [t for t in s["tasks"] if t["status"] != "passed" and not (t["status"] == "missing" and t.get("optional"))]
+        if todo:
+            lines += [f"<details><summary>{_cell(s['id'])}: {len(todo)} task(s) to look at</summary>", ""]
+            lines += [f"- **{t['id']}** ({t['status']}, {_fmt(t['score'])}/{_fmt(t['max_score'])}): {_cell(t['message'])}"
+                      for t in todo]
+            lines += ["", "</details>", ""]
+    return "\n".join(lines) + "\n"
+
+
 def export(gradebook, assignment_id: str, to: Path, formats=FORMATS) -> list[Path]:
     """Write the chosen exports of one assignment from the gradebook into ``to``; returns the files."""
     tasks = gradebook.tasks(assignment_id)
@@ -110,11 +133,14 @@ def export(gradebook, assignment_id: str, to: Path, formats=FORMATS) -> list[Pat
     to = Path(to)
     written = []
     if "csv" in formats:
-        written.append(_write(to / "grades.csv", grades_csv(tasks, students)))
+        written.append(atomic_write(to / "grades.csv", grades_csv(tasks, students)))
     if "gradescope" in formats:
         for s in students:
-            written.append(_write(to / "gradescope" / safe_name(s["id"]) / "results.json",
+            written.append(atomic_write(to / "gradescope" / safe_name(s["id"]) / "results.json",
                                   json.dumps(gradescope(s), indent=2, ensure_ascii=False) + "\n"))
     if "junit" in formats:
-        written.append(_write(to / "junit.xml", junit_xml(assignment_id, students)))
+        written.append(atomic_write(to / "junit.xml", junit_xml(assignment_id, students)))
+    if "markdown" in formats:
+        title = f"{assignment_id}: {len(students)} submission(s) graded"
+        written.append(atomic_write(to / "summary.md", markdown_summary(title, tasks, students)))
     return written

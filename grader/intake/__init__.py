@@ -26,6 +26,7 @@ class SubmittedFile:
     format: str
     task_hint: str | None = None  # a task id the file name names
     relative: str = ""
+    role: str = "submission"  # or "preprocessing": the input-scaling file of the model of task_hint
 
     @property
     def is_model(self) -> bool:
@@ -38,6 +39,74 @@ class Submission:
     files: list[SubmittedFile] = field(default_factory=list)
     problems: list[SubmissionError] = field(default_factory=list)
     root: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # accepted, but not as the course asks (file names)
+
+    def companion(self, task_id: str) -> SubmittedFile | None:
+        """The preprocessing file submitted for ``task_id``'s model, if any."""
+        return next((f for f in self.files if f.role == "preprocessing" and f.task_hint == task_id), None)
+
+
+class Students(list):
+    """The students of a submissions folder, plus the files that belong to nobody."""
+
+    unrecognised: list[str]
+
+    def __init__(self, items=(), unrecognised=()):
+        super().__init__(items)
+        self.unrecognised = list(unrecognised)
+
+
+class NamingPattern:
+    """The file names a course fixes, e.g. ``{student}-{task}`` + ``.h5`` (or a preprocessing suffix).
+
+    ``match(name)`` gives (student, task, kind, warning): ``kind`` is "model" or "preprocessing";
+    ``warning`` is None for an exact name, or says what the right name is for a near miss (other case,
+    ``_`` or a space for the separator, ``.hdf5``/``.keras`` for a model); None when nothing matches.
+    """
+
+    def __init__(self, assignment):
+        intake = assignment.intake
+        self.models = intake.model_extensions
+        self.companions = {t.preprocessing.suffix.lower(): t.id for t in assignment.tasks if t.preprocessing}
+        tasks = "|".join(re.escape(t.id) for t in sorted(assignment.tasks, key=lambda t: len(t.id), reverse=True))
+        parts = re.split(r"(\{student\}|\{task\})", intake.pattern)
+        strict, loose = [], []
+        for part in parts:
+            if part == "{student}":
+                strict.append(r"(?P<student>[a-z0-9][a-z0-9.]*?)")
+                loose.append(r"(?P<student>[A-Za-z0-9][A-Za-z0-9.]*?)")
+            elif part == "{task}":
+                strict.append(f"(?P<task>{tasks})")
+                loose.append(f"(?P<task>{tasks})")
+            else:
+                strict.append(re.escape(part))
+                loose.append("".join("[-_ ]" if c in "-_ " else re.escape(c) for c in part))
+        self.strict = re.compile("".join(strict) + r"(?P<ext>\.[a-z0-9]+)")
+        self.loose = re.compile("".join(loose) + r"(?P<ext>\.[A-Za-z0-9]+)", re.IGNORECASE)
+        self.pattern = intake.pattern
+
+    def expected(self, student: str, task: str, ext: str) -> str:
+        return self.pattern.replace("{student}", student).replace("{task}", task) + ext
+
+    def match(self, name: str):
+        m = self.strict.fullmatch(name)
+        if m and (m["ext"] in self.models or m["ext"] in self.companions):
+            kind = "model" if m["ext"] in self.models else "preprocessing"
+            return m["student"], m["task"], kind, None
+        m = self.loose.fullmatch(name)
+        if not m:
+            return None
+        ext = m["ext"].lower()
+        if ext in self.companions:
+            kind, right_ext = "preprocessing", ext
+        elif ext in self.models or ext in (".h5", ".hdf5", ".keras"):
+            kind, right_ext = "model", self.models[0]
+        else:
+            return None
+        student = m["student"].lower()
+        right = self.expected(student, m["task"], right_ext)
+        return student, m["task"], kind, (f"{name} was taken as {right}; name it exactly {right} (the course's "
+                                          "marking expects that name).")
 
 
 def _task_pattern(names):
@@ -58,6 +127,8 @@ class TaskNamer:
             for fn in task.file_names:
                 self.by_file[fn.lower()] = task.id
         self.pattern = _task_pattern(self.by_name) if self.by_name else None
+        self.companion_suffixes = {t.id: (t.preprocessing.suffix.lower(),) for t in assignment.tasks
+                                   if t.preprocessing}
 
     def task_for(self, filename: str) -> str | None:
         if filename.lower() in self.by_file:
@@ -131,12 +202,28 @@ def _walk(folder: Path, problems: list, base: Path):
             yield entry
 
 
-def collect(submissions_dir, assignment) -> list[Submission]:
+def collect(submissions_dir, assignment) -> Students:
     """All students found in ``submissions_dir``, sorted by id."""
     root = Path(submissions_dir)
     namer = TaskNamer(assignment)
+    pattern = NamingPattern(assignment) if assignment.intake.pattern else None
     students: dict[str, Submission] = {}
+    unrecognised: list[str] = []
     for entry in sorted(root.iterdir()):
+        if pattern is not None and _visible(entry) and not entry.is_dir():
+            found = pattern.match(entry.name)
+            if found is None:
+                unrecognised.append(entry.name)
+                continue
+            sid, task, kind, warning = found
+            sub = students.setdefault(sid, Submission(sid, root=None))
+            if warning:
+                sub.warnings.append(warning)
+            fmt = _sniff(entry, sub.problems, entry.name)
+            if fmt is not None:
+                sub.files.append(SubmittedFile(entry, fmt, task, entry.name,
+                                               "preprocessing" if kind == "preprocessing" else "submission"))
+            continue
         if not _visible(entry):
             continue
         why = _special(entry)
@@ -156,14 +243,32 @@ def collect(submissions_dir, assignment) -> list[Submission]:
             sid = namer.split_student(entry.name)
             sub = students.setdefault(sid, Submission(sid, root=None))
             _add(sub, entry, entry.name, namer)
-    return [students[k] for k in sorted(students)]
+    return Students((students[k] for k in sorted(students)), unrecognised)
+
+
+def collect_one(path, assignment, student_id: str) -> Submission:
+    """One student's submission from a single file or a folder (every file in it, at any depth)."""
+    path = Path(path)
+    namer = TaskNamer(assignment)
+    sub = Submission(student_id, root=path if path.is_dir() else None)
+    why = _special(path) if _visible(path) else "hidden or a system file"
+    if why:
+        sub.problems.append(UnreadableFile(f"{path.name}: {why}; it was skipped."))
+    elif path.is_dir() and not (path / "saved_model.pb").is_file():
+        for p in _walk(path, sub.problems, path):
+            _add(sub, p, p.relative_to(path).as_posix(), namer)
+    else:
+        _add(sub, path, path.name, namer)
+    return sub
 
 
 def _add(sub: Submission, path: Path, shown: str, namer: TaskNamer):
     fmt = _sniff(path, sub.problems, shown)
     if fmt is None:
         return
-    sub.files.append(SubmittedFile(path, fmt, namer.task_for(path.name), shown))
+    task = namer.task_for(path.name)
+    role = "preprocessing" if task and path.suffix.lower() in namer.companion_suffixes.get(task, ()) else "submission"
+    sub.files.append(SubmittedFile(path, fmt, task, shown, role))
 
 
-__all__ = ["collect", "Submission", "SubmittedFile", "TaskNamer", "FORMAT_NAMES", "formats"]
+__all__ = ["NamingPattern", "Students", "collect", "collect_one", "Submission", "SubmittedFile", "TaskNamer", "FORMAT_NAMES", "formats"]

@@ -32,13 +32,16 @@ def safe_name(student_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", student_id).strip("._") or "student"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` whole or not at all (a reader never sees half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 class Reporter:
@@ -87,7 +90,7 @@ class Reporter:
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
             warnings=self.warnings)
         path = self.students_dir / f"{safe_name(result.id)}.html"
-        _atomic_write(path, html)
+        atomic_write(path, html)
         return path
 
     def add(self, result: StudentResult, *, render: bool = True) -> None:
@@ -106,7 +109,7 @@ class Reporter:
 
     def write_json(self) -> Path:
         path = self.out / "results.json"
-        _atomic_write(path, json.dumps(self.results_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write(path, json.dumps(self.results_json(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     def write_index(self) -> Path:
@@ -115,7 +118,7 @@ class Reporter:
         for i in range(len(self.assignment.tasks)):
             done = [s.tasks[i].status == "passed" for s in students]
             rates.append(f"{100 * sum(done) / len(done):.0f}%" if done else "–")
-        rows = [{"id": s.id, "score": s.score, "max_score": s.max_score, "tasks": s.tasks,
+        rows = [{"id": s.id, "score": s.score, "max_score": s.max_score, "tasks": s.tasks, "grade": s.grade,
                  "link": f"students/{safe_name(s.id)}.html"} for s in students]
         hist = plots.histogram([s.score for s in students], self.assignment.max_score) if students else None
         html = self.env.get_template("index.html.j2").render(
@@ -123,5 +126,5 @@ class Reporter:
             version=__version__, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             warnings=self.warnings)
         path = self.out / "index.html"
-        _atomic_write(path, html)
+        atomic_write(path, html)
         return path

@@ -45,8 +45,14 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
                       plot=plot, dataset=task.dataset)
 
 
-def _missing(task) -> TaskResult:
-    if task.kind == "saved_file":
+def _missing(task, assignment=None, student: str = "") -> TaskResult:
+    pattern = assignment.intake.pattern if assignment is not None else ""
+    if pattern and task.kind != "saved_file":
+        name = pattern.replace("{student}", student or "username").replace("{task}", task.id)
+        msg = f"No {name}{assignment.intake.model_extensions[0]} was found: submit the model for task {task.id} as " \
+              f"{name}{assignment.intake.model_extensions[0]}" + (
+                  f" (and its input scaling as {name}{task.preprocessing.suffix})." if task.preprocessing else ".")
+    elif task.kind == "saved_file":
         msg = (f"No {' or '.join(task.file_names)} was found in the submission. Save a trained model with "
                f"model.save('{task.file_names[0]}') and submit the file.")
     else:
@@ -66,11 +72,12 @@ class Source:
     task_hint: str | None = None
     dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it
     training: dict | None = None
+    preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
 
 
 def _evaluate(evaluator, source: Source, path):
     try:
-        return evaluator.evaluate(path, source.training), None
+        return evaluator.evaluate(path, source.training, source.preprocessing), None
     except SubmissionError as e:
         return None, e
 
@@ -98,13 +105,14 @@ class Measurements:
                    dict(d["errors_by_task"]), [(Source(**s), e) for s, e in d["evaluated"]])
 
 
+
 def grade_student(assignment, submission: Submission, evaluator, *, progress=None) -> StudentResult:
     return score_student(assignment, measure_student(assignment, submission, evaluator, progress=progress))
 
 
 def measure_student(assignment, submission: Submission, evaluator, *, progress=None) -> Measurements:
     files: list[FileResult] = []
-    notes = [p.explain() for p in submission.problems]
+    notes = [p.explain() for p in submission.problems] + list(submission.warnings)
     notebooks: list[dict] = []
     errors_by_task: dict[str, str] = {}
     namer = TaskNamer(assignment)
@@ -117,8 +125,19 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
             pending.append((source, pool.submit(_evaluate, evaluator, source, path)))
 
         for f in submission.files:
-            if f.is_model:
-                submit(Source(f.relative, f.format, f.task_hint), f.path)
+            if f.role == "preprocessing":
+                model = next((m for m in submission.files if m.is_model and m.task_hint == f.task_hint), None)
+                files.append(FileResult(f.relative, f.format, "used" if model else "ignored", f.task_hint,
+                                        f"the input scaling of task {f.task_hint}'s model" if model else
+                                        f"an input scaling file for task {f.task_hint}, but no model of that "
+                                        "task was submitted beside it"))
+            elif f.is_model:
+                task = assignment.task(f.task_hint) if f.task_hint else None
+                pre = None
+                if task is not None and task.preprocessing is not None:
+                    companion = submission.companion(task.id)
+                    pre = {"path": str(companion.path) if companion else None}
+                submit(Source(f.relative, f.format, f.task_hint, preprocessing=pre), f.path)
             elif f.format in (NOTEBOOK, SCRIPT):
                 first = len(pending)
 
@@ -177,7 +196,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
         if source.task_hint:
             errors_by_task.setdefault(source.task_hint, error.explain())
     for source, _ in evaluated:
-        source.training = None  # used by the worker; scoring needs only its name
+        source.training = source.preprocessing = None  # used by the worker; scoring needs only its name
     return Measurements(submission.student_id, files, notes, notebooks, errors_by_task, evaluated)
 
 
@@ -246,14 +265,16 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
             tasks.append(TaskResult(task.id, task.title, 0.0, task.points, "error", {}, errors_by_task[task.id],
                                     optional=task.optional))
         else:
-            tasks.append(_missing(task))
+            tasks.append(_missing(task, assignment, measured.student_id))
 
     max_score = assignment.max_score
     total = math.fsum(t.score for t in tasks)
     score = round(min(total, max_score), 2)
     if total > max_score:
         notes.append(f"Optional tasks brought the total above {max_score:g}; it is capped there.")
-    return StudentResult(measured.student_id, score, max_score, tasks, files, notes, list(measured.notebooks))
+    grade = assignment.grades.letter(100 * score / max_score) if assignment.grades and max_score else None
+    return StudentResult(measured.student_id, score, max_score, tasks, files, notes, list(measured.notebooks),
+                         grade=grade)
 
 
 def _describe(info: dict) -> str:

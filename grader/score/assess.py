@@ -105,6 +105,8 @@ def assess(task: Task, evaluation: dict) -> Assessment:
         say("The outputs are not probabilities (they do not sum to one): the last layer needs "
             "activation='softmax'.")
 
+    # the scaling file first: when it is broken or missing, it explains the numbers that follow
+    _preprocessing_sentences(evaluation.get("preprocessing"), metrics, a, say, info.get("inputs"))
     metric = task.metric if task.metric in metrics else None
     if metric is None and task.fallback_metric in metrics:
         metric = task.fallback_metric
@@ -116,6 +118,8 @@ def assess(task: Task, evaluation: dict) -> Assessment:
                 f"{outputs} output(s)).")
         else:
             say(f"The {METRIC_LABELS[task.metric]} could not be measured for this model.")
+    elif task.curve is not None and metric == task.metric:
+        _judge_on_curve(task, metric, float(metrics[metric]), metrics, a, say)
     else:
         value = float(metrics[metric])
         th = task.threshold(metric)
@@ -152,5 +156,80 @@ def assess(task: Task, evaluation: dict) -> Assessment:
     else:
         say("Architecture: " + "; ".join(diffs) + f". Expected: {task.architecture.describe()}.")
     w = task.architecture_weight
-    a.fraction = round(w * a.architecture_ok + (1 - w) * a.metric_fraction, 6)
+    fraction = w * a.architecture_ok + (1 - w) * a.metric_fraction
+    if task.conciseness is not None:
+        c = task.conciseness
+        nodes = sum(int(units) for units, _ in info.get("dense", []))
+        a.metrics["nodes"] = float(nodes)
+        earned = c.curve(nodes) if a.metric_fraction > 0 else 0.0
+        full = c.curve.full_at()
+        if a.metric_fraction > 0:
+            say(f"Conciseness: {nodes} nodes in all (the units of every layer), {earned:.0%} of the conciseness "
+                f"marks (full marks at {full:g} nodes or fewer).")
+        else:
+            say(f"Conciseness ({nodes} nodes) earns marks only for a model that earns performance marks.")
+        fraction = (1 - c.weight) * fraction + c.weight * earned
+    a.fraction = round(fraction, 6)
     return a
+
+
+def _judge_on_curve(task: Task, metric: str, value: float, metrics: dict, a: Assessment, say) -> None:
+    """Marks from the task's curve (value -> fraction, linear between points) instead of thresholds."""
+    curve = task.curve
+    a.metric, a.value = metric, value
+    zero = [x for x, y in curve.points if y == 0]
+    a.threshold = {"metric": metric, "pass": curve.full_at(), "partial": zero[-1] if zero else curve.points[0][0],
+                   "source": f"the marks curve of the spec ({curve.describe(lambda v: fmt_value(metric, v))})",
+                   "higher_is_better": METRICS[metric]}
+    label, shown = METRIC_LABELS[metric], fmt_value(metric, value)
+    baseline = metrics.get("majority_baseline")
+    if metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN:
+        a.metric_fraction = 0.0
+        say(f"The {label} is {shown}, no better than always answering the most common class ({baseline:.3f}): "
+            "the model has not learned to separate the classes (an accuracy near 0.5 means something is broken).")
+    else:
+        a.metric_fraction = round(curve(value), 6)
+        say(f"The {label} is {shown}: {a.metric_fraction:.0%} of the performance marks (full marks from "
+            f"{fmt_value(metric, curve.full_at())}).")
+    swapped = metrics.get("accuracy_swapped")
+    if metric == "accuracy" and swapped is not None and value < 0.5 and curve(swapped) > a.metric_fraction:
+        say(f"Your outputs look swapped: with the two outputs the other way round the accuracy would be "
+            f"{swapped:.3f}. The first output must be the probability of class 0 and the second of class 1; "
+            "the grader marks what the model outputs, so fix the order and save the model again.")
+    if a.metric_fraction < 1 and task.hint:
+        say(task.hint)
+
+
+PREPROCESSING_WORDS = {
+    "comma": "The scaling file separates its numbers with commas; numpy.savetxt writes spaces, and the course's "
+             "check reads spaces. It was read anyway: save it with np.savetxt(name, s), without delimiter=','.",
+    "transposed": "The scaling file holds a {inputs} x 2 array: it is transposed. It must be 2 x {inputs}, row 0 "
+                  "the offsets and row 1 the scales (np.savetxt(name, np.array([offsets, scales]))). It was read "
+                  "as its transpose.",
+    "wrong_size": "The scaling file holds a {shape} array, but this model needs 2 x {inputs} (row 0 the offsets, "
+                  "row 1 the scales), so it could not be applied: the model was measured on unscaled inputs.",
+    "zero_scale": "A scale in row 1 of the scaling file is 0, and the inputs are divided by it, so it could not be "
+                  "applied: the model was measured on unscaled inputs.",
+    "not_finite": "The scaling file contains NaN or infinite values, so it could not be applied.",
+    "not_numbers": "The scaling file is not a table of numbers (numpy.loadtxt cannot read it), so it could not be "
+                   "applied: save it with np.savetxt(name, np.array([offsets, scales])).",
+    "unreadable": "The scaling file could not be read, so it was not applied.",
+}
+
+
+def _preprocessing_sentences(report: dict | None, metrics: dict, a: Assessment, say, inputs) -> None:
+    if not report:
+        return
+    shape = " x ".join(str(n) for n in report.get("shape", [])) or "?"
+    for problem in report.get("problems", []):
+        if problem == "missing":
+            std, raw = metrics.get("accuracy_standardized"), metrics.get("accuracy")
+            if std is not None and raw is not None and std >= raw + 0.15:
+                say(f"No scaling file was submitted, but the model looks trained on scaled inputs: it scores "
+                    f"{raw:.3f} on the raw inputs and {std:.3f} on standardised ones. Submit the scaling you "
+                    f"trained with beside the model (a 2 x {inputs} array saved with numpy.savetxt: row 0 the "
+                    "offsets, row 1 the scales).")
+            continue
+        say(PREPROCESSING_WORDS[problem].format(inputs=inputs, shape=shape))
+    if report.get("applied"):
+        a.metrics["scaling_applied"] = 1.0

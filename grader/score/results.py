@@ -76,6 +76,7 @@ class StudentResult:
     files: list[FileResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     notebooks: list[dict] = field(default_factory=list)  # one summary per executed notebook
+    grade: str | None = None  # the letter grade, when the assignment has grade bands
 
     @property
     def fraction(self) -> float:
@@ -90,13 +91,16 @@ class StudentResult:
         return "passed" if self.fraction >= PASS_FRACTION else "failed"
 
     def to_json(self) -> dict:
-        return {"id": self.id, "score": self.score, "max_score": self.max_score,
-                "tasks": [t.to_json() for t in self.tasks], "files": [f.to_json() for f in self.files],
-                "notes": list(self.notes), "notebooks": list(self.notebooks)}
+        d = {"id": self.id, "score": self.score, "max_score": self.max_score,
+             "tasks": [t.to_json() for t in self.tasks], "files": [f.to_json() for f in self.files],
+             "notes": list(self.notes), "notebooks": list(self.notebooks)}
+        if self.grade is not None:
+            d["grade"] = self.grade
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "StudentResult":
         return cls(d["id"], d["score"], d["max_score"], [TaskResult.from_json(t) for t in d["tasks"]],
                    [FileResult(**f) for f in d.get("files", [])], list(d.get("notes", [])),
-                   list(d.get("notebooks", [])))
+                   list(d.get("notebooks", [])), d.get("grade"))
 

@@ -7,15 +7,18 @@ got 'ten'``.  Unknown keys are errors too, so a typo never passes silently.
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import sys
 import tomllib
 from pathlib import Path
 
 from ..errors import SpecError
 from .model import (
-    ANY, METRICS, METRICS_FOR_KIND, Architecture, Assignment, Dataset, EvaluationLimits,
-    LayerPattern, NotebookSettings, Task, ThresholdRule, Thresholds,
+    ANY, METRICS, METRICS_FOR_KIND, Architecture, Assignment, Conciseness, Curve, Dataset, EvaluationLimits,
+    GradeBands, Intake, LayerPattern, NotebookSettings, Preprocessing, Task, ThresholdRule, Thresholds,
 )
+from .tables import TableError, read_labelled_csv
 
 SPEC_FILE = "assignment.toml"
 DEFAULT_CALIBRATION_FILE = "calibration.toml"
@@ -138,17 +141,62 @@ def _dataset(name: str, t: _Table, root: Path) -> Dataset:
         extent = t.get("extent", list, default=[-10, 10, -10, 10], expect="[xmin, xmax, ymin, ymax]")
         if len(extent) != 4:
             t.fail("extent", f"expected [xmin, xmax, ymin, ymax], got {extent!r}")
-        heldout = t.table("heldout").data
-        if not isinstance(heldout.get("n"), int) or heldout["n"] < 10:
+        generator = t.get("generator", str, default=None)
+        if generator is not None:
+            generator = _ref(t.path, root, t._field("generator"), generator)
+        file_spec = t.get("heldout_file", str, default=None)
+        label_column = t.get("label_column", str, default=None)
+        heldout = t.table("heldout", default=None)
+        heldout = dict(heldout.data) if heldout is not None else {}
+        if generator is not None and (not isinstance(heldout.get("n"), int) or heldout["n"] < 10):
             t.fail("heldout.n", "expected a whole number of held-out points, at least 10")
+        heldout_file, note = None, ""
+        if file_spec is not None:
+            heldout_file, note = _heldout_file(t, root, file_spec, label_column, generator is not None)
+        elif generator is None:
+            t.fail("generator", "missing: a classes dataset needs a generator or a heldout_file")
         ds = Dataset(
-            name, kind,
-            generator=_ref(t.path, root, t._field("generator"), t.get("generator", str)),
-            heldout=dict(heldout),
-            extent=tuple(float(v) for v in extent),
+            name, kind, generator=generator, heldout=heldout, extent=tuple(float(v) for v in extent),
+            heldout_file=heldout_file, heldout_file_spec=file_spec, label_column=label_column, heldout_note=note,
         )
     t.done()
     return ds
+
+
+def _heldout_file(t: _Table, root: Path, spec: str, label_column, has_generator: bool):
+    """Resolve ``heldout_file`` (``~`` and ``${VAR}`` expanded, relative to the assignment folder).
+
+    A file that is named but missing or malformed stops everything before any student is graded.  A
+    path whose variable is unset falls back to the generator (the demo, the tests) and says so."""
+    expanded = os.path.expanduser(os.path.expandvars(spec))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", expanded)
+    if unset:
+        if not has_generator:
+            t.fail("heldout_file", f"{spec!r} needs the environment variable {unset[0]}, which is not set "
+                                   "(and the dataset has no generator to fall back on)")
+        return None, (f"The held-out file ({spec}) was not given: {unset[0]} is not set, so held-out data was "
+                      "drawn from the synthetic generator. Set it to mark with the real unreleased data.")
+    path = Path(expanded)
+    path = path if path.is_absolute() else root / path
+    try:
+        read_labelled_csv(path, label_column)
+    except TableError as e:
+        t.fail("heldout_file", f"{path}: {e}")
+    return path, ""
+
+
+def _curve(t: _Table, key: str, value) -> Curve:
+    ok = (isinstance(value, list) and len(value) >= 2 and
+          all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          for v in p) for p in value))
+    if not ok:
+        t.fail(key, f"expected [[value, fraction], ...] with at least two points, got {value!r}")
+    points = tuple((float(x), float(y)) for x, y in value)
+    if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+        t.fail(key, "the values of a curve must increase from point to point")
+    if not all(0 <= y <= 1 for _, y in points):
+        t.fail(key, "every fraction of a curve must be between 0 and 1")
+    return Curve(points)
 
 
 def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict, cal_path) -> Task:
@@ -183,13 +231,38 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     partial_credit = t.get("partial_credit", float, default=0.5, check=_fraction, expect="a number from 0 to 1")
     reference = _ref(t.path, root, t._field("reference"), t.get("reference", str))
 
+    curve = None
+    ct = t.table("curve", default=None)
+    if ct is not None:
+        for m in ct.data:
+            if m != metric:
+                ct.fail(m, f"a curve is for the task's metric ({metric})")
+        curve = _curve(ct, metric, ct.get(metric, list))
+        ct.done()
+    conciseness = None
+    cc = t.table("conciseness", default=None)
+    if cc is not None:
+        conciseness = Conciseness(cc.get("weight", float, check=lambda w: 0 < w < 1, expect="a number between 0 and 1"),
+                                  _curve(cc, "nodes", cc.get("nodes", list)))
+        cc.done()
+    preprocessing = None
+    pt = t.table("preprocessing", default=None)
+    if pt is not None:
+        preprocessing = Preprocessing(
+            suffix=pt.get("suffix", str, check=lambda x: x.startswith(".") and len(x) > 1, expect="like '.txt'"),
+            kind=pt.get("kind", str, default="offset_scale", check=lambda k: k == "offset_scale",
+                        expect="'offset_scale'"),
+            required=pt.get("required", bool, default=False))
+        pt.done()
+
     rules = {}
-    cal = t.table("calibration")
-    for m in filter(None, (metric, fallback)):
-        mt = cal.table(m)
-        rules[m] = (_rule(mt.table("pass")), _rule(mt.table("partial")))
-        mt.done()
-    cal.done()
+    cal = t.table("calibration", default=None if curve is not None else ...)
+    if cal is not None:
+        for m in filter(None, (metric, fallback)):
+            mt = cal.table(m)
+            rules[m] = (_rule(mt.table("pass")), _rule(mt.table("partial")))
+            mt.done()
+        cal.done()
 
     thresholds = {}
     fixed = t.table("thresholds", default=None)
@@ -219,7 +292,8 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     return Task(**common, dataset=dataset, metric=metric, architecture=arch, architecture_weight=weight,
                 reference=reference, partial_credit=partial_credit, calibration=rules,
                 fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
-                reference_seed=int(seed) if seed is not None else None)
+                reference_seed=int(seed) if seed is not None else None, curve=curve, conciseness=conciseness,
+                preprocessing=preprocessing)
 
 
 def _read_toml(path: Path) -> dict:
@@ -286,6 +360,29 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
         )
         nt.done()
 
+    it = top.table("intake", default=None)
+    intake = Intake()
+    if it is not None:
+        pattern = it.get("pattern", str, default="",
+                         check=lambda p: p == "" or ("{student}" in p and "{task}" in p),
+                         expect="a name with {student} and {task}, like '{student}-{task}'")
+        exts = it.get("model_extensions", list, default=[".h5"], expect="a list like ['.h5']")
+        if not all(isinstance(e, str) and e.startswith(".") for e in exts):
+            it.fail("model_extensions", f"expected a list like ['.h5'], got {exts!r}")
+        intake = Intake(pattern, tuple(e.lower() for e in exts))
+        it.done()
+
+    gt = top.table("grades", default=None)
+    grades = None
+    if gt is not None:
+        bands = gt.get("bands", list, expect="[[letter, minimum percent], ...] from the best down")
+        ok = all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and
+                 isinstance(b[1], (int, float)) and not isinstance(b[1], bool) for b in bands)
+        if not ok or not bands or any(b[1] >= a[1] for a, b in zip(bands, bands[1:])):
+            gt.fail("bands", f"expected [[letter, minimum percent], ...] with the minimums falling, got {bands!r}")
+        grades = GradeBands(tuple((str(a), float(b)) for a, b in bands))
+        gt.done()
+
     dt = top.table("datasets")
     datasets = {name: _dataset(name, dt.table(name), root) for name in list(dt.data)}
     dt.done()
@@ -304,27 +401,49 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
     if require_thresholds:
         for i, task in enumerate(tasks):
             for m in task.calibration:
-                if m not in task.thresholds:
+                if m not in task.thresholds and not (task.curve is not None and m == task.metric):
                     raise SpecError(path, f"tasks[{i}] ({task.id})",
                                     f"no thresholds for metric {m!r}: run `grader calibrate {root}` "
                                     f"or set [tasks.thresholds.{m}] by hand")
+    for task in tasks:
+        ds = datasets.get(task.dataset) if task.dataset else None
+        if ds is not None and ds.heldout_file is not None:
+            try:
+                read_labelled_csv(ds.heldout_file, ds.label_column, task.architecture.inputs)
+            except TableError as e:
+                raise SpecError(path, f"datasets.{ds.name}.heldout_file", f"{ds.heldout_file}: {e}") from None
     return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
-                      cal_path if cal_path.exists() else None, notebooks)
+                      cal_path if cal_path.exists() else None, notebooks, intake, grades)
 
 
 def import_reference(assignment: Assignment, ref: str):
-    """Resolve ``module:function`` inside the assignment folder (trusted course code)."""
+    """Resolve ``module:function`` inside the assignment folder (trusted course code).
+
+    The module runs with its own folder first on ``sys.path`` and its sibling modules (``datasets``,
+    ``solution``, ...) resolved from that folder, then those plain names are put back as they were:
+    two assignments that both have a ``datasets.py`` never see each other's."""
     module_name, func = ref.split(":")
-    root = str(assignment.root)
-    if root not in sys.path:
-        sys.path.insert(0, root)
     unique = f"_grader_ref_{assignment.id}_{module_name}"
     module = sys.modules.get(unique)
     if module is None:
-        spec = importlib.util.spec_from_file_location(unique, assignment.root / f"{module_name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[unique] = module
-        spec.loader.exec_module(module)
+        root = str(assignment.root)
+        siblings = {p.stem for p in assignment.root.glob("*.py")}
+        saved = {name: sys.modules.pop(name) for name in list(sys.modules) if name in siblings}
+        sys.path.insert(0, root)
+        try:
+            spec = importlib.util.spec_from_file_location(unique, assignment.root / f"{module_name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[unique] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[unique]
+                raise
+        finally:
+            sys.path.remove(root)
+            for name in siblings:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
     try:
         return getattr(module, func)
     except AttributeError:

@@ -44,6 +44,61 @@ class Dataset:
     generator: str | None = None
     heldout: dict = field(default_factory=dict)
     extent: tuple[float, float, float, float] = (-10.0, 10.0, -10.0, 10.0)
+    # held-out data from a file the TA keeps outside the repository (the unreleased dataset): a CSV
+    # with a header row, the inputs in order and a 0/1 label column.  None: drawn from the generator.
+    heldout_file: Path | None = None
+    heldout_file_spec: str | None = None  # as written in the spec (before ${VAR} expansion)
+    label_column: str | None = None
+    heldout_note: str = ""  # said in reports when the file was named but not given
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A piecewise-linear map from a measured value to a fraction of points (flat beyond its ends)."""
+
+    points: tuple[tuple[float, float], ...]  # (value, fraction), values increasing
+
+    def __call__(self, value: float) -> float:
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        if value <= xs[0]:
+            return ys[0]
+        if value >= xs[-1]:
+            return ys[-1]
+        for (x0, y0), (x1, y1) in zip(self.points, self.points[1:]):
+            if x0 <= value <= x1:
+                return y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
+        return ys[-1]
+
+    def full_at(self) -> float:
+        """The value from which the curve gives full marks (for reports)."""
+        best = max(p[1] for p in self.points)
+        return next(p[0] for p in self.points if p[1] == best)
+
+    def describe(self, fmt=lambda v: f"{v:g}") -> str:
+        return ", ".join(f"{fmt(x)} → {y:.0%}" for x, y in self.points)
+
+
+@dataclass(frozen=True)
+class Conciseness:
+    """Part of a task's points for a small network: ``curve`` maps the total number of nodes (units of
+    every Dense layer, the output included) to a fraction of ``weight`` of the points."""
+
+    weight: float
+    curve: Curve
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A file the student submits beside a model that says how to scale its inputs.
+
+    ``kind = "offset_scale"``: a 2 x inputs array written by numpy.savetxt (space-delimited); row 0
+    is subtracted from the inputs, then they are divided by row 1: ``Xt = (X - s[0]) / s[1]``.
+    """
+
+    suffix: str
+    kind: str = "offset_scale"
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +169,9 @@ class Task:
     thresholds: dict = field(default_factory=dict)  # metric name -> Thresholds
     reference_seed: int | None = None
     optional: bool = False  # bonus points: not counted in the maximum
+    curve: Curve | None = None  # metric -> fraction of the metric's points, instead of thresholds
+    conciseness: Conciseness | None = None
+    preprocessing: Preprocessing | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -145,6 +203,36 @@ class NotebookSettings:
 
 
 @dataclass(frozen=True)
+class Intake:
+    """How submission files are named, when the course fixes it (e.g. ``{student}-{task}``).
+
+    ``pattern`` empty: any name that names a task (the default).  Otherwise loose files must be
+    ``pattern`` with a model extension or a task's preprocessing suffix; near misses (other case, ``_``
+    or a space for ``-``, ``.hdf5`` or ``.keras`` for ``.h5``) are accepted with a warning, and any other
+    file is listed as unrecognised.
+    """
+
+    pattern: str = ""
+    model_extensions: tuple[str, ...] = (".h5",)
+
+
+@dataclass(frozen=True)
+class GradeBands:
+    """Letter grades from the percentage of the maximum score: ((letter, minimum percent), ...)."""
+
+    bands: tuple[tuple[str, float], ...]
+
+    def letter(self, percent: float) -> str:
+        for letter, minimum in self.bands:
+            if percent >= minimum - 1e-9:
+                return letter
+        return self.bands[-1][0]
+
+    def describe(self) -> str:
+        return ", ".join(f"{letter} ≥ {minimum:g}%" for letter, minimum in self.bands)
+
+
+@dataclass(frozen=True)
 class Assignment:
     id: str
     title: str
@@ -155,6 +243,8 @@ class Assignment:
     limits: EvaluationLimits
     calibration_path: Path | None
     notebooks: NotebookSettings = NotebookSettings()
+    intake: Intake = Intake()
+    grades: GradeBands | None = None
 
     def task(self, task_id: str) -> Task:
         for t in self.tasks:

@@ -70,9 +70,12 @@ def _assignment_files(assignment) -> list[bytes]:
 def measure_fingerprint(assignment, seeds: dict[str, int]) -> str:
     tasks = [(t.id, t.kind, t.dataset, t.names, t.file_names, t.file_format,
               t.architecture.inputs if t.architecture else None) for t in assignment.tasks]
+    heldout_files = [file_sha256(ds.heldout_file) for _, ds in sorted(assignment.datasets.items())
+                     if ds.heldout_file is not None]  # a replaced unreleased dataset means measuring again
+    preprocessing = [(t.id, t.preprocessing) for t in assignment.tasks]
     return _sha(assignment.id, repr(sorted(assignment.datasets.items())), repr(assignment.limits),
-                repr(assignment.notebooks), repr(tasks), *_assignment_files(assignment),
-                json.dumps(sorted(seeds.items())), build_id())
+                repr(assignment.notebooks), repr(assignment.intake), repr(tasks), repr(preprocessing),
+                *_assignment_files(assignment), *heldout_files, json.dumps(sorted(seeds.items())), build_id())
 
 
 def score_fingerprint(assignment) -> str:

@@ -1,0 +1,1 @@
+"""Continuous-integration templates shipped with grader (see `grader workflow`)."""
