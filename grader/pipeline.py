@@ -207,6 +207,8 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
             engine.close()
         try:
             gradebook.finish_run(run_id, status, counts)
+            if status != "finished" and reporter.results:
+                reporter.write_json()  # what was done so far, for whoever reads results.json
         except FatalError:
             if status == "finished":
                 raise
@@ -257,6 +259,7 @@ def render_reports(assignment_dir, out_dir, *, db_url: str | None = None, wait: 
                 if measured is not None:
                     attach_plots(result, Measurements.from_json(measured))
                 reporter.add(result)
+            reporter.write_json()
             reporter.write_index()
         finally:
             gradebook.close()

@@ -154,3 +154,19 @@ def test_nothing_in_the_grader_names_the_coursework():
             for i, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(r"coursework|catapult", line, re.IGNORECASE)]
     assert hits == []
+
+
+def test_a_pipe_or_a_dangling_link_with_a_course_name_is_skipped_not_opened(tmp_path):
+    from grader.intake import collect
+    from grader.spec import load_assignment
+
+    os.mkfifo(tmp_path / "eve-1.h5")  # opening it would block forever
+    (tmp_path / "eve-2.h5").symlink_to(tmp_path / "nowhere.h5")
+    shutil.copy(DEMO / "alice-1.txt", tmp_path / "eve-1.txt")
+    shutil.copy(DEMO / "alice-1.h5", tmp_path / "j_smith-1.h5")  # an underscore in a username is fine
+    students = {s.student_id: s for s in collect(tmp_path, load_assignment(COURSEWORK))}
+    eve = students["eve"]
+    problems = " ".join(p.explain() for p in eve.problems)
+    assert "eve-1.h5: not a regular file" in problems and "eve-2.h5: a broken link" in problems
+    assert [f.relative for f in eve.files] == ["eve-1.txt"]
+    assert [f.relative for f in students["j_smith"].files] == ["j_smith-1.h5"] and not students["j_smith"].warnings

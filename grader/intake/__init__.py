@@ -73,8 +73,8 @@ class NamingPattern:
         strict, loose = [], []
         for part in parts:
             if part == "{student}":
-                strict.append(r"(?P<student>[a-z0-9][a-z0-9.]*?)")
-                loose.append(r"(?P<student>[A-Za-z0-9][A-Za-z0-9.]*?)")
+                strict.append(r"(?P<student>[a-z0-9][a-z0-9._]*?)")
+                loose.append(r"(?P<student>[A-Za-z0-9][A-Za-z0-9._]*?)")
             elif part == "{task}":
                 strict.append(f"(?P<task>{tasks})")
                 loose.append(f"(?P<task>{tasks})")
@@ -219,6 +219,10 @@ def collect(submissions_dir, assignment) -> Students:
             sub = students.setdefault(sid, Submission(sid, root=None))
             if warning:
                 sub.warnings.append(warning)
+            why = _special(entry)  # never open a pipe or a dangling link
+            if why:
+                sub.problems.append(UnreadableFile(f"{entry.name}: {why}; it was skipped."))
+                continue
             fmt = _sniff(entry, sub.problems, entry.name)
             if fmt is not None:
                 sub.files.append(SubmittedFile(entry, fmt, task, entry.name,

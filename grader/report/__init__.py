@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,7 @@ class Reporter:
         self.env = _env()
         self.css = resources.files("grader.report").joinpath("templates/base.css").read_text()
         self.results: dict[str, StudentResult] = {}
+        self._json_written = float("-inf")
         try:
             self.students_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -93,13 +95,18 @@ class Reporter:
         atomic_write(path, html)
         return path
 
+    #: results.json is rewritten at most this often while a batch runs (the gradebook already holds every
+    #: result; rewriting the whole class's file after each of 200 students would cost O(n^2) writes)
+    JSON_EVERY_S = 5.0
+
     def add(self, result: StudentResult, *, render: bool = True) -> None:
         """Take a student's result: write their page (unless ``render`` is False: an unchanged result whose
-        page is already there) and ``results.json``."""
+        page is already there) and, every few seconds, ``results.json``."""
         self.results[result.id] = result
         if render:
             self.student_page(result)
-            self.write_json()
+            if time.monotonic() - self._json_written >= self.JSON_EVERY_S:
+                self.write_json()
 
     # -- class ----------------------------------------------------------------
     def results_json(self) -> dict:
@@ -110,6 +117,7 @@ class Reporter:
     def write_json(self) -> Path:
         path = self.out / "results.json"
         atomic_write(path, json.dumps(self.results_json(), indent=2, ensure_ascii=False) + "\n")
+        self._json_written = time.monotonic()
         return path
 
     def write_index(self) -> Path:
