@@ -157,7 +157,7 @@ def _dataset(name: str, t: _Table, root: Path) -> Dataset:
             t.fail("generator", "missing: a classes dataset needs a generator or a heldout_file")
         ds = Dataset(
             name, kind, generator=generator, heldout=heldout, extent=tuple(float(v) for v in extent),
-            heldout_file=heldout_file, heldout_file_spec=file_spec, label_column=label_column, heldout_note=note,
+            heldout_file=heldout_file, label_column=label_column, heldout_note=note,
         )
     t.done()
     return ds
@@ -251,8 +251,7 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
         preprocessing = Preprocessing(
             suffix=pt.get("suffix", str, check=lambda x: x.startswith(".") and len(x) > 1, expect="like '.txt'"),
             kind=pt.get("kind", str, default="offset_scale", check=lambda k: k == "offset_scale",
-                        expect="'offset_scale'"),
-            required=pt.get("required", bool, default=False))
+                        expect="'offset_scale'"))
         pt.done()
 
     rules = {}

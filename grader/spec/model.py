@@ -47,7 +47,6 @@ class Dataset:
     # held-out data from a file the TA keeps outside the repository (the unreleased dataset): a CSV
     # with a header row, the inputs in order and a 0/1 label column.  None: drawn from the generator.
     heldout_file: Path | None = None
-    heldout_file_spec: str | None = None  # as written in the spec (before ${VAR} expansion)
     label_column: str | None = None
     heldout_note: str = ""  # said in reports when the file was named but not given
 
@@ -98,7 +97,6 @@ class Preprocessing:
 
     suffix: str
     kind: str = "offset_scale"
-    required: bool = False
 
 
 @dataclass(frozen=True)

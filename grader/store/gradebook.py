@@ -182,11 +182,6 @@ class Gradebook:
             c.execute(runs.update().where(runs.c.id == run_id).values(status=status, finished_at=now(),
                                                                        counts=json.dumps(counts)))
 
-    def runs(self, assignment_id: str) -> list[dict]:
-        with self._errors("read"), self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(
-                sa.select(runs).where(runs.c.assignment_id == assignment_id).order_by(runs.c.id))]
-
     # -- students -------------------------------------------------------------
     def _student_pk(self, c, assignment_id: str, student_id: str, create: bool) -> int | None:
         q = sa.select(students.c.id).where(students.c.assignment_id == assignment_id,
