@@ -65,9 +65,8 @@ def preflight(assignment, sub: Submission) -> list[str]:
     """Format advice from file names alone, before anything runs."""
     advice = []
     pattern = assignment.intake.pattern
-    ext = assignment.intake.model_extensions[0]
-    expected = ", ".join((pattern.replace("{student}", "username").replace("{task}", t.id) if pattern else t.id) + ext
-                         for t in assignment.model_tasks())
+    expected = ", ".join(assignment.intake.file_name("username", t.id) if pattern
+                         else t.id + assignment.intake.model_extensions[0] for t in assignment.model_tasks())
     advice += list(sub.warnings)
     if pattern:
         naming = NamingPattern(assignment)

@@ -13,7 +13,7 @@ Every engine yields ``(submission, Measurements | Exception)`` as results
 arrive; the caller scores, stores and reports them in its own process, so the
 gradebook has exactly one writer.  An engine never lets one student end the
 batch: a worker that dies has its students retried once in a fresh worker,
-then reported as errors.  ``ENGINES`` maps names to classes.
+then reported as errors.  ``make_engine`` picks one from the command line.
 """
 from __future__ import annotations
 
@@ -99,7 +99,6 @@ class InlineEngine:
     name = "inline"
 
     def __init__(self, assignment, seeds: dict, workers: int = 1):
-        self.assignment, self.seeds = assignment, tuple(sorted(seeds.items()))
         self.description = "1 worker (this process)"
 
     def run(self, jobs):
@@ -185,7 +184,6 @@ class DaskEngine:
         except ImportError:
             raise ClusterError("--scheduler needs Dask distributed, which is not installed.",
                                hint="pip install 'grader[cluster]'") from None
-        self.assignment, self.seeds = assignment, tuple(sorted(seeds.items()))
         try:
             self.client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError, ValueError) as e:
@@ -213,9 +211,6 @@ class DaskEngine:
 
     def close(self):
         self.client.close()
-
-
-ENGINES = {"inline": InlineEngine, "pool": PoolEngine, "dask": DaskEngine}
 
 
 def make_engine(assignment, seeds: dict, workers: int, scheduler: str | None, jobs_to_run: int):

@@ -163,11 +163,12 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                                 error=counts["error"])
 
             by_id = {p.submission.student_id: p for p in plans}
+            unchanged = {r["id"]: r for r in gradebook.results(
+                assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
             for plan in plans:  # what needs no running first: it is instant
                 sid = plan.submission.student_id
                 if plan.action == "cached":
-                    stored = gradebook.results(assignment.id, [sid])
-                    result = StudentResult.from_json(stored[0])
+                    result = StudentResult.from_json(unchanged[sid])
                     reporter.add(result, render=False)
                     page = reporter.students_dir / f"{safe_name(sid)}.html"
                     if not page.exists():
@@ -223,12 +224,11 @@ def _batch_warnings(assignment, students) -> list[str]:
     out = [ds.heldout_note for _, ds in sorted(assignment.datasets.items()) if ds.heldout_note]
     unrecognised = getattr(students, "unrecognised", [])
     if unrecognised:
-        expected = assignment.intake.pattern.replace("{student}", "username").replace("{task}", "N")
         shown = ", ".join(unrecognised[:20]) + (f" and {len(unrecognised) - 20} more" if len(unrecognised) > 20 else "")
         out.append(f"Unrecognised files in the submissions folder, not graded: {shown}. The names the course asks "
-                   f"for are {expected}{assignment.intake.model_extensions[0]}"
-                   + "".join(f" or {expected}{t.preprocessing.suffix}" for t in assignment.tasks[:1]
-                             if t.preprocessing) + ".")
+                   f"for are {assignment.intake.file_name('username', 'N')}"
+                   + "".join(f" or {assignment.intake.file_name('username', 'N', t.preprocessing.suffix)}"
+                             for t in assignment.tasks[:1] if t.preprocessing) + ".")
     return out
 
 

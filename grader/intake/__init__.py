@@ -83,10 +83,7 @@ class NamingPattern:
                 loose.append("".join("[-_ ]" if c in "-_ " else re.escape(c) for c in part))
         self.strict = re.compile("".join(strict) + r"(?P<ext>\.[a-z0-9]+)")
         self.loose = re.compile("".join(loose) + r"(?P<ext>\.[A-Za-z0-9]+)", re.IGNORECASE)
-        self.pattern = intake.pattern
-
-    def expected(self, student: str, task: str, ext: str) -> str:
-        return self.pattern.replace("{student}", student).replace("{task}", task) + ext
+        self.intake = intake
 
     def match(self, name: str):
         m = self.strict.fullmatch(name)
@@ -104,7 +101,7 @@ class NamingPattern:
         else:
             return None
         student = m["student"].lower()
-        right = self.expected(student, m["task"], right_ext)
+        right = self.intake.file_name(student, m["task"], right_ext)
         return student, m["task"], kind, (f"{name} was taken as {right}; name it exactly {right} (the course's "
                                           "marking expects that name).")
 

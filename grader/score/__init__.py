@@ -48,9 +48,10 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
 def _missing(task, assignment=None, student: str = "") -> TaskResult:
     pattern = assignment.intake.pattern if assignment is not None else ""
     if pattern and task.kind != "saved_file":  # the course fixes the names: say the student's own
-        name = pattern.replace("{student}", student or "username").replace("{task}", task.id)
-        model = name + assignment.intake.model_extensions[0]
-        scaling = f" (and its input scaling as {name}{task.preprocessing.suffix})" if task.preprocessing else ""
+        who = student or "username"
+        model = assignment.intake.file_name(who, task.id)
+        scaling = (f" (and its input scaling as {assignment.intake.file_name(who, task.id, task.preprocessing.suffix)})"
+                   if task.preprocessing else "")
         msg = f"No {model} was found: submit the model for task {task.id} as {model}{scaling}."
     elif task.kind == "saved_file":
         msg = (f"No {' or '.join(task.file_names)} was found in the submission. Save a trained model with "

@@ -213,6 +213,10 @@ class Intake:
     pattern: str = ""
     model_extensions: tuple[str, ...] = (".h5",)
 
+    def file_name(self, student: str, task: str, ext: str = "") -> str:
+        """The name the pattern asks for, e.g. ``bob-2.h5`` (the model extension when ``ext`` is empty)."""
+        return self.pattern.replace("{student}", student).replace("{task}", task) + (ext or self.model_extensions[0])
+
 
 @dataclass(frozen=True)
 class GradeBands:
