@@ -24,7 +24,8 @@ from .execute.sandbox import unavailable_reason
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS, NOTEBOOK, SCRIPT
 from .report import Reporter
-from .score import measure_student, score_student
+from .measure.student import measure_student
+from .score import score_student
 from .score.assess import fmt_value
 from .score.results import StudentResult
 from .spec import load_assignment

@@ -83,7 +83,7 @@ def warm_up(assignment_dir: str, seeds: tuple) -> None:
 
 def measure_job(job: Job):
     """Measure one submission (runs in a worker). Returns (Measurements, memory_capped)."""
-    from .score import measure_student
+    from .measure.student import measure_student
 
     assignment, evaluator = _worker_evaluator(job.assignment_dir, job.seeds)
     measured = measure_student(assignment, job.submission, evaluator)

@@ -29,7 +29,8 @@ from .execute.sandbox import unavailable_reason
 from .intake import collect
 from .intake.formats import NOTEBOOK, SCRIPT
 from .report import Reporter, safe_name
-from .score import Measurements, attach_plots, score_student
+from .measure import Measurements
+from .score import attach_plots, score_student
 from .score.results import StudentResult, TaskResult
 from .spec import load_assignment
 from .store import Gradebook, OutputLock, keys

@@ -69,7 +69,7 @@ def small_model(hidden=((4, "relu"),), inputs=2, outputs=(2, "softmax"), seed=0)
 
 def grade_one(assignment, evaluator, folder: Path, student="s"):
     from grader.intake import collect
-    from grader.score import grade_student
+    from grader.measure.student import grade_student
 
     subs = {s.student_id: s for s in collect(folder, assignment)}
     return grade_student(assignment, subs[student], evaluator)

@@ -1,0 +1,41 @@
+"""What measuring a submission yields: the data scoring reads and the gradebook stores."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..score.results import FileResult
+
+
+@dataclass
+class Source:
+    """Where a model came from: a submitted file, or a notebook run."""
+
+    name: str
+    format: str
+    task_hint: str | None = None
+    dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it
+    training: dict | None = None
+    preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
+
+
+@dataclass
+class Measurements:
+    """Everything measured of one submission; scoring needs nothing else."""
+
+    student_id: str
+    files: list[FileResult]  # outcomes known before scoring: notebooks run, unreadable or ignored files
+    notes: list[str]
+    notebooks: list[dict]
+    errors_by_task: dict[str, str]
+    evaluated: list[tuple[Source, dict]]  # every model that loaded, with the worker's measurements
+
+    def to_json(self) -> dict:
+        return {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,
+                "notebooks": self.notebooks, "errors_by_task": self.errors_by_task,
+                "evaluated": [[{"name": s.name, "format": s.format, "task_hint": s.task_hint,
+                                "dataset": s.dataset}, e] for s, e in self.evaluated]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Measurements":
+        return cls(d["student_id"], [FileResult(**f) for f in d["files"]], list(d["notes"]), list(d["notebooks"]),
+                   dict(d["errors_by_task"]), [(Source(**s), e) for s, e in d["evaluated"]])
