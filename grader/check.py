@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from .errors import FatalError
 from .evaluate import Evaluator, dataset_seeds
@@ -29,6 +28,7 @@ from .score import score_student
 from .score.assess import fmt_value
 from .score.results import StudentResult
 from .spec import load_assignment
+from .textsafe import terminal
 
 #: the public seed of check's validation data: published on purpose, never the grading secret
 PUBLIC_SEED = "grader-check-public-validation-data"
@@ -106,17 +106,17 @@ def check(path, assignment_dir, console: Console, *, out_dir: Path | None = None
     has_code = any(f.format in (NOTEBOOK, SCRIPT) for f in sub.files)
     warnings = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
     if has_code and unavailable_reason():
-        console.print(f"[bold red]WARNING: {unavailable_reason()}[/]\n[red]Your notebook runs as you, on this "
-                      "machine, like running it in Jupyter.[/]")
+        console.print(f"[bold red]WARNING: {terminal(unavailable_reason())}[/]\n[red]Your notebook runs as you, "
+                      "on this machine, like running it in Jupyter.[/]")
         warnings.append(unavailable_reason())
     advice = preflight(assignment, sub) + [p.explain() for p in sub.problems]
     for line in advice:
-        console.print(f"[yellow]![/] {escape(line)}", highlight=False)
+        console.print(f"[yellow]![/] {terminal(line)}", highlight=False)
 
     def cell_progress(run):
         mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]"}.get(run.status, f"[red]{run.status}[/]")
-        first = escape(next((ln for ln in run.source.splitlines() if ln.strip()), "")[:60])
-        extra = escape(f" {run.error_name}: {run.error_value[:100]}") if run.error_name else ""
+        first = terminal(next((ln for ln in run.source.splitlines() if ln.strip()), "")[:60])
+        extra = terminal(f" {run.error_name}: {run.error_value[:100]}") if run.error_name else ""
         console.print(f"  cell {run.index + 1:>3} {mark} {run.seconds:5.1f} s  [dim]{first}[/]{extra}")
 
     seeds = dataset_seeds(assignment, PUBLIC_SEED)
@@ -140,7 +140,7 @@ def check(path, assignment_dir, console: Console, *, out_dir: Path | None = None
     if out_dir is not None:
         reporter = Reporter(assignment, out_dir, warnings=warnings + advice)
         outcome.page = reporter.student_page(result)
-        console.print(f"HTML feedback: [bold]{outcome.page}[/]")
+        console.print(f"HTML feedback: [bold]{terminal(outcome.page)}[/]")
     return outcome
 
 
@@ -148,25 +148,26 @@ def _print(console: Console, assignment, outcome: CheckOutcome) -> None:
     """One block per task: verdict, points, where it was found, the metric against its threshold, and
     (unless passed) what to fix.  Lines, not a table: readable in a narrow terminal and in CI logs."""
     result = outcome.result
-    console.rule(f"{assignment.title}: check of {result.id} on public validation data")
+    console.rule(f"{terminal(assignment.title)}: check of {terminal(result.id)} on public validation data")
     for t in result.tasks:
         measured = ""
         if t.threshold and t.threshold.get("metric") in t.metrics:
             m = t.threshold["metric"]
             rel = "≥" if t.threshold.get("higher_is_better") else "≤"
             measured = f"  {m} {fmt_value(m, t.metrics[m])} (pass {rel} {fmt_value(m, t.threshold['pass'])})"
-        where = f"  from {escape(t.source)}" if t.source else ""
+        where = f"  from {terminal(t.source)}" if t.source else ""
         optional = " (optional)" if t.optional else ""
         console.print(f"{MARK.get(t.status, '?')} task {t.id}{optional}: {STATUS_STYLE.get(t.status, t.status)} "
                       f"{t.score:g}/{t.max_score:g}{where}{measured}", highlight=False)
         if t.status != "passed":
-            console.print(f"    {escape(t.message)}", style="dim" if t.status == "missing" else None, highlight=False)
+            console.print(f"    {terminal(t.message)}", style="dim" if t.status == "missing" else None,
+                          highlight=False)
     for nb in result.notebooks:
         for f in nb.get("failures", []):
-            console.print(f"[red]✗[/] {escape(nb['name'])}, cell {f['cell']} ({escape(f['error'] or f['status'])}): "
-                          f"{escape(f['explanation'])}", highlight=False)
+            console.print(f"[red]✗[/] {terminal(nb['name'])}, cell {f['cell']} "
+                          f"({terminal(f['error'] or f['status'])}): {terminal(f['explanation'])}", highlight=False)
     for note in result.notes:
-        console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
+        console.print(f"[dim]note:[/] {terminal(note)}", highlight=False)
     console.print(f"Estimated score on public data: [bold]{result.score:g} / {result.max_score:g}[/]")
     if outcome.problems:
         missing = [t.id for t in result.tasks if not t.optional and t.status == "missing"]

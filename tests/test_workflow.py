@@ -14,6 +14,8 @@ from conftest import ROOT, TUTORIAL6
 
 DEMO = ROOT / "submissions" / "tutorial6"
 WORKFLOW = yaml.safe_load(resources.files("grader.ci").joinpath("github-workflow.yml").read_text())
+STEPS = WORKFLOW["jobs"]["grade"]["steps"]
+PINNED = next(step for step in STEPS if step.get("id") == "pinned")  # the check of GRADER_PACKAGE
 
 
 def git(repo, *args):
@@ -42,11 +44,26 @@ def repo(tmp_path):
     return repo, before
 
 
+def workflow_env(**extra) -> dict:
+    """The environment of a step: this machine's (without a grading secret), the template's `env:` with
+    GRADER_PACKAGE pointing at this checkout (a local path, which the template accepts), then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADER_SECRET"}
+    env.update(WORKFLOW["env"], GRADER_PACKAGE=str(ROOT))
+    env.update(extra)
+    return env
+
+
+def run_step(step: dict, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run one step's shell script as GitHub's runner does: bash --noprofile --norc -eo pipefail."""
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
 def run_workflow(repo: Path, tmp_path: Path, *, before: str, secret: str):
     """Run the template's shell steps as GitHub would (bash -eo pipefail, env, GITHUB_OUTPUT and
     GITHUB_STEP_SUMMARY files), with the expressions the runner would substitute.  The `uses:` actions
-    (checkout, setup-python, upload-artifact, the test report) and the install step are GitHub's side."""
-    job = WORKFLOW["jobs"]["grade"]
+    (checkout, setup-python, upload-artifact, the test report) and the install step are GitHub's side;
+    the check that GRADER_PACKAGE is pinned runs, on this checkout's path."""
     summary = tmp_path / "step-summary.md"
     summary.write_text("")
     outputs: dict[str, dict] = {}
@@ -69,20 +86,17 @@ def run_workflow(repo: Path, tmp_path: Path, *, before: str, secret: str):
         return m.group(1) != m.group(2)
 
     ran = []
-    for step in job["steps"]:
+    for step in STEPS:
         if "uses" in step or step.get("id") == "install":
             continue
         if "if" in step and not condition(step["if"]):
             continue
         out_file = tmp_path / f"output-{len(ran)}"
         out_file.write_text("")
-        env = {k: v for k, v in os.environ.items() if k != "GRADER_SECRET"}
-        env.update({k: expr(v) for k, v in WORKFLOW["env"].items()})
-        env.update({k: expr(v) for k, v in step.get("env", {}).items()})
-        env.update(GITHUB_OUTPUT=str(out_file), GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true",
-                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=repo,
-                              env=env, capture_output=True, text=True, timeout=900)
+        env = workflow_env(**{k: expr(v) for k, v in step.get("env", {}).items()},
+                           GITHUB_OUTPUT=str(out_file), GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true",
+                           PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        proc = run_step(step, repo, env)
         assert proc.returncode == 0, f"step {step.get('name')} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         if "id" in step:
             outputs[step["id"]] = dict(line.split("=", 1) for line in out_file.read_text().splitlines() if line)
@@ -121,3 +135,27 @@ def test_without_the_secret_the_workflow_checks_on_public_data_and_says_so(repo,
     suite = next(iter(JUnitXml.fromfile(str(reports / "junit-bob.xml"))))
     assert suite.name == "bob" and len(list(suite)) == 11
     assert not (reports / "out").exists()  # nothing was graded
+
+
+@pytest.mark.parametrize("package", [
+    "grader",  # a bare name: whatever a package index serves under it
+    "grader==1.2.0",
+    "git+https://github.com/course/grader",  # a branch's head, whatever it holds at the time
+    "git+https://github.com/course/grader@main",
+    "git+https://github.com/course/grader@v1.2",
+    "https://example.org/grader-1.2.0-py3-none-any.whl",
+    "--index-url=https://example.org/simple/grader",
+    WORKFLOW["env"]["GRADER_PACKAGE"],  # the template's placeholder, not yet set
+])
+def test_an_unpinned_grader_package_is_refused(package, tmp_path):
+    proc = run_step(PINNED, tmp_path, workflow_env(GRADER_PACKAGE=package))
+    assert proc.returncode != 0
+    assert proc.stdout.startswith("::error::") and "GRADER_PACKAGE" in proc.stdout
+
+
+@pytest.mark.parametrize("package", ["git+https://github.com/course/grader@" + "0123456789abcdef" * 2 + "01234567",
+                                     str(ROOT), "./grader-1.2.0-py3-none-any.whl"])
+def test_a_pinned_grader_package_is_accepted(package, tmp_path):
+    (tmp_path / "grader-1.2.0-py3-none-any.whl").write_bytes(b"")
+    proc = run_step(PINNED, tmp_path, workflow_env(GRADER_PACKAGE=package))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

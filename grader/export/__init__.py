@@ -13,6 +13,11 @@
   ``skipped``.
 * ``summary.md``: a Markdown table of scores and task statuses, with what to
   fix per student, for ``$GITHUB_STEP_SUMMARY`` or a pull-request comment.
+
+Ids, messages and notes are partly chosen by students, so every export makes
+them inert for its reader (``grader.textsafe``): no spreadsheet formulas in
+the CSV, only characters XML 1.0 allows in the JUnit file, no Markdown or HTML
+in the summary, and a distinct, harmless folder name per student.
 """
 from __future__ import annotations
 
@@ -23,28 +28,34 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..report import atomic_write, safe_name
+from ..textsafe import html_line, markdown_text, spreadsheet_cell, xml_text
 
 FORMATS = ("csv", "gradescope", "junit", "markdown")
 STATUS_ICON = {"passed": "✅", "partial": "🟡", "failed": "❌", "missing": "⬜", "error": "⚠️"}
 
 
 def _fmt(x: float) -> str:
+    """A score as the exports write it: a plain number, never text."""
     return f"{x:g}"
 
 
 def grades_csv(tasks: list[dict], students: list[dict]) -> str:
+    """The gradebook import: a row per student; text cells (the id, the grade) can never be a formula."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     graded = any("grade" in s for s in students)
     w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], "total", "max_score"] + (["grade"] if graded else []))
     for s in students:
         by_id = {t["id"]: t for t in s["tasks"]}
-        w.writerow([s["id"], *[_fmt(by_id[t["id"]]["score"]) if t["id"] in by_id else "" for t in tasks],
-                    _fmt(s["score"]), _fmt(s["max_score"])] + ([s.get("grade", "")] if graded else []))
+        w.writerow([spreadsheet_cell(s["id"]),
+                    *[_fmt(by_id[t["id"]]["score"]) if t["id"] in by_id else "" for t in tasks],
+                    _fmt(s["score"]), _fmt(s["max_score"])]
+                   + ([spreadsheet_cell(s.get("grade") or "")] if graded else []))
     return buf.getvalue()
 
 
 def gradescope(student: dict, visibility: str = "visible") -> dict:
+    """One student's Gradescope autograder ``results.json`` (JSON escapes whatever the text holds)."""
     tests = []
     for t in student["tasks"]:
         tests.append({"name": f"Task {t['id']}: {t.get('title', '')}".rstrip(": "), "number": t["id"],
@@ -60,6 +71,7 @@ def gradescope(student: dict, visibility: str = "visible") -> dict:
 
 
 def junit_xml(assignment_id: str, students: list[dict]) -> str:
+    """The JUnit report: a suite per student, a case per task; every text and attribute is XML 1.0."""
     root = ET.Element("testsuites", name=f"grader {assignment_id}")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for s in students:
@@ -91,18 +103,29 @@ def junit_xml(assignment_id: str, students: list[dict]) -> str:
         suite.set("time", "0")
     for k, v in totals.items():
         root.set(k, str(v))
+    _xml_safe(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _xml_safe(root: ET.Element) -> None:
+    """Make every text, tail and attribute value under ``root`` one XML 1.0 allows (ElementTree would
+    write an ESC in a student id as it is, and no parser would read the file)."""
+    for el in root.iter():
+        if el.text:
+            el.text = xml_text(el.text)
+        if el.tail:
+            el.tail = xml_text(el.tail)
+        for key, value in el.attrib.items():
+            el.set(key, xml_text(value))
 
 
 def markdown_summary(title: str, tasks: list[dict], students: list[dict], note: str = "") -> str:
-    lines = [f"## {title}", ""]
+    """The Markdown summary: a table row per student and, in a ``<details>`` block each, the tasks to look
+    at.  Every text is escaped for where it goes: Markdown in the table and lists, HTML in ``<summary>``."""
+    lines = [f"## {markdown_text(title)}", ""]
     if note:
-        lines += [f"> {note}", ""]
+        lines += [f"> {markdown_text(note)}", ""]
     if not students:
         return "\n".join(lines + ["No submissions were graded.", ""])
     ids = [t["id"] for t in tasks] or [t["id"] for t in students[0]["tasks"]]
@@ -112,16 +135,16 @@ def markdown_summary(title: str, tasks: list[dict], students: list[dict], note: 
     for s in students:
         by_id = {t["id"]: t for t in s["tasks"]}
         icons = [STATUS_ICON.get(by_id[i]["status"], "?") if i in by_id else "" for i in ids]
-        grade = f"{s.get('grade', '')} | " if graded else ""
-        lines.append(f"| {_cell(s['id'])} | {_fmt(s['score'])} / {_fmt(s['max_score'])} | {grade}"
+        grade = f"{markdown_text(s.get('grade') or '')} | " if graded else ""
+        lines.append(f"| {markdown_text(s['id'])} | {_fmt(s['score'])} / {_fmt(s['max_score'])} | {grade}"
                      + " | ".join(icons) + " |")
     lines += ["", " ".join(f"{icon} {status}" for status, icon in STATUS_ICON.items()), ""]
     for s in students:
         todo = [t for t in s["tasks"] if t["status"] != "passed" and not (t["status"] == "missing" and t.get("optional"))]
         if todo:
-            lines += [f"<details><summary>{_cell(s['id'])}: {len(todo)} task(s) to look at</summary>", ""]
-            lines += [f"- **{t['id']}** ({t['status']}, {_fmt(t['score'])}/{_fmt(t['max_score'])}): {_cell(t['message'])}"
-                      for t in todo]
+            lines += [f"<details><summary>{html_line(s['id'])}: {len(todo)} task(s) to look at</summary>", ""]
+            lines += [f"- **{markdown_text(t['id'])}** ({t['status']}, {_fmt(t['score'])}/{_fmt(t['max_score'])}): "
+                      f"{markdown_text(t['message'])}" for t in todo]
             lines += ["", "</details>", ""]
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ interrupted batch loses nothing already done.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,16 +30,37 @@ def _env() -> Environment:
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
+#: a student id used as a file name as it is: portable characters, no leading dot, not too long
+_PLAIN_ID = re.compile(r"(?!\.)[A-Za-z0-9._-]{1,100}")
+
+
 def safe_name(student_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", student_id).strip("._") or "student"
+    """The file or folder name of a student's page and Gradescope export: one name per id, never shared.
+
+    A plain id (``[A-Za-z0-9._-]``, no leading dot, at most 100 characters) is its own name.  Any other
+    id becomes its sanitised form, ``~`` and 10 hex digits of the SHA-256 of the whole id: ``x y`` ->
+    ``x_y~…``, never ``x_y`` (a plain id has no ``~``), and ``аlice`` (Cyrillic а) -> ``lice~…``, never
+    ``alice``'s page."""
+    if _PLAIN_ID.fullmatch(student_id):
+        return student_id
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", student_id).strip("._")[:40] or "student"
+    digest = hashlib.sha256(student_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{readable}~{digest}"
+
+
+#: what the reports and exports hold (names, grades, feedback) is for their owner only
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
 
 def atomic_write(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` whole or not at all (a reader never sees half a file)."""
+    """Write ``text`` to ``path`` whole or not at all (a reader never sees half a file), readable and
+    writable by its owner only; a missing folder is created for the owner only."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)  # a killed run's leftover: created afresh, so with the mode below
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
@@ -56,7 +78,7 @@ class Reporter:
         self.results: dict[str, StudentResult] = {}
         self._json_written = float("-inf")
         try:
-            self.students_dir.mkdir(parents=True, exist_ok=True)
+            self.students_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot create the output folder {self.students_dir}: {e.strerror or e}") from None
 
@@ -91,9 +113,11 @@ class Reporter:
         html = self.env.get_template("student.html.j2").render(
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
             warnings=self.warnings)
-        path = self.students_dir / f"{safe_name(result.id)}.html"
-        atomic_write(path, html)
-        return path
+        return atomic_write(self.page_path(result.id), html)
+
+    def page_path(self, student_id: str) -> Path:
+        """Where a student's page is written (``students/<safe_name>.html``)."""
+        return self.students_dir / f"{safe_name(student_id)}.html"
 
     #: results.json is rewritten at most this often while a batch runs (the gradebook already holds every
     #: result; rewriting the whole class's file after each of 200 students would cost O(n^2) writes)
@@ -127,7 +151,7 @@ class Reporter:
             done = [s.tasks[i].status == "passed" for s in students]
             rates.append(f"{100 * sum(done) / len(done):.0f}%" if done else "–")
         rows = [{"id": s.id, "score": s.score, "max_score": s.max_score, "tasks": s.tasks, "grade": s.grade,
-                 "link": f"students/{safe_name(s.id)}.html"} for s in students]
+                 "link": self.page_path(s.id).relative_to(self.out).as_posix()} for s in students]
         hist = plots.histogram([s.score for s in students], self.assignment.max_score) if students else None
         html = self.env.get_template("index.html.j2").render(
             assignment=self.assignment, students=rows, pass_rates=rates, histogram=hist, css=self.css,

@@ -16,7 +16,8 @@ and exports).
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+import os
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,8 @@ from . import codec
 
 SCHEMA_VERSION = 1
 DEFAULT_NAME = "gradebook.sqlite"
+#: the gradebook holds every student's grades: readable and writable by its owner only
+PRIVATE_FILE = 0o600
 
 metadata = sa.MetaData()
 
@@ -140,6 +143,7 @@ class Gradebook:
         except (sa.exc.ArgumentError, ImportError) as e:
             raise GradebookError(f"cannot use the gradebook URL {self.where}: {e}") from None
         if self.engine.dialect.name == "sqlite":
+            _make_private(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with self._errors("open"):
             metadata.create_all(self.engine)
@@ -291,6 +295,26 @@ class Gradebook:
             if orphans:
                 problems.append(f"{orphans} result(s) without task rows")
         return problems
+
+
+def _make_private(database: str | None) -> None:
+    """Before SQLite opens the gradebook file: create it owner-only (mode 0600; SQLite gives its journal
+    the same mode), or make an existing one owner-only.  A folder that does not exist or may not be
+    written, or a file another user owns, is left for SQLite to open or to report in its own words."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return  # in memory, or a URI filename SQLite resolves itself
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return
+    # an existing file is never opened here: closing a descriptor of a database file would release the
+    # POSIX locks another connection of this process holds on it
+    with suppress(OSError):
+        if os.stat(database).st_mode & 0o077:
+            os.chmod(database, PRIVATE_FILE)
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
