@@ -6,6 +6,8 @@ import numpy as np
 PLOT_CURVE_POINTS = 400
 PLOT_GRID = 120
 PLOT_SAMPLE = 600
+PLOT_SEED = 6  # the held-out points a decision-region plot shows: the same for every model and every run
+PLOT_MARGIN = 0.04  # of the data's span, left around the outermost points shown
 
 
 def function_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -43,3 +45,40 @@ def grid_points(extent, n=PLOT_GRID) -> np.ndarray:
     xmin, xmax, ymin, ymax = extent
     gx, gy = np.meshgrid(np.linspace(xmin, xmax, n), np.linspace(ymin, ymax, n))
     return np.column_stack([gx.ravel(), gy.ravel()])
+
+
+def plot_sample(y: np.ndarray, n: int = PLOT_SAMPLE, seed: int = PLOT_SEED) -> np.ndarray:
+    """Indices of the held-out points a decision-region plot draws: up to ``n``, stratified by class.
+
+    Held-out data come sorted by class, so a plain head would show one class only.  Each class gets a
+    share in proportion to its size, but at least half of an equal split (a small class stays visible)
+    or all of its points when it has fewer; the points are drawn at random with a fixed seed, so the
+    same held-out data give the same picture, and returned shuffled, so no class is painted over the
+    other as a block."""
+    y = np.asarray(y).ravel()
+    classes, counts = np.unique(y, return_counts=True)
+    n = min(n, len(y))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    floor = np.minimum(counts, n // (2 * len(classes)))
+    quota = np.clip(np.floor(counts * n / len(y)).astype(np.int64), floor, counts)
+    while quota.sum() > n:  # the floors pushed the total over: take from the classes above their floor
+        quota[np.argmax(np.where(quota > floor, quota - floor, -1))] -= 1
+    while quota.sum() < n:  # rounding left places: give them to the classes with the most points left over
+        quota[np.argmax((counts - quota) / counts)] += 1
+    rng = np.random.default_rng(seed)
+    picked = np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
+                             for c, k in zip(classes, quota, strict=True)])
+    return rng.permutation(picked)
+
+
+def plot_extent(extent, x: np.ndarray, margin: float = PLOT_MARGIN) -> list[float]:
+    """``[xmin, xmax, ymin, ymax]`` covering both the dataset's plotting extent and the points ``x``
+    (two columns) with a small margin: no point drawn falls outside the axes or the decision grid."""
+    xmin, xmax, ymin, ymax = (float(v) for v in extent)
+    if len(x) == 0:
+        return [xmin, xmax, ymin, ymax]
+    lo, hi = np.min(x, axis=0), np.max(x, axis=0)
+    pad = margin * (hi - lo)
+    return [min(xmin, float(lo[0] - pad[0])), max(xmax, float(hi[0] + pad[0])),
+            min(ymin, float(lo[1] - pad[1])), max(ymax, float(hi[1] + pad[1]))]

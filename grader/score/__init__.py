@@ -13,7 +13,7 @@ import math
 from ..intake.formats import FORMAT_NAMES
 from ..measure.records import Measurements, Source
 from .assess import Assessment, assess
-from .match import infer_task
+from .match import assign_tasks, infer_task
 from .results import FileResult, StudentResult, TaskResult
 
 def _status(fraction: float) -> str:
@@ -55,7 +55,10 @@ def _missing(task, assignment=None, student: str = "") -> TaskResult:
 
 
 def score_student(assignment, measured: Measurements) -> StudentResult:
-    """Points per task from measurements (pure: the same measurements always give the same result)."""
+    """Points per task from measurements (pure: the same measurements always give the same result).
+
+    A file named for a task answers it; every other model is matched to a task (``assign_tasks``:
+    exact architectures first).  Each task is then graded on its best answer (``_choose``)."""
     files = [FileResult(**f.to_json()) for f in measured.files]
     notes = list(measured.notes)
     errors_by_task = measured.errors_by_task
@@ -63,7 +66,10 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
 
     # decide the task of every evaluated model and judge it
     saved_tasks = {t.id for t in assignment.tasks if t.kind == "saved_file"}
-    per_task: dict[str, list[TaskResult]] = {}
+    unnamed = [(evaluation, f.dataset) for f, evaluation in evaluated if not f.task_hint]
+    named = {f.task_hint for f, _ in evaluated if f.task_hint and f.task_hint not in saved_tasks}
+    inferred_matches = iter(assign_tasks(assignment, unnamed, answered=named))
+    per_task: dict[str, list[tuple[TaskResult, bool]]] = {}  # task -> [(result, whether it answers the task)]
     saved_candidates = []  # (task, file, evaluation, match)
     for f, evaluation in evaluated:
         info = evaluation["info"]
@@ -77,17 +83,18 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         if f.task_hint:
             task = assignment.task(f.task_hint)
             a = assess(task, evaluation)
-            inferred, reason = False, ""
+            inferred, reason, answers = False, "", True
         else:
-            match = infer_task(assignment, evaluation, dataset=f.dataset)
+            match = next(inferred_matches)
             if match.task_id is None:
                 files.append(FileResult(f.name, f.format, "unmatched", None, match.reason, model_text))
                 continue
             task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
+            answers = match.exact
         plot = evaluation["datasets"].get(task.dataset, {}).get("plot")
         result = _model_task_result(task, a, f.name, inferred, reason, plot)
         result.architecture = model_text
-        per_task.setdefault(task.id, []).append(result)
+        per_task.setdefault(task.id, []).append((result, answers))
         files.append(FileResult(f.name, f.format, "graded", task.id,
                                 f"graded as task {task.id}" + (" (inferred)" if inferred else ""), model_text))
 
@@ -101,20 +108,16 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
             counted = _model_task_result(inner, match.assessment, f.name, True, match.reason, plot)
             counted.architecture = _describe(evaluation["info"])
             counted.message = f"Taken from {f.name}, the only model for this task. " + counted.message
-            per_task[inner.id] = [counted]
+            per_task[inner.id] = [(counted, match.exact)]
         best = saved_results.get(task.id)
         if best is None or result.score > best.score:
             saved_results[task.id] = result
 
     tasks: list[TaskResult] = []
     for task in assignment.tasks:
-        options = per_task.get(task.id, []) or ([saved_results[task.id]] if task.id in saved_results else [])
+        options = per_task.get(task.id, []) or ([(saved_results[task.id], True)] if task.id in saved_results else [])
         if options:
-            best = max(options, key=lambda r: r.score)
-            if len(options) > 1:
-                others = ", ".join(r.source for r in options if r is not best)
-                best.message += f" Other files that answer this task scored less: {others}."
-            tasks.append(best)
+            tasks.append(_choose(options))
         elif task.id in errors_by_task:
             tasks.append(TaskResult(task.id, task.title, 0.0, task.points, "error", {}, errors_by_task[task.id],
                                     optional=task.optional))
@@ -129,6 +132,25 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
     grade = assignment.grades.letter(100 * score / max_score) if assignment.grades and max_score else None
     return StudentResult(measured.student_id, score, max_score, tasks, files, notes, list(measured.notebooks),
                          grade=grade)
+
+
+def _choose(options: list[tuple[TaskResult, bool]]) -> TaskResult:
+    """The result a task is graded on, from ``[(result, whether it answers the task)]``.
+
+    The best-scoring file that answers the task (named for it, or with exactly its layers) counts; only
+    when none does, the best of the models inferred for it from their performance.  The message names
+    the files that were not counted, and why."""
+    best, _ = max(options, key=lambda o: (o[1], o[0].score))
+    others = [r for r, _ in options if r is not best]
+    for words, chosen in (("scored less", [r for r in others if r.score < best.score]),
+                          ("scored the same", [r for r in others if r.score == best.score])):
+        if chosen:
+            best.message += f" Other files that answer this task {words}: {', '.join(r.source for r in chosen)}."
+    higher = [r.source for r in others if r.score > best.score]
+    if higher:
+        best.message += (f" Not counted: {', '.join(higher)}, which scored more but whose layers are not the "
+                         "task's (inferred from performance alone).")
+    return best
 
 
 def _describe(info: dict) -> str:

@@ -1,13 +1,25 @@
 """Which task does a model answer?
 
-A file name that names a task decides first.  Otherwise the candidates are the
-tasks whose input width and number of outputs fit the model; among them the
-model goes to the one where it earns the largest share of the points.  Ties
-(the same model fits several tasks equally well) on the same data go to the
-task whose calibrated reference runs the model most resembles -- a hand-set
-exact fit is task 1b, not the 1a whose references fit poorly -- and, across
-datasets, to the dataset on which the model does best.  The report says when
-a task was inferred.
+A file name that names a task decides first (``grader.score`` reads it).  Otherwise the candidates are
+the tasks whose input width and number of outputs fit the model and, when a notebook run showed the
+data it was trained on, whose data that is.
+
+Architecture comes first.  A model whose layers are exactly a task's (``architecture_differences``
+finds nothing) answers that task and no other: a 1e network with a mediocre fit is a mediocre 1e, not
+a 1d whose looser threshold it happens to meet.  A student often has several models (a notebook
+captures every fit), so ``assign_tasks`` treats the exact matches as an assignment problem: each task
+gets at most one model and each model at most one task, so that the tasks together earn the largest
+share of their points; every other exact model joins its own best task as an alternative that scored
+no more.  Tasks 1a and 1b share an architecture, so a 3-ReLU model fits both; the ties below tell them
+apart.
+
+A model that matches no task exactly falls back to its performance: it goes to the task where it
+earns the largest share of the points, preferring tasks that no exact model and no named file answers.
+
+Ties (the same share of the points on several tasks) on the same data go to the task whose calibrated
+reference runs the model most resembles -- a hand-set exact fit is task 1b, not the 1a whose
+references fit poorly -- and, across datasets, to the dataset on which the model does best.  The
+report says when a task was inferred and why.
 """
 from __future__ import annotations
 
@@ -15,7 +27,7 @@ import math
 from dataclasses import dataclass
 
 from ..spec.model import METRICS
-from .assess import Assessment, assess
+from .assess import Assessment, architecture_differences, assess
 
 
 @dataclass
@@ -24,6 +36,7 @@ class Match:
     inferred: bool
     assessment: Assessment | None
     reason: str
+    exact: bool = False  # the model's layers are exactly the task's
 
 
 def _distance_to_reference(task, a: Assessment) -> float:
@@ -44,7 +57,22 @@ def _goodness(a: Assessment) -> float:
     return a.value if METRICS[a.metric] else -a.value
 
 
+def _ranked(scored: list) -> list:
+    """``[(task, assessment)]`` best first: the largest share of the points, ties as the module says."""
+    ranked = []
+    for fraction in sorted({a.fraction for _, a in scored}, reverse=True):
+        tied = [(t, a) for t, a in scored if a.fraction == fraction]
+        if len({t.dataset for t, _ in tied}) == 1:
+            tied.sort(key=lambda ta: _distance_to_reference(*ta))
+        else:
+            tied.sort(key=lambda ta: _goodness(ta[1]), reverse=True)
+        ranked.extend(tied)
+    return ranked
+
+
 def candidates(assignment, info: dict, dataset: str | None = None):
+    """The tasks a model could answer: its input width, then (when known) its training data and
+    its number of outputs narrow them down."""
     inputs, outputs = info.get("inputs"), info.get("outputs")
     same_inputs = [t for t in assignment.model_tasks() if t.architecture.inputs == inputs]
     if dataset is not None:  # a notebook run showed what the model was trained on
@@ -53,25 +81,135 @@ def candidates(assignment, info: dict, dataset: str | None = None):
     return exact or same_inputs
 
 
-def infer_task(assignment, evaluation: dict, dataset: str | None = None) -> Match:
+@dataclass
+class _Considered:
+    """One model measured against each of its candidate tasks."""
+
+    info: dict
+    ranked: list  # [(task, assessment)], best first
+    exact: list   # the same for the tasks whose architecture the model has exactly
+
+    @property
+    def names(self) -> list[str]:
+        return [t.id for t, _ in self.ranked]
+
+
+def _consider(assignment, evaluation: dict, dataset: str | None) -> _Considered:
+    """Judge one model against every candidate task, and find those whose layers it has exactly."""
     info = evaluation["info"]
-    tasks = candidates(assignment, info, dataset)
+    ranked = _ranked([(t, assess(t, evaluation)) for t in candidates(assignment, info, dataset)])
+    exact = [(t, a) for t, a in ranked if not architecture_differences(t.architecture, info)]
+    return _Considered(info, ranked, exact)
+
+
+def _min_cost_assignment(cost: list[list[int]]) -> list[int]:
+    """The column of each row in a minimum-cost assignment of n rows to m >= n columns (the Hungarian
+    algorithm in its O(n^2 m) potentials form; integer costs, so the optimum is exact)."""
+    n, m = len(cost), len(cost[0])
+    u, v = [0] * (n + 1), [0] * (m + 1)
+    owner, way = [0] * (m + 1), [0] * (m + 1)  # owner[j]: the row (1-based) holding column j
+    for row in range(1, n + 1):
+        owner[0], j0 = row, 0
+        slack, used = [math.inf] * (m + 1), [False] * (m + 1)
+        while owner[j0]:
+            used[j0] = True
+            i0, delta, j1 = owner[j0], math.inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    reduced = cost[i0 - 1][j - 1] - u[i0] - v[j]
+                    if reduced < slack[j]:
+                        slack[j], way[j] = reduced, j0
+                    if slack[j] < delta:
+                        delta, j1 = slack[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    slack[j] -= delta
+            j0 = j1
+        while j0:
+            owner[j0] = owner[way[j0]]
+            j0 = way[j0]
+    column = [0] * n
+    for j in range(1, m + 1):
+        if owner[j]:
+            column[owner[j] - 1] = j - 1
+    return column
+
+
+def _assign_exact(considered: list[_Considered]) -> dict[int, str]:
+    """Model index -> task id for the exact matches: each task at most one model, each model at most one
+    task, the largest total share of the points; among equal totals, the tasks the models prefer."""
+    tasks = sorted({t.id for c in considered for t, _ in c.exact})
     if not tasks:
-        widths = sorted({t.architecture.inputs for t in assignment.model_tasks()})
-        return Match(None, True, None,
-                     f"This model takes {info.get('inputs')} input(s) and gives {info.get('outputs')} output(s); "
-                     f"no task of this assignment has that input width (the tasks take "
-                     f"{' or '.join(map(str, widths))} input(s)).")
-    scored = [(t, assess(t, evaluation)) for t in tasks]
-    best_fraction = max(a.fraction for _, a in scored)
-    top = [(t, a) for t, a in scored if a.fraction == best_fraction]
-    if len(top) > 1:
-        if len({t.dataset for t, _ in top}) == 1:
-            top.sort(key=lambda ta: _distance_to_reference(ta[0], ta[1]))
-        else:
-            top.sort(key=lambda ta: _goodness(ta[1]), reverse=True)
-    task, a = top[0]
-    others = [t.id for t, _ in scored if t.id != task.id]
-    reason = f"Inferred as task {task.id} from its architecture and held-out performance"
+        return {}
+    # one integer per (task, model): the share of the points (in millionths) first, the model's own
+    # ranking of the task (0 = its favourite) only among equal shares
+    scale = len(tasks) * len(tasks) + 1
+    cost = [[0] * (len(considered) + len(tasks)) for _ in tasks]  # a column per model, one "none" per task
+    for i, c in enumerate(considered):
+        for rank, (t, a) in enumerate(c.exact):
+            cost[tasks.index(t.id)][i] = -(round(a.fraction * 1_000_000) * scale - rank)
+    placed = {}
+    for row, col in enumerate(_min_cost_assignment(cost)):
+        if col < len(considered) and cost[row][col] < 0:  # a real, worthwhile edge, not "none"
+            placed[col] = tasks[row]
+    return placed
+
+
+def _exact_match(c: _Considered, task_id: str) -> Match:
+    """The match of a model to ``task_id``, one of the tasks whose layers it has exactly, with the reason."""
+    a = next(a for t, a in c.exact if t.id == task_id)
+    reason = f"Inferred as task {task_id}: its layers are exactly those the task asks for"
+    favourite = c.exact[0][0].id
+    also = [t.id for t, _ in c.exact if t.id != task_id]
+    if favourite != task_id:
+        reason += f" (they fit task {favourite} too, which went to another of your models)"
+    elif also:
+        reason += f" (they fit task{'s' * (len(also) > 1)} {', '.join(also)} too; its held-out performance decided)"
+    return Match(task_id, True, a, reason + ".", exact=True)
+
+
+def _fallback_match(c: _Considered, claimed: set[str]) -> Match:
+    """The match of a model whose layers are no task's: its best share of the points, on a task nothing
+    else answers when it earns something there."""
+    unclaimed = [(t, a) for t, a in c.ranked if t.id not in claimed and a.fraction > 0]
+    task, a = _ranked(unclaimed)[0] if unclaimed else c.ranked[0]
+    others = [name for name in c.names if name != task.id]
+    reason = f"Inferred as task {task.id} from its held-out performance: its layers match no task exactly"
     reason += f" (also considered: {', '.join(others)})." if others else "."
     return Match(task.id, True, a, reason)
+
+
+def _no_task(assignment, info: dict) -> Match:
+    """No task takes a model of this input width: the reason says which widths they take."""
+    widths = sorted({t.architecture.inputs for t in assignment.model_tasks()})
+    return Match(None, True, None,
+                 f"This model takes {info.get('inputs')} input(s) and gives {info.get('outputs')} output(s); "
+                 f"no task of this assignment has that input width (the tasks take "
+                 f"{' or '.join(map(str, widths))} input(s)).")
+
+
+def assign_tasks(assignment, models: list[tuple[dict, str | None]], answered=()) -> list[Match]:
+    """The task each of a student's unnamed models answers, one ``Match`` per model in order.
+
+    ``models``: ``[(evaluation, the dataset it was trained on or None)]``; ``answered``: the tasks that
+    a file the student named answers (models that match no task exactly avoid them)."""
+    considered = [_consider(assignment, evaluation, dataset) for evaluation, dataset in models]
+    placed = _assign_exact(considered)
+    claimed = set(answered) | {t.id for c in considered for t, _ in c.exact[:1]} | set(placed.values())
+    matches = []
+    for i, c in enumerate(considered):
+        if not c.ranked:
+            matches.append(_no_task(assignment, c.info))
+        elif c.exact:
+            matches.append(_exact_match(c, placed.get(i, c.exact[0][0].id)))
+        else:
+            matches.append(_fallback_match(c, claimed))
+    return matches
+
+
+def infer_task(assignment, evaluation: dict, dataset: str | None = None) -> Match:
+    """The task one model answers, on its own (``assign_tasks`` for a single model)."""
+    return assign_tasks(assignment, [(evaluation, dataset)])[0]
