@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from . import __version__
 from .errors import FatalError
+from .textsafe import terminal
 
 console = Console(stderr=True, soft_wrap=True)  # never break paths in CI logs
 
@@ -36,7 +36,11 @@ def main():
                    "[default: sqlite in the output folder]")
 @click.option("--wait", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
               help="If another grader is writing to the output folder, wait this long for it.")
-def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, scheduler, force, db_url, wait):
+@click.option("--allow-unsandboxed", is_flag=True,
+              help="Run notebooks even where they cannot be isolated (no bubblewrap, or neither root nor user "
+                   "namespaces): student code then runs with your permissions.")
+def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, scheduler, force, db_url, wait,
+          allow_unsandboxed):
     """Grade every submission in SUBMISSIONS.
 
     A submission is a folder SUBMISSIONS/<student-id>/ or files named
@@ -50,9 +54,10 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
 
     try:
         summary = grade_batch(submissions, assignment_dir, out_dir, console=console, workers=workers,
-                              scheduler=scheduler, force=force, db_url=db_url, wait=wait)
+                              scheduler=scheduler, force=force, db_url=db_url, wait=wait,
+                              allow_unsandboxed=allow_unsandboxed)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {escape(e.explain())}")
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]Stopped.[/] Every student finished so far is in the gradebook; run the same "
@@ -77,7 +82,7 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
     try:
         summary = render_reports(assignment_dir, out_dir, db_url=db_url)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {escape(e.explain())}")
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     console.print(f"Rendered {summary.students} student page(s) and the class summary into "
                   f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s.")
@@ -116,14 +121,15 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
         written = run(gradebook, assignment_id, to_dir or out_dir / "export", formats or FORMATS)
         gradebook.close()
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {escape(e.explain())}")
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     for path in written:
         if path.name != "results.json":
             console.print(f"wrote {path}")
     n = sum(p.name == "results.json" for p in written)
     if n:
-        console.print(f"wrote {n} Gradescope results.json file(s) under {written[0].parent.parent}")
+        folder = next(p for p in written if p.name == "results.json").parent.parent
+        console.print(f"wrote {n} Gradescope results.json file(s) under {terminal(str(folder))}")
 
 
 def _default_assignment() -> Path | None:
@@ -173,10 +179,10 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
                 with open(summary_path, "a", encoding="utf-8") as f:
                     f.write(text)
     except OSError as e:
-        console.print(f"[bold red]error:[/] cannot write {escape(str(e.filename))}: {e.strerror}")
+        console.print(f"[bold red]error:[/] cannot write {terminal(str(e.filename))}: {e.strerror}")
         sys.exit(2)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {escape(e.explain())}")
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     sys.exit(outcome.exit_code)
 
@@ -199,7 +205,7 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks):
     try:
         out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {escape(e.explain())}")
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     console.print(f"Thresholds written to [bold]{out}[/]")
 

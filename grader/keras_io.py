@@ -20,6 +20,7 @@ this module; Keras is imported lazily so that importing it is cheap.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ import numpy as np
 from .errors import CorruptModel, ModelLoadError, ModelTooLarge, UnknownFormat, UnsafeModel
 from .intake.formats import FORMAT_NAMES, HDF5, KERAS_ZIP, SAVEDMODEL
 
+#: the largest model configuration (JSON) read
+MAX_CONFIG_BYTES = 16 * 2**20
 #: layer classes a graded model may contain; anything else is refused before loading
 ALLOWED_LAYERS = {
     "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "BatchNormalization",
@@ -71,7 +74,7 @@ def _iter_layers(config):
             yield from _iter_layers(layer)
 
 
-def _config_problems(config, max_parameters: int, source: str):
+def _config_problems(config, max_parameters: int, source: str, max_layers: int = 100):
     if not isinstance(config, dict) or "class_name" not in config:
         raise CorruptModel(f"{source}: the model configuration is missing or unreadable.")
     if config["class_name"] not in ALLOWED_MODELS:
@@ -79,7 +82,11 @@ def _config_problems(config, max_parameters: int, source: str):
                           f"the grader loads (Sequential or Functional).")
     width = None
     total = 0
-    for layer in _iter_layers(config):
+    layers = list(itertools.islice(_iter_layers(config), max_layers + 1))
+    if len(layers) > max_layers:
+        raise ModelTooLarge(f"{source}: the model has more than {max_layers} layers; no task needs anything near "
+                            "that, so the grader refuses to build it.")
+    for layer in layers:
         cls = layer.get("class_name")
         cfg = layer.get("config", {}) or {}
         if cls in ALLOWED_MODELS:
@@ -113,7 +120,7 @@ def _config_problems(config, max_parameters: int, source: str):
     return total
 
 
-def read_config(path: Path, fmt: str, max_parameters: int) -> dict:
+def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100) -> dict:
     """Read and vet the model's config without Keras. Raises a ``SubmissionError``."""
     path = Path(path)
     name = path.name
@@ -129,6 +136,9 @@ def read_config(path: Path, fmt: str, max_parameters: int) -> dict:
                         "model.save_weights instead of model.save?).",
                         hint="Save the whole model with model.save('model.h5').")
                 raw = raw.decode() if isinstance(raw, bytes) else raw
+                if len(raw) > MAX_CONFIG_BYTES:
+                    raise CorruptModel(f"{name}: its model configuration is larger than "
+                                       f"{MAX_CONFIG_BYTES // 2**20} MB; a model of this course's size needs a few KB.")
                 version = f.attrs.get("keras_version")
         except (OSError, RuntimeError, ValueError) as e:
             raise CorruptModel(
@@ -137,6 +147,9 @@ def read_config(path: Path, fmt: str, max_parameters: int) -> dict:
     elif fmt == KERAS_ZIP:
         try:
             with zipfile.ZipFile(path) as z:
+                if z.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                    raise CorruptModel(f"{name}: its config.json claims more than {MAX_CONFIG_BYTES // 2**20} MB; "
+                                       "a model of this course's size needs a few KB.")
                 raw = z.read("config.json").decode()
                 meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
                 version = meta.get("keras_version")
@@ -144,9 +157,7 @@ def read_config(path: Path, fmt: str, max_parameters: int) -> dict:
             raise CorruptModel(f"{name}: the .keras archive is damaged ({_short(e)}).",
                                hint="Save the model again and re-upload the file.") from None
     elif fmt == SAVEDMODEL:
-        raise ModelLoadError(
-            f"{name}: this is a TensorFlow SavedModel folder, which Keras 3 does not load as a model.",
-            hint="Save the model with model.save('model.h5') (or a .keras file) and submit that file.")
+        raise saved_model_refusal(name)
     else:
         raise UnknownFormat(f"{name}: {FORMAT_NAMES.get(fmt, fmt)}, not a Keras model.")
     try:
@@ -155,8 +166,15 @@ def read_config(path: Path, fmt: str, max_parameters: int) -> dict:
         raise CorruptModel(f"{name}: the model configuration inside the file is not valid JSON.") from None
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
-    params = _config_problems(config, max_parameters, name)
+    params = _config_problems(config, max_parameters, name, max_layers)
     return {"config": config, "keras_version": version, "parameters_claimed": params}
+
+
+def saved_model_refusal(name: str) -> ModelLoadError:
+    """Why a TensorFlow SavedModel folder is not graded, and what to submit instead."""
+    return ModelLoadError(
+        f"{name}: this is a TensorFlow SavedModel folder, which Keras 3 does not load as a model.",
+        hint="Save the model with model.save('model.h5') (or a .keras file) and submit that file.")
 
 
 def _short(e: BaseException, limit: int = 160) -> str:

@@ -13,13 +13,14 @@ grader at a time may write to an output folder.
 """
 from __future__ import annotations
 
+import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .engines import Job, default_workers, make_engine
@@ -28,12 +29,16 @@ from .evaluate import dataset_seeds, resolve_secret
 from .execute.sandbox import unavailable_reason
 from .intake import collect
 from .intake.formats import NOTEBOOK, SCRIPT
-from .report import Reporter, safe_name
+from .report import Reporter
 from .measure import Measurements
 from .score import attach_plots, score_student
 from .score.results import StudentResult, TaskResult
 from .spec import load_assignment
 from .store import Gradebook, OutputLock, keys
+from .textsafe import terminal
+
+log = logging.getLogger("grader")
+LOG_NAME = "grader.log"  # in the output folder: internal errors with their tracebacks
 
 MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap: a model that claims huge layers "
                       "is still refused by the parameter budget, but not stopped by the cap.")
@@ -59,12 +64,15 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _internal_error(assignment, student_id: str, exc: BaseException) -> StudentResult:
-    """A student whose grading hit a grader bug: every task 'error', with the reason."""
-    text = f"The grader failed on this submission ({type(exc).__name__}: {exc}); a TA will look at it."
+    """A student whose grading hit a grader bug: every task 'error', with the reason.  The full traceback
+    (a worker process's included) goes to the batch's log for the TA; the report keeps a short form."""
+    log.error("internal error while grading %r:\n%s", student_id,
+              "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    text = (f"The grader failed on this submission ({type(exc).__name__}: {str(exc)[:300]}); a TA will look at "
+            f"it (the full traceback is in the batch's {LOG_NAME}).")
     tasks = [TaskResult(t.id, t.title, 0.0, t.points, "error", {}, text, optional=t.optional)
              for t in assignment.tasks]
-    return StudentResult(student_id, 0.0, assignment.max_score, tasks,
-                         notes=[text, "".join(traceback.format_exception_only(type(exc), exc)).strip()])
+    return StudentResult(student_id, 0.0, assignment.max_score, tasks, notes=[text])
 
 
 @dataclass
@@ -79,7 +87,10 @@ class _Plan:
 
 def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = None, *, workers: int | None = None,
                 scheduler: str | None = None, force: bool = False, db_url: str | None = None,
-                wait: float = 0.0) -> BatchSummary:
+                wait: float = 0.0, allow_unsandboxed: bool = False) -> BatchSummary:
+    """Grade every submission in ``submissions`` into ``out_dir`` (see the module doc).
+
+    ``allow_unsandboxed``: run notebooks even where they cannot be isolated (otherwise a ``FatalError``)."""
     console = console or Console(stderr=True, soft_wrap=True)
     started = time.monotonic()
     submissions, out_dir = Path(submissions), Path(out_dir)
@@ -97,11 +108,24 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
                           "it; keep this file (or set GRADER_SECRET) so that re-grading gives the same scores.")
         seeds = dataset_seeds(assignment, secret.value)
         gradebook = Gradebook(db_url, out_dir)
+        handler = _log_to(out_dir / LOG_NAME)
         try:
             return _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force,
-                        started)
+                        started, allow_unsandboxed)
         finally:
+            log.removeHandler(handler)
+            handler.close()
             gradebook.close()
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """Send the grader's log (internal errors with tracebacks) to ``path``, readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
 
 
 def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
@@ -124,19 +148,26 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
     return plans
 
 
-def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force, started):
+def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force, started,
+         allow_unsandboxed):
     students = collect(submissions, assignment)
     reporter = Reporter(assignment, out_dir)
     for warning in _batch_warnings(assignment, students):
-        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+        console.print(f"[bold yellow]warning:[/] {terminal(warning)}")
         reporter.warnings.append(warning)
     plans = _plan(assignment, students, gradebook, seeds, force)
     to_measure = [p for p in plans if p.action == "measure"]
-    if any(f.format in (NOTEBOOK, SCRIPT) for p in to_measure for f in p.submission.files):
-        no_sandbox = unavailable_reason()
-        if no_sandbox:
-            console.print(f"[bold red]WARNING: {escape(no_sandbox)}[/]")
-            reporter.warnings.append(no_sandbox)
+    code = [p.submission.student_id for p in to_measure
+            if any(f.format in (NOTEBOOK, SCRIPT) for f in p.submission.files)]
+    no_sandbox = unavailable_reason() if code else None
+    if no_sandbox:
+        if not allow_unsandboxed:
+            raise FatalError(f"{len(code)} submission(s) hold notebooks or scripts, and this machine cannot run "
+                             f"them isolated. {no_sandbox}",
+                             hint="Grade on a machine with bubblewrap (as root, or with user namespaces), or pass "
+                                  "--allow-unsandboxed to run every student's code with your own permissions.")
+        console.print(f"[bold red]WARNING: {terminal(no_sandbox)}[/]")
+        reporter.warnings.append(no_sandbox)
     workers = workers or default_workers()
     engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
     run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")
@@ -171,7 +202,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                 if plan.action == "cached":
                     result = StudentResult.from_json(unchanged[sid])
                     reporter.add(result, render=False)
-                    page = reporter.students_dir / f"{safe_name(sid)}.html"
+                    page = reporter.page_path(sid)
                     if not page.exists():
                         measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
                         reporter.add(attach_plots(result, measured))
@@ -180,7 +211,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                     progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
                                     error=counts["error"])
                 elif plan.action == "rescore":
-                    progress.update(bar, current=f"re-scoring {sid}")
+                    progress.update(bar, current=f"re-scoring {terminal(sid)}")
                     measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
                     done(plan, _score(assignment, measured), measured, "rescored")
             if engine is not None:

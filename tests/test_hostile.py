@@ -94,21 +94,23 @@ def test_memory_cap_stops_what_the_prescan_lets_through(tmp_path):
         assert ev.evaluate(tmp_path / "ok.h5")["info"]["inputs"] == 2  # the worker lives on / restarted
 
 
-def test_a_hanging_read_times_out_and_the_worker_is_replaced(tmp_path):
+def test_a_pipe_is_refused_at_once_and_a_slow_model_times_out(tmp_path):
+    """A FIFO would block a reader forever: the worker never opens it as a file.  A request over its time
+    limit kills the worker, which is replaced."""
+    from grader.errors import UnreadableFile
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.spec import load_assignment
 
-    root = tmp_path / "a"
-    shutil.copytree(TUTORIAL6, root)
-    spec = root / "assignment.toml"
-    spec.write_text(spec.read_text().replace("timeout_s = 120", "timeout_s = 3"))
-    a = load_assignment(root)
+    a = load_assignment(TUTORIAL6)
     fifo = tmp_path / "hang.h5"
     os.mkfifo(fifo)  # reading it blocks forever
     small_model().save(tmp_path / "ok.h5")
     with Evaluator(a, dataset_seeds(a, TEST_SECRET)) as ev:
-        with pytest.raises(EvaluationTimeout, match="longer than 3 s"):
+        with pytest.raises(UnreadableFile, match="named pipe"):
             ev.evaluate(fifo)
+        assert ev.restarts == 0
+        with pytest.raises(EvaluationTimeout, match="longer than 0 s"):
+            ev.evaluate(tmp_path / "ok.h5", timeout=0.001)
         assert ev.restarts == 1
         assert ev.evaluate(tmp_path / "ok.h5")["info"]["outputs"] == 2
 
@@ -132,7 +134,7 @@ def test_broken_files_each_get_a_message_and_others_are_graded(tmp_path, model_d
     assert "not a Keras model" in task_of_json(r["text"], "1c")["message"]
     assert any("empty" in n for n in r["empty"]["notes"])
     notes = " ".join(r["links"]["notes"])
-    assert "broken link" in notes and "not a regular file" in notes
+    assert "1c.h5: a symbolic link (links are never followed)" in notes and "2a.h5: a named pipe" in notes
     assert task_of_json(r["good"], "2a")["status"] == "passed"
     assert (tmp_path / "out" / "students" / "truncated.html").is_file()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import errors
+from .. import errors, untrusted
 from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout, SubmissionError, WorkerCrashed
 
 STARTUP_TIMEOUT_S = 180.0
@@ -71,7 +71,7 @@ class _Session:
 
         path = Path(path)
         fmt = sniff_format(path)
-        vetted = keras_io.read_config(path, fmt, self.limits.max_parameters)
+        vetted = keras_io.read_config(path, fmt, self.limits.max_parameters, self.limits.max_layers)
         model = keras_io.load(path)
         info = keras_io.describe(model)
         info.keras_version = vetted["keras_version"]
@@ -119,15 +119,17 @@ class _Session:
                 if held["x"].shape[1] != 2:  # decision regions are drawn for two inputs only
                     result["datasets"][name] = entry
                     continue
-                grid = M.grid_points(ds.extent)
-                k = min(M.PLOT_SAMPLE, len(held["x"]))
+                shown = M.plot_sample(held["y"])  # both classes (held-out data come sorted by class)
+                extent = M.plot_extent(ds.extent, held["x"][shown])
+                grid = M.grid_points(extent)
                 entry["plot"] = {
                     # plot data only (metrics are computed above at full precision); kept small because the
                     # gradebook stores it for every model
                     "grid": M.positive_probability(keras_io.predict(model, grid)).reshape(
                         M.PLOT_GRID, M.PLOT_GRID).astype(np.float16),
-                    "x": held["x"][:k].astype(np.float32), "y": held["y"][:k].astype(np.int8),
-                    "pred": M.class_predictions(out[:k]).astype(np.int8),
+                    "extent": extent,  # of the grid and the axes
+                    "x": held["x"][shown].astype(np.float32), "y": held["y"][shown].astype(np.int8),
+                    "pred": M.class_predictions(out[shown]).astype(np.int8),
                 }
             result["datasets"][name] = entry
         return result
@@ -202,6 +204,8 @@ def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str)
             reply = {"ok": session.evaluate(request["path"], request.get("training"), request.get("preprocessing"))}
         except SubmissionError as e:
             reply = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+        except untrusted.Refused as e:  # a file that is no regular file: never opened, never waited on
+            reply = {"error": "UnreadableFile", "message": f"{Path(request['path']).name}: {e}; it was not graded."}
         except MemoryError:
             reply = {"error": "EvaluationOutOfMemory",
                      "message": f"{Path(request['path']).name}: loading or running this model needed more "
@@ -323,8 +327,10 @@ class Evaluator:
                 raise WorkerCrashed(f"{what}: the evaluation worker died (exit code {code}) while handling "
                                     "this model.")
 
-    def evaluate(self, path, training: dict | None = None, preprocessing: dict | None = None) -> dict:
-        """``preprocessing``: ``{"path": scaling file or None}`` for a task whose inputs the student scales."""
+    def evaluate(self, path, training: dict | None = None, preprocessing: dict | None = None, *,
+                 timeout: float | None = None) -> dict:
+        """``preprocessing``: ``{"path": scaling file or None}`` for a task whose inputs the student scales.
+        ``timeout``: this request's time limit (default: the spec's ``timeout_s``)."""
         self.start()
         name = Path(path).name
         request = {"path": str(path), "training": training, "preprocessing": preprocessing}
@@ -334,7 +340,7 @@ class Evaluator:
             self._kill()
             self.start()
             self._conn.send(request)
-        reply = self._receive(self.limits.timeout_s, what=name)
+        reply = self._receive(self.limits.timeout_s if timeout is None else timeout, what=name)
         if "ok" in reply:
             return reply["ok"]
         cls = getattr(errors, reply.get("error", ""), None)

@@ -1,15 +1,19 @@
 """Execute: running a student's notebook (or `# %%` script) in the sandbox.
 
-``execute_notebook`` copies the submission's own files (and the spec's support
-files, such as the course's tools.py) into a fresh private work directory,
-runs every cell in a sandboxed kernel on the spec's backend (JAX by default),
-re-runs on TensorFlow when the JAX backend explains a failure, and hands back
-an ``Execution``: the cell-by-cell record with explanations, and the models
-harvested from it.  Use it as a context manager: the scratch folder (and the
-models in it) is removed on exit.
+``execute_notebook`` stages the submission into a fresh private work folder
+(copied inside the sandbox, by the sandbox user: links never followed, sizes
+bounded), adds the spec's support files (such as the course's tools.py),
+runs every cell in a sandboxed kernel on the spec's backend (JAX by default)
+with seeds derived from the grading secret and the submission, re-runs on
+TensorFlow when the JAX backend explains a failure, and hands back an
+``Execution``: the cell-by-cell record with explanations, and the models
+harvested from it -- copies the grader took, never paths into the sandbox.
+Use it as a context manager: the scratch folder is removed on exit (and is
+removed on every failure on the way).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -17,12 +21,13 @@ from pathlib import Path
 
 import nbformat
 
+from .. import untrusted
 from ..errors import NotebookUnreadable
-from ..harvest import MAX_CAPTURES, Capture, identify_dataset, read_capture, saved_models
-from ..intake.formats import SCRIPT
+from ..harvest import MAX_CAPTURES, Capture, identify_dataset, saved_models, snapshot, take_capture
+from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose
 from .runner import NotebookRunner, RunResult
-from .sandbox import Limits, Sandbox
+from .sandbox import Limits, Sandbox, SandboxFailed
 from .scripts import script_to_notebook
 
 
@@ -31,11 +36,10 @@ class Execution:
     name: str
     run: RunResult
     captures: list[Capture]
-    saved: list[Path]
+    saved: list[tuple[str, Path]]  # (path in the work folder, the grader's copy)
     notes: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     scratch: Path | None = None
-    work_dir: Path | None = None
 
     def summary(self) -> dict:
         cells = [c for c in self.run.cells if c.status != "skipped"]
@@ -50,18 +54,35 @@ class Execution:
 
     def __exit__(self, *exc):
         if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            _remove(self.scratch)
 
 
-def read_notebook(path: Path, fmt: str):
+def _remove(folder: Path) -> None:
+    """Remove a scratch folder whatever the sandbox left in it (modes included)."""
+    def unlock(func, path, _exc):
+        try:
+            os.chmod(path, 0o700)
+            func(path)
+        except OSError:
+            pass
+    shutil.rmtree(folder, onerror=unlock)
+
+
+def read_notebook(file) -> nbformat.NotebookNode:
+    """The notebook of a submitted notebook or script (``intake.SubmittedFile``), read as untrusted bytes."""
     try:
-        if fmt == SCRIPT:
-            return script_to_notebook(path.read_text(encoding="utf-8", errors="replace"))
-        nb = nbformat.read(path, as_version=4)
+        data = file.read(MAX_NOTEBOOK_BYTES)
+        if file.format == SCRIPT:
+            return script_to_notebook(data.decode("utf-8", errors="replace"))
+        parse_json(data)  # refuses hostile JSON (deep nesting, bad text) before nbformat sees it
+        nb = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
         nbformat.validate(nb)
         return nb
-    except (OSError, ValueError, nbformat.ValidationError) as e:
-        raise NotebookUnreadable(f"{path.name}: the notebook cannot be read ({str(e)[:200]}).",
+    except untrusted.Refused as e:
+        raise NotebookUnreadable(f"{file.relative}: the notebook cannot be read ({e}).") from None
+    except Exception as e:  # any parser meeting hostile bytes: this file's problem only
+        raise NotebookUnreadable(f"{file.relative}: the notebook cannot be read ({type(e).__name__}: "
+                                 f"{str(e)[:160]}).",
                                  hint="Download it again from Jupyter/Colab (File > Download > .ipynb).") from None
 
 
@@ -70,46 +91,67 @@ def _excerpt(source: str, lines: int = 8) -> str:
     return "\n".join(rows[:lines]) + ("\n..." if len(rows) > lines else "")
 
 
-def _run_once(assignment, nb_path: Path, fmt: str, files_root: Path | None, backend: str, progress, on_capture):
+def _limits(settings) -> Limits:
+    return Limits(memory_mb=settings.memory_mb, processes=settings.processes, tmp_mb=settings.tmp_mb,
+                  disk_mb=settings.disk_mb, max_files_written=settings.max_files_written)
+
+
+def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, on_capture, seed):
+    """One run in a new scratch folder: (scratch, work folder, run, stage report, files before the run)."""
     settings = assignment.notebooks
     scratch = Path(tempfile.mkdtemp(prefix="grader-nb-"))
-    work, runtime, capture = scratch / "work", scratch / "runtime", scratch / "capture"
-    if files_root is not None:
-        shutil.copytree(files_root, work, symlinks=False, ignore_dangling_symlinks=True,
-                        ignore=shutil.ignore_patterns(".*", "__MACOSX"))
-    else:
-        work.mkdir(parents=True)
-        shutil.copy2(nb_path, work / nb_path.name)
-    for name, src in settings.support_files:
-        if not (work / name).exists():
-            shutil.copy2(assignment.root / src, work / name)
-    before = {p.relative_to(work).as_posix(): p.stat().st_mtime for p in work.rglob("*") if p.is_file()}
-    nb = read_notebook(nb_path, fmt)
-    sandbox = Sandbox(work, runtime, Limits(memory_mb=settings.memory_mb, processes=settings.processes),
-                      shared_dirs=(capture,))
-    runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=settings.cell_timeout_s,
-                            notebook_timeout=settings.notebook_timeout_s, capture_dir=capture,
-                            max_output_bytes=settings.max_output_kb * 1024, progress=progress,
-                            on_capture=on_capture)
-    run = runner.run()
-    return scratch, work, capture, run, before, sandbox
+    try:
+        work, runtime, capture = scratch / "work", scratch / "runtime", scratch / "capture"
+        sandbox = Sandbox(work, runtime, _limits(settings), shared_dirs=(capture,))
+        bounds = untrusted.Bounds(max_entries=assignment.intake.max_files,
+                                  max_bytes=assignment.intake.max_megabytes * 2**20,
+                                  max_depth=assignment.intake.max_depth)
+        if files_root is not None:
+            staged = sandbox.stage(files_root, single_file=False, bounds=bounds)
+        else:
+            staged = sandbox.stage(file.path, single_file=True, bounds=bounds)
+        for name, src in settings.support_files:  # trusted course files, unless the student brought their own
+            target = work / name
+            if not os.path.lexists(target):
+                shutil.copyfile(assignment.root / src, target)
+                if sandbox.owner_uid is not None:
+                    os.chown(target, sandbox.owner_uid, sandbox.owner_uid, follow_symlinks=False)
+        before = snapshot(work, bounds)
+        runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=settings.cell_timeout_s,
+                                notebook_timeout=settings.notebook_timeout_s, capture_dir=capture,
+                                max_output_bytes=settings.max_output_kb * 1024, progress=progress,
+                                on_capture=on_capture, seed=seed)
+        run = runner.run()
+        return scratch, work, run, staged, before, sandbox, bounds
+    except BaseException:
+        _remove(scratch)
+        raise
 
 
-def execute_notebook(assignment, nb_path: Path, fmt: str, files_root: Path | None = None,
-                     progress=None, on_capture=None) -> Execution:
-    """Run one notebook; raises ``NotebookUnreadable`` for a file that is no notebook.
+def execute_notebook(assignment, file, files_root: Path | None = None, progress=None, on_capture=None,
+                     seed: int | None = None) -> Execution:
+    """Run one notebook or script (an ``intake.SubmittedFile``); raises ``NotebookUnreadable`` for a file
+    that is no notebook and ``KernelStartFailed`` when the sandbox cannot start a kernel.
 
+    ``files_root``: the student's folder, staged whole beside the notebook (None: the file alone).
+    ``seed``: seeds the kernel (Python, NumPy, Keras) before the first cell.
     ``on_capture(capture)`` is called for each harvested model as soon as the cell that made it
-    has finished, so that evaluation can run beside the rest of the notebook.
-    """
-    read_notebook(nb_path, fmt)  # fail early, before any scratch work, on an unreadable file
+    has finished, so that evaluation can run beside the rest of the notebook."""
+    nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
     captures: list[Capture] = []
+    state = {}
+
+    refused: list[str] = []
 
     def harvest(meta_path: Path, cell: int):
         if len(captures) >= MAX_CAPTURES:
             return
-        cap = read_capture(meta_path)
+        try:
+            cap = take_capture(meta_path.parent, meta_path.name, state["scratch"] / "taken")
+        except untrusted.Refused as e:
+            refused.append(f"The model captured in cell {cell} ({meta_path.stem}) was not graded: its file is {e}.")
+            return
         if cap is None:
             return
         cap.cell = cap.cell or cell
@@ -118,31 +160,54 @@ def execute_notebook(assignment, nb_path: Path, fmt: str, files_root: Path | Non
         if on_capture:
             on_capture(cap)
 
-    scratch, work, capture, run, before, sandbox = _run_once(assignment, nb_path, fmt, files_root, backend,
-                                                             progress, harvest)
+    def run(backend_name):
+        scratch = Path(tempfile.mkdtemp(prefix="grader-taken-"))
+        state["scratch"] = scratch
+        try:
+            return (scratch, *_run_once(assignment, nb, file, files_root, backend_name, progress, harvest, seed))
+        except BaseException:
+            _remove(scratch)
+            raise
+
+    try:
+        taken, scratch, work, result, staged, before, sandbox, bounds = run(backend)
+    except SandboxFailed as e:
+        from ..errors import KernelStartFailed
+
+        raise KernelStartFailed(f"the sandbox could not be prepared: {e}", hint="This is the grader's "
+                                "environment failing, not your code; a TA should re-run the grading.") from None
     notes = []
     if not sandbox.available:
         notes.append(sandbox.warning)
-    reason = diagnose.backend_explains(run.cells) if backend == "jax" else None
+    reason = diagnose.backend_explains(result.cells) if backend == "jax" else None
     if reason:
         captures.clear()
+        refused.clear()
         if on_capture:
             on_capture(None)  # forget what the failed run gave (before its files go)
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch, work, capture, run, before, sandbox = _run_once(assignment, nb_path, fmt, files_root,
-                                                                 "tensorflow", progress, harvest)
+        _remove(scratch)
+        _remove(taken)
+        taken, scratch, work, result, staged, before, sandbox, bounds = run("tensorflow")
         notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
                      "the TensorFlow backend; the results below are from that run.")
-    if run.notebook_timed_out:
+    try:
+        saved = saved_models(work, before, taken, bounds)
+    finally:
+        _remove(scratch)  # the work folder is no longer needed: every model in it was taken
+    for rel, why, special in staged.skipped:
+        if not special:  # links and special files are named by intake already
+            notes.append(f"{rel}: {why}; it was not given to the notebook.")
+    notes.extend(refused)
+    if result.notebook_timed_out:
         notes.append(f"The notebook ran over its {assignment.notebooks.notebook_timeout_s:.0f} s limit; the cells "
                      "after that point were not run.")
     failures = []
-    for cell in run.cells:
+    for cell in result.cells:
         if cell.status == "ok":
             continue
         failures.append({"cell": cell.index + 1, "status": cell.status, "error": cell.error_name,
                          "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
                                                          cell_limit=assignment.notebooks.cell_timeout_s,
-                                                         memory_exhausted=run.memory_exhausted),
+                                                         memory_exhausted=result.memory_exhausted),
                          "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source)})
-    return Execution(nb_path.name, run, captures, saved_models(work, before), notes, failures, scratch, work)
+    return Execution(file.relative, result, captures, saved, notes, failures, taken)

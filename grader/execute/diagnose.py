@@ -60,6 +60,9 @@ def explain(cell: CellRun, *, memory_mb: int = 4096, cell_limit: float = 600.0,
             return (f"The kernel was stopped for using more than the grader's {memory_mb} MB of memory; "
                     "the cells after it ran in a fresh kernel.")
         return DIED_TEXT
+    if cell.status == "quota":
+        return (f"Stopped: {cell.error_value}. The cells after it were not run. A notebook for this course "
+                "writes a few small files at most: check for a loop that writes files or very large arrays.")
     if cell.status == "skipped":
         return f"Not run: {cell.error_value}."
     text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}\n{cell.source}"

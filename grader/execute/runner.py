@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -28,13 +29,14 @@ from .sandbox import Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
 WATCHDOG_GRACE_S = 10.0
+DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 
 
 @dataclass
 class CellRun:
     index: int
     source: str
-    status: str  # "ok", "error", "timeout", "died", "skipped"
+    status: str  # "ok", "error", "timeout", "died", "quota", "skipped"
     error_name: str = ""
     error_value: str = ""
     traceback: str = ""
@@ -50,7 +52,7 @@ class RunResult:
     seconds: float = 0.0
     kernel_restarts: int = 0
     memory_exhausted: bool = False
-    notebook: object = None
+    quota_exceeded: str | None = None  # why the run's files went past the disk quota, when they did
     capture_cells: dict = field(default_factory=dict)  # capture file name -> 1-based cell position
 
 
@@ -60,12 +62,13 @@ class CappedClient(NotebookClient):
     max_output_bytes = 64 * 1024
 
     def output(self, outs, msg, display_id, cell_index):
-        used = self._output_used.get(cell_index, 0)
+        used_by_cell = self.__dict__.setdefault("grader_output_used", {})
+        used = used_by_cell.get(cell_index, 0)
         if used > self.max_output_bytes:
             return None
         content = msg.get("content", {})
         size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
-        self._output_used[cell_index] = used + size
+        used_by_cell[cell_index] = used + size
         if used + size > self.max_output_bytes:
             outs.append(nbformat.v4.new_output("stream", name="stderr",
                                                text=f"[grader: output beyond {self.max_output_bytes // 1024} KB "
@@ -87,7 +90,7 @@ class NotebookRunner:
 
     def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
                  notebook_timeout: float = 1800, capture_dir: Path | None = None,
-                 max_output_bytes: int = 64 * 1024, progress=None, on_capture=None):
+                 max_output_bytes: int = 64 * 1024, progress=None, on_capture=None, seed: int | None = None):
         self.nb = notebook
         self.sandbox = sandbox
         self.backend = backend
@@ -97,6 +100,7 @@ class NotebookRunner:
         self.max_output_bytes = max_output_bytes
         self.progress = progress
         self.on_capture = on_capture  # called with (capture file, cell position) as each appears
+        self.seed = seed  # seeds Python, NumPy and Keras before the first cell (a student's own seed wins)
 
     def _env(self) -> dict[str, str]:
         env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
@@ -109,6 +113,9 @@ class NotebookRunner:
             env["MPLCONFIGDIR"] = str(self.sandbox.runtime_dir / "matplotlib")
         if self.capture_dir is not None:
             env["GRADER_CAPTURE_DIR"] = str(self.capture_dir)
+        if self.seed is not None:
+            env["PYTHONHASHSEED"] = str(self.seed % 2**32)
+            env["GRADER_SEED"] = str(self.seed % 2**32)
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
@@ -120,17 +127,15 @@ class NotebookRunner:
         return asyncio.run(self._run())
 
     async def _run(self) -> RunResult:
-        result = RunResult(backend=self.backend, sandboxed=self.sandbox.available, notebook=self.nb)
+        result = RunResult(backend=self.backend, sandboxed=self.sandbox.available)
         self.sandbox.prepare()
         hook = self.sandbox.runtime_dir / "grader_capture.py"
         hook.write_text(CAPTURE_HOOK.read_text())
         self._hook = hook
-        km = self._new_manager()
-        client = CappedClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
+        client = CappedClient(self.nb, km=self._new_manager(), timeout=self.cell_timeout, allow_errors=True,
                               interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3")
         client.max_output_bytes = self.max_output_bytes
-        client._output_used = {}
         start = time.monotonic()
         try:
             await self._start_kernel(client)
@@ -139,6 +144,11 @@ class NotebookRunner:
                     if cell.cell_type != "code" or not cell.source.strip():
                         continue
                     left = self.notebook_timeout - (time.monotonic() - start)
+                    if result.quota_exceeded:
+                        result.cells.append(CellRun(index, cell.source, "skipped", "DiskQuota",
+                                                    f"{result.quota_exceeded}, so the rest of the notebook was "
+                                                    "not run"))
+                        continue
                     if left <= 0:
                         result.notebook_timed_out = True
                         result.cells.append(CellRun(index, cell.source, "skipped", "NotebookTimeout",
@@ -150,7 +160,7 @@ class NotebookRunner:
                     if self.progress:
                         self.progress(run)
             finally:
-                await client._async_cleanup_kernel()
+                await _discard_kernel(client)
         finally:
             result.seconds = time.monotonic() - start
             result.memory_exhausted = self.sandbox.memory_exhausted()
@@ -160,42 +170,47 @@ class NotebookRunner:
     async def _start_kernel(self, client, attempts: int = 2):
         """Start the sandboxed kernel, once more after a short pause if it dies at start."""
         for attempt in range(attempts):
+            km = client.km  # nbclient drops its reference when the start fails
             try:
                 await client.async_start_new_kernel()
                 await client.async_start_new_kernel_client()
                 return
             except Exception as e:  # jupyter_client raises RuntimeError or TimeoutError here
-                await client._async_cleanup_kernel()
+                stderr = await asyncio.to_thread(km.stderr_text)
+                client.km = client.km or km
+                await _discard_kernel(client)
                 client.km = self._new_manager()
                 if attempt + 1 == attempts:
+                    said = " ".join(stderr.split())[-600:]
                     raise KernelStartFailed(
                         f"the notebook's Python kernel could not be started in the sandbox ({type(e).__name__}: "
-                        f"{str(e)[:160]}).", hint="This is the grader's environment failing, not your code; a TA "
-                        "should re-run the grading.") from None
+                        f"{str(e)[:160]})." + (f" The kernel said: {said}" if said else ""),
+                        hint="This is the grader's environment failing, not your code; a TA should re-run the "
+                             "grading.") from None
                 await asyncio.sleep(2)
+
+    async def _watch_disk(self, km, result):
+        """While a cell runs: stop the kernel the moment the run's files exceed the disk quota."""
+        while True:
+            await asyncio.sleep(DISK_POLL_S)
+            why = await asyncio.to_thread(self.sandbox.over_quota)
+            if why:
+                result.quota_exceeded = why
+                _kill_group(km.kernel_pid)
+                return
 
     async def _run_cell(self, client, km, cell, index, limit, result) -> CellRun:
         t0 = time.monotonic()
         run = CellRun(index, cell.source, "ok")
+        watchdog = asyncio.create_task(self._watch_disk(km, result))
         try:
             await asyncio.wait_for(client.async_execute_cell(cell, index, store_history=True),
                                    limit + WATCHDOG_GRACE_S)
-        except (asyncio.TimeoutError, CellTimeoutError):
-            run.status, run.error_name = "timeout", "CellTimeout"
-            run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
-            await self._restart(client, km, result, kill=True)
-        except DeadKernelError as e:
-            if time.monotonic() - t0 >= limit:  # nbclient gave up on an interrupt that was ignored
-                run.status, run.error_name = "timeout", "CellTimeout"
-                run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
+        except Exception as e:
+            if result.quota_exceeded:
+                run.status, run.error_name, run.error_value = "quota", "DiskQuota", result.quota_exceeded
             else:
-                run.status, run.error_name, run.error_value = "died", "DeadKernel", str(e)[:300]
-            await self._restart(client, km, result, kill=True)
-        except Exception as e:  # nbclient raising on something unexpected: record it, keep going
-            run.status, run.error_name, run.error_value = "error", type(e).__name__, str(e)[:300]
-            if not await km.is_alive():
-                run.status = "died"
-                await self._restart(client, km, result, kill=False)
+                await self._record_failure(e, client, km, run, t0, limit, result)
         else:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
@@ -203,8 +218,33 @@ class NotebookRunner:
                     run.error_name, run.error_value = out.get("ename", ""), str(out.get("evalue", ""))[:500]
                     run.traceback = _short_traceback(out.get("traceback", []))
                     break
+        finally:
+            watchdog.cancel()
+        if not result.quota_exceeded and run.status == "ok":
+            why = self.sandbox.over_quota()  # a cell quicker than the watchdog's first look
+            if why:
+                result.quota_exceeded = why
+                run.status, run.error_name, run.error_value = "quota", "DiskQuota", why
         run.seconds = time.monotonic() - t0
         return run
+
+    async def _record_failure(self, e, client, km, run, t0, limit, result):
+        """A cell that did not finish: it timed out, killed the kernel, or nbclient met something unexpected.
+        The kernel is restarted where it is gone, so the remaining cells still run."""
+        timed_out = isinstance(e, (asyncio.TimeoutError, CellTimeoutError)) or (
+            isinstance(e, DeadKernelError) and time.monotonic() - t0 >= limit)  # an ignored interrupt
+        if timed_out:
+            run.status, run.error_name = "timeout", "CellTimeout"
+            run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
+            await self._restart(client, km, result, kill=True)
+        elif isinstance(e, DeadKernelError):
+            run.status, run.error_name, run.error_value = "died", "DeadKernel", str(e)[:300]
+            await self._restart(client, km, result, kill=True)
+        else:  # nbclient raising on something unexpected: record it, keep going
+            run.status, run.error_name, run.error_value = "error", type(e).__name__, str(e)[:300]
+            if not await km.is_alive():
+                run.status = "died"
+                await self._restart(client, km, result, kill=False)
 
     def _note_captures(self, index: int, result: RunResult):
         """Captures that appeared while cell ``index`` ran belong to it."""
@@ -218,12 +258,39 @@ class NotebookRunner:
 
     async def _restart(self, client, km, result, kill: bool):
         """Kill what is left of the kernel (the whole process group) and start a new one."""
-        pid = km.kernel_pid
-        if kill and pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if kill:
+            _kill_group(km.kernel_pid)
         result.kernel_restarts += 1
         await km.restart_kernel(now=True)
         await client.kc.wait_for_ready(timeout=180)
+
+
+def _kill_group(pid: int | None) -> None:
+    """Kill the kernel's whole process group (bubblewrap and everything below it)."""
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+async def _discard_kernel(client) -> None:
+    """Stop the client's kernel (if any) and release its channels and files, whatever state it is in."""
+    km, kc = client.km, getattr(client, "kc", None)
+    if kc is not None:
+        try:
+            await ensure_async(kc.stop_channels())
+        except Exception:
+            pass
+        client.kc = None
+    if km is None:
+        return
+    try:
+        if await ensure_async(km.is_alive()):
+            await ensure_async(km.shutdown_kernel(now=True))
+    except Exception:
+        _kill_group(km.kernel_pid)
+    try:
+        await ensure_async(km.cleanup_resources())
+    except Exception:
+        pass

@@ -1,38 +1,54 @@
 """The sandbox that student code runs in.
 
-``Sandbox.wrap(argv)`` returns the command that runs ``argv`` isolated:
+``Sandbox.wrap(argv)`` returns the command that runs ``argv`` isolated, in one
+of three modes (``isolation_mode()``):
 
-* **bubblewrap** (Debian's ``bwrap``, started as root) builds a private
-  mount namespace: read-only views of the system, the Python installation and
-  the virtual environment; a private writable work directory holding a copy of
-  the submission's files; a private ``/tmp``; no ``/root``, ``/etc/shadow`` or
-  grader state; ``/proc/sys`` read-only; new network (loopback only), PID, IPC
-  and UTS namespaces; killed with its parent.
-* inside it, ``setpriv`` drops to an unprivileged uid with no capabilities and
-  ``no_new_privs`` before any student code runs: started by root with only
-  ``--uid``, bwrap would leave the code root in its user namespace.
-* resource caps: ``RLIMIT_DATA`` per process (TensorFlow's thread creation
-  breaks under ``RLIMIT_AS``), ``RLIMIT_NPROC`` (honoured because the uid is
-  not 0), ``RLIMIT_FSIZE``, and, where the cgroup v1 ``memory`` and ``pids``
-  controllers can be written, a memory and process cap for the whole tree.
+* ``root`` (the grader runs as root): **bubblewrap** builds a private mount
+  namespace -- read-only views of the system, the Python installation and the
+  virtual environment; a private writable work folder; a private, size-capped
+  ``/tmp``; no ``/root``, ``/etc/shadow``, home folders or grader state;
+  ``/proc/sys`` read-only; new network (loopback only), PID, IPC and UTS
+  namespaces; killed with its parent.  Inside it ``setpriv`` drops to uid
+  65534 with no capabilities and ``no_new_privs``, and a second, unprivileged
+  bubblewrap forbids new user namespaces (``--disable-userns``), so student
+  code cannot make itself root of a namespace of its own.  Memory and
+  processes are capped by cgroups where they can be written, and by rlimits.
+* ``user`` (not root, but unprivileged user namespaces work, as on most
+  Linux machines): one bubblewrap with ``--unshare-user --disable-userns``,
+  the same mounts, uid 65534 inside (the TA's own uid outside, with no view of
+  the TA's files), capped by rlimits.
+* ``none``: no isolation is possible here (no bubblewrap, or no user
+  namespaces): ``wrap`` only applies the rlimits; ``grade`` refuses to run
+  notebooks unless told to, ``check`` warns loudly (``Sandbox.warning``).
 
-Where bwrap cannot be had (a student's Mac running ``grader check``),
-``Sandbox.available`` is False, ``wrap`` only applies the rlimits, and
-callers must warn loudly (``Sandbox.warning``).
+The submission enters the sandbox read-only and is copied into the work
+folder *inside* it, by the sandbox user (``stage``): no process of the grader
+ever follows a link a student made.  What a run writes is bounded: each file
+by ``RLIMIT_FSIZE``, ``/tmp`` by its tmpfs size, and the work and capture
+folders together by ``disk_usage`` (the runner's watchdog stops a cell that
+goes past the quota).
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .. import untrusted
 
 SANDBOX_UID = 65534  # nobody
 HOME = "/home/student"
+SUBMISSION = "/submission"  # where the submission is bound, read-only, while it is staged
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+STAGE_SCRIPT = Path(__file__).with_name("stage_files.py")
+STAGE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,19 @@ class Limits:
     memory_mb: int = 4096        # per process (RLIMIT_DATA) and, with cgroups, for the whole tree
     processes: int = 256         # RLIMIT_NPROC / pids.max
     file_size_mb: int = 512      # largest file the code may write
+    tmp_mb: int = 256            # the private /tmp (tmpfs)
+    disk_mb: int = 512           # the work and capture folders together (the runner's watchdog)
+    max_files_written: int = 5000
+
+
+@dataclass
+class StageReport:
+    """What staging copied into the work folder, and what it left out (with why)."""
+
+    copied: int = 0
+    bytes: int = 0
+    skipped: list = field(default_factory=list)  # [[relative path, why, special], ...] (special: a link or a
+    #                                              pipe, socket or device, which intake names already)
 
 
 def _ancestors(path: str) -> list[str]:
@@ -48,11 +77,42 @@ def _ancestors(path: str) -> list[str]:
 
 
 def bwrap_path() -> str | None:
-    return shutil.which("bwrap")
+    return shutil.which("bwrap") if sys.platform.startswith("linux") else None
+
+
+@functools.lru_cache(maxsize=1)
+def isolation_mode() -> str:
+    """``root``, ``user`` or ``none``: how this machine can isolate student code (see the module doc)."""
+    bwrap = bwrap_path()
+    if not bwrap:
+        return "none"
+    if os.geteuid() == 0:
+        return "root"
+    probe = [bwrap, "--unshare-user", "--disable-userns", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/",
+             "--proc", "/proc", "--", "/bin/true"]
+    try:
+        ok = subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return "user" if ok else "none"
+
+
+def unavailable_reason() -> str | None:
+    """Why notebooks cannot run isolated on this machine, in words; None when they can."""
+    if isolation_mode() != "none":
+        return None
+    if not bwrap_path():
+        return ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code runs with your own "
+                "permissions, network and files. Install it (apt-get install bubblewrap) before grading "
+                "others' work.")
+    return ("NO SANDBOX: this machine does not allow unprivileged user namespaces and the grader is not "
+            "root, so bubblewrap cannot isolate student code; it would run with your permissions. Run the "
+            "grader as root, or enable user namespaces (sysctl kernel.unprivileged_userns_clone=1).")
 
 
 class Sandbox:
-    """One isolated run: a work directory and a runtime directory on the host."""
+    """One isolated run: a work folder and a runtime folder on the host."""
 
     def __init__(self, work_dir: Path, runtime_dir: Path, limits: Limits = Limits(), *,
                  shared_dirs: tuple = (), python_paths: list[str] | None = None, isolate: bool = True):
@@ -62,11 +122,19 @@ class Sandbox:
         self.runtime_dir = Path(runtime_dir)
         self.shared_dirs = [self.runtime_dir, *map(Path, shared_dirs)]
         self.limits = limits
-        self.bwrap = bwrap_path() if sys.platform.startswith("linux") else None
-        self.is_root = os.geteuid() == 0
-        self.available = isolate and bool(self.bwrap) and self.is_root
+        self.mode = isolation_mode() if isolate else "none"
+        self.bwrap = bwrap_path()
         self.python_paths = python_paths or _python_paths()
         self.cgroups: list[Path] = []
+
+    @property
+    def available(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def owner_uid(self) -> int | None:
+        """The uid that must own the folders the sandbox writes (None: they stay the grader's)."""
+        return SANDBOX_UID if self.mode == "root" else None
 
     @property
     def warning(self) -> str:
@@ -74,34 +142,52 @@ class Sandbox:
 
     @property
     def inner_work(self) -> str:
-        """The work directory as the code inside sees it."""
+        """The work folder as the code inside sees it."""
         return HOME if self.available else str(self.work_dir)
 
     def prepare(self):
-        """Make the host directories writable by the sandbox user; create cgroups."""
+        """Create the host folders, owned by the sandbox user in root mode; create cgroups."""
         for d in (self.work_dir, *self.shared_dirs):
             d.mkdir(parents=True, exist_ok=True)
-            if self.available:
-                for p in [d, *d.rglob("*")]:
-                    os.chown(p, SANDBOX_UID, SANDBOX_UID, follow_symlinks=False)
-        if self.available:
+            if self.owner_uid is not None:
+                os.chown(d, self.owner_uid, self.owner_uid, follow_symlinks=False)
+        if self.mode == "root" and not self.cgroups:
             self.cgroups = _make_cgroups(self.limits)
 
-    def wrap(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        """(command, environment of the command) that run ``argv`` with ``env`` in the sandbox."""
+    # -- commands -------------------------------------------------------------
+    def _rlimits(self) -> list[str]:
         limits = self.limits
+        # RLIMIT_NPROC counts every thread of the uid: where a pids cgroup caps this sandbox's tree it is a
+        # wide backstop only, and in user mode the uid is the TA's own, whose other processes count too
+        if self.cgroups:
+            nproc = max(8 * limits.processes, 4096)
+        elif self.mode == "user":
+            nproc = _tasks_of_uid(os.getuid()) + limits.processes
+        else:
+            nproc = limits.processes
+        fsize = min(limits.file_size_mb, limits.disk_mb) * 2**20
+        return ["prlimit", f"--data={limits.memory_mb * 2**20}", f"--fsize={fsize}", "--core=0",
+                f"--nproc={nproc}", "--"]
 
-        # rlimits hold for every process below.  RLIMIT_NPROC counts every thread of the uid on the
-        # whole machine, so where a pids cgroup caps this sandbox's tree it is only a wide backstop
-        nproc = limits.processes if not self.cgroups else max(8 * limits.processes, 4096)
-        rlimits = ["prlimit", f"--data={limits.memory_mb * 2**20}", f"--fsize={limits.file_size_mb * 2**20}",
-                   "--core=0", f"--nproc={nproc}", "--"]
+    def _proc_sys(self) -> list[str]:
+        """/proc/sys read-only -- in root mode by the nested bubblewrap instead, which must first write
+        its own ``user.max_user_namespaces`` there (that is how ``--disable-userns`` works)."""
+        return [] if self.mode == "root" else ["--ro-bind", "/proc/sys", "/proc/sys"]
+
+    def wrap(self, argv: list[str], env: dict[str, str], *, stage_from: Path | None = None,
+             stage_name: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """(command, environment of the command) that run ``argv`` with ``env`` in the sandbox.
+
+        ``stage_from``: a folder (or, with ``stage_name``, a single file) of the submission, bound read-only
+        at ``SUBMISSION`` for the staging copy."""
         if not self.available:
             plain = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
-            return rlimits + list(argv), {**plain, **env}
+            return self._rlimits() + list(argv), {**plain, **env}
 
         cmd = [self.bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+        if self.mode == "user":
+            cmd += ["--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         made = set()
 
         def ensure_parents(target):
@@ -115,24 +201,98 @@ class Sandbox:
             if os.path.exists(src):
                 ensure_parents(src)
                 cmd.extend(["--ro-bind", src, src])
+        # /tmp before anything that may live below it (a virtual environment under /tmp, the scratch folders)
+        cmd.extend(["--proc", "/proc", *self._proc_sys(), "--dev", "/dev",
+                    "--perms", "1777", "--size", str(self.limits.tmp_mb * 2**20), "--tmpfs", "/tmp"])
+        made.add("/tmp")
         for src in self.python_paths:
             ensure_parents(src)
             cmd.extend(["--ro-bind", src, src])
-        cmd.extend(["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev",
-                    "--perms", "1777", "--tmpfs", "/tmp"])
         for inner, outer in ((HOME, self.work_dir), *((str(d), d) for d in self.shared_dirs)):
             ensure_parents(inner)
             cmd.extend(["--bind", str(outer), inner])
+        if stage_from is not None:
+            target = f"{SUBMISSION}/{stage_name}" if stage_name else SUBMISSION
+            ensure_parents(target)
+            cmd.extend(["--ro-bind", str(stage_from), target])
         for hidden in _grader_code_paths(self.python_paths):
             cmd.extend(["--tmpfs", hidden])  # the grader's own package, if installed there
         cmd.extend(["--chdir", HOME, "--clearenv"])
         for k, v in env.items():
             cmd.extend(["--setenv", k, v])
-        # drop to an unprivileged user before anything of the student's runs
-        cmd += ["--", "setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *rlimits]
+        cmd.append("--")
+        if self.mode == "root":
+            # drop to an unprivileged user before anything of the student's runs; staging keeps one
+            # capability, to read the TA's files whatever their mode (it runs no student code)
+            caps = "+dac_read_search" if stage_from is not None else ""
+            cmd += ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+                    f"--inh-caps=-all{',' + caps if caps else ''}", f"--bounding-set=-all{',' + caps if caps else ''}"]
+            if caps:
+                cmd.append(f"--ambient-caps={caps}")
+            cmd += ["--no-new-privs", "--"]
+            if stage_from is None:  # no user namespaces for student code: a nested, unprivileged bubblewrap
+                cmd += [self.bwrap, "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
+                        "--gid", str(SANDBOX_UID), "--dev-bind", "/", "/", "--ro-bind", "/proc/sys", "/proc/sys",
+                        "--die-with-parent", "--"]
+        cmd += self._rlimits()
         cmd.extend(argv)
         return cmd, {"PATH": "/usr/bin:/bin"}
+
+    def stage(self, source: Path, *, single_file: bool, bounds: untrusted.Bounds) -> StageReport:
+        """Copy the submission at ``source`` (a folder, or one file) into the work folder, inside the sandbox."""
+        self.prepare()
+        if not self.available:  # no sandbox: the same bounded, link-refusing copy, done here
+            return _stage_here(Path(source), self.work_dir, single_file, bounds)
+        script = self.runtime_dir / "stage_files.py"
+        script.write_text(STAGE_SCRIPT.read_text())
+        argv = [sys.executable, "-I", "-S", str(script), SUBMISSION, HOME, str(bounds.max_entries),
+                str(bounds.max_bytes), str(bounds.max_depth)]
+        source = Path(source)
+        # bound through a descriptor opened without following links: what is bound is what intake looked at
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if single_file else os.O_DIRECTORY)
+        try:
+            fd = os.open(source, flags)
+        except OSError as e:
+            return StageReport(skipped=[[source.name, f"cannot be opened ({e.strerror or e})", False]])
+        try:
+            cmd, env = self.wrap(argv, {"LANG": "C.UTF-8"}, stage_from=Path(f"/proc/self/fd/{fd}"),
+                                 stage_name=source.name if single_file else None)
+            done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, pass_fds=(fd,),
+                                  timeout=STAGE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return StageReport(skipped=[[".", f"copying the submission took longer than {STAGE_TIMEOUT_S:.0f} s",
+                                         False]])
+        finally:
+            os.close(fd)
+        try:
+            report = json.loads(done.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+            skipped = [[str(rel)[:300], str(why)[:300], bool(special)] for rel, why, special in report["skipped"][:200]]
+            return StageReport(int(report["copied"]), int(report["bytes"]), skipped)
+        except (ValueError, IndexError, KeyError, TypeError):
+            tail = done.stderr.decode("utf-8", "replace")[-600:]
+            raise SandboxFailed(f"copying the submission into the sandbox failed (exit code {done.returncode}): "
+                                f"{tail}") from None
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(bytes, files and folders) in the work and capture folders, counted without following links
+        and without counting past the quota."""
+        total, entries = 0, 0
+        for d in (self.work_dir, *self.shared_dirs[1:]):
+            walk = untrusted.Walk(d, untrusted.Bounds(max_entries=self.limits.max_files_written + 1,
+                                                      max_bytes=2**62, max_depth=64))
+            for e in walk:
+                entries += 1
+                total += e.size
+        return total, entries
+
+    def over_quota(self) -> str | None:
+        """Why the run's files exceed the quota, in words; None while within it."""
+        used, entries = self.disk_usage()
+        if used > self.limits.disk_mb * 2**20:
+            return f"the notebook's files grew past the grader's disk quota of {self.limits.disk_mb} MB"
+        if entries > self.limits.max_files_written:
+            return f"the notebook created more than {self.limits.max_files_written} files and folders"
+        return None
 
     def cleanup(self):
         for cg in self.cgroups:
@@ -151,21 +311,56 @@ class Sandbox:
         return False
 
 
-def unavailable_reason() -> str | None:
-    """Why notebooks cannot run isolated on this machine, in words; None when they can."""
-    if not (sys.platform.startswith("linux") and bwrap_path()):
-        return ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code runs with your own "
-                "permissions, network and files. Install it (apt-get install bubblewrap) before grading "
-                "others' work.")
-    if os.geteuid() != 0:
-        return ("NO SANDBOX: the grader is not running as root, so it cannot drop student code to an "
-                "unprivileged user inside bubblewrap; student code runs with your permissions.")
-    return None
+class SandboxFailed(RuntimeError):
+    """The sandbox itself did not work (the grader's environment, not the student's code)."""
+
+
+def _stage_here(source: Path, dest: Path, single_file: bool, bounds: untrusted.Bounds) -> StageReport:
+    """Staging without a sandbox: the same rules (regular files only, never a link, bounded)."""
+    report = StageReport()
+    if single_file:
+        entries, base = [untrusted.Entry(source.name, "file", 0)], source.parent
+    else:
+        walk = untrusted.Walk(source, bounds, skip=lambda n: n.startswith(".") or n == "__MACOSX")
+        entries, base = list(walk), source
+        report.skipped += [[".", p, False] for p in walk.problems]
+    for e in entries:
+        target = dest / e.relative
+        if e.kind == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+        elif not e.is_file:
+            report.skipped.append([e.relative, e.kind, True])
+        else:
+            try:
+                untrusted.take_relative(base, e.relative, target, bounds.max_bytes - report.bytes)
+                report.copied += 1
+                report.bytes += target.stat().st_size
+            except (untrusted.Refused, OSError) as err:
+                report.skipped.append([e.relative, str(err), False])
+    return report
+
+
+def _tasks_of_uid(uid: int) -> int:
+    """Processes and threads the uid runs now (RLIMIT_NPROC counts them all)."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                continue
+    return count
 
 
 def _python_paths() -> list[str]:
-    """The Python installation and environment, read-only inside (the grader package masked)."""
-    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    """The Python installation and environment, read-only inside (the grader package masked): the prefixes,
+    and any package folder (site-packages, dist-packages) on ``sys.path`` outside them, such as one a
+    ``.pth`` file adds.  Never other folders of ``sys.path``: a checkout there holds reports and secrets."""
+    prefixes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    extra = {os.path.realpath(p) for p in sys.path
+             if p and os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages") and os.path.isdir(p)}
+    paths = prefixes | {p for p in extra if not any(p.startswith(q.rstrip("/") + "/") for q in prefixes)}
     return sorted(paths)
 
 

@@ -1,12 +1,15 @@
-"""Harvest: the models a notebook run left behind, made ready for evaluation.
+"""Harvest: the models a notebook run left behind, taken out of the sandbox.
 
 The capture hook in the kernel wrote ``capture-NNN.{keras,json,npz}`` for
 every ``fit`` and ``predict``; the notebook may also have saved models itself
-(``model.save('model.h5')``).  None of it is trusted: the metadata is read
-defensively (sizes, types, paths inside the capture folder), the data is
-loaded without pickle, and each model is later loaded by the evaluation
-worker exactly like a submitted file.  A student who tampers with any of it
-can only lose credit.
+(``model.save('model.h5')``).  Everything in those folders was written by
+student code, so it is *taken*, not trusted: each file is opened without
+following links, checked to be a regular file on the opened descriptor,
+bounded in size, and copied into a folder the grader owns (``taken``); only
+that copy is ever evaluated.  A capture's metadata is read defensively
+(sizes, types), its data is loaded without pickle and with the uncompressed
+size of every array bounded.  A student who tampers with any of it can only
+lose credit.
 
 ``identify_dataset`` says which of the spec's datasets a model was trained on,
 from the training data alone (the sheet's 200 points of [0, 1] are the 1-D
@@ -14,23 +17,29 @@ task; the circular, xor and ring generators are told apart by likelihood).
 """
 from __future__ import annotations
 
-import json
+import io
+import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..intake.formats import MODEL_FORMATS, sniff_format
+from .. import untrusted
+from ..intake.formats import MODEL_FORMATS, parse_json, sniff_format
 from ..spec import Assignment, import_reference
 
 MAX_META_BYTES = 64 * 1024
-MAX_DATA_BYTES = 16 * 2**20
+MAX_DATA_BYTES = 16 * 2**20          # a capture's .npz as written
+MAX_DATA_UNCOMPRESSED = 64 * 2**20   # ... and what its arrays may hold once decompressed
+MAX_MODEL_BYTES = 64 * 2**20         # a captured or saved model (the course's are a few KB)
 MAX_CAPTURES = 200
+SAVED_MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
 @dataclass
 class Capture:
-    model_path: Path
+    model_path: Path  # the grader's own copy
     event: str  # "fit" or "predict"
     cell: int | None
     index: int
@@ -38,7 +47,6 @@ class Capture:
     x: np.ndarray | None = None
     y: np.ndarray | None = None
     dataset: str | None = None
-    meta_name: str = ""
 
     def label(self, notebook: str) -> str:
         where = f"cell {self.cell}" if self.cell else "a cell"
@@ -55,54 +63,85 @@ class Capture:
         return {"dataset": self.dataset, "x": self.x, "y": y.ravel().astype(np.float64)}
 
 
-def _load_arrays(path: Path):
-    if not path.is_file() or path.stat().st_size > MAX_DATA_BYTES:
-        return None, None
+def load_arrays(data: bytes):
+    """(x, y) from an ``.npz``'s bytes, or (None, None) when damaged, forged or too large once decompressed."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            x = np.asarray(data["x"], dtype=np.float64) if "x" in data.files else None
-            y = np.asarray(data["y"], dtype=np.float64) if "y" in data.files else None
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            if sum(max(i.file_size, 0) for i in z.infolist()) > MAX_DATA_UNCOMPRESSED:
+                return None, None  # a small file that decompresses to gigabytes
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            x = np.asarray(arrays["x"], dtype=np.float64) if "x" in arrays.files else None
+            y = np.asarray(arrays["y"], dtype=np.float64) if "y" in arrays.files else None
             return x, y
     except Exception:  # a damaged or forged file: no data, nothing more
         return None, None
 
 
-def read_capture(meta_path: Path) -> Capture | None:
-    """One capture written by the hook, or None when it is missing, damaged or forged."""
-    root = meta_path.parent.resolve()
+def take_capture(capture_dir: Path, meta_name: str, taken: Path) -> Capture | None:
+    """One capture written by the hook, its model copied into ``taken``; None when its metadata is missing
+    or damaged (nothing to grade).  Raises ``untrusted.Refused`` when its model file is not a regular file
+    (a link or a pipe put in its place): the caller says so in the report."""
     try:
-        if meta_path.stat().st_size > MAX_META_BYTES:
+        dir_fd = untrusted.open_tree(capture_dir)
+    except OSError:
+        return None
+    try:
+        try:
+            meta = parse_json(untrusted.read_bytes(meta_name, MAX_META_BYTES, dir_fd))
+        except (untrusted.Refused, ValueError):
             return None
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict):
-        return None
-    stem = meta_path.with_suffix("")
-    model_path = stem.with_suffix(".keras")
-    if not model_path.is_file() or model_path.resolve().parent != root:
-        return None
-    x, y = _load_arrays(stem.with_suffix(".npz"))
+        if not isinstance(meta, dict):
+            return None
+        stem = meta_name[: -len(".json")]
+        taken.mkdir(parents=True, exist_ok=True)
+        try:
+            model_path = untrusted.take(stem + ".keras", taken / (stem + ".keras"), MAX_MODEL_BYTES, dir_fd)
+        except OSError as e:
+            raise untrusted.Refused(f"it could not be copied ({e.strerror or e})") from None
+        try:
+            x, y = load_arrays(untrusted.read_bytes(stem + ".npz", MAX_DATA_BYTES, dir_fd))
+        except untrusted.Refused:
+            x, y = None, None
+    finally:
+        os.close(dir_fd)
     settings = {k: meta.get(k) for k in ("epochs", "batch_size", "loss", "optimizer", "learning_rate")
                 if isinstance(meta.get(k), (int, float, str)) and not isinstance(meta.get(k), bool)}
     index = meta.get("index") if isinstance(meta.get("index"), int) else 0
     event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
-    return Capture(model_path, event, None, index, settings, x, y, meta_name=meta_path.name)
+    return Capture(model_path, event, None, index, settings, x, y)
 
 
-def saved_models(work_dir: Path, before: dict[str, float]) -> list[Path]:
-    """Model files the notebook wrote (new or changed) in its work directory."""
+def snapshot(work_dir: Path, bounds: untrusted.Bounds) -> dict[str, tuple[int, int]]:
+    """The files of a work folder (relative path -> (size, mtime in ns)), walked without following links."""
+    out = {}
+    for e in untrusted.Walk(work_dir, bounds):
+        if e.is_file:
+            try:
+                st = os.stat(work_dir / e.relative, follow_symlinks=False)
+                out[e.relative] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                continue
+    return out
+
+
+def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bounds) -> list[tuple[str, Path]]:
+    """Model files the notebook wrote (new or changed) in its work folder, as (relative path, the grader's
+    copy).  Only names that say "model" (.h5, .hdf5, .keras) are looked at, and only regular files whose
+    bytes are a model format are kept."""
     found = []
-    for path in sorted(work_dir.rglob("*")):
-        if path.is_symlink() or not path.is_file() or any(p.startswith(".") for p in path.relative_to(work_dir).parts):
+    now = snapshot(work_dir, bounds)
+    for rel, state in sorted(now.items()):
+        if before.get(rel) == state or not rel.lower().endswith(SAVED_MODEL_SUFFIXES):
             continue
-        rel = path.relative_to(work_dir).as_posix()
-        if before.get(rel) == path.stat().st_mtime:
+        if any(part.startswith(".") for part in rel.split("/")):
             continue
+        dest = taken / "saved" / rel.replace("/", "__")
+        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if sniff_format(path) in MODEL_FORMATS:
-                found.append(path)
-        except OSError:
+            untrusted.take_relative(work_dir, rel, dest, MAX_MODEL_BYTES)
+            if sniff_format(dest) in MODEL_FORMATS:
+                found.append((rel, dest))
+        except (untrusted.Refused, OSError):
             continue
     return found
 

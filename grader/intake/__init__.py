@@ -5,14 +5,22 @@ it, at any depth) or files named ``<student-id>...`` directly in
 ``SUBMISSIONS`` (``alice.h5``, ``alice_1c.h5``, ``alice-task2a.keras``), which
 are grouped by student id.  Formats are told by bytes (``formats``); a task is
 suggested by a file name that names it (``1e.h5``, ``task_2c.keras``).
+
+A submission is untrusted: folders are walked with ``untrusted.Walk`` (no link
+is ever followed, bounded in files, bytes and depth by the spec's
+``[intake]``), and a link, pipe, socket or device is listed with a message,
+never opened.  Every file keeps the trusted folder it was found in (``base``)
+and its path below it, so later readers open it without following links.
 """
 from __future__ import annotations
 
+import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import untrusted
 from ..errors import EmptySubmission, SubmissionError, UnreadableFile
 from . import formats
 from .formats import FORMAT_NAMES, MODEL_FORMATS, sniff_format
@@ -22,15 +30,32 @@ IGNORED_NAMES = {"__MACOSX", ".ipynb_checkpoints", "__pycache__", ".DS_Store", "
 
 @dataclass
 class SubmittedFile:
-    path: Path
+    base: Path  # the trusted folder it was found in (the student's folder, or the submissions folder)
+    relative: str  # its path below ``base`` (posix); every folder on the way is the student's
     format: str
     task_hint: str | None = None  # a task id the file name names
-    relative: str = ""
     role: str = "submission"  # or "preprocessing": the input-scaling file of the model of task_hint
+
+    @property
+    def path(self) -> Path:
+        """Where it is, for showing and for binding into the sandbox; never opened through this path."""
+        return self.base / self.relative
+
+    @property
+    def name(self) -> str:
+        return self.relative.rsplit("/", 1)[-1]
 
     @property
     def is_model(self) -> bool:
         return self.format in MODEL_FORMATS
+
+    def read(self, limit: int) -> bytes:
+        """Its bytes (at most ``limit``), opened without following any link on the way."""
+        return untrusted.read_relative(self.base, self.relative, limit)
+
+    def take(self, dest: Path, limit: int) -> Path:
+        """Copy it into ``dest`` (a file in a folder the grader owns) without following any link."""
+        return untrusted.take_relative(self.base, self.relative, dest, limit)
 
 
 @dataclass
@@ -148,55 +173,76 @@ class TaskNamer:
         return stem
 
 
-def _visible(path: Path) -> bool:
-    return not (path.name.startswith(".") or path.name in IGNORED_NAMES)
+def _visible(name: str) -> bool:
+    return not (name.startswith(".") or name in IGNORED_NAMES)
 
 
-def _sniff(path: Path, problems: list, shown: str):
+def _bounds(assignment) -> untrusted.Bounds:
+    i = assignment.intake
+    return untrusted.Bounds(max_entries=i.max_files, max_bytes=i.max_megabytes * 2**20, max_depth=i.max_depth)
+
+
+def _sniff(base: Path, relative: str, problems: list) -> str | None:
+    """The format of ``base/relative``, or None (with a message in ``problems``) when it cannot be read."""
     try:
-        return sniff_format(path)
-    except PermissionError:
-        problems.append(UnreadableFile(f"{shown}: the file cannot be read (permission denied).",
-                                       hint="Upload it again; if you are the TA, check its permissions."))
+        root_fd = untrusted.open_tree(base)
     except OSError as e:
-        problems.append(UnreadableFile(f"{shown}: the file cannot be read ({e.strerror or e})."))
+        problems.append(UnreadableFile(f"{relative}: its folder cannot be read ({e.strerror or e})."))
+        return None
+    try:
+        fd, name = untrusted.open_relative(root_fd, relative)
+        try:
+            return sniff_format(Path(name), dir_fd=fd)
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+    except untrusted.Refused as e:
+        problems.append(UnreadableFile(f"{relative}: {e}; it was skipped.",
+                                       hint="Submit the file itself (a notebook, script or model), not a link "
+                                            "or a special file."))
+    except Exception as e:  # a parser meeting hostile bytes: this file's problem, never the batch's
+        problems.append(UnreadableFile(f"{relative}: the file could not be read ({type(e).__name__})."))
+    finally:
+        os.close(root_fd)
     return None
 
 
-def _special(path: Path) -> str | None:
-    """Why ``path`` is not a regular file or folder (a FIFO would hang a reader), or None."""
+def _lstat_kind(path: Path) -> str:
+    """``file``, ``dir`` or the words for anything else (a link is never followed)."""
     try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "a broken link (it points to nothing)"
+        mode = path.lstat().st_mode
     except OSError as e:
         return f"not readable ({e.strerror or e})"
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return "not a regular file (a pipe, socket or device)"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return untrusted.kind_of(mode)
 
 
-def _walk(folder: Path, problems: list, base: Path):
-    """Files below ``folder``, SavedModel folders as single entries."""
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError as e:
-        problems.append(UnreadableFile(f"{folder.relative_to(base.parent)}/: the folder cannot be read "
-                                       f"({e.strerror or e})."))
-        return
-    for entry in entries:
-        if not _visible(entry):
+def _collect_folder(sub: Submission, folder: Path, namer: TaskNamer, assignment) -> None:
+    """Every file of a student's folder, at any depth; SavedModel folders as single entries."""
+    walk = untrusted.Walk(folder, _bounds(assignment), skip=lambda name: not _visible(name))
+    entries = list(walk)
+    saved_models = {e.relative.rsplit("/", 1)[0] for e in entries
+                    if e.is_file and e.relative.endswith("/saved_model.pb")}
+    for e in entries:
+        inside = next((d for d in saved_models if e.relative == d or e.relative.startswith(d + "/")), None)
+        if inside is not None:
+            if e.relative == inside:
+                sub.files.append(SubmittedFile(folder, e.relative, formats.SAVEDMODEL,
+                                               namer.task_for(Path(e.relative).name)))
             continue
-        why = _special(entry)
-        if why:
-            problems.append(UnreadableFile(f"{entry.relative_to(base).as_posix()}: {why}; it was skipped."))
-        elif entry.is_dir():
-            if (entry / "saved_model.pb").is_file():
-                yield entry
-            else:
-                yield from _walk(entry, problems, base)
-        else:
-            yield entry
+        if e.kind == "dir":
+            continue
+        if not e.is_file:
+            sub.problems.append(UnreadableFile(f"{e.relative}: {e.kind}; it was skipped.",
+                                               hint="Submit the file itself, not a link or a special file."))
+            continue
+        _add(sub, folder, e.relative, namer)
+    for problem in walk.problems:
+        sub.problems.append(UnreadableFile(f"{folder.name}/: {problem}.",
+                                           hint="Submit only your notebook, scripts and model files."))
 
 
 def collect(submissions_dir, assignment) -> Students:
@@ -206,44 +252,47 @@ def collect(submissions_dir, assignment) -> Students:
     pattern = NamingPattern(assignment) if assignment.intake.pattern else None
     students: dict[str, Submission] = {}
     unrecognised: list[str] = []
-    for entry in sorted(root.iterdir()):
-        if pattern is not None and _visible(entry) and not entry.is_dir():
-            found = pattern.match(entry.name)
+    top = untrusted.Walk(root, untrusted.Bounds(max_entries=100_000, max_bytes=2**62, max_depth=1))
+    for e in top:  # the class folder itself: its entries, never followed, no deeper than one level
+        name = e.relative
+        entry = root / name
+        if not _visible(name):
+            continue
+        kind = "file" if e.is_file else e.kind
+        if pattern is not None and kind != "dir":
+            found = pattern.match(name)
             if found is None:
-                unrecognised.append(entry.name)
+                unrecognised.append(name)
                 continue
-            sid, task, kind, warning = found
+            sid, task, kind_, warning = found
             sub = students.setdefault(sid, Submission(sid, root=None))
             if warning:
                 sub.warnings.append(warning)
-            why = _special(entry)  # never open a pipe or a dangling link
-            if why:
-                sub.problems.append(UnreadableFile(f"{entry.name}: {why}; it was skipped."))
+            if kind != "file":  # never open a pipe, a device or a link
+                sub.problems.append(UnreadableFile(f"{name}: {kind}; it was skipped."))
                 continue
-            fmt = _sniff(entry, sub.problems, entry.name)
+            fmt = _sniff(root, name, sub.problems)
             if fmt is not None:
-                sub.files.append(SubmittedFile(entry, fmt, task, entry.name,
-                                               "preprocessing" if kind == "preprocessing" else "submission"))
+                sub.files.append(SubmittedFile(root, name, fmt, task,
+                                               "preprocessing" if kind_ == "preprocessing" else "submission"))
             continue
-        if not _visible(entry):
-            continue
-        why = _special(entry)
-        if why:
-            sid = namer.split_student(entry.name)
-            students.setdefault(sid, Submission(sid)).problems.append(
-                UnreadableFile(f"{entry.name}: {why}; it was skipped."))
-        elif entry.is_dir() and not (entry / "saved_model.pb").is_file():
-            sub = students.setdefault(entry.name, Submission(entry.name, root=entry))
-            for path in _walk(entry, sub.problems, entry):
-                _add(sub, path, path.relative_to(entry).as_posix(), namer)
+        if kind == "dir" and not _lstat_kind(entry / "saved_model.pb") == "file":
+            sub = students.setdefault(name, Submission(name, root=entry))
+            _collect_folder(sub, entry, namer, assignment)
             if not sub.files and not sub.problems:
                 sub.problems.append(EmptySubmission(
-                    f"The folder {entry.name}/ is empty: nothing was submitted.",
+                    f"The folder {name}/ is empty: nothing was submitted.",
                     hint="Submit your notebook and/or saved model files."))
+            continue
+        sid = namer.split_student(name)
+        sub = students.setdefault(sid, Submission(sid, root=None))
+        if kind == "dir":
+            sub.files.append(SubmittedFile(root, name, formats.SAVEDMODEL, namer.task_for(name)))
+        elif kind != "file":
+            sub.problems.append(UnreadableFile(f"{name}: {kind}; it was skipped.",
+                                               hint="Submit the file itself, not a link or a special file."))
         else:
-            sid = namer.split_student(entry.name)
-            sub = students.setdefault(sid, Submission(sid, root=None))
-            _add(sub, entry, entry.name, namer)
+            _add(sub, root, name, namer)
     return Students((students[k] for k in sorted(students)), unrecognised)
 
 
@@ -251,25 +300,30 @@ def collect_one(path, assignment, student_id: str) -> Submission:
     """One student's submission from a single file or a folder (every file in it, at any depth)."""
     path = Path(path)
     namer = TaskNamer(assignment)
-    sub = Submission(student_id, root=path if path.is_dir() else None)
-    why = _special(path) if _visible(path) else "hidden or a system file"
-    if why:
-        sub.problems.append(UnreadableFile(f"{path.name}: {why}; it was skipped."))
-    elif path.is_dir() and not (path / "saved_model.pb").is_file():
-        for p in _walk(path, sub.problems, path):
-            _add(sub, p, p.relative_to(path).as_posix(), namer)
+    kind = _lstat_kind(path)
+    sub = Submission(student_id, root=path if kind == "dir" else None)
+    if not _visible(path.name) and path.name not in ("", "."):
+        sub.problems.append(UnreadableFile(f"{path.name}: hidden or a system file; it was skipped."))
+    elif kind == "dir" and _lstat_kind(path / "saved_model.pb") == "file":
+        sub.files.append(SubmittedFile(path.parent, path.name, formats.SAVEDMODEL, namer.task_for(path.name)))
+    elif kind == "dir":
+        _collect_folder(sub, path, namer, assignment)
+    elif kind == "file":
+        _add(sub, path.parent, path.name, namer)
     else:
-        _add(sub, path, path.name, namer)
+        sub.problems.append(UnreadableFile(f"{path.name}: {kind}; it was skipped."))
     return sub
 
 
-def _add(sub: Submission, path: Path, shown: str, namer: TaskNamer):
-    fmt = _sniff(path, sub.problems, shown)
+def _add(sub: Submission, base: Path, relative: str, namer: TaskNamer):
+    fmt = _sniff(base, relative, sub.problems)
     if fmt is None:
         return
-    task = namer.task_for(path.name)
-    role = "preprocessing" if task and path.suffix.lower() in namer.companion_suffixes.get(task, ()) else "submission"
-    sub.files.append(SubmittedFile(path, fmt, task, shown, role))
+    name = relative.rsplit("/", 1)[-1]
+    task = namer.task_for(name)
+    role = "preprocessing" if task and Path(name).suffix.lower() in namer.companion_suffixes.get(task, ()) \
+        else "submission"
+    sub.files.append(SubmittedFile(base, relative, fmt, task, role))
 
 
 __all__ = ["NamingPattern", "Students", "collect", "collect_one", "Submission", "SubmittedFile", "TaskNamer", "FORMAT_NAMES", "formats"]

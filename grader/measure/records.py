@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..score.results import FileResult
-
 
 @dataclass
 class Source:
@@ -23,7 +21,7 @@ class Measurements:
     """Everything measured of one submission; scoring needs nothing else."""
 
     student_id: str
-    files: list[FileResult]  # outcomes known before scoring: notebooks run, unreadable or ignored files
+    files: list  # [score.results.FileResult]: notebooks run, unreadable or ignored files
     notes: list[str]
     notebooks: list[dict]
     errors_by_task: dict[str, str]
@@ -37,5 +35,7 @@ class Measurements:
 
     @classmethod
     def from_json(cls, d: dict) -> "Measurements":
+        from ..score.results import FileResult
+
         return cls(d["student_id"], [FileResult(**f) for f in d["files"]], list(d["notes"]), list(d["notebooks"]),
                    dict(d["errors_by_task"]), [(Source(**s), e) for s, e in d["evaluated"]])

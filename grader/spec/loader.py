@@ -332,6 +332,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             timeout_s=lt.get("timeout_s", float, default=limits.timeout_s, check=_positive, expect="seconds > 0"),
             max_parameters=lt.get("max_parameters", int, default=limits.max_parameters, check=_positive,
                                   expect="a positive whole number"),
+            max_layers=lt.get("max_layers", int, default=limits.max_layers, check=_positive,
+                              expect="a positive whole number"),
+            student_budget_s=lt.get("student_budget_s", float, default=limits.student_budget_s, check=_positive,
+                                    expect="seconds > 0"),
         )
         lt.done()
 
@@ -355,6 +359,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                              expect="at least 16"),
             max_output_kb=nt.get("max_output_kb", int, default=notebooks.max_output_kb, check=_positive,
                                  expect="a positive whole number"),
+            disk_mb=nt.get("disk_mb", int, default=notebooks.disk_mb, check=lambda m: m >= 16, expect="at least 16"),
+            max_files_written=nt.get("max_files_written", int, default=notebooks.max_files_written,
+                                     check=lambda n: n >= 100, expect="at least 100"),
+            tmp_mb=nt.get("tmp_mb", int, default=notebooks.tmp_mb, check=lambda m: m >= 16, expect="at least 16"),
             support_files=tuple(sorted(support.items())),
         )
         nt.done()
@@ -368,7 +376,14 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
         exts = it.get("model_extensions", list, default=[".h5"], expect="a list like ['.h5']")
         if not all(isinstance(e, str) and e.startswith(".") for e in exts):
             it.fail("model_extensions", f"expected a list like ['.h5'], got {exts!r}")
-        intake = Intake(pattern, tuple(e.lower() for e in exts))
+        default = Intake()
+        intake = Intake(pattern, tuple(e.lower() for e in exts),
+                        max_files=it.get("max_files", int, default=default.max_files, check=_positive,
+                                         expect="a positive whole number"),
+                        max_megabytes=it.get("max_megabytes", int, default=default.max_megabytes, check=_positive,
+                                             expect="a positive whole number"),
+                        max_depth=it.get("max_depth", int, default=default.max_depth, check=_positive,
+                                         expect="a positive whole number"))
         it.done()
 
     gt = top.table("grades", default=None)

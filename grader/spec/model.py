@@ -185,6 +185,8 @@ class EvaluationLimits:
     memory_mb: int = 4096
     timeout_s: float = 120.0
     max_parameters: int = 2_000_000
+    max_layers: int = 100            # a config of 10,000 layers is refused before Keras builds it
+    student_budget_s: float = 300.0  # all of one student's files together (each file: at most timeout_s)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,9 @@ class NotebookSettings:
     memory_mb: int = 4096
     processes: int = 256
     max_output_kb: int = 64
+    disk_mb: int = 512              # what a run may write in its work and capture folders together
+    max_files_written: int = 5000   # files and folders a run may create there
+    tmp_mb: int = 256               # the sandbox's private /tmp (a memory-backed tmpfs of this size)
     support_files: tuple = ()       # ((name in the work dir, file in the assignment folder), ...)
 
 
@@ -212,6 +217,9 @@ class Intake:
 
     pattern: str = ""
     model_extensions: tuple[str, ...] = (".h5",)
+    max_files: int = 500            # files taken from one student's submission (more: a message)
+    max_megabytes: int = 200        # bytes taken from one student's submission
+    max_depth: int = 8              # folder depth of a submission
 
     def file_name(self, student: str, task: str, ext: str = "") -> str:
         """The name the pattern asks for, e.g. ``bob-2.h5`` (the model extension when ``ext`` is empty)."""

@@ -15,6 +15,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from .. import untrusted
+
 
 def _sha(*parts) -> str:
     h = hashlib.sha256()
@@ -37,9 +39,9 @@ def submission_hash(submission) -> tuple[str, list[dict]]:
     files = []
     for f in sorted(submission.files, key=lambda f: f.relative):
         try:
-            digest, size = file_sha256(f.path), f.path.stat().st_size
-        except OSError as e:  # vanished or unreadable since intake: grading will say so
-            digest, size = f"unreadable:{e.errno}", -1
+            digest, size = untrusted.sha256_relative(f.base, f.relative)
+        except (OSError, untrusted.Refused) as e:  # vanished, replaced or unreadable since intake
+            digest, size = f"unreadable:{type(e).__name__}", -1
         files.append({"name": f.relative, "sha256": digest, "bytes": size})
     problems = sorted(p.explain() for p in submission.problems)
     return _sha(json.dumps(files, sort_keys=True), *problems), files
