@@ -9,27 +9,11 @@ def _grader_install_capture():
     import json
     import os
 
-    seed = os.environ.get("GRADER_SEED")
-    if seed is not None:  # reproducible runs: the same submission and secret train the same way
-        import random
-
-        random.seed(int(seed))
-        try:
-            import numpy
-
-            numpy.random.seed(int(seed))
-        except Exception:
-            pass
     out = os.environ.get("GRADER_CAPTURE_DIR")
     try:
         import keras
     except Exception:
         return
-    if seed is not None:
-        try:
-            keras.utils.set_random_seed(int(seed))  # Python, NumPy and the backend; a student's own call wins
-        except Exception:
-            pass
     if not out:
         return
     os.makedirs(out, exist_ok=True)
@@ -83,27 +67,74 @@ def _grader_install_capture():
             return args[i]
         return kwargs.get(name, default)
 
+    def plain(value, depth=0):
+        """A JSON-able copy of an optimizer or loss config (numbers, strings, small lists and dicts)."""
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            return value
+        if depth < 4 and isinstance(value, dict):
+            return {str(k): plain(v, depth + 1) for k, v in list(value.items())[:50]}
+        if depth < 4 and isinstance(value, (list, tuple)):
+            return [plain(v, depth + 1) for v in list(value)[:50]]
+        try:
+            return float(np.asarray(value))
+        except Exception:
+            return str(value)[:100]
+
     def describe_training(model, args, kwargs):
+        """The recipe of a fit: optimizer and its configuration, loss, epochs, batch size, shuffling."""
         opt = getattr(model, "optimizer", None)
         loss = getattr(model, "loss", None)
-        lr = None
+        lr = opt_config = loss_config = None
         try:
             lr = float(np.asarray(opt.learning_rate))
         except Exception:
             pass
+        try:
+            opt_config = plain(keras.optimizers.serialize(opt))
+        except Exception:
+            pass
+        try:
+            loss_config = loss if isinstance(loss, str) else plain(keras.losses.serialize(loss))
+        except Exception:
+            pass
         return {"epochs": arg(args, kwargs, 3, "epochs", 1), "batch_size": arg(args, kwargs, 2, "batch_size"),
+                "validation_split": arg(args, kwargs, 6, "validation_split", 0.0),
+                "shuffle": bool(arg(args, kwargs, 8, "shuffle", True)),
                 "loss": loss if isinstance(loss, str) else type(loss).__name__ if loss is not None else None,
-                "optimizer": type(opt).__name__ if opt is not None else None, "learning_rate": lr}
+                "optimizer": type(opt).__name__ if opt is not None else None, "learning_rate": lr,
+                "optimizer_config": opt_config, "loss_config": loss_config}
+
+    def weights_of(model):
+        try:
+            weights = model.get_weights()
+        except Exception:
+            return None
+        if not weights or sum(w.size for w in weights) > max_values * 10:
+            return None  # not built yet (fit will initialise it), or too large to keep a copy of
+        return [np.array(w, dtype=np.float64) for w in weights]
+
+    def change(before, model):
+        """How far fit moved the weights: |after - before| / |before| (None when unknown)."""
+        if before is None:
+            return None
+        after = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
+        if len(after) != len(before):
+            return None
+        moved = sum(float(np.sum((a - b) ** 2)) for a, b in zip(after, before))
+        size = sum(float(np.sum(b ** 2)) for b in before)
+        return float(np.sqrt(moved) / max(np.sqrt(size), 1e-12))
 
     original_fit = keras.Model.fit
     original_predict = keras.Model.predict
 
     @functools.wraps(original_fit)
     def fit(self, *args, **kwargs):
+        before = weights_of(self)
         history = original_fit(self, *args, **kwargs)
         try:
-            capture(self, "fit", arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "y"),
-                    describe_training(self, args, kwargs))
+            settings = describe_training(self, args, kwargs)
+            settings["weight_change"] = change(before, self)
+            capture(self, "fit", arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "y"), settings)
         except Exception:
             pass
         return history

@@ -114,8 +114,7 @@ class NotebookRunner:
         if self.capture_dir is not None:
             env["GRADER_CAPTURE_DIR"] = str(self.capture_dir)
         if self.seed is not None:
-            env["PYTHONHASHSEED"] = str(self.seed % 2**32)
-            env["GRADER_SEED"] = str(self.seed % 2**32)
+            env["PYTHONHASHSEED"] = str(self.seed % 2**31)
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
@@ -139,6 +138,7 @@ class NotebookRunner:
         start = time.monotonic()
         try:
             await self._start_kernel(client)
+            await self._seed(client)
             try:
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code" or not cell.source.strip():
@@ -263,6 +263,23 @@ class NotebookRunner:
         result.kernel_restarts += 1
         await km.restart_kernel(now=True)
         await client.kc.wait_for_ready(timeout=180)
+        await self._seed(client)
+
+    async def _seed(self, client):
+        """Seed Python, NumPy and Keras in the kernel right before the (next) cell runs: seeding at start-up
+        is not enough, because the kernel's own start draws from Python's random in a time-dependent way.
+        A student's own ``set_random_seed`` later on still wins."""
+        if self.seed is None:
+            return
+        seed = self.seed % 2**31  # Keras takes seeds below 2**31
+        code = (f"import random as _g_random, numpy as _g_np\n_g_random.seed({seed})\n_g_np.random.seed({seed})\n"
+                "try:\n    import keras as _g_keras\n    _g_keras.utils.set_random_seed({seed})\n    del _g_keras\n"
+                "except Exception:\n    pass\nfinally:\n    del _g_random, _g_np\n").replace("{seed}", str(seed))
+        try:
+            msg_id = client.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+            await client.async_wait_for_reply(msg_id)
+        except Exception:  # a kernel that cannot even take this will fail its first cell, which says so
+            pass
 
 
 def _kill_group(pid: int | None) -> None:

@@ -53,6 +53,12 @@ class Capture:
         what = "trained by model.fit" if self.event == "fit" else "used by model.predict"
         return f"{notebook}, {where}: model {what} (capture {self.index})"
 
+    def provenance(self) -> dict:
+        """How the notebook made this model, as the capture says (forgeable: it only ever costs credit)."""
+        keep = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_change")
+        return {"made_by": self.event, **{k: self.settings[k] for k in keep if k in self.settings},
+                "samples": int(len(self.x)) if self.x is not None else None}
+
     def training(self) -> dict | None:
         """Training data for the evaluation worker (class labels as numbers)."""
         if self.event != "fit" or self.x is None or self.y is None or self.dataset is None:
@@ -104,8 +110,13 @@ def take_capture(capture_dir: Path, meta_name: str, taken: Path) -> Capture | No
             x, y = None, None
     finally:
         os.close(dir_fd)
-    settings = {k: meta.get(k) for k in ("epochs", "batch_size", "loss", "optimizer", "learning_rate")
+    settings = {k: meta.get(k) for k in ("epochs", "batch_size", "loss", "optimizer", "learning_rate",
+                                         "weight_change", "validation_split")
                 if isinstance(meta.get(k), (int, float, str)) and not isinstance(meta.get(k), bool)}
+    settings.update({k: meta[k] for k in ("optimizer_config", "loss_config")
+                     if isinstance(meta.get(k), (dict, str))})
+    if isinstance(meta.get("shuffle"), bool):
+        settings["shuffle"] = meta["shuffle"]
     index = meta.get("index") if isinstance(meta.get("index"), int) else 0
     event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
     return Capture(model_path, event, None, index, settings, x, y)

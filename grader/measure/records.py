@@ -14,6 +14,7 @@ class Source:
     dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it
     training: dict | None = None
     preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
+    provenance: dict | None = None  # how it was made: {"made_by": "fit" | "predict" | "file" | "saved", ...}
 
 
 @dataclass

@@ -61,8 +61,10 @@ class _Budget:
                 hint="Submit only the models the tasks ask for.")
         t0 = time.monotonic()
         try:
-            return evaluator.evaluate(path, source.training, source.preprocessing,
-                                      timeout=min(self.per_file, left)), None
+            evaluation = evaluator.evaluate(path, source.training, source.preprocessing,
+                                            timeout=min(self.per_file, left))
+            evaluation["provenance"] = source.provenance  # scoring reads it (was this model trained?)
+            return evaluation, None
         except SubmissionError as e:
             return None, e
         finally:
@@ -116,7 +118,8 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                     except untrusted.Refused as e:
                         file_error(f, UnreadableFile(f"{f.relative}: {e}; it was not graded."))
                         continue
-                    submit(Source(f.relative, f.format, f.task_hint, preprocessing=pre), path)
+                    submit(Source(f.relative, f.format, f.task_hint, preprocessing=pre,
+                                  provenance={"made_by": "file"}), path)
                 elif f.format in (NOTEBOOK, SCRIPT):
                     first = len(pending)
 
@@ -126,8 +129,8 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                 future.cancel() or future.exception()
                             del pending[first:]
                             return
-                        submit(Source(cap.label(nb_name), KERAS_ZIP, None, cap.dataset, cap.training()),
-                               cap.model_path)
+                        submit(Source(cap.label(nb_name), KERAS_ZIP, None, cap.dataset, cap.training(),
+                                      provenance=cap.provenance()), cap.model_path)
 
                     try:
                         with execute_notebook(assignment, f, submission.root, progress=progress,
@@ -143,7 +146,8 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                                     f"{summary['models_captured']} model(s) captured"))
                             for rel, path in ex.saved:
                                 submit(Source(f"{rel} (saved by {f.relative})", _model_format(path),
-                                              namer.task_for(Path(rel).name)), path)
+                                              namer.task_for(Path(rel).name), provenance={"made_by": "saved"}),
+                                       path)
                             for _, future in pending[first:]:
                                 future.exception()  # wait: the models live in the run's scratch folder
                     except SubmissionError as e:

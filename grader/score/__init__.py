@@ -124,6 +124,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         else:
             tasks.append(_missing(task, assignment, measured.student_id))
 
+    notes += _unverified_training(assignment, tasks, evaluated)
     max_score = assignment.max_score
     total = math.fsum(t.score for t in tasks)
     score = round(min(total, max_score), 2)
@@ -132,6 +133,16 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
     grade = assignment.grades.letter(100 * score / max_score) if assignment.grades and max_score else None
     return StudentResult(measured.student_id, score, max_score, tasks, files, notes, list(measured.notebooks),
                          grade=grade)
+
+
+def _unverified_training(assignment, tasks: list[TaskResult], evaluated) -> list[str]:
+    """A note when tasks that ask for training were credited from saved files, which hold no record of it."""
+    files = {s.name for s, e in evaluated if (e.get("provenance") or {}).get("made_by") in ("file", "saved")}
+    ids = [t.id for t in tasks if t.source in files and t.score > 0 and assignment.task(t.id).training == "fit"]
+    if not ids:
+        return []
+    return [f"Task(s) {', '.join(ids)} were graded from saved model files, which carry no record of how they were "
+            "made: the grader could not verify that these models were trained, and graded them as submitted."]
 
 
 def _choose(options: list[tuple[TaskResult, bool]]) -> TaskResult:

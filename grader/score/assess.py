@@ -151,6 +151,12 @@ def assess(task: Task, evaluation: dict) -> Assessment:
         if a.metric_fraction < 1 and task.hint:
             say(task.hint)
 
+    refusal = training_refusal(task, evaluation.get("provenance"))
+    if refusal and a.metric_fraction > 0:
+        a.metric_fraction = 0.0
+        a.metrics["training_refused"] = 1.0
+        say(refusal)
+
     if a.architecture_ok:
         say("The architecture matches the task.")
     else:
@@ -171,6 +177,31 @@ def assess(task: Task, evaluation: dict) -> Assessment:
         fraction = (1 - c.weight) * fraction + c.weight * earned
     a.fraction = round(fraction, 6)
     return a
+
+
+#: a fit whose weights moved less than this (relative) did not train the model
+MIN_WEIGHT_CHANGE = 1e-4
+
+
+def training_refusal(task: Task, provenance: dict | None) -> str | None:
+    """Why a model from a notebook earns no metric credit for a task that asks for training, in one
+    sentence; None when it may (or when nothing is known: a submitted file is graded as submitted)."""
+    if task.training != "fit" or not provenance or provenance.get("made_by") not in ("fit", "predict"):
+        return None
+    if provenance["made_by"] == "predict":
+        return (f"No credit for the {METRIC_LABELS[task.metric]}: this model was never trained in the notebook "
+                f"(it was only used by predict), and task {task.id} asks for a network trained by model.fit; "
+                "setting weights by hand is the exercise of 1b only.")
+    lr = provenance.get("learning_rate")
+    if isinstance(lr, (int, float)) and lr <= 0:
+        return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted with a learning rate of "
+                f"{lr:g}, which cannot change its weights: train it with a positive learning rate.")
+    moved = provenance.get("weight_change")
+    if isinstance(moved, (int, float)) and moved < MIN_WEIGHT_CHANGE:
+        return (f"No credit for the {METRIC_LABELS[task.metric]}: model.fit left the model's weights as they "
+                "were, so its results are not the work of training: train it (a positive learning rate, "
+                "enough epochs).")
+    return None
 
 
 def _judge_on_curve(task: Task, metric: str, value: float, metrics: dict, a: Assessment, say) -> None:

@@ -68,6 +68,9 @@ class _Table:
             self.fail(unknown[0], "unknown key (a typo?)")
 
 
+TRAINING = ("fit", "hand_set", "any")
+
+
 def _positive(v):
     return v > 0
 
@@ -230,6 +233,8 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     weight = t.get("architecture_weight", float, default=0.2, check=_fraction, expect="a number from 0 to 1")
     partial_credit = t.get("partial_credit", float, default=0.5, check=_fraction, expect="a number from 0 to 1")
     reference = _ref(t.path, root, t._field("reference"), t.get("reference", str))
+    training = t.get("training", str, default="any", check=lambda v: v in TRAINING,
+                     expect=" or ".join(repr(v) for v in TRAINING))
 
     curve = None
     ct = t.table("curve", default=None)
@@ -292,7 +297,7 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
                 reference=reference, partial_credit=partial_credit, calibration=rules,
                 fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
                 reference_seed=int(seed) if seed is not None else None, curve=curve, conciseness=conciseness,
-                preprocessing=preprocessing)
+                preprocessing=preprocessing, training=training)
 
 
 def _read_toml(path: Path) -> dict:

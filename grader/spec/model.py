@@ -170,6 +170,9 @@ class Task:
     curve: Curve | None = None  # metric -> fraction of the metric's points, instead of thresholds
     conciseness: Conciseness | None = None
     preprocessing: Preprocessing | None = None
+    # how a notebook must have made the model to earn metric credit: "fit" (trained by model.fit, with a
+    # positive learning rate, its weights moved), "hand_set" (weights set by hand; any capture) or "any"
+    training: str = "any"
 
     @property
     def higher_is_better(self) -> bool:

@@ -1,0 +1,98 @@
+"""A grade measures the student's work: the same every time, and impossible without the work."""
+import shutil
+
+import pytest
+
+from conftest import grade_one, task_of
+from grader.execute.sandbox import bwrap_path
+
+needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
+
+#: the sheet's 2a, as a student writes it: no seed anywhere
+SHEET_2A = """# %%
+import numpy as np
+from tensorflow.keras.models import Sequential
+from tensorflow.keras.layers import Dense
+from tensorflow.keras.utils import to_categorical
+from tools import *
+
+# %%
+X, y = gen_simple_circular_distribution(200)
+model = Sequential()
+model.add(Dense(units=4, activation='relu', input_dim=2))
+model.add(Dense(units=4, activation='relu'))
+model.add(Dense(units=2, activation='softmax'))
+model.compile(loss='categorical_crossentropy', optimizer='sgd')
+model.fit(X, to_categorical(y), epochs=250, batch_size=32, verbose=0)
+"""
+
+#: task 1c without the work: three hand-set ReLUs doing the fit, 147 dead ones, one predict
+HAND_SET_1C = """# %%
+import numpy as np
+import keras
+x = np.linspace(0, 1, 200)
+model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(150, activation='relu'),
+                          keras.layers.Dense(1, activation='linear')])
+kernel, bias = np.zeros((1, 150)), np.full(150, -1.0)
+kernel[0, :3], bias[:3] = [0.5, 1.75, 1.25], [-0.05, -1.05, -1.0]
+out = np.zeros((150, 1)); out[:3, 0] = [1, -1, 1]
+model.layers[0].set_weights([kernel, bias]); model.layers[1].set_weights([out, np.zeros(1)])
+y_pred = model.predict(x, verbose=0)
+"""
+
+#: task 2c without the work: an untrained network "fitted" with a learning rate of 0 on 30 points chosen
+#: because it already classifies them
+LR0_2C = """# %%
+import numpy as np
+import keras
+from tools import gen_simple_circular_distribution
+keras.utils.set_random_seed(3)
+model = keras.Sequential([keras.Input((2,))] + [keras.layers.Dense(6, activation='relu') for _ in range(3)]
+                         + [keras.layers.Dense(2, activation='softmax')])
+X, y = gen_simple_circular_distribution(400, scale=2)
+right = np.argmax(np.asarray(model(X)), axis=1) == y  # calling the model: nothing is captured
+keep = np.concatenate([np.flatnonzero(right & (y == 0))[:10], np.flatnonzero(right & (y == 1))[:20]])
+model.compile(loss='categorical_crossentropy', optimizer=keras.optimizers.SGD(learning_rate=0.0))
+model.fit(X[keep], keras.utils.to_categorical(y[keep], 2), epochs=5, verbose=0)
+"""
+
+
+def _student(tmp_path, name, text):
+    folder = tmp_path / name / "s"
+    folder.mkdir(parents=True)
+    (folder / "work.py").write_text(text)
+    return tmp_path / name
+
+
+@needs_sandbox
+def test_the_same_notebook_and_secret_give_the_same_grade(assignment, evaluator, tmp_path):
+    first = grade_one(assignment, evaluator, _student(tmp_path, "one", SHEET_2A))
+    second = grade_one(assignment, evaluator, _student(tmp_path, "two", SHEET_2A))
+    a, b = task_of(first, "2a"), task_of(second, "2a")
+    assert a.source and "capture" in a.source
+    assert (a.score, a.status, a.metrics) == (b.score, b.status, b.metrics)
+
+
+@needs_sandbox
+def test_hand_set_weights_earn_no_credit_for_a_trained_task(assignment, evaluator, tmp_path):
+    t = task_of(grade_one(assignment, evaluator, _student(tmp_path, "h", HAND_SET_1C)), "1c")
+    assert t.metrics["mse"] < 1e-6  # the exploit does fit the function...
+    assert "never trained in the notebook" in t.message  # ...and earns only the architecture's share
+    assert t.score == pytest.approx(10 * 0.2) and t.status == "partial"
+
+
+@needs_sandbox
+def test_a_learning_rate_of_zero_earns_no_credit(assignment, evaluator, tmp_path):
+    t = task_of(grade_one(assignment, evaluator, _student(tmp_path, "z", LR0_2C)), "2c")
+    assert "learning rate of 0" in t.message
+    assert t.metrics.get("training_refused") == 1.0
+    assert t.score == pytest.approx(t.max_score * assignment.task("2c").architecture_weight)  # architecture only
+
+
+def test_a_saved_file_is_graded_as_submitted_and_the_report_says_so(assignment, evaluator, tmp_path, model_dir):
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    shutil.copy(model_dir / "2a.h5", folder / "2a.h5")
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    assert task_of(result, "2a").status == "passed"
+    assert any("could not verify that these models were trained" in n for n in result.notes)
