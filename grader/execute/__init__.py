@@ -14,6 +14,7 @@ removed on every failure on the way).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -86,9 +87,17 @@ def read_notebook(file) -> nbformat.NotebookNode:
                                  hint="Download it again from Jupyter/Colab (File > Download > .ipynb).") from None
 
 
-def _excerpt(source: str, lines: int = 8) -> str:
+def _excerpt(source: str, traceback: str = "", context: int = 3) -> str:
+    """The failing line of a cell with a few lines around it (marked ``->``), from the traceback's
+    ``Cell In[n], line k``; the cell's first lines when the traceback does not say."""
     rows = source.splitlines()
-    return "\n".join(rows[:lines]) + ("\n..." if len(rows) > lines else "")
+    found = re.findall(r"Cell In\[\d+\], line (\d+)", traceback)
+    if not found or not 1 <= int(found[-1]) <= len(rows):
+        return "\n".join(rows[:2 * context + 2]) + ("\n..." if len(rows) > 2 * context + 2 else "")
+    at = int(found[-1]) - 1
+    lo, hi = max(0, at - context), min(len(rows), at + context + 1)
+    shown = [f"{'->' if i == at else '  '} {i + 1:>3} {rows[i]}" for i in range(lo, hi)]
+    return "\n".join((["   ..."] if lo else []) + shown + (["   ..."] if hi < len(rows) else []))
 
 
 def _limits(settings) -> Limits:
@@ -209,5 +218,5 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                          "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
                                                          cell_limit=assignment.notebooks.cell_timeout_s,
                                                          memory_exhausted=result.memory_exhausted),
-                         "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source)})
+                         "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source, cell.traceback)})
     return Execution(file.relative, result, captures, saved, notes, failures, taken)

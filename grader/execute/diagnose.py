@@ -72,13 +72,21 @@ def explain(cell: CellRun, *, memory_mb: int = 4096, cell_limit: float = 600.0,
     return f"The cell raised {cell.error_name}: {cell.error_value[:200]}"
 
 
+#: failures only the JAX backend has (so a TensorFlow re-run may succeed): JAX's own error types, and code
+#: that treats a JAX array or tracer as a TensorFlow tensor.  Never the bare word "jax", which is in the
+#: traceback of almost every Keras error on this backend.
+JAX_ONLY = re.compile(
+    r"\b(TracerArrayConversionError|ConcretizationTypeError|TracerBoolConversionError|TracerIntegerConversionError"
+    r"|UnexpectedTracerError|NonConcreteBooleanIndexError)\b"
+    r"|'(ArrayImpl|Array|[A-Za-z]*Tracer)' object has no attribute"
+    r"|object has no attribute 'numpy'")
+
+
 def backend_explains(cells: list[CellRun]) -> str | None:
     """The first failure that the JAX backend explains (so a TensorFlow re-run may succeed), or None."""
     for cell in cells:
         if cell.status == "error":
             text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}"
-            if re.search(r"TracerArrayConversionError|ConcretizationTypeError|jax|"
-                         r"'(ArrayImpl|Array|Tracer)' object has no attribute|object has no attribute 'numpy'",
-                         text):
+            if JAX_ONLY.search(text):
                 return f"{cell.error_name}: {cell.error_value[:160]}"
     return None

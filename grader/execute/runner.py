@@ -25,7 +25,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from ..errors import KernelStartFailed
 from .kernel import SandboxedKernelManager, configure
-from .sandbox import Sandbox
+from .sandbox import HOME, Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
 WATCHDOG_GRACE_S = 10.0
@@ -77,10 +77,24 @@ class CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
+def _host_paths() -> list[tuple[str, str]]:
+    """(host folder, what a student is shown instead), longest first: the Python installation and the
+    sandbox's work folder never appear in a student's traceback."""
+    import sys
+    import sysconfig
+
+    pairs = {sysconfig.get_paths()["purelib"]: "<site-packages>", sysconfig.get_paths()["stdlib"]: "<python>",
+             os.path.realpath(sys.prefix): "<python>", os.path.realpath(sys.base_prefix): "<python>",
+             HOME + "/": ""}
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
 def _short_traceback(lines: list[str], keep: int = 12) -> str:
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines))
+    for host, shown in _host_paths():
+        text = text.replace(host, shown)
     rows = text.splitlines()
     return "\n".join(rows[-keep:]) if len(rows) > keep else text
 

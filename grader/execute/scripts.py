@@ -1,6 +1,13 @@
-"""`.py` scripts with `# %%` cell markers, read as notebooks."""
+"""`.py` scripts read as notebooks: `# %%` cells as written, or a plain script split into cells.
+
+A plain script (no cell markers, as many students hand in ``tut6_q1.py``) is
+split at its top-level statements, a cell at each blank line between them, so
+that one failing line does not lose the tasks after it; a script that does not
+parse is split at its blank lines.
+"""
 from __future__ import annotations
 
+import ast
 import re
 
 import nbformat
@@ -8,28 +15,56 @@ import nbformat
 MARKER = re.compile(r"^# ?%%(?P<rest>.*)$")
 
 
-def script_to_notebook(text: str):
-    """Split a percent-format script into cells (``# %% [markdown]`` cells become markdown)."""
-    cells, kind, lines = [], "code", []
-
-    def flush():
-        body = "\n".join(lines).strip("\n")
-        if body.strip():
-            if kind == "markdown":
-                body = "\n".join(re.sub(r"^# ?", "", line) for line in body.splitlines())
-                cells.append(nbformat.v4.new_markdown_cell(body))
-            else:
-                cells.append(nbformat.v4.new_code_cell(body))
-
-    for line in text.splitlines():
-        m = MARKER.match(line)
-        if m:
-            flush()
-            lines = []
-            kind = "markdown" if "[markdown]" in m.group("rest") else "code"
-        else:
-            lines.append(line)
-    flush()
+def _notebook(cells) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
+
+
+def script_to_notebook(text: str):
+    """A notebook of ``text``: percent-format cells (``# %% [markdown]`` cells become markdown) when it has
+    cell markers, else ``plain_cells``."""
+    lines = text.splitlines()
+    if not any(MARKER.match(line) for line in lines):
+        return _notebook([nbformat.v4.new_code_cell(c) for c in plain_cells(text)])
+    cells, kind, body = [], "code", []
+
+    def flush():
+        block = "\n".join(body).strip("\n")
+        if block.strip():
+            if kind == "markdown":
+                block = "\n".join(re.sub(r"^# ?", "", line) for line in block.splitlines())
+                cells.append(nbformat.v4.new_markdown_cell(block))
+            else:
+                cells.append(nbformat.v4.new_code_cell(block))
+
+    for line in lines:
+        m = MARKER.match(line)
+        if m:
+            flush()
+            body = []
+            kind = "markdown" if "[markdown]" in m.group("rest") else "code"
+        else:
+            body.append(line)
+    flush()
+    return _notebook(cells)
+
+
+def plain_cells(text: str) -> list[str]:
+    """The cells of a script without markers: runs of top-level statements, broken at blank lines."""
+    lines = text.splitlines()
+    try:
+        statements = ast.parse(text).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return [b for b in re.split(r"\n\s*\n", text) if b.strip()]  # let the kernel say what is wrong
+    if not statements:
+        return []
+    cells, start = [], 0  # start: the first line of the cell being built
+    for prev, stmt in zip(statements, statements[1:]):
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])]) - 1
+        blank = [i for i in range(prev.end_lineno, first) if not lines[i].strip()]
+        if blank:  # cut after the last blank line, so the comments just above a statement go with it
+            cells.append("\n".join(lines[start:blank[-1] + 1]))
+            start = blank[-1] + 1
+    cells.append("\n".join(lines[start:]))
+    return [c.strip("\n") for c in cells if c.strip()]

@@ -34,7 +34,8 @@ class SubmittedFile:
     relative: str  # its path below ``base`` (posix); every folder on the way is the student's
     format: str
     task_hint: str | None = None  # a task id the file name names
-    role: str = "submission"  # or "preprocessing": the input-scaling file of the model of task_hint
+    role: str = "submission"  # or "preprocessing" (the input-scaling file of task_hint's model), or
+    #                           "imported" (a .py module the student's own notebook or script imports)
 
     @property
     def path(self) -> Path:
@@ -243,6 +244,33 @@ def _collect_folder(sub: Submission, folder: Path, namer: TaskNamer, assignment)
     for problem in walk.problems:
         sub.problems.append(UnreadableFile(f"{folder.name}/: {problem}.",
                                            hint="Submit only your notebook, scripts and model files."))
+    _mark_imported(sub)
+
+
+def _code_of(f: SubmittedFile) -> str:
+    """The Python source of a notebook (its code cells) or a script, read as untrusted bytes; '' if unreadable."""
+    try:
+        data = f.read(formats.MAX_NOTEBOOK_BYTES)
+        if f.format == formats.SCRIPT:
+            return data.decode("utf-8", errors="replace")
+        cells = formats.parse_json(data).get("cells", [])
+        return "\n".join("".join(c["source"]) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+                         for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
+    except Exception:  # a damaged file is reported when it is run
+        return ""
+
+
+def _mark_imported(sub: Submission) -> None:
+    """A script that another of the student's notebooks or scripts imports is a helper module: it is given to
+    the notebook, not run on its own."""
+    code = [f for f in sub.files if f.format in (formats.NOTEBOOK, formats.SCRIPT)]
+    if len(code) < 2:
+        return
+    imports = {id(f): formats.imported_modules(_code_of(f)) for f in code}
+    for f in code:
+        stem = Path(f.name).stem
+        if f.format == formats.SCRIPT and any(stem in imports[id(g)] for g in code if g is not f):
+            f.role = "imported"
 
 
 def collect(submissions_dir, assignment) -> Students:

@@ -1,8 +1,10 @@
 """Telling file formats apart by their bytes, never by their names."""
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -25,7 +27,7 @@ FORMAT_NAMES = {
     KERAS_ZIP: "a Keras v3 (.keras) zip model",
     SAVEDMODEL: "a TensorFlow SavedModel folder",
     NOTEBOOK: "a Jupyter notebook",
-    SCRIPT: "a Python script with # %% cells",
+    SCRIPT: "a Python script",
     EMPTY: "an empty file",
     UNKNOWN: "not a format the grader knows",
 }
@@ -86,11 +88,21 @@ def sniff_format(path: Path, dir_fd: int | None = None) -> str:
         if isinstance(doc, dict) and "cells" in doc and "nbformat" in doc:
             return NOTEBOOK
         return UNKNOWN
-    if path.suffix == ".py":
-        try:
-            body = untrusted.read_bytes(name, MAX_NOTEBOOK_BYTES, dir_fd)
-        except untrusted.Refused:
-            return UNKNOWN
-        if b"# %%" in body or b"#%%" in body:
-            return SCRIPT
+    if path.suffix == ".py":  # with `# %%` cells or without: both are run (``execute.scripts``)
+        return SCRIPT
     return UNKNOWN
+
+
+def imported_modules(source: str) -> set[str]:
+    """The top-level module names ``source`` imports (``import tools``, ``from helpers import f``)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", source, re.MULTILINE))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names

@@ -120,6 +120,10 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                         continue
                     submit(Source(f.relative, f.format, f.task_hint, preprocessing=pre,
                                   provenance={"made_by": "file"}), path)
+                elif f.role == "imported":
+                    files.append(FileResult(f.relative, f.format, "imported", None,
+                                            "a module your own notebook or script imports: given to it, not run "
+                                            "on its own"))
                 elif f.format in (NOTEBOOK, SCRIPT):
                     first = len(pending)
 
