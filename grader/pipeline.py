@@ -29,7 +29,7 @@ from .evaluate import dataset_seeds, resolve_secret
 from .execute.sandbox import unavailable_reason
 from .intake import collect
 from .intake.formats import NOTEBOOK, SCRIPT
-from .report import Reporter
+from .report import Reporter, atomic_write
 from .measure import Measurements
 from .score import attach_plots, score_student
 from .score.results import StudentResult, TaskResult
@@ -39,6 +39,7 @@ from .textsafe import terminal
 
 log = logging.getLogger("grader")
 LOG_NAME = "grader.log"  # in the output folder: internal errors with their tracebacks
+REPORT_BUILD_FILE = ".report-build"  # the report code the pages were drawn with (a change re-draws them)
 
 MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap: a model that claims huge layers "
                       "is still refused by the parameter budget, but not stopped by the cap.")
@@ -118,6 +119,13 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
             gradebook.close()
 
 
+def _read_small(path: Path) -> str | None:
+    try:
+        return path.read_text()[:200]
+    except OSError:
+        return None
+
+
 def _log_to(path: Path) -> logging.Handler:
     """Send the grader's log (internal errors with tracebacks) to ``path``, readable by its owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -195,6 +203,8 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                                 error=counts["error"])
 
             by_id = {p.submission.student_id: p for p in plans}
+            report_build = keys.code_hash(keys.REPORTING_CODE)
+            stale_pages = _read_small(out_dir / REPORT_BUILD_FILE) != report_build
             unchanged = {r["id"]: r for r in gradebook.results(
                 assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
             for plan in plans:  # what needs no running first: it is instant
@@ -202,8 +212,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                 if plan.action == "cached":
                     result = StudentResult.from_json(unchanged[sid])
                     reporter.add(result, render=False)
-                    page = reporter.page_path(sid)
-                    if not page.exists():
+                    if stale_pages or not reporter.page_path(sid).exists():
                         measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
                         reporter.add(attach_plots(result, measured))
                     counts["cached"] += 1
@@ -247,6 +256,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                 raise
     reporter.write_json()
     reporter.write_index()
+    atomic_write(out_dir / REPORT_BUILD_FILE, keys.code_hash(keys.REPORTING_CODE))
     return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         time.monotonic() - started, gradebook.where)
 

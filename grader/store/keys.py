@@ -5,7 +5,8 @@ what is measured (datasets, limits, notebook settings, task names, the
 assignment's Python files), the held-out seeds and the grader build.  The
 same key means the stored measurements are still right.
 ``score_key``: the measure key plus the spec's points and thresholds
-(``assignment.toml``, ``calibration.toml``).  The same key means the stored
+(``assignment.toml``, ``calibration.toml``) and the scoring code.  Report code
+is in neither: a changed template re-renders pages (``REPORTING_CODE``).  The same key means the stored
 result is still right; a new score key alone means re-scoring, not re-running.
 """
 from __future__ import annotations
@@ -47,18 +48,36 @@ def submission_hash(submission) -> tuple[str, list[dict]]:
     return _sha(json.dumps(files, sort_keys=True), *problems), files
 
 
-@lru_cache(maxsize=1)
+#: the grader's code that changes what is measured (reading, running, taking, evaluating): a change re-measures
+MEASURING_CODE = ("intake", "execute", "harvest", "evaluate", "measure", "spec", "keras_io.py", "untrusted.py",
+                  "errors.py")
+#: the code that turns measurements into points: a change re-scores from the stored measurements
+SCORING_CODE = ("score",)
+#: the code that draws the pages: a change re-renders them, nothing more
+REPORTING_CODE = ("report",)
+
+
+@lru_cache(maxsize=None)
+def code_hash(parts: tuple[str, ...]) -> str:
+    """A hash of the grader's own source files under ``parts`` (packages or modules of ``grader``)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for part in parts:
+        base = root / part
+        paths = sorted(base.rglob("*")) if base.is_dir() else [base]
+        for path in paths:
+            if path.suffix in (".py", ".j2", ".css") and "__pycache__" not in path.parts:
+                h.update(path.relative_to(root).as_posix().encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def build_id() -> str:
-    """The grader's version and a hash of its own code: a changed grader re-grades."""
+    """The grader's version and a hash of its measuring code: a change there measures again; a change to
+    the report templates or the exports does not."""
     from .. import __version__
 
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(__version__.encode())
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".j2", ".css") and "__pycache__" not in path.parts:
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return f"{__version__}+{h.hexdigest()[:12]}"
+    return f"{__version__}+{code_hash(MEASURING_CODE)}"
 
 
 def _assignment_files(assignment) -> list[bytes]:
@@ -81,7 +100,7 @@ def measure_fingerprint(assignment, seeds: dict[str, int]) -> str:
 
 
 def score_fingerprint(assignment) -> str:
-    parts = [Path(assignment.spec_path).read_bytes()]
+    parts = [Path(assignment.spec_path).read_bytes(), code_hash(SCORING_CODE)]
     if assignment.calibration_path and Path(assignment.calibration_path).exists():
         parts.append(Path(assignment.calibration_path).read_bytes())
     return _sha(*parts)
