@@ -24,8 +24,9 @@ def main():
 @click.argument("submissions", type=click.Path(path_type=Path))
 @click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
               help="The assignment folder (reference/<assignment>/) holding assignment.toml.")
-@click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
-              help="Output folder for results.json, the HTML reports, the gradebook and the secret.")
+@click.option("--out", "-o", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Output folder for results.json, the HTML reports, the gradebook and the secret  "
+                   "[default: reports/<assignment id>]")
 @click.option("--workers", "-j", type=click.IntRange(1, 256), default=None,
               help="Students graded in parallel, each in its own worker process  [default: the machine's cores]")
 @click.option("--scheduler", metavar="ADDRESS", default=None,
@@ -50,9 +51,10 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
     Exits 0 when the batch finished, whatever the grades; 2 when the grader
     itself could not run.
     """
-    from .pipeline import grade_batch
+    from .api import default_out_dir, grade_batch
 
     try:
+        out_dir = out_dir or default_out_dir(assignment_dir)
         summary = grade_batch(submissions, assignment_dir, out_dir, console=console, workers=workers,
                               scheduler=scheduler, force=force, db_url=db_url, wait=wait,
                               allow_unsandboxed=allow_unsandboxed)
@@ -72,15 +74,15 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
 @main.command()
 @click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
               help="The assignment folder (reference/<assignment>/).")
-@click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
-              help="The output folder of an earlier `grader grade`.")
+@click.option("--out", "-o", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="The output folder of an earlier `grader grade`  [default: reports/<assignment id>]")
 @click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB", help="Gradebook database URL.")
 def report(assignment_dir: Path, out_dir: Path, db_url):
     """Re-render the HTML reports and results.json from the gradebook, without grading anything."""
-    from .pipeline import render_reports
+    from .api import default_out_dir, render_reports
 
     try:
-        summary = render_reports(assignment_dir, out_dir, db_url=db_url)
+        summary = render_reports(assignment_dir, out_dir or default_out_dir(assignment_dir), db_url=db_url)
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
@@ -90,58 +92,38 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
 
 @main.command()
 @click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
-              help="The output folder of an earlier `grader grade` (where its gradebook is).")
+              help="The output folder of an earlier `grader grade`, or the folder above it (reports/ holds "
+                   "reports/<assignment>/).")
 @click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB", help="Gradebook database URL.")
-@click.option("--assignment-id", default=None, help="Which assignment in the gradebook  [default: the only one]")
+@click.option("--assignment-id", default=None, help="Which assignment  [default: the only one]")
 @click.option("--to", "to_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write  [default: OUT/export]")
+              help="Where to write  [default: the gradebook's folder/export]")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "gradescope", "junit", "markdown"]),
               help="Which exports (repeatable)  [default: all]")
 def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
     """Write grades.csv, Gradescope results.json files, junit.xml and summary.md from the gradebook."""
-    from .errors import GradebookError
-    from .export import FORMATS
-    from .export import export as run
-    from .store import DEFAULT_NAME, Gradebook
+    from .api import export_gradebook
 
     try:
-        if db_url is None and not (out_dir / DEFAULT_NAME).exists():
-            raise GradebookError(f"no gradebook in {out_dir} (expected {out_dir / DEFAULT_NAME}); run "
-                                 "`grader grade` first, or give --out or --db.")
-        gradebook = Gradebook(db_url, out_dir)
-        ids = gradebook.assignment_ids()
-        if assignment_id is None:
-            if len(ids) != 1:
-                raise GradebookError(f"the gradebook holds {len(ids)} assignments ({', '.join(ids) or 'none'}); "
-                                     "choose one with --assignment-id.")
-            assignment_id = ids[0]
-        elif assignment_id not in ids:
-            raise GradebookError(f"the gradebook has no assignment {assignment_id!r} (it has: "
-                                 f"{', '.join(ids) or 'none'}).")
-        written = run(gradebook, assignment_id, to_dir or out_dir / "export", formats or FORMATS)
-        gradebook.close()
+        written = export_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id, to_dir=to_dir,
+                                   formats=formats)
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     for path in written:
         if path.name != "results.json":
-            console.print(f"wrote {path}")
+            console.print(f"wrote {terminal(str(path))}")
     n = sum(p.name == "results.json" for p in written)
     if n:
         folder = next(p for p in written if p.name == "results.json").parent.parent
         console.print(f"wrote {n} Gradescope results.json file(s) under {terminal(str(folder))}")
 
 
-def _default_assignment() -> Path | None:
-    """The only assignment under ./reference, if there is exactly one."""
-    found = sorted(p.parent for p in Path("reference").glob("*/assignment.toml"))
-    return found[0] if len(found) == 1 else None
-
-
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--assignment", "-a", "assignment_dir", type=click.Path(path_type=Path), default=None,
-              help="The assignment folder  [default: the only one under ./reference]")
+              help="The assignment folder or student kit  [default: $GRADER_ASSIGNMENT, a kit beside your work, "
+                   "the only one under ./grader-kit or ./reference]")
 @click.option("--out", "-o", "out_dir", default=Path("grader-check"), show_default=True,
               type=click.Path(path_type=Path), help="Where to write the HTML feedback page.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
@@ -159,11 +141,10 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
     """
     from .check import check as run
 
-    assignment_dir = assignment_dir or _default_assignment()
-    if assignment_dir is None:
-        console.print("[bold red]error:[/] which assignment? Give it with --assignment reference/<assignment>.")
-        sys.exit(2)
+    from .api import find_assignment
+
     try:
+        assignment_dir = assignment_dir or find_assignment(path)
         outcome = run(path, assignment_dir, console, out_dir=out_dir, name=name)
         if junit_path or summary_path:
             from .export import junit_xml, markdown_summary
@@ -208,6 +189,25 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks):
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     console.print(f"Thresholds written to [bold]{out}[/]")
+
+
+@main.command()
+@click.argument("assignment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write the kit  [default: grader-kit/<assignment id>]")
+def kit(assignment_dir: Path, out_dir):
+    """Build the student kit of an assignment: the spec, its public thresholds and data generators, no
+    reference solution.  Students run `grader check` with it."""
+    from .api import KIT_FOLDER, build_kit
+    from .spec import load_assignment
+
+    try:
+        out = build_kit(assignment_dir, out_dir or KIT_FOLDER / load_assignment(assignment_dir).id)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
+    console.print(f"wrote the kit to [bold]{terminal(str(out))}[/]: hand out this folder; students run "
+                  f"`grader check <their notebook> -a {terminal(str(out))}`.")
 
 
 @main.command()

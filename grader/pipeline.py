@@ -34,7 +34,7 @@ from .measure import Measurements
 from .score import attach_plots, score_student
 from .score.results import StudentResult, TaskResult
 from .spec import load_assignment
-from .store import Gradebook, OutputLock, keys
+from .store import DEFAULT_NAME, Gradebook, OutputLock, keys
 from .textsafe import terminal
 
 log = logging.getLogger("grader")
@@ -287,6 +287,9 @@ def render_reports(assignment_dir, out_dir, *, db_url: str | None = None, wait: 
     started = time.monotonic()
     assignment = load_assignment(assignment_dir)
     out_dir = Path(out_dir)
+    if db_url is None and not (out_dir / DEFAULT_NAME).is_file():  # asked to read: create nothing
+        raise FatalError(f"no gradebook in {out_dir} (expected {out_dir / DEFAULT_NAME}); run `grader grade` first, "
+                         "or give the --out it wrote to.")
     with OutputLock(out_dir, wait=wait):
         gradebook = Gradebook(db_url, out_dir)
         try:

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..errors import SpecError
 from .model import (
     ANY, METRICS, METRICS_FOR_KIND, Architecture, Assignment, Conciseness, Curve, Dataset, EvaluationLimits,
-    GradeBands, Intake, LayerPattern, NotebookSettings, Preprocessing, Task, ThresholdRule, Thresholds,
+    GradeBands, Intake, LayerPattern, MissRate, NotebookSettings, Preprocessing, Retraining, Task, ThresholdRule,
+    Thresholds,
 )
 from .tables import TableError, read_labelled_csv
 
@@ -79,12 +80,13 @@ def _fraction(v):
     return 0 <= v <= 1
 
 
-def _ref(path, root, where, value):
-    """Check a ``module:function`` reference to the assignment's own code."""
+def _ref(path, root, where, value, *, must_exist: bool = True):
+    """Check a ``module:function`` reference to the assignment's own code.  ``must_exist=False`` for the
+    reference solution, which a student's kit does not have (only ``calibrate`` and the demo need it)."""
     if not isinstance(value, str) or value.count(":") != 1:
         raise SpecError(path, where, f"expected 'module:function', got {value!r}")
     module = value.split(":")[0]
-    if not (root / f"{module}.py").is_file():
+    if must_exist and not (root / f"{module}.py").is_file():
         raise SpecError(path, where, f"no file {module}.py in {root}")
     return value
 
@@ -188,6 +190,26 @@ def _heldout_file(t: _Table, root: Path, spec: str, label_column, has_generator:
     return path, ""
 
 
+def _retraining(t: _Table | None) -> Retraining:
+    """``[evaluation.retraining]``: how recipes that missed a pass threshold are re-trained (defaults when absent)."""
+    d = Retraining()
+    if t is None:
+        return d
+    r = Retraining(
+        backend=t.get("backend", str, default=d.backend, check=lambda b: b in ("tensorflow", "jax"),
+                      expect="'tensorflow' or 'jax'"),
+        epochs_factor=t.get("epochs_factor", float, default=d.epochs_factor, check=lambda f: f >= 1,
+                            expect="a number of at least 1"),
+        max_per_student=t.get("max_per_student", int, default=d.max_per_student, check=lambda n: n >= 0,
+                              expect="a whole number of at least 0"),
+        budget_s=t.get("budget_s", float, default=d.budget_s, check=_positive, expect="seconds > 0"),
+        false_fail_bound=t.get("false_fail_bound", float, default=d.false_fail_bound, check=lambda b: 0 < b < 1,
+                               expect="a probability between 0 and 1"),
+    )
+    t.done()
+    return r
+
+
 def _curve(t: _Table, key: str, value) -> Curve:
     ok = (isinstance(value, list) and len(value) >= 2 and
           all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -232,9 +254,10 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
         t.fail("architecture.output", "the output layer needs a number of units")
     weight = t.get("architecture_weight", float, default=0.2, check=_fraction, expect="a number from 0 to 1")
     partial_credit = t.get("partial_credit", float, default=0.5, check=_fraction, expect="a number from 0 to 1")
-    reference = _ref(t.path, root, t._field("reference"), t.get("reference", str))
+    reference = _ref(t.path, root, t._field("reference"), t.get("reference", str), must_exist=False)
     training = t.get("training", str, default="any", check=lambda v: v in TRAINING,
                      expect=" or ".join(repr(v) for v in TRAINING))
+    epochs = t.get("epochs", int, default=None, check=_positive, expect="a positive whole number")
 
     curve = None
     ct = t.table("curve", default=None)
@@ -285,7 +308,7 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
             typical = recorded[m].get("median")
             thresholds[m] = Thresholds(float(recorded[m]["pass"]), float(recorded[m]["partial"]),
                                        f"calibration ({cal_path.name}, {len(recorded[m].get('runs', []))} runs)",
-                                       float(typical) if typical is not None else None)
+                                       float(typical) if typical is not None else None, _miss_rate(recorded[m]))
     for m, th in thresholds.items():
         better = th.passing >= th.partial if METRICS[m] else th.passing <= th.partial
         if not better:
@@ -297,7 +320,16 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
                 reference=reference, partial_credit=partial_credit, calibration=rules,
                 fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
                 reference_seed=int(seed) if seed is not None else None, curve=curve, conciseness=conciseness,
-                preprocessing=preprocessing, training=training)
+                preprocessing=preprocessing, training=training, epochs=epochs)
+
+
+def _miss_rate(recorded: dict) -> MissRate | None:
+    """The miss rates ``grader calibrate`` wrote beside a metric's thresholds, when it did."""
+    keys = ("run_count", "missed_pass", "missed_partial", "p_miss_pass", "p_miss_partial", "retrainings")
+    if not all(isinstance(recorded.get(k), (int, float)) for k in keys):
+        return None
+    return MissRate(int(recorded["run_count"]), int(recorded["missed_pass"]), int(recorded["missed_partial"]),
+                    float(recorded["p_miss_pass"]), float(recorded["p_miss_partial"]), int(recorded["retrainings"]))
 
 
 def _read_toml(path: Path) -> dict:
@@ -341,6 +373,7 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                               expect="a positive whole number"),
             student_budget_s=lt.get("student_budget_s", float, default=limits.student_budget_s, check=_positive,
                                     expect="seconds > 0"),
+            retraining=_retraining(lt.table("retraining", default=None)),
         )
         lt.done()
 
@@ -442,6 +475,9 @@ def import_reference(assignment: Assignment, ref: str):
     ``solution``, ...) resolved from that folder, then those plain names are put back as they were:
     two assignments that both have a ``datasets.py`` never see each other's."""
     module_name, func = ref.split(":")
+    if not (assignment.root / f"{module_name}.py").is_file():
+        raise SpecError(assignment.spec_path, None, f"no file {module_name}.py in {assignment.root} (a student's "
+                        "kit has no reference solution: calibration and the demo need the full assignment folder)")
     unique = f"_grader_ref_{assignment.id}_{module_name}"
     module = sys.modules.get(unique)
     if module is None:
