@@ -1,6 +1,7 @@
 """The ``grader`` command line."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -225,6 +226,48 @@ def workflow(out_path):
     out_path.write_text(text, encoding="utf-8")
     console.print(f"wrote {out_path}: set ASSIGNMENT and GRADER_PACKAGE at its top, and add the repository "
                   "secret GRADER_SECRET.")
+
+
+@main.group()
+def gradescope():
+    """Gradescope's autograder: build the bundle a course uploads, or run it (inside Gradescope)."""
+
+
+@gradescope.command("build")
+@click.argument("assignment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", "out_zip", type=click.Path(path_type=Path), default=Path("autograder.zip"),
+              show_default=True, help="The zip to upload as the autograder configuration.")
+@click.option("--budget", "budget_s", type=click.FloatRange(60), default=540.0, show_default=True,
+              help="Seconds the grader may spend per submission (keep it under Gradescope's timeout).")
+def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
+    """Write the autograder zip: setup.sh, run_autograder, the assignment (no solution) and a new secret."""
+    from .gradescope import RECOMMENDED_MEMORY_GB, build_bundle
+
+    secret = os.environ.get("GRADER_SECRET")
+    try:
+        out = build_bundle(assignment_dir, out_zip, secret=secret, budget_s=budget_s)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
+    console.print(f"wrote {terminal(str(out))}: upload it as the autograder (Ubuntu base image); give the container "
+                  f"at least {RECOMMENDED_MEMORY_GB} GB of memory and a timeout above {budget_s:.0f} s. It holds "
+                  + ("the grading secret from GRADER_SECRET." if secret else "a new grading secret: keep the zip "
+                     "private (staff only)."))
+
+
+@gradescope.command("run")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/autograder"), show_default=True,
+              help="Gradescope's autograder folder (source/, submission/, results/).")
+def gradescope_run(root: Path):
+    """Grade root/submission into root/results/results.json (what run_autograder does)."""
+    from .gradescope import run_autograder
+
+    try:
+        path = run_autograder(root)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
+    console.print(f"wrote {terminal(str(path))}")
 
 
 if __name__ == "__main__":
