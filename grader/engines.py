@@ -23,7 +23,9 @@ import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import ClusterError, FatalError, WorkerCrashed
 
@@ -93,10 +95,20 @@ def measure_job(job: Job):
 # -- engines ----------------------------------------------------------------------
 
 
+class Engine(Protocol):
+    """Where students are measured.  ``run(jobs)`` yields ``(submission, (Measurements, memory_capped) or the
+    exception that ended that student)`` as results arrive, in any order; ``close()`` releases the workers;
+    ``description`` says where, in words, for the run's record."""
+
+    description: str
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[object, object]]: ...
+
+    def close(self) -> None: ...
+
+
 class InlineEngine:
     """Measures in this process, one student at a time (the Keras worker is still a separate process)."""
-
-    name = "inline"
 
     def __init__(self, assignment, seeds: dict, workers: int = 1):
         self.description = "1 worker (this process)"
@@ -119,8 +131,6 @@ class InlineEngine:
 
 class PoolEngine:
     """Measures in ``workers`` local processes (spawned: clean, no state of the parent)."""
-
-    name = "pool"
 
     def __init__(self, assignment, seeds: dict, workers: int):
         self.assignment, self.seeds, self.workers = assignment, tuple(sorted(seeds.items())), workers
@@ -176,8 +186,6 @@ class DaskEngine:
     """Measures on a Dask distributed cluster. Workers need grader installed, the submissions and the
     assignment folder at the same paths (a shared file system), and ``distributed.worker.daemon: false``."""
 
-    name = "dask"
-
     def __init__(self, assignment, seeds: dict, workers: int = 0, *, scheduler: str):
         try:
             from distributed import Client
@@ -213,7 +221,7 @@ class DaskEngine:
         self.client.close()
 
 
-def make_engine(assignment, seeds: dict, workers: int, scheduler: str | None, jobs_to_run: int):
+def make_engine(assignment, seeds: dict, workers: int, scheduler: str | None, jobs_to_run: int) -> Engine:
     if scheduler:
         return DaskEngine(assignment, seeds, scheduler=scheduler)
     if workers <= 1 or jobs_to_run <= 1:
