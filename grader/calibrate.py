@@ -1,29 +1,53 @@
-"""Calibration: thresholds from repeated runs of the reference implementation.
+"""Calibration: thresholds from repeated runs of the reference implementation, and their error rates.
 
 ``calibrate(folder, runs)`` trains every task's reference ``runs`` times with
 recorded seeds (on the JAX backend unless ``KERAS_BACKEND`` says otherwise),
 evaluates each trained model exactly as a student's is evaluated (saved to
 ``.h5``, loaded by the evaluation worker, measured on held-out data from a
 recorded calibration seed), and derives each threshold from the spec's rule:
-``statistic(runs) * factor + offset``.  The result, with every run's metric,
-the seeds and the reference seed the tests and demo use, goes to
-``calibration.toml`` next to the spec.
+``statistic(runs) * factor + offset``.
+
+Training is random, so a threshold has an error rate: some correct runs miss
+it.  For every metric, calibration counts the reference runs that miss the
+pass and the partial threshold and states an honest upper bound on a correct
+run's chance of missing each (one-sided Clopper-Pearson at
+``MISS_CONFIDENCE``): fewer runs give a larger bound, never a flattering one.
+For a metric whose recipes are re-trained (``Task.retrained``), it states K,
+the number of re-trainings after which a correct recipe has missed the pass
+threshold in all of them with probability at most the spec's
+``false_fail_bound`` (``K = ceil(log(bound) / log(p_miss))``), and refuses a
+rule for which that K is out of reach (more than ``max_per_student``, or
+every run missing).
+
+The result, with every run's metric, the seeds, the estimates and the
+reference seed the tests and demo use, goes to ``calibration.toml`` next to
+the spec (written by hand here as plain TOML; ``tomllib`` reads it back).
+``--task`` re-runs only some tasks: the others keep their runs, and their
+thresholds and estimates are derived again from those runs, each saying how
+many runs it rests on.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import statistics
 import tempfile
 from pathlib import Path
 
 from . import __version__
+from .errors import SpecError
 from .evaluate.heldout import dataset_seeds
 from .evaluate.worker import Evaluator
+from .score.assess import passes
 from .spec import import_reference, load_assignment
-from .spec.model import METRICS, ThresholdRule
+from .spec.model import ThresholdRule
 
 CALIBRATION_SECRET_PREFIX = "calibration"
+#: runs per task by default: enough for a miss rate of a few percent to show
+DEFAULT_RUNS = 30
+#: the confidence of the upper bounds on miss rates
+MISS_CONFIDENCE = 0.95
 
 
 def _statistic(values, name):
@@ -32,6 +56,91 @@ def _statistic(values, name):
 
 def derive(rule: ThresholdRule, values) -> float:
     return float(_statistic(values, rule.statistic) * rule.factor + rule.offset)
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return math.fsum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+def miss_upper_bound(missed: int, runs: int, confidence: float = MISS_CONFIDENCE) -> float:
+    """An upper bound on the chance of a miss, ``missed`` of ``runs`` having missed: the one-sided
+    Clopper-Pearson bound, the p at which seeing ``missed`` or fewer misses has probability
+    ``1 - confidence`` (bisection on the exact binomial distribution).  No run: 1."""
+    if runs <= 0 or missed >= runs:
+        return 1.0
+    alpha = 1.0 - confidence
+    lo, hi = missed / runs, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if _binomial_cdf(missed, runs, mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def retrainings_needed(p_miss: float, bound: float) -> int | None:
+    """K, the fewest re-trainings that a correct recipe all misses with probability ``p_miss ** K <= bound``;
+    None when no number will do (``p_miss`` of 1)."""
+    if p_miss >= 1.0:
+        return None
+    if p_miss <= 0.0:
+        return 1
+    return max(1, math.ceil(math.log(bound) / math.log(p_miss) - 1e-12))
+
+
+def summarise(task, metric: str, values: list[float], retraining) -> dict:
+    """A metric's calibration entry from its runs: thresholds, the runs' statistics, how many runs missed
+    each threshold, upper bounds on the miss rates and, for a re-trained metric, K and the chance that a
+    correct recipe fails all K re-trainings (``false_fail``; for a metric graded on one run, that run's)."""
+    pass_rule, partial_rule = task.calibration[metric]
+    passing, partial = derive(pass_rule, values), derive(partial_rule, values)
+    missed_pass = sum(not passes(metric, v, passing) for v in values)
+    missed_partial = sum(not passes(metric, v, partial) for v in values)
+    p_pass = miss_upper_bound(missed_pass, len(values))
+    k = 0
+    if task.retrained and metric == task.metric:
+        k = retrainings_needed(p_pass, retraining.false_fail_bound)
+        k = retraining.max_per_student + 1 if k is None else k  # out of reach: refused by check_bound
+    return {"pass": passing, "partial": partial, "run_count": len(values),
+            "missed_pass": missed_pass, "missed_partial": missed_partial,
+            "p_miss_pass": p_pass, "p_miss_partial": miss_upper_bound(missed_partial, len(values)),
+            "retrainings": k, "false_fail": p_pass ** max(k, 1),
+            "runs": values, "min": min(values), "median": float(statistics.median(values)), "max": max(values)}
+
+
+def task_entry(task, seeds: list[int], values: dict[str, list[float]], retraining) -> dict:
+    """A task's calibration entry: its seeds, every metric's ``summarise``, and the reference seed (the run
+    closest to the median among those that pass)."""
+    entry: dict = {"seeds": list(seeds)}
+    for m in task.calibration:
+        entry[m] = summarise(task, m, values[m], retraining)
+    primary = values[task.metric]
+    median = statistics.median(primary)
+    passing = [i for i, v in enumerate(primary) if passes(task.metric, v, entry[task.metric]["pass"])]
+    best = min(passing or range(len(primary)), key=lambda i: (abs(primary[i] - median), i))
+    entry["reference_seed"] = seeds[best]
+    return entry
+
+
+def check_bound(assignment, task, entry: dict) -> None:
+    """Refuse (a ``SpecError`` naming the task) a rule under which a correct recipe would fail all its
+    re-trainings more often than the spec's ``false_fail_bound`` allows."""
+    if not task.retrained:
+        return
+    r = assignment.limits.retraining
+    e = entry[task.metric]
+    index = next(i for i, t in enumerate(assignment.tasks) if t.id == task.id)
+    if e["retrainings"] > r.max_per_student or e["false_fail"] > r.false_fail_bound:
+        k = min(e["retrainings"], r.max_per_student)
+        raise SpecError(
+            assignment.spec_path, f"tasks[{index}] ({task.id}).calibration.{task.metric}.pass",
+            f"the reference itself misses this pass threshold in {e['missed_pass']} of {e['run_count']} runs "
+            f"(a miss rate of up to {e['p_miss_pass']:.3f}, {MISS_CONFIDENCE:.0%} upper bound); a correct recipe "
+            f"would fail all {k} re-trainings a student can get (max_per_student) with probability "
+            f"{e['p_miss_pass'] ** max(k, 1):.2g}, more than the bound of {r.false_fail_bound:g}: loosen the rule, "
+            "or calibrate with more runs")
 
 
 def _toml_value(v) -> str:
@@ -63,17 +172,21 @@ def _write(path: Path, header: list[str], meta: dict, tasks: dict) -> None:
     tmp.replace(path)
 
 
-def calibrate(folder, runs: int = 10, base_seed: int = 1000, tasks: list[str] | None = None,
+def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: list[str] | None = None,
               progress=None) -> Path:
+    """Run ``runs`` seeded reference runs of each chosen task (all, or ``tasks``), keep the other tasks' runs,
+    derive every threshold and estimate, refuse a rule whose error rate is out of bounds (nothing is written
+    then), and write ``calibration.toml``.  Returns its path."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     assignment = load_assignment(folder, require_thresholds=False)
+    retraining = assignment.limits.retraining
     secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
     seeds = [base_seed + i for i in range(runs)]
+    calibrated = [t for t in assignment.model_tasks() if t.reference and t.calibration]
     # tasks marked by a curve have no thresholds to calibrate
-    chosen = [t for t in assignment.model_tasks() if t.reference and t.calibration and (not tasks or t.id in tasks)]
+    chosen = [t for t in calibrated if not tasks or t.id in tasks]
+    chosen_ids = {t.id for t in chosen}
     if not chosen:
-        from .errors import SpecError
-
         raise SpecError(assignment.spec_path, None, "no task to calibrate: none has [calibration] rules"
                         + (f" among {', '.join(tasks)}" if tasks else "") + " (tasks marked by a curve need none)")
     previous = {}
@@ -81,7 +194,17 @@ def calibrate(folder, runs: int = 10, base_seed: int = 1000, tasks: list[str] | 
         import tomllib
 
         previous = tomllib.loads(assignment.calibration_path.read_text()).get("tasks", {})
-    results = {tid: entry for tid, entry in previous.items() if tasks and tid not in tasks}
+    results = {}
+    for task in calibrated:  # the tasks not run this time: derived again from their recorded runs
+        old = previous.get(task.id)
+        if task.id in chosen_ids or not old:
+            continue
+        recorded = {m: old.get(m, {}).get("runs") for m in task.calibration}
+        if all(isinstance(v, list) and v for v in recorded.values()) and isinstance(old.get("seeds"), list):
+            results[task.id] = task_entry(task, old["seeds"], {m: [float(x) for x in v] for m, v in recorded.items()},
+                                          retraining)
+        else:
+            results[task.id] = old
     with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator, \
             tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp:
         for task in chosen:
@@ -97,31 +220,33 @@ def calibrate(folder, runs: int = 10, base_seed: int = 1000, tasks: list[str] | 
                     values[m].append(float(metrics[m]))
                 if progress:
                     progress(task.id, seed, {m: v[-1] for m, v in values.items()})
-            entry: dict = {"seeds": seeds}
-            for m, (pass_rule, partial_rule) in task.calibration.items():
-                entry[m] = {"pass": derive(pass_rule, values[m]), "partial": derive(partial_rule, values[m]),
-                            "runs": values[m], "min": min(values[m]),
-                            "median": float(statistics.median(values[m])), "max": max(values[m])}
-            primary = values[task.metric]
-            median = statistics.median(primary)
-            passing = [i for i, v in enumerate(primary)
-                       if (v >= entry[task.metric]["pass"] if METRICS[task.metric] else v <= entry[task.metric]["pass"])]
-            best = min(passing or range(len(primary)), key=lambda i: (abs(primary[i] - median), i))
-            entry["reference_seed"] = seeds[best]
-            results[task.id] = entry
+            results[task.id] = task_entry(task, seeds, values, retraining)
+    for task in calibrated:
+        if task.id in results:
+            check_bound(assignment, task, results[task.id])
     import keras
 
+    ordered = {t.id: results[t.id] for t in assignment.model_tasks() if t.id in results}
     header = [
         f"Written by `grader calibrate` ({__version__}) on {_dt.date.today().isoformat()}: do not edit by hand,",
         "re-run the calibration instead.  Each task's reference (solution.py) was trained once per seed below,",
         "saved to .h5 and evaluated like a submission on held-out data drawn with the calibration secret",
         f"'{secret}'.  Thresholds = statistic(runs) * factor + offset, by the rules in assignment.toml.",
         "reference_seed: the run closest to the median, used by the tests and the demo submissions.",
+        "Error rates, per metric: missed_pass / missed_partial of run_count reference runs missed each threshold;",
+        f"p_miss_pass / p_miss_partial bound a correct run's chance of a miss ({MISS_CONFIDENCE:.0%} one-sided "
+        "Clopper-Pearson upper",
+        "bounds: fewer runs give larger bounds).  retrainings (K): how often the grader re-trains a student's",
+        "recipe whose own run missed the pass threshold; false_fail = p_miss_pass ** K, the chance that a correct",
+        f"recipe fails all K (at most {retraining.false_fail_bound:g}).  retrainings = 0: graded on one run (weights "
+        "set by hand, or",
+        "a fallback metric, used for models without a recipe), and false_fail is that run's chance of a miss.",
+        "Runs per task: " + ", ".join(f"{tid} {len(e.get('seeds', []))}" for tid, e in ordered.items()) + ".",
     ]
-    meta = {"runs": runs, "base_seed": base_seed, "heldout_secret": secret,
+    meta = {"base_seed": base_seed, "heldout_secret": secret, "miss_confidence": MISS_CONFIDENCE,
+            "false_fail_bound": retraining.false_fail_bound,
             "training_backend": os.environ["KERAS_BACKEND"], "keras_version": keras.__version__,
             "grader_version": __version__}
-    ordered = {t.id: results[t.id] for t in assignment.model_tasks() if t.id in results}
     out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
     _write(out, header, meta, ordered)
     return out

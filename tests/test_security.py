@@ -105,6 +105,9 @@ def hostile_class(tmp_path_factory, model_dir):
         summary = grade_batch(subs, spec, out, workers=2)
     finally:
         os.environ.update(env)
+    from grader.api import export_gradebook
+
+    export_gradebook(out)  # every export format, into out/export: grepped with the rest
     results = {s["id"]: s for s in json.loads((out / "results.json").read_text())["students"]}
     return {"out": out, "results": results, "summary": summary, "secret": (out / ".grader-secret").read_text().strip()}
 
@@ -118,7 +121,8 @@ def _text(student) -> str:
 
 
 def _every_output(out: Path) -> str:
-    """Every byte the batch wrote that a person or a program reads, measurements decompressed."""
+    """Every byte the batch wrote that a person or a program reads (pages, results.json, the log, every
+    export), the gradebook's measurements decompressed."""
     from grader.store import codec
 
     parts = []
@@ -150,6 +154,7 @@ def test_links_are_never_followed_and_no_output_holds_a_secret(hostile_class):
     failure = linker["notebooks"][0]["failures"][0]
     assert failure["error"] == "RuntimeError"  # the probe ran, and found nothing it could read
     everything = _every_output(hostile_class["out"])
+    assert (hostile_class["out"] / "export" / "grades.csv").is_file() and "linker" in everything
     assert hostile_class["secret"] not in everything
     assert TEST_SECRET not in everything
     assert ROOT_ONLY_TEXT not in everything

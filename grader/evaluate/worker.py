@@ -9,6 +9,15 @@ answers requests until told to stop.  The parent enforces the time limit: a
 worker that does not answer in time is killed and replaced, and so is one
 that dies; the file that caused it gets a ``SubmissionError`` and the batch
 goes on.
+
+Re-training a student's recipe (``Evaluator.retrain``, see ``retrain``) runs
+in a second worker of the same kind, started on first use, on the spec's
+training backend (``[evaluation.retraining] backend``, JAX by default): the
+evaluation backend (TensorFlow) trains the sheet's networks about 11 times
+slower, and calibration trains the reference runs on JAX too, so a
+re-training is drawn exactly as the runs its thresholds came from.  The
+training worker holds no held-out data; what it trains is saved and measured
+by the evaluation worker like any other model.
 """
 from __future__ import annotations
 
@@ -58,11 +67,26 @@ class _Session:
 
         self.assignment = load_assignment(root, require_thresholds=False)
         self.limits = self.assignment.limits
-        self.heldout = {name: make_heldout(self.assignment, ds, seeds[name])
-                        for name, ds in self.assignment.datasets.items()}
+        self.heldout = {name: make_heldout(self.assignment, ds, seeds[name])  # none in the training worker
+                        for name, ds in self.assignment.datasets.items() if name in seeds}
         self.training = {name: make_training(self.assignment, ds)
                          for name, ds in self.assignment.datasets.items()}
         import keras  # noqa: F401  (import once, up front)
+
+    def retrain(self, request: dict) -> dict:
+        """Train a vetted recipe afresh on a model file's architecture and save it (``retrain.train``)."""
+        from . import retrain
+
+        try:
+            return retrain.train(request["path"], request["recipe"], request["seed"], request["max_epochs"],
+                                 request["out"], self.limits)
+        except retrain.RecipeRefused as e:
+            raise EvaluationFailed(f"the recipe was not re-trained: {e}") from None
+
+    def handle(self, request: dict) -> dict:
+        if request.get("kind") == "retrain":
+            return self.retrain(request)
+        return self.evaluate(request["path"], request.get("training"), request.get("preprocessing"))
 
     def evaluate(self, path: str, training: dict | None, preprocessing: dict | None = None) -> dict:
         from .. import keras_io
@@ -201,7 +225,7 @@ def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str)
         if request is None:
             return
         try:
-            reply = {"ok": session.evaluate(request["path"], request.get("training"), request.get("preprocessing"))}
+            reply = {"ok": session.handle(request)}
         except SubmissionError as e:
             reply = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
         except untrusted.Refused as e:  # a file that is no regular file: never opened, never waited on
@@ -230,12 +254,18 @@ class Evaluator:
     ``evaluate(path)`` returns the worker's measurements of one model file or
     raises the ``SubmissionError`` that explains why it could not.  The worker
     is started on first use and replaced whenever it dies or times out.
+    ``retrain(...)`` trains a student's recipe afresh in the training worker
+    (``trainer``, an ``Evaluator`` on the training backend, started on first
+    use, closed with this one).
     """
 
-    def __init__(self, assignment, seeds: dict[str, int]):
+    def __init__(self, assignment, seeds: dict[str, int], *, backend: str | None = None):
+        """``backend``: the worker's Keras backend (default: the spec's evaluation backend)."""
         self.assignment = assignment
         self.seeds = dict(seeds)
         self.limits = assignment.limits
+        self.backend = backend or self.limits.backend
+        self._trainer: Evaluator | None = None  # the training worker, started on the first re-training
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn = None
@@ -248,7 +278,7 @@ class Evaluator:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_serve, name="grader-eval",
-            args=(child, str(self.assignment.root), self.seeds, self.limits.memory_mb, self.limits.backend),
+            args=(child, str(self.assignment.root), self.seeds, self.limits.memory_mb, self.backend),
             daemon=True)
         proc.start()
         child.close()
@@ -285,8 +315,11 @@ class Evaluator:
         self._ready = False
 
     def close(self):
-        """Stop the worker. It holds no state worth a clean exit, so TensorFlow's slow teardown is
-        not waited for."""
+        """Stop the worker (and the training worker). It holds no state worth a clean exit, so
+        TensorFlow's slow teardown is not waited for."""
+        if self._trainer is not None:
+            self._trainer.close()
+            self._trainer = None
         if self._proc is not None and self._proc.is_alive() and self._ready:
             try:
                 self._conn.send(None)
@@ -302,15 +335,14 @@ class Evaluator:
         self.close()
 
     # -- requests -----------------------------------------------------------
-    def _receive(self, timeout: float, what: str):
+    def _receive(self, timeout: float, what: str, doing: str = "loading and evaluating the model"):
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._kill()
                 self.restarts += 1
-                raise EvaluationTimeout(f"{what}: loading and evaluating the model took longer than "
-                                        f"{timeout:.0f} s, the grader's limit.")
+                raise EvaluationTimeout(f"{what}: {doing} took longer than {timeout:.0f} s, the grader's limit.")
             try:
                 if self._conn.poll(min(left, 1.0)):
                     return self._conn.recv()
@@ -331,16 +363,36 @@ class Evaluator:
                  timeout: float | None = None) -> dict:
         """``preprocessing``: ``{"path": scaling file or None}`` for a task whose inputs the student scales.
         ``timeout``: this request's time limit (default: the spec's ``timeout_s``)."""
-        self.start()
-        name = Path(path).name
         request = {"path": str(path), "training": training, "preprocessing": preprocessing}
+        return self._call(request, self.limits.timeout_s if timeout is None else timeout, Path(path).name)
+
+    @property
+    def trainer(self) -> "Evaluator":
+        """The training worker (not started until used): a worker like this one on the training backend,
+        without held-out data."""
+        if self._trainer is None:
+            self._trainer = Evaluator(self.assignment, {}, backend=self.limits.retraining.backend)
+        return self._trainer
+
+    def retrain(self, path, recipe: dict, seed: int, max_epochs: int, out, *, timeout: float) -> dict:
+        """Train ``recipe`` (``retrain.recipe_from_capture``) afresh, under ``seed``, on the architecture of the
+        model file ``path`` (the grader's copy), for at most ``max_epochs``; the trained model is saved to
+        ``out`` for ``evaluate``.  Runs in the training worker; returns ``{"epochs": epochs trained}``."""
+        request = {"kind": "retrain", "path": str(path), "recipe": recipe, "seed": int(seed),
+                   "max_epochs": int(max_epochs), "out": str(out)}
+        return self.trainer._call(request, timeout, Path(path).name, doing="re-training its recipe")
+
+    def _call(self, request: dict, timeout: float, what: str, doing: str = "loading and evaluating the model"):
+        """Send one request to the worker (started or replaced as needed) and return its answer, or raise the
+        ``SubmissionError`` that explains why there is none."""
+        self.start()
         try:
             self._conn.send(request)
         except (OSError, BrokenPipeError):
             self._kill()
             self.start()
             self._conn.send(request)
-        reply = self._receive(self.limits.timeout_s if timeout is None else timeout, what=name)
+        reply = self._receive(timeout, what=what, doing=doing)
         if "ok" in reply:
             return reply["ok"]
         cls = getattr(errors, reply.get("error", ""), None)

@@ -15,6 +15,9 @@ class Source:
     training: dict | None = None
     preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
     provenance: dict | None = None  # how it was made: {"made_by": "fit" | "predict" | "file" | "saved", ...}
+    # measuring only, never stored: a captured fit's recipe (``evaluate.retrain.recipe_from_capture``) with
+    # ``model_path``, the grader's copy of the model whose architecture a re-training starts from
+    recipe: dict | None = None
 
 
 @dataclass
@@ -26,7 +29,9 @@ class Measurements:
     notes: list[str]
     notebooks: list[dict]
     errors_by_task: dict[str, str]
-    evaluated: list[tuple[Source, dict]]  # every model that loaded, with the worker's measurements
+    # every model that loaded, with the worker's measurements (and, under "retraining", those of its re-trained
+    # recipe: ``grader.measure.student``)
+    evaluated: list[tuple[Source, dict]]
 
     def to_json(self) -> dict:
         return {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,

@@ -7,18 +7,35 @@ runs in the sandbox (``execute``), which hands back copies too.  One
 student's files share one evaluation time budget (the spec's
 ``student_budget_s``), so a submission of many slow files cannot hold a
 worker for long.
+
+Then the recipes (``retrain_recipes``): a model a notebook trained that missed a
+task's pass threshold is one draw of a random process, so its recipe is
+re-trained by the grader -- in the training worker, with seeds from the
+grading secret -- up to the K times calibration asks for, stopping at the
+first re-training that passes.  Only the likeliest model per task is
+re-trained, and none for a task another model already passes.  The
+re-trainings of all of one student's recipes take turns and share a count
+and a time budget (``[evaluation.retraining]``), so a wrong recipe that never
+passes cannot starve a right but unlucky one.  What each re-training measured
+is stored with the model's evaluation (``"retraining"``) for scoring.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import untrusted
-from ..errors import EvaluationTimeout, NotebookUnreadable, SubmissionError, UnknownFormat, UnreadableFile
+from ..errors import (
+    EvaluationTimeout, FatalError, NotebookUnreadable, SubmissionError, UnknownFormat, UnreadableFile,
+)
+from ..evaluate import retrain
 from ..execute import _remove, execute_notebook
 from ..harvest import MAX_MODEL_BYTES
 from ..intake import Submission, SubmittedFile, TaskNamer
@@ -46,29 +63,41 @@ def run_seed(seeds: dict, submission: Submission, file: SubmittedFile) -> int:
 
 
 class _Budget:
-    """The evaluation time one student's files share."""
+    """Time one student's requests of one kind share: evaluating their files (``student_budget_s`` in all,
+    ``timeout_s`` each) or re-training their recipes (``retraining.budget_s``)."""
 
-    def __init__(self, limits):
-        self.per_file, self.total = limits.timeout_s, limits.student_budget_s
+    def __init__(self, total: float, per_request: float | None = None):
+        self.total, self.per_request = total, per_request
         self.used = 0.0
 
+    def left(self) -> float:
+        return self.total - self.used
+
+    def timeout(self) -> float:
+        """The time limit of the next request."""
+        return self.left() if self.per_request is None else min(self.per_request, self.left())
+
+    @contextmanager
+    def spend(self):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.used += time.monotonic() - t0
+
     def evaluate(self, evaluator, source: Source, path):
-        left = self.total - self.used
-        if left <= 0:
+        if self.left() <= 0:
             return None, EvaluationTimeout(
                 f"{source.name}: not evaluated; this submission's files used up the grader's evaluation time "
                 f"of {self.total:.0f} s per student before it.",
                 hint="Submit only the models the tasks ask for.")
-        t0 = time.monotonic()
         try:
-            evaluation = evaluator.evaluate(path, source.training, source.preprocessing,
-                                            timeout=min(self.per_file, left))
+            with self.spend():
+                evaluation = evaluator.evaluate(path, source.training, source.preprocessing, timeout=self.timeout())
             evaluation["provenance"] = source.provenance  # scoring reads it (was this model trained?)
             return evaluation, None
         except SubmissionError as e:
             return None, e
-        finally:
-            self.used += time.monotonic() - t0
 
 
 def measure_student(assignment, submission: Submission, evaluator, *, progress=None) -> Measurements:
@@ -77,7 +106,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
     notebooks: list[dict] = []
     errors_by_task: dict[str, str] = {}
     namer = TaskNamer(assignment)
-    budget = _Budget(assignment.limits)
+    budget = _Budget(assignment.limits.student_budget_s, assignment.limits.timeout_s)
     taken = Path(tempfile.mkdtemp(prefix="grader-student-"))  # the grader's copies of the student's files
     # models are evaluated in one background thread (the only user of the evaluator meanwhile), so
     # that a notebook's models are measured while its later cells still train
@@ -133,8 +162,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                 future.cancel() or future.exception()
                             del pending[first:]
                             return
-                        submit(Source(cap.label(nb_name), KERAS_ZIP, None, cap.dataset, cap.training(),
-                                      provenance=cap.provenance()), cap.model_path)
+                        submit(capture_source(cap, nb_name, taken / "recipes"), cap.model_path)
 
                     try:
                         with execute_notebook(assignment, f, submission.root, progress=progress,
@@ -181,11 +209,142 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
             files.append(FileResult(source.name, source.format, "error", source.task_hint, error.explain()))
             if source.task_hint:
                 errors_by_task.setdefault(source.task_hint, error.explain())
+        retrain_recipes(assignment, evaluator, evaluated, taken)
     finally:
         _remove(taken)
     for source, _ in evaluated:
-        source.training = source.preprocessing = None  # used by the worker; scoring needs only its name
+        # used by the workers; scoring needs only its name
+        source.training = source.preprocessing = source.recipe = None
     return Measurements(submission.student_id, files, notes, notebooks, errors_by_task, evaluated)
+
+
+def _retraining_plan(assignment, evaluated) -> dict[int, list]:
+    """Which recipes to re-train, for which tasks: {index in ``evaluated``: [tasks]}.  Per task whose recipes
+    are re-trained and that no model of the student already passes, the model that wants it
+    (``wants_retraining``: a notebook's fit on the task's data, exactly the task's layers, its own run short of
+    the pass threshold) and scored best on its own; the latest of equals."""
+    from ..score.assess import assess, wants_retraining
+
+    plan: dict[int, list] = {}
+    for task in assignment.model_tasks():
+        if not task.retrained:
+            continue
+        answering = [(i, s, e) for i, (s, e) in enumerate(evaluated) if s.task_hint in (None, task.id)]
+        judged = [(i, s, e, assess(task, e)) for i, s, e in answering]
+        if any(a.architecture_ok and a.metric_fraction >= 1 for *_, a in judged):
+            continue
+        wanting = [(a.fraction, i) for i, s, e, a in judged
+                   if s.recipe is not None and s.dataset in (None, task.dataset) and wants_retraining(task, e)]
+        if wanting:
+            plan.setdefault(max(wanting)[1], []).append(task)
+    return plan
+
+
+def capture_source(cap, notebook: str, keep: Path) -> Source:
+    """The ``Source`` of a model a notebook run captured (``harvest.Capture``).  A fit's model is copied into
+    ``keep`` (a folder the grader owns), beyond the notebook run's scratch folder, with its recipe, for
+    ``retrain_recipes``."""
+    recipe = None
+    if cap.event == "fit":
+        keep.mkdir(parents=True, exist_ok=True)
+        copy = keep / f"{len(list(keep.iterdir()))}.keras"
+        shutil.copyfile(cap.model_path, copy)  # the grader's own copy (``harvest.take_capture``): no link in it
+        recipe = {**retrain.recipe_from_capture(cap.settings, cap.x, cap.y), "model_path": str(copy)}
+    return Source(cap.label(notebook), KERAS_ZIP, None, cap.dataset, cap.training(), provenance=cap.provenance(),
+                  recipe=recipe)
+
+
+@dataclass
+class _Recipe:
+    """One recipe being re-trained for ``tasks``: its model's source and evaluation, the vetted recipe, the
+    epochs cap, K (the most re-trainings any of its tasks asks for) and the record stored for scoring."""
+
+    source: Source
+    evaluation: dict
+    tasks: list
+    vetted: dict
+    cap: int
+    k: int
+
+    @property
+    def record(self) -> dict:
+        return self.evaluation["retraining"]
+
+    def finished(self) -> bool:
+        """K re-trainings done, or every task passed by one of them (the first that passes is the last)."""
+        from ..score.assess import judge
+
+        runs = self.record["runs"]
+        return len(runs) >= self.k or all(
+            any(t.metric in run["metrics"].get(t.dataset, {}) and
+                judge(t, t.metric, run["metrics"][t.dataset][t.metric], run["metrics"][t.dataset])[1] == "pass"
+                for run in runs) for t in self.tasks)
+
+
+def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
+    """Re-train the recipes ``_retraining_plan`` chooses, taking turns, and store under each model's evaluation
+    ``"retraining"`` (``evaluated``: ``[(Source, evaluation)]``, as measured; ``taken``: a scratch folder the
+    grader owns): the tasks, the recipe in words, its epochs and those trained (at most ``epochs_factor``
+    times the task's), every re-training's seed and metrics (on the tasks' datasets), and why it stopped early,
+    if it did; or why the recipe was not re-trained (``refused``)."""
+    settings = assignment.limits.retraining
+    recipes = []
+    for index, tasks in sorted(_retraining_plan(assignment, evaluated).items()):
+        source, evaluation = evaluated[index]
+        record = evaluation["retraining"] = {"tasks": [t.id for t in tasks], "dataset": source.dataset, "runs": [],
+                                             "limit": settings.max_per_student, "budget": settings.budget_s}
+        try:
+            vetted = retrain.vet(source.recipe)
+        except retrain.RecipeRefused as e:
+            record["refused"] = str(e)
+            continue
+        cap = int(settings.epochs_factor * max(t.epochs for t in tasks))
+        record.update(recipe=retrain.describe(vetted), epochs=vetted["epochs"],
+                      trained_epochs=min(vetted["epochs"], cap))
+        recipes.append(_Recipe(source, evaluation, tasks, vetted, cap,
+                               max(t.threshold(t.metric).misses.retrainings for t in tasks)))
+    if not recipes:
+        return
+    budget = _Budget(settings.budget_s)
+    try:
+        evaluator.trainer.start()  # the training worker's start-up is not the student's time
+    except FatalError as e:  # no training worker on this machine: graded on the students' own runs
+        for recipe in recipes:
+            recipe.record.update(stopped="error", error=e.message)
+        return
+    done = 0
+    active = list(recipes)
+    while active:  # in turns: one re-training of each recipe still short of its tasks, then the next round
+        for recipe in list(active):
+            record, source = recipe.record, recipe.source
+            if recipe.finished():
+                active.remove(recipe)
+                continue
+            if done >= settings.max_per_student or budget.left() <= 0:
+                record["stopped"] = "count" if done >= settings.max_per_student else "budget"
+                active.remove(recipe)
+                continue
+            seed = retrain.retrain_seed(evaluator.seeds, recipe.vetted, source.recipe,
+                                        recipe.evaluation["info"].get("dense"), len(record["runs"]))
+            out = taken / "retrained" / f"{done}.keras"
+            out.parent.mkdir(exist_ok=True)
+            done += 1
+            try:
+                with budget.spend():
+                    trained = evaluator.retrain(source.recipe["model_path"], source.recipe, seed, recipe.cap, out,
+                                                timeout=budget.left())
+                    measured = evaluator.evaluate(out, source.training, timeout=budget.timeout())
+            except SubmissionError as e:  # a re-training that outlasts the budget is stopped by it
+                record["stopped"] = "budget" if budget.left() <= 0 else "error"
+                record["error"] = e.message
+                active.remove(recipe)
+                continue
+            finally:
+                out.unlink(missing_ok=True)
+            datasets = {t.dataset for t in recipe.tasks}
+            record["runs"].append({"seed": seed, "epochs": trained["epochs"],
+                                   "metrics": {name: entry["metrics"] for name, entry in measured["datasets"].items()
+                                               if name in datasets}})
 
 
 def _model_format(path: Path) -> str:

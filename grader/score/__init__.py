@@ -136,13 +136,16 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
 
 
 def _unverified_training(assignment, tasks: list[TaskResult], evaluated) -> list[str]:
-    """A note when tasks that ask for training were credited from saved files, which hold no record of it."""
+    """A note when tasks that ask for training were graded from saved files, which hold no record of it: no
+    proof of training, and no recipe to re-train when the model missed a threshold."""
     files = {s.name for s, e in evaluated if (e.get("provenance") or {}).get("made_by") in ("file", "saved")}
-    ids = [t.id for t in tasks if t.source in files and t.score > 0 and assignment.task(t.id).training == "fit"]
+    ids = [t.id for t in tasks if t.source in files and assignment.task(t.id).training == "fit"]
     if not ids:
         return []
     return [f"Task(s) {', '.join(ids)} were graded from saved model files, which carry no record of how they were "
-            "made: the grader could not verify that these models were trained, and graded them as submitted."]
+            "made: the grader could not verify that these models were trained, nor re-train their recipe (as it "
+            "does for a model a notebook trained whose run missed the pass threshold), and graded them as "
+            "submitted."]
 
 
 def _choose(options: list[tuple[TaskResult, bool]]) -> TaskResult:

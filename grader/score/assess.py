@@ -4,6 +4,14 @@
 ``Assessment``: the fraction of the task's points earned and the sentences
 that explain it, including the course's known mistakes (outputs in the wrong
 order, one output instead of two, no softmax, NaN weights, wrong input width).
+
+A model from a notebook is graded by its recipe, not by one draw of it: when
+its own run missed the pass threshold, measuring re-trained the recipe
+(``wants_retraining`` says when; ``grader.evaluate.retrain`` how) and stored
+each re-training's metrics beside the model's own (``evaluation["retraining"]``).
+``assess`` credits the best of the own run and the first K re-trainings
+(K from calibration), by the same thresholds (``judge``), so a changed
+threshold re-scores without re-training, and says both in words.
 """
 from __future__ import annotations
 
@@ -73,8 +81,23 @@ def architecture_differences(arch: Architecture, info: dict) -> list[str]:
     return diffs
 
 
-def _passes(metric: str, value: float, threshold: float) -> bool:
+def passes(metric: str, value: float, threshold: float) -> bool:
     return value >= threshold if METRICS[metric] else value <= threshold
+
+
+def judge(task: Task, metric: str, value: float, metrics: dict) -> tuple[float, str]:
+    """The share of a metric's credit that ``value`` earns on ``task``, and why: ``"baseline"`` (an accuracy no
+    better than always answering the most common class, which never earns credit), ``"pass"``, ``"partial"``
+    or ``"fail"``.  ``metrics``: the measurements ``value`` is one of (for the majority baseline)."""
+    th = task.threshold(metric)
+    baseline = metrics.get("majority_baseline")
+    if metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN:
+        return 0.0, "baseline"
+    if passes(metric, value, th.passing):
+        return 1.0, "pass"
+    if passes(metric, value, th.partial):
+        return task.partial_credit, "partial"
+    return 0.0, "fail"
 
 
 def _relation(metric: str) -> str:
@@ -129,25 +152,24 @@ def assess(task: Task, evaluation: dict) -> Assessment:
         rel = _relation(metric)
         label = METRIC_LABELS[metric]
         shown = fmt_value(metric, value)
-        baseline = metrics.get("majority_baseline")
-        if metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN:
+        a.metric_fraction, outcome = judge(task, metric, value, metrics)
+        if outcome == "baseline":
             say(f"The {label} is {shown}, no better than always answering the most common class "
-                f"({baseline:.3f}): the model has not learned to separate the classes.")
-        elif _passes(metric, value, th.passing):
-            a.metric_fraction = 1.0
+                f"({metrics['majority_baseline']:.3f}): the model has not learned to separate the classes.")
+        elif outcome == "pass":
             say(f"The {label} is {shown}, within the pass threshold ({rel} {fmt_value(metric, th.passing)}).")
-        elif _passes(metric, value, th.partial):
-            a.metric_fraction = task.partial_credit
+        elif outcome == "partial":
             say(f"The {label} is {shown}: partial credit ({rel} {fmt_value(metric, th.partial)}); full credit "
                 f"needs {rel} {fmt_value(metric, th.passing)}.")
         else:
             say(f"The {label} is {shown}, outside even the partial-credit threshold "
                 f"({rel} {fmt_value(metric, th.partial)}; full credit needs {rel} {fmt_value(metric, th.passing)}).")
         swapped = metrics.get("accuracy_swapped")
-        if metric == "accuracy" and swapped is not None and value < 0.5 and _passes(metric, swapped, th.partial):
+        if metric == "accuracy" and swapped is not None and value < 0.5 and passes(metric, swapped, th.partial):
             say(f"Your outputs look swapped: with the two outputs the other way round the accuracy would be "
                 f"{swapped:.3f}. The first output must be the probability of class 0 and the second of class 1 "
                 "(the order to_categorical(y) gives); train on to_categorical(y), not on 1 - y.")
+        _recipe(task, evaluation, a, outcome, say)
         if a.metric_fraction < 1 and task.hint:
             say(task.hint)
 
@@ -177,6 +199,84 @@ def assess(task: Task, evaluation: dict) -> Assessment:
         fraction = (1 - c.weight) * fraction + c.weight * earned
     a.fraction = round(fraction, 6)
     return a
+
+
+def wants_retraining(task: Task, evaluation: dict) -> bool:
+    """Whether re-training this model's recipe could change its grade on ``task`` (measuring asks, before
+    re-training): a model a notebook trained by model.fit, with exactly the task's layers, whose own run missed
+    the pass threshold of a task whose recipes are re-trained (``Task.retrained``, K > 0 from calibration)."""
+    th = task.threshold(task.metric) if task.retrained else None
+    if th is None or th.misses is None or th.misses.retrainings <= 0:
+        return False
+    if (evaluation.get("provenance") or {}).get("made_by") != "fit":
+        return False
+    a = assess(task, {key: value for key, value in evaluation.items() if key != "retraining"})
+    return a.architecture_ok and a.metric == task.metric and 0 <= a.metric_fraction < 1 \
+        and "training_refused" not in a.metrics
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 < 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+STOPPED_WORDS = {
+    "count": "the grader's limit of {limit} re-trainings per student was reached",
+    "budget": "the grader's re-training time of {budget:.0f} s per student ran out",
+    "error": "a re-training failed ({error})",
+}
+
+
+def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> None:
+    """Credit and words for the re-trainings of the model's recipe, when its own run missed the pass threshold
+    (``wants_retraining``): the best of the own run and the first K re-trainings counts."""
+    r = evaluation.get("retraining")
+    th = task.threshold(a.metric)
+    if not r or outcome == "pass" or not a.architecture_ok or a.metric != task.metric or not task.retrained \
+            or r.get("dataset") not in (None, task.dataset):
+        return
+    metric, label, rel = a.metric, METRIC_LABELS[a.metric], _relation(a.metric)
+    own = fmt_value(metric, a.value)
+    m = th.misses
+    if m is not None:
+        missed = m.missed_partial if outcome in ("baseline", "fail") else m.missed_pass
+        where = "ends below the partial-credit threshold" if outcome in ("baseline", "fail") \
+            else "misses the pass threshold"
+        say(f"Training is random: the reference solution itself {where}, as your run did, in {missed} of its "
+            f"{m.runs} calibration runs, so the grader grades your recipe, not this one run of it.")
+    if r.get("refused"):
+        say(f"Your recipe was not re-trained: {r['refused']}. The grade is your own run's ({own}).")
+        return
+    measured = [run["metrics"][task.dataset] for run in r.get("runs", [])[: m.retrainings if m is not None else None]
+                if metric in run.get("metrics", {}).get(task.dataset, {})]
+    values = [float(run[metric]) for run in measured]
+    if not values:
+        say(f"Your recipe could not be re-trained ({r.get('error') or 'no re-training finished'}); the grade is "
+            f"your own run's ({own}).")
+        return
+    judged = [judge(task, metric, v, run) for v, run in zip(values, measured)]
+    best = max(range(len(values)), key=lambda i: (judged[i][0], values[i] if METRICS[metric] else -values[i]))
+    fraction = judged[best][0]
+    shown = ", ".join(fmt_value(metric, v) for v in values)
+    trained = f"{r['trained_epochs']} epochs (the grader's cap) instead of your {r['epochs']}" \
+        if r.get("trained_epochs") and r["trained_epochs"] < r.get("epochs", 0) else ""
+    words = (f"Your recipe ({r.get('recipe', 'as the notebook trained it')}), re-trained by the grader "
+             f"{'once' if len(values) == 1 else f'{len(values)} times'} with fresh seeds"
+             f"{', for ' + trained if trained else ''}, "
+             f"reached a {label} of {shown}")
+    if fraction >= 1:
+        words += (f": the {_ordinal(best + 1)} re-training reached the pass threshold ({rel} "
+                  f"{fmt_value(metric, th.passing)}), so your recipe earns full credit.")
+    elif fraction > a.metric_fraction:
+        words += (f": partial credit for your recipe ({rel} {fmt_value(metric, th.partial)}); full credit needs "
+                  f"{rel} {fmt_value(metric, th.passing)}.")
+    else:
+        words += ": no more credit than your own run."
+    if fraction < 1 and r.get("stopped") in STOPPED_WORDS:
+        words += " Re-training stopped early: " + STOPPED_WORDS[r["stopped"]].format(**r) + "."
+    say(words)
+    a.metrics["retrainings"] = float(len(values))
+    a.metrics[f"retrained_{metric}"] = values[best]
+    a.metric_fraction = max(a.metric_fraction, fraction)
 
 
 #: a fit whose weights moved less than this (relative) did not train the model

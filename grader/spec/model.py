@@ -138,11 +138,32 @@ class ThresholdRule:
 
 
 @dataclass(frozen=True)
+class MissRate:
+    """How often the reference's own runs miss a task's thresholds, from calibration (``grader.calibrate``),
+    and how many re-trainings of a student's recipe that makes necessary.
+
+    Training is random: a correct recipe misses the pass threshold in some runs.  ``p_pass`` and
+    ``p_partial`` are honest upper bounds (one-sided Clopper-Pearson) on a correct run's chance of
+    missing each threshold, from ``missed_pass`` and ``missed_partial`` of ``runs`` reference runs;
+    ``retrainings`` (K) is the number of re-trainings after which a correct recipe has missed the pass
+    threshold in all of them with probability ``p_pass ** K``, at most the spec's bound.  K = 0: the
+    metric is not re-trained (weights set by hand, or a fallback metric of models without a recipe)."""
+
+    runs: int
+    missed_pass: int
+    missed_partial: int
+    p_pass: float
+    p_partial: float
+    retrainings: int
+
+
+@dataclass(frozen=True)
 class Thresholds:
     passing: float
     partial: float
     source: str  # where they came from, said in reports
     typical: float | None = None  # the reference runs' median, when calibrated
+    misses: MissRate | None = None  # how often the reference misses them, when calibrated
 
 
 @dataclass(frozen=True)
@@ -173,23 +194,52 @@ class Task:
     # how a notebook must have made the model to earn metric credit: "fit" (trained by model.fit, with a
     # positive learning rate, its weights moved), "hand_set" (weights set by hand; any capture) or "any"
     training: str = "any"
+    # the epochs the task's reference trains (the sheet's): a re-training of a student's recipe trains at
+    # most ``Retraining.epochs_factor`` times this; None: the task's recipes are not re-trained
+    epochs: int | None = None
 
     @property
     def higher_is_better(self) -> bool:
         return METRICS[self.metric]
+
+    @property
+    def retrained(self) -> bool:
+        """Whether a notebook's recipe for this task is re-trained when its own run misses the pass threshold:
+        a task trained by model.fit whose expected epochs the spec states (and then only its own metric)."""
+        return self.kind == "model" and self.training == "fit" and self.epochs is not None
 
     def threshold(self, metric: str) -> Thresholds | None:
         return self.thresholds.get(metric)
 
 
 @dataclass(frozen=True)
+class Retraining:
+    """How the grader re-trains the recipe of a captured model that missed a task's pass threshold
+    (``grader.evaluate.retrain``): in its own training worker on ``backend``, at most ``epochs_factor``
+    times the task's expected epochs per re-training, at most ``max_per_student`` re-trainings and
+    ``budget_s`` seconds (re-training and evaluating the re-trained models) per student.
+    ``false_fail_bound``: calibration refuses a rule under which a correct recipe would still fail all of
+    its re-trainings with a larger probability."""
+
+    backend: str = "jax"  # training on the JAX backend: about 11x faster than TensorFlow for the sheet's code
+    epochs_factor: float = 2.0
+    max_per_student: int = 24
+    budget_s: float = 600.0
+    false_fail_bound: float = 0.001
+
+
+@dataclass(frozen=True)
 class EvaluationLimits:
+    """The evaluation worker's limits, and (``retraining``) those of re-training a student's recipe: part of
+    the limits so that a changed setting means measuring again."""
+
     backend: str = "tensorflow"
     memory_mb: int = 4096
     timeout_s: float = 120.0
     max_parameters: int = 2_000_000
     max_layers: int = 100            # a config of 10,000 layers is refused before Keras builds it
     student_budget_s: float = 300.0  # all of one student's files together (each file: at most timeout_s)
+    retraining: Retraining = Retraining()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Calibration states its error rate: how often a correct run misses, and the re-trainings that makes necessary."""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import tomllib
+
+import pytest
+
+from conftest import TUTORIAL6
+from grader.calibrate import calibrate, miss_upper_bound, retrainings_needed
+from grader.errors import SpecError
+from grader.spec import load_assignment
+
+
+def _copy(tmp_path):
+    spec = tmp_path / "tutorial6"
+    shutil.copytree(TUTORIAL6, spec, ignore=shutil.ignore_patterns("__pycache__"))
+    return spec
+
+
+def test_miss_rates_are_honest_upper_bounds():
+    assert miss_upper_bound(0, 30) == pytest.approx(1 - 0.05 ** (1 / 30), rel=1e-9)  # the closed form at 0 misses
+    assert miss_upper_bound(30, 30) == 1.0 and miss_upper_bound(0, 0) == 1.0
+    assert miss_upper_bound(9, 30) > 9 / 30  # above the observed rate...
+    assert miss_upper_bound(9, 30) > miss_upper_bound(90, 300) > 0.3  # ...and closer to it with more runs
+    assert retrainings_needed(0.5, 0.001) == 10  # 0.5 ** 10 < 0.001 < 0.5 ** 9
+    assert retrainings_needed(0.1, 0.001) == 3
+    assert retrainings_needed(1.0, 0.001) is None
+
+
+def test_calibrate_writes_estimates_and_k_that_tomllib_reads_back(tmp_path):
+    spec = _copy(tmp_path)
+    out = calibrate(spec, runs=3, tasks=["1a"])
+    data = tomllib.loads(out.read_text())
+    bound = data["meta"]["false_fail_bound"]
+    e = data["tasks"]["1a"]["mse"]
+    assert e["run_count"] == len(e["runs"]) == 3 and data["tasks"]["1a"]["seeds"] == [1000, 1001, 1002]
+    assert 0 <= e["missed_partial"] <= e["missed_pass"] <= 3
+    assert e["p_miss_pass"] == pytest.approx(miss_upper_bound(e["missed_pass"], 3))
+    assert e["retrainings"] == retrainings_needed(e["p_miss_pass"], bound)
+    assert e["false_fail"] == pytest.approx(e["p_miss_pass"] ** e["retrainings"]) and e["false_fail"] <= bound
+    # the other tasks keep their runs, and their estimates are derived from them, saying how many
+    before = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())["tasks"]
+    for tid in ("1c", "2a"):
+        metric = "mse" if tid == "1c" else "accuracy"
+        kept = data["tasks"][tid][metric]
+        assert kept["runs"] == before[tid][metric]["runs"] and kept["run_count"] == len(kept["runs"])
+        assert kept["retrainings"] >= 1
+    # a task graded on one run (weights set by hand) states its miss rate and gets no re-training
+    assert data["tasks"]["1b"]["max_error"]["retrainings"] == 0
+    assert re.search(r"Runs per task: 1a 3, 1b \d+", out.read_text())
+    # and the spec reads it: thresholds with their miss rates
+    th = load_assignment(spec).task("1a").threshold("mse")
+    assert th.misses.runs == 3 and th.misses.retrainings == e["retrainings"]
+
+
+def test_calibrate_refuses_a_rule_that_fails_correct_recipes_too_often(tmp_path):
+    spec = _copy(tmp_path)
+    toml = spec / "assignment.toml"
+    text = toml.read_text()
+    rule = 'calibration.mse.pass = { statistic = "max", factor = 2.0 }'
+    at = text.index(rule, text.index('id = "1a"'))
+    assert at < text.index('id = "1b"')
+    # 1a's pass threshold at half the best reference run's error: every correct run misses it
+    toml.write_text(text[:at] + 'calibration.mse.pass = { statistic = "min", factor = 0.5 }' + text[at + len(rule):])
+    before = (spec / "calibration.toml").read_bytes()
+    with pytest.raises(SpecError, match=r"tasks\[0\] \(1a\)") as refused:
+        calibrate(spec, runs=2, tasks=["1a"])
+    assert "misses this pass threshold in 2 of 2 runs" in str(refused.value)
+    assert (spec / "calibration.toml").read_bytes() == before  # nothing written
+
+
+def test_the_shipped_calibration_bounds_every_retrained_rule():
+    """calibration.toml as shipped: every re-trained task's K keeps a correct recipe's false fail under the bound."""
+    assignment = load_assignment(TUTORIAL6)
+    r = assignment.limits.retraining
+    for task in assignment.model_tasks():
+        if not task.retrained:
+            continue
+        m = task.threshold(task.metric).misses
+        assert m is not None, task.id
+        assert 1 <= m.retrainings <= r.max_per_student, task.id
+        assert m.p_pass ** m.retrainings <= r.false_fail_bound, task.id
+        assert m.retrainings == math.ceil(math.log(r.false_fail_bound) / math.log(m.p_pass) - 1e-12), task.id
