@@ -89,3 +89,5 @@ def test_every_file_a_student_hands_in_is_graded_and_its_fate_named(assignment, 
     assert failure["error"] == "NameError"
     assert "->" in failure["source"] and "print(y_prediction)" in failure["source"]  # the failing line, marked
     assert "/work/" not in failure["traceback"] and ".venv" not in failure["traceback"]
+    missing = task_of(result, "1c")  # no file made it: its line names the failing cell
+    assert missing.status == "missing" and "cell 3 of tut6_q1.py failed" in missing.message

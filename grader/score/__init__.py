@@ -35,7 +35,17 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
                       plot=plot, dataset=task.dataset)
 
 
-def _missing(task, assignment=None, student: str = "") -> TaskResult:
+def _failed_cells(notebooks: list[dict]) -> str:
+    """The cells that failed in a student's notebooks, in words (for a task whose model never appeared)."""
+    said = [f"cell {f['cell']} of {nb['name']} failed ({f['explanation']})" for nb in notebooks
+            for f in nb.get("failures", []) if f.get("status") != "skipped"][:2]
+    if not said:
+        return ""
+    return (" Your notebook did not run to the end cleanly: " + "; ".join(said) + ". The model for this task may "
+            "have been made in or after a failing cell: fix it first.")
+
+
+def _missing(task, assignment=None, student: str = "", notebooks: list[dict] = ()) -> TaskResult:
     pattern = assignment.intake.pattern if assignment is not None else ""
     if pattern and task.kind != "saved_file":  # the course fixes the names: say the student's own
         who = student or "username"
@@ -51,6 +61,8 @@ def _missing(task, assignment=None, student: str = "") -> TaskResult:
                "or in a notebook.")
     if task.optional:
         msg = "Optional task, not attempted. " + msg
+    elif task.kind == "model":
+        msg += _failed_cells(list(notebooks))
     return TaskResult(task.id, task.title, 0.0, task.points, "missing", {}, msg, optional=task.optional)
 
 
@@ -122,7 +134,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
             tasks.append(TaskResult(task.id, task.title, 0.0, task.points, "error", {}, errors_by_task[task.id],
                                     optional=task.optional))
         else:
-            tasks.append(_missing(task, assignment, measured.student_id))
+            tasks.append(_missing(task, assignment, measured.student_id, measured.notebooks))
 
     notes += _unverified_training(assignment, tasks, evaluated)
     max_score = assignment.max_score
