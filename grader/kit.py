@@ -18,7 +18,7 @@ from .errors import OutputError
 from .spec import load_assignment
 
 #: what a kit never holds: the answers and what makes them
-PRIVATE = ("solution.py", "solution.ipynb", "make_demo.py")
+PRIVATE = ("solution.py", "solution.ipynb", "make_demo.py", "fit_datasets.py")
 #: calibration fields that say how the thresholds were made, not what they are
 PRIVATE_CALIBRATION = ("seeds", "reference_seed", "heldout_secret", "base_seed")
 

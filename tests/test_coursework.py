@@ -35,7 +35,8 @@ def test_the_demo_names_every_planted_mistake(demo):
     proc, out, students = demo
     task1 = {sid: next(t for t in s["tasks"] if t["id"] == "1") for sid, s in students.items()}
     assert set(students) == {"alice", "bob", "carol", "dave", "erin", "frank"}  # Frank_1.H5 joined frank-1.txt
-    assert students["alice"]["grade"] == "A" and task1["alice"]["metrics"]["accuracy"] >= 0.9
+    # dataset 1's labels are noisy near the boundary (as the released ones are): about 0.92 is the best possible
+    assert students["alice"]["grade"] == "A" and task1["alice"]["metrics"]["accuracy"] >= 0.88
     assert "Your outputs look swapped" in task1["bob"]["message"] and task1["bob"]["score"] == 0
     assert "it is transposed" in task1["carol"]["message"]
     assert "separates its numbers with commas" in task1["dave"]["message"]
@@ -149,6 +150,52 @@ def test_a_reference_model_scores_on_the_real_dataset_what_keras_reports(tmp_pat
     assert accuracy > 0.6
 
 
+def test_synthetic_designs_have_the_released_form():
+    from grader.spec import import_reference, load_assignment
+
+    generate = import_reference(load_assignment(COURSEWORK), "datasets:gen_catapult")
+    ranges = {1: [(0.05, 0.7), (0.01, 0.67), (0.01, 0.47), (7, 30), (50, 800), (0.5, 8)],  # radius in metres
+              2: [(0.05, 0.7), (0.01, 0.67), (10, 275), (7, 30), (67, 2950), (0.5, 8)]}  # radius in millimetres
+    for dataset, bounds in ranges.items():
+        X, y = generate(4000, dataset, np.random.default_rng(7))
+        again, _ = generate(4000, dataset, np.random.default_rng(7))
+        assert np.array_equal(X, again)  # the grader's seed decides the held-out data
+        assert X.shape == (4000, 6) and set(np.unique(y)) == {0.0, 1.0} and 0.45 < y.mean() < 0.55
+        for column, (low, high) in zip(X.T, bounds, strict=True):
+            assert low <= column.min() and column.max() <= high
+        assert np.all(X[:, 3] == np.round(X[:, 3]))  # whole degrees
+
+
+@pytest.mark.parametrize("dataset", [1, 2])
+def test_a_reference_trained_on_synthetic_data_scores_on_the_real_data_like_one_trained_on_it(dataset):
+    """The generator stands in for the released data: the reference (trained on synthetic designs, as the
+    demo's is) and the same network trained on the released designs score within 10 accuracy points of each
+    other on released designs.  Both are scored on a quarter of the released rows that the second did not
+    train on: scored on its own training rows it would be flattered by the label noise it memorised."""
+    real = real_file(f"catapult_dataset{dataset}.csv")
+    from grader.evaluate.metrics import class_metrics
+    from grader.spec import import_reference, load_assignment
+    from grader.spec.tables import read_labelled_csv
+
+    assignment = load_assignment(COURSEWORK)
+    reference = import_reference(assignment, f"solution:task_{dataset}")
+    train = import_reference(assignment, "solution:train")
+    epochs = import_reference(assignment, "solution:EPOCHS")[dataset]
+
+    X, y, _ = read_labelled_csv(real, "Target hit")
+    rows = np.random.default_rng(dataset).permutation(len(y))
+    scored, trained = rows[:len(y) // 4], rows[len(y) // 4:]
+
+    def accuracy(model, scaling):
+        return class_metrics(model.predict((X[scored] - scaling[0]) / scaling[1], verbose=0), y[scored])["accuracy"]
+
+    model, _, scaling = reference(dataset)
+    synthetic = accuracy(model, scaling)
+    released = accuracy(*train(X[trained], y[trained], seed=dataset, epochs=epochs))
+    assert abs(synthetic - released) <= 0.10, f"trained on synthetic data {synthetic:.3f}, on released {released:.3f}"
+    assert synthetic > 0.7  # far from chance: what the synthetic data taught holds on the released designs
+
+
 def test_nothing_in_the_grader_names_the_coursework():
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "grader").rglob("*") if p.suffix in (".py", ".j2", ".css")
             for i, line in enumerate(p.read_text().splitlines(), 1)
@@ -167,6 +214,7 @@ def test_a_pipe_or_a_dangling_link_with_a_course_name_is_skipped_not_opened(tmp_
     students = {s.student_id: s for s in collect(tmp_path, load_assignment(COURSEWORK))}
     eve = students["eve"]
     problems = " ".join(p.explain() for p in eve.problems)
-    assert "eve-1.h5: not a regular file" in problems and "eve-2.h5: a broken link" in problems
+    assert "eve-1.h5: a named pipe (FIFO), not a regular file" in problems
+    assert "eve-2.h5: a symbolic link (links are never followed)" in problems
     assert [f.relative for f in eve.files] == ["eve-1.txt"]
     assert [f.relative for f in students["j_smith"].files] == ["j_smith-1.h5"] and not students["j_smith"].warnings
