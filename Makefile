@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ demo: $(STAMP)
 
 ## run the test suite
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -rs
+
+## the fast tier: everything that trains no network, runs no notebook and grades no class
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'

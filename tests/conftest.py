@@ -77,3 +77,25 @@ def grade_one(assignment, evaluator, folder: Path, student="s"):
 
 def task_of(result, tid):
     return next(t for t in result.tasks if t.id == tid)
+
+
+#: fixtures that train networks, start the evaluation worker or grade a class: their tests are the slow tier
+SLOW_FIXTURES = {"model_dir", "reference_models", "evaluator", "hostile_class", "graded", "graded_demo", "klass",
+                 "uninterrupted"}
+#: modules whose tests run notebooks in the sandbox or whole batches
+SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student_files", "test_validity",
+                "test_commands", "test_gradescope", "test_cli_reports", "test_batch", "test_retrain", "test_postgres",
+                "test_override", "test_check", "test_coursework", "test_classwide", "test_output_safety",
+                "test_hostile", "test_grading", "test_task_inference"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the slow tier (``make test-fast`` runs the rest in well under two minutes)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains networks, runs notebooks in the sandbox or grades a whole "
+                                       "class (make test-fast skips it)")
