@@ -2,7 +2,8 @@
 
 ``grade_batch`` (a class, into a gradebook and reports), ``render_reports``
 (pages again, from the gradebook alone), ``export`` (CSV, Gradescope, JUnit,
-Markdown), ``check`` (a student's own check on public data), ``calibrate``
+Markdown), ``override_score`` (a TA's score for a task, with the reason),
+``review_gradebook`` (what needs a human), ``check`` (a student's own check on public data), ``calibrate``
 (thresholds from reference runs), ``build_kit`` (what students get), and the
 folder conventions the commands share: reports go to
 ``reports/<assignment id>/``; ``find_gradebook`` and ``find_assignment`` find
@@ -10,7 +11,9 @@ what a command was not told.
 """
 from __future__ import annotations
 
+import getpass
 import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from .calibrate import calibrate
@@ -51,11 +54,11 @@ def find_gradebook(out_dir: Path, assignment_id: str | None = None) -> Path:
                          f"--out {inside[0]} (or --assignment-id).")
 
 
-def export_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assignment_id: str | None = None,
-                     to_dir: Path | None = None, formats=None) -> list[Path]:
-    """``grader export``: the chosen exports of one assignment's gradebook (default: all formats, into
-    ``<the gradebook's folder>/export``).  Returns the files written."""
-    from .export import FORMATS
+@contextmanager
+def open_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assignment_id: str | None = None):
+    """The gradebook an existing class's command works on, found as ``grader export`` finds it: yields
+    ``(gradebook, assignment id, the gradebook's folder)``, and closes it after.  ``assignment_id`` chooses
+    among several assignments (the only one by default)."""
     from .store import Gradebook
 
     folder = find_gradebook(out_dir, assignment_id) if db_url is None else Path(out_dir)
@@ -70,10 +73,90 @@ def export_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assi
         elif assignment_id not in ids:
             raise GradebookError(f"the gradebook has no assignment {assignment_id!r} (it has: "
                                  f"{', '.join(ids) or 'none'}).")
-        return export(gradebook, assignment_id, Path(to_dir) if to_dir else folder / "export",
-                      tuple(formats) if formats else FORMATS)
+        yield gradebook, assignment_id, folder
     finally:
         gradebook.close()
+
+
+def export_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assignment_id: str | None = None,
+                     to_dir: Path | None = None, formats=None) -> list[Path]:
+    """``grader export``: the chosen exports of one assignment's gradebook (default: all formats, into
+    ``<the gradebook's folder>/export``).  Returns the files written."""
+    from .export import FORMATS
+
+    with open_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id) as (gradebook, assignment_id, folder):
+        return export(gradebook, assignment_id, Path(to_dir) if to_dir else folder / "export",
+                      tuple(formats) if formats else FORMATS)
+
+
+def os_user() -> str:
+    """Who is at the keyboard, for the audit trail: the OS user's name (its uid when it has none)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
+def _assignment_for_pages(gradebook, assignment_id: str, folder: Path, assignment_dir: Path | None):
+    """What re-drawing a class's pages needs: ``(the folder they are in, the assignment, why not)``.  The folder
+    is the gradebook's or its ``<assignment>/`` (with ``--db``); the assignment is ``assignment_dir`` (which must
+    be right: a ``FatalError`` when not) or the folder the class was last graded from (when it still loads)."""
+    pages = next((f for f in (folder, folder / assignment_id) if (f / "results.json").is_file()), None)
+    if pages is None:
+        return None, None, f"no results.json in {folder} or {folder / assignment_id}"
+    if assignment_dir is not None:
+        assignment = load_assignment(assignment_dir)
+        if assignment.id != assignment_id:
+            raise FatalError(f"{assignment_dir} is the assignment {assignment.id!r}, not {assignment_id!r}.")
+        return pages, assignment, None
+    spec = gradebook.spec_folder(assignment_id)
+    if spec is None:
+        return pages, None, "the gradebook does not say which assignment folder it was graded from"
+    try:
+        assignment = load_assignment(spec)
+    except FatalError as e:
+        return pages, None, f"the assignment folder {spec} cannot be loaded ({e.explain()})"
+    if assignment.id != assignment_id:
+        return pages, None, f"{spec} is now the assignment {assignment.id!r}"
+    return pages, assignment, None
+
+
+def override_score(student_id: str, task_id: str, points: float | None, *, reason: str, by: str | None = None,
+                   out_dir: Path = REPORTS, db_url: str | None = None, assignment_id: str | None = None,
+                   assignment_dir: Path | None = None, wait: float = 0.0) -> dict:
+    """``grader override``: set a task's score by hand (``points``; None undoes the override in force) with
+    the reason and who did it (``by``, default the OS user), then re-draw the class's ``results.json``,
+    ``index.html`` and the student's page.  The pages need the assignment folder: ``assignment_dir``, or the
+    one the gradebook was last graded from.  Returns ``{"task": the task as it now stands, "assignment":
+    its id, "redrawn": the folder re-drawn or None, "why_not": why not}``."""
+    from .pipeline import refresh_reports
+    from .store import OutputLock
+
+    with open_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id) as (gradebook, assignment_id, folder):
+        pages, assignment, why_not = _assignment_for_pages(gradebook, assignment_id, folder, assignment_dir)
+        # one writer per output folder: a running batch would write the pages over again without the override
+        with OutputLock(pages, wait=wait) if pages is not None else nullcontext():
+            task = gradebook.override(assignment_id, student_id, task_id, points, reason=reason, by=by or os_user())
+            if assignment is not None:
+                refresh_reports(assignment, pages, gradebook, pages=[student_id])
+    return {"task": task, "assignment": assignment_id, "redrawn": pages if assignment is not None else None,
+            "why_not": why_not}
+
+
+def review_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assignment_id: str | None = None,
+                     near: float | None = None) -> dict:
+    """``grader review``: what needs a human in one assignment's gradebook (``review.review_items``):
+    ``{"assignment", "near_threshold", "items", "identical", "not_fingerprinted"}``; the last lists the
+    students recorded before identical work was looked for (``grader grade`` fills them in)."""
+    from .review import NEAR_THRESHOLD, identical_work, review_items
+
+    near = NEAR_THRESHOLD if near is None else near
+    with open_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id) as (gradebook, assignment_id, _):
+        identities = gradebook.identities(assignment_id)
+        identical = identical_work(identities)
+        items = review_items(gradebook.results(assignment_id), identical, near)
+    return {"assignment": assignment_id, "near_threshold": near, "items": items, "identical": identical,
+            "not_fingerprinted": sorted(sid for sid, identity in identities.items() if identity is None)}
 
 
 def find_assignment(near: Path | None = None) -> Path:
@@ -99,4 +182,5 @@ def find_assignment(near: Path | None = None) -> Path:
 
 
 __all__ = ["build_kit", "calibrate", "check", "default_out_dir", "export", "export_gradebook", "find_assignment",
-           "find_gradebook", "grade_batch", "render_reports"]
+           "find_gradebook", "grade_batch", "open_gradebook", "os_user", "override_score", "render_reports",
+           "review_gradebook"]

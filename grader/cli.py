@@ -91,12 +91,25 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
                   f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s.")
 
 
+_GRADEBOOK_OPTIONS = [
+    click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True,
+                 type=click.Path(path_type=Path),
+                 help="The output folder of an earlier `grader grade`, or the folder above it (reports/ holds "
+                      "reports/<assignment>/)."),
+    click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB", help="Gradebook database URL."),
+    click.option("--assignment-id", default=None, help="Which assignment  [default: the only one]"),
+]
+
+
+def _gradebook_options(command):
+    """The options that find an existing gradebook, as `grader export` takes them."""
+    for option in reversed(_GRADEBOOK_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option("--out", "-o", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
-              help="The output folder of an earlier `grader grade`, or the folder above it (reports/ holds "
-                   "reports/<assignment>/).")
-@click.option("--db", "db_url", metavar="URL", default=None, envvar="GRADER_DB", help="Gradebook database URL.")
-@click.option("--assignment-id", default=None, help="Which assignment  [default: the only one]")
+@_gradebook_options
 @click.option("--to", "to_dir", type=click.Path(path_type=Path), default=None,
               help="Where to write  [default: the gradebook's folder/export]")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "gradescope", "junit", "markdown"]),
@@ -118,6 +131,88 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
     if n:
         folder = next(p for p in written if p.name == "results.json").parent.parent
         console.print(f"wrote {n} Gradescope results.json file(s) under {terminal(str(folder))}")
+
+
+@main.command()
+@click.argument("student")
+@click.argument("task")
+@click.argument("points", type=float, required=False)
+@click.option("--reason", required=True, help="Why (kept in the gradebook and shown with the score).")
+@click.option("--undo", is_flag=True, help="Undo the override in force: the grader's own score stands again.")
+@click.option("--by", default=None, help="Who decided  [default: the OS user]")
+@click.option("--assignment", "-a", "assignment_dir", default=None, type=click.Path(path_type=Path),
+              help="The assignment folder, to re-draw the pages  [default: the one the class was graded from]")
+@_gradebook_options
+def override(student, task, points, reason, undo, by, assignment_dir, out_dir, db_url, assignment_id):
+    """Set STUDENT's score for TASK to POINTS after a manual review, or --undo it.
+
+    The gradebook keeps who, when, why and the grader's own score it
+    replaced; every report and export shows the override, marked as such. It
+    outlives re-grades; one whose automatic score changes is flagged for
+    review (`grader review`); overriding again clears the flag.
+    """
+    from .api import override_score
+
+    if undo == (points is not None):
+        console.print("[bold red]error:[/] give POINTS, or --undo without POINTS.")
+        sys.exit(2)
+    try:
+        done = override_score(student, task, None if undo else points, reason=reason, by=by, out_dir=out_dir,
+                              db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
+    t = done["task"]
+    what = (f"undid the override of {terminal(student)}'s task {terminal(task)}: the grader's {t['score']:g} of "
+            f"{t['max_score']:g} ({t['status']}) stands" if undo else
+            f"{terminal(student)}'s task {terminal(task)}: {t['score']:g} of {t['max_score']:g} (the grader's own: "
+            f"{t['override']['automatic']['score']:g}, {t['override']['automatic']['status']})")
+    console.print(f"{what}; recorded in the gradebook.")
+    if done["redrawn"] is not None:
+        console.print(f"Re-drew results.json, index.html and the student's page in {terminal(str(done['redrawn']))}.")
+    else:
+        console.print(f"[yellow]The pages were not re-drawn[/] ({terminal(done['why_not'])}): run `grader report -a "
+                      "<assignment folder>`. The exports read the gradebook and show it already.")
+
+
+@main.command()
+@_gradebook_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--near", type=click.FloatRange(0, 1), default=None,
+              help="How close to a threshold is worth a look, as a fraction of it  [default: 0.02]")
+def review(out_dir, db_url, assignment_id, as_json, near):
+    """List what needs a human: internal errors, overrides whose automatic score changed, refused training,
+    scores within a hair of a threshold, inferred tasks and identical work."""
+    import json
+
+    from rich.table import Table
+
+    from .api import review_gradebook
+
+    try:
+        found = review_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id, near=near)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    out = Console(soft_wrap=False)
+    if not found["items"]:
+        out.print(f"{terminal(found['assignment'])}: nothing needs review.")
+    else:
+        table = Table(title=f"{terminal(found['assignment'])}: {len(found['items'])} thing(s) to review")
+        table.add_column("what", no_wrap=True)
+        table.add_column("student", overflow="fold")
+        table.add_column("task", no_wrap=True)
+        table.add_column("details", overflow="fold")
+        for item in found["items"]:
+            table.add_row(item["kind"], terminal(", ".join(item["students"])), terminal(item["task"] or ""),
+                          terminal(item["detail"]))
+        out.print(table)
+    if found["not_fingerprinted"]:
+        out.print(f"{len(found['not_fingerprinted'])} student(s) were graded before identical work was looked for; "
+                  "`grader grade` looks at them.")
 
 
 @main.command()
@@ -171,7 +266,7 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
 
 @main.command()
 @click.argument("assignment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--runs", "-n", default=10, show_default=True, type=click.IntRange(2, 1000),
+@click.option("--runs", "-n", default=30, show_default=True, type=click.IntRange(2, 1000),
               help="Reference runs per task.")
 @click.option("--seed", "base_seed", default=1000, show_default=True, type=int,
               help="The first seed; runs use seed, seed+1, ...")

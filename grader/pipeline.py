@@ -10,6 +10,12 @@ committed to the gradebook in one transaction the moment it is known, then
 its page and ``results.json`` are written; a student whose grading fails for
 any reason gets that reason in their report and the batch goes on.  One
 grader at a time may write to an output folder.
+
+Every result is recorded with the TA overrides in force put over it (the
+gradebook does that, ``store.overrides``), and with the fingerprints that show
+identical work (``review.fingerprints``); the class page lists the students
+who share work.  ``refresh_reports`` re-draws pages from the gradebook alone
+(``grader report``, and ``grader override`` after an override).
 """
 from __future__ import annotations
 
@@ -31,7 +37,9 @@ from .intake import collect
 from .intake.formats import NOTEBOOK, SCRIPT
 from .report import Reporter, atomic_write
 from .measure import Measurements
+from .review import INTERNAL_ERROR, fingerprints, identical_work
 from .score import attach_plots, score_student
+from .score.classwide import class_warnings
 from .score.results import StudentResult, TaskResult
 from .spec import load_assignment
 from .store import DEFAULT_NAME, Gradebook, OutputLock, keys
@@ -69,7 +77,7 @@ def _internal_error(assignment, student_id: str, exc: BaseException) -> StudentR
     (a worker process's included) goes to the batch's log for the TA; the report keeps a short form."""
     log.error("internal error while grading %r:\n%s", student_id,
               "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    text = (f"The grader failed on this submission ({type(exc).__name__}: {str(exc)[:300]}); a TA will look at "
+    text = (f"{INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:300]}); a TA will look at "
             f"it (the full traceback is in the batch's {LOG_NAME}).")
     tasks = [TaskResult(t.id, t.title, 0.0, t.points, "error", {}, text, optional=t.optional)
              for t in assignment.tasks]
@@ -182,8 +190,8 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
     counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
     status = "failed"
     columns = [TextColumn("[bold]grading[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[green]✓ {task.fields[passed]}[/] [red]✗ {task.fields[failed]}[/] "
-                          "[yellow]! {task.fields[error]}[/]"), TimeRemainingColumn(),
+               TextColumn("[green]✓ {task.fields[passed]} passed[/] [red]✗ {task.fields[failed]} below half[/] "
+                          "[yellow]! {task.fields[error]} could not be graded[/]"), TimeRemainingColumn(),
                TextColumn("{task.fields[current]}")]
     warned_cap = False
     try:
@@ -193,10 +201,13 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
             def done(plan, result, measured, how, *, failed=False):
                 # a student the grader failed on is stored under a key no later run matches: it is retried
                 mkey = f"retry-{plan.measure_key}"[:64] if failed else plan.measure_key
-                gradebook.record(assignment.id, run_id, result.id, content_hash=plan.content, files=plan.files,
-                                 measure_key=mkey, score_key=plan.score_key,
-                                 measurements=measured.to_json() if how == "measured" else None, result=result)
-                reporter.add(attach_plots(result, measured))
+                stored = gradebook.record(
+                    assignment.id, run_id, result.id, content_hash=plan.content, files=plan.files,
+                    measure_key=mkey, score_key=plan.score_key,
+                    measurements=measured.to_json() if how == "measured" else None, result=result,
+                    identity=_fingerprints(assignment, plan, measured, result))
+                result = StudentResult.from_json(stored)  # the overrides in force, put over it
+                reporter.add(attach_plots(result, measured), stored=stored)
                 counts[how] += 1
                 counts[result.outcome] += 1
                 progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
@@ -207,14 +218,24 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
             stale_pages = _read_small(out_dir / REPORT_BUILD_FILE) != report_build
             unchanged = {r["id"]: r for r in gradebook.results(
                 assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
+            unprinted = {sid for sid, identity in gradebook.identities(assignment.id).items() if identity is None}
             for plan in plans:  # what needs no running first: it is instant
                 sid = plan.submission.student_id
                 if plan.action == "cached":
-                    result = StudentResult.from_json(unchanged[sid])
-                    reporter.add(result, render=False)
-                    if stale_pages or not reporter.page_path(sid).exists():
+                    stored = unchanged[sid]
+                    result = StudentResult.from_json(stored)
+                    reporter.add(result, render=False, stored=stored)
+                    # a page drawn before an override was made or undone shows an old score: overridden
+                    # students' pages are re-drawn (few, and only from stored measurements)
+                    redraw = stale_pages or not reporter.page_path(sid).exists() or "automatic" in stored
+                    if redraw or sid in unprinted:
                         measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
-                        reporter.add(attach_plots(result, measured))
+                        if sid in unprinted:  # graded before fingerprints were kept
+                            identity = _fingerprints(assignment, plan, measured, result)
+                            if identity is not None:
+                                gradebook.set_identity(assignment.id, sid, identity)
+                        if redraw:
+                            reporter.add(attach_plots(result, measured), stored=stored)
                     counts["cached"] += 1
                     counts[result.outcome] += 1
                     progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
@@ -254,8 +275,11 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
         except FatalError:
             if status == "finished":
                 raise
+    for warning in class_warnings(assignment, list(reporter.results.values())):  # a whole class at chance
+        console.print(f"[bold yellow]warning:[/] {terminal(warning)}")
+        reporter.warnings.append(warning)
     reporter.write_json()
-    reporter.write_index()
+    reporter.write_index(identical=identical_work(gradebook.identities(assignment.id), among=reporter.results))
     atomic_write(out_dir / REPORT_BUILD_FILE, keys.code_hash(keys.REPORTING_CODE))
     return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         time.monotonic() - started, gradebook.where)
@@ -272,6 +296,16 @@ def _batch_warnings(assignment, students) -> list[str]:
                    + "".join(f" or {assignment.intake.file_name('username', 'N', t.preprocessing.suffix)}"
                              for t in assignment.tasks[:1] if t.preprocessing) + ".")
     return out
+
+
+def _fingerprints(assignment, plan: _Plan, measured: Measurements, result: StudentResult) -> dict | None:
+    """``review.fingerprints`` of a plan's submission; None (and the traceback in the log) if they cannot be
+    taken: identical work is a TA's hint, never a reason to stop a batch."""
+    try:
+        return fingerprints(assignment, plan.submission, plan.files, measured, result)
+    except Exception:
+        log.exception("could not take the fingerprints of %r", plan.submission.student_id)
+        return None
 
 
 def _score(assignment, measured: Measurements) -> StudentResult:
@@ -293,20 +327,30 @@ def render_reports(assignment_dir, out_dir, *, db_url: str | None = None, wait: 
     with OutputLock(out_dir, wait=wait):
         gradebook = Gradebook(db_url, out_dir)
         try:
-            stored = gradebook.results(assignment.id)
-            if not stored:
-                raise FatalError(f"the gradebook {gradebook.where} has no results for {assignment.id}; "
-                                 "run `grader grade` first.")
-            reporter = Reporter(assignment, out_dir)
-            for data in stored:
-                result = StudentResult.from_json(data)
-                measured = gradebook.current_measurements(assignment.id, result.id)
-                if measured is not None:
-                    attach_plots(result, Measurements.from_json(measured))
-                reporter.add(result)
-            reporter.write_json()
-            reporter.write_index()
+            n = refresh_reports(assignment, out_dir, gradebook)
         finally:
             gradebook.close()
-    return BatchSummary(len(stored), out_dir, out_dir / "results.json", out_dir / "index.html",
+    return BatchSummary(n, out_dir, out_dir / "results.json", out_dir / "index.html",
                         seconds=time.monotonic() - started, gradebook=gradebook.where)
+
+
+def refresh_reports(assignment, out_dir: Path, gradebook, pages=None) -> int:
+    """Write ``results.json``, ``index.html`` and the pages of ``pages`` (student ids; every student when None)
+    from the gradebook alone, for a caller that holds the output folder's lock.  Returns the number of
+    students."""
+    stored = gradebook.results(assignment.id)
+    if not stored:
+        raise FatalError(f"the gradebook {gradebook.where} has no results for {assignment.id}; "
+                         "run `grader grade` first.")
+    reporter = Reporter(assignment, out_dir, warnings=_batch_warnings(assignment, []))  # the spec's own
+    for data in stored:
+        result = StudentResult.from_json(data)
+        draw = pages is None or result.id in pages
+        if draw:
+            measured = gradebook.current_measurements(assignment.id, result.id)
+            if measured is not None:
+                attach_plots(result, Measurements.from_json(measured))
+        reporter.add(result, render=draw, stored=data)
+    reporter.write_json()
+    reporter.write_index(identical=identical_work(gradebook.identities(assignment.id), among=reporter.results))
+    return len(stored)

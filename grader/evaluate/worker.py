@@ -22,6 +22,7 @@ by the evaluation worker like any other model.
 from __future__ import annotations
 
 import gc
+import hashlib
 import multiprocessing as mp
 import os
 import signal
@@ -99,7 +100,7 @@ class _Session:
         model = keras_io.load(path)
         info = keras_io.describe(model)
         info.keras_version = vetted["keras_version"]
-        result = {"format": fmt, "info": info.to_dict(), "datasets": {}}
+        result = {"format": fmt, "info": info.to_dict(), "datasets": {}, "weights_sha256": weights_digest(model)}
         if not info.finite:
             return result  # nothing to measure: the report explains NaN/inf weights
         scaling = None
@@ -157,6 +158,16 @@ class _Session:
                 }
             result["datasets"][name] = entry
         return result
+
+
+def weights_digest(model) -> str:
+    """A hash of a model's weights (dtypes, shapes, bytes): identical work is found by it (``review``)."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        w = np.ascontiguousarray(w)
+        digest.update(f"{w.dtype.str}{w.shape};".encode())
+        digest.update(w.tobytes())
+    return digest.hexdigest()
 
 
 def read_scaling(path: str | None, inputs: int):

@@ -14,6 +14,13 @@
 * ``summary.md``: a Markdown table of scores and task statuses, with what to
   fix per student, for ``$GITHUB_STEP_SUMMARY`` or a pull-request comment.
 
+A task whose score a TA set on review (``grader override``) is marked in each:
+an ``overridden`` column in the CSV (the task ids, ``(needs review)`` after one
+whose automatic score has changed since), the tags ``overridden`` and
+``needs_review`` in Gradescope, ``overridden`` in the JUnit case's summary, a
+✎ in the Markdown table; every message starts with the override's reason
+and the grader's own score (``store.overrides.describe``).
+
 Ids, messages and notes are partly chosen by students, so every export makes
 them inert for its reader (``grader.textsafe``): no spreadsheet formulas in
 the CSV, only characters XML 1.0 allows in the JUnit file, no Markdown or HTML
@@ -32,6 +39,7 @@ from ..textsafe import html_line, markdown_text, spreadsheet_cell, xml_text
 
 FORMATS = ("csv", "gradescope", "junit", "markdown")
 STATUS_ICON = {"passed": "✅", "partial": "🟡", "failed": "❌", "missing": "⬜", "error": "⚠️"}
+OVERRIDE_ICON = "✎"  # after a status icon: the score was set on review by a TA
 
 
 def _fmt(x: float) -> str:
@@ -39,18 +47,28 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def _overridden(student: dict) -> list[str]:
+    """The student's overridden tasks, ``"2a"``, or ``"2a (needs review)"`` when its automatic score changed."""
+    return [t["id"] + (" (needs review)" if t["override"]["needs_review"] else "")
+            for t in student["tasks"] if t.get("override")]
+
+
 def grades_csv(tasks: list[dict], students: list[dict]) -> str:
-    """The gradebook import: a row per student; text cells (the id, the grade) can never be a formula."""
+    """The gradebook import: a row per student; text cells (the id, the grade) can never be a formula.  When
+    a TA overrode any score, an ``overridden`` column names each student's overridden tasks."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     graded = any("grade" in s for s in students)
-    w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], "total", "max_score"] + (["grade"] if graded else []))
+    overridden = any(_overridden(s) for s in students)
+    w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], "total", "max_score"] + (["grade"] if graded else [])
+               + (["overridden"] if overridden else []))
     for s in students:
         by_id = {t["id"]: t for t in s["tasks"]}
         w.writerow([spreadsheet_cell(s["id"]),
                     *[_fmt(by_id[t["id"]]["score"]) if t["id"] in by_id else "" for t in tasks],
                     _fmt(s["score"]), _fmt(s["max_score"])]
-                   + ([spreadsheet_cell(s.get("grade") or "")] if graded else []))
+                   + ([spreadsheet_cell(s.get("grade") or "")] if graded else [])
+                   + ([spreadsheet_cell("; ".join(_overridden(s)))] if overridden else []))
     return buf.getvalue()
 
 
@@ -58,13 +76,18 @@ def gradescope(student: dict, visibility: str = "visible") -> dict:
     """One student's Gradescope autograder ``results.json`` (JSON escapes whatever the text holds)."""
     tests = []
     for t in student["tasks"]:
+        override = t.get("override")
+        tags = [t["status"]] + (["optional"] if t.get("optional") else []) + (["overridden"] if override else []) \
+            + (["needs_review"] if override and override["needs_review"] else [])
         tests.append({"name": f"Task {t['id']}: {t.get('title', '')}".rstrip(": "), "number": t["id"],
                       "score": t["score"], "max_score": t["max_score"],
                       "status": "passed" if t["status"] == "passed" else "failed",
-                      "output": t["message"], "visibility": visibility,
-                      "tags": [t["status"]] + (["optional"] if t.get("optional") else [])})
+                      "output": t["message"], "visibility": visibility, "tags": tags})
     head = f"Score {_fmt(student['score'])} of {_fmt(student['max_score'])}" + (
         f", grade {student['grade']}." if student.get("grade") else ".")
+    if student.get("automatic"):
+        head += (f" Task(s) {', '.join(t['id'] for t in student['tasks'] if t.get('override'))} were scored on "
+                 f"review by a TA; the grader's own score was {_fmt(student['automatic']['score'])}.")
     notes = "\n".join([head, *student.get("notes", [])])
     return {"score": student["score"], "output": notes, "visibility": visibility, "stdout_visibility": "hidden",
             "tests": tests}
@@ -80,11 +103,16 @@ def junit_xml(assignment_id: str, students: list[dict]) -> str:
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="score", value=_fmt(s["score"]))
         ET.SubElement(props, "property", name="max_score", value=_fmt(s["max_score"]))
+        if s.get("automatic"):
+            ET.SubElement(props, "property", name="automatic_score", value=_fmt(s["automatic"]["score"]))
+            ET.SubElement(props, "property", name="overridden", value="; ".join(_overridden(s)))
         for t in s["tasks"]:
             counts["tests"] += 1
             case = ET.SubElement(suite, "testcase", classname=f"{assignment_id}.{s['id']}",
                                  name=f"task {t['id']}", time="0")
-            summary = f"{_fmt(t['score'])}/{_fmt(t['max_score'])} points ({t['status']})"
+            overridden = (", overridden on review" + (", needs review" if t["override"]["needs_review"] else "")) \
+                if t.get("override") else ""
+            summary = f"{_fmt(t['score'])}/{_fmt(t['max_score'])} points ({t['status']}{overridden})"
             if t["status"] == "passed":
                 pass
             elif t["status"] == "error":
@@ -134,17 +162,22 @@ def markdown_summary(title: str, tasks: list[dict], students: list[dict], note: 
     lines.append("|---|---:|" + (":-:|" if graded else "") + "|".join(":-:" for _ in ids) + "|")
     for s in students:
         by_id = {t["id"]: t for t in s["tasks"]}
-        icons = [STATUS_ICON.get(by_id[i]["status"], "?") if i in by_id else "" for i in ids]
+        icons = [STATUS_ICON.get(by_id[i]["status"], "?") + (OVERRIDE_ICON if by_id[i].get("override") else "")
+                 if i in by_id else "" for i in ids]
         grade = f"{markdown_text(s.get('grade') or '')} | " if graded else ""
         lines.append(f"| {markdown_text(s['id'])} | {_fmt(s['score'])} / {_fmt(s['max_score'])} | {grade}"
                      + " | ".join(icons) + " |")
-    lines += ["", " ".join(f"{icon} {status}" for status, icon in STATUS_ICON.items()), ""]
+    legend = " ".join(f"{icon} {status}" for status, icon in STATUS_ICON.items())
+    if any(t.get("override") for s in students for t in s["tasks"]):
+        legend += f" {OVERRIDE_ICON} score set on review by a TA"
+    lines += ["", legend, ""]
     for s in students:
-        todo = [t for t in s["tasks"] if t["status"] != "passed" and not (t["status"] == "missing" and t.get("optional"))]
+        todo = [t for t in s["tasks"] if t.get("override") or
+                (t["status"] != "passed" and not (t["status"] == "missing" and t.get("optional")))]
         if todo:
             lines += [f"<details><summary>{html_line(s['id'])}: {len(todo)} task(s) to look at</summary>", ""]
-            lines += [f"- **{markdown_text(t['id'])}** ({t['status']}, {_fmt(t['score'])}/{_fmt(t['max_score'])}): "
-                      f"{markdown_text(t['message'])}" for t in todo]
+            lines += [f"- **{markdown_text(t['id'])}** ({t['status']}{', overridden' if t.get('override') else ''}, "
+                      f"{_fmt(t['score'])}/{_fmt(t['max_score'])}): {markdown_text(t['message'])}" for t in todo]
             lines += ["", "</details>", ""]
     return "\n".join(lines) + "\n"
 

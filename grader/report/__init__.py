@@ -3,6 +3,12 @@
 ``Reporter`` writes into the output folder as results arrive: a student's page
 and an updated ``results.json`` the moment that student is graded, so an
 interrupted batch loses nothing already done.
+
+A result as the gradebook stores it (``stored``) may carry TA overrides
+(``store.overrides``): ``results.json`` holds it as stored, the student's page
+shows each override with its reason and the grader's own score, and the class
+page marks overridden scores (and those whose automatic score changed since)
+and lists the students whose work is identical (``review.identical_work``).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .. import __version__
 from ..errors import OutputError
+from ..review import describe_evidence
 from ..score.assess import fmt_value
 from ..score.results import StudentResult
 from ..spec import import_reference
@@ -76,6 +83,7 @@ class Reporter:
         self.env = _env()
         self.css = resources.files("grader.report").joinpath("templates/base.css").read_text()
         self.results: dict[str, StudentResult] = {}
+        self.stored: dict[str, dict] = {}  # results as the gradebook holds them (overrides marked), by student
         self._json_written = float("-inf")
         try:
             self.students_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
@@ -102,6 +110,8 @@ class Reporter:
         return plots.regions(t.plot, ds.extent, title + " (held-out points)")
 
     def student_page(self, result: StudentResult) -> Path:
+        stored = self.stored.get(result.id, {})
+        overrides = {t["id"]: t["override"] for t in stored.get("tasks", []) if t.get("override")}
         rows = []
         for t in result.tasks:
             measured = ""
@@ -109,10 +119,11 @@ class Reporter:
                 m = t.threshold["metric"]
                 measured = f"{m} {fmt_value(m, t.metrics[m])}"
             rows.append({**t.__dict__, "measured": measured, "image": self._image(t),
-                         "threshold_text": self._threshold_text(t) if t.threshold else ""})
+                         "threshold_text": self._threshold_text(t) if t.threshold else "",
+                         "override": overrides.get(t.id)})
         html = self.env.get_template("student.html.j2").render(
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
-            warnings=self.warnings)
+            warnings=self.warnings, automatic=stored.get("automatic"))
         return atomic_write(self.page_path(result.id), html)
 
     def page_path(self, student_id: str) -> Path:
@@ -123,10 +134,15 @@ class Reporter:
     #: result; rewriting the whole class's file after each of 200 students would cost O(n^2) writes)
     JSON_EVERY_S = 5.0
 
-    def add(self, result: StudentResult, *, render: bool = True) -> None:
+    def add(self, result: StudentResult, *, render: bool = True, stored: dict | None = None) -> None:
         """Take a student's result: write their page (unless ``render`` is False: an unchanged result whose
-        page is already there) and, every few seconds, ``results.json``."""
+        page is already there) and, every few seconds, ``results.json``.  ``stored``: the result as the
+        gradebook holds it, overrides marked (what ``results.json`` shows; ``result.to_json()`` when None)."""
         self.results[result.id] = result
+        if stored is not None:
+            self.stored[result.id] = stored
+        else:
+            self.stored.pop(result.id, None)
         if render:
             self.student_page(result)
             if time.monotonic() - self._json_written >= self.JSON_EVERY_S:
@@ -136,7 +152,7 @@ class Reporter:
     def results_json(self) -> dict:
         return {"assignment": self.assignment.id, "title": self.assignment.title,
                 "max_score": self.assignment.max_score, "grader_version": __version__,
-                "students": [self.results[k].to_json() for k in sorted(self.results)]}
+                "students": [self.stored.get(k) or self.results[k].to_json() for k in sorted(self.results)]}
 
     def write_json(self) -> Path:
         path = self.out / "results.json"
@@ -144,19 +160,25 @@ class Reporter:
         self._json_written = time.monotonic()
         return path
 
-    def write_index(self) -> Path:
+    def write_index(self, identical: list[dict] | None = None) -> Path:
+        """The class page; ``identical``: the groups of students whose work is identical
+        (``review.identical_work``), listed for a TA to look at."""
         students = [self.results[k] for k in sorted(self.results)]
         rates = []
         for i in range(len(self.assignment.tasks)):
             done = [s.tasks[i].status == "passed" for s in students]
             rates.append(f"{100 * sum(done) / len(done):.0f}%" if done else "–")
         rows = [{"id": s.id, "score": s.score, "max_score": s.max_score, "tasks": s.tasks, "grade": s.grade,
-                 "link": self.page_path(s.id).relative_to(self.out).as_posix()} for s in students]
+                 "link": self.page_path(s.id).relative_to(self.out).as_posix(),
+                 "overrides": {t["id"]: t["override"] for t in self.stored.get(s.id, {}).get("tasks", [])
+                               if t.get("override")}} for s in students]
+        groups = [{"students": g["students"], "evidence": [describe_evidence(e) for e in g["evidence"]]}
+                  for g in identical or []]
         hist = plots.histogram([s.score for s in students], self.assignment.max_score) if students else None
         html = self.env.get_template("index.html.j2").render(
             assignment=self.assignment, students=rows, pass_rates=rates, histogram=hist, css=self.css,
             version=__version__, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            warnings=self.warnings)
+            warnings=self.warnings, identical=groups)
         path = self.out / "index.html"
         atomic_write(path, html)
         return path

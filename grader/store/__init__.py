@@ -1,5 +1,6 @@
-"""Storage: the gradebook (SQLAlchemy; SQLite by default), the keys that decide what is
-re-done, and the lock that keeps two graders out of one output folder."""
+"""Storage: the gradebook (SQLAlchemy; SQLite by default, PostgreSQL by URL) with the TA overrides
+it puts over results (``overrides``), the keys that decide what is re-done, and the lock that keeps
+two graders out of one output folder."""
 from .gradebook import DEFAULT_NAME, Gradebook
 from .keys import build_id, measure_fingerprint, measure_key, score_fingerprint, score_key, submission_hash
 from .lock import OutputLock

@@ -6,12 +6,22 @@ transaction together with the measurements it came from, so a batch killed
 at any moment (SIGKILL included) leaves every finished student complete and
 no half-written one; the next run picks up where it stopped.
 
-Tables: ``assignments``; ``students`` (one row per student and assignment);
-``submissions`` (the content hash of a student's files, the measure key and
-the stored measurements, one row per distinct submission); ``runs`` (one per
-``grader grade``); ``results`` (a student's current result: one row per
-student, replaced on re-grading); ``task_results`` (its tasks, for queries
-and exports).
+Tables: ``assignments`` (with the grade bands and the spec folder last graded
+from); ``students`` (one row per student and assignment); ``submissions`` (the
+content hash of a student's files, the measure key, the stored measurements
+and the fingerprints that show identical work, one row per distinct
+submission); ``runs`` (one per ``grader grade``); ``results`` (a student's
+current result: one row per student, replaced on re-grading); ``task_results``
+(its tasks, for queries and exports); ``overrides`` (the audit trail of TAs'
+scores: every override and every undo, never deleted).
+
+A result is stored, and read back, with the overrides in force put over it
+(``overrides.apply_overrides``); overrides belong to the student and task, not
+to a result, so they outlive every re-grade and re-score.
+
+Schema versions: 1, the first; 2 adds ``overrides``, ``assignments.grade_bands``
+and ``assignments.spec_folder``, ``submissions.identity``.  A version-1
+gradebook is upgraded in place when it is opened, its data untouched.
 """
 from __future__ import annotations
 
@@ -28,8 +38,9 @@ from sqlalchemy import event
 from .. import __version__
 from ..errors import GradebookError
 from . import codec
+from .overrides import apply_overrides, outcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_NAME = "gradebook.sqlite"
 #: the gradebook holds every student's grades: readable and writable by its owner only
 PRIVATE_FILE = 0o600
@@ -44,6 +55,8 @@ assignments = sa.Table(
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("max_score", sa.Float, nullable=False),
     sa.Column("tasks", sa.Text, nullable=False),  # JSON [{id, title, points, optional}]
+    sa.Column("grade_bands", sa.Text),  # JSON [[letter, minimum percent], ...] or null (schema 2)
+    sa.Column("spec_folder", sa.Text),  # the assignment folder last graded from (schema 2)
 )
 students = sa.Table(
     "students", metadata,
@@ -61,6 +74,7 @@ submissions = sa.Table(
     sa.Column("files", sa.Text, nullable=False),  # JSON [{name, sha256, bytes}]
     sa.Column("measurements", sa.LargeBinary, nullable=False),  # codec-encoded Measurements
     sa.Column("measured_at", sa.String(32), nullable=False),
+    sa.Column("identity", sa.Text),  # JSON fingerprints of the work (``grader.review.fingerprints``; schema 2)
     sa.UniqueConstraint("student", "measure_key"),
 )
 runs = sa.Table(
@@ -100,6 +114,22 @@ task_results = sa.Table(
     sa.Column("source", sa.Text),
     sa.UniqueConstraint("result", "task_id"),
 )
+overrides = sa.Table(
+    "overrides", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("student", sa.Integer, sa.ForeignKey("students.id"), nullable=False, index=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(8), nullable=False),  # set | undo; the latest row of a task is in force
+    sa.Column("points", sa.Float),  # null for an undo
+    sa.Column("replaced_score", sa.Float, nullable=False),  # the grader's score of the task at the time
+    sa.Column("replaced_status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("by", sa.String(128), nullable=False),
+    sa.Column("at", sa.String(32), nullable=False),
+)
+
+#: what each schema version added to existing tables (new tables are created by ``create_all``)
+ADDED_COLUMNS = {2: [(assignments, "grade_bands"), (assignments, "spec_folder"), (submissions, "identity")]}
 
 
 def now() -> str:
@@ -129,6 +159,8 @@ class Stored:
 
 
 class Gradebook:
+    """One gradebook (a SQLAlchemy database): what ``grader grade`` records and every other command reads."""
+
     def __init__(self, url: str | None = None, out_dir: Path | None = None):
         if url is None:
             if out_dir is None:
@@ -137,10 +169,15 @@ class Gradebook:
             url = f"sqlite:///{path}"
             self.where = str(path)
         else:
-            self.where = sa.engine.make_url(url).render_as_string(hide_password=True)
+            url = _with_driver(url)
+            self.where = url.render_as_string(hide_password=True)
         try:
             self.engine = sa.create_engine(url)
-        except (sa.exc.ArgumentError, ImportError) as e:
+        except ImportError as e:
+            hint = " (install the PostgreSQL driver: pip install 'grader[postgres]')" \
+                if self.where.startswith("postgresql") else ""
+            raise GradebookError(f"cannot use the gradebook URL {self.where}: {e}{hint}") from None
+        except sa.exc.ArgumentError as e:
             raise GradebookError(f"cannot use the gradebook URL {self.where}: {e}") from None
         if self.engine.dialect.name == "sqlite":
             _make_private(self.engine.url.database)
@@ -154,6 +191,8 @@ class Gradebook:
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise GradebookError(f"the gradebook {self.where} was written by a newer grader (schema "
                                          f"{row[0]}); upgrade grader to use it.")
+                elif int(row[0]) < SCHEMA_VERSION:
+                    _migrate(c, int(row[0]))
 
     @contextmanager
     def _errors(self, doing: str):
@@ -170,8 +209,10 @@ class Gradebook:
     def begin_run(self, assignment, engine: str) -> int:
         tasks = json.dumps([{"id": t.id, "title": t.title, "points": t.points, "optional": t.optional}
                             for t in assignment.tasks])
+        bands = json.dumps([list(b) for b in assignment.grades.bands]) if assignment.grades else None
         with self._errors("start a run in"), self.engine.begin() as c:
-            row = dict(id=assignment.id, title=assignment.title, max_score=assignment.max_score, tasks=tasks)
+            row = dict(id=assignment.id, title=assignment.title, max_score=assignment.max_score, tasks=tasks,
+                       grade_bands=bands, spec_folder=str(Path(assignment.root).resolve()))
             if c.execute(sa.select(assignments.c.id).where(assignments.c.id == assignment.id)).first():
                 c.execute(assignments.update().where(assignments.c.id == assignment.id).values(**row))
             else:
@@ -221,47 +262,132 @@ class Gradebook:
         return codec.decode(row[0]) if row else None
 
     def record(self, assignment_id: str, run_id: int, student_id: str, *, content_hash: str, files: list,
-               measure_key: str, score_key: str, measurements: dict | None, result) -> None:
-        """Store one student's measurements and result in one transaction (all or nothing)."""
+               measure_key: str, score_key: str, measurements: dict | None, result,
+               identity: dict | None = None) -> dict:
+        """Store one student's measurements and result in one transaction (all or nothing).  ``identity``: the
+        submission's fingerprints (kept as they were when None).  Returns the result as stored: its JSON with
+        the overrides in force put over it."""
         blob = codec.encode(measurements) if measurements is not None else None
         payload = result.to_json()
         with self._errors(f"record {student_id} in"), self.engine.begin() as c:
             pk = self._student_pk(c, assignment_id, student_id, create=True)
             sub = c.execute(sa.select(submissions.c.id).where(submissions.c.student == pk,
                                                               submissions.c.measure_key == measure_key)).first()
+            fingerprints = {} if identity is None else {"identity": json.dumps(identity, sort_keys=True)}
             if sub is None:
                 if blob is None:
                     raise GradebookError(f"no stored measurements for {student_id}; grade again with --force")
                 sub_id = c.execute(submissions.insert().values(
                     student=pk, content_hash=content_hash, measure_key=measure_key, files=json.dumps(files),
-                    measurements=blob, measured_at=now())).inserted_primary_key[0]
+                    measurements=blob, measured_at=now(), **fingerprints)).inserted_primary_key[0]
             else:
                 sub_id = sub[0]
                 if blob is not None:
                     c.execute(submissions.update().where(submissions.c.id == sub_id).values(
-                        measurements=blob, measured_at=now(), files=json.dumps(files)))
-            old = c.execute(sa.select(results.c.id).where(results.c.student == pk)).first()
-            if old is not None:
-                c.execute(task_results.delete().where(task_results.c.result == old[0]))
-                c.execute(results.delete().where(results.c.id == old[0]))
-            rid = c.execute(results.insert().values(
-                student=pk, submission=sub_id, run=run_id, score_key=score_key, score=result.score,
-                max_score=result.max_score, outcome=result.outcome, result=json.dumps(payload, ensure_ascii=False),
-                graded_at=now())).inserted_primary_key[0]
-            c.execute(task_results.insert(), [
-                dict(result=rid, task_id=t["id"], score=t["score"], max_score=t["max_score"], status=t["status"],
-                     metrics=json.dumps(t["metrics"]), message=t["message"], source=t.get("source"))
-                for t in payload["tasks"]])
+                        measurements=blob, measured_at=now(), files=json.dumps(files), **fingerprints))
+                elif fingerprints:
+                    c.execute(submissions.update().where(submissions.c.id == sub_id).values(**fingerprints))
+            apply_overrides(payload, self._in_force(c, [pk]).get(pk, {}), self._bands(c, assignment_id))
+            self._write_result(c, pk, payload, submission=sub_id, run=run_id, score_key=score_key,
+                               graded_at=now())
+        return payload
+
+    @staticmethod
+    def _write_result(c, pk: int, payload: dict, **row) -> None:
+        """Replace the student's current result (and its task rows) with ``payload``."""
+        old = c.execute(sa.select(results.c.id).where(results.c.student == pk)).first()
+        if old is not None:
+            c.execute(task_results.delete().where(task_results.c.result == old[0]))
+            c.execute(results.delete().where(results.c.id == old[0]))
+        rid = c.execute(results.insert().values(
+            student=pk, score=payload["score"], max_score=payload["max_score"], outcome=outcome(payload),
+            result=json.dumps(payload, ensure_ascii=False), **row)).inserted_primary_key[0]
+        c.execute(task_results.insert(), [
+            dict(result=rid, task_id=t["id"], score=t["score"], max_score=t["max_score"], status=t["status"],
+                 metrics=json.dumps(t["metrics"]), message=_no_nul(t["message"]), source=_no_nul(t.get("source")))
+            for t in payload["tasks"]])
+
+    # -- overrides --------------------------------------------------------------
+    @staticmethod
+    def _in_force(c, student_pks) -> dict[int, dict[str, dict]]:
+        """The overrides in force, by student row and task: each task's latest row, unless it is an undo."""
+        latest: dict[int, dict[str, dict]] = {}
+        q = sa.select(overrides).where(overrides.c.student.in_(list(student_pks))).order_by(overrides.c.id)
+        for row in c.execute(q).mappings():
+            latest.setdefault(row["student"], {})[row["task_id"]] = dict(row)
+        return {pk: {tid: row for tid, row in tasks.items() if row["action"] == "set"}
+                for pk, tasks in latest.items()}
+
+    @staticmethod
+    def _bands(c, assignment_id: str) -> list | None:
+        row = c.execute(sa.select(assignments.c.grade_bands).where(assignments.c.id == assignment_id)).first()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def override(self, assignment_id: str, student_id: str, task_id: str, points: float | None, *, reason: str,
+                 by: str) -> dict:
+        """Set a task's score by hand (``points``), or undo the override in force (``points`` None), with the
+        reason and who did it; the student's stored result changes in the same transaction.  Returns the
+        task as it now stands (its JSON, ``override`` included while one is in force)."""
+        reason = " ".join(str(reason).split())
+        if not reason:
+            raise GradebookError("an override needs a reason (--reason TEXT): the gradebook keeps it.")
+        with self._errors(f"override {student_id} {task_id} in"), self.engine.begin() as c:
+            pk = self._student_pk(c, assignment_id, student_id, create=False)
+            row = None if pk is None else c.execute(
+                sa.select(results.c.result, results.c.submission, results.c.run, results.c.score_key,
+                          results.c.graded_at).where(results.c.student == pk)).first()
+            if row is None:
+                raise GradebookError(f"the gradebook has no result for a student {student_id!r} in {assignment_id}.")
+            payload = json.loads(row.result)
+            task = next((t for t in payload["tasks"] if t["id"] == task_id), None)
+            if task is None:
+                raise GradebookError(f"{assignment_id} has no task {task_id!r} (its tasks: "
+                                     f"{', '.join(t['id'] for t in payload['tasks'])}).")
+            automatic = task.get("override", {}).get("automatic") or task
+            if points is None:
+                if "override" not in task:
+                    raise GradebookError(f"{student_id}'s task {task_id} has no override to undo.")
+            elif not (0 <= points <= task["max_score"]):
+                raise GradebookError(f"task {task_id} is worth 0 to {task['max_score']:g} points, not {points:g}.")
+            c.execute(overrides.insert().values(
+                student=pk, task_id=task_id, action="undo" if points is None else "set", points=points,
+                replaced_score=automatic["score"], replaced_status=automatic["status"], reason=reason,
+                by=str(by)[:128], at=now()))
+            apply_overrides(payload, self._in_force(c, [pk]).get(pk, {}), self._bands(c, assignment_id))
+            self._write_result(c, pk, payload, submission=row.submission, run=row.run, score_key=row.score_key,
+                               graded_at=row.graded_at)
+        return next(t for t in payload["tasks"] if t["id"] == task_id)
+
+    # -- what shows identical work ------------------------------------------------
+    def identities(self, assignment_id: str) -> dict[str, dict | None]:
+        """Each student's current submission's fingerprints (None when recorded before schema 2)."""
+        with self._errors("read"), self.engine.connect() as c:
+            q = (sa.select(students.c.student_id, submissions.c.identity)
+                 .join(results, results.c.student == students.c.id)
+                 .join(submissions, results.c.submission == submissions.c.id)
+                 .where(students.c.assignment_id == assignment_id))
+            return {sid: json.loads(identity) if identity else None for sid, identity in c.execute(q)}
+
+    def set_identity(self, assignment_id: str, student_id: str, identity: dict) -> None:
+        """Store the fingerprints of the student's current submission (one graded before they were kept)."""
+        with self._errors(f"record {student_id} in"), self.engine.begin() as c:
+            pk = self._student_pk(c, assignment_id, student_id, create=False)
+            sub = sa.select(results.c.submission).where(results.c.student == pk).scalar_subquery()
+            c.execute(submissions.update().where(submissions.c.id == sub).values(
+                identity=json.dumps(identity, sort_keys=True)))
 
     # -- reading back -------------------------------------------------------------
     def results(self, assignment_id: str, student_ids=None) -> list[dict]:
-        """Current results (StudentResult JSON) of an assignment, by student id."""
+        """Current results (StudentResult JSON, with the overrides in force) of an assignment, by student id."""
         with self._errors("read"), self.engine.connect() as c:
-            q = (sa.select(results.c.result).join(students, results.c.student == students.c.id)
+            q = (sa.select(students.c.id, results.c.result).join(students, results.c.student == students.c.id)
                  .where(students.c.assignment_id == assignment_id).order_by(students.c.student_id))
             if student_ids is not None:
                 q = q.where(students.c.student_id.in_(list(student_ids)))
-            return [json.loads(r[0]) for r in c.execute(q)]
+            rows = c.execute(q).all()
+            in_force = self._in_force(c, [pk for pk, _ in rows]) if rows else {}
+            bands = self._bands(c, assignment_id)
+        return [apply_overrides(json.loads(payload), in_force.get(pk, {}), bands) for pk, payload in rows]
 
     def current_measurements(self, assignment_id: str, student_id: str):
         """The measurements the student's current result was scored from."""
@@ -279,6 +405,12 @@ class Gradebook:
             row = c.execute(sa.select(assignments.c.tasks).where(assignments.c.id == assignment_id)).first()
         return json.loads(row[0]) if row else []
 
+    def spec_folder(self, assignment_id: str) -> str | None:
+        """The assignment folder the assignment was last graded from (None before schema 2)."""
+        with self._errors("read"), self.engine.connect() as c:
+            row = c.execute(sa.select(assignments.c.spec_folder).where(assignments.c.id == assignment_id)).first()
+        return row[0] if row else None
+
     def assignment_ids(self) -> list[str]:
         with self._errors("read"), self.engine.connect() as c:
             return [r[0] for r in c.execute(sa.select(assignments.c.id).order_by(assignments.c.id))]
@@ -295,6 +427,34 @@ class Gradebook:
             if orphans:
                 problems.append(f"{orphans} result(s) without task rows")
         return problems
+
+
+def _with_driver(url: str) -> sa.engine.URL:
+    """The URL to connect with: a bare ``postgresql://`` uses psycopg (3), the driver ``grader[postgres]``
+    installs, whatever SQLAlchemy's own default for the dialect is."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as e:
+        raise GradebookError(f"cannot use the gradebook URL {url!r}: {e}") from None
+    return parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed
+
+
+def _migrate(c, version: int) -> None:
+    """Upgrade a gradebook of schema ``version`` in place (in the caller's transaction): add the columns later
+    versions added (new tables are already there), then record the new version.  Nothing is rewritten."""
+    inspector = sa.inspect(c)
+    present = {(t, col["name"]) for t in inspector.get_table_names() for col in inspector.get_columns(t)}
+    for added in range(version + 1, SCHEMA_VERSION + 1):
+        for table, name in ADDED_COLUMNS.get(added, []):
+            if (table.name, name) not in present:
+                kind = table.c[name].type.compile(dialect=c.dialect)
+                c.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN {name} {kind}'))
+    c.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
+def _no_nul(text: str | None) -> str | None:
+    """Text a PostgreSQL text column takes (it refuses NUL characters), the same in every database."""
+    return text.replace("\x00", "\\x00") if text else text
 
 
 def _make_private(database: str | None) -> None:
