@@ -158,3 +158,28 @@ def test_student_ids_and_messages_are_escaped(tmp_path, model_dir):
     assert len(pages) == 1
     html = pages[0].read_text() + (out / "index.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def _overflow_at(page, width, tmp_path) -> tuple[int, int]:
+    """(the page's scroll width, the window's width) in Chromium at ``width`` CSS pixels."""
+    probe = tmp_path / f"probe-{page.name}"
+    html = page.read_text().replace(
+        "</body>", "<script>document.title = 'W' + document.documentElement.scrollWidth + 'x' + "
+                   "window.innerWidth;</script></body>")
+    probe.write_text(html)
+    dom = _browser("--dump-dom", f"--window-size={width},900", probe.as_uri(), tmp_path=tmp_path).stdout
+    import re
+
+    m = re.search(r"<title>W(\d+)x(\d+)</title>", dom)
+    assert m, dom[:500]
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_pages_fit_a_phone_and_a_desktop(graded_demo, tmp_path):
+    """At 400 px wide the page body never scrolls sideways (wide tables scroll inside themselves)."""
+    _, out = graded_demo
+    for page in (out / "index.html", out / "students" / "dave.html", out / "students" / "heidi.html"):
+        assert '<meta name="viewport"' in page.read_text()
+        for width in (400, 1200):
+            scroll, window = _overflow_at(page, width, tmp_path)
+            assert scroll <= window, (page.name, width, scroll, window)

@@ -2,6 +2,7 @@
 import dataclasses
 import http.server
 import json
+import re
 import shutil
 import threading
 
@@ -86,7 +87,8 @@ def test_hostile_cells_end_and_the_batch_goes_on(assignment, tmp_path, model_dir
     root = tmp_path / "spec"
     shutil.copytree(TUTORIAL6, root)
     spec = root / "assignment.toml"
-    spec.write_text(spec.read_text().replace("cell_timeout_s = 600", "cell_timeout_s = 8")
+    # a limit no import of TensorFlow reaches even on a loaded machine, so that only the endless loop times out
+    spec.write_text(re.sub(r"\ncell_timeout_s = \d+", "\ncell_timeout_s = 60", spec.read_text())
                     .replace("memory_mb = 4096", "memory_mb = 2048"))
     try:
         grade_batch(subs, root, tmp_path / "out")
@@ -100,7 +102,7 @@ def test_hostile_cells_end_and_the_batch_goes_on(assignment, tmp_path, model_dir
     assert failures[4]["error"] in ("FileNotFoundError", "PermissionError")
     assert failures[5]["error"] in ("FileNotFoundError", "PermissionError", "OSError")
     assert not outside.exists()
-    assert failures[6]["status"] == "timeout" and "limit of 8 s" in failures[6]["explanation"]
+    assert failures[6]["status"] == "timeout" and "limit of 60 s" in failures[6]["explanation"]
     assert "memory" in failures[7]["explanation"]
     assert 8 in failures  # the fork bomb ended in its cell (an error, a timeout or a dead kernel)
     assert failures[10]["status"] == "died" and "kernel died" in failures[10]["explanation"]

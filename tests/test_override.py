@@ -248,7 +248,8 @@ def test_review_lists_what_needs_a_human_and_the_class_page_lists_identical_work
     assert {("training refused", ("nina",), "2c"), ("training refused", ("olga",), "2c"),
             ("inferred task", ("alice",), "2a")} <= kinds
     groups = {tuple(g["students"]): g["evidence"] for g in found["identical"]}
-    assert [e["kind"] for e in groups[("nina", "olga")]] == ["code"]  # a script and a re-spaced notebook
+    # a script and a re-spaced notebook: the same code (which seeds itself, so the same weights too)
+    assert "code" in [e["kind"] for e in groups[("nina", "olga")]]
     assert groups[("nina", "olga")][0]["files"] == {"nina": ["work.py"], "olga": ["tut6.ipynb"]}
     assert {"kind": "models", "what": "identical model files", "files": {"alice": ["1c.h5"], "mallory": ["1c.h5"]}} \
         in groups[("alice", "mallory")]

@@ -8,6 +8,7 @@ and hands in a link to /dev/zero and hundreds of files.  Every one ends in a mes
 student, the good student's grade is unchanged, and no output of the batch holds a secret.
 """
 import json
+import re
 import os
 import shutil
 import sqlite3
@@ -45,7 +46,7 @@ def hostile_class(tmp_path_factory, model_dir):
     toml = spec / "assignment.toml"
     text = toml.read_text().replace("memory_mb = 4096\nmax_output_kb = 64",
                                     "memory_mb = 4096\nmax_output_kb = 64\ndisk_mb = 16\ntmp_mb = 16")
-    text = text.replace("cell_timeout_s = 600", "cell_timeout_s = 120")
+    text = re.sub(r"\ncell_timeout_s = \d+", "\ncell_timeout_s = 120", text)
     toml.write_text(text + "\n[intake]\nmax_files = 60\n")
     out = base / "out"
     subs = base / "subs"
@@ -237,7 +238,8 @@ def test_one_students_files_share_one_evaluation_budget(tmp_path, model_dir):
     spec = tmp_path / "a"
     shutil.copytree(TUTORIAL6, spec)
     toml = spec / "assignment.toml"
-    toml.write_text(toml.read_text().replace("timeout_s = 120", "timeout_s = 120\nstudent_budget_s = 0.001"))
+    toml.write_text(toml.read_text().replace("max_parameters = 2_000_000",
+                                             "max_parameters = 2_000_000\nstudent_budget_s = 0.001"))
     a = load_assignment(spec)
     folder = tmp_path / "subs" / "s"
     folder.mkdir(parents=True)
