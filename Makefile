@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 
 ## grade the demo submissions of both assignments into reports/<assignment>/
 demo: $(STAMP)
-	$(VENV)/bin/grader grade submissions/tutorial6 --assignment reference/tutorial6 --out reports/tutorial6
+	@# the demo's notebooks are the course's own, so they may run where no sandbox can be had (a real class may not)
+	$(VENV)/bin/grader grade submissions/tutorial6 --assignment reference/tutorial6 --out reports/tutorial6 --allow-unsandboxed
 	$(VENV)/bin/grader grade submissions/coursework --assignment reference/coursework --out reports/coursework
 
 ## run the test suite

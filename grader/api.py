@@ -81,9 +81,15 @@ def open_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assign
 def export_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assignment_id: str | None = None,
                      to_dir: Path | None = None, formats=None) -> list[Path]:
     """``grader export``: the chosen exports of one assignment's gradebook (default: all formats, into
-    ``<the gradebook's folder>/export``).  Returns the files written."""
+    ``<the gradebook's folder>/export``).  With neither ``assignment_id`` nor ``db_url``, and ``out_dir``
+    holding the gradebooks of several assignments (``reports/<assignment>/``, as ``make demo`` writes),
+    each is exported into its own folder.  Returns the files written."""
     from .export import FORMATS
 
+    several = sorted(p.parent.name for p in Path(out_dir).glob(f"*/{DEFAULT_NAME}"))
+    if db_url is None and assignment_id is None and to_dir is None and len(several) > 1 \
+            and not (Path(out_dir) / DEFAULT_NAME).is_file():
+        return [path for name in several for path in export_gradebook(Path(out_dir) / name, formats=formats)]
     with open_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id) as (gradebook, assignment_id, folder):
         return export(gradebook, assignment_id, Path(to_dir) if to_dir else folder / "export",
                       tuple(formats) if formats else FORMATS)

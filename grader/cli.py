@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -127,9 +128,8 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
     for path in written:
         if path.name != "results.json":
             console.print(f"wrote {terminal(str(path))}")
-    n = sum(p.name == "results.json" for p in written)
-    if n:
-        folder = next(p for p in written if p.name == "results.json").parent.parent
+    folders = Counter(p.parent.parent for p in written if p.name == "results.json")
+    for folder, n in folders.items():
         console.print(f"wrote {n} Gradescope results.json file(s) under {terminal(str(folder))}")
 
 

@@ -37,6 +37,17 @@ def test_report_and_export_work_with_the_defaults_after_grading(graded):
     assert rows[0].startswith("student_id") and {r.split(",")[0] for r in rows[1:]} == {"alice", "bob"}
 
 
+def test_export_with_the_defaults_exports_every_assignment_under_reports(graded, tmp_path):
+    """make demo writes reports/tutorial6 and reports/coursework: a bare `grader export` does both."""
+    work = tmp_path / "two"
+    shutil.copytree(graded / "reports", work / "reports")
+    shutil.copytree(work / "reports" / "tutorial6", work / "reports" / "copy")
+    done = grader("export", cwd=work)
+    assert done.returncode == 0, done.stderr
+    for name in ("tutorial6", "copy"):
+        assert (work / "reports" / name / "export" / "grades.csv").is_file()
+
+
 def test_reading_commands_create_no_gradebook(tmp_path):
     done = grader("report", "-a", TUTORIAL6, "-o", tmp_path / "nothing", cwd=tmp_path)
     assert done.returncode == 2 and "no gradebook" in done.stderr
