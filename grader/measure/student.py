@@ -39,7 +39,7 @@ from ..evaluate import retrain
 from ..execute import _remove, execute_notebook
 from ..harvest import MAX_MODEL_BYTES
 from ..intake import Submission, SubmittedFile, TaskNamer
-from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SAVEDMODEL, SCRIPT
+from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SAVEDMODEL, SCRIPT, sniff_format
 from ..keras_io import saved_model_refusal
 from ..score.results import FileResult
 from .records import Measurements, Source
@@ -177,7 +177,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                                     f"{summary['cells_failed']} failed; "
                                                     f"{summary['models_captured']} model(s) captured"))
                             for rel, path in ex.saved:
-                                submit(Source(f"{rel} (saved by {f.relative})", _model_format(path),
+                                submit(Source(f"{rel} (saved by {f.relative})", sniff_format(path),
                                               namer.task_for(Path(rel).name), provenance={"made_by": "saved"}),
                                        path)
                             for _, future in pending[first:]:
@@ -347,10 +347,6 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
                                                if name in datasets}})
 
 
-def _model_format(path: Path) -> str:
-    from ..intake.formats import sniff_format
-
-    return sniff_format(path)
 
 
 def grade_student(assignment, submission: Submission, evaluator, *, progress=None):
