@@ -46,7 +46,7 @@ def test_missing_tasks_fail_the_check_and_say_what_to_submit(tmp_path):
 def test_planted_mistakes_are_named_with_their_fix(tmp_path):
     # swapped outputs (dave's 2a), a truncated file (carol's 2a)
     _, text, _ = check(DEMO / "dave", tmp_path)
-    assert "Your outputs look swapped" in text and "not on 1 - y" in text
+    assert "outputs look swapped" in text and "not on 1 - y" in text
     proc, text, _ = check(DEMO / "carol", tmp_path / "c")
     assert proc.returncode == 1 and "task(s) 2a could not be graded" in text
     # a wrong file name and a wrong input width

@@ -82,6 +82,7 @@ def test_swapped_outputs_are_named(assignment, evaluator, reference_models, tmp_
     t = task_of(grade_one(assignment, evaluator, tmp_path / "subs"), "2a")
     assert t.metrics["accuracy"] < 0.2 and t.metrics["accuracy_swapped"] > 0.9
     assert "outputs look swapped" in t.message and t.status != "passed"
+    assert "has not learned" not in t.message  # it has learned the classes, in the wrong order: one fault
 
 
 def test_single_output_no_softmax_and_wrong_width_are_named(assignment, evaluator, tmp_path):
@@ -134,3 +135,15 @@ def test_model_h5_needs_hdf5_and_a_trained_model(assignment, evaluator, model_di
     _save(small_model(hidden=((4, "relu"), (4, "relu"))), untrained, "model.h5")
     t = task_of(grade_one(assignment, evaluator, tmp_path / "b"), "3")
     assert t.status == "partial" and "not a trained one" in t.message
+
+
+def test_a_wrong_network_is_the_fault_named_first(assignment, evaluator, model_dir, tmp_path):
+    # bob's mistake: the 1a network (Dense(3)) handed in as 1c (Dense(150)); training longer would not help
+    student = tmp_path / "subs" / "s"
+    student.mkdir(parents=True)
+    shutil.copy(model_dir / "1a.h5", student / "1c.h5")
+    t = task_of(grade_one(assignment, evaluator, tmp_path / "subs"), "1c")
+    assert t.status == "failed"
+    assert t.message.startswith("Architecture: hidden layer 1 is Dense(3, relu) but the task asks for Dense(150"), \
+        t.message
+    assert assignment.task("1c").hint not in t.message  # "train for 2000 epochs" is not the fault here

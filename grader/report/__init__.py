@@ -121,9 +121,9 @@ class Reporter:
             rows.append({**t.__dict__, "measured": measured, "image": self._image(t),
                          "threshold_text": self._threshold_text(t) if t.threshold else "",
                          "override": overrides.get(t.id)})
-        html = self.env.get_template("student.html.j2").render(
+        html = self.env.get_template("student.html.j2").render(  # the batch's warnings are the TA's: class page
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
-            warnings=self.warnings, automatic=stored.get("automatic"))
+            automatic=stored.get("automatic"))
         return atomic_write(self.page_path(result.id), html)
 
     def page_path(self, student_id: str) -> Path:
@@ -160,6 +160,18 @@ class Reporter:
         self._json_written = time.monotonic()
         return path
 
+    def pass_rule(self) -> str:
+        """What the class page's pass rate counts, in words: full marks, or the spec's stated share of them."""
+        lower = [t for t in self.assignment.tasks if t.pass_fraction < 1]
+        words = "Pass rate: the share of students who passed each task, that is earned all its points"
+        if lower:
+            by = {}
+            for t in lower:
+                by.setdefault(t.pass_fraction, []).append(t.id)
+            words += "; " + "; ".join(f"for task{'s' if len(ids) > 1 else ''} {', '.join(ids)}, at least "
+                                      f"{f:.0%} of its points (pass_fraction in the spec)" for f, ids in by.items())
+        return words + "."
+
     def write_index(self, identical: list[dict] | None = None) -> Path:
         """The class page; ``identical``: the groups of students whose work is identical
         (``review.identical_work``), listed for a TA to look at."""
@@ -178,7 +190,7 @@ class Reporter:
         html = self.env.get_template("index.html.j2").render(
             assignment=self.assignment, students=rows, pass_rates=rates, histogram=hist, css=self.css,
             version=__version__, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            warnings=self.warnings, identical=groups)
+            warnings=self.warnings, identical=groups, pass_rule=self.pass_rule())
         path = self.out / "index.html"
         atomic_write(path, html)
         return path

@@ -16,8 +16,9 @@ from .assess import Assessment, assess
 from .match import assign_tasks, infer_task
 from .results import FileResult, StudentResult, TaskResult
 
-def _status(fraction: float) -> str:
-    if fraction >= 1.0:
+def _status(fraction: float, pass_fraction: float = 1.0) -> str:
+    """A task's status from the share of its points earned: passed from the spec's ``pass_fraction``."""
+    if fraction > 0 and fraction >= pass_fraction:
         return "passed"
     return "partial" if fraction > 0 else "failed"
 
@@ -30,7 +31,8 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
     message = a.message()
     if inferred and reason:
         message = f"{reason} {message}"
-    return TaskResult(task.id, task.title, _points(task.points, a.fraction), task.points, _status(a.fraction),
+    return TaskResult(task.id, task.title, _points(task.points, a.fraction), task.points,
+                      _status(a.fraction, task.pass_fraction),
                       a.metrics, message, source, inferred, task.optional, a.threshold,
                       plot=plot, dataset=task.dataset)
 
@@ -204,7 +206,8 @@ def _saved_file_result(task, f, evaluation, match) -> TaskResult:
     else:
         words.append(f"It holds a trained model of task {match.task_id}.")
     fraction = max(fraction, 0.0)
-    return TaskResult(task.id, task.title, _points(task.points, fraction), task.points, _status(fraction),
+    return TaskResult(task.id, task.title, _points(task.points, fraction), task.points,
+                      _status(fraction, task.pass_fraction),
                       {}, " ".join(words), f.name, False, task.optional,
                       architecture=_describe(evaluation["info"]))
 

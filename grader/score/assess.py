@@ -85,13 +85,18 @@ def passes(metric: str, value: float, threshold: float) -> bool:
     return value >= threshold if METRICS[metric] else value <= threshold
 
 
+def _at_baseline(metric: str, value: float, metrics: dict) -> bool:
+    """An accuracy no better than always answering the most common class (never worth credit)."""
+    baseline = metrics.get("majority_baseline")
+    return metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN
+
+
 def judge(task: Task, metric: str, value: float, metrics: dict) -> tuple[float, str]:
     """The share of a metric's credit that ``value`` earns on ``task``, and why: ``"baseline"`` (an accuracy no
     better than always answering the most common class, which never earns credit), ``"pass"``, ``"partial"``
     or ``"fail"``.  ``metrics``: the measurements ``value`` is one of (for the majority baseline)."""
     th = task.threshold(metric)
-    baseline = metrics.get("majority_baseline")
-    if metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN:
+    if _at_baseline(metric, value, metrics):
         return 0.0, "baseline"
     if passes(metric, value, th.passing):
         return 1.0, "pass"
@@ -127,8 +132,10 @@ def assess(task: Task, evaluation: dict) -> Assessment:
             and outputs and outputs > 1 and "softmax" in task.architecture.output.activations:
         say("The outputs are not probabilities (they do not sum to one): the last layer needs "
             "activation='softmax'.")
+    if diffs:  # a wrong network is the fault to fix first: it explains the numbers that follow
+        say("Architecture: " + "; ".join(diffs) + f". Expected: {task.architecture.describe()}.")
 
-    # the scaling file first: when it is broken or missing, it explains the numbers that follow
+    # the scaling file next: when it is broken or missing, it explains the numbers that follow
     _preprocessing_sentences(evaluation.get("preprocessing"), metrics, a, say, info.get("inputs"))
     metric = task.metric if task.metric in metrics else None
     if metric is None and task.fallback_metric in metrics:
@@ -141,37 +148,8 @@ def assess(task: Task, evaluation: dict) -> Assessment:
                 f"{outputs} output(s)).")
         else:
             say(f"The {METRIC_LABELS[task.metric]} could not be measured for this model.")
-    elif task.curve is not None and metric == task.metric:
-        _judge_on_curve(task, metric, float(metrics[metric]), metrics, a, say)
     else:
-        value = float(metrics[metric])
-        th = task.threshold(metric)
-        a.metric, a.value = metric, value
-        a.threshold = {"metric": metric, "pass": th.passing, "partial": th.partial, "source": th.source,
-                       "higher_is_better": METRICS[metric]}
-        rel = _relation(metric)
-        label = METRIC_LABELS[metric]
-        shown = fmt_value(metric, value)
-        a.metric_fraction, outcome = judge(task, metric, value, metrics)
-        if outcome == "baseline":
-            say(f"The {label} is {shown}, no better than always answering the most common class "
-                f"({metrics['majority_baseline']:.3f}): the model has not learned to separate the classes.")
-        elif outcome == "pass":
-            say(f"The {label} is {shown}, within the pass threshold ({rel} {fmt_value(metric, th.passing)}).")
-        elif outcome == "partial":
-            say(f"The {label} is {shown}: partial credit ({rel} {fmt_value(metric, th.partial)}); full credit "
-                f"needs {rel} {fmt_value(metric, th.passing)}.")
-        else:
-            say(f"The {label} is {shown}, outside even the partial-credit threshold "
-                f"({rel} {fmt_value(metric, th.partial)}; full credit needs {rel} {fmt_value(metric, th.passing)}).")
-        swapped = metrics.get("accuracy_swapped")
-        if metric == "accuracy" and swapped is not None and value < 0.5 and passes(metric, swapped, th.partial):
-            say(f"Your outputs look swapped: with the two outputs the other way round the accuracy would be "
-                f"{swapped:.3f}. The first output must be the probability of class 0 and the second of class 1 "
-                "(the order to_categorical(y) gives); train on to_categorical(y), not on 1 - y.")
-        _recipe(task, evaluation, a, outcome, say)
-        if a.metric_fraction < 1 and task.hint:
-            say(task.hint)
+        _judge_metric(task, metric, float(metrics[metric]), evaluation, a, say)
 
     refusal = training_refusal(task, evaluation.get("provenance"))
     if refusal and a.metric_fraction > 0:
@@ -181,8 +159,6 @@ def assess(task: Task, evaluation: dict) -> Assessment:
 
     if a.architecture_ok:
         say("The architecture matches the task.")
-    else:
-        say("Architecture: " + "; ".join(diffs) + f". Expected: {task.architecture.describe()}.")
     w = task.architecture_weight
     fraction = w * a.architecture_ok + (1 - w) * a.metric_fraction
     if task.conciseness is not None:
@@ -304,30 +280,61 @@ def training_refusal(task: Task, provenance: dict | None) -> str | None:
     return None
 
 
-def _judge_on_curve(task: Task, metric: str, value: float, metrics: dict, a: Assessment, say) -> None:
-    """Marks from the task's curve (value -> fraction, linear between points) instead of thresholds."""
-    curve = task.curve
+def _judge_metric(task: Task, metric: str, value: float, evaluation: dict, a: Assessment, say) -> None:
+    """The metric's share of the credit and its words, by the task's thresholds or its marks curve.
+
+    One sentence says where the value stands; outputs in the wrong order replace it (a swapped model has
+    learned the classes, so "has not learned" would contradict the fix); then the re-trainings of the recipe
+    (thresholds only) and the task's hint, unless the fault lies elsewhere (the network or the order)."""
+    metrics = evaluation["datasets"].get(task.dataset, {}).get("metrics", {})
+    label, shown, rel = METRIC_LABELS[metric], fmt_value(metric, value), _relation(metric)
     a.metric, a.value = metric, value
-    zero = [x for x, y in curve.points if y == 0]
-    a.threshold = {"metric": metric, "pass": curve.full_at(), "partial": zero[-1] if zero else curve.points[0][0],
-                   "source": f"the marks curve of the spec ({curve.describe(lambda v: fmt_value(metric, v))})",
-                   "higher_is_better": METRICS[metric]}
-    label, shown = METRIC_LABELS[metric], fmt_value(metric, value)
-    baseline = metrics.get("majority_baseline")
-    if metric == "accuracy" and baseline is not None and value <= baseline + BASELINE_MARGIN:
-        a.metric_fraction = 0.0
-        say(f"The {label} is {shown}, no better than always answering the most common class ({baseline:.3f}): "
-            "the model has not learned to separate the classes (an accuracy near 0.5 means something is broken).")
+    curve = task.curve if metric == task.metric else None
+    if curve is not None:
+        zero = [x for x, y in curve.points if y == 0]
+        a.threshold = {"metric": metric, "pass": curve.full_at(),
+                       "partial": zero[-1] if zero else curve.points[0][0],
+                       "source": f"the marks curve of the spec ({curve.describe(lambda v: fmt_value(metric, v))})",
+                       "higher_is_better": METRICS[metric]}
+
+        def credit(v: float) -> tuple[float, str]:
+            if _at_baseline(metric, v, metrics):
+                return 0.0, "baseline"
+            fraction = round(curve(v), 6)
+            return fraction, "pass" if fraction >= 1 else "partial" if fraction > 0 else "fail"
     else:
-        a.metric_fraction = round(curve(value), 6)
+        th = task.threshold(metric)
+        a.threshold = {"metric": metric, "pass": th.passing, "partial": th.partial, "source": th.source,
+                       "higher_is_better": METRICS[metric]}
+
+        def credit(v: float) -> tuple[float, str]:
+            return judge(task, metric, v, metrics)
+    a.metric_fraction, outcome = credit(value)
+    swapped = metrics.get("accuracy_swapped")
+    is_swapped = metric == "accuracy" and swapped is not None and value < 0.5 \
+        and credit(float(swapped))[0] > a.metric_fraction
+    if is_swapped:
+        say(f"The {label} is {shown}, but with the two outputs the other way round it would be {swapped:.3f}: "
+            "your outputs look swapped. The first output must be the probability of class 0 and the second of "
+            "class 1 (the order to_categorical(y) gives: train on to_categorical(y), not on 1 - y); the grader "
+            "marks what the model outputs, so fix the order and train or save the model again.")
+    elif outcome == "baseline":
+        say(f"The {label} is {shown}, no better than always answering the most common class "
+            f"({metrics['majority_baseline']:.3f}): the model has not learned to separate the classes.")
+    elif curve is not None:
         say(f"The {label} is {shown}: {a.metric_fraction:.0%} of the performance marks (full marks from "
             f"{fmt_value(metric, curve.full_at())}).")
-    swapped = metrics.get("accuracy_swapped")
-    if metric == "accuracy" and swapped is not None and value < 0.5 and curve(swapped) > a.metric_fraction:
-        say(f"Your outputs look swapped: with the two outputs the other way round the accuracy would be "
-            f"{swapped:.3f}. The first output must be the probability of class 0 and the second of class 1; "
-            "the grader marks what the model outputs, so fix the order and save the model again.")
-    if a.metric_fraction < 1 and task.hint:
+    elif outcome == "pass":
+        say(f"The {label} is {shown}, within the pass threshold ({rel} {fmt_value(metric, th.passing)}).")
+    elif outcome == "partial":
+        say(f"The {label} is {shown}: partial credit ({rel} {fmt_value(metric, th.partial)}); full credit "
+            f"needs {rel} {fmt_value(metric, th.passing)}.")
+    else:
+        say(f"The {label} is {shown}, outside even the partial-credit threshold "
+            f"({rel} {fmt_value(metric, th.partial)}; full credit needs {rel} {fmt_value(metric, th.passing)}).")
+    if curve is None:
+        _recipe(task, evaluation, a, outcome, say)
+    if a.metric_fraction < 1 and task.hint and a.architecture_ok and not is_swapped:
         say(task.hint)
 
 

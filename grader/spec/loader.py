@@ -258,6 +258,8 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     training = t.get("training", str, default="any", check=lambda v: v in TRAINING,
                      expect=" or ".join(repr(v) for v in TRAINING))
     epochs = t.get("epochs", int, default=None, check=_positive, expect="a positive whole number")
+    pass_fraction = t.get("pass_fraction", float, default=1.0, check=lambda f: 0 < f <= 1,
+                          expect="a number above 0, at most 1")
 
     curve = None
     ct = t.table("curve", default=None)
@@ -320,7 +322,8 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
                 reference=reference, partial_credit=partial_credit, calibration=rules,
                 fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
                 reference_seed=int(seed) if seed is not None else None, curve=curve, conciseness=conciseness,
-                preprocessing=preprocessing, training=training, epochs=epochs)
+                preprocessing=preprocessing, training=training, epochs=epochs,
+                pass_fraction=pass_fraction)
 
 
 def _miss_rate(recorded: dict) -> MissRate | None:

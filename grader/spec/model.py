@@ -197,6 +197,9 @@ class Task:
     # the epochs the task's reference trains (the sheet's): a re-training of a student's recipe trains at
     # most ``Retraining.epochs_factor`` times this; None: the task's recipes are not re-trained
     epochs: int | None = None
+    # the share of the task's points from which it counts as passed (its status, the class page's pass rate):
+    # full marks unless the spec states less (a task marked on a curve, where few earn every last point)
+    pass_fraction: float = 1.0
 
     @property
     def higher_is_better(self) -> bool:
