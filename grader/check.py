@@ -5,17 +5,18 @@ evaluation worker, scoring -- on *public* validation data: the held-out
 seeds come from ``PUBLIC_SEED``, a fixed, published string, and nothing here
 reads the grading secret (neither ``GRADER_SECRET`` nor a ``.grader-secret``
 file).  Before any scores it runs format checks (``preflight``): file names
-the grader recognises, what every required task still lacks.  It prints per
-task what was found, its metric against the threshold and what to fix, writes
-the same feedback as an HTML page, and exits 0 when every required task is
-present and loads, 1 otherwise, so it can gate a submission.
+the grader recognises, what every required task still lacks.  It returns per
+task what was found, its metric against the threshold and what to fix
+(``CheckOutcome``), writes the same feedback as an HTML page, and says in
+``CheckOutcome.exit_code`` whether every required task is present and loads
+(0) or not (1), so it can gate a submission.  It prints nothing: ``grader
+check`` in ``cli.py`` presents it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from rich.console import Console
 
 from .errors import FatalError
 from .evaluate import Evaluator, dataset_seeds
@@ -25,18 +26,11 @@ from .intake.formats import FORMAT_NAMES, MODEL_FORMATS, NOTEBOOK, SCRIPT
 from .report import Reporter
 from .measure.student import measure_student
 from .score import score_student
-from .score.assess import fmt_value
 from .score.results import StudentResult
 from .spec import load_assignment
-from .textsafe import terminal
 
 #: the public seed of check's validation data: published on purpose, never the grading secret
 PUBLIC_SEED = "grader-check-public-validation-data"
-
-MARK = {"passed": "[green]✓[/]", "partial": "[yellow]~[/]", "failed": "[red]✗[/]", "missing": "[red]✗[/]",
-        "error": "[bold red]![/]"}
-STATUS_STYLE = {"passed": "[green]passed[/]", "partial": "[yellow]partial[/]", "failed": "[red]failed[/]",
-                "missing": "[red]missing[/]", "error": "[bold red]error[/]"}
 
 
 @dataclass
@@ -46,6 +40,8 @@ class CheckOutcome:
     advice: list[str] = field(default_factory=list)  # format advice that costs no points yet
     page: Path | None = None
     assignment_id: str = ""
+    title: str = ""
+    unsandboxed: str | None = None  # why the student's code ran without isolation, when it did
 
     @property
     def exit_code(self) -> int:
@@ -99,32 +95,34 @@ def preflight(assignment, sub: Submission) -> list[str]:
     return advice
 
 
-def check(path, assignment_dir, console: Console, *, out_dir: Path | None = None,
-          name: str | None = None) -> CheckOutcome:
+def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None = None,
+          progress: Callable[[str, object], None] | None = None) -> CheckOutcome:
+    """Check one submission on public validation data; print nothing.
+
+    ``progress(kind, value)`` hears, as they happen: ``("unsandboxed", reason)`` when the student's code
+    will run unisolated, ``("advice", line)`` for each format advice, ``("running", None)`` before a
+    notebook or script runs, and ``("cell", CellRun)`` after each of its cells.  ``out_dir``: where to
+    write the HTML feedback page (``CheckOutcome.page``)."""
+    say = progress or (lambda kind, value: None)
     assignment = load_assignment(assignment_dir)
     sub = submission_from(Path(path), assignment)
     has_code = any(f.format in (NOTEBOOK, SCRIPT) for f in sub.files)
-    warnings = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
-    if has_code and unavailable_reason():
-        console.print(f"[bold red]WARNING: {terminal(unavailable_reason())}[/]\n[red]Your notebook runs as you, "
-                      "on this machine, like running it in Jupyter.[/]")
-        warnings.append(unavailable_reason())
+    notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
+    unsandboxed = unavailable_reason() if has_code else None
+    if unsandboxed:
+        say("unsandboxed", unsandboxed)
+        notices.append(unsandboxed)
     advice = preflight(assignment, sub) + [p.explain() for p in sub.problems]
     for line in advice:
-        console.print(f"[yellow]![/] {terminal(line)}", highlight=False)
-
-    def cell_progress(run):
-        mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]"}.get(run.status, f"[red]{run.status}[/]")
-        first = terminal(next((ln for ln in run.source.splitlines() if ln.strip()), "")[:60])
-        extra = terminal(f" {run.error_name}: {run.error_value[:100]}") if run.error_name else ""
-        console.print(f"  cell {run.index + 1:>3} {mark} {run.seconds:5.1f} s  [dim]{first}[/]{extra}")
+        say("advice", line)
 
     seeds = dataset_seeds(assignment, PUBLIC_SEED)
     with Evaluator(assignment, seeds) as evaluator:
         evaluator.start(wait=False)
         if has_code:
-            console.print("[bold]Running your notebook, cell by cell:[/]")
-        result = score_student(assignment, measure_student(assignment, sub, evaluator, progress=cell_progress))
+            say("running", None)
+        measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run))
+        result = score_student(assignment, measured)
     result.id = name or Path(path).resolve().name or "submission"
 
     problems = []
@@ -135,45 +133,8 @@ def check(path, assignment_dir, console: Console, *, out_dir: Path | None = None
             problems.append(f"task {t.id} is missing: {t.message}")
         elif t.status == "error":
             problems.append(f"task {t.id} could not be graded: {t.message}")
-    outcome = CheckOutcome(result, problems, advice, assignment_id=assignment.id)
-    _print(console, assignment, outcome)
+    outcome = CheckOutcome(result, problems, advice, assignment_id=assignment.id, title=assignment.title,
+                           unsandboxed=unsandboxed)
     if out_dir is not None:
-        reporter = Reporter(assignment, out_dir, warnings=warnings + advice)
-        outcome.page = reporter.student_page(result)
-        console.print(f"HTML feedback: [bold]{terminal(outcome.page)}[/]")
+        outcome.page = Reporter(assignment, out_dir).student_page(result, notices=notices + advice)
     return outcome
-
-
-def _print(console: Console, assignment, outcome: CheckOutcome) -> None:
-    """One block per task: verdict, points, where it was found, the metric against its threshold, and
-    (unless passed) what to fix.  Lines, not a table: readable in a narrow terminal and in CI logs."""
-    result = outcome.result
-    console.rule(f"{terminal(assignment.title)}: check of {terminal(result.id)} on public validation data")
-    for t in result.tasks:
-        measured = ""
-        if t.threshold and t.threshold.get("metric") in t.metrics:
-            m = t.threshold["metric"]
-            rel = "≥" if t.threshold.get("higher_is_better") else "≤"
-            measured = f"  {m} {fmt_value(m, t.metrics[m])} (pass {rel} {fmt_value(m, t.threshold['pass'])})"
-        where = f"  from {terminal(t.source)}" if t.source else ""
-        optional = " (optional)" if t.optional else ""
-        console.print(f"{MARK.get(t.status, '?')} task {t.id}{optional}: {STATUS_STYLE.get(t.status, t.status)} "
-                      f"{t.score:g}/{t.max_score:g}{where}{measured}", highlight=False)
-        if t.status != "passed":
-            console.print(f"    {terminal(t.message)}", style="dim" if t.status == "missing" else None,
-                          highlight=False)
-    for nb in result.notebooks:
-        for f in nb.get("failures", []):
-            console.print(f"[red]✗[/] {terminal(nb['name'])}, cell {f['cell']} "
-                          f"({terminal(f['error'] or f['status'])}): {terminal(f['explanation'])}", highlight=False)
-    for note in result.notes:
-        console.print(f"[dim]note:[/] {terminal(note)}", highlight=False)
-    console.print(f"Estimated score on public data: [bold]{result.score:g} / {result.max_score:g}[/]")
-    if outcome.problems:
-        missing = [t.id for t in result.tasks if not t.optional and t.status == "missing"]
-        broken = [t.id for t in result.tasks if not t.optional and t.status == "error"]
-        parts = ([f"task(s) {', '.join(missing)} missing"] if missing else []) + \
-                ([f"task(s) {', '.join(broken)} could not be graded"] if broken else [])
-        console.print(f"[bold red]Not ready to submit:[/] {'; '.join(parts)} (see above for what to do).")
-    else:
-        console.print("[bold green]Every required task is present and loads.[/]")

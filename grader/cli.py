@@ -215,6 +215,65 @@ def review(out_dir, db_url, assignment_id, as_json, near):
                   "`grader grade` looks at them.")
 
 
+CHECK_MARK = {"passed": "[green]✓[/]", "partial": "[yellow]~[/]", "failed": "[red]✗[/]", "missing": "[red]✗[/]",
+              "error": "[bold red]![/]"}
+CHECK_STATUS = {"passed": "[green]passed[/]", "partial": "[yellow]partial[/]", "failed": "[red]failed[/]",
+                "missing": "[red]missing[/]", "error": "[bold red]error[/]"}
+
+
+def _check_progress(kind: str, value) -> None:
+    """What ``check`` says as it goes: format advice before anything runs, then each cell as it finishes."""
+    if kind == "unsandboxed":
+        console.print(f"[bold red]WARNING: {terminal(value)}[/]\n[red]Your notebook runs as you, on this machine, "
+                      "like running it in Jupyter.[/]")
+    elif kind == "advice":
+        console.print(f"[yellow]![/] {terminal(value)}", highlight=False)
+    elif kind == "running":
+        console.print("[bold]Running your notebook, cell by cell:[/]")
+    elif kind == "cell":
+        mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]"}.get(value.status, f"[red]{value.status}[/]")
+        first = terminal(next((ln for ln in value.source.splitlines() if ln.strip()), "")[:60])
+        extra = terminal(f" {value.error_name}: {value.error_value[:100]}") if value.error_name else ""
+        console.print(f"  cell {value.index + 1:>3} {mark} {value.seconds:5.1f} s  [dim]{first}[/]{extra}")
+
+
+def _print_check(outcome) -> None:
+    """One block per task: verdict, points, where it was found, the metric against its threshold, and
+    (unless passed) what to fix.  Lines, not a table: readable in a narrow terminal and in CI logs."""
+    from .score.assess import fmt_value
+
+    result = outcome.result
+    console.rule(f"{terminal(outcome.title)}: check of {terminal(result.id)} on public validation data")
+    for t in result.tasks:
+        measured = ""
+        if t.threshold and t.threshold.get("metric") in t.metrics:
+            m = t.threshold["metric"]
+            rel = "≥" if t.threshold.get("higher_is_better") else "≤"
+            measured = f"  {m} {fmt_value(m, t.metrics[m])} (pass {rel} {fmt_value(m, t.threshold['pass'])})"
+        where = f"  from {terminal(t.source)}" if t.source else ""
+        optional = " (optional)" if t.optional else ""
+        console.print(f"{CHECK_MARK.get(t.status, '?')} task {t.id}{optional}: {CHECK_STATUS.get(t.status, t.status)} "
+                      f"{t.score:g}/{t.max_score:g}{where}{measured}", highlight=False)
+        if t.status != "passed":
+            console.print(f"    {terminal(t.message)}", style="dim" if t.status == "missing" else None,
+                          highlight=False)
+    for nb in result.notebooks:
+        for f in nb.get("failures", []):
+            console.print(f"[red]✗[/] {terminal(nb['name'])}, cell {f['cell']} "
+                          f"({terminal(f['error'] or f['status'])}): {terminal(f['explanation'])}", highlight=False)
+    for note in result.notes:
+        console.print(f"[dim]note:[/] {terminal(note)}", highlight=False)
+    console.print(f"Estimated score on public data: [bold]{result.score:g} / {result.max_score:g}[/]")
+    if outcome.problems:
+        missing = [t.id for t in result.tasks if not t.optional and t.status == "missing"]
+        broken = [t.id for t in result.tasks if not t.optional and t.status == "error"]
+        parts = ([f"task(s) {', '.join(missing)} missing"] if missing else []) + \
+                ([f"task(s) {', '.join(broken)} could not be graded"] if broken else [])
+        console.print(f"[bold red]Not ready to submit:[/] {'; '.join(parts)} (see above for what to do).")
+    else:
+        console.print("[bold green]Every required task is present and loads.[/]")
+
+
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--assignment", "-a", "assignment_dir", type=click.Path(path_type=Path), default=None,
@@ -241,7 +300,10 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
 
     try:
         assignment_dir = assignment_dir or find_assignment(path)
-        outcome = run(path, assignment_dir, console, out_dir=out_dir, name=name)
+        outcome = run(path, assignment_dir, out_dir=out_dir, name=name, progress=_check_progress)
+        _print_check(outcome)
+        if outcome.page is not None:
+            console.print(f"HTML feedback: [bold]{terminal(outcome.page)}[/]")
         if junit_path or summary_path:
             from .export import junit_xml, markdown_summary
             from .report import atomic_write

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import ClusterError, FatalError, WorkerCrashed
+from .logs import worker_output_to_log
 
 #: a worker that dies this many times while holding a student gives that student an error
 MAX_ATTEMPTS = 2
@@ -80,6 +81,7 @@ def _worker_evaluator(assignment_dir: str, seeds: tuple):
 
 def warm_up(assignment_dir: str, seeds: tuple) -> None:
     """Pool initializer: start the evaluation worker before the first job arrives."""
+    worker_output_to_log()
     _worker_evaluator(assignment_dir, seeds)
 
 

@@ -19,7 +19,6 @@ who share work.  ``refresh_reports`` re-draws pages from the gradebook alone
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 import traceback
@@ -45,7 +44,7 @@ from .spec import load_assignment
 from .store import DEFAULT_NAME, Gradebook, OutputLock, keys
 from .textsafe import terminal
 
-log = logging.getLogger("grader")
+from .logs import batch_log, log
 LOG_NAME = "grader.log"  # in the output folder: internal errors with their tracebacks
 REPORT_BUILD_FILE = ".report-build"  # the report code the pages were drawn with (a change re-draws them)
 
@@ -117,13 +116,11 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
                           "it; keep this file (or set GRADER_SECRET) so that re-grading gives the same scores.")
         seeds = dataset_seeds(assignment, secret.value)
         gradebook = Gradebook(db_url, out_dir)
-        handler = _log_to(out_dir / LOG_NAME)
         try:
-            return _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force,
-                        started, allow_unsandboxed)
+            with batch_log(out_dir / LOG_NAME):
+                return _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler,
+                            force, started, allow_unsandboxed)
         finally:
-            log.removeHandler(handler)
-            handler.close()
             gradebook.close()
 
 
@@ -132,16 +129,6 @@ def _read_small(path: Path) -> str | None:
         return path.read_text()[:200]
     except OSError:
         return None
-
-
-def _log_to(path: Path) -> logging.Handler:
-    """Send the grader's log (internal errors with tracebacks) to ``path``, readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
 
 
 def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:

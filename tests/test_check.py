@@ -94,3 +94,17 @@ def test_check_never_reads_or_shows_the_secret(tmp_path):
         runs.append(re.sub(r"\d+\.\d+ s", "", text.replace(str(tmp_path / str(i)), "")))
     assert runs[0] == runs[1]  # the secret did not change a single metric
     assert "accuracy 0.0" in runs[0]
+
+
+def test_the_check_api_prints_nothing_and_reports_through_its_callback(tmp_path, capfd):
+    from grader.api import check as api_check
+
+    sub = tmp_path / "me"
+    sub.mkdir()
+    shutil.copy(DEMO / "alice" / "1c.h5", sub / "wide.h5")  # a name that says no task: advice, before anything runs
+    heard = []
+    outcome = api_check(sub, TUTORIAL6, out_dir=tmp_path / "out", progress=lambda kind, value: heard.append(kind))
+    assert capfd.readouterr().out == ""  # presenting is the CLI's business
+    assert heard and heard[0] == "advice" and any("does not say which task" in a for a in outcome.advice)
+    assert outcome.exit_code == 1 and "check on public validation data" in outcome.page.read_text()
+    assert next(t for t in outcome.result.tasks if t.id == "1c").status == "passed"

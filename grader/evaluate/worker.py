@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import errors, untrusted
 from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout, SubmissionError, WorkerCrashed
+from ..logs import worker_output_to_log
 
 STARTUP_TIMEOUT_S = 180.0
 CLEANUP_EVERY = 25  # requests between clearing Keras' session and collecting garbage
@@ -217,6 +218,7 @@ def read_scaling(path: str | None, inputs: int):
 def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str) -> None:
     """Worker main loop (runs in the spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    worker_output_to_log()  # in a batch, the libraries' own warnings go to its log, not the TA's terminal
     capped = _apply_limits(memory_mb)
     _quiet_tensorflow(backend)
     try:

@@ -109,7 +109,8 @@ class Reporter:
             return plots.curve(t.plot, import_reference(self.assignment, ds.function), title)
         return plots.regions(t.plot, ds.extent, title + " (held-out points)")
 
-    def student_page(self, result: StudentResult) -> Path:
+    def student_page(self, result: StudentResult, notices: list[str] | None = None) -> Path:
+        """Write a student's page; ``notices``: what the student must read first (a check's own caveats)."""
         stored = self.stored.get(result.id, {})
         overrides = {t["id"]: t["override"] for t in stored.get("tasks", []) if t.get("override")}
         rows = []
@@ -123,7 +124,7 @@ class Reporter:
                          "override": overrides.get(t.id)})
         html = self.env.get_template("student.html.j2").render(  # the batch's warnings are the TA's: class page
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
-            automatic=stored.get("automatic"))
+            automatic=stored.get("automatic"), notices=notices or [])
         return atomic_write(self.page_path(result.id), html)
 
     def page_path(self, student_id: str) -> Path:
