@@ -12,9 +12,6 @@ from __future__ import annotations
 class GraderError(Exception):
     """Base of every error the grader reports in words."""
 
-    #: short label shown next to the message in reports
-    title = "grading error"
-
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(message)
         self.message = message
@@ -40,13 +37,9 @@ def _rebuild(cls, message: str, hint: str | None):
 class FatalError(GraderError):
     """The grader itself cannot run; the CLI exits non-zero."""
 
-    title = "grader cannot run"
-
 
 class SpecError(FatalError):
     """The assignment spec is missing, malformed or inconsistent."""
-
-    title = "invalid assignment spec"
 
     def __init__(self, path, field: str | None, problem: str):
         where = f"{path}: {field}" if field else f"{path}"
@@ -59,8 +52,6 @@ class SpecError(FatalError):
 class OutputError(FatalError):
     """The output folder cannot be written."""
 
-    title = "cannot write output"
-
 
 # --- errors that fail one file, task or student ------------------------------
 
@@ -68,96 +59,66 @@ class OutputError(FatalError):
 class SubmissionError(GraderError):
     """Something is wrong with a submission (not with the grader)."""
 
-    title = "submission problem"
-
 
 class EmptySubmission(SubmissionError):
-    title = "empty submission"
+    """The submission holds nothing to grade."""
 
 
 class UnreadableFile(SubmissionError):
-    title = "unreadable file"
+    """A submitted file cannot be read (a link, a special file, too large, unreadable bytes)."""
 
 
 class UnknownFormat(SubmissionError):
     """The bytes of a file are not a model format Keras can load."""
 
-    title = "not a model file"
-
 
 class CorruptModel(SubmissionError):
     """The file has a model format's signature but cannot be read as one."""
-
-    title = "corrupt model file"
 
 
 class UnsafeModel(SubmissionError):
     """The model holds code or layers that could run code when loaded."""
 
-    title = "refused: unsafe model"
-
 
 class ModelTooLarge(SubmissionError):
     """The model claims more parameters than any task needs (a shape bomb)."""
-
-    title = "refused: model too large"
 
 
 class ModelLoadError(SubmissionError):
     """Keras could not rebuild the model from the file."""
 
-    title = "model does not load"
-
 
 class EvaluationFailed(SubmissionError):
     """The model loaded but could not be run on the held-out data."""
-
-    title = "model could not be evaluated"
 
 
 class EvaluationTimeout(SubmissionError):
     """Loading or evaluating took longer than the time limit."""
 
-    title = "evaluation timed out"
-
 
 class EvaluationOutOfMemory(SubmissionError):
     """The evaluation worker ran out of its memory cap."""
-
-    title = "model needs too much memory"
 
 
 class WorkerCrashed(SubmissionError):
     """The evaluation worker died while handling this file."""
 
-    title = "evaluation crashed"
-
 
 class NotebookUnreadable(SubmissionError):
     """A notebook or script that cannot be read as one."""
-
-    title = "notebook cannot be read"
 
 
 class KernelStartFailed(SubmissionError):
     """The notebook's kernel could not be started."""
 
-    title = "kernel did not start"
-
 
 class GradebookError(FatalError):
     """The gradebook cannot be opened, read or written."""
-
-    title = "gradebook error"
 
 
 class OutputBusy(FatalError):
     """Another grader process is writing to the same output folder."""
 
-    title = "output folder in use"
-
 
 class ClusterError(FatalError):
     """The Dask cluster given with --scheduler cannot be used."""
-
-    title = "cluster error"

@@ -166,8 +166,8 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
         raise CorruptModel(f"{name}: the model configuration inside the file is not valid JSON.") from None
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
-    params = _config_problems(config, max_parameters, name, max_layers)
-    return {"config": config, "keras_version": version, "parameters_claimed": params}
+    _config_problems(config, max_parameters, name, max_layers)
+    return {"config": config, "keras_version": version}
 
 
 def saved_model_refusal(name: str) -> ModelLoadError:

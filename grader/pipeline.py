@@ -19,7 +19,6 @@ who share work.  ``refresh_reports`` re-draws pages from the gradebook alone
 """
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from dataclasses import dataclass, field

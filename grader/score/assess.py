@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..spec.model import METRICS, Architecture, Task
+from ..spec.model import METRICS, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
     "mse": "mean squared error against the true function",
@@ -81,10 +81,6 @@ def architecture_differences(arch: Architecture, info: dict) -> list[str]:
     return diffs
 
 
-def passes(metric: str, value: float, threshold: float) -> bool:
-    return value >= threshold if METRICS[metric] else value <= threshold
-
-
 def _at_baseline(metric: str, value: float, metrics: dict) -> bool:
     """An accuracy no better than always answering the most common class (never worth credit)."""
     baseline = metrics.get("majority_baseline")
@@ -103,10 +99,6 @@ def judge(task: Task, metric: str, value: float, metrics: dict) -> tuple[float, 
     if passes(metric, value, th.partial):
         return task.partial_credit, "partial"
     return 0.0, "fail"
-
-
-def _relation(metric: str) -> str:
-    return "≥" if METRICS[metric] else "≤"
 
 
 def assess(task: Task, evaluation: dict) -> Assessment:
@@ -210,7 +202,7 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
     if not r or outcome == "pass" or not a.architecture_ok or a.metric != task.metric or not task.retrained \
             or r.get("dataset") not in (None, task.dataset):
         return
-    metric, label, rel = a.metric, METRIC_LABELS[a.metric], _relation(a.metric)
+    metric, label, rel = a.metric, METRIC_LABELS[a.metric], relation(a.metric)
     own = fmt_value(metric, a.value)
     m = th.misses
     if m is not None:
@@ -230,7 +222,7 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
             f"your own run's ({own}).")
         return
     judged = [judge(task, metric, v, run) for v, run in zip(values, measured)]
-    best = max(range(len(values)), key=lambda i: (judged[i][0], values[i] if METRICS[metric] else -values[i]))
+    best = max(range(len(values)), key=lambda i: (judged[i][0], goodness(metric, values[i])))
     fraction = judged[best][0]
     shown = ", ".join(fmt_value(metric, v) for v in values)
     trained = f"{r['trained_epochs']} epochs (the grader's cap) instead of your {r['epochs']}" \
@@ -287,7 +279,7 @@ def _judge_metric(task: Task, metric: str, value: float, evaluation: dict, a: As
     learned the classes, so "has not learned" would contradict the fix); then the re-trainings of the recipe
     (thresholds only) and the task's hint, unless the fault lies elsewhere (the network or the order)."""
     metrics = evaluation["datasets"].get(task.dataset, {}).get("metrics", {})
-    label, shown, rel = METRIC_LABELS[metric], fmt_value(metric, value), _relation(metric)
+    label, shown, rel = METRIC_LABELS[metric], fmt_value(metric, value), relation(metric)
     a.metric, a.value = metric, value
     curve = task.curve if metric == task.metric else None
     if curve is not None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..spec.model import METRICS
+from ..spec.model import METRICS, goodness
 from .assess import Assessment, architecture_differences, assess
 
 
@@ -54,7 +54,7 @@ def _goodness(a: Assessment) -> float:
     """How well the model does on the task's own data, larger is better."""
     if a.value is None:
         return float("-inf")
-    return a.value if METRICS[a.metric] else -a.value
+    return goodness(a.metric, a.value)
 
 
 def _ranked(scored: list) -> list:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-STATUSES = ("passed", "partial", "failed", "missing", "error")
 PASS_FRACTION = 0.5  # a student 'passes' (in progress counts and summaries) at half the maximum
 
 

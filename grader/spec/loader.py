@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..errors import SpecError
 from .model import (
-    ANY, METRICS, METRICS_FOR_KIND, Architecture, Assignment, Conciseness, Curve, Dataset, EvaluationLimits,
+    ANY, METRICS_FOR_KIND, Architecture, Assignment, Conciseness, Curve, Dataset, EvaluationLimits,
     GradeBands, Intake, LayerPattern, MissRate, NotebookSettings, Preprocessing, Retraining, Task, ThresholdRule,
-    Thresholds,
+    Thresholds, passes,
 )
 from .tables import TableError, read_labelled_csv
 
@@ -312,8 +312,7 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
                                        f"calibration ({cal_path.name}, {len(recorded[m].get('runs', []))} runs)",
                                        float(typical) if typical is not None else None, _miss_rate(recorded[m]))
     for m, th in thresholds.items():
-        better = th.passing >= th.partial if METRICS[m] else th.passing <= th.partial
-        if not better:
+        if not passes(m, th.passing, th.partial):
             raise SpecError(t.path, t._field(f"thresholds.{m}"),
                             f"the pass threshold {th.passing} is easier than the partial one {th.partial}")
     t.done()

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 #: metric name -> True when larger is better
 METRICS = {
     "mse": False,        # mean squared error against the true function (function datasets)
@@ -18,6 +20,23 @@ METRICS = {
     "accuracy": True,    # held-out accuracy (class datasets)
     "gap": True,         # training accuracy minus held-out accuracy (overfitting)
 }
+
+
+
+def passes(metric: str, value: float, threshold: float) -> bool:
+    """Whether ``value`` of ``metric`` is at ``threshold`` or better (the one place a direction is applied)."""
+    return value >= threshold if METRICS[metric] else value <= threshold
+
+
+def goodness(metric: str, value: float) -> float:
+    """``value`` on a scale where larger is always better (for ranking models by a metric)."""
+    return value if METRICS[metric] else -value
+
+
+def relation(metric: str) -> str:
+    """The sign a threshold of ``metric`` is written with: ``≥`` when larger is better, else ``≤``."""
+    return "≥" if METRICS[metric] else "≤"
+
 
 #: which metrics a dataset kind supports
 METRICS_FOR_KIND = {"function": {"mse", "max_error"}, "classes": {"accuracy", "gap"}}
@@ -58,16 +77,8 @@ class Curve:
     points: tuple[tuple[float, float], ...]  # (value, fraction), values increasing
 
     def __call__(self, value: float) -> float:
-        xs = [p[0] for p in self.points]
-        ys = [p[1] for p in self.points]
-        if value <= xs[0]:
-            return ys[0]
-        if value >= xs[-1]:
-            return ys[-1]
-        for (x0, y0), (x1, y1) in zip(self.points, self.points[1:]):
-            if x0 <= value <= x1:
-                return y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
-        return ys[-1]
+        xs, ys = zip(*self.points)
+        return float(np.interp(value, xs, ys))
 
     def full_at(self) -> float:
         """The value from which the curve gives full marks (for reports)."""
@@ -200,10 +211,6 @@ class Task:
     # the share of the task's points from which it counts as passed (its status, the class page's pass rate):
     # full marks unless the spec states less (a task marked on a curve, where few earn every last point)
     pass_fraction: float = 1.0
-
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.metric]
 
     @property
     def retrained(self) -> bool:
