@@ -22,6 +22,43 @@ def main():
     """Grade Keras neural-network assignments."""
 
 
+class _BatchBar:
+    """``grader grade``'s terminal: the batch's warnings as they come, and a progress bar whose symbols say
+    what they count (✓ passed, ✗ below half the points, ! could not be graded)."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]grading[/]"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[green]✓ {task.fields[passed]} passed[/] [red]✗ {task.fields[failed]} below half[/] "
+                       "[yellow]! {task.fields[error]} could not be graded[/]"), TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}"), console=console, transient=False)
+        self._bar = None
+
+    def secret_created(self, origin: str) -> None:
+        console.print(f"[yellow]Created a grading secret in {terminal(origin)}.[/] Held-out data is drawn from it; "
+                      "keep this file (or set GRADER_SECRET) so that re-grading gives the same scores.")
+
+    def warning(self, text: str, *, severe: bool = False) -> None:
+        console.print(f"[bold red]WARNING: {terminal(text)}[/]" if severe
+                      else f"[bold yellow]warning:[/] {terminal(text)}")
+
+    def started(self, total: int) -> None:
+        self._progress.start()
+        self._bar = self._progress.add_task("grading", total=total, current="", passed=0, failed=0, error=0)
+
+    def status(self, text: str) -> None:
+        self._progress.update(self._bar, current=terminal(text))
+
+    def student_done(self, student_id: str, counts: dict) -> None:
+        self._progress.update(self._bar, advance=1, passed=counts["passed"], failed=counts["failed"],
+                              error=counts["error"])
+
+    def finished(self) -> None:
+        self._progress.stop()
+
+
 @main.command()
 @click.argument("submissions", type=click.Path(path_type=Path))
 @click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
@@ -57,7 +94,7 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
 
     try:
         out_dir = out_dir or default_out_dir(assignment_dir)
-        summary = grade_batch(submissions, assignment_dir, out_dir, console=console, workers=workers,
+        summary = grade_batch(submissions, assignment_dir, out_dir, _BatchBar(), workers=workers,
                               scheduler=scheduler, force=force, db_url=db_url, wait=wait,
                               allow_unsandboxed=allow_unsandboxed)
     except FatalError as e:

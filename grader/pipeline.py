@@ -24,9 +24,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from .engines import Job, default_workers, make_engine
 from .errors import FatalError, OutputError
 from .evaluate import dataset_seeds, resolve_secret
@@ -41,14 +38,39 @@ from .score.classwide import class_warnings
 from .score.results import StudentResult, TaskResult
 from .spec import load_assignment
 from .store import DEFAULT_NAME, Gradebook, OutputLock, keys
-from .textsafe import terminal
-
 from .logs import batch_log, log
+
 LOG_NAME = "grader.log"  # in the output folder: internal errors with their tracebacks
 REPORT_BUILD_FILE = ".report-build"  # the report code the pages were drawn with (a change re-draws them)
 
 MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap: a model that claims huge layers "
                       "is still refused by the parameter budget, but not stopped by the cap.")
+
+
+class BatchProgress:
+    """What a batch tells its caller while it runs, as hooks (each a no-op here: override what you show).
+
+    The batch never prints; ``grader grade`` (``cli.py``) draws its progress bar from these.  Every text is
+    as the grader wrote it, student-chosen parts included: a presenter makes it safe for its own medium."""
+
+    def secret_created(self, origin: str) -> None:
+        """A new grading secret was written to ``origin`` (the TA must keep it)."""
+
+    def warning(self, text: str, *, severe: bool = False) -> None:
+        """Something the TA must know about the whole batch; ``severe``: the batch runs without a safeguard."""
+
+    def started(self, total: int) -> None:
+        """Grading begins: ``total`` students."""
+
+    def status(self, text: str) -> None:
+        """What the batch is doing now (empty: nothing in particular)."""
+
+    def student_done(self, student_id: str, counts: dict) -> None:
+        """A student's result is stored; ``counts``: measured / rescored / cached and passed / failed / error
+        so far."""
+
+    def finished(self) -> None:
+        """Grading ended (also after an error or an interruption)."""
 
 
 @dataclass
@@ -92,13 +114,14 @@ class _Plan:
     action: str  # "cached" | "rescore" | "measure"
 
 
-def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = None, *, workers: int | None = None,
-                scheduler: str | None = None, force: bool = False, db_url: str | None = None,
-                wait: float = 0.0, allow_unsandboxed: bool = False) -> BatchSummary:
-    """Grade every submission in ``submissions`` into ``out_dir`` (see the module doc).
+def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | None = None, *,
+                workers: int | None = None, scheduler: str | None = None, force: bool = False,
+                db_url: str | None = None, wait: float = 0.0, allow_unsandboxed: bool = False) -> BatchSummary:
+    """Grade every submission in ``submissions`` into ``out_dir`` (see the module doc); print nothing.
 
-    ``allow_unsandboxed``: run notebooks even where they cannot be isolated (otherwise a ``FatalError``)."""
-    console = console or Console(stderr=True, soft_wrap=True)
+    ``progress``: hooks that hear what the batch does (``BatchProgress``).  ``allow_unsandboxed``: run
+    notebooks even where they cannot be isolated (otherwise a ``FatalError``)."""
+    progress = progress or BatchProgress()
     started = time.monotonic()
     submissions, out_dir = Path(submissions), Path(out_dir)
     assignment = load_assignment(assignment_dir)
@@ -111,13 +134,12 @@ def grade_batch(submissions, assignment_dir, out_dir, console: Console | None = 
     with OutputLock(out_dir, wait=wait):
         secret = resolve_secret(out_dir)
         if secret.created:
-            console.print(f"[yellow]Created a grading secret in {secret.origin}.[/] Held-out data is drawn from "
-                          "it; keep this file (or set GRADER_SECRET) so that re-grading gives the same scores.")
+            progress.secret_created(str(secret.origin))
         seeds = dataset_seeds(assignment, secret.value)
         gradebook = Gradebook(db_url, out_dir)
         try:
             with batch_log(out_dir / LOG_NAME):
-                return _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler,
+                return _run(assignment, submissions, out_dir, progress, gradebook, seeds, workers, scheduler,
                             force, started, allow_unsandboxed)
         finally:
             gradebook.close()
@@ -150,12 +172,12 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
     return plans
 
 
-def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, scheduler, force, started,
+def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, seeds, workers, scheduler, force, started,
          allow_unsandboxed):
     students = collect(submissions, assignment)
     reporter = Reporter(assignment, out_dir)
     for warning in _batch_warnings(assignment, students):
-        console.print(f"[bold yellow]warning:[/] {terminal(warning)}")
+        progress.warning(warning)
         reporter.warnings.append(warning)
     plans = _plan(assignment, students, gradebook, seeds, force)
     to_measure = [p for p in plans if p.action == "measure"]
@@ -168,90 +190,84 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                              f"them isolated. {no_sandbox}",
                              hint="Grade on a machine with bubblewrap (as root, or with user namespaces), or pass "
                                   "--allow-unsandboxed to run every student's code with your own permissions.")
-        console.print(f"[bold red]WARNING: {terminal(no_sandbox)}[/]")
+        progress.warning(no_sandbox, severe=True)
         reporter.warnings.append(no_sandbox)
     workers = workers or default_workers()
     engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
     run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")
     counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
     status = "failed"
-    columns = [TextColumn("[bold]grading[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[green]✓ {task.fields[passed]} passed[/] [red]✗ {task.fields[failed]} below half[/] "
-                          "[yellow]! {task.fields[error]} could not be graded[/]"), TimeRemainingColumn(),
-               TextColumn("{task.fields[current]}")]
     warned_cap = False
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            bar = progress.add_task("grading", total=len(plans), current="", passed=0, failed=0, error=0)
+        progress.started(len(plans))
 
-            def done(plan, result, measured, how, *, failed=False):
-                # a student the grader failed on is stored under a key no later run matches: it is retried
-                mkey = f"retry-{plan.measure_key}"[:64] if failed else plan.measure_key
-                stored = gradebook.record(
-                    assignment.id, run_id, result.id, content_hash=plan.content, files=plan.files,
-                    measure_key=mkey, score_key=plan.score_key,
-                    measurements=measured.to_json() if how == "measured" else None, result=result,
-                    identity=_fingerprints(assignment, plan, measured, result))
-                result = StudentResult.from_json(stored)  # the overrides in force, put over it
-                reporter.add(attach_plots(result, measured), stored=stored)
-                counts[how] += 1
+        def done(plan, result, measured, how, *, failed=False):
+            # a student the grader failed on is stored under a key no later run matches: it is retried
+            mkey = f"retry-{plan.measure_key}"[:64] if failed else plan.measure_key
+            stored = gradebook.record(
+                assignment.id, run_id, result.id, content_hash=plan.content, files=plan.files,
+                measure_key=mkey, score_key=plan.score_key,
+                measurements=measured.to_json() if how == "measured" else None, result=result,
+                identity=_fingerprints(assignment, plan, measured, result))
+            result = StudentResult.from_json(stored)  # the overrides in force, put over it
+            reporter.add(attach_plots(result, measured), stored=stored)
+            counts[how] += 1
+            counts[result.outcome] += 1
+            progress.student_done(result.id, dict(counts))
+
+        by_id = {p.submission.student_id: p for p in plans}
+        report_build = keys.code_hash(keys.REPORTING_CODE)
+        stale_pages = _read_small(out_dir / REPORT_BUILD_FILE) != report_build
+        unchanged = {r["id"]: r for r in gradebook.results(
+            assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
+        unprinted = {sid for sid, identity in gradebook.identities(assignment.id).items() if identity is None}
+        for plan in plans:  # what needs no running first: it is instant
+            sid = plan.submission.student_id
+            if plan.action == "cached":
+                stored = unchanged[sid]
+                result = StudentResult.from_json(stored)
+                reporter.add(result, render=False, stored=stored)
+                # a page drawn before an override was made or undone shows an old score: overridden
+                # students' pages are re-drawn (few, and only from stored measurements)
+                redraw = stale_pages or not reporter.page_path(sid).exists() or "automatic" in stored
+                if redraw or sid in unprinted:
+                    measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
+                    if sid in unprinted:  # graded before fingerprints were kept
+                        identity = _fingerprints(assignment, plan, measured, result)
+                        if identity is not None:
+                            gradebook.set_identity(assignment.id, sid, identity)
+                    if redraw:
+                        reporter.add(attach_plots(result, measured), stored=stored)
+                counts["cached"] += 1
                 counts[result.outcome] += 1
-                progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
-                                error=counts["error"])
-
-            by_id = {p.submission.student_id: p for p in plans}
-            report_build = keys.code_hash(keys.REPORTING_CODE)
-            stale_pages = _read_small(out_dir / REPORT_BUILD_FILE) != report_build
-            unchanged = {r["id"]: r for r in gradebook.results(
-                assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
-            unprinted = {sid for sid, identity in gradebook.identities(assignment.id).items() if identity is None}
-            for plan in plans:  # what needs no running first: it is instant
-                sid = plan.submission.student_id
-                if plan.action == "cached":
-                    stored = unchanged[sid]
-                    result = StudentResult.from_json(stored)
-                    reporter.add(result, render=False, stored=stored)
-                    # a page drawn before an override was made or undone shows an old score: overridden
-                    # students' pages are re-drawn (few, and only from stored measurements)
-                    redraw = stale_pages or not reporter.page_path(sid).exists() or "automatic" in stored
-                    if redraw or sid in unprinted:
-                        measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
-                        if sid in unprinted:  # graded before fingerprints were kept
-                            identity = _fingerprints(assignment, plan, measured, result)
-                            if identity is not None:
-                                gradebook.set_identity(assignment.id, sid, identity)
-                        if redraw:
-                            reporter.add(attach_plots(result, measured), stored=stored)
-                    counts["cached"] += 1
-                    counts[result.outcome] += 1
-                    progress.update(bar, advance=1, passed=counts["passed"], failed=counts["failed"],
-                                    error=counts["error"])
-                elif plan.action == "rescore":
-                    progress.update(bar, current=f"re-scoring {terminal(sid)}")
-                    measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
-                    done(plan, _score(assignment, measured), measured, "rescored")
-            if engine is not None:
-                progress.update(bar, current=f"measuring on {engine.description}")
-                jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission) for p in to_measure]
-                for sub, outcome in engine.run(jobs):
-                    plan = by_id[sub.student_id]
-                    if isinstance(outcome, BaseException):
-                        result = _internal_error(assignment, sub.student_id, outcome)
-                        measured = Measurements(sub.student_id, [], list(result.notes), [], {}, [])
-                        done(plan, result, measured, "measured", failed=True)
-                        continue
-                    measured, capped = outcome
-                    if capped is False and not warned_cap:
-                        warned_cap = True
-                        reporter.warnings.append(MEMORY_CAP_WARNING)
-                        console.print(f"[bold yellow]warning:[/] {MEMORY_CAP_WARNING}")
-                    done(plan, _score(assignment, measured), measured, "measured")
-            progress.update(bar, current="")
+                progress.student_done(sid, dict(counts))
+            elif plan.action == "rescore":
+                progress.status(f"re-scoring {sid}")
+                measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
+                done(plan, _score(assignment, measured), measured, "rescored")
+        if engine is not None:
+            progress.status(f"measuring on {engine.description}")
+            jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission) for p in to_measure]
+            for sub, outcome in engine.run(jobs):
+                plan = by_id[sub.student_id]
+                if isinstance(outcome, BaseException):
+                    result = _internal_error(assignment, sub.student_id, outcome)
+                    measured = Measurements(sub.student_id, [], list(result.notes), [], {}, [])
+                    done(plan, result, measured, "measured", failed=True)
+                    continue
+                measured, capped = outcome
+                if capped is False and not warned_cap:
+                    warned_cap = True
+                    reporter.warnings.append(MEMORY_CAP_WARNING)
+                    progress.warning(MEMORY_CAP_WARNING)
+                done(plan, _score(assignment, measured), measured, "measured")
+        progress.status("")
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
+        progress.finished()
         if engine is not None:
             engine.close()
         try:
@@ -262,7 +278,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
             if status == "finished":
                 raise
     for warning in class_warnings(assignment, list(reporter.results.values())):  # a whole class at chance
-        console.print(f"[bold yellow]warning:[/] {terminal(warning)}")
+        progress.warning(warning)
         reporter.warnings.append(warning)
     reporter.write_json()
     reporter.write_index(identical=identical_work(gradebook.identities(assignment.id), among=reporter.results))

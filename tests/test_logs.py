@@ -46,3 +46,32 @@ def test_during_a_batch_python_warnings_go_to_the_log_and_the_env_names_it(tmp_p
     with pytest.warns(UserWarning):  # Python's own handling again, not the log
         warnings.warn("after the batch", UserWarning)
     assert "after the batch" not in log.read_text()
+
+
+class Recorder:
+    """A caller's hooks (grader.pipeline.BatchProgress), recording what the batch said."""
+
+    def __init__(self):
+        self.events = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kw: self.events.append((name, args, kw))
+
+
+@pytest.mark.slow
+def test_a_batch_prints_nothing_and_tells_its_caller_through_hooks(tmp_path, capfd):
+    from conftest import TUTORIAL6, small_model
+    from grader.api import grade_batch
+
+    (tmp_path / "subs" / "ann").mkdir(parents=True)
+    small_model().save(tmp_path / "subs" / "ann" / "2a.h5")
+    capfd.readouterr()  # what importing Keras printed in this process, before the batch
+    hooks = Recorder()
+    summary = grade_batch(tmp_path / "subs", TUTORIAL6, tmp_path / "out", hooks, workers=1)
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""  # the worker's own stderr went to the batch's log
+    names = [e[0] for e in hooks.events]
+    assert names.index("started") < names.index("student_done") < names.index("finished")
+    assert ("started", (1,), {}) in hooks.events and summary.students == 1
+    assert any(name == "secret_created" for name, _, _ in hooks.events)  # said to the caller, not printed
+    assert (tmp_path / "out" / "grader.log").exists()

@@ -140,16 +140,18 @@ def test_terminal_text_has_no_escape_sequences_or_markup():
     assert console.file.getvalue() == "\\x1b[2J[bold]boss[/bold]\\x0d\\u202egpj.exe\\\n"
 
 
-def test_check_prints_a_hostile_name_inert(tmp_path):
+def test_check_prints_a_hostile_name_inert(tmp_path, monkeypatch):
     from rich.console import Console
 
+    from grader import cli
     from grader.check import check
 
     folder = tmp_path / "submission"
     folder.mkdir()
     small_model().save(folder / "2a.h5")
     console = Console(file=io.StringIO(), color_system=None, width=200)
-    check(folder, TUTORIAL6, console, name="\x1b[2J[bold]boss")
+    monkeypatch.setattr(cli, "console", console)  # what grader check prints, into a string
+    cli._print_check(check(folder, TUTORIAL6, name="\x1b[2J[bold]boss"))
     printed = console.file.getvalue()
     assert "\x1b" not in printed
     assert "check of \\x1b[2J[bold]boss on public validation data" in printed
