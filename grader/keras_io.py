@@ -40,7 +40,8 @@ ALLOWED_LAYERS = {
     "AlphaDropout", "ReLU", "Softmax", "LeakyReLU", "ELU", "PReLU",
 }
 ALLOWED_MODELS = {"Sequential", "Functional", "Model"}
-#: layers that hold weights but are not Dense; they count towards the parameter budget only
+#: activation layers and the activation each applies: after a linear Dense layer, the pair reads as that Dense
+#: with the activation (Dense(4) + ReLU() is Dense(4, relu)); anywhere else it is an extra layer
 _ACTIVATION_LAYERS = {"ReLU": "relu", "Softmax": "softmax", "LeakyReLU": "leaky_relu", "ELU": "elu",
                       "PReLU": "prelu"}
 

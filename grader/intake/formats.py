@@ -1,4 +1,5 @@
-"""Telling file formats apart by their bytes, never by their names."""
+"""What a submitted file is: its format from its bytes (a name only breaks ties: a ``.py`` file is a script),
+and safe parsers for what intake reads of it (JSON, Python's imports)."""
 from __future__ import annotations
 
 import ast

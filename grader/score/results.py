@@ -57,7 +57,10 @@ class TaskResult:
 class FileResult:
     name: str
     format: str
-    outcome: str  # "graded", "error", "not graded", "ignored", "unmatched"
+    # "graded" (a task's model), "unmatched" (a model of no task), "error" (unreadable or refused), "executed"
+    # (a notebook or script run), "imported" (a student's module, run by what imports it), "used" (an input
+    # scaling file beside its model), "ignored" (not for grading)
+    outcome: str
     task: str | None = None
     message: str = ""
     model: str | None = None  # description of the model
