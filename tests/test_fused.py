@@ -344,3 +344,41 @@ def test_keras_errors_are_keras_errors():
     x, y = _data(n=10, inputs=3)
     with pytest.raises(ValueError):
         fused_fit.fit(_model(19), x, y, epochs=1, verbose=0)
+
+
+# -- installed: beneath the capture hook, in the grader's own training ---------------------------------------
+
+@pytest.fixture
+def installed():
+    """The fused fit installed and the capture hook on top of it, as in the kernel; put back afterwards."""
+    import keras
+
+    saved = keras.Model.fit, keras.Model.predict, fused_fit._state["installed"], fused_fit._state["original"]
+    fused_fit.uninstall()
+    yield
+    keras.Model.fit, keras.Model.predict = saved[0], saved[1]
+    fused_fit._state["installed"], fused_fit._state["original"] = saved[2], saved[3]
+
+
+def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setenv("GRADER_CAPTURE_DIR", str(tmp_path))
+    assert fused_fit.install()
+    exec(compile((ROOT / "grader" / "execute" / "capture_kernel.py").read_text(), "capture_kernel.py", "exec"), {})
+    x, y = _data(n=40)
+    model = _model(20)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert model.train_function is None
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, sample_weight=np.ones(40))
+    assert model.train_function is not None
+    metas = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("capture-*.json"))]
+    assert [m["fused"] for m in metas] == [True, False]
+    assert metas[0]["fused_program"] in ("compiled", "memory", "disk") and metas[0]["fused_fallback"] is None
+    assert metas[1]["fused_fallback"] == "sample_weight"
+    # and harvest carries it into the grader's record, bounded
+    from grader.harvest import take_capture
+
+    caps = [take_capture(tmp_path, p.name, tmp_path / "taken") for p in sorted(tmp_path.glob("capture-*.json"))]
+    assert [c.provenance()["fused"] for c in caps] == [True, False]
+    assert caps[1].settings["fused_fallback"] == "sample_weight"

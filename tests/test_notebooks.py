@@ -198,6 +198,9 @@ def test_reference_notebook_gets_full_marks_twice(assignment, evaluator, tmp_pat
         shutil.copy(TUTORIAL6 / "solution.ipynb", folder / "solution.ipynb")
         result = grade_one(assignment, evaluator, tmp_path / run, "ref")
         assert result.notebooks[0]["cells_failed"] == 0, result.notebooks[0]["failures"]
+        # every fit of the sheet trained fused
+        training = result.notebooks[0]["training"]
+        assert training["fits"] == 9 and training["fused"] == 9 and not training["fallbacks"], training
         for t in result.tasks:
             assert t.status == "passed", (run, t.id, t.message)
         assert result.score == result.max_score
