@@ -382,3 +382,90 @@ def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path
     caps = [take_capture(tmp_path, p.name, tmp_path / "taken") for p in sorted(tmp_path.glob("capture-*.json"))]
     assert [c.provenance()["fused"] for c in caps] == [True, False]
     assert caps[1].settings["fused_fallback"] == "sample_weight"
+
+
+# -- the compile cache: built by the grader, read-only and hit in the sandbox ----------------------------------
+
+TINY = """
+import json, os, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import numpy as np, keras
+F = sys.modules.get("grader_fused_fit")
+if F is None:
+    sys.path.insert(0, {grader_root!r})
+    from grader.execute import fused_fit as F
+    F.install(cache_dir={cache!r}, cache_writable=True)
+keras.utils.set_random_seed(1)
+m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(1)])
+m.compile(optimizer="rmsprop", loss="mse")
+x = np.random.default_rng(0).normal(size=(30, 2)); y = x[:, :1] ** 2
+m.fit(x, y, epochs=3, batch_size=8, verbose=0)
+report = dict(F.last_report)
+try:
+    open(os.path.join({cache!r}, "poison"), "w").write("x")
+    report["wrote"] = True
+except OSError as e:
+    report["wrote"] = e.strerror
+print("REPORT " + json.dumps(report))
+"""
+
+
+@needs_sandbox
+def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
+    from grader.execute import compile_cache
+    from grader.execute.runner import FUSED_LOADER
+    from grader.execute.sandbox import Sandbox
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
+           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **compile_cache.KERNEL_XLA_ENV}
+    built = subprocess.run([sys.executable, "-c", TINY.format(grader_root=str(ROOT), cache=str(cache))], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert "REPORT" in built.stdout, built.stderr[-2000:]
+    assert json.loads(built.stdout.split("REPORT ")[1])["fused_program"] == "compiled"
+    assert list(cache.glob("jit_grader_fused_chunk-*"))  # the builder wrote the chunk program
+    for dirpath, _, files in os.walk(cache):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    before = sorted(p.name for p in cache.iterdir())
+
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", readonly_dirs=((cache, compile_cache.INNER),))
+    sandbox.prepare()
+    runtime = sandbox.runtime_dir
+    (runtime / "grader_fused_fit.py").write_text((ROOT / "grader" / "execute" / "fused_fit.py").read_text())
+    loader = FUSED_LOADER.format(path=str(runtime / "grader_fused_fit.py"))
+    code = loader + TINY.format(grader_root="/nonexistent", cache=compile_cache.INNER)
+    try:
+        cmd, run_env = sandbox.wrap([sys.executable, "-c", code],
+                                    {"HOME": sandbox.inner_work, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+                                     "GRADER_JAX_CACHE": compile_cache.INNER, "PYTHONDONTWRITEBYTECODE": "1",
+                                     **compile_cache.KERNEL_XLA_ENV})
+        done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
+    finally:
+        sandbox.cleanup()
+    assert "REPORT" in done.stdout, done.stderr[-2000:]
+    report = json.loads(done.stdout.split("REPORT ")[1])
+    assert report["fused"] and report["fused_program"] == "disk"  # compiled outside, loaded inside
+    assert report["wrote"] == "Read-only file system"
+    assert "persistent compilation cache" not in done.stderr  # a miss or a refused write says nothing
+    assert sorted(p.name for p in cache.iterdir()) == before
+
+
+def test_the_cache_folder_is_keyed_by_versions_flags_and_the_fused_source(assignment, monkeypatch, tmp_path):
+    from grader.execute import compile_cache
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path))
+    first = compile_cache.cache_dir(assignment)
+    assert first.parent == tmp_path / "jax" and compile_cache.ready(assignment) is None
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9" if name == "jaxlib" else real(name))
+    assert compile_cache.cache_dir(assignment) != first
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    monkeypatch.setitem(compile_cache.KERNEL_XLA_ENV, "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    assert compile_cache.cache_dir(assignment) != first
+    monkeypatch.setenv("GRADER_FUSED", "0")
+    assert not compile_cache.enabled() and compile_cache.build(assignment) is None

@@ -24,21 +24,23 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from ..errors import KernelStartFailed
+from .compile_cache import KERNEL_XLA_ENV
 from .kernel import SandboxedKernelManager, configure
 from .sandbox import HOME, Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
 FUSED_FIT = Path(__file__).with_name("fused_fit.py")
 # Runs first at the kernel's start (exec_files), before the capture hook, which then wraps the fused fit:
-# loads fused_fit.py as a module of its own (nothing of it in the student's namespace) and installs it.
+# loads fused_fit.py as a module of its own (nothing of it in the student's namespace) and installs it,
+# with the grader's compile cache (read-only) when the sandbox binds one.
 FUSED_LOADER = """def _grader_install_fused(path={path!r}):
-    import importlib.util, sys
+    import importlib.util, os, sys
     try:
         spec = importlib.util.spec_from_file_location("grader_fused_fit", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules["grader_fused_fit"] = module
-        module.install()
+        module.install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None)
     except Exception:
         pass
 
@@ -123,7 +125,7 @@ class NotebookRunner:
     def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
                  notebook_timeout: float = 1800, capture_dir: Path | None = None,
                  max_output_bytes: int = 64 * 1024, progress=None, on_capture=None, seed: int | None = None,
-                 fused: bool = True):
+                 fused: bool = True, jax_cache: str | None = None):
         self.nb = notebook
         self.sandbox = sandbox
         self.backend = backend
@@ -135,13 +137,13 @@ class NotebookRunner:
         self.on_capture = on_capture  # called with (capture file, cell position) as each appears
         self.seed = seed  # seeds Python, NumPy and Keras before the first cell (a student's own seed wins)
         self.fused = fused  # keras.Model.fit fused into compiled programs (``fused_fit``)
+        self.jax_cache = jax_cache  # where the kernel reads the compile cache (bound read-only), if anywhere
 
     def _env(self) -> dict[str, str]:
         env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
                "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "IPYTHONDIR": "/tmp/ipython",
-               "MPLCONFIGDIR": "/tmp/matplotlib", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-               "OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+               "MPLCONFIGDIR": "/tmp/matplotlib", "PYDEVD_DISABLE_FILE_VALIDATION": "1", **KERNEL_XLA_ENV}
         if not self.sandbox.available:
             env["IPYTHONDIR"] = str(self.sandbox.runtime_dir / "ipython")
             env["MPLCONFIGDIR"] = str(self.sandbox.runtime_dir / "matplotlib")
@@ -149,6 +151,8 @@ class NotebookRunner:
             env["GRADER_CAPTURE_DIR"] = str(self.capture_dir)
         if self.seed is not None:
             env["PYTHONHASHSEED"] = str(self.seed % 2**31)
+        if self.fused and self.jax_cache:
+            env["GRADER_JAX_CACHE"] = self.jax_cache
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
