@@ -384,6 +384,34 @@ def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path
     assert caps[1].settings["fused_fallback"] == "sample_weight"
 
 
+def test_the_grader_retrains_recipes_with_the_fused_fit(installed, tmp_path):
+    from grader.evaluate import retrain
+    from grader.spec import load_assignment
+
+    from conftest import TUTORIAL6
+
+    x, y = _data(n=60, kind="onehot")
+    template = _model(21, out=(2, "softmax"), loss="categorical_crossentropy")
+    template.save(tmp_path / "m.keras")
+    recipe = retrain.recipe_from_capture({"optimizer_config": {"module": "keras.optimizers", "class_name": "Adam",
+                                                               "config": {"learning_rate": 0.01}},
+                                          "loss": "categorical_crossentropy", "epochs": 5, "batch_size": 16},
+                                         x, y)
+    limits = load_assignment(TUTORIAL6).limits
+    out = retrain.train(tmp_path / "m.keras", recipe, 3, 100, tmp_path / "out.keras", limits)
+    assert out == {"epochs": 5, "fused": True}
+
+
+def test_calibrate_installs_the_fused_fit():
+    """Calibration's reference runs train through the fused fit (a source check: a run takes minutes)."""
+    import ast
+
+    tree = ast.parse((ROOT / "grader" / "calibrate.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "install" and getattr(n.func.value, "id", "") == "fused_fit"]
+    assert calls
+
+
 # -- the compile cache: built by the grader, read-only and hit in the sandbox ----------------------------------
 
 TINY = """
