@@ -185,7 +185,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                                   "--allow-unsandboxed to run every student's code with your own permissions.")
         console.print(f"[bold red]WARNING: {terminal(no_sandbox)}[/]")
         reporter.warnings.append(no_sandbox)
-    if code and not no_sandbox and assignment.notebooks.backend == "jax" and compile_cache.enabled() \
+    if code and not no_sandbox and assignment.notebooks.backend == "jax" and compile_cache.cache_enabled() \
             and compile_cache.ready(assignment) is None:
         console.print("Compiling the reference solution's training programs for the notebooks (once per machine "
                       "and software version)...")

@@ -495,5 +495,8 @@ def test_the_cache_folder_is_keyed_by_versions_flags_and_the_fused_source(assign
     monkeypatch.setattr(importlib.metadata, "version", real)
     monkeypatch.setitem(compile_cache.KERNEL_XLA_ENV, "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
     assert compile_cache.cache_dir(assignment) != first
+    monkeypatch.setenv("GRADER_FUSED", "nocache")
+    assert compile_cache.enabled() and not compile_cache.cache_enabled() and compile_cache.ready(assignment) is None
     monkeypatch.setenv("GRADER_FUSED", "0")
     assert not compile_cache.enabled() and compile_cache.build(assignment) is None
+    assert fused_fit.install() is False  # nor do the grader's own processes train fused

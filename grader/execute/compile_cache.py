@@ -49,6 +49,12 @@ def enabled() -> bool:
     return os.environ.get("GRADER_FUSED", "1").strip().lower() not in ("0", "off", "no", "false")
 
 
+def cache_enabled() -> bool:
+    """False when fused training is off, or runs without this cache (``GRADER_FUSED=nocache``: every kernel
+    compiles its own programs)."""
+    return enabled() and os.environ.get("GRADER_FUSED", "1").strip().lower() != "nocache"
+
+
 def base_dir() -> Path:
     """Where cache folders live: ``$GRADER_CACHE_DIR``, else ``$XDG_CACHE_HOME/grader`` or ``~/.cache/grader``."""
     if os.environ.get("GRADER_CACHE_DIR"):
@@ -97,8 +103,8 @@ def cache_dir(assignment) -> Path:
 
 
 def ready(assignment) -> Path | None:
-    """The assignment's cache folder, when it has been built (None otherwise, or when fused training is off)."""
-    if not enabled():
+    """The assignment's cache folder, when it has been built (None otherwise, or when the cache is off)."""
+    if not cache_enabled():
         return None
     try:
         folder = cache_dir(assignment)
@@ -115,7 +121,7 @@ def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
     """Compile the programs of the assignment's reference fits into its cache folder, unless built already;
     in a clean process with the kernel's environment.  Returns the folder, or None when there is nothing to
     build or the build failed (then the kernels compile for themselves, and the log says why)."""
-    if not enabled() or not _fitted_tasks(assignment):
+    if not cache_enabled() or not _fitted_tasks(assignment):
         return None
     final = cache_dir(assignment)
     if (final / MANIFEST).is_file():

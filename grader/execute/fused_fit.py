@@ -580,7 +580,12 @@ def configure_cache(cache_dir, *, writable: bool) -> bool:
 def install(*, cache_dir=None, cache_writable: bool = False) -> bool:
     """Put ``fit`` in place of ``keras.Model.fit`` (once; on a backend other than JAX every call falls back,
     saying so); with ``cache_dir``, JAX's persistent compilation cache there (see ``configure_cache``).
-    False when Keras cannot be imported (nothing changed then)."""
+    False when Keras cannot be imported, or when ``GRADER_FUSED=0`` turned fused training off (nothing
+    changed then)."""
+    import os
+
+    if os.environ.get("GRADER_FUSED", "1").strip().lower() in ("0", "off", "no", "false"):
+        return False
     try:
         import keras
     except Exception:
