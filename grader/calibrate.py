@@ -39,6 +39,7 @@ from . import __version__
 from .errors import SpecError
 from .evaluate.heldout import dataset_seeds
 from .evaluate.worker import Evaluator
+from .execute import fused_fit
 from .score.assess import passes
 from .spec import import_reference, load_assignment
 from .spec.model import ThresholdRule
@@ -178,6 +179,7 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
     derive every threshold and estimate, refuse a rule whose error rate is out of bounds (nothing is written
     then), and write ``calibration.toml``.  Returns its path."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
+    fused_fit.install()  # the reference runs train as the notebooks and re-trainings do: fused (Keras' semantics)
     assignment = load_assignment(folder, require_thresholds=False)
     retraining = assignment.limits.retraining
     secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"

@@ -27,6 +27,7 @@ from pathlib import Path
 from .engines import Job, default_workers, make_engine
 from .errors import FatalError, OutputError
 from .evaluate import dataset_seeds, resolve_secret
+from .execute import compile_cache
 from .execute.sandbox import unavailable_reason
 from .intake import collect
 from .intake.formats import NOTEBOOK, SCRIPT
@@ -192,6 +193,11 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
                                   "--allow-unsandboxed to run every student's code with your own permissions.")
         progress.warning(no_sandbox, severe=True)
         reporter.warnings.append(no_sandbox)
+    if code and not no_sandbox and assignment.notebooks.backend == "jax" and compile_cache.cache_enabled() \
+            and compile_cache.ready(assignment) is None:
+        console.print("Compiling the reference solution's training programs for the notebooks (once per machine "
+                      "and software version)...")
+        compile_cache.build(assignment)
     workers = workers or default_workers()
     engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
     run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")

@@ -191,6 +191,9 @@ def test_scripts_split_into_cells():
 
 @needs_sandbox
 def test_reference_notebook_gets_full_marks_twice(assignment, evaluator, tmp_path):
+    from grader.execute import compile_cache
+
+    assert compile_cache.build(assignment) is not None  # as a batch starts: the reference's programs, compiled
     results = []
     for run in ("first", "second"):
         folder = tmp_path / run / "ref"
@@ -198,6 +201,10 @@ def test_reference_notebook_gets_full_marks_twice(assignment, evaluator, tmp_pat
         shutil.copy(TUTORIAL6 / "solution.ipynb", folder / "solution.ipynb")
         result = grade_one(assignment, evaluator, tmp_path / run, "ref")
         assert result.notebooks[0]["cells_failed"] == 0, result.notebooks[0]["failures"]
+        # every fit of the sheet trained fused, each on a program the grader compiled and the sandbox read
+        training = result.notebooks[0]["training"]
+        assert training["fits"] == 9 and training["fused"] == 9 and not training["fallbacks"], training
+        assert training["programs"] == {"disk": 9}, training
         for t in result.tasks:
             assert t.status == "passed", (run, t.id, t.message)
         assert result.score == result.max_score

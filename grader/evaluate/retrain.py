@@ -186,8 +186,10 @@ def train(model_path, recipe: dict, seed: int, max_epochs: int, out_path, limits
     import keras
 
     from .. import keras_io
+    from ..execute import fused_fit
     from ..intake.formats import sniff_format
 
+    fused_fit.install()  # the notebooks' fused fit (Keras' semantics, compiled once per recipe and shapes)
     vetted = vet(recipe)
     path = Path(model_path)
     keras_io.read_config(path, sniff_format(path), limits.max_parameters, limits.max_layers)
@@ -206,4 +208,4 @@ def train(model_path, recipe: dict, seed: int, max_epochs: int, out_path, limits
               epochs=epochs, batch_size=vetted["batch_size"], shuffle=vetted["shuffle"],
               validation_split=vetted["validation_split"], verbose=0)
     model.save(out_path)
-    return {"epochs": epochs}
+    return {"epochs": epochs, "fused": bool(fused_fit.last_report.get("fused"))}

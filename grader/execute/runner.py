@@ -24,10 +24,30 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from ..errors import KernelStartFailed
+from .compile_cache import KERNEL_XLA_ENV
 from .kernel import SandboxedKernelManager, configure
 from .sandbox import HOME, Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
+FUSED_FIT = Path(__file__).with_name("fused_fit.py")
+# Runs first at the kernel's start (exec_files), before the capture hook, which then wraps the fused fit:
+# loads fused_fit.py as a module of its own (nothing of it in the student's namespace) and installs it,
+# with the grader's compile cache (read-only) when the sandbox binds one.
+FUSED_LOADER = """def _grader_install_fused(path={path!r}):
+    import importlib.util, os, sys
+    try:
+        spec = importlib.util.spec_from_file_location("grader_fused_fit", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["grader_fused_fit"] = module
+        module.install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None)
+    except Exception:
+        pass
+
+
+_grader_install_fused()
+del _grader_install_fused
+"""
 WATCHDOG_GRACE_S = 10.0
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 
@@ -104,7 +124,8 @@ class NotebookRunner:
 
     def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
                  notebook_timeout: float = 1800, capture_dir: Path | None = None,
-                 max_output_bytes: int = 64 * 1024, progress=None, on_capture=None, seed: int | None = None):
+                 max_output_bytes: int = 64 * 1024, progress=None, on_capture=None, seed: int | None = None,
+                 fused: bool = True, jax_cache: str | None = None):
         self.nb = notebook
         self.sandbox = sandbox
         self.backend = backend
@@ -115,13 +136,14 @@ class NotebookRunner:
         self.progress = progress
         self.on_capture = on_capture  # called with (capture file, cell position) as each appears
         self.seed = seed  # seeds Python, NumPy and Keras before the first cell (a student's own seed wins)
+        self.fused = fused  # keras.Model.fit fused into compiled programs (``fused_fit``)
+        self.jax_cache = jax_cache  # where the kernel reads the compile cache (bound read-only), if anywhere
 
     def _env(self) -> dict[str, str]:
         env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
                "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "IPYTHONDIR": "/tmp/ipython",
-               "MPLCONFIGDIR": "/tmp/matplotlib", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-               "OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+               "MPLCONFIGDIR": "/tmp/matplotlib", "PYDEVD_DISABLE_FILE_VALIDATION": "1", **KERNEL_XLA_ENV}
         if not self.sandbox.available:
             env["IPYTHONDIR"] = str(self.sandbox.runtime_dir / "ipython")
             env["MPLCONFIGDIR"] = str(self.sandbox.runtime_dir / "matplotlib")
@@ -129,11 +151,13 @@ class NotebookRunner:
             env["GRADER_CAPTURE_DIR"] = str(self.capture_dir)
         if self.seed is not None:
             env["PYTHONHASHSEED"] = str(self.seed % 2**31)
+        if self.fused and self.jax_cache:
+            env["GRADER_JAX_CACHE"] = self.jax_cache
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
         km = SandboxedKernelManager()
-        configure(km, self.sandbox, self._env(), [str(self._hook)] if self.capture_dir else [])
+        configure(km, self.sandbox, self._env(), self._startup)
         return km
 
     def run(self) -> RunResult:
@@ -142,9 +166,15 @@ class NotebookRunner:
     async def _run(self) -> RunResult:
         result = RunResult(backend=self.backend, sandboxed=self.sandbox.available)
         self.sandbox.prepare()
-        hook = self.sandbox.runtime_dir / "grader_capture.py"
-        hook.write_text(CAPTURE_HOOK.read_text())
-        self._hook = hook
+        runtime = self.sandbox.runtime_dir
+        self._startup = []
+        if self.fused:
+            (runtime / "grader_fused_fit.py").write_text(FUSED_FIT.read_text())
+            (runtime / "grader_fused.py").write_text(FUSED_LOADER.format(path=str(runtime / "grader_fused_fit.py")))
+            self._startup.append(str(runtime / "grader_fused.py"))
+        if self.capture_dir:
+            (runtime / "grader_capture.py").write_text(CAPTURE_HOOK.read_text())
+            self._startup.append(str(runtime / "grader_capture.py"))
         client = CappedClient(self.nb, km=self._new_manager(), timeout=self.cell_timeout, allow_errors=True,
                               interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3")

@@ -6,7 +6,8 @@ of three modes (``isolation_mode()``):
 * ``root`` (the grader runs as root): **bubblewrap** builds a private mount
   namespace -- read-only views of the system, the Python installation and the
   virtual environment; a private writable work folder; a private, size-capped
-  ``/tmp``; no ``/root``, ``/etc/shadow``, home folders or grader state;
+  ``/tmp``; no ``/root``, ``/etc/shadow``, home folders or grader state (but, read-only, the grader's
+  compile cache, ``compile_cache``);
   ``/proc/sys`` read-only; new network (loopback only), PID, IPC and UTS
   namespaces; killed with its parent.  Inside it ``setpriv`` drops to uid
   65534 with no capabilities and ``no_new_privs``, and a second, unprivileged
@@ -115,12 +116,16 @@ class Sandbox:
     """One isolated run: a work folder and a runtime folder on the host."""
 
     def __init__(self, work_dir: Path, runtime_dir: Path, limits: Limits = Limits(), *,
-                 shared_dirs: tuple = (), python_paths: list[str] | None = None, isolate: bool = True):
+                 shared_dirs: tuple = (), python_paths: list[str] | None = None, isolate: bool = True,
+                 readonly_dirs: tuple = ()):
         self.work_dir = Path(work_dir)
         # bound read-write at the same path inside: the kernel's ZMQ ipc sockets and connection file,
         # and the folder the capture hook writes to
         self.runtime_dir = Path(runtime_dir)
         self.shared_dirs = [self.runtime_dir, *map(Path, shared_dirs)]
+        # (host folder, path inside): the grader's folders the code may read and never write (the compile
+        # cache, ``compile_cache``); bound only where there is a sandbox
+        self.readonly_dirs = [(Path(host), inner) for host, inner in readonly_dirs]
         self.limits = limits
         self.mode = isolation_mode() if isolate else "none"
         self.bwrap = bwrap_path()
@@ -211,6 +216,11 @@ class Sandbox:
         for inner, outer in ((HOME, self.work_dir), *((str(d), d) for d in self.shared_dirs)):
             ensure_parents(inner)
             cmd.extend(["--bind", str(outer), inner])
+        for outer, inner in self.readonly_dirs:
+            if not outer.is_dir():  # gone since it was chosen: the code does without
+                continue
+            ensure_parents(inner)
+            cmd.extend(["--ro-bind", str(outer), inner])
         if stage_from is not None:
             target = f"{SUBMISSION}/{stage_name}" if stage_name else SUBMISSION
             ensure_parents(target)

@@ -55,7 +55,7 @@ class Capture:
 
     def provenance(self) -> dict:
         """How the notebook made this model, as the capture says (forgeable: it only ever costs credit)."""
-        keep = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_change")
+        keep = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_change", "fused", "fused_fallback")
         return {"made_by": self.event, **{k: self.settings[k] for k in keep if k in self.settings},
                 "samples": int(len(self.x)) if self.x is not None else None}
 
@@ -117,6 +117,11 @@ def take_capture(capture_dir: Path, meta_name: str, taken: Path) -> Capture | No
                      if isinstance(meta.get(k), (dict, str))})
     if isinstance(meta.get("shuffle"), bool):
         settings["shuffle"] = meta["shuffle"]
+    if isinstance(meta.get("fused"), bool):  # how the kernel trained it (fused_fit): a count for the TA
+        settings["fused"] = meta["fused"]
+        for k in ("fused_fallback", "fused_program"):
+            if isinstance(meta.get(k), str):
+                settings[k] = meta[k][:200]
     index = meta.get("index") if isinstance(meta.get("index"), int) else 0
     event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
     return Capture(model_path, event, None, index, settings, x, y)

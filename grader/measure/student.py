@@ -342,7 +342,7 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
             finally:
                 out.unlink(missing_ok=True)
             datasets = {t.dataset for t in recipe.tasks}
-            record["runs"].append({"seed": seed, "epochs": trained["epochs"],
+            record["runs"].append({"seed": seed, "epochs": trained["epochs"], "fused": trained.get("fused"),
                                    "metrics": {name: entry["metrics"] for name, entry in measured["datasets"].items()
                                                if name in datasets}})
 

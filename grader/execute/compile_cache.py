@@ -1,0 +1,190 @@
+"""The compiled training programs the notebooks' kernels reuse: a JAX persistent compilation cache.
+
+The fused ``fit`` (``fused_fit``) compiles one program per architecture, optimizer setting, loss, batch
+size and data shape: about two seconds of XLA per program, several times the training it runs.  Every
+student of a class trains the same few programs, so the grader compiles them once, from the spec's own
+reference solution (``build``, at the start of a batch, in a clean process that runs no student code),
+into a cache folder it owns, and every kernel reads it: the sandbox binds the folder **read-only** at
+``INNER`` (a writable shared cache would let one student's kernel poison another's training), and the
+kernel never writes to it (``fused_fit.configure_cache``: a miss compiles in the kernel, silently).
+
+A cache entry is found only by a kernel that lowers the same program under the same compiler: JAX keys
+an entry by the program, jaxlib's version, the XLA flags and the compile options, so the builder runs
+with the kernel's environment (``KERNEL_XLA_ENV``, an empty Keras home).  The folder's name is keyed
+too (``cache_dir``): the versions of JAX, jaxlib, Keras and Python, the fused fit's source, those flags,
+this machine's processor (compiled CPU code is not portable) and the assignment's reference files; any
+change there builds a new folder and never reads a stale one.  A folder appears complete or not at all
+(built aside, then renamed).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+log = logging.getLogger("grader")
+
+#: where the kernel sees the cache folder (bound read-only by the sandbox)
+INNER = "/grader-jax-cache"
+#: the kernel's environment that decides how XLA compiles (the runner sets it; the builder copies it)
+KERNEL_XLA_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1",
+                  "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+BUILD_TIMEOUT_S = 900.0
+MANIFEST = "manifest.json"
+FUSED_SOURCE = Path(__file__).with_name("fused_fit.py")
+
+
+def enabled() -> bool:
+    """False when the TA turned fused training off (``GRADER_FUSED=0``): notebooks train with Keras' own fit."""
+    return os.environ.get("GRADER_FUSED", "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def cache_enabled() -> bool:
+    """False when fused training is off, or runs without this cache (``GRADER_FUSED=nocache``: every kernel
+    compiles its own programs)."""
+    return enabled() and os.environ.get("GRADER_FUSED", "1").strip().lower() != "nocache"
+
+
+def base_dir() -> Path:
+    """Where cache folders live: ``$GRADER_CACHE_DIR``, else ``$XDG_CACHE_HOME/grader`` or ``~/.cache/grader``."""
+    if os.environ.get("GRADER_CACHE_DIR"):
+        return Path(os.environ["GRADER_CACHE_DIR"]) / "jax"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "grader" / "jax"
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def _processor() -> str:
+    """The processor's model and features (the compiled code's target)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "flags", "Features", "CPU implementer", "CPU part") and key not in wanted:
+            wanted[key] = value.strip()
+    return json.dumps([platform.machine(), sorted(wanted.items())])
+
+
+def cache_key(assignment) -> str:
+    h = hashlib.sha256()
+    parts = {"jax": _version("jax"), "jaxlib": _version("jaxlib"), "keras": _version("keras"),
+             "python": sys.version, "env": KERNEL_XLA_ENV, "processor": _processor()}
+    h.update(json.dumps(parts, sort_keys=True).encode())
+    h.update(FUSED_SOURCE.read_bytes())
+    root = Path(assignment.root)
+    for path in sorted([root / "assignment.toml", *root.glob("*.py")]):
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def cache_dir(assignment) -> Path:
+    return base_dir() / f"jax{_version('jax')}-{cache_key(assignment)[:24]}"
+
+
+def ready(assignment) -> Path | None:
+    """The assignment's cache folder, when it has been built (None otherwise, or when the cache is off)."""
+    if not cache_enabled():
+        return None
+    try:
+        folder = cache_dir(assignment)
+        return folder if (folder / MANIFEST).is_file() else None
+    except OSError:
+        return None
+
+
+def _fitted_tasks(assignment) -> list:
+    return [t for t in assignment.model_tasks() if t.training == "fit" and t.reference]
+
+
+def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
+    """Compile the programs of the assignment's reference fits into its cache folder, unless built already;
+    in a clean process with the kernel's environment.  Returns the folder, or None when there is nothing to
+    build or the build failed (then the kernels compile for themselves, and the log says why)."""
+    if not cache_enabled() or not _fitted_tasks(assignment):
+        return None
+    final = cache_dir(assignment)
+    if (final / MANIFEST).is_file():
+        return final
+    base = final.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log.warning("no compile cache: %s cannot be created (%s)", base, e)
+        return None
+    building = base / f".building-{uuid.uuid4().hex[:12]}"
+    scratch = Path(tempfile.mkdtemp(prefix="grader-cache-home-"))
+    try:
+        building.mkdir()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(scratch),
+               "KERAS_HOME": str(scratch / "keras"), "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+               "PYTHONDONTWRITEBYTECODE": "1", **KERNEL_XLA_ENV}
+        t0 = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "grader.execute.compile_cache", str(assignment.root),
+                               str(building)], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, cwd=str(scratch))
+        if done.returncode != 0:
+            log.warning("no compile cache: building it failed (exit code %s): %s", done.returncode,
+                        done.stderr.decode("utf-8", "replace")[-2000:])
+            return None
+        report = json.loads(done.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+        report.update(seconds=round(time.monotonic() - t0, 1), key=cache_key(assignment),
+                      jax=_version("jax"), jaxlib=_version("jaxlib"), keras=_version("keras"))
+        (building / MANIFEST).write_text(json.dumps(report, indent=1))
+        for dirpath, dirnames, filenames in os.walk(building):  # readable by the sandbox's user
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+        try:
+            os.rename(building, final)
+        except OSError:  # another grader built it meanwhile: theirs stands
+            if not (final / MANIFEST).is_file():
+                raise
+        return final
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as e:
+        log.warning("no compile cache: %s: %s", type(e).__name__, e)
+        return None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _main(root: str, out: str) -> None:
+    """The builder (a clean process): every reference fit of the assignment, trained once through the fused
+    fit with the cache at ``out`` writable.  Prints what each fit compiled, as JSON."""
+    from ..spec import import_reference, load_assignment
+    from . import fused_fit
+
+    if not fused_fit.install(cache_dir=out, cache_writable=True):
+        raise SystemExit("Keras is not importable")
+    assignment = load_assignment(root, require_thresholds=False)
+    tasks = {}
+    for task in _fitted_tasks(assignment):
+        fused_fit.last_report.clear()
+        import_reference(assignment, task.reference)(0)
+        tasks[task.id] = {k: fused_fit.last_report.get(k) for k in ("fused", "fused_fallback", "fused_program")}
+    print(json.dumps({"tasks": tasks}))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,505 @@
+"""Fused training is Keras' training: the same weights, History and random draws as Keras' own fit.
+
+Each test trains two models built from the same seed (so the same initial weights) on the same data with
+the same seeded NumPy generator: one with Keras' own ``fit`` (on JAX), one with the fused ``fit``, and
+compares the weights, every per-epoch value of the History and the generator's state afterwards.  A fused
+fit is recognised by markers, never by time: its report says so and Keras' own train function was never
+made (``model.train_function`` stays None; Keras' fit makes it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from grader.execute import fused_fit
+from grader.execute.sandbox import bwrap_path
+
+needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
+
+RTOL, ATOL = 1e-5, 1e-6  # float32: the programs are XLA's either way, so in practice the results are identical
+
+
+def _data(n=50, inputs=2, kind="regression", seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, inputs))
+    if kind == "regression":
+        return x, np.sin(x.sum(axis=1, keepdims=True))
+    labels = (x[:, 0] * x[:, 1] > 0).astype(int)
+    if kind == "sparse":
+        return x, labels
+    if kind == "binary":
+        return x, labels.astype(float)[:, None]
+    return x, np.eye(2)[labels]
+
+
+def _model(seed, *, inputs=2, hidden=(6,), out=(1, "linear"), optimizer="adam", loss="mse", metrics=None,
+           dropout=None, functional=False, input_layer=True):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if functional:
+        inp = keras.Input((inputs,))
+        h = inp
+        for units in hidden:
+            h = keras.layers.Dense(units, activation="relu")(h)
+            if dropout:
+                h = keras.layers.Dropout(dropout)(h)
+        h = keras.layers.Dense(out[0])(h)
+        model = keras.Model(inp, keras.layers.Activation(out[1])(h))
+    else:
+        layers = [keras.Input((inputs,))] if input_layer else []
+        for units in hidden:
+            layers.append(keras.layers.Dense(units, activation="relu"))
+            if dropout:
+                layers.append(keras.layers.Dropout(dropout))
+        layers.append(keras.layers.Dense(out[0], activation=out[1]))
+        model = keras.Sequential(layers)
+    opt = optimizer() if callable(optimizer) else optimizer
+    model.compile(optimizer=opt, loss=loss() if isinstance(loss, type) else loss, metrics=metrics)
+    return model
+
+
+def _both(make, x, y, rng_seed=7, fits=1, **fit_kwargs):
+    """Train ``make()`` with Keras' own fit and with the fused fit; (keras run, fused run, fused reports),
+    each run {weights, history (the last fit's), rng (NumPy's state after), model}."""
+    fit_kwargs.setdefault("verbose", 0)
+    runs, reports = {}, []
+    for how in ("keras", "fused"):
+        model = make()
+        np.random.seed(rng_seed)
+        for _ in range(fits):
+            if how == "keras":
+                history = fused_fit.keras_fit()(model, x, y, **fit_kwargs)
+            else:
+                history = fused_fit.fit(model, x, y, **fit_kwargs)
+                reports.append(dict(fused_fit.last_report))
+        runs[how] = {"weights": model.get_weights(), "history": history.history, "epochs": history.epoch,
+                     "rng": np.random.get_state(), "model": model}
+    return runs["keras"], runs["fused"], reports
+
+
+def _assert_same(keras_run, fused_run, reports):
+    assert all(r["fused"] for r in reports), reports
+    assert fused_run["model"].train_function is None  # Keras' own training loop was never built
+    assert keras_run["model"].train_function is not None
+    for a, b in zip(keras_run["weights"], fused_run["weights"], strict=True):
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
+    assert list(fused_run["history"]) == list(keras_run["history"])  # the same keys, in the same order
+    for key, values in keras_run["history"].items():
+        assert all(isinstance(v, float) for v in fused_run["history"][key])
+        np.testing.assert_allclose(fused_run["history"][key], values, rtol=RTOL, atol=ATOL, err_msg=key)
+    assert fused_run["epochs"] == keras_run["epochs"]
+    assert fused_run["model"].history.history is fused_run["history"]
+    # the same draws from NumPy's generator: a seeded notebook goes on exactly as under Keras
+    k, f = keras_run["rng"], fused_run["rng"]
+    assert np.array_equal(k[1], f[1]) and k[2] == f[2]
+
+
+OPTIMIZERS = {
+    "sgd": lambda: _keras().optimizers.SGD(learning_rate=0.05),
+    "sgd-nesterov": lambda: _keras().optimizers.SGD(learning_rate=0.02, momentum=0.9, nesterov=True),
+    "adam": lambda: _keras().optimizers.Adam(),
+    "adam-amsgrad-clipnorm": lambda: _keras().optimizers.Adam(learning_rate=0.01, amsgrad=True, clipnorm=0.5),
+    "rmsprop": lambda: _keras().optimizers.RMSprop(),
+    "rmsprop-centered-momentum": lambda: _keras().optimizers.RMSprop(momentum=0.5, centered=True),
+    "adagrad": lambda: _keras().optimizers.Adagrad(learning_rate=0.1),
+    "adadelta": lambda: _keras().optimizers.Adadelta(learning_rate=1.0),
+    "adamax": lambda: _keras().optimizers.Adamax(),
+    "nadam": lambda: _keras().optimizers.Nadam(),
+    "adamw": lambda: _keras().optimizers.AdamW(weight_decay=0.01),
+    "sgd-schedule": lambda: _keras().optimizers.SGD(
+        learning_rate=_keras().optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5)),
+}
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_trains_as_under_keras(name):
+    # 50 samples in batches of 16: three full batches and a partial one of 2, every epoch
+    x, y = _data()
+    k, f, reports = _both(lambda: _model(3, optimizer=OPTIMIZERS[name], metrics=["mae"]), x, y,
+                          epochs=3, batch_size=16)
+    _assert_same(k, f, reports)
+    assert set(k["history"]) == {"loss", "mae"}
+
+
+@pytest.mark.parametrize("case", ["categorical", "sparse", "binary", "huber", "mae", "string-optimizer"])
+def test_losses_and_metrics_as_under_keras(case):
+    import keras
+
+    setups = {
+        "categorical": dict(kind="onehot", out=(2, "softmax"), loss="categorical_crossentropy",
+                            metrics=["accuracy"]),
+        "sparse": dict(kind="sparse", out=(2, "softmax"), loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy()]),
+        "binary": dict(kind="binary", out=(1, "sigmoid"), loss=keras.losses.BinaryCrossentropy(label_smoothing=0.1),
+                       metrics=["binary_accuracy", keras.metrics.AUC()]),
+        "huber": dict(kind="regression", out=(1, "linear"), loss=keras.losses.Huber(delta=0.5),
+                      metrics=["mse", keras.metrics.RootMeanSquaredError()]),
+        "mae": dict(kind="regression", out=(1, "linear"), loss="mean_absolute_error", metrics=None),
+        "string-optimizer": dict(kind="onehot", out=(2, "softmax"), loss="categorical_crossentropy",
+                                 metrics=["accuracy"], optimizer="sgd"),
+    }
+    s = setups[case]
+    x, y = _data(n=70, kind=s["kind"])
+    k, f, reports = _both(lambda: _model(5, out=s["out"], loss=s["loss"], metrics=s["metrics"],
+                                         optimizer=s.get("optimizer", "adam")), x, y, epochs=3, batch_size=32)
+    _assert_same(k, f, reports)
+
+
+@pytest.mark.parametrize("n,batch", [(10, 32), (64, 16), (65, 16)])
+def test_the_last_partial_batch_and_a_single_partial_one(n, batch):
+    x, y = _data(n=n)
+    k, f, reports = _both(lambda: _model(1), x, y, epochs=3, batch_size=batch)
+    _assert_same(k, f, reports)
+
+
+def test_the_default_batch_size_and_an_unbuilt_sequential_model():
+    x, y = _data(n=70)
+    k, f, reports = _both(lambda: _model(2, input_layer=False), x, y, epochs=2)
+    _assert_same(k, f, reports)
+
+
+def test_validation_split_takes_the_last_fraction_and_adds_val_logs():
+    x, y = _data(n=80, kind="onehot")
+    k, f, reports = _both(lambda: _model(4, out=(2, "softmax"), loss="categorical_crossentropy",
+                                         metrics=["accuracy"]), x, y, epochs=4, batch_size=16,
+                          validation_split=0.25)
+    _assert_same(k, f, reports)
+    assert set(f["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_validation_data_with_its_own_batch_size():
+    x, y = _data(n=60)
+    xv, yv = _data(n=23, seed=1)
+    k, f, reports = _both(lambda: _model(6, metrics=["mae"]), x, y, epochs=3, batch_size=16,
+                          validation_data=(xv, yv), validation_batch_size=10)
+    _assert_same(k, f, reports)
+    assert set(f["history"]) == {"loss", "mae", "val_loss", "val_mae"}
+
+
+@pytest.mark.parametrize("shuffle", [False, "batch"])
+def test_shuffle_off_and_by_batch(shuffle):
+    x, y = _data(n=50)
+    k, f, reports = _both(lambda: _model(7), x, y, epochs=3, batch_size=16, shuffle=shuffle)
+    _assert_same(k, f, reports)
+
+
+def test_class_weight():
+    x, y = _data(n=60, kind="onehot")
+    k, f, reports = _both(lambda: _model(8, out=(2, "softmax"), loss="categorical_crossentropy",
+                                         metrics=["accuracy"]), x, y, epochs=3, batch_size=16,
+                          class_weight={0: 0.3, 1: 2.0})
+    _assert_same(k, f, reports)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_dropout_draws_as_under_keras(functional):
+    x, y = _data(n=50)
+    k, f, reports = _both(lambda: _model(9, hidden=(16, 8), dropout=0.3, functional=functional), x, y,
+                          epochs=3, batch_size=16)
+    _assert_same(k, f, reports)
+    # and Dropout did draw: a model without it ends elsewhere
+    k2, _, _ = _both(lambda: _model(9, hidden=(16, 8), functional=functional), x, y, epochs=3, batch_size=16)
+    assert not np.allclose(k2["weights"][0], f["weights"][0])
+
+
+def test_a_second_fit_continues_the_first():
+    """The second fit on a built model: no order is drawn to build it, the optimizer's state goes on."""
+    x, y = _data(n=50)
+    k, f, reports = _both(lambda: _model(10), x, y, fits=2, epochs=2, batch_size=16)
+    _assert_same(k, f, reports)
+    iterations = f["model"].optimizer.iterations
+    assert int(iterations.numpy() if hasattr(iterations, "numpy") else iterations) == 2 * 2 * 4
+
+
+def test_many_epochs_cross_chunks_and_the_program_is_reused_whatever_the_epochs():
+    """Epochs beyond one compiled chunk (masked, not recompiled), and a later fit with another number of
+    epochs, on another model of the same shapes, runs the program already compiled."""
+    x, y = _data(n=20)
+    per = fused_fit.chunk_epochs(20)
+    k, f, reports = _both(lambda: _model(11, hidden=(3,)), x, y, epochs=per + 3, batch_size=8)
+    _assert_same(k, f, reports)
+    assert len(f["history"]["loss"]) == per + 3
+    model = _model(12, hidden=(3,))
+    fused_fit.fit(model, x, y, epochs=5, batch_size=8, verbose=0)
+    assert fused_fit.last_report["fused"] and fused_fit.last_report["fused_program"] == "memory"
+    assert len(model.history.history["loss"]) == 5
+
+
+def test_verbose_prints_one_summary_line(capsys):
+    x, y = _data(n=40)
+    fused_fit.fit(_model(13), x, y, epochs=30, batch_size=16, verbose=1)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("Epoch 30/30 - loss: ") and "(fused: 30 epochs in" in out[0]
+    fused_fit.fit(_model(13), x, y, epochs=3, batch_size=16, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_history_callback_given_by_the_student_is_filled():
+    import keras
+
+    x, y = _data(n=40)
+    mine = keras.callbacks.History()
+    history = fused_fit.fit(_model(14), x, y, epochs=4, batch_size=16, verbose=0, callbacks=[mine])
+    assert fused_fit.last_report["fused"] and history is mine and len(mine.history["loss"]) == 4
+
+
+# -- outside the subset: Keras' own fit, and the reason recorded ---------------------------------------------
+
+def _falls_back(make, x, y=None, **kw):
+    model = make()
+    fused_fit.fit(model, x, y, **kw) if y is not None else fused_fit.fit(model, x, **kw)
+    report = dict(fused_fit.last_report)
+    assert report["fused"] is False and report["fused_fallback"]
+    assert model.train_function is not None  # Keras' own training loop did the work
+    return report["fused_fallback"], model
+
+
+def test_a_custom_callback_falls_back_to_keras_and_still_runs():
+    import keras
+
+    seen = []
+
+    class Counter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(epoch)
+
+    x, y = _data(n=40)
+    why, model = _falls_back(lambda: _model(15), x, y, epochs=3, batch_size=16, verbose=0, callbacks=[Counter()])
+    assert "Counter" in why and seen == [0, 1, 2]
+    # the same training as Keras' own fit gives: the fallback is Keras' fit, untouched
+    ref, other = _model(15), _model(15)
+    np.random.seed(7)
+    fused_fit.keras_fit()(ref, x, y, epochs=3, batch_size=16, verbose=0)
+    np.random.seed(7)
+    fused_fit.fit(other, x, y, epochs=3, batch_size=16, verbose=0, callbacks=[Counter()])
+    for a, b in zip(ref.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_generator_falls_back_to_keras():
+    x, y = _data(n=32)
+
+    def batches():
+        while True:
+            yield x[:16], y[:16]
+
+    why, _ = _falls_back(lambda: _model(16), batches(), epochs=2, steps_per_epoch=2, verbose=0)
+    assert "x of type generator" in why
+
+
+@pytest.mark.parametrize("extra,named", [({"sample_weight": np.ones(40)}, "sample_weight"),
+                                          ({"initial_epoch": 1}, "initial_epoch"),
+                                          ({"validation_freq": 2}, "validation_freq")])
+def test_arguments_outside_the_subset_fall_back(extra, named):
+    x, y = _data(n=40)
+    why, _ = _falls_back(lambda: _model(17), x, y, epochs=2, batch_size=16, verbose=0, **extra)
+    assert named in why
+
+
+def test_a_custom_layer_or_loss_falls_back():
+    import keras
+
+    class Twice(keras.layers.Layer):
+        def call(self, inputs):
+            return 2 * inputs
+
+    def my_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.abs(y_true - y_pred))
+
+    x, y = _data(n=40)
+
+    def with_layer():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), Twice(), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    why, _ = _falls_back(with_layer, x, y, epochs=2, verbose=0)
+    assert "Twice" in why
+    why, _ = _falls_back(lambda: _model(18, loss=my_loss), x, y, epochs=2, verbose=0)
+    assert "loss" in why
+
+
+def test_keras_errors_are_keras_errors():
+    """A fit Keras refuses is refused the same way (the fused fit runs Keras' own preparation)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="compile"):
+        fused_fit.fit(model, *_data(n=10), epochs=1, verbose=0)
+    x, y = _data(n=10, inputs=3)
+    with pytest.raises(ValueError):
+        fused_fit.fit(_model(19), x, y, epochs=1, verbose=0)
+
+
+# -- installed: beneath the capture hook, in the grader's own training ---------------------------------------
+
+@pytest.fixture
+def installed():
+    """The fused fit installed and the capture hook on top of it, as in the kernel; put back afterwards."""
+    import keras
+
+    saved = keras.Model.fit, keras.Model.predict, fused_fit._state["installed"], fused_fit._state["original"]
+    fused_fit.uninstall()
+    yield
+    keras.Model.fit, keras.Model.predict = saved[0], saved[1]
+    fused_fit._state["installed"], fused_fit._state["original"] = saved[2], saved[3]
+
+
+def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setenv("GRADER_CAPTURE_DIR", str(tmp_path))
+    assert fused_fit.install()
+    exec(compile((ROOT / "grader" / "execute" / "capture_kernel.py").read_text(), "capture_kernel.py", "exec"), {})
+    x, y = _data(n=40)
+    model = _model(20)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert model.train_function is None
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, sample_weight=np.ones(40))
+    assert model.train_function is not None
+    metas = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("capture-*.json"))]
+    assert [m["fused"] for m in metas] == [True, False]
+    assert metas[0]["fused_program"] in ("compiled", "memory", "disk") and metas[0]["fused_fallback"] is None
+    assert metas[1]["fused_fallback"] == "sample_weight"
+    # and harvest carries it into the grader's record, bounded
+    from grader.harvest import take_capture
+
+    caps = [take_capture(tmp_path, p.name, tmp_path / "taken") for p in sorted(tmp_path.glob("capture-*.json"))]
+    assert [c.provenance()["fused"] for c in caps] == [True, False]
+    assert caps[1].settings["fused_fallback"] == "sample_weight"
+
+
+def test_the_grader_retrains_recipes_with_the_fused_fit(installed, tmp_path):
+    from grader.evaluate import retrain
+    from grader.spec import load_assignment
+
+    from conftest import TUTORIAL6
+
+    x, y = _data(n=60, kind="onehot")
+    template = _model(21, out=(2, "softmax"), loss="categorical_crossentropy")
+    template.save(tmp_path / "m.keras")
+    recipe = retrain.recipe_from_capture({"optimizer_config": {"module": "keras.optimizers", "class_name": "Adam",
+                                                               "config": {"learning_rate": 0.01}},
+                                          "loss": "categorical_crossentropy", "epochs": 5, "batch_size": 16},
+                                         x, y)
+    limits = load_assignment(TUTORIAL6).limits
+    out = retrain.train(tmp_path / "m.keras", recipe, 3, 100, tmp_path / "out.keras", limits)
+    assert out == {"epochs": 5, "fused": True}
+
+
+def test_calibration_trains_its_reference_runs_fused(installed, tmp_path):
+    import shutil
+
+    from conftest import TUTORIAL6
+    from grader.calibrate import calibrate
+
+    spec = tmp_path / "tutorial6"
+    shutil.copytree(TUTORIAL6, spec, ignore=shutil.ignore_patterns("__pycache__"))
+    fused_fit.last_report.clear()
+    calibrate(spec, runs=3, tasks=["1a"])
+    assert fused_fit.last_report["fused"] is True and fused_fit.last_report["fused_epochs"] == 200
+
+
+# -- the compile cache: built by the grader, read-only and hit in the sandbox ----------------------------------
+
+TINY = """
+import json, os, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import numpy as np, keras
+F = sys.modules.get("grader_fused_fit")
+if F is None:
+    sys.path.insert(0, {grader_root!r})
+    from grader.execute import fused_fit as F
+    F.install(cache_dir={cache!r}, cache_writable=True)
+keras.utils.set_random_seed(1)
+m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(1)])
+m.compile(optimizer="rmsprop", loss="mse")
+x = np.random.default_rng(0).normal(size=(30, 2)); y = x[:, :1] ** 2
+m.fit(x, y, epochs=3, batch_size=8, verbose=0)
+report = dict(F.last_report)
+try:
+    open(os.path.join({cache!r}, "poison"), "w").write("x")
+    report["wrote"] = True
+except OSError as e:
+    report["wrote"] = e.strerror
+print("REPORT " + json.dumps(report))
+"""
+
+
+@needs_sandbox
+def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
+    from grader.execute import compile_cache
+    from grader.execute.runner import FUSED_LOADER
+    from grader.execute.sandbox import Sandbox
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
+           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **compile_cache.KERNEL_XLA_ENV}
+    built = subprocess.run([sys.executable, "-c", TINY.format(grader_root=str(ROOT), cache=str(cache))], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert "REPORT" in built.stdout, built.stderr[-2000:]
+    assert json.loads(built.stdout.split("REPORT ")[1])["fused_program"] == "compiled"
+    assert list(cache.glob("jit_grader_fused_chunk-*"))  # the builder wrote the chunk program
+    for dirpath, _, files in os.walk(cache):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    before = sorted(p.name for p in cache.iterdir())
+
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", readonly_dirs=((cache, compile_cache.INNER),))
+    sandbox.prepare()
+    runtime = sandbox.runtime_dir
+    (runtime / "grader_fused_fit.py").write_text((ROOT / "grader" / "execute" / "fused_fit.py").read_text())
+    loader = FUSED_LOADER.format(path=str(runtime / "grader_fused_fit.py"))
+    code = loader + TINY.format(grader_root="/nonexistent", cache=compile_cache.INNER)
+    try:
+        cmd, run_env = sandbox.wrap([sys.executable, "-c", code],
+                                    {"HOME": sandbox.inner_work, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+                                     "GRADER_JAX_CACHE": compile_cache.INNER, "PYTHONDONTWRITEBYTECODE": "1",
+                                     **compile_cache.KERNEL_XLA_ENV})
+        done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
+    finally:
+        sandbox.cleanup()
+    assert "REPORT" in done.stdout, done.stderr[-2000:]
+    report = json.loads(done.stdout.split("REPORT ")[1])
+    assert report["fused"] and report["fused_program"] == "disk"  # compiled outside, loaded inside
+    assert report["wrote"] == "Read-only file system"
+    assert "persistent compilation cache" not in done.stderr  # a miss or a refused write says nothing
+    assert sorted(p.name for p in cache.iterdir()) == before
+
+
+def test_the_cache_folder_is_keyed_by_versions_flags_and_the_fused_source(assignment, monkeypatch, tmp_path):
+    from grader.execute import compile_cache
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path))
+    first = compile_cache.cache_dir(assignment)
+    assert first.parent == tmp_path / "jax" and compile_cache.ready(assignment) is None
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9" if name == "jaxlib" else real(name))
+    assert compile_cache.cache_dir(assignment) != first
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    monkeypatch.setitem(compile_cache.KERNEL_XLA_ENV, "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    assert compile_cache.cache_dir(assignment) != first
+    monkeypatch.setenv("GRADER_FUSED", "nocache")
+    assert compile_cache.enabled() and not compile_cache.cache_enabled() and compile_cache.ready(assignment) is None
+    monkeypatch.setenv("GRADER_FUSED", "0")
+    assert not compile_cache.enabled() and compile_cache.build(assignment) is None
+    assert fused_fit.install() is False  # nor do the grader's own processes train fused
