@@ -161,6 +161,27 @@ class Reporter:
         self._json_written = time.monotonic()
         return path
 
+    def training_summary(self) -> str | None:
+        """How the class's notebooks trained, for the TA: fits fused into compiled programs, and those that fell
+        back to Keras' own fit with their reasons (as the kernels said: a count, never a grade)."""
+        fits = fused = 0
+        reasons: dict[str, int] = {}
+        for result in self.results.values():
+            for nb in result.notebooks:
+                training = nb.get("training") or {}
+                fits += int(training.get("fits", 0) or 0)
+                fused += int(training.get("fused", 0) or 0)
+                for why, n in (training.get("fallbacks") or {}).items():
+                    reasons[str(why)] = reasons.get(str(why), 0) + int(n or 0)
+        if not fits:
+            return None
+        words = f"Training in notebooks: {fused} of {fits} fit(s) ran as compiled programs (fused)"
+        if reasons:
+            top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
+            words += (f"; {sum(reasons.values())} fell back to Keras' own fit: "
+                      + ", ".join(f"{why} ({n})" for why, n in top) + (" and others" if len(reasons) > 5 else ""))
+        return words + "."
+
     def pass_rule(self) -> str:
         """What the class page's pass rate counts, in words: full marks, or the spec's stated share of them."""
         lower = [t for t in self.assignment.tasks if t.pass_fraction < 1]
@@ -191,7 +212,8 @@ class Reporter:
         html = self.env.get_template("index.html.j2").render(
             assignment=self.assignment, students=rows, pass_rates=rates, histogram=hist, css=self.css,
             version=__version__, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            warnings=self.warnings, identical=groups, pass_rule=self.pass_rule())
+            warnings=self.warnings, identical=groups, pass_rule=self.pass_rule(),
+            training=self.training_summary())
         path = self.out / "index.html"
         atomic_write(path, html)
         return path
