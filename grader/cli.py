@@ -88,8 +88,10 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
+    c = summary.counts
     console.print(f"Rendered {summary.students} student page(s) and the class summary into "
-                  f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s.")
+                  f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s ({c.get('plots_drawn', 0)} plot(s) drawn, "
+                  f"{c.get('plots_reused', 0)} kept from before).")
 
 
 _GRADEBOOK_OPTIONS = [

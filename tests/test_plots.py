@@ -1,11 +1,14 @@
-"""Plots: the fast drawing draws what matplotlib's plain drawing draws, and a plot shows its own model."""
+"""Plots: the fast drawing draws what matplotlib's plain drawing draws, a plot shows its own model, and a
+kept plot is the picture its key names."""
 import io
+import shutil
+import stat
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, small_model
-from grader.report import plots
+from grader.report import cache, plots
 from grader.spec import import_reference
 
 DEMO = ROOT / "submissions" / "tutorial6"
@@ -107,6 +110,33 @@ def test_keys_name_what_a_plot_shows():
         plots.curve_plot(_curve_data(0.1), lambda x: _truth(x) + 1e-3, "t").key  # another true function
 
 
+def test_the_cache_keeps_plots_owner_only_draws_each_once_and_forgets_unused_ones(tmp_path):
+    folder = tmp_path / "out" / cache.FOLDER
+    kept = cache.PlotCache(folder)
+    shown = [plots.regions_plot(_regions_data(i), (-10, 10, -10, 10), "task 2a") for i in range(3)]
+    pngs = [kept.png(p) for p in shown]
+    assert kept.drawn == 3 and kept.reused == 0
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
+    again = cache.PlotCache(folder)  # a later run
+    assert [again.png(p) for p in shown[:2]] == pngs[:2] and again.drawn == 0 and again.reused == 2
+    assert again.forget_unused() == 1  # the third plot no page of this run showed
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{p.key}.png" for p in shown[:2])
+    with pytest.raises(ValueError):
+        kept.get("../gradebook")  # a key is a digest, never a path
+
+
+def test_missing_plots_drawn_on_several_processes_are_those_drawn_here(tmp_path):
+    shown = [plots.regions_plot(_regions_data(i % 7, 3 + i % 5), (-10, 10, -10, 10), f"task {i % 3}")
+             for i in range(cache.POOL_FROM)] + \
+        [plots.curve_plot(_curve_data(i / 10), _truth, "task 1c") for i in range(cache.POOL_FROM // 4)]
+    pooled = cache.PlotCache(tmp_path / "pooled")
+    pooled.draw_missing(shown, workers=2)
+    assert pooled.drawn == len({p.key for p in shown})
+    for p in shown[::9]:
+        assert pooled.get(p.key) == p.png()  # another process, the same bytes
+
+
 def test_a_plot_shows_its_model(assignment, evaluator, tmp_path):
     """The reference's plot and a constant model's differ where the models differ: the regions' shading and
     the curve."""
@@ -132,3 +162,24 @@ def test_a_plot_shows_its_model(assignment, evaluator, tmp_path):
             grey = plots.REGION_SHADES(0.5)[:3]
             assert np.sum(np.all(np.abs(flat_image[..., :3] - grey) < 0.02, axis=-1)) > \
                 10 * np.sum(np.all(np.abs(reference[..., :3] - grey) < 0.02, axis=-1))
+
+
+def test_plots_drawn_by_a_worker_are_the_pages_plots(assignment, evaluator, tmp_path):
+    """``draw_plots`` (a batch worker) draws exactly the plots the student's page shows, under the keys the
+    page asks for."""
+    from grader.intake import collect
+    from grader.measure.student import measure_student
+    from grader.report import Reporter
+    from grader.score import score_student
+
+    shutil.copytree(DEMO / "bob", tmp_path / "subs" / "bob")
+    sub = collect(tmp_path / "subs", assignment)[0]
+    measured = measure_student(assignment, sub, evaluator)
+    drawn = cache.draw_plots(assignment, measured)
+    reporter = Reporter(assignment, tmp_path / "out", keep_plots=True)
+    reporter.plots.add(drawn)
+    before = reporter.plots.drawn
+    reporter.add(score_student(assignment, measured))
+    assert reporter.plots.drawn == before and reporter.plots.reused == len(drawn) == 3  # 1a, 1c and 2a
+    page = (tmp_path / "out" / "students" / "bob.html").read_text()
+    assert all(plots.data_uri(png) in page for png in drawn.values())
