@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
