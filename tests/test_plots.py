@@ -126,6 +126,7 @@ def test_the_cache_keeps_plots_owner_only_draws_each_once_and_forgets_unused_one
         kept.get("../gradebook")  # a key is a digest, never a path
 
 
+@pytest.mark.slow  # starts processes
 def test_missing_plots_drawn_on_several_processes_are_those_drawn_here(tmp_path):
     shown = [plots.regions_plot(_regions_data(i % 7, 3 + i % 5), (-10, 10, -10, 10), f"task {i % 3}")
              for i in range(cache.POOL_FROM)] + \
