@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_notebook.py
 	$(VENV)/bin/python bench/bench_batch.py
 	$(VENV)/bin/python bench/bench_check.py
+	$(VENV)/bin/python bench/bench_h5_class.py
 
 clean:
 	rm -rf $(VENV) reports

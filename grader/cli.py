@@ -49,7 +49,11 @@ class _BatchBar:
         self._bar = self._progress.add_task("grading", total=total, current="", passed=0, failed=0, error=0)
 
     def status(self, text: str) -> None:
-        self._progress.update(self._bar, current=terminal(text))
+        if self._bar is None:  # before the bar: a line of its own
+            if text:
+                console.print(f"{terminal(text[:1].upper() + text[1:])}...")
+        else:
+            self._progress.update(self._bar, current=terminal(text))
 
     def student_done(self, student_id: str, counts: dict) -> None:
         self._progress.update(self._bar, advance=1, passed=counts["passed"], failed=counts["failed"],
@@ -125,8 +129,10 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
+    c = summary.counts
     console.print(f"Rendered {summary.students} student page(s) and the class summary into "
-                  f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s.")
+                  f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s ({c.get('plots_drawn', 0)} plot(s) drawn, "
+                  f"{c.get('plots_reused', 0)} kept from before).")
 
 
 _GRADEBOOK_OPTIONS = [

@@ -9,11 +9,14 @@ models in the Keras worker -- is a pure function of a submission:
   keeping its own Keras evaluation worker for every student it measures;
 * ``DaskEngine``: the workers of a Dask distributed cluster (``--scheduler``).
 
-Every engine yields ``(submission, Measurements | Exception)`` as results
-arrive; the caller scores, stores and reports them in its own process, so the
-gradebook has exactly one writer.  An engine never lets one student end the
-batch: a worker that dies has its students retried once in a fresh worker,
-then reported as errors.  ``make_engine`` picks one from the command line.
+Every engine yields ``(submission, (Measurements, memory_capped, plots) |
+Exception)`` as results arrive; the caller scores, stores and reports them in
+its own process, so the gradebook has exactly one writer.  ``plots`` are the
+PNGs the student's page will show, drawn by the worker while the caller
+writes (``report.cache.draw_plots``; the caller draws any that are missing).
+An engine never lets one student end the batch: a worker that dies has its
+students retried once in a fresh worker, then reported as errors.
+``make_engine`` picks one from the command line.
 """
 from __future__ import annotations
 
@@ -86,20 +89,30 @@ def warm_up(assignment_dir: str, seeds: tuple) -> None:
 
 
 def measure_job(job: Job):
-    """Measure one submission (runs in a worker). Returns (Measurements, memory_capped)."""
+    """Measure one submission (runs in a worker). Returns (Measurements, memory_capped, {plot key: PNG})."""
     from .measure.student import measure_student
 
     assignment, evaluator = _worker_evaluator(job.assignment_dir, job.seeds)
     measured = measure_student(assignment, job.submission, evaluator)
-    return measured, evaluator.memory_capped
+    return measured, evaluator.memory_capped, _plots(assignment, measured)
+
+
+def _plots(assignment, measured) -> dict:
+    """The student's plots, drawn here; none when drawing fails (the caller draws them, or says why not)."""
+    try:
+        from .report.cache import draw_plots
+
+        return draw_plots(assignment, measured)
+    except Exception:
+        return {}
 
 
 # -- engines ----------------------------------------------------------------------
 
 
 class Engine(Protocol):
-    """Where students are measured.  ``run(jobs)`` yields ``(submission, (Measurements, memory_capped) or the
-    exception that ended that student)`` as results arrive, in any order; ``close()`` releases the workers;
+    """Where students are measured.  ``run(jobs)`` yields ``(submission, (Measurements, memory_capped, plots) or
+    the exception that ended that student)`` as results arrive, in any order; ``close()`` releases the workers;
     ``description`` says where, in words, for the run's record."""
 
     description: str

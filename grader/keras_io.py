@@ -9,7 +9,9 @@ here, in this order:
    ``.h5`` whose Dense layer claims 10**9 units is refused here, before Keras
    would try to allocate gigabytes).
 2. ``load``: ``keras.models.load_model(safe_mode=True, compile=False)`` with
-   no ``custom_objects``.
+   no ``custom_objects``.  ``BuiltModels`` keeps the models it built: an
+   ``.h5`` whose configuration is one already built gets that model, its
+   weights loaded by the step ``load_model`` ends with.
 3. ``describe``: the architecture as plain data (inputs, Dense layers with
    their activations, parameter count, whether every weight is finite).
 4. ``predict``: calls the model directly (``model(x)``), in batches; it is
@@ -168,7 +170,7 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
     _config_problems(config, max_parameters, name, max_layers)
-    return {"config": config, "keras_version": version}
+    return {"config": config, "config_text": raw, "keras_version": version}
 
 
 def saved_model_refusal(name: str) -> ModelLoadError:
@@ -209,6 +211,85 @@ def load(path: Path):
             raise MemoryError(text) from None
         raise ModelLoadError(f"{Path(path).name}: Keras could not rebuild the model: {text}",
                              hint="Check that the file was saved with model.save() from a working model.") from None
+
+
+class BuiltModels:
+    """Models built from their configuration by ``load``, kept to be loaded again with other weights.
+
+    Building a model from its configuration is most of what loading a small ``.h5`` costs, and a class hands in
+    many files of one network with other weights.  A file whose network is one already built (and so already
+    loaded in safe mode) gets that model, with the file's own weights loaded by Keras' HDF5 loader exactly as
+    ``load_model`` loads them into the model it builds (``load_weights_from_hdf5_group`` on ``model_weights``:
+    every layer's weights set, in the layers' order): the model ``load`` would give, but for the names of its
+    layers.  The network is the configuration's text (``build_key``), without the names of a plain
+    ``Sequential``'s layers, which label them and nothing else (a notebook numbers them by how many layers it
+    made before).  Anything that fails on that path is loaded afresh by ``load``, which fails the same way,
+    in its own words.  ``reused`` says whether the last model came from here (a caller that meets an error with
+    it measures a fresh one, so that no layer name of another file reaches a message).  Only HDF5 files named
+    ``.h5``; others are loaded by ``load``.  At most ``size`` models and ``max_parameters`` weights are kept."""
+
+    def __init__(self, size: int = 64, max_parameters: int = 2_000_000):
+        self.size, self.max_parameters = size, max_parameters
+        self.models: dict[str, object] = {}  # build key -> model, the most recently used last
+        self.built = self.hits = 0
+        self.reused = False
+
+    def load(self, path: Path, config: dict, config_text: str):
+        path = Path(path)
+        self.reused = False
+        legacy = _legacy_h5()
+        if path.suffix != ".h5" or legacy is None:
+            return load(path)
+        key = build_key(config, config_text)
+        model = self.models.pop(key, None)
+        if model is not None:
+            try:
+                import h5py
+
+                with h5py.File(path, "r") as f:
+                    legacy.load_weights_from_hdf5_group(legacy.safe_get_h5_group(f, "model_weights"), model)
+                self.hits += 1
+                self.reused = True
+            except MemoryError:
+                raise
+            except Exception:
+                model = None  # half-filled: dropped
+        if model is None:
+            model = load(path)
+            self.built += 1
+        self.models[key] = model
+        while len(self.models) > self.size or (
+                len(self.models) > 1 and sum(m.count_params() for m in self.models.values()) > self.max_parameters):
+            self.models.pop(next(iter(self.models)))
+        return model
+
+
+def build_key(config: dict, config_text: str) -> str:
+    """What decides the model ``load`` builds from a configuration: its text; for a ``Sequential`` of plain
+    layers (no nested model, whose layers another part of the configuration could name), the configuration
+    without the model's and the layers' names."""
+    layers = (config.get("config") or {}).get("layers") if isinstance(config, dict) else None
+    if config.get("class_name") != "Sequential" or not isinstance(layers, list) or not all(
+            isinstance(layer, dict) and layer.get("class_name") not in ALLOWED_MODELS
+            and isinstance(layer.get("config"), dict) for layer in layers):
+        return "text:" + config_text
+    plain = json.loads(config_text)
+    plain["config"].pop("name", None)
+    for layer in plain["config"]["layers"]:
+        layer["config"].pop("name", None)
+    return "sequential:" + json.dumps(plain, sort_keys=True)
+
+
+def _legacy_h5():
+    """Keras' legacy HDF5 loader, which ``load_model`` uses for ``.h5`` files (None if this Keras has moved it)."""
+    try:
+        from keras.src.legacy.saving import legacy_h5_format
+
+        legacy_h5_format.load_weights_from_hdf5_group  # noqa: B018
+        legacy_h5_format.safe_get_h5_group  # noqa: B018
+        return legacy_h5_format
+    except (ImportError, AttributeError):
+        return None
 
 
 def _activation_name(layer) -> str:

@@ -43,6 +43,7 @@ from .logs import batch_log, log
 
 LOG_NAME = "grader.log"  # in the output folder: internal errors with their tracebacks
 REPORT_BUILD_FILE = ".report-build"  # the report code the pages were drawn with (a change re-draws them)
+REDRAW_CHUNK = 100  # students whose pages are re-drawn together (their plots drawn at once on several processes)
 
 MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap: a model that claims huge layers "
                       "is still refused by the parameter budget, but not stopped by the cap.")
@@ -173,10 +174,10 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
     return plans
 
 
-def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, seeds, workers, scheduler, force, started,
-         allow_unsandboxed):
+def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, seeds, workers, scheduler, force,
+         started, allow_unsandboxed):
     students = collect(submissions, assignment)
-    reporter = Reporter(assignment, out_dir)
+    reporter = Reporter(assignment, out_dir, keep_plots=True)
     for warning in _batch_warnings(assignment, students):
         progress.warning(warning)
         reporter.warnings.append(warning)
@@ -195,8 +196,8 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
         reporter.warnings.append(no_sandbox)
     if code and not no_sandbox and assignment.notebooks.backend == "jax" and compile_cache.cache_enabled() \
             and compile_cache.ready(assignment) is None:
-        console.print("Compiling the reference solution's training programs for the notebooks (once per machine "
-                      "and software version)...")
+        progress.status("compiling the reference solution's training programs for the notebooks (once per "
+                        "machine and software version)")
         compile_cache.build(assignment)
     workers = workers or default_workers()
     engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
@@ -227,6 +228,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
         unchanged = {r["id"]: r for r in gradebook.results(
             assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
         unprinted = {sid for sid, identity in gradebook.identities(assignment.id).items() if identity is None}
+        redraws = []  # (result, stored) of unchanged students whose pages are drawn again
         for plan in plans:  # what needs no running first: it is instant
             sid = plan.submission.student_id
             if plan.action == "cached":
@@ -243,7 +245,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
                         if identity is not None:
                             gradebook.set_identity(assignment.id, sid, identity)
                     if redraw:
-                        reporter.add(attach_plots(result, measured), stored=stored)
+                        redraws.append((attach_plots(result, measured), stored))
                 counts["cached"] += 1
                 counts[result.outcome] += 1
                 progress.student_done(sid, dict(counts))
@@ -251,6 +253,9 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
                 progress.status(f"re-scoring {sid}")
                 measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
                 done(plan, _score(assignment, measured), measured, "rescored")
+        reporter.prepare([r for r, _ in redraws], workers)  # plots the pages lack, on several processes
+        for result, stored in redraws:
+            reporter.add(result, stored=stored)
         if engine is not None:
             progress.status(f"measuring on {engine.description}")
             jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission) for p in to_measure]
@@ -261,7 +266,8 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
                     measured = Measurements(sub.student_id, [], list(result.notes), [], {}, [])
                     done(plan, result, measured, "measured", failed=True)
                     continue
-                measured, capped = outcome
+                measured, capped, drawn = outcome
+                reporter.plots.add(drawn)  # the plots its worker drew: its page takes them
                 if capped is False and not warned_cap:
                     warned_cap = True
                     reporter.warnings.append(MEMORY_CAP_WARNING)
@@ -276,6 +282,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
         progress.finished()
         if engine is not None:
             engine.close()
+        counts.update(plots_drawn=reporter.plots.drawn, plots_reused=reporter.plots.reused)
         try:
             gradebook.finish_run(run_id, status, counts)
             if status != "finished" and reporter.results:
@@ -289,6 +296,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
     reporter.write_json()
     reporter.write_index(identical=identical_work(gradebook.identities(assignment.id), among=reporter.results))
     atomic_write(out_dir / REPORT_BUILD_FILE, keys.code_hash(keys.REPORTING_CODE))
+    reporter.forget_unused_plots()
     return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         time.monotonic() - started, gradebook.where)
 
@@ -335,30 +343,41 @@ def render_reports(assignment_dir, out_dir, *, db_url: str | None = None, wait: 
     with OutputLock(out_dir, wait=wait):
         gradebook = Gradebook(db_url, out_dir)
         try:
-            n = refresh_reports(assignment, out_dir, gradebook)
+            counts = {}
+            n = refresh_reports(assignment, out_dir, gradebook, counts=counts)
         finally:
             gradebook.close()
-    return BatchSummary(n, out_dir, out_dir / "results.json", out_dir / "index.html",
+    return BatchSummary(n, out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         seconds=time.monotonic() - started, gradebook=gradebook.where)
 
 
-def refresh_reports(assignment, out_dir: Path, gradebook, pages=None) -> int:
+def refresh_reports(assignment, out_dir: Path, gradebook, pages=None, counts: dict | None = None) -> int:
     """Write ``results.json``, ``index.html`` and the pages of ``pages`` (student ids; every student when None)
     from the gradebook alone, for a caller that holds the output folder's lock.  Returns the number of
-    students."""
+    students; ``counts`` gets the plots drawn and those reused (kept from an earlier drawing)."""
     stored = gradebook.results(assignment.id)
     if not stored:
         raise FatalError(f"the gradebook {gradebook.where} has no results for {assignment.id}; "
                          "run `grader grade` first.")
-    reporter = Reporter(assignment, out_dir, warnings=_batch_warnings(assignment, []))  # the spec's own
-    for data in stored:
-        result = StudentResult.from_json(data)
-        draw = pages is None or result.id in pages
-        if draw:
-            measured = gradebook.current_measurements(assignment.id, result.id)
-            if measured is not None:
-                attach_plots(result, Measurements.from_json(measured))
-        reporter.add(result, render=draw, stored=data)
+    reporter = Reporter(assignment, out_dir, warnings=_batch_warnings(assignment, []),  # the spec's own
+                        keep_plots=True)
+    workers = default_workers()
+    for start in range(0, len(stored), REDRAW_CHUNK):
+        chunk = []
+        for data in stored[start:start + REDRAW_CHUNK]:
+            result = StudentResult.from_json(data)
+            draw = pages is None or result.id in pages
+            if draw:
+                measured = gradebook.current_measurements(assignment.id, result.id)
+                if measured is not None:
+                    attach_plots(result, Measurements.from_json(measured))
+            chunk.append((result, draw, data))
+        reporter.prepare([r for r, draw, _ in chunk if draw], workers)  # plots not kept yet, on several processes
+        for result, draw, data in chunk:
+            reporter.add(result, render=draw, stored=data)
     reporter.write_json()
     reporter.write_index(identical=identical_work(gradebook.identities(assignment.id), among=reporter.results))
+    reporter.forget_unused_plots()
+    if counts is not None:
+        counts.update(plots_drawn=reporter.plots.drawn, plots_reused=reporter.plots.reused)
     return len(stored)

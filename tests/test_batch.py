@@ -278,6 +278,7 @@ def test_reports_rerender_from_the_gradebook_alone(uninterrupted, tmp_path):
     _, _, runs_before = gradebook_rows(out)
     proc = grader("report", "-a", TUTORIAL6, "-o", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(0 plot(s) drawn" in proc.stderr  # the batch's workers drew them; they were kept
     pages = sorted(p.stem for p in (out / "students").glob("*.html"))
     assert len(pages) == 10
     alice = (out / "students" / "s06_alice.html").read_text()
@@ -287,3 +288,67 @@ def test_reports_rerender_from_the_gradebook_alone(uninterrupted, tmp_path):
     assert json.loads((out / "results.json").read_text())["students"] == \
         json.loads((uninterrupted / "results.json").read_text())["students"]
     assert gradebook_rows(out)[2] == runs_before  # nothing was graded
+    # no plot kept: every one is drawn again, from the stored measurements, to the same bytes the workers drew
+    drawn_by_workers = {p.name: p.read_text() for p in (out / "students").glob("*.html")}
+    kept = sorted(p.name for p in (out / ".plots").iterdir())
+    shutil.rmtree(out / ".plots")
+    proc = grader("report", "-a", TUTORIAL6, "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"({len(kept)} plot(s) drawn, " in proc.stderr
+    assert sorted(p.name for p in (out / ".plots").iterdir()) == kept
+    assert {p.name: p.read_text() for p in (out / "students").glob("*.html")} == drawn_by_workers
+
+
+def _grader_copy(folder: Path, edit) -> Path:
+    """This grader's code copied into ``folder`` with one change, ``edit(package folder)``: a later version."""
+    shutil.copytree(ROOT / "grader", folder / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    edit(folder / "grader")
+    return folder
+
+
+def _grade_with(code: Path, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GRADER_SECRET=SECRET, PYTHONPATH=str(code))  # ahead of the installed grader
+    return subprocess.run([sys.executable, "-m", "grader.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=code, timeout=900)
+
+
+def _measured(out: Path) -> list:
+    c = sqlite3.connect(f"file:{out / 'gradebook.sqlite'}?mode=ro", uri=True)
+    try:
+        return c.execute("""select s.student_id, m.measure_key, m.measured_at, m.measurements from submissions m
+                            join students s on s.id = m.student order by 1, 2""").fetchall()
+    finally:
+        c.close()
+
+
+def test_a_report_edit_redraws_pages_and_measures_nothing(klass, uninterrupted, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted, out)
+    measured = _measured(out)
+    kept = sorted(p.name for p in (out / ".plots").iterdir())
+    assert kept
+
+    def template(package):
+        page = package / "report" / "templates" / "student.html.j2"
+        page.write_text(page.read_text().replace("</body>", "<!-- the edited template -->\n</body>"))
+
+    proc = _grade_with(_grader_copy(tmp_path / "template", template), "grade", klass, "-a", TUTORIAL6, "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 run, 0 re-scored, 10 unchanged" in proc.stderr
+    assert all("the edited template" in p.read_text() for p in (out / "students").glob("*.html"))  # every page
+    assert _measured(out) == measured  # no model loaded again: the stored measurements are those of the first run
+    counts = json.loads(gradebook_rows(out)[2][-1]["counts"])
+    assert counts["plots_drawn"] == 0 and counts["plots_reused"] >= len(kept)  # every picture was kept
+    assert sorted(p.name for p in (out / ".plots").iterdir()) == kept
+
+    def plotting(package):  # the code that draws the plots: every plot is drawn again, still nothing is measured
+        code = package / "report" / "plots.py"
+        code.write_text(code.read_text() + "\n# a later version\n")
+
+    proc = _grade_with(_grader_copy(tmp_path / "plots", plotting), "grade", klass, "-a", TUTORIAL6, "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 run, 0 re-scored, 10 unchanged" in proc.stderr
+    assert _measured(out) == measured
+    assert json.loads(gradebook_rows(out)[2][-1]["counts"])["plots_drawn"] == len(kept)
+    redrawn = sorted(p.name for p in (out / ".plots").iterdir())
+    assert len(redrawn) == len(kept) and not set(redrawn) & set(kept)  # the old pictures are forgotten

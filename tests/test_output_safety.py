@@ -118,8 +118,10 @@ def test_gradebook_results_and_exports_are_owner_only(graded, tmp_path):
     from grader.store import Gradebook
 
     out, exported, _ = graded
+    plots = list((out / ".plots").iterdir())  # the batch's drawn plots, kept for later pages
+    assert plots and stat.S_IMODE((out / ".plots").stat().st_mode) == 0o700
     for path in (out / "gradebook.sqlite", out / "results.json", out / "index.html", exported / "grades.csv",
-                 exported / "junit.xml", exported / "summary.md"):
+                 exported / "junit.xml", exported / "summary.md", *plots):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     old = tmp_path / "gradebook.sqlite"  # one from before: made owner-only when opened
     old.touch(mode=0o644)

@@ -75,6 +75,11 @@ class _Session:
                          for name, ds in self.assignment.datasets.items()}
         import keras  # noqa: F401  (import once, up front)
 
+        from .. import keras_io
+
+        # a class's many files of one network: the network built once
+        self.models = keras_io.BuiltModels(max_parameters=self.limits.max_parameters)
+
     def retrain(self, request: dict) -> dict:
         """Train a vetted recipe afresh on a model file's architecture and save it (``retrain.train``)."""
         from . import retrain
@@ -92,13 +97,30 @@ class _Session:
 
     def evaluate(self, path: str, training: dict | None, preprocessing: dict | None = None) -> dict:
         from .. import keras_io
-        from ..intake.formats import sniff_format
-        from . import metrics as M
+        from ..intake.formats import HDF5, sniff_format
 
         path = Path(path)
         fmt = sniff_format(path)
         vetted = keras_io.read_config(path, fmt, self.limits.max_parameters, self.limits.max_layers)
-        model = keras_io.load(path)
+        if fmt != HDF5:
+            return self.measure(path, fmt, vetted, keras_io.load(path), training, preprocessing)
+        model = self.models.load(path, vetted["config"], vetted["config_text"])
+        try:
+            return self.measure(path, fmt, vetted, model, training, preprocessing)
+        except MemoryError:
+            raise
+        except Exception:
+            if not self.models.reused:
+                raise
+            # measured again on the model ``load`` builds, so that what is said names this file's own layers
+            return self.measure(path, fmt, vetted, keras_io.load(path), training, preprocessing)
+
+    def measure(self, path: Path, fmt: str, vetted: dict, model, training: dict | None,
+                preprocessing: dict | None) -> dict:
+        """The measurements of a loaded model (``evaluate``)."""
+        from .. import keras_io
+        from . import metrics as M
+
         info = keras_io.describe(model)
         info.keras_version = vetted["keras_version"]
         result = {"format": fmt, "info": info.to_dict(), "datasets": {}, "weights_sha256": weights_digest(model)}
@@ -226,6 +248,9 @@ def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str)
     except BaseException as e:  # report start-up failure, then exit
         conn.send({"error": "WorkerCrashed", "message": f"the evaluation worker could not start: {e}"})
         return
+    gc.collect()
+    gc.freeze()  # Keras', TensorFlow's and the held-out data's objects live as long as the worker: no collection
+    #              looks at them again, which makes collecting the garbage of dropped models cheap
     conn.send({"ready": True, "memory_capped": capped})
     import keras
 
@@ -255,8 +280,8 @@ def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str)
         conn.send(reply)
         served += 1
         if served % CLEANUP_EVERY == 0 or "error" in reply:
-            # Keras' global state and the garbage of dropped models, now and then: together they cost
-            # about 0.7 s, several times the evaluation of one of the course's models
+            # Keras' global state and the garbage of dropped models, now and then (with the start-up's objects
+            # frozen out of collection, a few hundredths of a second; about 0.7 s without)
             keras.backend.clear_session()
             gc.collect()
 

@@ -9,6 +9,9 @@ A result as the gradebook stores it (``stored``) may carry TA overrides
 shows each override with its reason and the grader's own score, and the class
 page marks overridden scores (and those whose automatic score changed since)
 and lists the students whose work is identical (``review.identical_work``).
+
+Plots are kept by what they show (``cache.PlotCache``, in ``OUT/.plots/``
+for a batch): a page drawn again draws only plots it has never drawn.
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ from ..errors import OutputError
 from ..review import describe_evidence
 from ..score.assess import fmt_value
 from ..score.results import StudentResult
-from ..spec import import_reference
 from . import plots
+from .cache import FOLDER as PLOT_FOLDER, PlotCache, task_plot
 
 
 def _env() -> Environment:
@@ -75,7 +78,8 @@ def atomic_write(path: Path, text: str) -> Path:
 
 
 class Reporter:
-    def __init__(self, assignment, out_dir: Path, warnings: list[str] | None = None):
+    def __init__(self, assignment, out_dir: Path, warnings: list[str] | None = None, *, keep_plots: bool = False):
+        """``keep_plots``: keep drawn plots in the output folder (``OUT/.plots``) for later pages and runs."""
         self.assignment = assignment
         self.out = Path(out_dir)
         self.students_dir = self.out / "students"
@@ -85,6 +89,8 @@ class Reporter:
         self.results: dict[str, StudentResult] = {}
         self.stored: dict[str, dict] = {}  # results as the gradebook holds them (overrides marked), by student
         self._json_written = float("-inf")
+        self.plots = PlotCache(self.out / PLOT_FOLDER if keep_plots else None)
+        self.drawn_pages: set[str] = set()
         try:
             self.students_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         except OSError as e:
@@ -101,13 +107,19 @@ class Reporter:
                 f"{fmt_value(m, th['partial'])} (thresholds from {th.get('source')})")
 
     def _image(self, t) -> str | None:
-        if not t.plot or not t.dataset:
-            return None
-        ds = self.assignment.datasets[t.dataset]
-        title = f"task {t.id}"
-        if ds.kind == "function":
-            return plots.curve(t.plot, import_reference(self.assignment, ds.function), title)
-        return plots.regions(t.plot, ds.extent, title + " (held-out points)")
+        plot = task_plot(self.assignment, t)
+        return None if plot is None else plots.data_uri(self.plots.png(plot))
+
+    def prepare(self, results, workers: int = 1) -> None:
+        """Draw the plots the pages of ``results`` will show that are not kept yet, on ``workers`` processes
+        when there are many (a page then takes them from the cache)."""
+        self.plots.draw_missing([p for r in results for t in r.tasks
+                                 if (p := task_plot(self.assignment, t)) is not None], workers)
+
+    def forget_unused_plots(self) -> None:
+        """When every student's page was drawn by this reporter: remove the kept plots none of them shows."""
+        if self.results and self.drawn_pages >= set(self.results):
+            self.plots.forget_unused()
 
     def student_page(self, result: StudentResult, notices: list[str] | None = None) -> Path:
         """Write a student's page; ``notices``: what the student must read first (a check's own caveats)."""
@@ -125,6 +137,7 @@ class Reporter:
         html = self.env.get_template("student.html.j2").render(  # the batch's warnings are the TA's: class page
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
             automatic=stored.get("automatic"), notices=notices or [])
+        self.drawn_pages.add(result.id)
         return atomic_write(self.page_path(result.id), html)
 
     def page_path(self, student_id: str) -> Path:

@@ -1,38 +1,262 @@
-"""Plots for the reports, drawn with matplotlib and inlined as base64 PNG."""
+"""Plots for the reports, drawn with matplotlib (Agg) and inlined as base64 PNG.
+
+Drawing is most of what a class's reports cost: a fresh figure, laid out and
+drawn twice for ``savefig(bbox_inches="tight")``, takes about 0.1 s a plot,
+and a class of 200 students has a thousand.  So:
+
+* A plot is a ``Plot``: what it shows (plain arrays, picklable) and a
+  ``key``, a digest of that and of this module's source.  The same key is
+  the same picture, so a ``PlotCache`` keeps each one drawn (a re-render
+  after a template edit, or an identical model, draws nothing), and a plot
+  can be drawn wherever is idle (the batch's worker processes).
+* Each kind of plot is drawn on a figure kept per process and layout
+  (``_Kept``), with matplotlib's blitting: the parts every model shares
+  (axes, ticks, labels, title) are drawn once and copied; only the model's
+  own artists (its curve or decision regions, the points, the legend) are
+  drawn on the copy, in the order a full draw draws them.  The picture is
+  cropped to the same tight box ``savefig`` crops to and encoded by the same
+  ``imsave``.  ``Plot.png(plain=True)`` draws it the plain way, on a fresh
+  figure with ``savefig``; the tests hold the two to the same picture.
+"""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import imsave  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.transforms import Bbox, TransformedBbox  # noqa: E402
+
+DPI = 80
+PAD_INCHES = 0.1  # around the tight box, as savefig pads it
+#: this module's source: a change to how plots are drawn changes every key, so nothing stale is reused
+CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+#: room around a kept figure's default size, so that what the tight box holds (a legend below the axes) is on
+#: the canvas; the axes keep the size and place they have in a figure of the default size
+MARGIN_INCHES = 1.0
+KEPT_FIGURES = 12  # per process: one per kind of plot and layout (task title, dataset extent)
+#: zlib level 3: a few per cent larger than the default (6), encoded in half the time
+PNG_OPTIONS = {"compress_level": 3}
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=PAD_INCHES, metadata={"Software": None},
+                pil_kwargs=PNG_OPTIONS)
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_uri(buf.getvalue())
+
+
+# -- what a plot shows, and its key ----------------------------------------------------------------------
+
+
+def _digest(kind: str, data: dict) -> str:
+    h = hashlib.sha256(f"{CODE}\0{kind}\0".encode())
+    for name in sorted(data):
+        value = data[name]
+        h.update(name.encode() + b"\0")
+        if isinstance(value, np.ndarray):
+            arr = np.ascontiguousarray(value)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        else:
+            h.update(repr(value).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class Plot:
+    """One plot: ``kind`` (``curve`` or ``regions``), what it shows (``data``: arrays, numbers and text), and
+    ``key``, a digest of both and of this module's source."""
+
+    kind: str
+    data: dict
+    key: str
+
+    def png(self, *, plain: bool = False) -> bytes:
+        """The plot as PNG bytes: on this process's kept figure, or (``plain``) on a fresh one with savefig."""
+        return _DRAWERS[self.kind](plain=plain, **self.data)
+
+
+def curve_plot(plot: dict, truth, title: str) -> Plot:
+    """The model's fitted curve (``plot``: ``x``, ``y_pred``) against the true function ``truth``."""
+    x = np.asarray(plot["x"])
+    data = {"x": x, "y_true": np.asarray(truth(x)), "y_pred": np.asarray(plot["y_pred"]), "title": title}
+    return Plot("curve", data, _digest("curve", data))
+
+
+def regions_plot(plot: dict, extent, title: str) -> Plot:
+    """Decision regions (``plot``: ``grid``, ``x``, ``y``, ``pred``, ``extent``; stored measurements that predate
+    ``extent`` are drawn over the dataset's ``extent``)."""
+    data = {"extent": tuple(float(v) for v in plot.get("extent", extent)),
+            "grid": np.asarray(plot["grid"], dtype=np.float32), "x": np.asarray(plot["x"]),
+            "y": np.asarray(plot["y"]), "pred": np.asarray(plot["pred"]), "title": title}
+    return Plot("regions", data, _digest("regions", data))
+
+
+# -- kept figures -----------------------------------------------------------------------------------------
+
+_lock = threading.Lock()  # one plot at a time per process: matplotlib's artists are not for threads
+_kept: OrderedDict = OrderedDict()
+
+
+class _Kept:
+    """A figure kept for one kind of plot and layout.  ``artists()`` are the model's own (animated: left out of
+    the figure's normal draw); everything else is drawn once into ``background``."""
+
+    def __init__(self, size: tuple[float, float]):
+        w, h = size
+        m = MARGIN_INCHES
+        self.fig = Figure(figsize=(w + 2 * m, h + 2 * m), dpi=DPI)
+        FigureCanvasAgg(self.fig)
+        p = matplotlib.rcParams  # the subplot a figure of the default size has, in inches, moved in by the margin
+        left, bottom = m + p["figure.subplot.left"] * w, m + p["figure.subplot.bottom"] * h
+        width = (p["figure.subplot.right"] - p["figure.subplot.left"]) * w
+        height = (p["figure.subplot.top"] - p["figure.subplot.bottom"]) * h
+        self.ax = self.fig.add_axes((left / (w + 2 * m), bottom / (h + 2 * m), width / (w + 2 * m),
+                                     height / (h + 2 * m)))
+        self.background = None
+        self.static_box = None
+
+    def artists(self) -> list:
+        raise NotImplementedError
+
+    def animate(self):
+        """Leave the model's own artists, and the spines drawn over them, out of the kept background."""
+        for a in self.artists():
+            a.set_animated(True)
+
+    def render(self) -> bytes:
+        """Draw the model's artists over the kept background, crop to the tight box, encode."""
+        canvas = self.fig.canvas
+        if self.background is None:
+            canvas.draw()
+            self.background = canvas.copy_from_bbox(self.fig.bbox)
+        else:
+            canvas.restore_region(self.background)
+        for a in sorted(self.artists(), key=lambda a: a.get_zorder()):  # stable: a full draw's order
+            self.ax.draw_artist(a)
+        box = self.tight_box(canvas.get_renderer())
+        x0, y0 = int(np.floor(box.x0 * DPI)), int(np.floor(box.y0 * DPI))
+        width, height = int(box.width * DPI), int(box.height * DPI)
+        rgba = np.asarray(canvas.buffer_rgba())
+        top = rgba.shape[0] - (y0 + height)
+        if x0 < 0 or top < 0 or x0 + width > rgba.shape[1] or y0 < 0:
+            raise _OffCanvas
+        buf = io.BytesIO()
+        imsave(buf, rgba[top:top + height, x0:x0 + width], format="png", dpi=DPI, metadata={"Software": None},
+               pil_kwargs=PNG_OPTIONS)
+        return buf.getvalue()
+
+    def moving(self) -> list:
+        """The artists whose extent changes from plot to plot (the rest of the tight box is the layout's)."""
+        raise NotImplementedError
+
+    def tight_box(self, renderer):
+        """The figure's tight box (``Figure.get_tightbbox``, as savefig takes it), padded, in inches: the
+        extent of what every plot of this layout shares is taken once, then joined with the moving artists'."""
+        if self.static_box is None:
+            moving = self.moving()
+            for a in moving:
+                a.set_visible(False)
+            try:
+                self.static_box = self.fig.get_tightbbox(renderer)
+            finally:
+                for a in moving:
+                    a.set_visible(True)
+        boxes = [self.static_box] + [TransformedBbox(a.get_tightbbox(renderer), self.fig.dpi_scale_trans.inverted())
+                                     for a in self.moving()]
+        return Bbox.union(boxes).padded(PAD_INCHES)
+
+    def plain(self) -> bytes:
+        """The same figure drawn the plain way: every artist, savefig's tight box."""
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=PAD_INCHES,
+                         metadata={"Software": None}, pil_kwargs=PNG_OPTIONS)
+        return buf.getvalue()
+
+
+class _OffCanvas(Exception):
+    """The tight box reaches past the kept canvas (a very wide legend): drawn the plain way instead."""
+
+
+def _draw(key: tuple, make, update, plain: bool) -> bytes:
+    with _lock:
+        if plain:
+            fig = make()
+            update(fig)
+            return fig.plain()
+        fig = _kept.pop(key, None) or make()
+        _kept[key] = fig  # the most recently used last
+        while len(_kept) > KEPT_FIGURES:
+            _kept.popitem(last=False)
+        update(fig)
+        try:
+            return fig.render()
+        except _OffCanvas:
+            return fig.plain()
+
+
+# -- the model's fitted curve -----------------------------------------------------------------------------
+
+
+class _Curve(_Kept):
+    def __init__(self, title: str, xlim: tuple[float, float]):
+        super().__init__((5, 3))
+        ax = self.ax
+        self.truth, = ax.plot(xlim, (0, 0), color="#444", lw=2, label="true function")
+        self.model, = ax.plot(xlim, (0, 0), color="#d62728", lw=1.5, ls="--", label="your model")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_title(title, fontsize=10)
+        self.legend = ax.legend(fontsize=8)
+        self.animate()
+
+    def artists(self):
+        # the y axis follows the model's outputs; the spines are drawn over the curves
+        return [self.ax.yaxis, self.truth, self.model, *self.ax.spines.values(), self.legend]
+
+    def moving(self):
+        return [self.ax.yaxis, self.legend]
+
+    def update(self, x, y_true, y_pred):
+        self.truth.set_data(x, y_true)
+        self.model.set_data(x, y_pred)
+        self.ax.relim()  # the limits a fresh figure's autoscaling gives (the x range is the figure's key)
+        self.ax.autoscale_view()
+
+
+def _curve(x, y_true, y_pred, title: str, plain: bool = False) -> bytes:
+    span = (float(np.min(x)), float(np.max(x))) if len(x) else (0.0, 1.0)
+    return _draw(("curve", title, span, len(x)), lambda: _Curve(title, span),
+                 lambda fig: fig.update(x, y_true, y_pred), plain)
 
 
 def curve(plot: dict, truth, title: str) -> str:
-    """The model's fitted curve against the true function."""
-    x = np.asarray(plot["x"])
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(x, truth(x), color="#444", lw=2, label="true function")
-    ax.plot(x, plot["y_pred"], color="#d62728", lw=1.5, ls="--", label="your model")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    """The model's fitted curve against the true function, as a data URI."""
+    return data_uri(curve_plot(plot, truth, title).png())
 
+
+# -- decision regions -------------------------------------------------------------------------------------
 
 #: decision-region colours: the model's probability of class 1 as a light grey shading (white = class 0),
 #: its 0.5 contour as the boundary, held-out points in two hues that are neither grey nor like each other
@@ -43,35 +267,76 @@ MISCLASSIFIED = "#000000"
 BOUNDARY = "#333333"
 
 
+class _Regions(_Kept):
+    def __init__(self, extent: tuple, title: str):
+        super().__init__((4.2, 4.6))
+        ax = self.ax
+        self.extent = list(extent)
+        self.image = ax.imshow(np.full((2, 2), 0.5, np.float32), origin="lower", extent=self.extent,
+                               cmap=REGION_SHADES, vmin=0, vmax=1, aspect="equal")
+        none = np.zeros((0, 2))
+        # one call for both classes: interleaved, neither painted over the other as a block
+        self.points = ax.scatter(none[:, 0], none[:, 1], s=9, c=CLASS_COLOURS[0], linewidths=0)
+        self.wrong = ax.scatter(none[:, 0], none[:, 1], s=16, c=MISCLASSIFIED, marker="x", linewidths=0.9)
+        self.contour = None
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_title(title, fontsize=10)
+        dot = dict(marker="o", linestyle="none", markersize=5, markeredgewidth=0)
+        handles = [Line2D([], [], color=CLASS_COLOURS[0], label="class 0", **dot),
+                   Line2D([], [], color=CLASS_COLOURS[1], label="class 1", **dot),
+                   Line2D([], [], color=MISCLASSIFIED, marker="x", linestyle="none", markersize=5,
+                          label="misclassified"),
+                   Line2D([], [], color=BOUNDARY, lw=1.2, label="boundary, P(class 1) = 0.5"),
+                   Patch(facecolor=REGION_SHADES(0.0), edgecolor="#777777", label="P(class 1) = 0"),
+                   Patch(facecolor=REGION_SHADES(1.0), edgecolor="#777777", label="P(class 1) = 1")]
+        self.legend = ax.legend(handles=handles, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.07),
+                                frameon=False)
+        self.animate()
+
+    def artists(self):
+        found = [self.image, self.points, self.wrong] + ([self.contour] if self.contour is not None else [])
+        return found + [*self.ax.spines.values(), self.legend]
+
+    def moving(self):
+        return [self.legend]
+
+    def update(self, grid, x, y, pred):
+        if self.contour is not None:
+            self.contour.remove()
+            self.contour = None
+        self.image.set_data(grid)
+        if np.nanmin(grid) < 0.5 < np.nanmax(grid):
+            self.contour = self.ax.contour(grid, levels=[0.5], origin="lower", extent=self.extent, colors=BOUNDARY,
+                                           linewidths=1.2)
+            self.contour.set_animated(True)
+        self.points.set_offsets(x[:, :2])
+        self.points.set_facecolor(np.array(CLASS_COLOURS)[np.clip(y.astype(int), 0, 1)])
+        wrong = pred != y
+        self.wrong.set_offsets(x[wrong, :2])
+        texts = self.legend.get_texts()
+        for text, words in zip(texts, (f"class 0 ({np.sum(y == 0)})", f"class 1 ({np.sum(y == 1)})",
+                                       f"misclassified ({np.sum(wrong)})"), strict=False):
+            text.set_text(words)
+
+
+def _regions(extent, grid, x, y, pred, title: str, plain: bool = False) -> bytes:
+    return _draw(("regions", title, tuple(extent)), lambda: _Regions(extent, title),
+                 lambda fig: fig.update(grid, x, y, pred), plain)
+
+
 def regions(plot: dict, extent, title: str) -> str:
     """Decision regions (the model's probability of class 1, its 0.5 boundary) under held-out points
     of both classes, misclassified ones crossed; the axes cover the grid and every point drawn
-    (``plot["extent"]``; stored measurements that predate it are drawn over the dataset's ``extent``)."""
-    extent = [float(v) for v in plot.get("extent", extent)]
-    grid = np.asarray(plot["grid"], dtype=np.float32)
-    x, y, pred = np.asarray(plot["x"]), np.asarray(plot["y"]), np.asarray(plot["pred"])
-    fig, ax = plt.subplots(figsize=(4.2, 4.6))
-    ax.imshow(grid, origin="lower", extent=extent, cmap=REGION_SHADES, vmin=0, vmax=1, aspect="equal")
-    if np.nanmin(grid) < 0.5 < np.nanmax(grid):
-        ax.contour(grid, levels=[0.5], origin="lower", extent=extent, colors=BOUNDARY, linewidths=1.2)
-    colours = np.array(CLASS_COLOURS)[np.clip(y.astype(int), 0, 1)]
-    ax.scatter(x[:, 0], x[:, 1], s=9, c=colours, linewidths=0)  # one call: classes interleaved, none on top
-    wrong = pred != y
-    ax.scatter(x[wrong, 0], x[wrong, 1], s=16, c=MISCLASSIFIED, marker="x", linewidths=0.9)
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
-    ax.set_title(title, fontsize=10)
-    dot = dict(marker="o", linestyle="none", markersize=5, markeredgewidth=0)
-    handles = [Line2D([], [], color=CLASS_COLOURS[0], label=f"class 0 ({np.sum(y == 0)})", **dot),
-               Line2D([], [], color=CLASS_COLOURS[1], label=f"class 1 ({np.sum(y == 1)})", **dot),
-               Line2D([], [], color=MISCLASSIFIED, marker="x", linestyle="none", markersize=5,
-                      label=f"misclassified ({np.sum(wrong)})"),
-               Line2D([], [], color=BOUNDARY, lw=1.2, label="boundary, P(class 1) = 0.5"),
-               Patch(facecolor=REGION_SHADES(0.0), edgecolor="#777777", label="P(class 1) = 0"),
-               Patch(facecolor=REGION_SHADES(1.0), edgecolor="#777777", label="P(class 1) = 1")]
-    ax.legend(handles=handles, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.07),
-              frameon=False)
-    return _png(fig)
+    (``plot["extent"]``; stored measurements that predate it are drawn over the dataset's ``extent``).
+    A data URI."""
+    return data_uri(regions_plot(plot, extent, title).png())
+
+
+_DRAWERS = {"curve": _curve, "regions": _regions}
+
+
+# -- the class page ---------------------------------------------------------------------------------------
 
 
 def histogram(scores, max_score: float) -> str:
