@@ -19,6 +19,7 @@ from rich.console import Console
 
 from .errors import FatalError
 from .evaluate import Evaluator, dataset_seeds
+from .execute.limits import batch_limits, secs
 from .execute.sandbox import unavailable_reason
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS, NOTEBOOK, SCRIPT
@@ -119,12 +120,21 @@ def check(path, assignment_dir, console: Console, *, out_dir: Path | None = None
         extra = terminal(f" {run.error_name}: {run.error_value[:100]}") if run.error_name else ""
         console.print(f"  cell {run.index + 1:>3} {mark} {run.seconds:5.1f} s  [dim]{first}[/]{extra}")
 
+    limits = None
+    if has_code:  # the speed probe runs once, before anything else loads the machine
+        limits = batch_limits(assignment)
+        used = limits.for_backend(assignment.notebooks.backend)
+        console.print(f"Time limits on this machine: {secs(used.cell.seconds)} s per cell ({terminal(used.cell.why)}), "
+                      f"{secs(used.notebook.seconds)} s for the notebook.", highlight=False)
+        for note in limits.notes:
+            console.print(f"[yellow]![/] {terminal(note)}", highlight=False)
     seeds = dataset_seeds(assignment, PUBLIC_SEED)
     with Evaluator(assignment, seeds) as evaluator:
         evaluator.start(wait=False)
         if has_code:
             console.print("[bold]Running your notebook, cell by cell:[/]")
-        result = score_student(assignment, measure_student(assignment, sub, evaluator, progress=cell_progress))
+        result = score_student(assignment, measure_student(assignment, sub, evaluator, progress=cell_progress,
+                                                           limits=limits))
     result.id = name or Path(path).resolve().name or "submission"
 
     problems = []

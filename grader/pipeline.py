@@ -184,6 +184,7 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                                   "--allow-unsandboxed to run every student's code with your own permissions.")
         console.print(f"[bold red]WARNING: {terminal(no_sandbox)}[/]")
         reporter.warnings.append(no_sandbox)
+    limits = _time_limits(assignment, console, reporter) if code else None  # before any worker loads the machine
     workers = workers or default_workers()
     engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
     run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")
@@ -246,7 +247,8 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
                     done(plan, _score(assignment, measured), measured, "rescored")
             if engine is not None:
                 progress.update(bar, current=f"measuring on {engine.description}")
-                jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission) for p in to_measure]
+                jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission, limits)
+                        for p in to_measure]
                 for sub, outcome in engine.run(jobs):
                     plan = by_id[sub.student_id]
                     if isinstance(outcome, BaseException):
@@ -283,6 +285,22 @@ def _run(assignment, submissions, out_dir, console, gradebook, seeds, workers, s
     atomic_write(out_dir / REPORT_BUILD_FILE, keys.code_hash(keys.REPORTING_CODE))
     return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         time.monotonic() - started, gradebook.where)
+
+
+def _time_limits(assignment, console, reporter):
+    """The notebooks' time limits for this batch (``execute.limits.batch_limits``: the speed probe runs once,
+    here), said on the console, in the batch's log and in ``results.json``."""
+    from .execute.limits import batch_limits
+
+    limits = batch_limits(assignment)
+    line = limits.describe()
+    log.info("%s", line)
+    console.print(f"[dim]{terminal(line)}[/]", highlight=False)
+    for note in limits.notes:
+        console.print(f"[bold yellow]warning:[/] {terminal(note)}")
+        reporter.warnings.append(note)
+    reporter.time_limits = limits.to_json()
+    return limits
 
 
 def _batch_warnings(assignment, students) -> list[str]:

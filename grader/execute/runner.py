@@ -12,6 +12,7 @@ trusted: grades come from the captured models, evaluated elsewhere.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -41,6 +42,9 @@ class CellRun:
     error_value: str = ""
     traceback: str = ""
     seconds: float = 0.0
+    limit_s: float = 0.0  # the time the cell was given
+    limited_by: str = ""  # "cell": its own limit; "notebook": what was left of the notebook's
+    stopped_s: float = 0.0  # a cell that timed out: when it was stopped (before the kernel's restart)
 
 
 @dataclass
@@ -145,8 +149,8 @@ class NotebookRunner:
         hook = self.sandbox.runtime_dir / "grader_capture.py"
         hook.write_text(CAPTURE_HOOK.read_text())
         self._hook = hook
-        client = CappedClient(self.nb, km=self._new_manager(), timeout=self.cell_timeout, allow_errors=True,
-                              interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
+        client = CappedClient(self.nb, km=self._new_manager(), timeout=math.ceil(self.cell_timeout),
+                              allow_errors=True, interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3")
         client.max_output_bytes = self.max_output_bytes
         start = time.monotonic()
@@ -169,6 +173,7 @@ class NotebookRunner:
                                                     f"the notebook ran over its {self.notebook_timeout:.0f} s limit"))
                         continue
                     run = await self._run_cell(client, client.km, cell, index, min(left, self.cell_timeout), result)
+                    run.limited_by = "notebook" if left < self.cell_timeout else "cell"
                     result.cells.append(run)
                     self._note_captures(index, result)
                     if self.progress:
@@ -215,7 +220,8 @@ class NotebookRunner:
 
     async def _run_cell(self, client, km, cell, index, limit, result) -> CellRun:
         t0 = time.monotonic()
-        run = CellRun(index, cell.source, "ok")
+        run = CellRun(index, cell.source, "ok", limit_s=limit)
+        client.timeout = max(1, math.ceil(limit))  # nbclient's own interrupt, at this cell's limit (whole seconds)
         watchdog = asyncio.create_task(self._watch_disk(km, result))
         try:
             await asyncio.wait_for(client.async_execute_cell(cell, index, store_history=True),
@@ -248,6 +254,7 @@ class NotebookRunner:
         timed_out = isinstance(e, (asyncio.TimeoutError, CellTimeoutError)) or (
             isinstance(e, DeadKernelError) and time.monotonic() - t0 >= limit)  # an ignored interrupt
         if timed_out:
+            run.stopped_s = time.monotonic() - t0
             run.status, run.error_name = "timeout", "CellTimeout"
             run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
             await self._restart(client, km, result, kill=True)
