@@ -283,7 +283,8 @@ def test_an_endless_loop_is_stopped_at_the_derived_limit_and_told_so(tmp_path):
 @needs_sandbox
 def test_a_derived_limit_is_told_with_its_factor(tmp_path):
     """The same loop run directly with limits derived for a given probe scale (the factor decides, not a
-    floor or cap): the message names the factor and the reference's time on this machine."""
+    floor or cap): the message names the factor and the reference's time on this machine; the notebook
+    goes on after it in a fresh kernel."""
     from grader.execute import execute_notebook
     from grader.execute.limits import BACKENDS, BatchLimits
     from grader.intake import collect_one
@@ -293,10 +294,14 @@ def test_a_derived_limit_is_told_with_its_factor(tmp_path):
     lim = time_limits(settings, _timings(slowest=2.0), "jax", 1.0)
     assert lim.cell.seconds == 6.0
     path = tmp_path / "loop.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("while True:\n    pass")]), path)
+    cells = ["x = 1", "while True:\n    pass", "raise ValueError(f'after the loop, x is {x}')"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
     sub = collect_one(path, a, "s")
     with execute_notebook(a, sub.files[0], None, limits=BatchLimits(tuple((b, lim) for b in BACKENDS))) as ex:
-        failure = ex.failures[0]
-    assert failure["status"] == "timeout"
+        failures = ex.failures
+    assert failures[0]["cell"] == 2 and failures[0]["status"] == "timeout"
     assert "the grader's limit for a cell is 6.0 s (3× the reference solution's slowest cell, which takes 2.0 s " \
-           "on this machine)" in failure["explanation"]
+           "on this machine)" in failures[0]["explanation"]
+    # the cell after it ran in a fresh kernel (no x), and its own failure was seen: the stopped cell's output
+    # reader did not take the next cell's output
+    assert failures[1]["cell"] == 3 and failures[1]["error"] == "NameError" and len(failures) == 2

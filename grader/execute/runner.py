@@ -2,12 +2,15 @@
 
 ``NotebookRunner.run()`` executes every code cell in a sandboxed kernel with
 nbclient (``allow_errors``: a failing cell is recorded and the next one runs),
-a per-cell time limit enforced twice -- nbclient's own interrupt, and a
-watchdog outside nbclient that kills the kernel when a cell ignores the
-interrupt -- a per-notebook time limit, and a cap on the output kept per
-cell.  A kernel that dies (``os._exit``, out of memory, killed) is restarted
-and the remaining cells run in the new one.  Nothing the kernel prints is
-trusted: grades come from the captured models, evaluated elsewhere.
+a per-cell time limit enforced twice -- nbclient's own timeout, and a
+watchdog outside nbclient in case nbclient itself does not return -- a
+per-notebook time limit, and a cap on the output kept per cell.  A cell that
+runs into its limit is stopped by killing its kernel at the limit (an
+interrupt cannot be trusted to stop student code, and the sandboxed kernel
+is not the process jupyter_client signals), and the remaining cells run in a
+new kernel, as after a kernel that dies (``os._exit``, out of memory,
+killed).  Nothing the kernel prints is trusted: grades come from the
+captured models, evaluated elsewhere.
 """
 from __future__ import annotations
 
@@ -61,9 +64,19 @@ class RunResult:
 
 
 class CappedClient(NotebookClient):
-    """nbclient's client with a cap on the output kept per cell."""
+    """nbclient's client with a cap on the output kept per cell, and a timed-out cell's output reader stopped."""
 
     max_output_bytes = 64 * 1024
+
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+        # nbclient leaves a timed-out cell's output reader running (CellTimeoutError is a "control signal" to
+        # it): that reader would take, and drop, the next cells' output from the shared channel
+        try:
+            return await super()._async_poll_for_reply(msg_id, cell, timeout, task_poll_output_msg,
+                                                        task_poll_kernel_alive)
+        except CellTimeoutError:
+            task_poll_output_msg.cancel()
+            raise
 
     def output(self, outs, msg, display_id, cell_index):
         used_by_cell = self.__dict__.setdefault("grader_output_used", {})
@@ -149,8 +162,12 @@ class NotebookRunner:
         hook = self.sandbox.runtime_dir / "grader_capture.py"
         hook.write_text(CAPTURE_HOOK.read_text())
         self._hook = hook
+        # interrupt_on_timeout=False: nbclient raises at the limit and the kernel is killed then.  With True it
+        # "interrupts" through jupyter_client's signal to the kernel's process group, which is the sandbox's
+        # bubblewrap (SandboxedKernelManager's message interrupt is not what interrupt_kernel calls): that
+        # killed the sandbox anyway, and the death was only noticed up to WATCHDOG_GRACE_S later.
         client = CappedClient(self.nb, km=self._new_manager(), timeout=math.ceil(self.cell_timeout),
-                              allow_errors=True, interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
+                              allow_errors=True, interrupt_on_timeout=False, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3")
         client.max_output_bytes = self.max_output_bytes
         start = time.monotonic()
