@@ -169,7 +169,7 @@ def _write(path: Path, header: list[str], meta: dict, tasks: dict) -> None:
                 lines += ["", f'[tasks."{tid}".{m}]']
                 lines += [f"{k} = {_toml_value(v)}" for k, v in sub.items()]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("\n".join(lines) + "\n" + timing_section(path))  # the reference timings stay as recorded
     tmp.replace(path)
 
 
@@ -252,3 +252,139 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
     out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
     _write(out, header, meta, ordered)
     return out
+
+
+# -- the reference notebook's timings: the notebooks' time limits rest on them (``execute.limits``) -------------
+
+#: the notebook ``calibrate_timings`` times, beside the spec; an assignment without one records no timings
+REFERENCE_NOTEBOOK = "solution.ipynb"
+#: runs of the reference notebook per backend (medians)
+DEFAULT_TIMING_RUNS = 3
+#: the first line of the timings' section of the calibration file; everything from it to the end is theirs
+TIMINGS_MARK = "# -- reference notebook timings"
+
+
+def timing_section(path: Path) -> str:
+    """The timings' section of the calibration file at ``path`` (from ``TIMINGS_MARK`` to its end, after a blank
+    line), or "" when it has none: what the thresholds' calibration keeps as it was."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return ""
+    at = text.find("\n" + TIMINGS_MARK)
+    return "" if at < 0 else "\n" + text[at + 1:]
+
+
+def _without_timings(text: str) -> str:
+    at = text.find("\n" + TIMINGS_MARK)
+    return text if at < 0 else text[:at].rstrip("\n") + "\n"
+
+
+def _time_reference(assignment, notebook: Path, backend: str, limits):
+    """One run of the reference notebook by the grader's own executor (``execute.execute_notebook``: the
+    sandboxed kernel, the capture, the harvest a student's notebook gets) on ``backend``: its ``RunResult``.
+    A reference that fails a cell (or is re-run on another backend) is refused, naming the cell."""
+    import dataclasses
+
+    from .execute import execute_notebook
+    from .intake import collect_one
+
+    spec = dataclasses.replace(assignment, notebooks=dataclasses.replace(assignment.notebooks, backend=backend))
+    sub = collect_one(notebook, spec, "reference")
+    if not sub.files:
+        raise SpecError(assignment.spec_path, None, f"{notebook.name} could not be read as a notebook")
+    with execute_notebook(spec, sub.files[0], None, seed=0, limits=limits) as ex:
+        run, failed = ex.run, list(ex.failures)
+    if failed or run.backend != backend:
+        f = failed[0] if failed else {"cell": "?", "explanation": f"it was re-run on {run.backend}"}
+        raise SpecError(assignment.spec_path, None, f"the reference notebook {notebook.name} fails on the {backend} "
+                        f"backend in cell {f['cell']}: {f['explanation'][:300]}; its timings cannot be recorded")
+    return run
+
+
+def backend_timings(runs) -> dict:
+    """A backend's ``[timings.<backend>]`` entry from its runs (``RunResult``s): medians per code cell and of the
+    whole notebook, and the slowest cell."""
+    per_cell: dict[int, list[float]] = {}
+    for run in runs:
+        for cell in run.cells:
+            per_cell.setdefault(cell.index, []).append(cell.seconds)
+    order = sorted(per_cell)
+    medians = [float(statistics.median(per_cell[i])) for i in order]
+    slowest = max(range(len(order)), key=lambda k: medians[k])
+    notebook = [float(r.seconds) for r in runs]
+    return {"runs": len(runs), "notebook_s": round(float(statistics.median(notebook)), 3),
+            "slowest_cell_s": round(medians[slowest], 3), "slowest_cell": order[slowest] + 1,
+            "cells": [i + 1 for i in order], "cells_s": [round(v, 3) for v in medians],
+            "notebook_runs_s": [round(v, 3) for v in notebook]}
+
+
+def write_timings(path: Path, table: dict | None) -> None:
+    """Put ``table`` (``[timings]`` and its per-backend tables) in place of the calibration file's timings
+    section, keeping everything else; None removes the section."""
+    try:
+        text = _without_timings(path.read_text())
+    except FileNotFoundError:
+        text = ""
+    if table is not None:
+        lines = [TIMINGS_MARK + " (written by `grader calibrate`; `grader calibrate <assignment> --timings-only`",
+                 "# records them again).  The reference notebook was run `runs` times per backend by the grader's own",
+                 "# executor (the sandboxed kernel students get, under the spec's fixed limits); medians, in seconds.",
+                 "# notebook_s: the whole notebook, kernel start included; slowest_cell_s: its slowest code cell (at",
+                 "# position slowest_cell); cells / cells_s: every code cell.  probe_s: the speed probe's reading",
+                 "# (grader.speed_probe) here, the median of one before the runs and one after each; when grading,",
+                 "# the limits scale by the probe's reading then over probe_s.",
+                 "[timings]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+        for backend, sub in table.items():
+            if isinstance(sub, dict):
+                lines += ["", f"[timings.{backend}]"] + [f"{k} = {_toml_value(v)}" for k, v in sub.items()]
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + "\n".join(lines) + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, progress=None, probe=None,
+                      backends: list[str] | None = None) -> tuple[Path, dict | None]:
+    """Time the assignment's reference notebook (``REFERENCE_NOTEBOOK``) ``runs`` times on each of ``backends``
+    (default: the spec's notebook backend) through the grader's own executor, run the speed probe before
+    the runs and after each, and write the medians to the calibration file's ``[timings]`` (nothing else
+    in it changes).  A backend without timings (by default tensorflow, on which a notebook is re-run when
+    JAX explains its failure: ten times slower to time, and rare) runs under the spec's fixed limits.  No
+    reference notebook: no timings (an old section is removed), and the spec's fixed limits apply.
+    Returns (the calibration file, the table or None)."""
+    from . import speed_probe
+    from .execute.limits import BACKENDS, BatchLimits, fixed_limits
+
+    probe = probe or speed_probe.probe
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    assignment = load_assignment(folder, require_thresholds=False)
+    out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
+    notebook = assignment.root / REFERENCE_NOTEBOOK
+    if not notebook.is_file():
+        if assignment.calibration_path is not None:
+            write_timings(out, None)
+        return out, None
+    settings = assignment.notebooks
+    fixed = BatchLimits(tuple((b, fixed_limits(settings, b)) for b in BACKENDS))
+    backends = list(dict.fromkeys(backends or [settings.backend]))
+    readings = [probe()]
+    table: dict = {}
+    for backend in backends:
+        done = []
+        for i in range(runs):
+            done.append(_time_reference(assignment, notebook, backend, fixed))
+            readings.append(probe())
+            if progress:
+                progress(backend, i + 1, runs, done[-1])
+        table[backend] = backend_timings(done)
+    import hashlib
+
+    head = {"notebook": notebook.name, "notebook_sha256": hashlib.sha256(notebook.read_bytes()).hexdigest(),
+            "recorded": _dt.date.today().isoformat(), "grader_version": __version__,
+            "probe_version": speed_probe.PROBE_VERSION, "probe_s": round(float(statistics.median(readings)), 6),
+            "probe_readings": [round(r, 6) for r in readings]}
+    table = {**head, **table}
+    write_timings(out, table)
+    return out, table

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import FatalError
 from .evaluate import Evaluator, dataset_seeds
+from .execute.limits import batch_limits, secs
 from .execute.sandbox import unavailable_reason
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS, NOTEBOOK, SCRIPT
@@ -100,7 +101,8 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     """Check one submission on public validation data; print nothing.
 
     ``progress(kind, value)`` hears, as they happen: ``("unsandboxed", reason)`` when the student's code
-    will run unisolated, ``("advice", line)`` for each format advice, ``("running", None)`` before a
+    will run unisolated, ``("advice", line)`` for each format advice, ``("limits", words)`` with the time
+    limits a notebook will run under on this machine, ``("running", None)`` before a
     notebook or script runs, and ``("cell", CellRun)`` after each of its cells.  ``out_dir``: where to
     write the HTML feedback page (``CheckOutcome.page``)."""
     say = progress or (lambda kind, value: None)
@@ -116,12 +118,20 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     for line in advice:
         say("advice", line)
 
+    limits = None
+    if has_code:  # the speed probe runs once, before anything else loads the machine
+        limits = batch_limits(assignment)
+        used = limits.for_backend(assignment.notebooks.backend)
+        say("limits", f"Time limits on this machine: {secs(used.cell.seconds)} s per cell ({used.cell.why}), "
+                      f"{secs(used.notebook.seconds)} s for the notebook.")
+        for note in limits.notes:
+            say("advice", note)
     seeds = dataset_seeds(assignment, PUBLIC_SEED)
     with Evaluator(assignment, seeds) as evaluator:
         evaluator.start(wait=False)
         if has_code:
             say("running", None)
-        measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run))
+        measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run), limits=limits)
         result = score_student(assignment, measured)
     result.id = name or Path(path).resolve().name or "submission"
 

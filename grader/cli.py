@@ -44,6 +44,9 @@ class _BatchBar:
         console.print(f"[bold red]WARNING: {terminal(text)}[/]" if severe
                       else f"[bold yellow]warning:[/] {terminal(text)}")
 
+    def note(self, text: str) -> None:
+        console.print(f"[dim]{terminal(text)}[/]", highlight=False)
+
     def started(self, total: int) -> None:
         self._progress.start()
         self._bar = self._progress.add_task("grading", total=total, current="", passed=0, failed=0, error=0)
@@ -271,6 +274,8 @@ def _check_progress(kind: str, value) -> None:
                       "like running it in Jupyter.[/]")
     elif kind == "advice":
         console.print(f"[yellow]![/] {terminal(value)}", highlight=False)
+    elif kind == "limits":
+        console.print(terminal(value), highlight=False)
     elif kind == "running":
         console.print("[bold]Running your notebook, cell by cell:[/]")
     elif kind == "cell":
@@ -375,21 +380,54 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
               help="Reference runs per task.")
 @click.option("--seed", "base_seed", default=1000, show_default=True, type=int,
               help="The first seed; runs use seed, seed+1, ...")
-@click.option("--task", "tasks", multiple=True, help="Calibrate only these tasks (keeps the others' entries).")
-def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks):
-    """Train every task's reference RUNS times and write thresholds to calibration.toml."""
-    from .calibrate import calibrate as run
+@click.option("--task", "tasks", multiple=True,
+              help="Calibrate only these tasks' thresholds (keeps the others' entries; records no timings).")
+@click.option("--timings-only", is_flag=True,
+              help="Only time the reference notebook (solution.ipynb) for the notebooks' time limits; the "
+                   "thresholds stay as they are.")
+@click.option("--no-timings", is_flag=True, help="Only the thresholds; the recorded timings stay as they are.")
+@click.option("--timing-runs", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="Runs of the reference notebook per backend (medians).")
+@click.option("--timing-backend", "timing_backends", multiple=True, type=click.Choice(["jax", "tensorflow"]),
+              help="Time the reference notebook on this backend (repeatable)  [default: the spec's notebook "
+                   "backend; a re-run on another backend gets the spec's fixed limits]")
+def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_only: bool, no_timings: bool,
+              timing_runs: int, timing_backends):
+    """Train every task's reference RUNS times and write thresholds to calibration.toml; time the reference
+    notebook (when the assignment has one) for the notebooks' time limits."""
+    from .calibrate import REFERENCE_NOTEBOOK, calibrate as run, calibrate_timings
+
+    if timings_only and (no_timings or tasks):
+        console.print("[bold red]error:[/] --timings-only goes with neither --no-timings nor --task.")
+        sys.exit(2)
 
     def progress(task_id, seed, metrics):
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         console.print(f"  task {task_id} seed {seed}: {shown}")
 
+    def timing(backend, i, n, result):
+        slowest = max(result.cells, key=lambda c: c.seconds)
+        console.print(f"  {REFERENCE_NOTEBOOK} on {backend}, run {i}/{n}: {result.seconds:.1f} s "
+                      f"(slowest cell {slowest.index + 1}: {slowest.seconds:.1f} s)")
+
     try:
-        out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress)
+        if not timings_only:
+            out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress)
+            console.print(f"Thresholds written to [bold]{out}[/]")
+        if timings_only or not (no_timings or tasks):
+            out, table = calibrate_timings(assignment_dir, runs=timing_runs, progress=timing,
+                                           backends=list(timing_backends) or None)
+            if table is None:
+                console.print(f"No {REFERENCE_NOTEBOOK} in {assignment_dir}: no timings recorded; the notebooks' "
+                              "time limits are the spec's fixed cell_timeout_s and notebook_timeout_s.")
+            else:
+                shown = "; ".join(f"{b}: notebook {t['notebook_s']:.1f} s, slowest cell {t['slowest_cell']} "
+                                  f"{t['slowest_cell_s']:.1f} s" for b, t in table.items() if isinstance(t, dict))
+                console.print(f"Timings written to [bold]{out}[/] ({shown}; speed probe {table['probe_s'] * 1000:.0f}"
+                              " ms)")
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
-    console.print(f"Thresholds written to [bold]{out}[/]")
 
 
 @main.command()

@@ -52,6 +52,7 @@ class Job:
     assignment_dir: str
     seeds: tuple  # ((dataset, seed), ...)
     submission: object  # intake.Submission
+    limits: object = None  # the batch's notebook time limits (execute.limits.BatchLimits), probed once at its start
 
 
 # -- worker side -------------------------------------------------------------------
@@ -93,7 +94,7 @@ def measure_job(job: Job):
     from .measure.student import measure_student
 
     assignment, evaluator = _worker_evaluator(job.assignment_dir, job.seeds)
-    measured = measure_student(assignment, job.submission, evaluator)
+    measured = measure_student(assignment, job.submission, evaluator, limits=job.limits)
     return measured, evaluator.memory_capped, _plots(assignment, measured)
 
 

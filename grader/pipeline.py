@@ -61,6 +61,9 @@ class BatchProgress:
     def warning(self, text: str, *, severe: bool = False) -> None:
         """Something the TA must know about the whole batch; ``severe``: the batch runs without a safeguard."""
 
+    def note(self, text: str) -> None:
+        """Something the TA may like to know about the batch (the time limits in force)."""
+
     def started(self, total: int) -> None:
         """Grading begins: ``total`` students."""
 
@@ -194,6 +197,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
                                   "--allow-unsandboxed to run every student's code with your own permissions.")
         progress.warning(no_sandbox, severe=True)
         reporter.warnings.append(no_sandbox)
+    limits = _time_limits(assignment, progress, reporter) if code else None  # before any worker loads the machine
     if code and not no_sandbox and assignment.notebooks.backend == "jax" and compile_cache.cache_enabled() \
             and compile_cache.ready(assignment) is None:
         progress.status("compiling the reference solution's training programs for the notebooks (once per "
@@ -258,7 +262,8 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
             reporter.add(result, stored=stored)
         if engine is not None:
             progress.status(f"measuring on {engine.description}")
-            jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission) for p in to_measure]
+            jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission, limits)
+                    for p in to_measure]
             for sub, outcome in engine.run(jobs):
                 plan = by_id[sub.student_id]
                 if isinstance(outcome, BaseException):
@@ -299,6 +304,22 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
     reporter.forget_unused_plots()
     return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
                         time.monotonic() - started, gradebook.where)
+
+
+def _time_limits(assignment, progress: BatchProgress, reporter):
+    """The notebooks' time limits for this batch (``execute.limits.batch_limits``: the speed probe runs once,
+    here), told to the caller, in the batch's log and in ``results.json``."""
+    from .execute.limits import batch_limits
+
+    limits = batch_limits(assignment)
+    line = limits.describe()
+    log.info("%s", line)
+    progress.note(line)
+    for note in limits.notes:
+        progress.warning(note)
+        reporter.warnings.append(note)
+    reporter.time_limits = limits.to_json()
+    return limits
 
 
 def _batch_warnings(assignment, students) -> list[str]:

@@ -27,6 +27,7 @@ from ..errors import NotebookUnreadable
 from ..harvest import MAX_CAPTURES, Capture, identify_dataset, saved_models, snapshot, take_capture
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose
+from .limits import BatchLimits, TimeLimits, default_limits, secs
 from .runner import NotebookRunner, RunResult
 from . import compile_cache
 from .sandbox import Limits, Sandbox, SandboxFailed, isolation_mode
@@ -42,6 +43,7 @@ class Execution:
     notes: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     scratch: Path | None = None
+    limits: TimeLimits | None = None  # the time limits the (last) run had
 
     def summary(self) -> dict:
         cells = [c for c in self.run.cells if c.status != "skipped"]
@@ -49,7 +51,8 @@ class Execution:
                 "seconds": round(self.run.seconds, 1), "cells_run": len(cells),
                 "cells_failed": sum(c.status != "ok" for c in self.run.cells),
                 "kernel_restarts": self.run.kernel_restarts, "models_captured": len(self.captures),
-                "training": self.training(), "notes": list(self.notes), "failures": list(self.failures)}
+                "training": self.training(), "notes": list(self.notes), "failures": list(self.failures),
+                "limits": self.limits.to_json() if self.limits else None}
 
     def training(self) -> dict:
         """How the captured fits trained, as the kernel said (forgeable: a count for the TA, never a grade):
@@ -121,7 +124,8 @@ def _limits(settings) -> Limits:
                   disk_mb=settings.disk_mb, max_files_written=settings.max_files_written)
 
 
-def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, on_capture, seed):
+def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, on_capture, seed,
+              limits: TimeLimits):
     """One run in a new scratch folder: (scratch, work folder, run, stage report, files before the run)."""
     settings = assignment.notebooks
     scratch = Path(tempfile.mkdtemp(prefix="grader-nb-"))
@@ -146,8 +150,8 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
                 if sandbox.owner_uid is not None:
                     os.chown(target, sandbox.owner_uid, sandbox.owner_uid, follow_symlinks=False)
         before = snapshot(work, bounds)
-        runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=settings.cell_timeout_s,
-                                notebook_timeout=settings.notebook_timeout_s, capture_dir=capture,
+        runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=limits.cell.seconds,
+                                notebook_timeout=limits.notebook.seconds, capture_dir=capture,
                                 max_output_bytes=settings.max_output_kb * 1024, progress=progress,
                                 on_capture=on_capture, seed=seed, fused=compile_cache.enabled(),
                                 jax_cache=compile_cache.INNER if cache else None)
@@ -159,16 +163,19 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
 
 
 def execute_notebook(assignment, file, files_root: Path | None = None, progress=None, on_capture=None,
-                     seed: int | None = None) -> Execution:
+                     seed: int | None = None, limits: BatchLimits | None = None) -> Execution:
     """Run one notebook or script (an ``intake.SubmittedFile``); raises ``NotebookUnreadable`` for a file
     that is no notebook and ``KernelStartFailed`` when the sandbox cannot start a kernel.
 
     ``files_root``: the student's folder, staged whole beside the notebook (None: the file alone).
     ``seed``: seeds the kernel (Python, NumPy, Keras) before the first cell.
+    ``limits``: the batch's time limits (``limits.batch_limits``); None: this process's own
+    (``limits.default_limits``, which runs the speed probe once).
     ``on_capture(capture)`` is called for each harvested model as soon as the cell that made it
     has finished, so that evaluation can run beside the rest of the notebook."""
     nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
+    limits = limits or default_limits(assignment)
     captures: list[Capture] = []
     state = {}
 
@@ -194,7 +201,8 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         scratch = Path(tempfile.mkdtemp(prefix="grader-taken-"))
         state["scratch"] = scratch
         try:
-            return (scratch, *_run_once(assignment, nb, file, files_root, backend_name, progress, harvest, seed))
+            return (scratch, *_run_once(assignment, nb, file, files_root, backend_name, progress, harvest, seed,
+                                        limits.for_backend(backend_name)))
         except BaseException:
             _remove(scratch)
             raise
@@ -228,16 +236,16 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         if not special:  # links and special files are named by intake already
             notes.append(f"{rel}: {why}; it was not given to the notebook.")
     notes.extend(refused)
+    used = limits.for_backend(result.backend)
     if result.notebook_timed_out:
-        notes.append(f"The notebook ran over its {assignment.notebooks.notebook_timeout_s:.0f} s limit; the cells "
-                     "after that point were not run.")
+        notes.append(f"The notebook ran over its time limit of {secs(used.notebook.seconds)} s "
+                     f"({used.notebook.why}); the cells after that point were not run.")
     failures = []
     for cell in result.cells:
         if cell.status == "ok":
             continue
         failures.append({"cell": cell.index + 1, "status": cell.status, "error": cell.error_name,
                          "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
-                                                         cell_limit=assignment.notebooks.cell_timeout_s,
-                                                         memory_exhausted=result.memory_exhausted),
+                                                         memory_exhausted=result.memory_exhausted, limits=used),
                          "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source, cell.traceback)})
-    return Execution(file.relative, result, captures, saved, notes, failures, taken)
+    return Execution(file.relative, result, captures, saved, notes, failures, taken, limits=used)

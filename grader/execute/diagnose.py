@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .limits import secs
 from .runner import CellRun
 
 #: (pattern searched in "ename: evalue\ntraceback\nsource", explanation)
@@ -51,10 +52,24 @@ DIED_TEXT = ("The Python kernel died while running this cell (for example os._ex
              "memory); the cells after it ran in a fresh kernel, without the variables made before.")
 
 
+def timeout_text(cell: CellRun, limits) -> str:
+    """Why a cell that timed out was stopped, from the limits it ran under (``limits.TimeLimits``): how long it
+    ran, the limit it ran into and where that limit comes from."""
+    ran = secs(cell.stopped_s or cell.seconds)
+    if cell.limited_by == "notebook":
+        return (f"Stopped after {ran} s: the notebook reached its time limit of {secs(limits.notebook.seconds)} s "
+                f"({limits.notebook.why}), so this cell and the ones after it could not finish.")
+    return (f"Stopped after {ran} s: the grader's limit for a cell is {secs(limits.cell.seconds)} s "
+            f"({limits.cell.why}). The cells after it ran in a fresh kernel. Check for an endless loop, or "
+            "train for the number of epochs the sheet asks.")
+
+
 def explain(cell: CellRun, *, memory_mb: int = 4096, cell_limit: float = 600.0,
-            memory_exhausted: bool = False) -> str:
+            memory_exhausted: bool = False, limits=None) -> str:
+    """``limits``: the ``limits.TimeLimits`` the cell ran under (a timeout then says which and why);
+    without them a timeout is told with ``cell_limit`` alone."""
     if cell.status == "timeout":
-        return TIMEOUT_TEXT.format(limit=cell_limit)
+        return timeout_text(cell, limits) if limits is not None else TIMEOUT_TEXT.format(limit=cell_limit)
     if cell.status == "died":
         if memory_exhausted:
             return (f"The kernel was stopped for using more than the grader's {memory_mb} MB of memory; "

@@ -2,16 +2,20 @@
 
 ``NotebookRunner.run()`` executes every code cell in a sandboxed kernel with
 nbclient (``allow_errors``: a failing cell is recorded and the next one runs),
-a per-cell time limit enforced twice -- nbclient's own interrupt, and a
-watchdog outside nbclient that kills the kernel when a cell ignores the
-interrupt -- a per-notebook time limit, and a cap on the output kept per
-cell.  A kernel that dies (``os._exit``, out of memory, killed) is restarted
-and the remaining cells run in the new one.  Nothing the kernel prints is
-trusted: grades come from the captured models, evaluated elsewhere.
+a per-cell time limit enforced twice -- nbclient's own timeout, and a
+watchdog outside nbclient in case nbclient itself does not return -- a
+per-notebook time limit, and a cap on the output kept per cell.  A cell that
+runs into its limit is stopped by killing its kernel at the limit (an
+interrupt cannot be trusted to stop student code, and the sandboxed kernel
+is not the process jupyter_client signals), and the remaining cells run in a
+new kernel, as after a kernel that dies (``os._exit``, out of memory,
+killed).  Nothing the kernel prints is trusted: grades come from the
+captured models, evaluated elsewhere.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -61,6 +65,9 @@ class CellRun:
     error_value: str = ""
     traceback: str = ""
     seconds: float = 0.0
+    limit_s: float = 0.0  # the time the cell was given
+    limited_by: str = ""  # "cell": its own limit; "notebook": what was left of the notebook's
+    stopped_s: float = 0.0  # a cell that timed out: when it was stopped (before the kernel's restart)
 
 
 @dataclass
@@ -77,9 +84,19 @@ class RunResult:
 
 
 class CappedClient(NotebookClient):
-    """nbclient's client with a cap on the output kept per cell."""
+    """nbclient's client with a cap on the output kept per cell, and a timed-out cell's output reader stopped."""
 
     max_output_bytes = 64 * 1024
+
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+        # nbclient leaves a timed-out cell's output reader running (CellTimeoutError is a "control signal" to
+        # it): that reader would take, and drop, the next cells' output from the shared channel
+        try:
+            return await super()._async_poll_for_reply(msg_id, cell, timeout, task_poll_output_msg,
+                                                        task_poll_kernel_alive)
+        except CellTimeoutError:
+            task_poll_output_msg.cancel()
+            raise
 
     def output(self, outs, msg, display_id, cell_index):
         used_by_cell = self.__dict__.setdefault("grader_output_used", {})
@@ -175,8 +192,12 @@ class NotebookRunner:
         if self.capture_dir:
             (runtime / "grader_capture.py").write_text(CAPTURE_HOOK.read_text())
             self._startup.append(str(runtime / "grader_capture.py"))
-        client = CappedClient(self.nb, km=self._new_manager(), timeout=self.cell_timeout, allow_errors=True,
-                              interrupt_on_timeout=True, startup_timeout=180, record_timing=False,
+        # interrupt_on_timeout=False: nbclient raises at the limit and the kernel is killed then.  With True it
+        # "interrupts" through jupyter_client's signal to the kernel's process group, which is the sandbox's
+        # bubblewrap (SandboxedKernelManager's message interrupt is not what interrupt_kernel calls): that
+        # killed the sandbox anyway, and the death was only noticed up to WATCHDOG_GRACE_S later.
+        client = CappedClient(self.nb, km=self._new_manager(), timeout=math.ceil(self.cell_timeout),
+                              allow_errors=True, interrupt_on_timeout=False, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3")
         client.max_output_bytes = self.max_output_bytes
         start = time.monotonic()
@@ -199,6 +220,7 @@ class NotebookRunner:
                                                     f"the notebook ran over its {self.notebook_timeout:.0f} s limit"))
                         continue
                     run = await self._run_cell(client, client.km, cell, index, min(left, self.cell_timeout), result)
+                    run.limited_by = "notebook" if left < self.cell_timeout else "cell"
                     result.cells.append(run)
                     self._note_captures(index, result)
                     if self.progress:
@@ -245,7 +267,8 @@ class NotebookRunner:
 
     async def _run_cell(self, client, km, cell, index, limit, result) -> CellRun:
         t0 = time.monotonic()
-        run = CellRun(index, cell.source, "ok")
+        run = CellRun(index, cell.source, "ok", limit_s=limit)
+        client.timeout = max(1, math.ceil(limit))  # nbclient's own interrupt, at this cell's limit (whole seconds)
         watchdog = asyncio.create_task(self._watch_disk(km, result))
         try:
             await asyncio.wait_for(client.async_execute_cell(cell, index, store_history=True),
@@ -278,6 +301,7 @@ class NotebookRunner:
         timed_out = isinstance(e, (asyncio.TimeoutError, CellTimeoutError)) or (
             isinstance(e, DeadKernelError) and time.monotonic() - t0 >= limit)  # an ignored interrupt
         if timed_out:
+            run.stopped_s = time.monotonic() - t0
             run.status, run.error_name = "timeout", "CellTimeout"
             run.error_value = f"the cell ran over the {limit:.0f} s time limit and was stopped"
             await self._restart(client, km, result, kill=True)

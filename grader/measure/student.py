@@ -100,7 +100,9 @@ class _Budget:
             return None, e
 
 
-def measure_student(assignment, submission: Submission, evaluator, *, progress=None) -> Measurements:
+def measure_student(assignment, submission: Submission, evaluator, *, progress=None, limits=None) -> Measurements:
+    """``limits``: the notebooks' time limits (``execute.limits.BatchLimits``), from the batch's speed probe;
+    None: this process's own (the probe runs once per process)."""
     files: list[FileResult] = []
     notes = [p.explain() for p in submission.problems] + list(submission.warnings)
     notebooks: list[dict] = []
@@ -166,7 +168,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
 
                     try:
                         with execute_notebook(assignment, f, submission.root, progress=progress,
-                                              on_capture=on_capture,
+                                              on_capture=on_capture, limits=limits,
                                               seed=run_seed(evaluator.seeds, submission, f)) as ex:
                             summary = ex.summary()
                             notebooks.append(summary)
@@ -349,8 +351,9 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
 
 
 
-def grade_student(assignment, submission: Submission, evaluator, *, progress=None):
+def grade_student(assignment, submission: Submission, evaluator, *, progress=None, limits=None):
     """Measure, then score, one submission (no gradebook): for ``check`` and the tests."""
     from ..score import score_student
 
-    return score_student(assignment, measure_student(assignment, submission, evaluator, progress=progress))
+    return score_student(assignment, measure_student(assignment, submission, evaluator, progress=progress,
+                                                     limits=limits))

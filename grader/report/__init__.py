@@ -88,6 +88,7 @@ class Reporter:
         self.css = resources.files("grader.report").joinpath("templates/base.css").read_text()
         self.results: dict[str, StudentResult] = {}
         self.stored: dict[str, dict] = {}  # results as the gradebook holds them (overrides marked), by student
+        self.time_limits: dict | None = None  # the batch's notebook time limits (``execute.limits``), when it ran any
         self._json_written = float("-inf")
         self.plots = PlotCache(self.out / PLOT_FOLDER if keep_plots else None)
         self.drawn_pages: set[str] = set()
@@ -164,9 +165,12 @@ class Reporter:
 
     # -- class ----------------------------------------------------------------
     def results_json(self) -> dict:
-        return {"assignment": self.assignment.id, "title": self.assignment.title,
-                "max_score": self.assignment.max_score, "grader_version": __version__,
-                "students": [self.stored.get(k) or self.results[k].to_json() for k in sorted(self.results)]}
+        data = {"assignment": self.assignment.id, "title": self.assignment.title,
+                "max_score": self.assignment.max_score, "grader_version": __version__}
+        if self.time_limits:  # the notebook time limits of the batch that wrote it
+            data["time_limits"] = self.time_limits
+        data["students"] = [self.stored.get(k) or self.results[k].to_json() for k in sorted(self.results)]
+        return data
 
     def write_json(self) -> Path:
         path = self.out / "results.json"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..errors import SpecError
 from .model import (
-    ANY, METRICS_FOR_KIND, Architecture, Assignment, Conciseness, Curve, Dataset, EvaluationLimits,
-    GradeBands, Intake, LayerPattern, MissRate, NotebookSettings, Preprocessing, Retraining, Task, ThresholdRule,
-    Thresholds, passes,
+    ANY, METRICS_FOR_KIND, TIME_LIMIT_MODES, Architecture, Assignment, BackendTimings, Conciseness, Curve,
+    Dataset, EvaluationLimits, GradeBands, Intake, LayerPattern, MissRate, NotebookSettings, Preprocessing,
+    Retraining, Task, ThresholdRule, Thresholds, Timings, passes,
 )
 from .tables import TableError, read_labelled_csv
 
@@ -334,6 +334,29 @@ def _miss_rate(recorded: dict) -> MissRate | None:
                     float(recorded["p_miss_pass"]), float(recorded["p_miss_partial"]), int(recorded["retrainings"]))
 
 
+def _timings(path: Path, data) -> Timings:
+    """``[timings]`` of the calibration file (written by ``grader calibrate``): the reference notebook's
+    timings per backend, each a ``[timings.<backend>]`` table."""
+    t = _Table(path, "timings", data)
+    seconds = dict(check=lambda v: v >= 0, expect="seconds >= 0")
+    backends = []
+    for name in ("jax", "tensorflow"):
+        if name not in t.data:
+            continue
+        b = t.table(name)
+        cells = b.get("cells_s", list, default=[], expect="a list of seconds")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cells):
+            b.fail("cells_s", f"expected a list of seconds, got {cells!r}")
+        backends.append(BackendTimings(
+            name, b.get("runs", int, check=_positive, expect="a positive whole number"),
+            b.get("notebook_s", float, **seconds), b.get("slowest_cell_s", float, **seconds),
+            b.get("slowest_cell", int, check=_positive, expect="a cell position (1 or more)"),
+            tuple(float(v) for v in cells)))
+    return Timings(t.get("notebook", str), t.get("notebook_sha256", str, default=""),
+                   t.get("probe_s", float, check=_positive, expect="seconds > 0"),
+                   t.get("probe_version", int), tuple(backends))
+
+
 def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
@@ -358,7 +381,9 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
     cal_name = a.get("calibration", str, default=DEFAULT_CALIBRATION_FILE)
     a.done()
     cal_path = root / cal_name
-    calibration = _read_toml(cal_path).get("tasks", {}) if cal_path.exists() else {}
+    recorded = _read_toml(cal_path) if cal_path.exists() else {}
+    calibration = recorded.get("tasks", {})
+    timings = _timings(cal_path, recorded["timings"]) if "timings" in recorded else None
 
     lt = top.table("evaluation", default=None)
     limits = EvaluationLimits()
@@ -393,6 +418,16 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                                   expect="seconds > 0"),
             notebook_timeout_s=nt.get("notebook_timeout_s", float, default=notebooks.notebook_timeout_s,
                                       check=_positive, expect="seconds > 0"),
+            time_limits=nt.get("time_limits", str, default=notebooks.time_limits,
+                               check=lambda m: m in TIME_LIMIT_MODES, expect="'reference' or 'fixed'"),
+            cell_limit_factor=nt.get("cell_limit_factor", float, default=notebooks.cell_limit_factor,
+                                     check=_positive, expect="a number > 0"),
+            notebook_limit_factor=nt.get("notebook_limit_factor", float, default=notebooks.notebook_limit_factor,
+                                         check=_positive, expect="a number > 0"),
+            min_cell_limit_s=nt.get("min_cell_limit_s", float, default=notebooks.min_cell_limit_s,
+                                    check=_positive, expect="seconds > 0"),
+            min_notebook_limit_s=nt.get("min_notebook_limit_s", float, default=notebooks.min_notebook_limit_s,
+                                        check=_positive, expect="seconds > 0"),
             memory_mb=nt.get("memory_mb", int, default=notebooks.memory_mb, check=lambda m: m >= 1024,
                              expect="at least 1024"),
             processes=nt.get("processes", int, default=notebooks.processes, check=lambda p: p >= 16,
@@ -405,6 +440,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             tmp_mb=nt.get("tmp_mb", int, default=notebooks.tmp_mb, check=lambda m: m >= 16, expect="at least 16"),
             support_files=tuple(sorted(support.items())),
         )
+        for low, high in (("min_cell_limit_s", "cell_timeout_s"), ("min_notebook_limit_s", "notebook_timeout_s")):
+            if getattr(notebooks, low) > getattr(notebooks, high):
+                nt.fail(low, f"the minimum ({getattr(notebooks, low):g} s) is above the maximum {high} "
+                             f"({getattr(notebooks, high):g} s)")
         nt.done()
 
     it = top.table("intake", default=None)
@@ -467,7 +506,7 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             except TableError as e:
                 raise SpecError(path, f"datasets.{ds.name}.heldout_file", f"{ds.heldout_file}: {e}") from None
     return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
-                      cal_path if cal_path.exists() else None, notebooks, intake, grades)
+                      cal_path if cal_path.exists() else None, notebooks, intake, grades, timings)
 
 
 def import_reference(assignment: Assignment, ref: str):

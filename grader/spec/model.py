@@ -252,13 +252,30 @@ class EvaluationLimits:
     retraining: Retraining = Retraining()
 
 
+#: how a notebook's time limits are set (``NotebookSettings.time_limits``)
+TIME_LIMIT_MODES = ("reference", "fixed")
+
+
 @dataclass(frozen=True)
 class NotebookSettings:
-    """How submitted notebooks run (in the sandbox)."""
+    """How submitted notebooks run (in the sandbox).
+
+    Time limits (``grader.execute.limits``): with ``time_limits = "reference"`` and the reference notebook's
+    timings in the calibration file (``Timings``), a cell may run ``cell_limit_factor`` times the reference's
+    slowest cell and the notebook ``notebook_limit_factor`` times the whole reference notebook, both scaled
+    by this machine's speed (the speed probe now against the one at calibration, clamped), never less than
+    ``min_cell_limit_s`` / ``min_notebook_limit_s`` and never more than ``cell_timeout_s`` /
+    ``notebook_timeout_s``.  With ``time_limits = "fixed"``, or no timings recorded, ``cell_timeout_s`` and
+    ``notebook_timeout_s`` are the limits."""
 
     backend: str = "jax"            # the fast backend; a backend-specific failure re-runs on tensorflow
-    cell_timeout_s: float = 600.0
-    notebook_timeout_s: float = 1800.0
+    cell_timeout_s: float = 600.0   # the most a cell may ever run (the limit itself when fixed)
+    notebook_timeout_s: float = 1800.0  # the most a notebook may ever run (the limit itself when fixed)
+    time_limits: str = "reference"  # "reference": from the reference notebook's timings; "fixed"
+    cell_limit_factor: float = 3.0  # x the reference notebook's slowest cell
+    notebook_limit_factor: float = 3.0  # x the whole reference notebook
+    min_cell_limit_s: float = 30.0
+    min_notebook_limit_s: float = 120.0
     memory_mb: int = 4096
     processes: int = 256
     max_output_kb: int = 64
@@ -266,6 +283,41 @@ class NotebookSettings:
     max_files_written: int = 5000   # files and folders a run may create there
     tmp_mb: int = 256               # the sandbox's private /tmp (a memory-backed tmpfs of this size)
     support_files: tuple = ()       # ((name in the work dir, file in the assignment folder), ...)
+
+
+@dataclass(frozen=True)
+class BackendTimings:
+    """How long the reference notebook took on one backend, run by the grader's own executor (the sandboxed
+    runner students get) ``runs`` times at calibration: medians, in seconds."""
+
+    backend: str
+    runs: int
+    notebook_s: float      # the whole notebook, kernel start included (what a notebook's limit counts)
+    slowest_cell_s: float  # its slowest code cell
+    slowest_cell: int      # that cell's position in the notebook (1-based, as reports number cells)
+    cells_s: tuple[float, ...] = ()  # every code cell, in order (for a TA to read)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """``[timings]`` of the calibration file (``grader calibrate``, or ``--timings-only``): the reference
+    notebook's timings per backend and the speed probe's reading on the machine that recorded them."""
+
+    notebook: str          # the reference notebook's file name
+    notebook_sha256: str   # its bytes when timed (a changed notebook is named as stale)
+    probe_s: float         # the speed probe at calibration (``grader.speed_probe``)
+    probe_version: int
+    backends: tuple[BackendTimings, ...]
+
+    def get(self, backend: str) -> BackendTimings | None:
+        return next((b for b in self.backends if b.backend == backend), None)
+
+    def basis(self) -> tuple:
+        """What the limits rest on besides the spec's settings, and so what keys measurements: the probe's
+        calibration reading and, per backend, the notebook's and its slowest cell's times (never the probe's
+        reading at grading time, which is noise around the same machine)."""
+        return (self.probe_version, self.probe_s,
+                tuple((b.backend, b.notebook_s, b.slowest_cell_s) for b in self.backends))
 
 
 @dataclass(frozen=True)
@@ -318,6 +370,7 @@ class Assignment:
     notebooks: NotebookSettings = NotebookSettings()
     intake: Intake = Intake()
     grades: GradeBands | None = None
+    timings: Timings | None = None  # the reference notebook's timings, when calibrated
 
     def task(self, task_id: str) -> Task:
         for t in self.tasks:

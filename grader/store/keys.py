@@ -2,7 +2,9 @@
 
 ``measure_key``: the submission's bytes, everything in the spec that changes
 what is measured (datasets, limits, notebook settings, task names, the
-assignment's Python files), the held-out seeds and the grader build.  The
+assignment's Python files, the calibrated timings the notebook time limits
+rest on -- never the speed probe's reading, see ``time_limit_basis``), the
+held-out seeds and the grader build.  The
 same key means the stored measurements are still right.
 ``score_key``: the measure key plus the spec's points and thresholds
 (``assignment.toml``, ``calibration.toml``) and the scoring code.  Report code
@@ -96,7 +98,22 @@ def measure_fingerprint(assignment, seeds: dict[str, int]) -> str:
     preprocessing = [(t.id, t.preprocessing) for t in assignment.tasks]
     return _sha(assignment.id, repr(sorted(assignment.datasets.items())), repr(assignment.limits),
                 repr(assignment.notebooks), repr(assignment.intake), repr(tasks), repr(preprocessing),
-                *_assignment_files(assignment), *heldout_files, json.dumps(sorted(seeds.items())), build_id())
+                *_assignment_files(assignment), *heldout_files, json.dumps(sorted(seeds.items())), build_id(),
+                *time_limit_basis(assignment))
+
+
+def time_limit_basis(assignment) -> tuple:
+    """What a notebook's time limits rest on, for the measure key: the spec's settings (factors, minimums,
+    maximums, the mode: in ``repr(assignment.notebooks)``) and the calibrated timings (``Timings.basis``: the
+    reference's times and the probe's reading at calibration).  Never the speed probe's reading at grading
+    time: it is noise around the same machine (a few percent from one batch to the next), and keying on it
+    would run a whole class again for nothing.  A limit is meant as the same budget of work on any machine
+    (``factor x reference time``, in the probe's units); a re-calibration of the timings or a changed
+    factor changes that budget, and so measures again."""
+    timings = assignment.timings
+    if assignment.notebooks.time_limits != "reference" or timings is None:
+        return ()  # fixed limits: the settings alone decide, and they are keyed already
+    return ("time-limits", repr(timings.basis()))
 
 
 def score_fingerprint(assignment) -> str:

@@ -1,0 +1,194 @@
+"""A notebook's time limits, from the reference notebook's timings and this machine's speed.
+
+The limits of a cell and of a whole notebook (spec: ``[notebooks]``, see
+``spec.model.NotebookSettings``)::
+
+    scale    = clamp(probe_now / probe_at_calibration, 0.5, 8)
+    cell     = min(cell_timeout_s, max(min_cell_limit_s, cell_limit_factor x slowest reference cell x scale))
+    notebook = min(notebook_timeout_s, max(min_notebook_limit_s, notebook_limit_factor x reference notebook x scale))
+
+``time_limits = "fixed"`` in the spec, no ``[timings]`` in the calibration
+file (an assignment without a reference notebook), no timings for the backend
+a notebook runs on, or a probe whose workload changed since calibration: the
+fixed ``cell_timeout_s`` and ``notebook_timeout_s`` are the limits, and the
+limits say why.
+
+``derive`` and ``time_limits`` are pure; ``batch_limits`` runs the speed
+probe once (``grader.speed_probe``) and gives every backend's limits for a
+batch, which the batch hands to its workers so that a probe never runs while
+students' notebooks load the machine.  Every limit carries the sentence a
+student reads when a cell runs into it.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from .. import speed_probe
+
+#: the probe's scale is kept within these bounds, so that a freak reading cannot make limits absurd
+SCALE_BOUNDS = (0.5, 8.0)
+BACKENDS = ("jax", "tensorflow")
+
+
+def secs(v: float) -> str:
+    """Seconds as a student reads them: ``7.5`` below 10 s, whole seconds above."""
+    return f"{v:.1f}" if v < 9.95 else f"{v:.0f}"
+
+
+def probe_scale(now: float, calibrated: float, bounds: tuple[float, float] = SCALE_BOUNDS) -> float:
+    """How much slower (> 1) or faster (< 1) this machine is than the calibration machine, clamped."""
+    lo, hi = bounds
+    return min(hi, max(lo, now / calibrated))
+
+
+def derive(factor: float, reference_s: float, scale: float, floor: float, cap: float) -> tuple[float, str]:
+    """``factor x reference_s x scale`` rounded up to whole seconds, at least ``floor``, at most ``cap`` (the
+    cap wins over the floor): (seconds, which of "reference", "minimum", "maximum" decided)."""
+    raw = float(math.ceil(factor * reference_s * scale - 1e-9))
+    if raw > cap:
+        return cap, "maximum"
+    if raw < floor:
+        return min(floor, cap), "minimum"
+    return raw, "reference"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One time limit, and why it is what it is, in words that complete
+    "the grader's limit for a cell is 45 s (...)"."""
+
+    seconds: float
+    why: str
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """The limits a notebook runs under on one backend."""
+
+    backend: str
+    cell: Limit
+    notebook: Limit
+    scale: float | None = None  # the probe's scale; None: fixed limits
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "cell_s": round(self.cell.seconds, 1), "cell_why": self.cell.why,
+                "notebook_s": round(self.notebook.seconds, 1), "notebook_why": self.notebook.why,
+                "scale": None if self.scale is None else round(self.scale, 3)}
+
+
+def _limit(what: str, setting: str, minimum: str, factor: float, reference_s: float, scale: float, floor: float,
+           cap: float) -> Limit:
+    seconds, decided = derive(factor, reference_s, scale, floor, cap)
+    here = reference_s * scale
+    of = f"{factor:g}× the reference solution's {what}"
+    if decided == "reference":
+        return Limit(seconds, f"{of}, which takes {secs(here)} s on this machine")
+    if decided == "minimum":
+        return Limit(seconds, f"the grader's minimum ({minimum}); {of}, {secs(here)} s on this machine, "
+                              "would be less")
+    return Limit(seconds, f"the assignment's maximum ({setting}); {of}, {secs(here)} s on this machine, "
+                          "would be more")
+
+
+def fixed_limits(settings, backend: str, reason: str = "") -> TimeLimits:
+    """The spec's fixed limits (``cell_timeout_s``, ``notebook_timeout_s``); ``reason``: why they apply."""
+    tail = f"; {reason}" if reason else ""
+    return TimeLimits(backend, Limit(settings.cell_timeout_s, f"set by the assignment, cell_timeout_s{tail}"),
+                      Limit(settings.notebook_timeout_s, f"set by the assignment, notebook_timeout_s{tail}"))
+
+
+def time_limits(settings, timings, backend: str, scale: float | None) -> TimeLimits:
+    """The limits on ``backend`` from the spec's ``settings`` (``NotebookSettings``), the calibration's
+    ``timings`` (``Timings`` or None) and the probe's ``scale`` (None: no reading).  Pure."""
+    if settings.time_limits == "fixed":
+        return fixed_limits(settings, backend)
+    ref = timings.get(backend) if timings is not None else None
+    if ref is None or scale is None:
+        why = ("the assignment has no timings of a reference notebook" if timings is None else
+               f"no timings of the reference notebook on the {backend} backend" if ref is None else
+               "this machine's speed could not be compared with the calibration machine's")
+        return fixed_limits(settings, backend, why)
+    cell = _limit("slowest cell", "cell_timeout_s", "min_cell_limit_s", settings.cell_limit_factor,
+                  ref.slowest_cell_s, scale, settings.min_cell_limit_s, settings.cell_timeout_s)
+    notebook = _limit("whole notebook", "notebook_timeout_s", "min_notebook_limit_s",
+                      settings.notebook_limit_factor, ref.notebook_s, scale, settings.min_notebook_limit_s,
+                      settings.notebook_timeout_s)
+    return TimeLimits(backend, cell, notebook, scale)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Every backend's limits for a batch, from one probe reading."""
+
+    by_backend: tuple[tuple[str, TimeLimits], ...]
+    probe_s: float | None = None     # the reading at batch start
+    scale: float | None = None       # clamped probe_s / the calibration's reading
+    notes: tuple[str, ...] = ()      # what a TA should know (a stale timing table, a failed probe)
+
+    def for_backend(self, backend: str) -> TimeLimits:
+        return dict(self.by_backend)[backend]
+
+    def describe(self) -> str:
+        """One line for the TA's console and log."""
+        parts = []
+        for backend, lim in self.by_backend:
+            parts.append(f"{backend}: cell {secs(lim.cell.seconds)} s ({lim.cell.why}), notebook "
+                         f"{secs(lim.notebook.seconds)} s ({lim.notebook.why})")
+        probe = "" if self.probe_s is None else \
+            f"; speed probe {self.probe_s * 1000:.0f} ms, scale {self.scale:.2f} (clamped to {SCALE_BOUNDS[0]:g}-" \
+            f"{SCALE_BOUNDS[1]:g})"
+        return "notebook time limits: " + "; ".join(parts) + probe
+
+    def to_json(self) -> dict:
+        return {"probe_s": self.probe_s, "scale": self.scale, "notes": list(self.notes),
+                "backends": {b: lim.to_json() for b, lim in self.by_backend}}
+
+
+def _stale(assignment) -> str | None:
+    timings = assignment.timings
+    path = assignment.root / timings.notebook
+    if not timings.notebook_sha256 or not path.is_file():
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != timings.notebook_sha256:
+        return (f"{timings.notebook} changed after its timings were recorded: the time limits rest on the old "
+                f"timings until `grader calibrate {assignment.root} --timings-only` runs again.")
+    return None
+
+
+def batch_limits(assignment, probe=speed_probe.probe) -> BatchLimits:
+    """The limits of every backend a notebook may run on, from one run of ``probe`` (only when the spec takes
+    its limits from recorded timings: no probe runs otherwise)."""
+    settings, timings = assignment.notebooks, assignment.timings
+    notes, reading, scale = [], None, None
+    if settings.time_limits == "reference" and timings is not None:
+        if timings.probe_version != speed_probe.PROBE_VERSION:
+            notes.append(f"The speed probe changed since the timings were recorded (version {timings.probe_version},"
+                         f" now {speed_probe.PROBE_VERSION}): the fixed limits apply until `grader calibrate "
+                         f"{assignment.root} --timings-only` runs again.")
+        else:
+            try:
+                reading = probe()
+            except Exception as e:  # a probe that cannot run must not stop grading: the fixed limits apply
+                notes.append(f"The speed probe could not run ({type(e).__name__}: {str(e)[:200]}): the fixed "
+                             "limits apply.")
+            else:
+                scale = probe_scale(reading, timings.probe_s)
+        stale = _stale(assignment)
+        if stale:
+            notes.append(stale)
+    return BatchLimits(tuple((b, time_limits(settings, timings, b, scale)) for b in BACKENDS), reading, scale,
+                       tuple(notes))
+
+
+_cached: dict = {}
+
+
+def default_limits(assignment) -> BatchLimits:
+    """The limits for a caller that was given none (one student graded directly): the probe runs once per
+    process and assignment spec."""
+    key = (str(assignment.root), assignment.notebooks, assignment.timings)
+    if key not in _cached:
+        _cached[key] = batch_limits(assignment)
+    return _cached[key]

@@ -1,0 +1,98 @@
+"""The speed probe: how fast this machine runs a small, fixed, training-like workload, right now.
+
+Notebook time limits come from the reference notebook's timings
+(``calibration.toml``, ``[timings]``), recorded on the calibration machine.
+To carry them to the machine (and the moment) a class is graded on, the
+probe runs at calibration and again at the start of every batch (``grade``,
+``check``, Gradescope's run); their ratio scales the limits
+(``grader.execute.limits``).
+
+The workload is deterministic: mini-batch SGD of a 1-64-1 tanh network
+on fixed data, in float32 NumPy, batch 32 -- small matrix products and the
+Python overhead between them, like the Keras training loops of the sheet.
+It runs in a fresh Python process with one thread (as the sandboxed kernels
+run: ``OMP_NUM_THREADS=1``), ``REPEATS`` times after a warm-up, and the
+median time of one repetition is the reading (about a second in all).
+
+``PROBE_VERSION`` names the workload: a reading is only comparable with one
+of the same version, so a changed workload must change it (calibration
+records it; ``grader.execute.limits`` falls back to the spec's fixed limits
+when the versions differ).  This module is deliberately outside the
+measuring code that keys stored measurements (``store.keys``): the probe's
+readings do not key them either.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+#: the workload's identity: change it whenever ``workload`` changes
+PROBE_VERSION = 1
+#: timed repetitions per reading (after one warm-up)
+REPEATS = 7
+#: SGD steps per repetition
+STEPS = 1500
+
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
+
+
+def workload(steps: int = STEPS) -> float:
+    """``steps`` SGD steps of a 1-64-1 tanh network on 256 fixed points, batch 32; returns the final loss
+    (so that nothing is optimised away, and as a check that the work is the same every time)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 1.0, 256, dtype=np.float32).reshape(-1, 1)
+    y = (np.sin(6.0 * x) * 0.5).astype(np.float32)
+    w1 = (rng.standard_normal((1, 64)) * 0.5).astype(np.float32)
+    b1 = np.zeros(64, np.float32)
+    w2 = (rng.standard_normal((64, 1)) * 0.1).astype(np.float32)
+    b2 = np.zeros(1, np.float32)
+    lr = np.float32(0.05)
+    loss = 0.0
+    for step in range(steps):
+        lo = (step * 32) % 256
+        xb, yb = x[lo:lo + 32], y[lo:lo + 32]
+        h = np.tanh(xb @ w1 + b1)
+        out = h @ w2 + b2
+        err = out - yb
+        loss = float(np.mean(err * err))
+        g_out = (2.0 / len(xb)) * err
+        g_w2 = h.T @ g_out
+        g_h = (g_out @ w2.T) * (1.0 - h * h)
+        g_w1 = xb.T @ g_h
+        w2 -= lr * g_w2
+        b2 -= lr * g_out.sum(0)
+        w1 -= lr * g_w1
+        b1 -= lr * g_h.sum(0)
+    return loss
+
+
+def measure(repeats: int = REPEATS) -> dict:
+    """Time the workload in this process: one warm-up, then ``repeats`` timed runs."""
+    workload()
+    times, loss = [], 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        loss = workload()
+        times.append(time.perf_counter() - t)
+    return {"version": PROBE_VERSION, "seconds": statistics.median(times), "times": times, "loss": loss}
+
+
+def probe(repeats: int = REPEATS, timeout: float = 120.0) -> float:
+    """The probe's reading (seconds per repetition, the median) from a fresh single-threaded process."""
+    env = dict(os.environ, **SINGLE_THREAD)
+    proc = subprocess.run([sys.executable, "-m", "grader.speed_probe", str(repeats)], env=env, timeout=timeout,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the speed probe failed: {proc.stderr.strip()[-500:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else REPEATS)))
