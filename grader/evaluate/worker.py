@@ -246,7 +246,7 @@ def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str)
     try:
         session = _Session(root, seeds)
     except BaseException as e:  # report start-up failure, then exit
-        conn.send({"error": "WorkerCrashed", "message": f"the evaluation worker could not start: {e}"})
+        conn.send({"error": WorkerCrashed(f"the evaluation worker could not start: {e}")})
         return
     gc.collect()
     gc.freeze()  # Keras', TensorFlow's and the held-out data's objects live as long as the worker: no collection
@@ -262,21 +262,21 @@ def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str)
             return
         if request is None:
             return
+        # an error crosses back as itself (GraderError pickles with its class, message and hint)
         try:
             reply = {"ok": session.handle(request)}
         except SubmissionError as e:
-            reply = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+            reply = {"error": e}
         except untrusted.Refused as e:  # a file that is no regular file: never opened, never waited on
-            reply = {"error": "UnreadableFile", "message": f"{Path(request['path']).name}: {e}; it was not graded."}
+            reply = {"error": errors.UnreadableFile(f"{Path(request['path']).name}: {e}; it was not graded.")}
         except MemoryError:
-            reply = {"error": "EvaluationOutOfMemory",
-                     "message": f"{Path(request['path']).name}: loading or running this model needed more "
-                                f"than the grader's memory cap of {memory_mb} MB.",
-                     "hint": "A network for this course needs a few thousand parameters at most; check the "
-                             "number of units in each layer."}
+            reply = {"error": EvaluationOutOfMemory(
+                f"{Path(request['path']).name}: loading or running this model needed more than the grader's "
+                f"memory cap of {memory_mb} MB.",
+                hint="A network for this course needs a few thousand parameters at most; check the number of "
+                     "units in each layer.")}
         except Exception as e:
-            reply = {"error": "EvaluationFailed", "message": f"{Path(request['path']).name}: "
-                     f"{type(e).__name__}: {str(e)[:300]}"}
+            reply = {"error": EvaluationFailed(f"{Path(request['path']).name}: {type(e).__name__}: {str(e)[:300]}")}
         conn.send(reply)
         served += 1
         if served % CLEANUP_EVERY == 0 or "error" in reply:
@@ -330,7 +330,9 @@ class Evaluator:
             raise errors.FatalError(f"the evaluation worker could not start: {e.message}") from None
         if not reply.get("ready"):
             self._kill()
-            raise errors.FatalError(reply.get("message", "the evaluation worker could not start"))
+            error = reply.get("error")
+            raise errors.FatalError(error.message if isinstance(error, errors.GraderError)
+                                    else "the evaluation worker could not start")
         self.memory_capped = bool(reply.get("memory_capped"))
         self._ready = True
 
@@ -433,7 +435,5 @@ class Evaluator:
         reply = self._receive(timeout, what=what, doing=doing)
         if "ok" in reply:
             return reply["ok"]
-        cls = getattr(errors, reply.get("error", ""), None)
-        if not (isinstance(cls, type) and issubclass(cls, SubmissionError)):
-            cls = EvaluationFailed
-        raise cls(reply.get("message", "evaluation failed"), hint=reply.get("hint"))
+        error = reply.get("error")
+        raise error if isinstance(error, SubmissionError) else EvaluationFailed(f"{what}: evaluation failed")
