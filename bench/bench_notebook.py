@@ -1,18 +1,19 @@
-"""Grading a notebook vs executing it plainly, side by side; fused training vs Keras' own fit.
+"""Grading the reference notebook: this grader vs the previous grader vs executing it plainly, side by side.
 
-    python bench/bench_notebook.py [--repeat 3] [--skip-tensorflow] [--skip-plain]
+    python bench/bench_notebook.py [--repeat 3] [--baseline 24d56bc] [--skip-baseline] [--skip-tensorflow]
 
 Each round, interleaved so machine noise hits all alike:
-  grade          `grader grade` on a folder holding the reference notebook
-                 (sandbox, JAX backend, fused fit with the grader's compile cache, capture, evaluation,
-                 reports)
-  grade-nocache  the same with GRADER_FUSED=nocache: fused fit, every kernel compiling its own programs
-  grade-keras    the same with GRADER_FUSED=0: Keras' own fit (the grader before fused training)
-  plain-jax      the same notebook executed by nbclient on the JAX backend, no sandbox, capture,
-                 evaluation or report, Keras' own fit: the work a plain run does
-  nbconvert      `jupyter nbconvert --execute` on the TensorFlow backend: what a TA would otherwise run
-The compile cache is built before the first round (its one-off time is printed).  Prints the medians,
-the speedup of fused training (grade-keras / grade), the speedup over nbconvert (target >= 5x) and the
+  grade      `grader grade` (this checkout) on a folder holding the reference notebook
+             (sandbox, JAX backend, capture, evaluation, reports)
+  baseline   the same with the grader of commit --baseline (default 24d56bc, the grader before this
+             work), checked out with `git worktree add` into a temporary folder and run with the same
+             Python (PYTHONPATH=<that checkout>), each grading with its own checkout's reference/tutorial6
+  plain-jax  the same notebook executed by nbclient on the JAX backend, no sandbox, capture, evaluation
+             or report: the work any grader must do
+  nbconvert  `jupyter nbconvert --execute` on the TensorFlow backend: what a TA would otherwise run
+Every grader process checks, in itself, that `grader` was imported from the checkout it stands for, so a
+baseline that silently ran this checkout's code cannot pass for one.  Prints the medians and the ratios
+measured in this run: baseline / grade (target >= 5x), nbconvert / grade (target >= 30x) and the
 grader's own overhead (grade - plain-jax) / grade.
 """
 from __future__ import annotations
@@ -31,6 +32,19 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
 TOOLS = ROOT / "reference" / "tutorial6" / "datasets.py"
 BIN = Path(sys.executable).parent
+DEFAULT_BASELINE = "24d56bc"
+
+#: runs `grader` from the checkout given first, after checking that this very process imported it from there
+CHECKED_GRADER = """
+import sys, pathlib
+import grader
+where = pathlib.Path(grader.__file__).resolve()
+if not where.is_relative_to(pathlib.Path(sys.argv[1]).resolve()):
+    raise SystemExit(f"grader was imported from {where}, not from {sys.argv[1]}")
+sys.argv = ["grader"] + sys.argv[2:]
+from grader.cli import main
+main()
+"""
 
 
 def timed(cmd, env=None, cwd=None) -> float:
@@ -38,37 +52,74 @@ def timed(cmd, env=None, cwd=None) -> float:
     proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(map(str, cmd[:4]))} failed:\n{proc.stderr[-3000:]}")
     return elapsed
 
 
 def env_with(**kw):
-    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_SECRET", "GRADER_FUSED")}
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_SECRET", "PYTHONPATH")}
     env.update(kw)
     return env
+
+
+def grader_cmd(checkout: Path, *args) -> list[str]:
+    return [sys.executable, "-c", CHECKED_GRADER, str(checkout), *map(str, args)]
+
+
+class Baseline:
+    """A `git worktree` of ``rev`` in a temporary folder, removed on exit."""
+
+    def __init__(self, rev: str):
+        self.rev = rev
+        self.parent = Path(tempfile.mkdtemp(prefix="grader-baseline-"))
+        self.path = self.parent / "checkout"
+
+    def __enter__(self):
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.path), self.rev], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.commit = subprocess.run(["git", "-C", str(self.path), "rev-parse", "--short", "HEAD"], check=True,
+                                     capture_output=True, text=True).stdout.strip()
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.path)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
+def has_nbconvert() -> bool:
+    return (BIN / "jupyter-nbconvert").exists()
+
+
+def tensorflow_cmd(folder: Path, i: int) -> list[str]:
+    """`jupyter nbconvert --execute` (the bench extra); without it `jupyter execute`, the same nbclient
+    executor that nbconvert's --execute runs, said so in the output."""
+    if has_nbconvert():
+        return [str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+                "--ExecutePreprocessor.timeout=3600", "--output-dir", str(folder), "--output", f"executed{i}.ipynb",
+                str(folder / "solution.ipynb")]
+    return [str(BIN / "jupyter"), "execute", "--timeout=3600", str(folder / "solution.ipynb")]
 
 
 PLAIN = """
 import sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
 """
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="the previous grader's commit")
+    parser.add_argument("--skip-baseline", action="store_true", help="leave out the previous grader")
     parser.add_argument("--skip-tensorflow", action="store_true", help="leave out the slow nbconvert baseline")
-    parser.add_argument("--skip-plain", action="store_true", help="leave out the plain-jax baseline")
+    parser.add_argument("--skip-plain", action="store_true", help="leave out the plain nbclient run")
     args = parser.parse_args()
-    from grader.execute import compile_cache
-    from grader.spec import load_assignment
-
-    t0 = time.perf_counter()
-    cache = compile_cache.build(load_assignment(ROOT / "reference" / "tutorial6"))
-    print(f"compile cache {cache} ready in {time.perf_counter() - t0:.1f} s (built once per machine and version)",
-          flush=True)
+    if not args.skip_tensorflow and not has_nbconvert():
+        print("nbconvert is not installed (pip install -e '.[bench]'; `make bench` does): the TensorFlow baseline "
+              "runs with `jupyter execute`, the executor nbconvert --execute uses", flush=True)
     work = Path(tempfile.mkdtemp(prefix="grader-bench-"))
     subs = work / "subs" / "ref"
     subs.mkdir(parents=True)
@@ -77,35 +128,44 @@ def main():
     plain_dir.mkdir()
     shutil.copy(TOOLS, plain_dir / "tools.py")
     shutil.copy(NOTEBOOK, plain_dir / "solution.ipynb")  # the kernel runs beside the notebook, with tools.py
-    arms = {"grade": {}, "grade-nocache": {"GRADER_FUSED": "nocache"}, "grade-keras": {"GRADER_FUSED": "0"}}
-    times = {name: [] for name in (*arms, "plain-jax", "nbconvert")}
-    for i in range(args.repeat):
-        order = list(arms) if i % 2 == 0 else list(reversed(arms))
-        for name in order:
-            out = work / f"out-{name}-{i}"
-            times[name].append(timed([str(BIN / "grader"), "grade", str(work / "subs"), "-a",
-                                      str(ROOT / "reference" / "tutorial6"), "-o", str(out)], env_with(**arms[name])))
-        if not args.skip_plain:
-            times["plain-jax"].append(timed([sys.executable, "-c", PLAIN, str(NOTEBOOK), str(plain_dir)],
-                                            env_with(KERAS_BACKEND="jax")))
-        if not args.skip_tensorflow:
-            times["nbconvert"].append(timed([str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-                                             "--ExecutePreprocessor.timeout=3600", "--output-dir", str(plain_dir),
-                                             "--output", f"executed{i}.ipynb", str(plain_dir / "solution.ipynb")],
-                                            env_with(KERAS_BACKEND="tensorflow"), cwd=plain_dir))
-        print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v), flush=True)
+    tf = "nbconvert" if has_nbconvert() else "jupyter-execute"  # on tensorflow
+    times = {"grade": [], "baseline": [], "plain-jax": [], tf: []}
+    baseline = None if args.skip_baseline else Baseline(args.baseline)
+    try:
+        if baseline:
+            baseline.__enter__()
+            print(f"baseline: commit {baseline.commit} in {baseline.path}", flush=True)
+        for i in range(args.repeat):
+            times["grade"].append(timed(grader_cmd(ROOT, "grade", work / "subs", "-a", ROOT / "reference" / "tutorial6",
+                                                   "-o", work / f"out{i}"), env_with(PYTHONPATH=str(ROOT))))
+            if baseline:
+                times["baseline"].append(timed(grader_cmd(baseline.path, "grade", work / "subs", "-a",
+                                                          baseline.path / "reference" / "tutorial6", "-o",
+                                                          work / f"base{i}"),
+                                               env_with(PYTHONPATH=str(baseline.path)), cwd=baseline.path))
+            if not args.skip_plain:
+                times["plain-jax"].append(timed([sys.executable, "-c", PLAIN, str(NOTEBOOK), str(plain_dir)],
+                                                env_with(KERAS_BACKEND="jax")))
+            if not args.skip_tensorflow:
+                times[tf].append(timed(tensorflow_cmd(plain_dir, i), env_with(KERAS_BACKEND="tensorflow"),
+                                       cwd=plain_dir))
+            print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v), flush=True)
+    finally:
+        if baseline:
+            baseline.__exit__(None, None, None)
+        shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items() if v}
     print(f"\nmedians over {args.repeat} round(s), reference notebook:")
     for k, v in med.items():
-        print(f"  {k:14s} {v:7.1f} s")
-    print(f"fused training: grade-keras / grade = {med['grade-keras'] / med['grade']:.2f}x "
-          f"(without the compile cache: grade-keras / grade-nocache = {med['grade-keras'] / med['grade-nocache']:.2f}x)")
+        print(f"  {k:15s} {v:7.1f} s")
+    if "baseline" in med:
+        print(f"speedup previous grader ({args.baseline}) / grade: {med['baseline'] / med['grade']:.2f}x "
+              "(target >= 5x)")
+    if tf in med:
+        print(f"speedup {tf} (tensorflow) / grade: {med[tf] / med['grade']:.1f}x (target >= 30x)")
     if "plain-jax" in med:
         print(f"grader overhead (grade - plain-jax) / grade: "
-              f"{100 * (med['grade'] - med['plain-jax']) / med['grade']:.1f}% (target <= 10%)")
-    if "nbconvert" in med:
-        print(f"speedup nbconvert (tensorflow) / grade: {med['nbconvert'] / med['grade']:.1f}x (target >= 5x)")
-    shutil.rmtree(work, ignore_errors=True)
+              f"{100 * (med['grade'] - med['plain-jax']) / med['grade']:.1f}%")
 
 
 if __name__ == "__main__":
