@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import pstats
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -155,13 +156,21 @@ def grader_env(code: Path) -> dict:
     return env
 
 
+#: CPU seconds (user + system) of the last run(), the grader and every process it started: on a machine shared
+#: with others, wall times stretch with their load; the work done does much less
+CPU = []
+
+
 def run(code: Path, *args, profile: Path | None = None) -> float:
     cmd = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else []) + \
           ["-m", "grader.cli", *map(str, args)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=grader_env(code), cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"grader {args[0]} failed ({code}):\n{proc.stderr[-3000:]}")
     return elapsed
@@ -329,6 +338,7 @@ def main():
         graders.append(export_revision(args.against))
     work = Path(tempfile.mkdtemp(prefix="grader-bench-h5-"))
     times = {name: {"grade": [], "report": [], "cold": []} for name, _ in graders}
+    cpu = {name: {"grade": [], "report": [], "cold": []} for name, _ in graders}
     facts = {}
     try:
         if not args.profile_only:
@@ -338,17 +348,21 @@ def main():
                     out = work / f"out-{r}-{graders.index((name, code))}"
                     times[name]["grade"].append(run(code, "grade", klass, "-a", SPEC, "-o", out,
                                                     "--workers", args.workers))
+                    cpu[name]["grade"].append(CPU[-1])
                     times[name]["report"].append(run(code, "report", "-a", SPEC, "-o", out))
+                    cpu[name]["report"].append(CPU[-1])
                     if (out / ".plots").is_dir():
                         shutil.rmtree(out / ".plots")
                         times[name]["cold"].append(run(code, "report", "-a", SPEC, "-o", out))
                     else:
                         times[name]["cold"].append(times[name]["report"][-1])
+                    cpu[name]["cold"].append(CPU[-1])
                     facts[name] = (grades(out), page_facts(out))
                     shutil.rmtree(out)
-                print(f"round {r + 1}: " + ", ".join(f"{name}: grade {t['grade'][-1]:.1f} s, report "
-                                                     f"{t['report'][-1]:.1f} s, cold {t['cold'][-1]:.1f} s"
-                                                     for name, t in times.items()), flush=True)
+                load = os.getloadavg()[0]
+                print(f"round {r + 1} (load {load:.1f}): " + ", ".join(
+                    f"{name}: grade {t['grade'][-1]:.1f} s ({cpu[name]['grade'][-1]:.0f} s CPU), report "
+                    f"{t['report'][-1]:.1f} s, cold {t['cold'][-1]:.1f} s" for name, t in times.items()), flush=True)
             print(f"\n{args.students} students x {len(BASES)} .h5 = {n_models} models, --workers {args.workers}, "
                   f"medians of {args.repeat} round(s):")
             med = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
@@ -357,10 +371,17 @@ def main():
                       f"report {m['report']:6.1f} s ({1000 * m['report'] / args.students:4.0f} ms a page)  "
                       f"cold {m['cold']:6.1f} s ({1000 * m['cold'] / args.students:4.0f} ms a page)  "
                       f"{facts[name][1]['pages']} pages, {facts[name][1]['images']} images")
+            cmed = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in cpu.items()}
+            print("  CPU seconds, the grader and all its processes (less sensitive to other users' load):")
+            for name, m in cmed.items():
+                print(f"  {name:28s} grade {m['grade']:6.1f} s   report {m['report']:6.1f} s   cold {m['cold']:6.1f} s")
             if len(graders) == 2:
                 (a, ma), (b, mb) = list(med.items())
-                print(f"  ratio {b} / {a}: grade {mb['grade'] / ma['grade']:.2f}x, "
+                print(f"  ratio {b} / {a}, wall: grade {mb['grade'] / ma['grade']:.2f}x, "
                       f"report {mb['report'] / ma['report']:.2f}x, cold {mb['cold'] / ma['cold']:.2f}x")
+                ca, cb = cmed[a], cmed[b]
+                print(f"  ratio {b} / {a}, CPU:  grade {cb['grade'] / ca['grade']:.2f}x, "
+                      f"report {cb['report'] / ca['report']:.2f}x, cold {cb['cold'] / ca['cold']:.2f}x")
                 same = facts[a][0] == facts[b][0]
                 print(f"  grades identical (every task's score, status, metrics and message): {'yes' if same else 'NO'}")
                 same = facts[a][1]["text"] == facts[b][1]["text"]
