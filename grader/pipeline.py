@@ -47,8 +47,8 @@ from .textsafe import terminal
 
 log = logging.getLogger("grader")
 LOG_NAME = "grader.log"  # in the output folder: internal errors with their tracebacks
-REPORT_BUILD_FILE = ".report-build"
-REDRAW_CHUNK = 100  # students whose pages are re-drawn together (their plots drawn at once on several processes)  # the report code the pages were drawn with (a change re-draws them)
+REPORT_BUILD_FILE = ".report-build"  # the report code the pages were drawn with (a change re-draws them)
+REDRAW_CHUNK = 100  # students whose pages are re-drawn together (their plots drawn at once on several processes)
 
 MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap: a model that claims huge layers "
                       "is still refused by the parameter budget, but not stopped by the cap.")
