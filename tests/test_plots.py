@@ -95,6 +95,14 @@ def test_a_plot_does_not_depend_on_what_was_drawn_before():
     assert a.png() == first
     plots._kept.clear()  # a fresh figure
     assert a.png() == first
+    # another model whose legend says the same (the same counts): its legend is the one kept, its regions its own
+    data = _regions_data(0)
+    data["grid"] = np.clip(data["grid"].astype(np.float32) * 0.8 + 0.1, 0, 1).astype(np.float16)
+    same_words = plots.regions_plot(data, (-10, 10, -10, 10), "task 2a (held-out points)")
+    after_a = same_words.png()
+    assert after_a != first
+    plots._kept.clear()
+    assert same_words.png() == after_a
 
 
 def test_keys_name_what_a_plot_shows():

@@ -49,6 +49,7 @@ CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 #: the canvas; the axes keep the size and place they have in a figure of the default size
 MARGIN_INCHES = 1.0
 KEPT_FIGURES = 12  # per process: one per kind of plot and layout (task title, dataset extent)
+LEGENDS_KEPT = 256  # per kept decision-region figure
 #: zlib level 3: a few per cent larger than the default (6), encoded in half the time
 PNG_OPTIONS = {"compress_level": 3}
 
@@ -153,9 +154,10 @@ class _Kept:
             self.background = canvas.copy_from_bbox(self.fig.bbox)
         else:
             canvas.restore_region(self.background)
+        renderer = canvas.get_renderer()
         for a in sorted(self.artists(), key=lambda a: a.get_zorder()):  # stable: a full draw's order
-            self.ax.draw_artist(a)
-        box = self.tight_box(canvas.get_renderer())
+            self.draw(a, renderer)
+        box = self.tight_box(renderer)
         x0, y0 = int(np.floor(box.x0 * DPI)), int(np.floor(box.y0 * DPI))
         width, height = int(box.width * DPI), int(box.height * DPI)
         rgba = np.asarray(canvas.buffer_rgba())
@@ -167,9 +169,16 @@ class _Kept:
                pil_kwargs=PNG_OPTIONS)
         return buf.getvalue()
 
+    def draw(self, artist, renderer) -> None:
+        self.ax.draw_artist(artist)
+
     def moving(self) -> list:
         """The artists whose extent changes from plot to plot (the rest of the tight box is the layout's)."""
         raise NotImplementedError
+
+    def extent_of(self, artist, renderer):
+        """A moving artist's tight box, in pixels."""
+        return artist.get_tightbbox(renderer)
 
     def tight_box(self, renderer):
         """The figure's tight box (``Figure.get_tightbbox``, as savefig takes it), padded, in inches: the
@@ -183,7 +192,7 @@ class _Kept:
             finally:
                 for a in moving:
                     a.set_visible(True)
-        boxes = [self.static_box] + [TransformedBbox(a.get_tightbbox(renderer), self.fig.dpi_scale_trans.inverted())
+        boxes = [self.static_box] + [TransformedBbox(self.extent_of(a, renderer), self.fig.dpi_scale_trans.inverted())
                                      for a in self.moving()]
         return Bbox.union(boxes).padded(PAD_INCHES)
 
@@ -293,6 +302,10 @@ class _Regions(_Kept):
         self.legend = ax.legend(handles=handles, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.07),
                                 frameon=False)
         self.animate()
+        #: the legend's pixels and extent by its words (its counts), for a legend below the axes: nothing else is
+        #: drawn there over the kept background, so the same words give the same pixels (half a plot's drawing)
+        self.legends: OrderedDict = OrderedDict()
+        self.legend_box = None
 
     def artists(self):
         found = [self.image, self.points, self.wrong] + ([self.contour] if self.contour is not None else [])
@@ -300,6 +313,30 @@ class _Regions(_Kept):
 
     def moving(self):
         return [self.legend]
+
+    def draw(self, artist, renderer) -> None:
+        if artist is not self.legend:
+            return super().draw(artist, renderer)
+        words = tuple(text.get_text() for text in self.legend.get_texts())
+        kept = self.legends.pop(words, None)
+        if kept is not None:
+            self.fig.canvas.restore_region(kept[0])
+        else:
+            self.ax.draw_artist(self.legend)
+            box = self.legend.get_window_extent(renderer)
+            area = box.padded(2)  # antialiased edges
+            if area.y1 < self.ax.bbox.y0 - 3:  # below the axes, clear of the spines: the same words, the same pixels
+                kept = (self.fig.canvas.copy_from_bbox(area), box)
+        self.legend_box = kept[1] if kept is not None else None
+        if kept is not None:
+            self.legends[words] = kept
+            while len(self.legends) > LEGENDS_KEPT:
+                self.legends.popitem(last=False)
+
+    def extent_of(self, artist, renderer):
+        if artist is self.legend and self.legend_box is not None:
+            return self.legend_box
+        return super().extent_of(artist, renderer)
 
     def update(self, grid, x, y, pred):
         if self.contour is not None:
