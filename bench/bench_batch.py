@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import timed  # bench/ is on sys.path: these run as scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
 SPEC = ROOT / "reference" / "tutorial6"
@@ -37,12 +39,7 @@ DEMO = ROOT / "submissions" / "tutorial6"
 def grade(subs: Path, out: Path, *extra) -> float:
     env = dict(os.environ, GRADER_SECRET="bench-secret")
     cmd = [sys.executable, "-m", "grader.cli", "grade", str(subs), "-a", str(SPEC), "-o", str(out), *extra]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"grader failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+    return timed(cmd, env)
 
 
 PLAIN = """

@@ -17,24 +17,18 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "reference" / "tutorial6"
 
 
-def timed(*args) -> float:
-    cmd = [sys.executable, "-m", "grader.cli", "calibrate", *map(str, args)]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"grader calibrate failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+def calibrate(*args) -> float:
+    return timed([sys.executable, "-m", "grader.cli", "calibrate", *args], dict(os.environ))
 
 
 def main():
@@ -50,9 +44,9 @@ def main():
         for r in range(args.repeat):
             copy = Path(tmp) / f"tutorial6-{r}"
             shutil.copytree(SPEC, copy, ignore=shutil.ignore_patterns("__pycache__"))
-            times["thresholds"].append(timed(copy, "--runs", args.runs, "--no-timings"))
+            times["thresholds"].append(calibrate(copy, "--runs", args.runs, "--no-timings"))
             if not args.skip_timings:
-                times["timings"].append(timed(copy, "--timings-only", "--timing-runs", args.timing_runs))
+                times["timings"].append(calibrate(copy, "--timings-only", "--timing-runs", args.timing_runs))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v), flush=True)
     assert (SPEC / "calibration.toml").read_bytes() == before, "the real calibration.toml was changed"
     med = {k: statistics.median(v) for k, v in times.items() if v}

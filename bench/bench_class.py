@@ -18,11 +18,11 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "reference" / "tutorial6"
@@ -74,12 +74,7 @@ def grade(subs: Path, out: Path, workers: int) -> float:
     env = dict(os.environ, GRADER_SECRET="bench-secret")
     cmd = [sys.executable, "-m", "grader.cli", "grade", str(subs), "-a", str(SPEC), "-o", str(out),
            "--workers", str(workers)]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"grader failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+    return timed(cmd, env)
 
 
 def main():

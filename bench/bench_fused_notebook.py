@@ -21,25 +21,17 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _timing import timed  # bench/ is on sys.path: these run as scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
 TOOLS = ROOT / "reference" / "tutorial6" / "datasets.py"
 BIN = Path(sys.executable).parent
-
-
-def timed(cmd, env=None, cwd=None) -> float:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed:\n{proc.stderr[-3000:]}")
-    return elapsed
 
 
 def env_with(**kw):

@@ -25,8 +25,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
@@ -45,15 +46,6 @@ sys.argv = ["grader"] + sys.argv[2:]
 from grader.cli import main
 main()
 """
-
-
-def timed(cmd, env=None, cwd=None) -> float:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd[:4]))} failed:\n{proc.stderr[-3000:]}")
-    return elapsed
 
 
 def env_with(**kw):

@@ -1,0 +1,16 @@
+"""What every benchmark here needs: the wall time of one command run as a whole process."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+
+def timed(cmd, env=None, cwd=None) -> float:
+    """Seconds ``cmd`` took, its output discarded; a failure stops the benchmark with the end of its stderr."""
+    t = time.perf_counter()
+    proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd[:4]))} failed:\n{proc.stderr[-3000:]}")
+    return elapsed
