@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import timed  # bench/ is on sys.path: these run as scripts
+from _timing import PLAIN, timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
@@ -40,14 +40,6 @@ def grade(subs: Path, out: Path, *extra) -> float:
     env = dict(os.environ, GRADER_SECRET="bench-secret")
     cmd = [sys.executable, "-m", "grader.cli", "grade", str(subs), "-a", str(SPEC), "-o", str(out), *extra]
     return timed(cmd, env)
-
-
-PLAIN = """
-import sys, nbformat
-from nbclient import NotebookClient
-nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
-"""
 
 
 def plain_pair(folder: Path, parallel: bool) -> float:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import timed  # bench/ is on sys.path: these run as scripts
+from _timing import PLAIN, timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
@@ -38,14 +38,6 @@ def env_with(**kw):
     env = {k: v for k, v in os.environ.items() if k not in ("GRADER_SECRET", "GRADER_FUSED")}
     env.update(kw)
     return env
-
-
-PLAIN = """
-import sys, nbformat
-from nbclient import NotebookClient
-nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
-"""
 
 
 def main():

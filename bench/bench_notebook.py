@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import timed  # bench/ is on sys.path: these run as scripts
+from _timing import PLAIN, timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
@@ -91,14 +91,6 @@ def tensorflow_cmd(folder: Path, i: int) -> list[str]:
                 "--ExecutePreprocessor.timeout=3600", "--output-dir", str(folder), "--output", f"executed{i}.ipynb",
                 str(folder / "solution.ipynb")]
     return [str(BIN / "jupyter"), "execute", "--timeout=3600", str(folder / "solution.ipynb")]
-
-
-PLAIN = """
-import sys, nbformat
-from nbclient import NotebookClient
-nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
-"""
 
 
 def main():
