@@ -2,8 +2,11 @@
 notebook (nbclient, no grader) that the notebook benchmarks compare the grader with."""
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 
 def timed(cmd, env=None, cwd=None) -> float:
@@ -24,3 +27,18 @@ from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
 NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
 """
+
+
+def notebook_folders(notebook: Path, tools: Path) -> tuple[Path, Path]:
+    """A fresh work folder holding the notebook twice: as a class of one student (``work/subs/ref/``, for
+    ``grader grade work/subs``) and as a plain run's folder (``work/plain/``, beside the course's tools.py, as
+    the kernel finds it).  Returns (work, plain)."""
+    work = Path(tempfile.mkdtemp(prefix="grader-bench-"))
+    subs = work / "subs" / "ref"
+    subs.mkdir(parents=True)
+    shutil.copy(notebook, subs / "solution.ipynb")
+    plain = work / "plain"
+    plain.mkdir()
+    shutil.copy(tools, plain / "tools.py")
+    shutil.copy(notebook, plain / "solution.ipynb")
+    return work, plain

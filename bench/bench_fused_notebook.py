@@ -22,11 +22,10 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _timing import PLAIN, timed  # bench/ is on sys.path: these run as scripts
+from _timing import PLAIN, notebook_folders, timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
@@ -53,14 +52,7 @@ def main():
     cache = compile_cache.build(load_assignment(ROOT / "reference" / "tutorial6"))
     print(f"compile cache {cache} ready in {time.perf_counter() - t0:.1f} s (built once per machine and version)",
           flush=True)
-    work = Path(tempfile.mkdtemp(prefix="grader-bench-"))
-    subs = work / "subs" / "ref"
-    subs.mkdir(parents=True)
-    shutil.copy(NOTEBOOK, subs / "solution.ipynb")
-    plain_dir = work / "plain"
-    plain_dir.mkdir()
-    shutil.copy(TOOLS, plain_dir / "tools.py")
-    shutil.copy(NOTEBOOK, plain_dir / "solution.ipynb")  # the kernel runs beside the notebook, with tools.py
+    work, plain_dir = notebook_folders(NOTEBOOK, TOOLS)
     arms = {"grade": {}, "grade-nocache": {"GRADER_FUSED": "nocache"}, "grade-keras": {"GRADER_FUSED": "0"}}
     times = {name: [] for name in (*arms, "plain-jax", "nbconvert")}
     for i in range(args.repeat):

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import PLAIN, timed  # bench/ is on sys.path: these run as scripts
+from _timing import PLAIN, notebook_folders, timed  # bench/ is on sys.path: these run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "reference" / "tutorial6" / "solution.ipynb"
@@ -104,14 +104,7 @@ def main():
     if not args.skip_tensorflow and not has_nbconvert():
         print("nbconvert is not installed (pip install -e '.[bench]'; `make bench` does): the TensorFlow baseline "
               "runs with `jupyter execute`, the executor nbconvert --execute uses", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="grader-bench-"))
-    subs = work / "subs" / "ref"
-    subs.mkdir(parents=True)
-    shutil.copy(NOTEBOOK, subs / "solution.ipynb")
-    plain_dir = work / "plain"
-    plain_dir.mkdir()
-    shutil.copy(TOOLS, plain_dir / "tools.py")
-    shutil.copy(NOTEBOOK, plain_dir / "solution.ipynb")  # the kernel runs beside the notebook, with tools.py
+    work, plain_dir = notebook_folders(NOTEBOOK, TOOLS)
     tf = "nbconvert" if has_nbconvert() else "jupyter-execute"  # on tensorflow
     times = {"grade": [], "baseline": [], "plain-jax": [], tf: []}
     baseline = None if args.skip_baseline else Baseline(args.baseline)
