@@ -16,8 +16,8 @@ needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not i
 SLOW = "# %%\nimport time\ntime.sleep(15)\n# %%\nprint('done')\n"
 
 
-def _pool_workers() -> list[int]:
-    """This process's direct children that are multiprocessing spawn workers (the pool's)."""
+def _spawned_children() -> list[int]:
+    """This process's direct children that are multiprocessing spawn workers."""
     me, found = os.getpid(), []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -44,14 +44,19 @@ def test_a_killed_pool_worker_has_its_students_measured_again(tmp_path, model_di
     (tmp_path / "subs" / "files").mkdir()
     shutil.copy(model_dir / "2a.h5", tmp_path / "subs" / "files" / "2a.h5")
     killed = []
+    # spawned before the batch (an evaluation worker an earlier test of the session left running): not the pool's
+    earlier = set(_spawned_children())
+
+    def pool_workers() -> list[int]:
+        return [pid for pid in _spawned_children() if pid not in earlier]
 
     def kill_the_workers_once():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            workers = _pool_workers()
+            workers = pool_workers()
             if len(workers) == 2:
                 time.sleep(7)  # both are inside a student (the notebooks sleep 15 s)
-                for pid in _pool_workers():
+                for pid in pool_workers():
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                 return
