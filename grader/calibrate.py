@@ -21,7 +21,7 @@ every run missing).
 
 The result, with every run's metric, the seeds, the estimates and the
 reference seed the tests and demo use, goes to ``calibration.toml`` next to
-the spec (written by hand here as plain TOML; ``tomllib`` reads it back).
+the spec (written by ``tomli_w``; ``tomllib`` reads it back).
 ``--task`` re-runs only some tasks: the others keep their runs, and their
 thresholds and estimates are derived again from those runs, each saying how
 many runs it rests on.
@@ -34,6 +34,8 @@ import os
 import statistics
 import tempfile
 from pathlib import Path
+
+import tomli_w
 
 from . import __version__
 from .errors import SpecError
@@ -144,32 +146,10 @@ def check_bound(assignment, task, entry: dict) -> None:
             "or calibrate with more runs")
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int,)):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(v)
-
-
 def _write(path: Path, header: list[str], meta: dict, tasks: dict) -> None:
-    lines = [f"# {h}" for h in header] + ["", "[meta]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in meta.items()]
-    for tid, entry in tasks.items():
-        lines += ["", f'[tasks."{tid}"]']
-        lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items() if not isinstance(v, dict)]
-        for m, sub in entry.items():
-            if isinstance(sub, dict):
-                lines += ["", f'[tasks."{tid}".{m}]']
-                lines += [f"{k} = {_toml_value(v)}" for k, v in sub.items()]
+    text = "\n".join(f"# {h}" for h in header) + "\n\n" + tomli_w.dumps({"meta": meta, "tasks": tasks})
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n" + timing_section(path))  # the reference timings stay as recorded
+    tmp.write_text(text + "\n" + timing_section(path))  # the reference timings stay as recorded
     tmp.replace(path)
 
 
@@ -271,12 +251,18 @@ def timing_section(path: Path) -> str:
         text = path.read_text()
     except FileNotFoundError:
         return ""
-    at = text.find("\n" + TIMINGS_MARK)
-    return "" if at < 0 else "\n" + text[at + 1:]
+    at = _timings_start(text)
+    return "" if at < 0 else "\n" + text[at:]
+
+
+def _timings_start(text: str) -> int:
+    """Where the timings' section begins in ``text`` (-1: it has none), the file's first line included (a
+    file that ``--timings-only`` wrote before any thresholds starts with it)."""
+    return ("\n" + text).find("\n" + TIMINGS_MARK)
 
 
 def _without_timings(text: str) -> str:
-    at = text.find("\n" + TIMINGS_MARK)
+    at = _timings_start(text)
     return text if at < 0 else text[:at].rstrip("\n") + "\n"
 
 
@@ -334,11 +320,7 @@ def write_timings(path: Path, table: dict | None) -> None:
                  "# position slowest_cell); cells / cells_s: every code cell.  probe_s: the speed probe's reading",
                  "# (grader.speed_probe) here, the median of one before the runs and one after each; when grading,",
                  "# the limits scale by the probe's reading then over probe_s.",
-                 "[timings]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-        for backend, sub in table.items():
-            if isinstance(sub, dict):
-                lines += ["", f"[timings.{backend}]"] + [f"{k} = {_toml_value(v)}" for k, v in sub.items()]
+                 tomli_w.dumps({"timings": table}).rstrip("\n")]
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + "\n".join(lines) + "\n"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)

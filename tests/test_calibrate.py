@@ -84,3 +84,23 @@ def test_the_shipped_calibration_bounds_every_retrained_rule():
         assert 1 <= m.retrainings <= r.max_per_student, task.id
         assert m.p_pass ** m.retrainings <= r.false_fail_bound, task.id
         assert m.retrainings == math.ceil(math.log(r.false_fail_bound) / math.log(m.p_pass) - 1e-12), task.id
+
+
+def test_the_calibration_file_is_valid_toml_whatever_the_names_and_its_timings_survive(tmp_path):
+    """Task ids and notes come from the TA's spec: quotes, backslashes and control characters must not make a
+    calibration file tomllib cannot read (the hand-written writer it replaces produced one)."""
+    from grader.calibrate import _write, write_timings
+
+    path = tmp_path / "calibration.toml"
+    timings = {"notebook": "solution.ipynb", "probe_s": 0.05, "jax": {"notebook_s": 12.5, "cells_s": [0.1, 2.0]}}
+    write_timings(path, timings)
+    tasks = {'1"a': {"points": 1.0, "note": 'a "quoted"\\ path\nand a\ttab\x01', "mse": {"runs": [0.1, 0.2],
+                                                                                       "pass": math.inf}}}
+    _write(path, ["header line"], {"runs": 2, "grader": "0.1.0"}, tasks)
+    text = path.read_text()
+    assert text.startswith("# header line\n")
+    data = tomllib.loads(text)
+    assert data["tasks"] == tasks and data["meta"] == {"runs": 2, "grader": "0.1.0"}
+    assert data["timings"] == timings  # recorded timings are kept when thresholds are written again
+    write_timings(path, None)  # no reference notebook: the timings go, the thresholds stay
+    assert "timings" not in tomllib.loads(path.read_text()) and tomllib.loads(path.read_text())["tasks"] == tasks
