@@ -260,7 +260,7 @@ import keras
 t_import = time.perf_counter() - t
 from grader.evaluate.worker import _Session
 t = time.perf_counter()
-session = _Session(spec, seeds)
+session = _Session(a, seeds)
 t_session = time.perf_counter() - t
 files = sorted(folder.glob("s*/*.h5"))[:n]
 session.evaluate(str(files[0]), None)  # warm (first model traces the functions)
@@ -279,12 +279,12 @@ POOL_START = r"""
 import time, sys
 t = time.perf_counter()
 from grader.engines import warm_up, _worker_evaluator
-from grader.spec import load_assignment
+from grader.spec import freeze
 from grader.evaluate import dataset_seeds
-a = load_assignment(sys.argv[1])
-seeds = tuple(sorted(dataset_seeds(a, "x").items()))
+spec = freeze(sys.argv[1])
+seeds = tuple(sorted(dataset_seeds(spec.parsed, "x").items()))
 t1 = time.perf_counter()
-_, ev = _worker_evaluator(sys.argv[1], seeds)
+_, ev = _worker_evaluator(spec, seeds)
 ev.start(wait=True)
 t2 = time.perf_counter()
 ev.close()

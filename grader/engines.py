@@ -49,7 +49,7 @@ class Job:
     """One student to measure: everything a worker needs, nothing it must not see (no secret: only
     the seeds derived from it, which the evaluation worker needs to draw the held-out data)."""
 
-    assignment_dir: str
+    spec: object  # spec.FrozenSpec: the assignment's files and parsed spec, as the batch read them
     seeds: tuple  # ((dataset, seed), ...)
     submission: object  # intake.Submission
     limits: object = None  # the batch's notebook time limits (execute.limits.BatchLimits), probed once at its start
@@ -60,12 +60,12 @@ class Job:
 _state = threading.local()  # per thread: a Dask worker may run tasks in several threads
 
 
-def _worker_evaluator(assignment_dir: str, seeds: tuple):
-    """The (assignment, Evaluator) of this worker thread, made once and reused for every job."""
+def _worker_evaluator(spec, seeds: tuple):
+    """The (assignment, Evaluator) of this worker thread, made once per spec and seeds and reused for every
+    job."""
     from .evaluate import Evaluator
-    from .spec import load_assignment
 
-    key = (assignment_dir, seeds)
+    key = (spec.digest, seeds)
     cached = getattr(_state, "entry", None)
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
@@ -75,7 +75,7 @@ def _worker_evaluator(assignment_dir: str, seeds: tuple):
         raise ClusterError("this worker process is daemonic, so it cannot start the grader's evaluation "
                            "worker.", hint="Start Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
                            "(or `distributed.worker.daemon: false` in the Dask config).")
-    assignment = load_assignment(assignment_dir)
+    assignment = spec.here()
     evaluator = Evaluator(assignment, dict(seeds))
     evaluator.start(wait=False)  # Keras imports while the first notebook starts
     atexit.register(evaluator.close)
@@ -83,17 +83,17 @@ def _worker_evaluator(assignment_dir: str, seeds: tuple):
     return assignment, evaluator
 
 
-def warm_up(assignment_dir: str, seeds: tuple) -> None:
+def warm_up(spec, seeds: tuple) -> None:
     """Pool initializer: start the evaluation worker before the first job arrives."""
     worker_output_to_log()
-    _worker_evaluator(assignment_dir, seeds)
+    _worker_evaluator(spec, seeds)
 
 
 def measure_job(job: Job):
     """Measure one submission (runs in a worker). Returns (Measurements, memory_capped, {plot key: PNG})."""
     from .measure.student import measure_student
 
-    assignment, evaluator = _worker_evaluator(job.assignment_dir, job.seeds)
+    assignment, evaluator = _worker_evaluator(job.spec, job.seeds)
     measured = measure_student(assignment, job.submission, evaluator, limits=job.limits)
     return measured, evaluator.memory_capped, _plots(assignment, measured)
 
@@ -126,7 +126,7 @@ class Engine(Protocol):
 class InlineEngine:
     """Measures in this process, one student at a time (the Keras worker is still a separate process)."""
 
-    def __init__(self, assignment, seeds: dict, workers: int = 1):
+    def __init__(self, spec, seeds: dict, workers: int = 1):
         self.description = "1 worker (this process)"
 
     def run(self, jobs):
@@ -148,14 +148,14 @@ class InlineEngine:
 class PoolEngine:
     """Measures in ``workers`` local processes (spawned: clean, no state of the parent)."""
 
-    def __init__(self, assignment, seeds: dict, workers: int):
-        self.assignment, self.seeds, self.workers = assignment, tuple(sorted(seeds.items())), workers
+    def __init__(self, spec, seeds: dict, workers: int):
+        self.spec, self.seeds, self.workers = spec, tuple(sorted(seeds.items())), workers
         self.description = f"{workers} local worker processes"
         self._pool = None
 
     def _new_pool(self):
         self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=warm_up,
-                                         initargs=(str(self.assignment.root), self.seeds))
+                                         initargs=(self.spec, self.seeds))
 
     def run(self, jobs):
         queue = list(jobs)
@@ -199,10 +199,10 @@ class PoolEngine:
 
 
 class DaskEngine:
-    """Measures on a Dask distributed cluster. Workers need grader installed, the submissions and the
-    assignment folder at the same paths (a shared file system), and ``distributed.worker.daemon: false``."""
+    """Measures on a Dask distributed cluster. Workers need grader installed, the submissions at the same
+    paths (a shared file system) and ``distributed.worker.daemon: false``; the spec travels with each job."""
 
-    def __init__(self, assignment, seeds: dict, workers: int = 0, *, scheduler: str):
+    def __init__(self, spec, seeds: dict, workers: int = 0, *, scheduler: str):
         try:
             from distributed import Client
         except ImportError:
@@ -237,9 +237,10 @@ class DaskEngine:
         self.client.close()
 
 
-def make_engine(assignment, seeds: dict, workers: int, scheduler: str | None, jobs_to_run: int) -> Engine:
+def make_engine(spec, seeds: dict, workers: int, scheduler: str | None, jobs_to_run: int) -> Engine:
+    """``spec``: the batch's ``spec.FrozenSpec``."""
     if scheduler:
-        return DaskEngine(assignment, seeds, scheduler=scheduler)
+        return DaskEngine(spec, seeds, scheduler=scheduler)
     if workers <= 1 or jobs_to_run <= 1:
-        return InlineEngine(assignment, seeds)
-    return PoolEngine(assignment, seeds, min(workers, jobs_to_run))
+        return InlineEngine(spec, seeds)
+    return PoolEngine(spec, seeds, min(workers, jobs_to_run))

@@ -37,7 +37,7 @@ from .review import INTERNAL_ERROR, fingerprints, identical_work
 from .score import attach_plots, score_student
 from .score.classwide import class_warnings
 from .score.results import StudentResult, TaskResult
-from .spec import load_assignment
+from .spec import freeze, load_assignment
 from .store import DEFAULT_NAME, Gradebook, OutputLock, keys
 from .logs import batch_log, log
 
@@ -129,7 +129,8 @@ def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | 
     progress = progress or BatchProgress()
     started = time.monotonic()
     submissions, out_dir = Path(submissions), Path(out_dir)
-    assignment = load_assignment(assignment_dir)
+    spec = freeze(assignment_dir)  # read once: every worker grades with these very bytes
+    assignment = spec.parsed
     if not submissions.is_dir():
         raise FatalError(f"the submissions folder {submissions} does not exist or is not a folder")
     if _inside(out_dir, submissions):
@@ -144,8 +145,9 @@ def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | 
         gradebook = Gradebook(db_url, out_dir)
         try:
             with batch_log(out_dir / LOG_NAME):
-                return _run(assignment, submissions, out_dir, progress, gradebook, seeds, workers, scheduler,
-                            force, started, allow_unsandboxed)
+                return _run(spec, submissions=submissions, out_dir=out_dir, progress=progress, gradebook=gradebook,
+                            seeds=seeds, workers=workers, scheduler=scheduler, force=force, started=started,
+                            allow_unsandboxed=allow_unsandboxed)
         finally:
             gradebook.close()
 
@@ -177,8 +179,9 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
     return plans
 
 
-def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, seeds, workers, scheduler, force,
-         started, allow_unsandboxed):
+def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gradebook, seeds: dict,
+         workers: int | None, scheduler: str | None, force: bool, started: float, allow_unsandboxed: bool):
+    assignment = spec.parsed
     students = collect(submissions, assignment)
     reporter = Reporter(assignment, out_dir, keep_plots=True)
     for warning in _batch_warnings(assignment, students):
@@ -204,7 +207,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
                         "machine and software version)")
         compile_cache.build(assignment)
     workers = workers or default_workers()
-    engine = make_engine(assignment, seeds, workers, scheduler, len(to_measure)) if to_measure else None
+    engine = make_engine(spec, seeds, workers, scheduler, len(to_measure)) if to_measure else None
     run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")
     counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
     status = "failed"
@@ -262,7 +265,7 @@ def _run(assignment, submissions, out_dir, progress: BatchProgress, gradebook, s
             reporter.add(result, stored=stored)
         if engine is not None:
             progress.status(f"measuring on {engine.description}")
-            jobs = [Job(str(assignment.root), tuple(sorted(seeds.items())), p.submission, limits)
+            jobs = [Job(spec, tuple(sorted(seeds.items())), p.submission, limits)
                     for p in to_measure]
             for sub, outcome in engine.run(jobs):
                 plan = by_id[sub.student_id]

@@ -63,11 +63,10 @@ def _quiet_tensorflow(backend: str) -> None:
 class _Session:
     """Worker-side state: the assignment, its held-out data, Keras."""
 
-    def __init__(self, root: str, seeds: dict[str, int]):
-        from ..spec import load_assignment
+    def __init__(self, assignment, seeds: dict[str, int]):
         from .heldout import make_heldout, make_training
 
-        self.assignment = load_assignment(root, require_thresholds=False)
+        self.assignment = assignment  # parsed by the parent, sent as data: the spec is not read again
         self.limits = self.assignment.limits
         self.heldout = {name: make_heldout(self.assignment, ds, seeds[name])  # none in the training worker
                         for name, ds in self.assignment.datasets.items() if name in seeds}
@@ -237,14 +236,14 @@ def read_scaling(path: str | None, inputs: int):
     return arr, report
 
 
-def _serve(conn, root: str, seeds: dict[str, int], memory_mb: int, backend: str) -> None:
+def _serve(conn, assignment, seeds: dict[str, int], memory_mb: int, backend: str) -> None:
     """Worker main loop (runs in the spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     worker_output_to_log()  # in a batch, the libraries' own warnings go to its log, not the TA's terminal
     capped = _apply_limits(memory_mb)
     _quiet_tensorflow(backend)
     try:
-        session = _Session(root, seeds)
+        session = _Session(assignment, seeds)
     except BaseException as e:  # report start-up failure, then exit
         conn.send({"error": WorkerCrashed(f"the evaluation worker could not start: {e}")})
         return
@@ -316,7 +315,7 @@ class Evaluator:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_serve, name="grader-eval",
-            args=(child, str(self.assignment.root), self.seeds, self.limits.memory_mb, self.backend),
+            args=(child, self.assignment, self.seeds, self.limits.memory_mb, self.backend),
             daemon=True)
         proc.start()
         child.close()

@@ -153,7 +153,7 @@ def _stale(assignment) -> str | None:
         return None
     if hashlib.sha256(path.read_bytes()).hexdigest() != timings.notebook_sha256:
         return (f"{timings.notebook} changed after its timings were recorded: the time limits rest on the old "
-                f"timings until `grader calibrate {assignment.root} --timings-only` runs again.")
+                f"timings until `grader calibrate {assignment.folder} --timings-only` runs again.")
     return None
 
 
@@ -166,7 +166,7 @@ def batch_limits(assignment, probe=speed_probe.probe) -> BatchLimits:
         if timings.probe_version != speed_probe.PROBE_VERSION:
             notes.append(f"The speed probe changed since the timings were recorded (version {timings.probe_version},"
                          f" now {speed_probe.PROBE_VERSION}): the fixed limits apply until `grader calibrate "
-                         f"{assignment.root} --timings-only` runs again.")
+                         f"{assignment.folder} --timings-only` runs again.")
         else:
             try:
                 reading = probe()

@@ -519,7 +519,8 @@ def import_reference(assignment: Assignment, ref: str):
     if not (assignment.root / f"{module_name}.py").is_file():
         raise SpecError(assignment.spec_path, None, f"no file {module_name}.py in {assignment.root} (a student's "
                         "kit has no reference solution: calibration and the demo need the full assignment folder)")
-    unique = f"_grader_ref_{assignment.id}_{module_name}"
+    # one module per spec version: a batch of an edited spec never runs the code of an earlier one
+    unique = f"_grader_ref_{assignment.id}_{(assignment.digest or '')[:12]}_{module_name}"
     module = sys.modules.get(unique)
     if module is None:
         root = str(assignment.root)

@@ -371,6 +371,15 @@ class Assignment:
     intake: Intake = Intake()
     grades: GradeBands | None = None
     timings: Timings | None = None  # the reference notebook's timings, when calibrated
+    #: read through ``spec.frozen.freeze``: the folder the TA named (``root`` is then the batch's private copy
+    #: of it) and the SHA-256 of its files
+    source: Path | None = None
+    digest: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The assignment folder as the TA named it (for messages such as `grader calibrate <folder>`)."""
+        return self.source or self.root
 
     def task(self, task_id: str) -> Task:
         for t in self.tasks:

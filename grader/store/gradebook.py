@@ -212,7 +212,7 @@ class Gradebook:
         bands = json.dumps([list(b) for b in assignment.grades.bands]) if assignment.grades else None
         with self._errors("start a run in"), self.engine.begin() as c:
             row = dict(id=assignment.id, title=assignment.title, max_score=assignment.max_score, tasks=tasks,
-                       grade_bands=bands, spec_folder=str(Path(assignment.root).resolve()))
+                       grade_bands=bands, spec_folder=str(Path(assignment.folder).resolve()))
             if c.execute(sa.select(assignments.c.id).where(assignments.c.id == assignment.id)).first():
                 c.execute(assignments.update().where(assignments.c.id == assignment.id).values(**row))
             else:

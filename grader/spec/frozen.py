@@ -1,0 +1,146 @@
+"""``FrozenSpec``: an assignment as one batch read it, to travel to its workers as data.
+
+A batch reads the assignment folder once (``freeze``): the bytes of every
+file in it (``assignment.toml``, ``calibration.toml``, the reference
+modules, the support files, a held-out file kept there), a SHA-256 over
+them all, and the ``Assignment`` parsed from exactly those bytes.  Workers --
+local processes, or Dask workers on other machines -- receive that object
+(it pickles), write the bytes once per process into a private folder
+(``FrozenSpec.here``) and use the parsed ``Assignment`` with its paths moved
+there: they never parse the spec again and never read the TA's folder, so an
+edit to it in the middle of a batch changes nothing under running workers,
+and every student of a batch is graded by the same spec, named by its hash.
+
+The assignment folder is the course's own (trusted), but a link in it is
+still not followed and its size is bounded: a stray dataset or checkpoint
+beside the spec must not be shipped to every worker.
+"""
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from pathlib import Path
+
+from ..errors import SpecError
+from .loader import SPEC_FILE, load_assignment
+from .model import Assignment
+
+#: the most a spec folder may hold (its files travel with every job)
+MAX_SPEC_BYTES = 32 * 2**20
+#: folders never part of a spec
+_SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrozenSpec:
+    """The files of an assignment folder (relative POSIX name, bytes), their ``digest`` and the ``Assignment``
+    parsed from them.  ``source`` is the folder the TA named (for messages and the gradebook)."""
+
+    source: str
+    files: tuple[tuple[str, bytes], ...]
+    digest: str
+    parsed: Assignment  # its paths point at the copy of the process that parsed it
+
+    def here(self) -> Assignment:
+        """The assignment in this process: the files written once (per process and digest) into a private
+        folder, the parsed spec's paths moved there."""
+        with _lock:
+            done = _here.get(self.digest)
+            if done is None:
+                root = _materialize(self)
+                done = _here[self.digest] = _rebase(self.parsed, root)
+            return done
+
+
+def freeze(folder, *, require_thresholds: bool = True) -> FrozenSpec:
+    """Read the assignment ``folder`` once: its files, their hash, and the spec parsed from those very bytes.
+    A ``SpecError`` names the TA's folder, not the private copy."""
+    source = Path(folder).resolve()
+    if source.is_file():
+        source = source.parent
+    if not (source / SPEC_FILE).is_file():
+        raise SpecError(source / SPEC_FILE, None, "file not found")
+    files = tuple(_read_files(source))
+    h = hashlib.sha256()
+    for name, data in files:
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    digest = h.hexdigest()
+    spec = FrozenSpec(str(source), files, digest, None)  # type: ignore[arg-type]
+    root = _materialize(spec)
+    try:
+        parsed = load_assignment(root, require_thresholds=require_thresholds)
+    except SpecError as e:
+        raise _named_after(e, root, source) from None
+    parsed = dataclasses.replace(parsed, source=source, digest=digest)
+    object.__setattr__(spec, "parsed", parsed)
+    with _lock:
+        _here[digest] = parsed
+    return spec
+
+
+def _read_files(source: Path):
+    """(relative name, bytes) of every regular file under ``source``, in name order; links are skipped."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(source):  # os.walk does not descend into linked folders
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+                continue
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            total += st.st_size
+            if total > MAX_SPEC_BYTES:
+                raise SpecError(source, None, f"the assignment folder holds more than {MAX_SPEC_BYTES >> 20} MB "
+                                "of files; every worker gets a copy of it, so keep only the spec, the reference "
+                                "code and the files the notebooks need there")
+            yield path.relative_to(source).as_posix(), path.read_bytes()
+
+
+_lock = threading.Lock()
+_here: dict[str, Assignment] = {}  # digest -> the assignment in this process
+_roots: dict[str, Path] = {}  # digest -> where this process wrote the files
+
+
+def _materialize(spec: FrozenSpec) -> Path:
+    root = _roots.get(spec.digest)
+    if root is not None and root.is_dir():
+        return root
+    parent = Path(tempfile.mkdtemp(prefix=f"grader-spec-{spec.digest[:12]}-"))  # 0700: this user's only
+    atexit.register(shutil.rmtree, parent, True)
+    root = parent / (Path(spec.source).name or "assignment")
+    for name, data in spec.files:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    _roots[spec.digest] = root
+    return root
+
+
+def _moved(path, old: Path, new: Path):
+    if path is None:
+        return None
+    path = Path(path)
+    return new / path.relative_to(old) if path.is_relative_to(old) else path
+
+
+def _rebase(parsed: Assignment, root: Path) -> Assignment:
+    """``parsed`` with every path inside its folder moved under ``root`` (the same files, written here)."""
+    old = parsed.root
+    datasets = {name: dataclasses.replace(ds, heldout_file=_moved(ds.heldout_file, old, root))
+                for name, ds in parsed.datasets.items()}
+    return dataclasses.replace(parsed, root=root, spec_path=_moved(parsed.spec_path, old, root),
+                               calibration_path=_moved(parsed.calibration_path, old, root), datasets=datasets)
+
+
+def _named_after(e: SpecError, copy: Path, source: Path) -> SpecError:
+    def swap(text):
+        return None if text is None else str(text).replace(str(copy), str(source))
+    return SpecError(swap(e.path), e.field, swap(e.problem))
