@@ -17,9 +17,10 @@ demo: $(STAMP)
 	$(VENV)/bin/grader grade submissions/tutorial6 --assignment reference/tutorial6 --out reports/tutorial6 --allow-unsandboxed
 	$(VENV)/bin/grader grade submissions/coursework --assignment reference/coursework --out reports/coursework
 
-## run the test suite
+## run the test suite, in TEST_WORKERS processes (each module's tests in one, so its fixtures are made once)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs
+	$(VENV)/bin/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile
 
 ## the fast tier: everything that trains no network, runs no notebook and grades no class
 test-fast: $(STAMP)

@@ -615,6 +615,11 @@ def install(*, cache_dir=None, cache_writable: bool = False) -> bool:
     return True
 
 
+def installed() -> bool:
+    """Whether ``install`` has put ``fit`` in place (and ``uninstall`` has not put Keras' back)."""
+    return _state["installed"]
+
+
 def uninstall() -> None:
     """Put back what ``install`` replaced (for tests)."""
     import keras
