@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -503,3 +504,43 @@ def test_the_cache_folder_is_keyed_by_versions_flags_and_the_fused_source(assign
     monkeypatch.setenv("GRADER_FUSED", "0")
     assert not compile_cache.enabled() and compile_cache.build(assignment) is None
     assert fused_fit.install() is False  # nor do the grader's own processes train fused
+
+
+def test_cache_folders_unused_for_a_month_and_dead_builds_are_pruned_and_a_used_one_is_kept(assignment, monkeypatch,
+                                                                                           tmp_path):
+    from grader.execute import compile_cache
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path))
+    base = tmp_path / "jax"
+    current = compile_cache.cache_dir(assignment)
+    now = time.time()
+    month = compile_cache.UNUSED_DAYS * 86400
+
+    def folder(name, age, manifest=True):
+        path = base / name
+        path.mkdir(parents=True)
+        (path / "entry").write_bytes(b"compiled")
+        if manifest:
+            (path / compile_cache.MANIFEST).write_text("{}")
+            os.utime(path / compile_cache.MANIFEST, (now - age, now - age))
+        os.utime(path, (now - age, now - age))
+        return path
+
+    folder(current.name, 2 * month)  # old, but this batch's: ready() marks it used
+    old = folder("jax0.1-old", month + 3600)
+    recent = folder("jax0.1-recent", month - 3600)
+    unfinished = folder("jax0.1-unfinished", month + 3600, manifest=False)
+    dead_build = folder(".building-abc", 2 * 86400, manifest=False)
+    live_build = folder(".building-def", 60, manifest=False)
+    other = folder("not-a-cache", 10 * month, manifest=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / "jax0.1-link").symlink_to(outside)
+
+    assert compile_cache.ready(assignment) == current
+    assert time.time() - (current / compile_cache.MANIFEST).stat().st_mtime < 60
+    removed = compile_cache.prune(base, keep=tmp_path / "nothing")
+    assert sorted(p.name for p in removed) == sorted(p.name for p in (old, unfinished, dead_build))
+    assert current.is_dir() and recent.is_dir() and live_build.is_dir() and other.is_dir()
+    assert outside.is_dir() and (base / "jax0.1-link").is_symlink()  # a link is never followed nor removed
+    assert not old.exists() and not unfinished.exists() and not dead_build.exists()

@@ -14,7 +14,8 @@ with the kernel's environment (``KERNEL_XLA_ENV``, an empty Keras home).  The fo
 too (``cache_dir``): the versions of JAX, jaxlib, Keras and Python, the fused fit's source, those flags,
 this machine's processor (compiled CPU code is not portable) and the assignment's reference files; any
 change there builds a new folder and never reads a stale one.  A folder appears complete or not at all
-(built aside, then renamed).
+(built aside, then renamed); one no batch has used for ``UNUSED_DAYS`` is removed when another is built
+(``prune``).
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ KERNEL_XLA_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "OMP_NUM_T
                   "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 BUILD_TIMEOUT_S = 900.0
 MANIFEST = "manifest.json"
+#: a cache folder no batch has used for this long is removed when another one is built (a batch that needs it
+#: again builds it again); a build left half-done (a killed grader) is removed after a day
+UNUSED_DAYS = 30
 FUSED_SOURCE = Path(__file__).with_name("fused_fit.py")
 
 
@@ -110,9 +114,45 @@ def ready(assignment) -> Path | None:
         return None
     try:
         folder = cache_dir(assignment)
-        return folder if (folder / MANIFEST).is_file() else None
+        if not (folder / MANIFEST).is_file():
+            return None
+        os.utime(folder / MANIFEST)  # when it was last used, for ``prune``
+        return folder
     except OSError:
         return None
+
+
+def prune(base: Path, keep: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the cache folders under ``base`` but ``keep`` that no batch has used (``ready``) for
+    ``UNUSED_DAYS``, and builds left half-done for a day: every upgrade of JAX, Keras or the grader, and every
+    edit of a reference solution, builds a new folder, and the old ones would otherwise stay for ever.
+    Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        if path == keep or entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.name.startswith(".building-"):
+            stale = now - entry.stat(follow_symlinks=False).st_mtime > 86400
+        elif entry.name.startswith("jax"):
+            try:
+                used = (path / MANIFEST).stat().st_mtime
+            except OSError:  # no manifest: never completed
+                used = entry.stat(follow_symlinks=False).st_mtime
+            stale = now - used > UNUSED_DAYS * 86400
+        else:
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("compile cache: removed %d folder(s) unused for %d days", len(removed), UNUSED_DAYS)
+    return removed
 
 
 def _fitted_tasks(assignment) -> list:
@@ -162,6 +202,7 @@ def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
         except OSError:  # another grader built it meanwhile: theirs stands
             if not (final / MANIFEST).is_file():
                 raise
+        prune(base, final)
         return final
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as e:
         log.warning("no compile cache: %s: %s", type(e).__name__, e)
