@@ -28,11 +28,14 @@ many runs it rests on.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
+import multiprocessing as mp
 import os
 import statistics
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import tomli_w
@@ -153,13 +156,48 @@ def _write(path: Path, header: list[str], meta: dict, tasks: dict) -> None:
     tmp.replace(path)
 
 
+def _quiet_training_env() -> None:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _train_runs(root: str, task_id: str, seeds: list[int], out: str) -> list[tuple[int, str, object, object]]:
+    """A task's reference trained once per seed, each saved to ``out``: ``[(seed, .h5 path, x, y)]``.  Runs in a
+    training process of ``calibrate`` (or in its own process, with one): the same seed trains the same network
+    bit for bit in any process, so where it runs changes no threshold."""
+    _quiet_training_env()
+    fused_fit.install()  # the reference runs train as the notebooks and re-trainings do: fused (Keras' semantics)
+    assignment = load_assignment(root, require_thresholds=False)
+    task = assignment.task(task_id)
+    build = import_reference(assignment, task.reference)
+    done = []
+    for seed in seeds:
+        model, (x, y) = build(seed)
+        path = Path(out) / f"{task.id}-{seed}.h5"
+        model.save(path)
+        done.append((seed, str(path), x, y))
+    return done
+
+
+def _training_workers(workers: int | None, tasks: int) -> int:
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:
+            workers = os.cpu_count() or 1
+    return max(1, min(workers, tasks))
+
+
 def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: list[str] | None = None,
-              progress=None) -> Path:
+              progress=None, workers: int | None = None) -> Path:
     """Run ``runs`` seeded reference runs of each chosen task (all, or ``tasks``), keep the other tasks' runs,
     derive every threshold and estimate, refuse a rule whose error rate is out of bounds (nothing is written
-    then), and write ``calibration.toml``.  Returns its path."""
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    fused_fit.install()  # the reference runs train as the notebooks and re-trainings do: fused (Keras' semantics)
+    then), and write ``calibration.toml``.  Returns its path.
+
+    The tasks train in ``workers`` processes at once (default: one per core; each task's runs in one of them,
+    so its program is compiled once) while this process evaluates what they saved, task by task in the
+    spec's order; ``progress(task, seed, metrics)`` hears each run as it is evaluated."""
+    _quiet_training_env()
     assignment = load_assignment(folder, require_thresholds=False)
     retraining = assignment.limits.retraining
     secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
@@ -187,17 +225,21 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
                                           retraining)
         else:
             results[task.id] = old
+    n_workers = _training_workers(workers, len(chosen))
     with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator, \
-            tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp:
-        for task in chosen:
-            build = import_reference(assignment, task.reference)
+            tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp, \
+            _training_pool(n_workers) as pool:
+        root = str(assignment.root)
+        if pool is None:
+            trained = ((task, _train_runs(root, task.id, seeds, tmp)) for task in chosen)
+        else:
+            futures = [(task, pool.submit(_train_runs, root, task.id, seeds, tmp)) for task in chosen]
+            trained = ((task, future.result()) for task, future in futures)
+        for task, runs_of_task in trained:
             values: dict[str, list[float]] = {m: [] for m in task.calibration}
-            for seed in seeds:
-                model, (x, y) = build(seed)
-                path = Path(tmp) / f"{task.id}-{seed}.h5"
-                model.save(path)
+            for seed, path, x, y in runs_of_task:
                 training = {"dataset": task.dataset, "x": x, "y": y}
-                metrics = evaluator.evaluate(path, training)["datasets"][task.dataset]["metrics"]
+                metrics = evaluator.evaluate(Path(path), training)["datasets"][task.dataset]["metrics"]
                 for m in values:
                     values[m].append(float(metrics[m]))
                 if progress:
@@ -232,6 +274,20 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
     out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
     _write(out, header, meta, ordered)
     return out
+
+
+@contextlib.contextmanager
+def _training_pool(workers: int):
+    """``workers`` fresh training processes (spawned: nothing of this process's Keras state), or None for one:
+    then this process trains."""
+    if workers <= 1:
+        yield None
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- the reference notebook's timings: the notebooks' time limits rest on them (``execute.limits``) -------------

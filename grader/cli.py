@@ -388,11 +388,13 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
 @click.option("--no-timings", is_flag=True, help="Only the thresholds; the recorded timings stay as they are.")
 @click.option("--timing-runs", default=3, show_default=True, type=click.IntRange(1, 100),
               help="Runs of the reference notebook per backend (medians).")
+@click.option("--workers", "-w", type=click.IntRange(1, 64), default=None,
+              help="Processes training the references at once  [default: one per core]")
 @click.option("--timing-backend", "timing_backends", multiple=True, type=click.Choice(["jax", "tensorflow"]),
               help="Time the reference notebook on this backend (repeatable)  [default: the spec's notebook "
                    "backend; a re-run on another backend gets the spec's fixed limits]")
 def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_only: bool, no_timings: bool,
-              timing_runs: int, timing_backends):
+              timing_runs: int, timing_backends, workers):
     """Train every task's reference RUNS times and write thresholds to calibration.toml; time the reference
     notebook (when the assignment has one) for the notebooks' time limits."""
     from .calibrate import REFERENCE_NOTEBOOK, calibrate as run, calibrate_timings
@@ -412,7 +414,8 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
 
     try:
         if not timings_only:
-            out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress)
+            out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress,
+                      workers=workers)
             console.print(f"Thresholds written to [bold]{out}[/]")
         if timings_only or not (no_timings or tasks):
             out, table = calibrate_timings(assignment_dir, runs=timing_runs, progress=timing,

@@ -104,3 +104,20 @@ def test_the_calibration_file_is_valid_toml_whatever_the_names_and_its_timings_s
     assert data["timings"] == timings  # recorded timings are kept when thresholds are written again
     write_timings(path, None)  # no reference notebook: the timings go, the thresholds stay
     assert "timings" not in tomllib.loads(path.read_text()) and tomllib.loads(path.read_text())["tasks"] == tasks
+
+
+def test_training_in_parallel_processes_gives_the_thresholds_one_process_gives(tmp_path):
+    """Each task's runs train in a process of their own: the same seed trains the same network there, so the
+    calibration file's runs, thresholds and estimates are those of one process, value for value."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        d.mkdir()
+        _copy(d)
+    heard = []
+    calibrate(one / "tutorial6", runs=3, tasks=["1a", "1c"], workers=1)
+    calibrate(two / "tutorial6", runs=3, tasks=["1a", "1c"], workers=2,
+              progress=lambda task, seed, metrics: heard.append((task, seed)))
+    a = tomllib.loads((one / "tutorial6" / "calibration.toml").read_text())["tasks"]
+    b = tomllib.loads((two / "tutorial6" / "calibration.toml").read_text())["tasks"]
+    assert a == b
+    assert heard == [(t, s) for t in ("1a", "1c") for s in (1000, 1001, 1002)]  # in the spec's order
