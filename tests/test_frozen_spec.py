@@ -114,3 +114,31 @@ def test_editing_the_assignment_folder_mid_batch_changes_nothing_for_running_wor
         assert gradebook.spec_folder(results["assignment"]) == str(folder.resolve())
     finally:
         gradebook.close()
+
+
+def test_a_copy_left_by_a_killed_process_is_removed_and_a_live_ones_kept(tmp_path, monkeypatch):
+    import tempfile
+
+    from grader.spec import frozen
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        orphan = tmp_path / f"grader-spec-0123456789ab-p{dead.pid}-xyz"
+        running = tmp_path / f"grader-spec-0123456789ab-p{alive.pid}-xyz"
+        mine = tmp_path / f"grader-spec-0123456789ab-p{os.getpid()}-xyz"
+        unrelated = tmp_path / "grader-spec-notours"
+        for d in (orphan, running, mine, unrelated):
+            (d / "tutorial6").mkdir(parents=True)
+        folder = tmp_path / "src" / "tutorial6"  # a spec this process has not copied yet
+        shutil.copytree(TUTORIAL6, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / "assignment.toml").write_text((folder / "assignment.toml").read_text() + f"\n# {tmp_path}\n")
+        spec = freeze(folder)  # a fresh copy: the orphans go first
+        assert not orphan.exists() and running.is_dir() and mine.is_dir() and unrelated.is_dir()
+        assert spec.parsed.root.parent.parent == tmp_path
+        assert spec.parsed.root.parent.name.startswith(f"grader-spec-{spec.digest[:12]}-p{os.getpid()}-")
+    finally:
+        alive.kill()
+        alive.wait()

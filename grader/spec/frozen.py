@@ -109,11 +109,16 @@ _here: dict[str, Assignment] = {}  # digest -> the assignment in this process
 _roots: dict[str, Path] = {}  # digest -> where this process wrote the files
 
 
+_PREFIX = "grader-spec-"
+
+
 def _materialize(spec: FrozenSpec) -> Path:
     root = _roots.get(spec.digest)
     if root is not None and root.is_dir():
         return root
-    parent = Path(tempfile.mkdtemp(prefix=f"grader-spec-{spec.digest[:12]}-"))  # 0700: this user's only
+    _remove_orphans()
+    # 0700: this user's only; named after this process, so that a copy a killed process left is found
+    parent = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{spec.digest[:12]}-p{os.getpid()}-"))
     atexit.register(shutil.rmtree, parent, True)
     root = parent / (Path(spec.source).name or "assignment")
     for name, data in spec.files:
@@ -122,6 +127,30 @@ def _materialize(spec: FrozenSpec) -> Path:
         path.write_bytes(data)
     _roots[spec.digest] = root
     return root
+
+
+def _remove_orphans() -> list[Path]:
+    """Remove the copies that processes of this user left when they were killed (no exit handler ran): a
+    ``grader-spec-<digest>-p<pid>-*`` folder whose process is gone."""
+    removed = []
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(_PREFIX) or entry.is_symlink():
+            continue
+        try:
+            pid = int(entry.name[len(_PREFIX):].split("-")[1][1:])
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or pid == os.getpid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:  # its process is gone
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+        except (ValueError, IndexError, OSError):  # not one of ours, or a live process of another user
+            continue
+    return removed
 
 
 def _moved(path, old: Path, new: Path):
