@@ -57,6 +57,24 @@ def test_a_raising_cell_does_not_stop_later_tasks(assignment, evaluator, tmp_pat
 
 
 @needs_sandbox
+def test_a_failure_with_its_traceback_silenced_is_still_recorded(assignment, evaluator, tmp_path):
+    """A student (or a library) that hides tracebacks -- IPython's showtraceback replaced, a custom exception
+    handler -- leaves no error output; the kernel's reply still says the cell failed, and with what."""
+    result = run_student(assignment, evaluator, tmp_path, notebook(
+        "get_ipython().showtraceback = lambda *a, **k: None",
+        "raise ValueError('hidden mistake')",
+        "get_ipython().set_custom_exc((KeyError,), lambda *a, **k: None)",
+        "{}['missing']",
+        IMPORTS, DATA, HAND_SET_1B))
+    nb = result.notebooks[0]
+    failures = {f["cell"]: f for f in nb["failures"]}
+    assert nb["cells_failed"] == 2 and set(failures) == {2, 4}, nb["failures"]
+    assert failures[2]["error"] == "ValueError" and "hidden mistake" in failures[2]["explanation"]
+    assert failures[4]["error"] == "KeyError"
+    assert task_of(result, "1b").status == "passed"  # the cells after them still ran and count
+
+
+@needs_sandbox
 def test_hostile_cells_end_and_the_batch_goes_on(assignment, tmp_path, model_dir):
     """Network, foreign files, writes outside, an endless loop ignoring SIGINT, 50 GB, a fork bomb,
     os._exit and 200 MB of output: each ends in its cell, and a later cell still earns task 1b."""

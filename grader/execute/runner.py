@@ -198,8 +198,10 @@ class NotebookRunner:
         # killed the sandbox anyway, and the death was only noticed up to WATCHDOG_GRACE_S later.
         client = CappedClient(self.nb, km=self._new_manager(), timeout=math.ceil(self.cell_timeout),
                               allow_errors=True, interrupt_on_timeout=False, startup_timeout=180, record_timing=False,
-                              skip_cells_with_tag="grader-skip", kernel_name="python3")
+                              skip_cells_with_tag="grader-skip", kernel_name="python3",
+                              on_cell_executed=self._heard_reply)
         client.max_output_bytes = self.max_output_bytes
+        self._replies: dict[int, dict] = {}
         start = time.monotonic()
         try:
             await self._start_kernel(client)
@@ -255,6 +257,12 @@ class NotebookRunner:
                              "grading.") from None
                 await asyncio.sleep(2)
 
+    def _heard_reply(self, cell, cell_index, execute_reply):
+        """nbclient's ``on_cell_executed`` hook: the kernel's own reply to a cell (its status, and the error's
+        name and value when it failed), kept until the cell's run is recorded."""
+        content = (execute_reply or {}).get("content", {}) if isinstance(execute_reply, dict) else {}
+        self._replies[cell_index] = content
+
     async def _watch_disk(self, km, result):
         """While a cell runs: stop the kernel the moment the run's files exceed the disk quota."""
         while True:
@@ -285,6 +293,13 @@ class NotebookRunner:
                     run.error_name, run.error_value = out.get("ename", ""), str(out.get("evalue", ""))[:500]
                     run.traceback = _short_traceback(out.get("traceback", []))
                     break
+            else:  # no traceback shown (a student can silence them): the kernel's reply still says it failed
+                reply = self._replies.pop(index, {})
+                if reply.get("status") == "error":
+                    run.status = "error"
+                    run.error_name = str(reply.get("ename", ""))[:200]
+                    run.error_value = str(reply.get("evalue", ""))[:500]
+                    run.traceback = _short_traceback([str(line) for line in reply.get("traceback") or []])
         finally:
             watchdog.cancel()
         if not result.quota_exceeded and run.status == "ok":
