@@ -27,11 +27,13 @@ def test_a_frozen_spec_is_the_folder_bytes_and_their_hash(tmp_path):
     outside = tmp_path / "private.txt"
     outside.write_text("not part of the spec")
     (folder / "linked.txt").symlink_to(outside)
+    os.mkfifo(folder / "pipe")  # never opened: a read would wait for ever
 
     spec = freeze(folder)
     names = {name for name, _ in spec.files}
     assert {"assignment.toml", "calibration.toml", "datasets.py", "solution.ipynb"} <= names
-    assert "linked.txt" not in names and not any("__pycache__" in n for n in names)  # no link, no cache
+    assert "linked.txt" not in names and "pipe" not in names  # no link, no pipe
+    assert not any("__pycache__" in n for n in names)  # no compiled Python
     assert all(data == (folder / name).read_bytes() for name, data in spec.files)
     assert spec.digest == freeze(folder).digest  # the same bytes, the same name
     a = spec.parsed
@@ -68,6 +70,19 @@ def test_a_worker_process_gets_the_parsed_spec_without_the_folder(tmp_path):
     assert got["again"]  # written and moved once per process
     assert got["root"] != str(spec.parsed.root) and not got["root"].startswith(str(tmp_path))
     assert "datasets.py" in got["files"] and "assignment.toml" in got["files"]
+
+
+def test_a_folder_too_large_to_ship_is_refused_naming_it(tmp_path, monkeypatch):
+    from grader.spec import frozen
+
+    folder = tmp_path / "tutorial6"
+    shutil.copytree(TUTORIAL6, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "checkpoint.bin").write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(frozen, "MAX_SPEC_BYTES", 2048 + sum(p.stat().st_size for p in TUTORIAL6.glob("*")
+                                                             if p.is_file()))
+    with pytest.raises(SpecError, match="was not taken: the files together exceed") as e:
+        freeze(folder)
+    assert str(folder.resolve()) in str(e.value) and "keep only the spec" in str(e.value)
 
 
 def test_a_broken_spec_is_named_by_the_folder_the_ta_gave(tmp_path):

@@ -22,19 +22,21 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import stat
 import tempfile
 import threading
 from pathlib import Path
 
+from .. import untrusted
 from ..errors import SpecError
 from .loader import SPEC_FILE, load_assignment
 from .model import Assignment
 
 #: the most a spec folder may hold (its files travel with every job)
 MAX_SPEC_BYTES = 32 * 2**20
-#: folders never part of a spec
-_SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+MAX_SPEC_ENTRIES = 10_000
+MAX_SPEC_DEPTH = 16
+#: names never part of a spec (with anything hidden, and compiled Python)
+_SKIPPED = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,7 +74,8 @@ def freeze(folder, *, require_thresholds: bool = True) -> FrozenSpec:
         h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
     digest = h.hexdigest()
     spec = FrozenSpec(str(source), files, digest, None)  # type: ignore[arg-type]
-    root = _materialize(spec)
+    with _lock:
+        root = _materialize(spec)
     try:
         parsed = load_assignment(root, require_thresholds=require_thresholds)
     except SpecError as e:
@@ -84,24 +87,29 @@ def freeze(folder, *, require_thresholds: bool = True) -> FrozenSpec:
     return spec
 
 
+def _skipped(name: str) -> bool:
+    return name in _SKIPPED or name.startswith(".") or name.endswith((".pyc", ".pyo"))
+
+
 def _read_files(source: Path):
-    """(relative name, bytes) of every regular file under ``source``, in name order; links are skipped."""
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(source):  # os.walk does not descend into linked folders
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
-                continue
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            total += st.st_size
-            if total > MAX_SPEC_BYTES:
-                raise SpecError(source, None, f"the assignment folder holds more than {MAX_SPEC_BYTES >> 20} MB "
-                                "of files; every worker gets a copy of it, so keep only the spec, the reference "
-                                "code and the files the notebooks need there")
-            yield path.relative_to(source).as_posix(), path.read_bytes()
+    """(relative name, bytes) of every regular file under ``source``, in name order: a bounded walk that never
+    follows a link (``untrusted.Walk``), each file read without following one either."""
+    walk = untrusted.Walk(source, untrusted.Bounds(max_entries=MAX_SPEC_ENTRIES, max_bytes=MAX_SPEC_BYTES,
+                                                   max_depth=MAX_SPEC_DEPTH), skip=_skipped)
+    files, total = [], 0
+    for entry in walk:
+        if not entry.is_file:  # folders are walked; links, pipes and devices are never opened
+            continue
+        try:
+            data = untrusted.read_relative(source, entry.relative, MAX_SPEC_BYTES - total)
+        except (OSError, untrusted.Refused) as e:  # replaced or grown since the walk saw it
+            raise SpecError(source / entry.relative, None, f"it could not be read ({e})") from None
+        total += len(data)
+        files.append((entry.relative, data))
+    if walk.problems:
+        raise SpecError(source, None, f"{'; '.join(walk.problems)}. Every worker gets a copy of the assignment "
+                        "folder: keep only the spec, the reference code and the files the notebooks need there")
+    return files
 
 
 _lock = threading.Lock()
