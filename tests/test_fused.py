@@ -539,6 +539,16 @@ def test_cache_folders_unused_for_a_month_and_dead_builds_are_pruned_and_a_used_
 
     assert compile_cache.ready(assignment) == current
     assert time.time() - (current / compile_cache.MANIFEST).stat().st_mtime < 60
+    real_utime = os.utime
+
+    def read_only(path, *a, **k):  # a cache folder this user may read but not write (built by another)
+        if str(path).endswith(compile_cache.MANIFEST):
+            raise PermissionError(13, "Permission denied")
+        return real_utime(path, *a, **k)
+
+    monkeypatch.setattr(os, "utime", read_only)
+    assert compile_cache.ready(assignment) == current  # still found: not built again
+    monkeypatch.setattr(os, "utime", real_utime)
     removed = compile_cache.prune(base, keep=tmp_path / "nothing")
     assert sorted(p.name for p in removed) == sorted(p.name for p in (old, unfinished, dead_build))
     assert current.is_dir() and recent.is_dir() and live_build.is_dir() and other.is_dir()

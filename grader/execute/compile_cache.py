@@ -116,10 +116,13 @@ def ready(assignment) -> Path | None:
         folder = cache_dir(assignment)
         if not (folder / MANIFEST).is_file():
             return None
-        os.utime(folder / MANIFEST)  # when it was last used, for ``prune``
-        return folder
     except OSError:
         return None
+    try:
+        os.utime(folder / MANIFEST)  # when it was last used, for ``prune``
+    except OSError:  # a cache another user built, or on a read-only disk: still the cache, only never pruned
+        pass
+    return folder
 
 
 def prune(base: Path, keep: Path, *, now: float | None = None) -> list[Path]:
