@@ -41,6 +41,7 @@ from pathlib import Path
 import tomli_w
 
 from . import __version__
+from .engines import default_workers
 from .errors import SpecError
 from .evaluate.heldout import dataset_seeds
 from .evaluate.worker import Evaluator
@@ -179,15 +180,6 @@ def _train_runs(root: str, task_id: str, seeds: list[int], out: str) -> list[tup
     return done
 
 
-def _training_workers(workers: int | None, tasks: int) -> int:
-    if workers is None:
-        try:
-            workers = len(os.sched_getaffinity(0))
-        except AttributeError:
-            workers = os.cpu_count() or 1
-    return max(1, min(workers, tasks))
-
-
 def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: list[str] | None = None,
               progress=None, workers: int | None = None) -> Path:
     """Run ``runs`` seeded reference runs of each chosen task (all, or ``tasks``), keep the other tasks' runs,
@@ -225,7 +217,7 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
                                           retraining)
         else:
             results[task.id] = old
-    n_workers = _training_workers(workers, len(chosen))
+    n_workers = max(1, min(workers or default_workers(), len(chosen)))
     with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator, \
             tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp, \
             _training_pool(n_workers) as pool:
