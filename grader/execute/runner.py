@@ -260,8 +260,8 @@ class NotebookRunner:
     def _heard_reply(self, cell, cell_index, execute_reply):
         """nbclient's ``on_cell_executed`` hook: the kernel's own reply to a cell (its status, and the error's
         name and value when it failed), kept until the cell's run is recorded."""
-        content = (execute_reply or {}).get("content", {}) if isinstance(execute_reply, dict) else {}
-        self._replies[cell_index] = content
+        content = execute_reply.get("content") if isinstance(execute_reply, dict) else None
+        self._replies[cell_index] = content if isinstance(content, dict) else {}
 
     async def _watch_disk(self, km, result):
         """While a cell runs: stop the kernel the moment the run's files exceed the disk quota."""
@@ -287,6 +287,7 @@ class NotebookRunner:
             else:
                 await self._record_failure(e, client, km, run, t0, limit, result)
         else:
+            reply = self._replies.pop(index, {})
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     run.status = "error"
@@ -294,12 +295,13 @@ class NotebookRunner:
                     run.traceback = _short_traceback(out.get("traceback", []))
                     break
             else:  # no traceback shown (a student can silence them): the kernel's reply still says it failed
-                reply = self._replies.pop(index, {})
                 if reply.get("status") == "error":
                     run.status = "error"
                     run.error_name = str(reply.get("ename", ""))[:200]
                     run.error_value = str(reply.get("evalue", ""))[:500]
-                    run.traceback = _short_traceback([str(line) for line in reply.get("traceback") or []])
+                    lines = reply.get("traceback")  # the kernel's, so the student's: any type, any length
+                    run.traceback = _short_traceback([str(line)[:2000] for line in lines[-50:]]
+                                                     if isinstance(lines, list) else [])
         finally:
             watchdog.cancel()
         if not result.quota_exceeded and run.status == "ok":
