@@ -445,7 +445,7 @@ print("REPORT " + json.dumps(report))
 @needs_sandbox
 def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
     from grader.execute import compile_cache
-    from grader.execute.runner import FUSED_LOADER
+    from grader.execute.runner import FUSED_CALL, KERNEL_MODULE_LOADER
     from grader.execute.sandbox import Sandbox
 
     cache = tmp_path / "cache"
@@ -467,7 +467,8 @@ def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
     sandbox.prepare()
     runtime = sandbox.runtime_dir
     (runtime / "grader_fused_fit.py").write_text((ROOT / "grader" / "execute" / "fused_fit.py").read_text())
-    loader = FUSED_LOADER.format(path=str(runtime / "grader_fused_fit.py"))
+    loader = KERNEL_MODULE_LOADER.format(name="grader_fused_fit", path=str(runtime / "grader_fused_fit.py"),
+                                         call=FUSED_CALL)
     code = loader + TINY.format(grader_root="/nonexistent", cache=compile_cache.INNER)
     try:
         cmd, run_env = sandbox.wrap([sys.executable, "-c", code],

@@ -34,26 +34,35 @@ from .sandbox import HOME, Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
 FUSED_FIT = Path(__file__).with_name("fused_fit.py")
-# Runs first at the kernel's start (exec_files), before the capture hook, which then wraps the fused fit:
-# loads fused_fit.py as a module of its own (nothing of it in the student's namespace) and installs it,
-# with the grader's compile cache (read-only) when the sandbox binds one.
-FUSED_LOADER = """def _grader_install_fused(path={path!r}):
+DEFERRED_TF = Path(__file__).with_name("deferred_tf.py")
+# Runs at the kernel's start (exec_files): loads one of the grader's kernel-side modules from its file as a
+# module of its own (nothing of it in the student's namespace) and runs ``call`` on it; a failure leaves the
+# kernel as Python and Keras make it.
+KERNEL_MODULE_LOADER = """def _grader_load(name={name!r}, path={path!r}):
     import importlib.util, os, sys
     try:
-        spec = importlib.util.spec_from_file_location("grader_fused_fit", path)
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        sys.modules["grader_fused_fit"] = module
-        module.install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None)
+        sys.modules[name] = module
+        module.{call}
     except Exception:
         pass
 
 
-_grader_install_fused()
-del _grader_install_fused
+_grader_load()
+del _grader_load
 """
+# the fused fit, installed before the capture hook (which then wraps it), with the grader's compile cache
+# (read-only) when the sandbox binds one
+FUSED_CALL = 'install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None)'
 WATCHDOG_GRACE_S = 10.0
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
+
+
+def deferred_tf_enabled() -> bool:
+    """False when the TA turned the deferred TensorFlow import off (``GRADER_DEFERRED_TF=0``)."""
+    return os.environ.get("GRADER_DEFERRED_TF", "1").strip().lower() not in ("0", "off", "no", "false")
 
 
 @dataclass
@@ -185,10 +194,10 @@ class NotebookRunner:
         self.sandbox.prepare()
         runtime = self.sandbox.runtime_dir
         self._startup = []
+        if self.backend == "jax" and deferred_tf_enabled():  # first: nothing before it may import TensorFlow
+            self._kernel_module(runtime, "grader_deferred_tf", DEFERRED_TF, "install()")
         if self.fused:
-            (runtime / "grader_fused_fit.py").write_text(FUSED_FIT.read_text())
-            (runtime / "grader_fused.py").write_text(FUSED_LOADER.format(path=str(runtime / "grader_fused_fit.py")))
-            self._startup.append(str(runtime / "grader_fused.py"))
+            self._kernel_module(runtime, "grader_fused_fit", FUSED_FIT, FUSED_CALL)
         if self.capture_dir:
             (runtime / "grader_capture.py").write_text(CAPTURE_HOOK.read_text())
             self._startup.append(str(runtime / "grader_capture.py"))
@@ -256,6 +265,13 @@ class NotebookRunner:
                         hint="This is the grader's environment failing, not your code; a TA should re-run the "
                              "grading.") from None
                 await asyncio.sleep(2)
+
+    def _kernel_module(self, runtime: Path, name: str, source: Path, call: str) -> None:
+        """Have the kernel load ``source`` as module ``name`` at its start and run ``call`` on it."""
+        (runtime / f"{name}.py").write_text(source.read_text())
+        loader = runtime / f"{name}_loader.py"
+        loader.write_text(KERNEL_MODULE_LOADER.format(name=name, path=str(runtime / f"{name}.py"), call=call))
+        self._startup.append(str(loader))
 
     def _heard_reply(self, cell, cell_index, execute_reply):
         """nbclient's ``on_cell_executed`` hook: the kernel's own reply to a cell (its status, and the error's

@@ -1,0 +1,210 @@
+"""TensorFlow imported when it is first used, not when it is imported: run in the student's kernel.
+
+Imports nothing of the grader: the runner puts it first among the kernel's start-up files (``exec_files``),
+on the JAX backend only.  A sheet-style notebook begins ``import tensorflow as tf`` and ``from
+tensorflow.keras.models import Sequential``, then trains Keras models on JAX and never calls TensorFlow
+itself: importing TensorFlow's Python API costs it about 1.7 s of a 9 s kernel, for nothing.
+
+``install()`` puts a module object named ``tensorflow`` in ``sys.modules`` whose ``__path__``, ``__spec__``
+and ``__file__`` are the real package's, and whose ``__path__`` reaches Keras' ``tf.keras`` API the way
+TensorFlow's own ``__init__`` arranges it (``keras/_tf_keras`` first), so ``import tensorflow.keras...`` and
+``from tensorflow.keras.layers import Dense`` load the very modules they load under real TensorFlow.  The
+first time anything else of the module is looked up (``tf.constant``, ``tf.__version__``, ``dir(tf)``),
+TensorFlow's real ``__init__`` runs **in that same module object**, so every reference to it the student
+holds is the real TensorFlow from then on; it is as if the import had happened late.  Three things Keras
+itself asks of TensorFlow on the JAX backend are answered without loading it, because their answer
+cannot depend on TensorFlow before it is loaded:
+
+* ``tf.random.set_seed(s)`` (``keras.utils.set_random_seed``, every cell of the sheet): the seed is kept
+  and applied the moment TensorFlow loads, which is equivalent because no TensorFlow operation can have
+  drawn a random number in between;
+* ``isinstance(x, tf.TensorShape)`` and its like (Keras' serialisation checks ``TensorShape``, ``DType``,
+  ``TypeSpec``): no object can be an instance of a TensorFlow class before TensorFlow is loaded, so the
+  stand-in classes answer False until then and ask the real class after; calling one loads TensorFlow
+  and calls the real class;
+* ``tf.executing_eagerly()`` is True and ``tf.is_tensor(x)`` False (matplotlib asks it of every array it
+  plots once ``tensorflow`` is in ``sys.modules``), as they are until TensorFlow has built a graph or a
+  tensor, which it cannot do unloaded.
+
+``GRADER_DEFERRED_TF=0`` in the grader's environment turns this off (``runner.deferred_tf_enabled``: the
+runner then leaves it out of the kernel).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import types
+
+#: TensorFlow classes Keras checks objects against on the JAX backend (serialisation): stand-ins until loaded
+_CLASSES = ("TensorShape", "DType", "TypeSpec", "Tensor", "Variable", "SparseTensor", "RaggedTensor")
+
+#: TensorFlow functions Keras or matplotlib call on the JAX backend, and what they return before it is loaded
+_ANSWERS = {"executing_eagerly": True, "is_tensor": False}
+
+_state = {"seed": None, "seeded": False, "loaded": False, "module": None, "loads": 0}
+
+
+def _keras_dir(name: str) -> str | None:
+    """The folder TensorFlow's ``__init__`` puts first on its ``__path__`` for ``name`` (its
+    ``_module_util.get_parent_dir_for_name``): Keras' package folder joined with the middle of ``name``."""
+    parts = name.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return None
+    if not spec or not spec.origin:
+        return None
+    return os.path.join(os.path.dirname(spec.origin), *parts[1:-1])
+
+
+def _load(module: types.ModuleType) -> types.ModuleType:
+    """Run TensorFlow's real ``__init__`` in ``module`` (once), then apply a seed set meanwhile."""
+    if _state["loaded"]:
+        return module
+    _state["loaded"] = True
+    _state["loads"] += 1
+    module.__class__ = types.ModuleType  # from here on, plain attribute look-ups (the real __init__ runs in it)
+    for name in ("random", *_ANSWERS, *_CLASSES):
+        module.__dict__.pop(name, None)  # the stand-ins go; the real __init__ binds the real ones
+    spec = module.__spec__
+    path = module.__path__  # the list an import under way may hold: kept, and made the real path below
+    module.__path__ = list(spec.submodule_search_locations)  # the real __init__ adds Keras' folders itself
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop("tensorflow", None)  # as a failed import leaves it: absent, so that a retry imports
+        raise
+    finally:
+        path[:] = module.__path__
+        module.__path__ = path
+    if _state["seeded"]:
+        module.random.set_seed(_state["seed"])
+    return module
+
+
+class _DeferredTensorFlow(types.ModuleType):
+    """The ``tensorflow`` module before its ``__init__`` has run (see the module doc)."""
+
+    def __getattr__(self, name):  # only for names the module does not hold yet
+        if name == "keras":  # ``from tensorflow import keras``: Keras' tf.keras API, as TensorFlow gives it
+            return importlib.import_module("tensorflow.keras")
+        return getattr(_load(self), name)
+
+    def __dir__(self):
+        return dir(_load(self))
+
+
+class _DeferredRandom:
+    """``tf.random`` before TensorFlow is loaded: ``set_seed`` is kept, anything else loads it."""
+
+    @staticmethod
+    def set_seed(seed):
+        _state["seed"], _state["seeded"] = seed, True
+
+    def __getattr__(self, name):
+        return getattr(_load(_state["module"]).random, name)
+
+
+def _answer(name: str):
+    """The function ``tf.<name>`` before TensorFlow is loaded: ``_ANSWERS[name]`` until then, the real one's
+    answer after."""
+    def stand_in(*args, **kwargs):
+        if _state["loaded"]:
+            return getattr(_state["module"], name)(*args, **kwargs)
+        return _ANSWERS[name]
+
+    stand_in.__name__ = stand_in.__qualname__ = name
+    return stand_in
+
+
+class _StandInMeta(type):
+    """A TensorFlow class before TensorFlow is loaded: nothing is an instance of it until then."""
+
+    def __instancecheck__(cls, obj):
+        if not _state["loaded"]:
+            return False
+        return isinstance(obj, getattr(_state["module"], cls.__name__))
+
+    def __subclasscheck__(cls, sub):
+        if not _state["loaded"]:
+            return False
+        return issubclass(sub, getattr(_state["module"], cls.__name__))
+
+    def __new__(mcs, name, bases, namespace, **kwargs):
+        if namespace.pop("_grader_stand_in", False):
+            return super().__new__(mcs, name, bases, namespace)
+        # a class derived from a stand-in: it derives from the real class (TensorFlow is loaded for it)
+        _load(_state["module"])
+        real = tuple(getattr(_state["module"], b.__name__) if isinstance(b, _StandInMeta) else b for b in bases)
+        meta, namespace_type, kwds = types.prepare_class(name, real, kwargs)
+        return meta(name, real, dict(namespace), **kwds)
+
+    def __call__(cls, *args, **kwargs):
+        return getattr(_load(_state["module"]), cls.__name__)(*args, **kwargs)
+
+    def __getattr__(cls, name):
+        return getattr(getattr(_load(_state["module"]), cls.__name__), name)
+
+
+def install() -> bool:
+    """Put the deferred ``tensorflow`` in ``sys.modules``; False (and nothing changed) where TensorFlow is
+    already imported or not installed."""
+    if "tensorflow" in sys.modules:
+        return False
+    try:
+        spec = importlib.util.find_spec("tensorflow")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return False
+    module = importlib.util.module_from_spec(spec)
+    # TensorFlow's __init__ puts these first on its path: tensorflow.keras is Keras' tf.keras API
+    front = [d for d in (_keras_dir("keras.api._v2.keras"), _keras_dir("keras._tf_keras.keras")) if d]
+    module.__path__ = front + list(spec.submodule_search_locations)
+    module.random = _DeferredRandom()
+    for name in _ANSWERS:
+        setattr(module, name, _answer(name))
+    for name in _CLASSES:
+        setattr(module, name, _StandInMeta(name, (), {"__module__": "tensorflow", "_grader_stand_in": True}))
+    module.__class__ = _DeferredTensorFlow
+    _state["module"] = module
+    sys.modules["tensorflow"] = module
+    sys.meta_path.insert(0, _LoadFirst)
+    return True
+
+
+class _Existing:
+    """The loader of a module the real ``__init__`` imported while an import of it was being looked up:
+    that module, as it is (its own spec kept)."""
+
+    def __init__(self, module):
+        self.module, self.spec = module, module.__spec__
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        module.__spec__ = self.spec
+
+
+class _LoadFirst:
+    """An import of any ``tensorflow.<name>`` but Keras' API before TensorFlow is loaded loads it first."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if _state["loaded"] or not fullname.startswith("tensorflow."):
+            return None
+        if fullname == "tensorflow.keras" or fullname.startswith("tensorflow.keras."):
+            return None
+        _load(_state["module"])
+        if fullname in sys.modules:  # the real __init__ imported it
+            module = sys.modules[fullname]
+            return importlib.util.spec_from_loader(fullname, _Existing(module),
+                                                   is_package=hasattr(module, "__path__"))
+        return None  # the path the import holds is the real one now: the usual finders find it
+
+
+def loaded() -> bool:
+    """Whether TensorFlow's real ``__init__`` has run (for the grader's tests and the run's report)."""
+    return _state["loaded"] or ("tensorflow" in sys.modules and _state["module"] is None)
