@@ -555,3 +555,40 @@ def test_cache_folders_unused_for_a_month_and_dead_builds_are_pruned_and_a_used_
     assert current.is_dir() and recent.is_dir() and live_build.is_dir() and other.is_dir()
     assert outside.is_dir() and (base / "jax0.1-link").is_symlink()  # a link is never followed nor removed
     assert not old.exists() and not unfinished.exists() and not dead_build.exists()
+
+
+PREDICT = """
+import json, os, sys
+import numpy as np, keras, jax.monitoring
+sys.path.insert(0, {grader_root!r})
+from grader.execute import fused_fit
+fused_fit.install(cache_dir={cache!r})   # read-only, as in the kernel
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event)
+                                       if event == "/jax/compilation_cache/cache_hits" else None)
+x = np.linspace(0, 1, 200)
+counts = {{}}
+for units in (150, 7):   # the sheet's task 1c network, and one no reference has
+    m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(1)])
+    before = len(hits)
+    m.predict(x, verbose=0)
+    counts[units] = len(hits) - before
+print(json.dumps(counts))
+"""
+
+
+def test_the_compile_cache_holds_the_predictions_a_notebook_plots(assignment, tmp_path):
+    from grader.execute import compile_cache
+
+    folder = compile_cache.build(assignment)
+    assert folder is not None
+    built = json.loads((folder / compile_cache.MANIFEST).read_text())["tasks"]
+    assert all(task.get("predict") is True for task in built.values()), built
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
+           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **compile_cache.KERNEL_XLA_ENV}
+    done = subprocess.run([sys.executable, "-c", PREDICT.format(grader_root=str(ROOT), cache=str(folder))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["150"] >= 2  # the full batches' program and the last batch's, both from the cache
+    assert counts["7"] == 0  # a network no reference has: compiled in the process, as before

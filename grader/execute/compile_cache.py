@@ -1,4 +1,4 @@
-"""The compiled training programs the notebooks' kernels reuse: a JAX persistent compilation cache.
+"""The compiled programs the notebooks' kernels reuse: a JAX persistent compilation cache.
 
 The fused ``fit`` (``fused_fit``) compiles one program per architecture, optimizer setting, loss, batch
 size and data shape: about two seconds of XLA per program, several times the training it runs.  Every
@@ -6,7 +6,9 @@ student of a class trains the same few programs, so the grader compiles them onc
 reference solution (``build``, at the start of a batch, in a clean process that runs no student code),
 into a cache folder it owns, and every kernel reads it: the sandbox binds the folder **read-only** at
 ``INNER`` (a writable shared cache would let one student's kernel poison another's training), and the
-kernel never writes to it (``fused_fit.configure_cache``: a miss compiles in the kernel, silently).
+kernel never writes to it (``fused_fit.configure_cache``: a miss compiles in the kernel, silently).  The
+builder also runs each reference model's ``predict`` on its data, so the programs Keras compiles for the
+predictions a notebook plots are there too.
 
 A cache entry is found only by a kernel that lowers the same program under the same compiler: JAX keys
 an entry by the program, jaxlib's version, the XLA flags and the compile options, so the builder runs
@@ -95,6 +97,7 @@ def cache_key(assignment) -> str:
              "python": sys.version, "env": KERNEL_XLA_ENV, "processor": _processor()}
     h.update(json.dumps(parts, sort_keys=True).encode())
     h.update(FUSED_SOURCE.read_bytes())
+    h.update(Path(__file__).read_bytes())  # the builder: what it compiles into the folder
     # the reference's code (what it trains), not the spec: a threshold or time limit edited in assignment.toml
     # compiles nothing new.  (A stale folder is never wrong anyway: JAX keys every entry by its program.)
     root = Path(assignment.root)
@@ -217,18 +220,31 @@ def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
 
 def _main(root: str, out: str) -> None:
     """The builder (a clean process): every reference fit of the assignment, trained once through the fused
-    fit with the cache at ``out`` writable.  Prints what each fit compiled, as JSON."""
+    fit with the cache at ``out`` writable, and every reference model's ``predict`` on its own data (the sheet
+    plots each model's predictions: Keras compiles a program for the full batches and one for the last, a
+    tenth of a second a model otherwise).  Prints what each task compiled, as JSON."""
     from ..spec import import_reference, load_assignment
     from . import fused_fit
 
     if not fused_fit.install(cache_dir=out, cache_writable=True):
         raise SystemExit("Keras is not importable")
     assignment = load_assignment(root, require_thresholds=False)
+    fitted = {t.id for t in _fitted_tasks(assignment)}
     tasks = {}
-    for task in _fitted_tasks(assignment):
+    for task in assignment.model_tasks():
+        if not task.reference:
+            continue
         fused_fit.last_report.clear()
-        import_reference(assignment, task.reference)(0)
-        tasks[task.id] = {k: fused_fit.last_report.get(k) for k in ("fused", "fused_fallback", "fused_program")}
+        made = import_reference(assignment, task.reference)(0)
+        report = {k: fused_fit.last_report.get(k) for k in ("fused", "fused_fallback", "fused_program")} \
+            if task.id in fitted else {}
+        try:
+            model, (x, _) = made
+            model.predict(x, verbose=0)
+            report["predict"] = True
+        except Exception as e:  # a reference of another shape: its predictions compile in the kernels
+            report["predict"] = f"{type(e).__name__}: {str(e)[:120]}"
+        tasks[task.id] = report
     print(json.dumps({"tasks": tasks}))
 
 
