@@ -192,3 +192,15 @@ def test_plots_drawn_by_a_worker_are_the_pages_plots(assignment, evaluator, tmp_
     assert reporter.plots.drawn == before and reporter.plots.reused == len(drawn) == 3  # 1a, 1c and 2a
     page = (tmp_path / "out" / "students" / "bob.html").read_text()
     assert all(plots.data_uri(png) in page for png in drawn.values())
+
+
+def test_one_kept_figure_serves_every_task_and_draws_each_title():
+    plots._kept.clear()
+    data = _curve_data(0.5)
+    shown = [plots.curve_plot(data, _truth, f"task 1{c}") for c in "acd"]
+    drawn = [p.png() for p in shown]
+    assert len(plots._kept) == 1  # the title is drawn over the kept background, not kept in it
+    assert len(set(drawn)) == 3  # each task's own title
+    for plot, png in zip(shown, drawn, strict=True):
+        plots._kept.clear()
+        assert plot.png() == png  # what a fresh figure draws

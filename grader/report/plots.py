@@ -48,7 +48,7 @@ CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 #: room around a kept figure's default size, so that what the tight box holds (a legend below the axes) is on
 #: the canvas; the axes keep the size and place they have in a figure of the default size
 MARGIN_INCHES = 1.0
-KEPT_FIGURES = 12  # per process: one per kind of plot and layout (task title, dataset extent)
+KEPT_FIGURES = 12  # per process: one per kind of plot and layout (x range and size, dataset extent)
 LEGENDS_KEPT = 256  # per kept decision-region figure
 #: zlib level 3: a few per cent larger than the default (6), encoded in half the time
 PNG_OPTIONS = {"compress_level": 3}
@@ -142,7 +142,8 @@ class _Kept:
         raise NotImplementedError
 
     def animate(self):
-        """Leave the model's own artists, and the spines drawn over them, out of the kept background."""
+        """Leave the model's own artists, the spines drawn over them and the title (the task's: one kept figure
+        serves every task of a layout) out of the kept background."""
         for a in self.artists():
             a.set_animated(True)
 
@@ -185,6 +186,8 @@ class _Kept:
         extent of what every plot of this layout shares is taken once, then joined with the moving artists'."""
         if self.static_box is None:
             moving = self.moving()
+            # the axes' tight box places the title anew, and with it hidden places it wrong: put back after
+            title_at = self.ax.title.get_position()
             for a in moving:
                 a.set_visible(False)
             try:
@@ -192,6 +195,7 @@ class _Kept:
             finally:
                 for a in moving:
                     a.set_visible(True)
+                self.ax.title.set_position(title_at)
         boxes = [self.static_box] + [TransformedBbox(self.extent_of(a, renderer), self.fig.dpi_scale_trans.inverted())
                                      for a in self.moving()]
         return Bbox.union(boxes).padded(PAD_INCHES)
@@ -229,25 +233,26 @@ def _draw(key: tuple, make, update, plain: bool) -> bytes:
 
 
 class _Curve(_Kept):
-    def __init__(self, title: str, xlim: tuple[float, float]):
+    def __init__(self, xlim: tuple[float, float]):
         super().__init__((5, 3))
         ax = self.ax
         self.truth, = ax.plot(xlim, (0, 0), color="#444", lw=2, label="true function")
         self.model, = ax.plot(xlim, (0, 0), color="#d62728", lw=1.5, ls="--", label="your model")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(" ", fontsize=10)
         self.legend = ax.legend(fontsize=8)
         self.animate()
 
     def artists(self):
         # the y axis follows the model's outputs; the spines are drawn over the curves
-        return [self.ax.yaxis, self.truth, self.model, *self.ax.spines.values(), self.legend]
+        return [self.ax.yaxis, self.truth, self.model, *self.ax.spines.values(), self.legend, self.ax.title]
 
     def moving(self):
-        return [self.ax.yaxis, self.legend]
+        return [self.ax.yaxis, self.legend, self.ax.title]
 
-    def update(self, x, y_true, y_pred):
+    def update(self, x, y_true, y_pred, title):
+        self.ax.set_title(title, fontsize=10)
         self.truth.set_data(x, y_true)
         self.model.set_data(x, y_pred)
         self.ax.relim()  # the limits a fresh figure's autoscaling gives (the x range is the figure's key)
@@ -256,8 +261,8 @@ class _Curve(_Kept):
 
 def _curve(x, y_true, y_pred, title: str, plain: bool = False) -> bytes:
     span = (float(np.min(x)), float(np.max(x))) if len(x) else (0.0, 1.0)
-    return _draw(("curve", title, span, len(x)), lambda: _Curve(title, span),
-                 lambda fig: fig.update(x, y_true, y_pred), plain)
+    return _draw(("curve", span, len(x)), lambda: _Curve(span),
+                 lambda fig: fig.update(x, y_true, y_pred, title), plain)
 
 
 def curve(plot: dict, truth, title: str) -> str:
@@ -277,7 +282,7 @@ BOUNDARY = "#333333"
 
 
 class _Regions(_Kept):
-    def __init__(self, extent: tuple, title: str):
+    def __init__(self, extent: tuple):
         super().__init__((4.2, 4.6))
         ax = self.ax
         self.extent = list(extent)
@@ -290,7 +295,7 @@ class _Regions(_Kept):
         self.contour = None
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
-        ax.set_title(title, fontsize=10)
+        ax.set_title(" ", fontsize=10)
         dot = dict(marker="o", linestyle="none", markersize=5, markeredgewidth=0)
         handles = [Line2D([], [], color=CLASS_COLOURS[0], label="class 0", **dot),
                    Line2D([], [], color=CLASS_COLOURS[1], label="class 1", **dot),
@@ -309,10 +314,10 @@ class _Regions(_Kept):
 
     def artists(self):
         found = [self.image, self.points, self.wrong] + ([self.contour] if self.contour is not None else [])
-        return found + [*self.ax.spines.values(), self.legend]
+        return found + [*self.ax.spines.values(), self.legend, self.ax.title]
 
     def moving(self):
-        return [self.legend]
+        return [self.legend, self.ax.title]
 
     def draw(self, artist, renderer) -> None:
         if artist is not self.legend:
@@ -338,7 +343,8 @@ class _Regions(_Kept):
             return self.legend_box
         return super().extent_of(artist, renderer)
 
-    def update(self, grid, x, y, pred):
+    def update(self, grid, x, y, pred, title):
+        self.ax.set_title(title, fontsize=10)
         if self.contour is not None:
             self.contour.remove()
             self.contour = None
@@ -358,8 +364,8 @@ class _Regions(_Kept):
 
 
 def _regions(extent, grid, x, y, pred, title: str, plain: bool = False) -> bytes:
-    return _draw(("regions", title, tuple(extent)), lambda: _Regions(extent, title),
-                 lambda fig: fig.update(grid, x, y, pred), plain)
+    return _draw(("regions", tuple(extent)), lambda: _Regions(extent),
+                 lambda fig: fig.update(grid, x, y, pred, title), plain)
 
 
 def regions(plot: dict, extent, title: str) -> str:
