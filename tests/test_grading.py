@@ -147,3 +147,25 @@ def test_a_wrong_network_is_the_fault_named_first(assignment, evaluator, model_d
     assert t.message.startswith("Architecture: hidden layer 1 is Dense(3, relu) but the task asks for Dense(150"), \
         t.message
     assert assignment.task("1c").hint not in t.message  # "train for 2000 epochs" is not the fault here
+
+
+def test_the_evaluation_worker_runs_tensorflow_on_one_thread_and_measures_the_same(assignment, model_dir,
+                                                                                   monkeypatch):
+    """Beside the notebooks' kernels, TensorFlow's own thread pools only take turns with them: the worker uses
+    one thread (unless the TA's environment says otherwise), and its measurements are the very same."""
+    import os
+
+    from conftest import TEST_SECRET
+    from grader.evaluate import Evaluator, dataset_seeds
+
+    seeds = dataset_seeds(assignment, TEST_SECRET)
+    seen = {}
+    for threads in (None, "1", "2"):
+        if threads:
+            monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", threads)
+            monkeypatch.setenv("TF_NUM_INTEROP_THREADS", threads)
+        with Evaluator(assignment, seeds) as ev:
+            measured = ev.evaluate(model_dir / "2a.h5")
+            seen[threads] = (len(os.listdir(f"/proc/{ev._proc.pid}/task")), measured["datasets"])
+    assert seen[None][0] == seen["1"][0] < seen["2"][0]  # by default, TensorFlow's pools of one thread
+    np.testing.assert_equal(seen[None][1], seen["2"][1])  # bit for bit

@@ -58,6 +58,10 @@ def _quiet_tensorflow(backend: str) -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-stable CPU results
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # one thread for TensorFlow's operations, as the notebooks' kernels have: the worker runs beside a kernel
+    # (or two) and measures small networks, so more threads only take turns with the kernel's training
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 class _Session:
