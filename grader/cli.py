@@ -97,6 +97,9 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
     Exits 0 when the batch finished, whatever the grades; 2 when the grader
     itself could not run.
     """
+    from . import speed_probe
+
+    speed_probe.start()  # beside the imports below: a batch of notebooks takes it when it sets the time limits
     from .api import default_out_dir, grade_batch
 
     try:
@@ -342,9 +345,11 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
     Exits 0 when every required task is present and loads, 1 when not, 2 when
     the check itself could not run.
     """
-    from .check import check as run
+    from . import speed_probe
 
+    speed_probe.start()  # beside the imports below: a notebook's time limits take it
     from .api import find_assignment
+    from .check import check as run
 
     try:
         assignment_dir = assignment_dir or find_assignment(path)
