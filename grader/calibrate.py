@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import math
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import tempfile
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -45,11 +48,12 @@ from .engines import default_workers
 from .errors import SpecError
 from .evaluate.heldout import dataset_seeds
 from .evaluate.worker import Evaluator
-from .execute import fused_fit
+from .execute import compile_cache, fused_fit
 from .score.assess import passes
 from .spec import import_reference, load_assignment
 from .spec.model import ThresholdRule
 
+log = logging.getLogger("grader")
 CALIBRATION_SECRET_PREFIX = "calibration"
 #: runs per task by default: enough for a miss rate of a few percent to show
 DEFAULT_RUNS = 30
@@ -162,21 +166,36 @@ def _quiet_training_env() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _train_runs(root: str, task_id: str, seeds: list[int], out: str) -> list[tuple[int, str, object, object]]:
-    """A task's reference trained once per seed, each saved to ``out``: ``[(seed, .h5 path, x, y)]``.  Runs in a
+def _train_like_the_kernels() -> None:
+    """Before this process's first JAX computation: XLA set up as in the notebooks' kernels (one thread), whose
+    programs the compile cache holds under these very flags, so that the reference's programs load from it
+    instead of compiling.  A process that has imported JAX already keeps its set-up: it trains the same
+    networks, and only compiles its programs itself."""
+    if "jax" not in sys.modules:
+        os.environ.update(compile_cache.KERNEL_XLA_ENV)
+
+
+def _train_runs(root: str, task_id: str, seeds: list[int], out: str,
+                cache: str | None = None) -> list[tuple[int, str, object, object, str | None]]:
+    """A task's reference trained once per seed, each saved to ``out``: ``[(seed, .h5 path, x, y, where its
+    training program came from: "memory", "disk", "compiled", or None when not fused)]``.  Runs in a
     training process of ``calibrate`` (or in its own process, with one): the same seed trains the same network
-    bit for bit in any process, so where it runs changes no threshold."""
+    bit for bit in any process, so where it runs changes no threshold.  ``cache``: the assignment's compile
+    cache (``execute.compile_cache``), read only."""
     _quiet_training_env()
-    fused_fit.install()  # the reference runs train as the notebooks and re-trainings do: fused (Keras' semantics)
+    _train_like_the_kernels()
+    # the reference runs train as the notebooks and re-trainings do: fused (Keras' semantics)
+    fused_fit.install(cache_dir=cache)
     assignment = load_assignment(root, require_thresholds=False)
     task = assignment.task(task_id)
     build = import_reference(assignment, task.reference)
     done = []
     for seed in seeds:
+        fused_fit.last_report.clear()
         model, (x, y) = build(seed)
         path = Path(out) / f"{task.id}-{seed}.h5"
         model.save(path)
-        done.append((seed, str(path), x, y))
+        done.append((seed, str(path), x, y, fused_fit.last_report.get("fused_program")))
     return done
 
 
@@ -218,18 +237,23 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
         else:
             results[task.id] = old
     n_workers = max(1, min(workers or default_workers(), len(chosen)))
+    # the reference's compiled programs, as the batches' notebooks load them (built now where they are not)
+    cache = compile_cache.ready(assignment) or compile_cache.build(assignment)
+    cache = str(cache) if cache else None
     with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator, \
             tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp, \
             _training_pool(n_workers) as pool:
         root = str(assignment.root)
+        programs = Counter()
         if pool is None:
-            trained = ((task, _train_runs(root, task.id, seeds, tmp)) for task in chosen)
+            trained = ((task, _train_runs(root, task.id, seeds, tmp, cache)) for task in chosen)
         else:
-            futures = [(task, pool.submit(_train_runs, root, task.id, seeds, tmp)) for task in chosen]
+            futures = [(task, pool.submit(_train_runs, root, task.id, seeds, tmp, cache)) for task in chosen]
             trained = ((task, future.result()) for task, future in futures)
         for task, runs_of_task in trained:
             values: dict[str, list[float]] = {m: [] for m in task.calibration}
-            for seed, path, x, y in runs_of_task:
+            programs.update(how for *_, how in runs_of_task if how)
+            for seed, path, x, y, _ in runs_of_task:
                 training = {"dataset": task.dataset, "x": x, "y": y}
                 metrics = evaluator.evaluate(Path(path), training)["datasets"][task.dataset]["metrics"]
                 for m in values:
@@ -237,6 +261,8 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
                 if progress:
                     progress(task.id, seed, {m: v[-1] for m, v in values.items()})
             results[task.id] = task_entry(task, seeds, values, retraining)
+    log.info("calibration: where the reference runs' training programs came from: %s (disk: the compile cache)",
+             dict(programs) or "none fused")
     for task in calibrated:
         if task.id in results:
             check_bound(assignment, task, results[task.id])

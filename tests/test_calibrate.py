@@ -121,3 +121,23 @@ def test_training_in_parallel_processes_gives_the_thresholds_one_process_gives(t
     b = tomllib.loads((two / "tutorial6" / "calibration.toml").read_text())["tasks"]
     assert a == b
     assert heard == [(t, s) for t in ("1a", "1c") for s in (1000, 1001, 1002)]  # in the spec's order
+
+
+def test_a_training_process_loads_the_reference_programs_from_the_compile_cache(tmp_path):
+    """Calibration's training processes train with the notebooks' XLA set-up, so the reference's programs load
+    from the compile cache the batches use instead of compiling (seconds a task)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from grader.calibrate import _train_runs
+    from grader.execute import compile_cache
+
+    cache = compile_cache.build(load_assignment(TUTORIAL6))
+    assert cache is not None
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        with_cache = pool.submit(_train_runs, str(TUTORIAL6), "1c", [1000, 1001], str(tmp_path), str(cache)).result()
+    (tmp_path / "no").mkdir()
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        without = pool.submit(_train_runs, str(TUTORIAL6), "1c", [1000], str(tmp_path / "no"), None).result()
+    assert [run[-1] for run in with_cache] == ["disk", "memory"]  # loaded once, then kept
+    assert without[0][-1] == "compiled"
