@@ -42,7 +42,7 @@ _CLASSES = ("TensorShape", "DType", "TypeSpec", "Tensor", "Variable", "SparseTen
 #: TensorFlow functions Keras or matplotlib call on the JAX backend, and what they return before it is loaded
 _ANSWERS = {"executing_eagerly": True, "is_tensor": False}
 
-_state = {"seed": None, "seeded": False, "loaded": False, "module": None, "loads": 0}
+_state = {"seed": None, "seeded": False, "loaded": False, "module": None}
 
 
 def _keras_dir(name: str) -> str | None:
@@ -63,7 +63,6 @@ def _load(module: types.ModuleType) -> types.ModuleType:
     if _state["loaded"]:
         return module
     _state["loaded"] = True
-    _state["loads"] += 1
     module.__class__ = types.ModuleType  # from here on, plain attribute look-ups (the real __init__ runs in it)
     for name in ("random", *_ANSWERS, *_CLASSES):
         module.__dict__.pop(name, None)  # the stand-ins go; the real __init__ binds the real ones
