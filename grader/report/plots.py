@@ -49,7 +49,7 @@ CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 #: the canvas; the axes keep the size and place they have in a figure of the default size
 MARGIN_INCHES = 1.0
 KEPT_FIGURES = 12  # per process: one per kind of plot and layout (x range and size, dataset extent)
-LEGENDS_KEPT = 256  # per kept decision-region figure
+WORDS_KEPT = 256  # titles and legends' pixels, per kept figure
 #: zlib level 3: a few per cent larger than the default (6), encoded in half the time
 PNG_OPTIONS = {"compress_level": 3}
 
@@ -137,6 +137,10 @@ class _Kept:
                                      height / (h + 2 * m)))
         self.background = None
         self.static_box = None
+        #: the pixels and extent of artists drawn where nothing else is (the title; a legend below the axes), by
+        #: the artist and its words: over the kept background, the same words give the same pixels
+        self.by_words: OrderedDict = OrderedDict()
+        self.boxes: dict = {}  # each such artist's extent in this render, from its kept pixels
 
     def artists(self) -> list:
         raise NotImplementedError
@@ -171,7 +175,34 @@ class _Kept:
         return buf.getvalue()
 
     def draw(self, artist, renderer) -> None:
+        if artist in self.by_own_words():
+            return self.draw_by_words(artist, renderer)
         self.ax.draw_artist(artist)
+
+    def by_own_words(self) -> list:
+        """The artists whose pixels depend on their words alone (``draw_by_words``)."""
+        return [self.ax.title]
+
+    def draw_by_words(self, artist, renderer) -> None:
+        """Draw ``artist`` from its kept pixels when the same words were drawn before, else draw it and keep
+        its pixels if it lies clear of the axes (nothing else is drawn there over the kept background)."""
+        texts = artist.get_texts() if hasattr(artist, "get_texts") else [artist]
+        key = (id(artist), tuple(t.get_text() for t in texts))
+        kept = self.by_words.pop(key, None)
+        if kept is not None:
+            self.fig.canvas.restore_region(kept[0])
+        else:
+            self.ax.draw_artist(artist)
+            box = artist.get_window_extent(renderer)
+            area = box.padded(2)  # antialiased edges
+            axes = self.ax.bbox
+            if area.y1 < axes.y0 - 3 or area.y0 > axes.y1 + 3:  # below or above the axes, clear of the spines
+                kept = (self.fig.canvas.copy_from_bbox(area), box)
+        self.boxes[id(artist)] = kept[1] if kept is not None else None
+        if kept is not None:
+            self.by_words[key] = kept
+            while len(self.by_words) > WORDS_KEPT:
+                self.by_words.popitem(last=False)
 
     def moving(self) -> list:
         """The artists whose extent changes from plot to plot (the rest of the tight box is the layout's)."""
@@ -179,6 +210,8 @@ class _Kept:
 
     def extent_of(self, artist, renderer):
         """A moving artist's tight box, in pixels."""
+        if self.boxes.get(id(artist)) is not None:
+            return self.boxes[id(artist)]
         return artist.get_tightbbox(renderer)
 
     def tight_box(self, renderer):
@@ -307,11 +340,6 @@ class _Regions(_Kept):
         self.legend = ax.legend(handles=handles, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.07),
                                 frameon=False)
         self.animate()
-        #: the legend's pixels and extent by its words (its counts), for a legend below the axes: nothing else is
-        #: drawn there over the kept background, so the same words give the same pixels (half a plot's drawing)
-        self.legends: OrderedDict = OrderedDict()
-        self.legend_box = None
-
     def artists(self):
         found = [self.image, self.points, self.wrong] + ([self.contour] if self.contour is not None else [])
         return found + [*self.ax.spines.values(), self.legend, self.ax.title]
@@ -319,29 +347,8 @@ class _Regions(_Kept):
     def moving(self):
         return [self.legend, self.ax.title]
 
-    def draw(self, artist, renderer) -> None:
-        if artist is not self.legend:
-            return super().draw(artist, renderer)
-        words = tuple(text.get_text() for text in self.legend.get_texts())
-        kept = self.legends.pop(words, None)
-        if kept is not None:
-            self.fig.canvas.restore_region(kept[0])
-        else:
-            self.ax.draw_artist(self.legend)
-            box = self.legend.get_window_extent(renderer)
-            area = box.padded(2)  # antialiased edges
-            if area.y1 < self.ax.bbox.y0 - 3:  # below the axes, clear of the spines: the same words, the same pixels
-                kept = (self.fig.canvas.copy_from_bbox(area), box)
-        self.legend_box = kept[1] if kept is not None else None
-        if kept is not None:
-            self.legends[words] = kept
-            while len(self.legends) > LEGENDS_KEPT:
-                self.legends.popitem(last=False)
-
-    def extent_of(self, artist, renderer):
-        if artist is self.legend and self.legend_box is not None:
-            return self.legend_box
-        return super().extent_of(artist, renderer)
+    def by_own_words(self):
+        return [self.ax.title, self.legend]  # the legend below the axes says the counts
 
     def update(self, grid, x, y, pred, title):
         self.ax.set_title(title, fontsize=10)
