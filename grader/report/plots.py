@@ -285,7 +285,7 @@ class _Curve(_Kept):
         return [self.ax.yaxis, self.legend, self.ax.title]
 
     def update(self, x, y_true, y_pred, title):
-        self.ax.set_title(title, fontsize=10)
+        self.ax.title.set_text(title)  # the font and place set_title gave it at the start
         self.truth.set_data(x, y_true)
         self.model.set_data(x, y_pred)
         self.ax.relim()  # the limits a fresh figure's autoscaling gives (the x range is the figure's key)
@@ -351,7 +351,7 @@ class _Regions(_Kept):
         return [self.ax.title, self.legend]  # the legend below the axes says the counts
 
     def update(self, grid, x, y, pred, title):
-        self.ax.set_title(title, fontsize=10)
+        self.ax.title.set_text(title)  # the font and place set_title gave it at the start
         if self.contour is not None:
             self.contour.remove()
             self.contour = None
