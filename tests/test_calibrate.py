@@ -123,6 +123,7 @@ def test_training_in_parallel_processes_gives_the_thresholds_one_process_gives(t
     assert heard == [(t, s) for t in ("1a", "1c") for s in (1000, 1001, 1002)]  # in the spec's order
 
 
+@pytest.mark.slow
 def test_a_training_process_loads_the_reference_programs_from_the_compile_cache(tmp_path):
     """Calibration's training processes train with the notebooks' XLA set-up, so the reference's programs load
     from the compile cache the batches use instead of compiling (seconds a task)."""

@@ -56,6 +56,7 @@ print(json.dumps({"deferred": DEFERRED, "loaded": real_tf_loaded(), "same_dense"
 """
 
 
+@pytest.mark.slow
 def test_a_sheet_style_notebook_never_loads_tensorflow_and_trains_the_same(tmp_path):
     code = SHEET.replace("sys.argv[2]", repr(str(tmp_path)))
     deferred = run(code)
