@@ -89,6 +89,7 @@ def measure(repeats: int = REPEATS) -> dict:
 
 #: a reading started early (``start``) serves a ``probe`` this soon after, no later
 EARLY_MAX_AGE_S = 60.0
+#: the reading ``start`` began: {"run": (process, when it started, repetitions)}, until ``probe`` takes it
 _early: dict = {}
 
 
@@ -104,7 +105,7 @@ def start(repeats: int = REPEATS) -> bool:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    if cores < 2 or "proc" in _early:
+    if cores < 2 or "run" in _early:
         return False
     cmd, env = _command(repeats)
     try:
@@ -112,17 +113,22 @@ def start(repeats: int = REPEATS) -> bool:
                                 stderr=subprocess.PIPE, text=True)
     except OSError:
         return False
-    _early.update(proc=proc, started=time.monotonic(), repeats=repeats)
-    atexit.register(_discard_early)
+    _early["run"] = (proc, time.monotonic(), repeats)
     return True
 
 
-def _discard_early() -> None:
-    """At exit: an early reading nobody took is stopped."""
-    proc = _early.pop("proc", None)
-    if proc is not None and proc.poll() is None:
+def _stop(proc) -> None:
+    if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+@atexit.register
+def _discard_early() -> None:
+    """At exit: an early reading nobody took is stopped."""
+    run = _early.pop("run", None)
+    if run is not None:
+        _stop(run[0])
 
 
 def _reading(stdout: str) -> float:
@@ -132,18 +138,17 @@ def _reading(stdout: str) -> float:
 def probe(repeats: int = REPEATS, timeout: float = 120.0) -> float:
     """The probe's reading (seconds per repetition, the median) from a fresh single-threaded process: the one
     ``start`` began, when it is recent and of as many repetitions, else one run now."""
-    early, started = _early.pop("proc", None), _early.pop("started", 0.0)
+    early = _early.pop("run", None)
     if early is not None:
-        if _early.pop("repeats", None) == repeats and time.monotonic() - started <= EARLY_MAX_AGE_S:
+        proc, started, early_repeats = early
+        if early_repeats == repeats and time.monotonic() - started <= EARLY_MAX_AGE_S:
             try:
-                out, _ = early.communicate(timeout=timeout)
-                if early.returncode == 0:
+                out, _ = proc.communicate(timeout=timeout)
+                if proc.returncode == 0:
                     return _reading(out)
             except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
                 pass
-        if early.poll() is None:
-            early.kill()
-            early.wait()
+        _stop(proc)
     cmd, env = _command(repeats)
     proc = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -311,14 +311,14 @@ def test_a_reading_started_early_is_the_one_probe_returns(monkeypatch):
     """``grade`` starts the probe before its own imports; the limits take that reading, and run no other."""
     if not speed_probe.start(repeats=2):
         pytest.skip("this process may use one core only: the probe is never started early there")
-    early = speed_probe._early["proc"]
+    early = speed_probe._early["run"][0]
 
     def no_second_run(*a, **kw):
         raise AssertionError("the probe ran again instead of taking the early reading")
 
     monkeypatch.setattr(speed_probe.subprocess, "run", no_second_run)
     assert speed_probe.probe(repeats=2) > 0
-    assert early.returncode == 0 and "proc" not in speed_probe._early
+    assert early.returncode == 0 and "run" not in speed_probe._early
 
 
 def test_an_early_reading_too_old_or_of_other_repeats_is_not_taken(monkeypatch):
@@ -328,8 +328,9 @@ def test_an_early_reading_too_old_or_of_other_repeats_is_not_taken(monkeypatch):
     for stale in ({"started": -10**6}, {"repeats": 3}):
         if not speed_probe.start(repeats=2):
             pytest.skip("this process may use one core only: the probe is never started early there")
-        early = speed_probe._early["proc"]
-        speed_probe._early.update(stale)
+        early, started, repeats = speed_probe._early["run"]
+        run = {"started": started, "repeats": repeats, **stale}
+        speed_probe._early["run"] = (early, run["started"], run["repeats"])
         assert speed_probe.probe(repeats=2) > 0
         assert early.poll() is not None  # stopped, not left behind
     assert len(runs) == 2  # each time a reading of its own

@@ -50,9 +50,14 @@ UNUSED_DAYS = 30
 FUSED_SOURCE = Path(__file__).with_name("fused_fit.py")
 
 
+def turned_off(variable: str) -> bool:
+    """Whether the TA turned a setting of the kernels off: ``variable`` is 0, off, no or false."""
+    return os.environ.get(variable, "1").strip().lower() in ("0", "off", "no", "false")
+
+
 def enabled() -> bool:
     """False when the TA turned fused training off (``GRADER_FUSED=0``): notebooks train with Keras' own fit."""
-    return os.environ.get("GRADER_FUSED", "1").strip().lower() not in ("0", "off", "no", "false")
+    return not turned_off("GRADER_FUSED")
 
 
 def cache_enabled() -> bool:

@@ -26,7 +26,7 @@ cannot depend on TensorFlow before it is loaded:
   plots once ``tensorflow`` is in ``sys.modules``), as they are until TensorFlow has built a graph or a
   tensor, which it cannot do unloaded.
 
-``GRADER_DEFERRED_TF=0`` in the grader's environment turns this off (``runner.deferred_tf_enabled``: the
+``GRADER_DEFERRED_TF=0`` in the grader's environment turns this off (``compile_cache.turned_off``: the
 runner then leaves it out of the kernel).
 """
 from __future__ import annotations
@@ -136,7 +136,7 @@ class _StandInMeta(type):
         # a class derived from a stand-in: it derives from the real class (TensorFlow is loaded for it)
         _load(_state["module"])
         real = tuple(getattr(_state["module"], b.__name__) if isinstance(b, _StandInMeta) else b for b in bases)
-        meta, namespace_type, kwds = types.prepare_class(name, real, kwargs)
+        meta, _, kwds = types.prepare_class(name, real, kwargs)
         return meta(name, real, dict(namespace), **kwds)
 
     def __call__(cls, *args, **kwargs):
@@ -203,7 +203,3 @@ class _LoadFirst:
                                                    is_package=hasattr(module, "__path__"))
         return None  # the path the import holds is the real one now: the usual finders find it
 
-
-def loaded() -> bool:
-    """Whether TensorFlow's real ``__init__`` has run (for the grader's tests and the run's report)."""
-    return _state["loaded"] or ("tensorflow" in sys.modules and _state["module"] is None)

@@ -28,7 +28,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from ..errors import KernelStartFailed
-from .compile_cache import KERNEL_XLA_ENV
+from .compile_cache import KERNEL_XLA_ENV, turned_off
 from .kernel import SandboxedKernelManager, configure
 from .sandbox import HOME, Sandbox
 
@@ -60,9 +60,6 @@ WATCHDOG_GRACE_S = 10.0
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 
 
-def deferred_tf_enabled() -> bool:
-    """False when the TA turned the deferred TensorFlow import off (``GRADER_DEFERRED_TF=0``)."""
-    return os.environ.get("GRADER_DEFERRED_TF", "1").strip().lower() not in ("0", "off", "no", "false")
 
 
 @dataclass
@@ -194,7 +191,7 @@ class NotebookRunner:
         self.sandbox.prepare()
         runtime = self.sandbox.runtime_dir
         self._startup = []
-        if self.backend == "jax" and deferred_tf_enabled():  # first: nothing before it may import TensorFlow
+        if self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):  # first: nothing before it may import TensorFlow
             self._kernel_module(runtime, "grader_deferred_tf", DEFERRED_TF, "install()")
         if self.fused:
             self._kernel_module(runtime, "grader_fused_fit", FUSED_FIT, FUSED_CALL)

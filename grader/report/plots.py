@@ -135,6 +135,9 @@ class _Kept:
         height = (p["figure.subplot.top"] - p["figure.subplot.bottom"]) * h
         self.ax = self.fig.add_axes((left / (w + 2 * m), bottom / (h + 2 * m), width / (w + 2 * m),
                                      height / (h + 2 * m)))
+        # the task's title: drawn over the kept background with the model's artists (``update``), so that one kept
+        # figure serves every task of a layout
+        self.ax.set_title(" ", fontsize=10)
         self.background = None
         self.static_box = None
         #: the pixels and extent of artists drawn where nothing else is (the title; a legend below the axes), by
@@ -245,17 +248,19 @@ class _OffCanvas(Exception):
     """The tight box reaches past the kept canvas (a very wide legend): drawn the plain way instead."""
 
 
-def _draw(key: tuple, make, update, plain: bool) -> bytes:
+def _draw(key: tuple, make, update, plain: bool, title: str) -> bytes:
     with _lock:
         if plain:
             fig = make()
-            update(fig)
-            return fig.plain()
-        fig = _kept.pop(key, None) or make()
-        _kept[key] = fig  # the most recently used last
-        while len(_kept) > KEPT_FIGURES:
-            _kept.popitem(last=False)
+        else:
+            fig = _kept.pop(key, None) or make()
+            _kept[key] = fig  # the most recently used last
+            while len(_kept) > KEPT_FIGURES:
+                _kept.popitem(last=False)
+        fig.ax.title.set_text(title)  # its font and place are the layout's (``_Kept``)
         update(fig)
+        if plain:
+            return fig.plain()
         try:
             return fig.render()
         except _OffCanvas:
@@ -273,7 +278,6 @@ class _Curve(_Kept):
         self.model, = ax.plot(xlim, (0, 0), color="#d62728", lw=1.5, ls="--", label="your model")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-        ax.set_title(" ", fontsize=10)
         self.legend = ax.legend(fontsize=8)
         self.animate()
 
@@ -284,8 +288,7 @@ class _Curve(_Kept):
     def moving(self):
         return [self.ax.yaxis, self.legend, self.ax.title]
 
-    def update(self, x, y_true, y_pred, title):
-        self.ax.title.set_text(title)  # the font and place set_title gave it at the start
+    def update(self, x, y_true, y_pred):
         self.truth.set_data(x, y_true)
         self.model.set_data(x, y_pred)
         self.ax.relim()  # the limits a fresh figure's autoscaling gives (the x range is the figure's key)
@@ -295,7 +298,7 @@ class _Curve(_Kept):
 def _curve(x, y_true, y_pred, title: str, plain: bool = False) -> bytes:
     span = (float(np.min(x)), float(np.max(x))) if len(x) else (0.0, 1.0)
     return _draw(("curve", span, len(x)), lambda: _Curve(span),
-                 lambda fig: fig.update(x, y_true, y_pred, title), plain)
+                 lambda fig: fig.update(x, y_true, y_pred), plain, title)
 
 
 def curve(plot: dict, truth, title: str) -> str:
@@ -328,7 +331,6 @@ class _Regions(_Kept):
         self.contour = None
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
-        ax.set_title(" ", fontsize=10)
         dot = dict(marker="o", linestyle="none", markersize=5, markeredgewidth=0)
         handles = [Line2D([], [], color=CLASS_COLOURS[0], label="class 0", **dot),
                    Line2D([], [], color=CLASS_COLOURS[1], label="class 1", **dot),
@@ -350,8 +352,7 @@ class _Regions(_Kept):
     def by_own_words(self):
         return [self.ax.title, self.legend]  # the legend below the axes says the counts
 
-    def update(self, grid, x, y, pred, title):
-        self.ax.title.set_text(title)  # the font and place set_title gave it at the start
+    def update(self, grid, x, y, pred):
         if self.contour is not None:
             self.contour.remove()
             self.contour = None
@@ -372,7 +373,7 @@ class _Regions(_Kept):
 
 def _regions(extent, grid, x, y, pred, title: str, plain: bool = False) -> bytes:
     return _draw(("regions", tuple(extent)), lambda: _Regions(extent),
-                 lambda fig: fig.update(grid, x, y, pred, title), plain)
+                 lambda fig: fig.update(grid, x, y, pred), plain, title)
 
 
 def regions(plot: dict, extent, title: str) -> str:
