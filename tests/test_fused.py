@@ -433,6 +433,8 @@ m.compile(optimizer="rmsprop", loss="mse")
 x = np.random.default_rng(0).normal(size=(30, 2)); y = x[:, :1] ** 2
 m.fit(x, y, epochs=3, batch_size=8, verbose=0)
 report = dict(F.last_report)
+report["font_lists"] = {{f: open(os.path.join(os.environ["MPLCONFIGDIR"], f)).read()
+                         for f in os.listdir(os.environ["MPLCONFIGDIR"]) if f.startswith("fontlist")}}
 try:
     open(os.path.join({cache!r}, "poison"), "w").write("x")
     report["wrote"] = True
@@ -451,12 +453,20 @@ def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
-           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **compile_cache.KERNEL_XLA_ENV}
+           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **compile_cache.KERNEL_XLA_ENV,
+           "MPLCONFIGDIR": str(cache / fused_fit.FONT_LIST_DIR)}  # as compile_cache.build runs its builder
     built = subprocess.run([sys.executable, "-c", TINY.format(grader_root=str(ROOT), cache=str(cache))], env=env,
                            capture_output=True, text=True, timeout=300)
     assert "REPORT" in built.stdout, built.stderr[-2000:]
     assert json.loads(built.stdout.split("REPORT ")[1])["fused_program"] == "compiled"
     assert list(cache.glob("jit_grader_fused_chunk-*"))  # the builder wrote the chunk program
+    built_fonts = {}
+    for path in (cache / fused_fit.FONT_LIST_DIR).glob("fontlist*"):
+        # written again in a layout of its own (matplotlib's is indent=2): a list the sandboxed matplotlib made
+        # for itself cannot pass for the copy
+        built_fonts[path.name] = json.dumps(json.loads(path.read_text()), indent=1)
+        path.write_text(built_fonts[path.name])
+    assert built_fonts
     for dirpath, _, files in os.walk(cache):
         os.chmod(dirpath, 0o755)
         for name in files:
@@ -474,7 +484,7 @@ def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
         cmd, run_env = sandbox.wrap([sys.executable, "-c", code],
                                     {"HOME": sandbox.inner_work, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
                                      "GRADER_JAX_CACHE": compile_cache.INNER, "PYTHONDONTWRITEBYTECODE": "1",
-                                     **compile_cache.KERNEL_XLA_ENV})
+                                     "MPLCONFIGDIR": "/tmp/matplotlib", **compile_cache.KERNEL_XLA_ENV})
         done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
     finally:
         sandbox.cleanup()
@@ -482,6 +492,7 @@ def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
     report = json.loads(done.stdout.split("REPORT ")[1])
     assert report["fused"] and report["fused_program"] == "disk"  # compiled outside, loaded inside
     assert report["wrote"] == "Read-only file system"
+    assert report["font_lists"] == built_fonts  # matplotlib's font list, copied from the cache before Keras' import
     assert "persistent compilation cache" not in done.stderr  # a miss or a refused write says nothing
     assert sorted(p.name for p in cache.iterdir()) == before
 
@@ -592,3 +603,41 @@ def test_the_compile_cache_holds_the_predictions_a_notebook_plots(assignment, tm
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts["150"] >= 2  # the full batches' program and the last batch's, both from the cache
     assert counts["7"] == 0  # a network no reference has: compiled in the process, as before
+    assert list((folder / fused_fit.FONT_LIST_DIR).glob("fontlist-v*.json"))  # matplotlib's, for the kernels
+
+
+FONTS = """
+import logging, os, sys
+sys.path.insert(0, {grader_root!r})
+from grader.execute import fused_fit
+copied = fused_fit.use_font_list({cache!r}) if {use!r} else None
+logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
+import matplotlib.font_manager
+print("COPIED", copied)
+"""
+
+
+def test_a_kernel_takes_matplotlibs_font_list_from_the_cache_instead_of_making_one(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MPLCONFIGDIR": str(cache / fused_fit.FONT_LIST_DIR)}
+    made = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=None, use=False)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert "generated new fontManager" in made.stderr, made.stderr[-2000:]  # the builder's matplotlib made it
+    listed = sorted((cache / fused_fit.FONT_LIST_DIR).glob("fontlist-v*.json"))
+    assert listed
+
+    def kernel(config: Path, use: bool) -> str:
+        done = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=str(cache), use=use)],
+                              env={**env, "MPLCONFIGDIR": str(config)}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    said = kernel(tmp_path / "fresh", use=True)
+    assert "COPIED True" in said and "generated new fontManager" not in said
+    assert (tmp_path / "fresh" / listed[0].name).read_bytes() == listed[0].read_bytes()
+    assert "generated new fontManager" in kernel(tmp_path / "without", use=False)  # what every kernel did
+    own = tmp_path / "own"  # a list the kernel's matplotlib already has is left alone
+    own.mkdir()
+    (own / listed[0].name).write_text("{}")
+    said = kernel(own, use=True)
+    assert "COPIED False" in said and (own / listed[0].name).read_text() != "{}"  # matplotlib remade its bad one

@@ -8,7 +8,9 @@ into a cache folder it owns, and every kernel reads it: the sandbox binds the fo
 ``INNER`` (a writable shared cache would let one student's kernel poison another's training), and the
 kernel never writes to it (``fused_fit.configure_cache``: a miss compiles in the kernel, silently).  The
 builder also runs each reference model's ``predict`` on its data, so the programs Keras compiles for the
-predictions a notebook plots are there too.
+predictions a notebook plots are there too.  And matplotlib's font list, which the builder's matplotlib
+writes into the folder and every kernel copies (``fused_fit.use_font_list``): a fresh sandbox has none, and
+making one lists and opens every font of the system, about a second of every kernel's start.
 
 A cache entry is found only by a kernel that lowers the same program under the same compiler: JAX keys
 an entry by the program, jaxlib's version, the XLA flags and the compile options, so the builder runs
@@ -34,6 +36,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from .fused_fit import FONT_LIST_DIR
 
 log = logging.getLogger("grader")
 
@@ -99,6 +103,7 @@ def _processor() -> str:
 def cache_key(assignment) -> str:
     h = hashlib.sha256()
     parts = {"jax": _version("jax"), "jaxlib": _version("jaxlib"), "keras": _version("keras"),
+             "matplotlib": _version("matplotlib"),
              "python": sys.version, "env": KERNEL_XLA_ENV, "processor": _processor()}
     h.update(json.dumps(parts, sort_keys=True).encode())
     h.update(FUSED_SOURCE.read_bytes())
@@ -191,7 +196,9 @@ def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
         building.mkdir()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(scratch),
                "KERAS_HOME": str(scratch / "keras"), "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
-               "PYTHONDONTWRITEBYTECODE": "1", **KERNEL_XLA_ENV}
+               "PYTHONDONTWRITEBYTECODE": "1", **KERNEL_XLA_ENV,
+               # matplotlib (Keras imports it) writes its font list here, for every kernel to copy
+               "MPLCONFIGDIR": str(building / FONT_LIST_DIR)}
         t0 = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "grader.execute.compile_cache", str(assignment.root),
                                str(building)], env=env, stdin=subprocess.DEVNULL, capture_output=True,

@@ -577,15 +577,48 @@ def configure_cache(cache_dir, *, writable: bool) -> bool:
         return False
 
 
+#: the cache folder's sub-folder holding matplotlib's font list, as the builder's matplotlib wrote it
+FONT_LIST_DIR = "matplotlib"
+
+
+def use_font_list(cache_dir) -> bool:
+    """Give this process's matplotlib the font list the cache's builder made (``cache_dir/matplotlib``), by
+    copying it into ``$MPLCONFIGDIR`` unless one is there.  Keras imports ``matplotlib.pyplot``, and a
+    matplotlib without its font list lists and opens every font of the system to make one: about a second in
+    a fresh sandbox, whose ``$MPLCONFIGDIR`` is always empty.  A list naming a font that is missing here is
+    no harm: matplotlib makes a new list when it cannot open the font it chose.  Call it before anything
+    imports matplotlib.  Returns whether a list was copied."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    target = os.environ.get("MPLCONFIGDIR")
+    if not target or not cache_dir:
+        return False
+    copied = False
+    try:
+        for source in sorted((Path(cache_dir) / FONT_LIST_DIR).glob("fontlist-v*.json")):
+            dest = Path(target) / source.name
+            if source.is_file() and not source.is_symlink() and not dest.exists():
+                Path(target).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+                copied = True
+    except OSError:
+        return False
+    return copied
+
+
 def install(*, cache_dir=None, cache_writable: bool = False) -> bool:
     """Put ``fit`` in place of ``keras.Model.fit`` (once; on a backend other than JAX every call falls back,
-    saying so); with ``cache_dir``, JAX's persistent compilation cache there (see ``configure_cache``).
-    False when Keras cannot be imported, or when ``GRADER_FUSED=0`` turned fused training off (nothing
-    changed then)."""
+    saying so); with ``cache_dir``, JAX's persistent compilation cache there (see ``configure_cache``), and
+    matplotlib's font list from it (``use_font_list``).  False when Keras cannot be imported, or when
+    ``GRADER_FUSED=0`` turned fused training off (nothing changed then)."""
     import os
 
     if os.environ.get("GRADER_FUSED", "1").strip().lower() in ("0", "off", "no", "false"):
         return False
+    if cache_dir and not cache_writable:
+        use_font_list(cache_dir)  # before Keras imports matplotlib
     try:
         import keras
     except Exception:
