@@ -12,18 +12,27 @@ what a command was not told.
 from __future__ import annotations
 
 import getpass
+import importlib
 import os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from .calibrate import calibrate
-from .check import check
 from .errors import FatalError, GradebookError
-from .export import export
-from .kit import build_kit
 from .pipeline import grade_batch, render_reports
 from .spec import load_assignment
 from .store import DEFAULT_NAME
+
+#: the API's functions that live in modules of their own, imported when first asked for: a command imports what
+#: it runs (``grade`` does not wait for calibration's or the student check's imports before its first kernel)
+_ELSEWHERE = {"calibrate": ".calibrate", "check": ".check", "export": ".export", "build_kit": ".kit"}
+
+
+def __getattr__(name: str):
+    if name in _ELSEWHERE:
+        value = getattr(importlib.import_module(_ELSEWHERE[name], __package__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 REPORTS = Path("reports")
 KIT_FOLDER = Path("grader-kit")
@@ -84,7 +93,7 @@ def export_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assi
     ``<the gradebook's folder>/export``).  With neither ``assignment_id`` nor ``db_url``, and ``out_dir``
     holding the gradebooks of several assignments (``reports/<assignment>/``, as ``make demo`` writes),
     each is exported into its own folder.  Returns the files written."""
-    from .export import FORMATS
+    from .export import FORMATS, export
 
     several = sorted(p.parent.name for p in Path(out_dir).glob(f"*/{DEFAULT_NAME}"))
     if db_url is None and assignment_id is None and to_dir is None and len(several) > 1 \

@@ -92,9 +92,15 @@ def warm_up(spec, seeds: tuple) -> None:
 def measure_job(job: Job):
     """Measure one submission (runs in a worker). Returns (Measurements, memory_capped, {plot key: PNG})."""
     from .measure.student import measure_student
+    from .report.cache import PlotWarmUp
 
     assignment, evaluator = _worker_evaluator(job.spec, job.seeds)
-    measured = measure_student(assignment, job.submission, evaluator, limits=job.limits)
+    warm_up = PlotWarmUp(assignment)  # the first plots of a layout, drawn while the student's models are measured
+    try:
+        measured = measure_student(assignment, job.submission, evaluator, limits=job.limits,
+                                   on_evaluated=warm_up.evaluated)
+    finally:
+        warm_up.finish()
     return measured, evaluator.memory_capped, _plots(assignment, measured)
 
 

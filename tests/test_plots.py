@@ -183,7 +183,9 @@ def test_plots_drawn_by_a_worker_are_the_pages_plots(assignment, evaluator, tmp_
 
     shutil.copytree(DEMO / "bob", tmp_path / "subs" / "bob")
     sub = collect(tmp_path / "subs", assignment)[0]
-    measured = measure_student(assignment, sub, evaluator)
+    told = []
+    measured = measure_student(assignment, sub, evaluator, on_evaluated=told.append)
+    assert told and [id(e) for e in told] == [id(e) for _, e in measured.evaluated]  # each model, as measured
     drawn = cache.draw_plots(assignment, measured)
     reporter = Reporter(assignment, tmp_path / "out", keep_plots=True)
     reporter.plots.add(drawn)
@@ -204,3 +206,36 @@ def test_one_kept_figure_serves_every_task_and_draws_each_title():
     for plot, png in zip(shown, drawn, strict=True):
         plots._kept.clear()
         assert plot.png() == png  # what a fresh figure draws
+
+
+def test_warming_up_makes_each_layouts_figure_once_and_changes_no_picture(assignment):
+    """``PlotWarmUp`` (a worker, while a notebook runs) draws the first plot of each layout the measured models
+    show, once; the plots drawn after it are those a fresh figure draws, and bad plot data is not its error."""
+    curve, regions = _curve_data(0.3), _regions_data(2)
+    evaluation = {"datasets": {"curve": {"plot": curve}, "circle": {"plot": regions}, "xor": {"metrics": {}},
+                               "ring": {"plot": {"grid": "not an array"}}, "no such dataset": {"plot": curve}}}
+    shown = [cache.plot_of(assignment, "1c", "curve", curve), cache.plot_of(assignment, "2a", "circle", regions)]
+    plots._kept.clear()
+    fresh = [p.png() for p in shown]
+    plots._kept.clear()
+    warm = cache.PlotWarmUp(assignment)
+    warm.evaluated(evaluation)
+    warm.evaluated(evaluation)  # another model of the same layouts: nothing more to make
+    warm.finish()
+    assert warm.drawn == 2 and {k[0] for k in plots._kept} == {"curve", "regions"}
+    assert [p.png() for p in shown] == fresh
+    assert len(plots._kept) == 2  # the student's plots were drawn on the figures the warm-up made
+
+
+def test_the_grading_command_imports_matplotlib_and_calibration_only_when_it_uses_them():
+    """``grade`` starts its first kernel after the API's imports: the plots' matplotlib and the other commands'
+    modules wait until they are used, and the API still has every function."""
+    import subprocess
+    import sys
+
+    code = ("import sys, grader.api as api\n"
+            "early = sorted(m for m in ('matplotlib', 'grader.calibrate', 'grader.check', 'grader.kit') if m in sys.modules)\n"
+            "from grader.api import check, calibrate, build_kit, export\n"
+            "print(early, callable(check) and callable(calibrate) and callable(build_kit) and callable(export))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.stdout.split() == ["[]", "True"], done.stderr[-2000:]

@@ -100,9 +100,11 @@ class _Budget:
             return None, e
 
 
-def measure_student(assignment, submission: Submission, evaluator, *, progress=None, limits=None) -> Measurements:
+def measure_student(assignment, submission: Submission, evaluator, *, progress=None, limits=None,
+                    on_evaluated=None) -> Measurements:
     """``limits``: the notebooks' time limits (``execute.limits.BatchLimits``), from the batch's speed probe;
-    None: this process's own (the probe runs once per process)."""
+    None: this process's own (the probe runs once per process).  ``on_evaluated(evaluation)`` is told each
+    model's measurements as they are taken, in the evaluating thread (``report.cache.PlotWarmUp``)."""
     files: list[FileResult] = []
     notes = [p.explain() for p in submission.problems] + list(submission.warnings)
     notebooks: list[dict] = []
@@ -126,8 +128,14 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
 
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-evaluate") as pool:
+            def evaluate(source: Source, path):
+                evaluation, error = budget.evaluate(evaluator, source, path)
+                if error is None and on_evaluated is not None:
+                    on_evaluated(evaluation)
+                return evaluation, error
+
             def submit(source: Source, path):
-                pending.append((source, pool.submit(budget.evaluate, evaluator, source, path)))
+                pending.append((source, pool.submit(evaluate, source, path)))
 
             for f in submission.files:
                 if f.role == "preprocessing":

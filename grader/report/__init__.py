@@ -31,7 +31,6 @@ from ..errors import OutputError
 from ..review import describe_evidence
 from ..score.assess import fmt_value
 from ..score.results import StudentResult
-from . import plots
 from .cache import FOLDER as PLOT_FOLDER, PlotCache, task_plot
 
 
@@ -109,7 +108,11 @@ class Reporter:
 
     def _image(self, t) -> str | None:
         plot = task_plot(self.assignment, t)
-        return None if plot is None else plots.data_uri(self.plots.png(plot))
+        if plot is None:
+            return None
+        from . import plots
+
+        return plots.data_uri(self.plots.png(plot))
 
     def prepare(self, results, workers: int = 1) -> None:
         """Draw the plots the pages of ``results`` will show that are not kept yet, on ``workers`` processes
@@ -225,7 +228,11 @@ class Reporter:
                                if t.get("override")}} for s in students]
         groups = [{"students": g["students"], "evidence": [describe_evidence(e) for e in g["evidence"]]}
                   for g in identical or []]
-        hist = plots.histogram([s.score for s in students], self.assignment.max_score) if students else None
+        hist = None
+        if students:
+            from . import plots
+
+            hist = plots.histogram([s.score for s in students], self.assignment.max_score)
         html = self.env.get_template("index.html.j2").render(
             assignment=self.assignment, students=rows, pass_rates=rates, histogram=hist, css=self.css,
             version=__version__, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),

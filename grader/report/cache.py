@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import OutputError
+from ..logs import log
 from ..spec import import_reference
-from . import plots
+
+if TYPE_CHECKING:
+    from . import plots  # matplotlib: imported where a plot is made, not by whoever imports the reports
 
 FOLDER = ".plots"
 #: fewer missing plots than this are drawn in this process: starting processes (and matplotlib in each) costs
@@ -31,11 +35,18 @@ def task_plot(assignment, t) -> plots.Plot | None:
     None."""
     if not t.plot or not t.dataset:
         return None
-    ds = assignment.datasets[t.dataset]
-    title = f"task {t.id}"
+    return plot_of(assignment, t.id, t.dataset, t.plot)
+
+
+def plot_of(assignment, task_id: str, dataset: str, measured: dict) -> plots.Plot:
+    """The plot of task ``task_id`` for a model whose plot data on ``dataset`` are ``measured``."""
+    from . import plots
+
+    ds = assignment.datasets[dataset]
+    title = f"task {task_id}"
     if ds.kind == "function":
-        return plots.curve_plot(t.plot, import_reference(assignment, ds.function), title)
-    return plots.regions_plot(t.plot, ds.extent, title + " (held-out points)")
+        return plots.curve_plot(measured, import_reference(assignment, ds.function), title)
+    return plots.regions_plot(measured, ds.extent, title + " (held-out points)")
 
 
 def draw_plots(assignment, measured) -> dict[str, bytes]:
@@ -50,6 +61,42 @@ def draw_plots(assignment, measured) -> dict[str, bytes]:
         if plot is not None and plot.key not in out:
             out[plot.key] = plot.png()
     return out
+
+
+class PlotWarmUp:
+    """Warms this process's plotting up while a student is measured (``plots.warm_up``), in a thread of its own:
+    told each model's measurements as they arrive (``evaluated``), it draws the first plot of each layout they
+    show, and throws it away.  A notebook's kernel leaves a core idle while it trains, and the first student's
+    plots, drawn after the run, then cost what later students' cost.  ``finish()`` waits for it (matplotlib is
+    not for two threads at once; ``plots`` locks anyway).  Nothing it meets is an error: a plot it cannot draw
+    is drawn, or explained, when the page is made."""
+
+    def __init__(self, assignment):
+        self.assignment = assignment
+        self.drawn = 0
+        self._task_of = {}  # dataset -> the first task graded on it: its title is as long as the others'
+        for task in assignment.model_tasks():
+            if task.dataset and task.dataset not in self._task_of:
+                self._task_of[task.dataset] = task.id
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="grader-plot-warm-up")
+
+    def evaluated(self, evaluation: dict) -> None:
+        """One model's measurements (``Evaluator.evaluate``'s), from any thread."""
+        self._pool.submit(self._warm, evaluation)
+
+    def _warm(self, evaluation: dict) -> None:
+        from . import plots
+
+        for dataset, entry in sorted((evaluation.get("datasets") or {}).items()):
+            try:
+                if isinstance(entry, dict) and entry.get("plot") and dataset in self._task_of:
+                    self.drawn += plots.warm_up(plot_of(self.assignment, self._task_of[dataset], dataset,
+                                                        entry["plot"]))
+            except Exception:  # noqa: BLE001 - the page's own drawing meets it again, and says so
+                log.debug("plot warm-up of %s failed", dataset, exc_info=True)
+
+    def finish(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _draw(plot: plots.Plot) -> tuple[str, bytes]:

@@ -97,6 +97,23 @@ class Plot:
         """The plot as PNG bytes: on this process's kept figure, or (``plain``) on a fresh one with savefig."""
         return _DRAWERS[self.kind](plain=plain, **self.data)
 
+    @property
+    def layout(self) -> tuple:
+        """What its kept figure is kept by: the kind and the axes' fixed extent (all plots of a layout share one)."""
+        return _LAYOUTS[self.kind](**self.data)
+
+
+def warm_up(plot: Plot) -> bool:
+    """Make the kept figure ``plot`` is drawn on, by drawing it once and throwing the picture away, unless this
+    process has that figure already.  A layout's first plot costs several times the next (the figure, its kept
+    background and tight box, matplotlib's fonts and text layouts): a worker that warms up while a notebook runs
+    has paid that before the student's plots are drawn.  Returns whether it drew."""
+    with _lock:
+        if plot.layout in _kept:
+            return False
+    plot.png()
+    return True
+
 
 def curve_plot(plot: dict, truth, title: str) -> Plot:
     """The model's fitted curve (``plot``: ``x``, ``y_pred``) against the true function ``truth``."""
@@ -295,10 +312,14 @@ class _Curve(_Kept):
         self.ax.autoscale_view()
 
 
-def _curve(x, y_true, y_pred, title: str, plain: bool = False) -> bytes:
+def _curve_layout(x, **_) -> tuple:
     span = (float(np.min(x)), float(np.max(x))) if len(x) else (0.0, 1.0)
-    return _draw(("curve", span, len(x)), lambda: _Curve(span),
-                 lambda fig: fig.update(x, y_true, y_pred), plain, title)
+    return "curve", span, len(x)
+
+
+def _curve(x, y_true, y_pred, title: str, plain: bool = False) -> bytes:
+    layout = _curve_layout(x)
+    return _draw(layout, lambda: _Curve(layout[1]), lambda fig: fig.update(x, y_true, y_pred), plain, title)
 
 
 def curve(plot: dict, truth, title: str) -> str:
@@ -371,9 +392,13 @@ class _Regions(_Kept):
             text.set_text(words)
 
 
+def _regions_layout(extent, **_) -> tuple:
+    return "regions", tuple(extent)
+
+
 def _regions(extent, grid, x, y, pred, title: str, plain: bool = False) -> bytes:
-    return _draw(("regions", tuple(extent)), lambda: _Regions(extent),
-                 lambda fig: fig.update(grid, x, y, pred), plain, title)
+    return _draw(_regions_layout(extent), lambda: _Regions(extent), lambda fig: fig.update(grid, x, y, pred), plain,
+                 title)
 
 
 def regions(plot: dict, extent, title: str) -> str:
@@ -385,6 +410,7 @@ def regions(plot: dict, extent, title: str) -> str:
 
 
 _DRAWERS = {"curve": _curve, "regions": _regions}
+_LAYOUTS = {"curve": _curve_layout, "regions": _regions_layout}
 
 
 # -- the class page ---------------------------------------------------------------------------------------
