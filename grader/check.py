@@ -25,6 +25,7 @@ from .execute.sandbox import unavailable_reason
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS, NOTEBOOK, SCRIPT
 from .report import Reporter
+from .report.cache import PlotWarmUp
 from .measure.student import measure_student
 from .score import score_student
 from .score.results import StudentResult
@@ -131,7 +132,14 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         evaluator.start(wait=False)
         if has_code:
             say("running", None)
-        measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run), limits=limits)
+        # a page's plots: the first of each layout drawn while the notebook trains (``report.cache.PlotWarmUp``)
+        warm_up = PlotWarmUp(assignment) if out_dir is not None else None
+        try:
+            measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run),
+                                       limits=limits, on_evaluated=warm_up.evaluated if warm_up else None)
+        finally:
+            if warm_up is not None:
+                warm_up.finish()
         result = score_student(assignment, measured)
     result.id = name or Path(path).resolve().name or "submission"
 

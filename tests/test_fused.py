@@ -610,8 +610,10 @@ FONTS = """
 import logging, os, sys
 sys.path.insert(0, {grader_root!r})
 from grader.execute import fused_fit
-copied = fused_fit.use_font_list({cache!r}) if {use!r} else None
 logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
+copied = fused_fit.use_font_list({cache!r}) if {use!r} == "copy" else None
+if {use!r} == "install":  # as calibration's and re-training's processes install the fused fit: no font list
+    fused_fit.install(cache_dir={cache!r})
 import matplotlib.font_manager
 print("COPIED", copied)
 """
@@ -620,24 +622,26 @@ print("COPIED", copied)
 def test_a_kernel_takes_matplotlibs_font_list_from_the_cache_instead_of_making_one(tmp_path):
     cache = tmp_path / "cache"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MPLCONFIGDIR": str(cache / fused_fit.FONT_LIST_DIR)}
-    made = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=None, use=False)],
+    made = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=None, use="no")],
                           env=env, capture_output=True, text=True, timeout=120)
     assert "generated new fontManager" in made.stderr, made.stderr[-2000:]  # the builder's matplotlib made it
     listed = sorted((cache / fused_fit.FONT_LIST_DIR).glob("fontlist-v*.json"))
     assert listed
 
-    def kernel(config: Path, use: bool) -> str:
+    def kernel(config: Path, use: str) -> str:
         done = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=str(cache), use=use)],
                               env={**env, "MPLCONFIGDIR": str(config)}, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout + done.stderr
 
-    said = kernel(tmp_path / "fresh", use=True)
+    said = kernel(tmp_path / "fresh", use="copy")
     assert "COPIED True" in said and "generated new fontManager" not in said
     assert (tmp_path / "fresh" / listed[0].name).read_bytes() == listed[0].read_bytes()
-    assert "generated new fontManager" in kernel(tmp_path / "without", use=False)  # what every kernel did
+    assert "generated new fontManager" in kernel(tmp_path / "without", use="no")  # what every kernel did
+    # a TA's own MPLCONFIGDIR is not given the list by the grader's training processes
+    assert "generated new fontManager" in kernel(tmp_path / "TA", use="install")
     own = tmp_path / "own"  # a list the kernel's matplotlib already has is left alone
     own.mkdir()
     (own / listed[0].name).write_text("{}")
-    said = kernel(own, use=True)
+    said = kernel(own, use="copy")
     assert "COPIED False" in said and (own / listed[0].name).read_text() != "{}"  # matplotlib remade its bad one

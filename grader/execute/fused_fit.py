@@ -608,16 +608,17 @@ def use_font_list(cache_dir) -> bool:
     return copied
 
 
-def install(*, cache_dir=None, cache_writable: bool = False) -> bool:
+def install(*, cache_dir=None, cache_writable: bool = False, font_list: bool = False) -> bool:
     """Put ``fit`` in place of ``keras.Model.fit`` (once; on a backend other than JAX every call falls back,
     saying so); with ``cache_dir``, JAX's persistent compilation cache there (see ``configure_cache``), and
-    matplotlib's font list from it (``use_font_list``).  False when Keras cannot be imported, or when
-    ``GRADER_FUSED=0`` turned fused training off (nothing changed then)."""
+    with ``font_list`` (a kernel, whose matplotlib has none) matplotlib's font list from it
+    (``use_font_list``).  False when Keras cannot be imported, or when ``GRADER_FUSED=0`` turned fused
+    training off (nothing changed then)."""
     import os
 
     if os.environ.get("GRADER_FUSED", "1").strip().lower() in ("0", "off", "no", "false"):
         return False
-    if cache_dir and not cache_writable:
+    if font_list and cache_dir:
         use_font_list(cache_dir)  # before Keras imports matplotlib
     try:
         import keras
