@@ -223,6 +223,8 @@ def test_warming_up_makes_each_layouts_figure_once_and_changes_no_picture(assign
     warm.evaluated(evaluation)  # another model of the same layouts: nothing more to make
     warm.finish()
     assert warm.drawn == 2 and {k[0] for k in plots._kept} == {"curve", "regions"}
+    assert [cache.layout_of(assignment, "curve", curve), cache.layout_of(assignment, "circle", regions)] == \
+        [p.layout for p in shown]  # what the warm-up looks for without making the plot
     assert [p.png() for p in shown] == fresh
     assert len(plots._kept) == 2  # the student's plots were drawn on the figures the warm-up made
 

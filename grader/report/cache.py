@@ -38,6 +38,15 @@ def task_plot(assignment, t) -> plots.Plot | None:
     return plot_of(assignment, t.id, t.dataset, t.plot)
 
 
+def layout_of(assignment, dataset: str, measured: dict) -> tuple:
+    """The layout (``plots.Plot.layout``) of any task's plot of a model whose plot data on ``dataset`` are
+    ``measured``: found without drawing or even making the plot."""
+    from . import plots
+
+    ds = assignment.datasets[dataset]
+    return plots.curve_layout(measured) if ds.kind == "function" else plots.regions_layout(measured, ds.extent)
+
+
 def plot_of(assignment, task_id: str, dataset: str, measured: dict) -> plots.Plot:
     """The plot of task ``task_id`` for a model whose plot data on ``dataset`` are ``measured``."""
     from . import plots
@@ -89,9 +98,12 @@ class PlotWarmUp:
 
         for dataset, entry in sorted((evaluation.get("datasets") or {}).items()):
             try:
-                if isinstance(entry, dict) and entry.get("plot") and dataset in self._task_of:
-                    self.drawn += plots.warm_up(plot_of(self.assignment, self._task_of[dataset], dataset,
-                                                        entry["plot"]))
+                if not (isinstance(entry, dict) and entry.get("plot") and dataset in self._task_of):
+                    continue
+                if plots.has_figure(layout_of(self.assignment, dataset, entry["plot"])):
+                    continue  # the usual case, after a worker's first student: nothing to make
+                self.drawn += plots.warm_up(plot_of(self.assignment, self._task_of[dataset], dataset,
+                                                    entry["plot"]))
             except Exception:  # noqa: BLE001 - the page's own drawing meets it again, and says so
                 log.debug("plot warm-up of %s failed", dataset, exc_info=True)
 

@@ -103,16 +103,31 @@ class Plot:
         return _LAYOUTS[self.kind](**self.data)
 
 
+def has_figure(layout: tuple) -> bool:
+    """Whether this process keeps the figure of ``layout`` (``Plot.layout``, ``curve_layout``, ``regions_layout``)."""
+    with _lock:
+        return layout in _kept
+
+
 def warm_up(plot: Plot) -> bool:
     """Make the kept figure ``plot`` is drawn on, by drawing it once and throwing the picture away, unless this
     process has that figure already.  A layout's first plot costs several times the next (the figure, its kept
     background and tight box, matplotlib's fonts and text layouts): a worker that warms up while a notebook runs
     has paid that before the student's plots are drawn.  Returns whether it drew."""
-    with _lock:
-        if plot.layout in _kept:
-            return False
+    if has_figure(plot.layout):
+        return False
     plot.png()
     return True
+
+
+def curve_layout(plot: dict) -> tuple:
+    """The layout ``curve_plot(plot, ...)`` is drawn in, without making the plot."""
+    return _curve_layout(np.asarray(plot["x"]))
+
+
+def regions_layout(plot: dict, extent) -> tuple:
+    """The layout ``regions_plot(plot, extent, ...)`` is drawn in, without making the plot."""
+    return _regions_layout(tuple(float(v) for v in plot.get("extent", extent)))
 
 
 def curve_plot(plot: dict, truth, title: str) -> Plot:
