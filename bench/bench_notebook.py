@@ -2,7 +2,9 @@
 
     python bench/bench_notebook.py [--repeat 3] [--baseline 24d56bc] [--skip-baseline] [--skip-tensorflow]
 
-Each round, interleaved so machine noise hits all alike:
+Each round, interleaved so machine noise hits all alike, and starting one further along the list than the
+round before (so that no one always follows the same other, say the one that evicted its libraries from the
+page cache):
   grade      `grader grade` (this checkout) on a folder holding the reference notebook
              (sandbox, JAX backend, capture, evaluation, reports)
   baseline   the same with the grader of commit --baseline (default 24d56bc, the grader before this
@@ -113,20 +115,28 @@ def main():
             baseline.__enter__()
             print(f"baseline: commit {baseline.commit} in {baseline.path}", flush=True)
         for i in range(args.repeat):
-            times["grade"].append(timed(grader_cmd(ROOT, "grade", work / "subs", "-a", ROOT / "reference" / "tutorial6",
-                                                   "-o", work / f"out{i}"), env_with(PYTHONPATH=str(ROOT))))
+            runs = [("grade", lambda i=i: timed(grader_cmd(ROOT, "grade", work / "subs", "-a",
+                                                           ROOT / "reference" / "tutorial6", "-o", work / f"out{i}"),
+                                                env_with(PYTHONPATH=str(ROOT))))]
             if baseline:
-                times["baseline"].append(timed(grader_cmd(baseline.path, "grade", work / "subs", "-a",
-                                                          baseline.path / "reference" / "tutorial6", "-o",
-                                                          work / f"base{i}"),
-                                               env_with(PYTHONPATH=str(baseline.path)), cwd=baseline.path))
+                runs.append(("baseline", lambda i=i: timed(grader_cmd(baseline.path, "grade", work / "subs", "-a",
+                                                                      baseline.path / "reference" / "tutorial6", "-o",
+                                                                      work / f"base{i}"),
+                                                           env_with(PYTHONPATH=str(baseline.path)),
+                                                           cwd=baseline.path)))
             if not args.skip_plain:
-                times["plain-jax"].append(timed([sys.executable, "-c", PLAIN, str(NOTEBOOK), str(plain_dir)],
-                                                env_with(KERAS_BACKEND="jax")))
+                runs.append(("plain-jax", lambda: timed([sys.executable, "-c", PLAIN, str(NOTEBOOK), str(plain_dir)],
+                                                        env_with(KERAS_BACKEND="jax"))))
             if not args.skip_tensorflow:
-                times[tf].append(timed(tensorflow_cmd(plain_dir, i), env_with(KERAS_BACKEND="tensorflow"),
-                                       cwd=plain_dir))
-            print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v), flush=True)
+                runs.append((tf, lambda i=i: timed(tensorflow_cmd(plain_dir, i), env_with(KERAS_BACKEND="tensorflow"),
+                                                   cwd=plain_dir)))
+            # each round starts one further along: what runs after a run that evicted its libraries from the page
+            # cache (TensorFlow's 1.3 GB; this machine keeps about 2 GB) is a different one every round
+            start = i % len(runs)
+            for name, run in runs[start:] + runs[:start]:
+                times[name].append(run())
+            print(f"round {i + 1} (from {runs[start][0]}): " +
+                  ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v), flush=True)
     finally:
         if baseline:
             baseline.__exit__(None, None, None)
