@@ -205,7 +205,7 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
             and compile_cache.ready(assignment) is None:
         progress.status("compiling the reference solution's training programs for the notebooks (once per "
                         "machine and software version)")
-        compile_cache.build(assignment)
+        compile_cache.for_kernels(assignment)
     workers = workers or default_workers()
     engine = make_engine(spec, seeds, workers, scheduler, len(to_measure)) if to_measure else None
     run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")

@@ -1,10 +1,12 @@
-"""Engines: a worker process that dies while measuring a student has that student measured again."""
+"""Engines: a worker process that dies while measuring a student has that student measured again; the workers of
+a machine the batch did not prepare build its kernels' compile cache, once."""
 import json
 import os
 import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,73 @@ def test_a_killed_pool_worker_has_its_students_measured_again(tmp_path, model_di
         nb = students[sid]["notebooks"]
         assert nb and nb[0]["cells_failed"] == 0, students[sid]
     assert summary.counts["error"] == 0
+
+
+#: a process of a machine's batch or worker asking for its kernels' compile cache (``compile_cache.for_kernels``),
+#: with the XLA compilation of the build replaced by a stand-in that takes a second and says it ran: what is
+#: tested is that the processes of one machine build the folder once, not the compiling
+ASK_FOR_CACHE = """
+import json, os, sys, time
+from pathlib import Path
+from grader.execute import compile_cache
+from grader.spec import load_assignment
+
+def stand_in(assignment, final, timeout):
+    with open(sys.argv[2], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    time.sleep(1.0)
+    building = final.parent / ".building-test"
+    building.mkdir()
+    (building / compile_cache.MANIFEST).write_text("{}")
+    os.rename(building, final)
+    return final
+
+compile_cache._build = stand_in
+print(compile_cache.for_kernels(load_assignment(sys.argv[1])))
+"""
+
+
+@needs_sandbox
+def test_the_processes_of_one_machine_build_the_kernels_compile_cache_once(tmp_path):
+    """A Dask worker on a machine the batch did not build the cache on builds it with its first notebook; when
+    several workers of that machine start at once, one builds and the others wait for it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GRADER_CACHE_DIR": str(tmp_path / "cache"), "GRADER_FUSED": "1"}
+    builds = tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, "-c", ASK_FOR_CACHE, str(TUTORIAL6), str(builds)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    said = [p.communicate(timeout=120) for p in procs]
+    folders = {out.strip() for out, _ in said}
+    assert len(folders) == 1 and all(p.returncode == 0 for p in procs), said
+    assert len(builds.read_text().split()) == 1  # built once; the other two waited and found it
+    folder = Path(folders.pop())
+    assert folder.parent == tmp_path / "cache" / "jax" and (folder / "manifest.json").is_file()
+
+
+@needs_sandbox
+def test_a_worker_asks_for_the_compile_cache_before_a_notebook_not_before_saved_models(tmp_path, monkeypatch):
+    from grader.engines import InlineEngine, Job, measure_job
+    from grader.evaluate import dataset_seeds
+    from grader.execute import compile_cache
+    from grader.intake import collect
+    from grader.spec import freeze
+
+    asked = []
+    real = compile_cache.for_kernels
+    monkeypatch.setattr(compile_cache, "for_kernels", lambda a: asked.append(a.id) or real(a))
+    spec = freeze(TUTORIAL6)
+    seeds = tuple(sorted(dataset_seeds(spec.parsed, TEST_SECRET).items()))
+    demo = TUTORIAL6.parent.parent / "submissions" / "tutorial6"
+    for who in ("bob", "frank"):
+        shutil.copytree(demo / who, tmp_path / "class" / who)
+    bob, frank = sorted(collect(tmp_path / "class", spec.parsed), key=lambda s: s.student_id)
+    engine = InlineEngine(spec, dict(seeds))
+    try:
+        measure_job(Job(spec, seeds, bob))
+        assert asked == []  # saved models only: no kernel, no cache
+        measured, _, _ = measure_job(Job(spec, seeds, frank))
+        assert asked == [spec.parsed.id] and measured.notebooks
+    finally:
+        engine.close()

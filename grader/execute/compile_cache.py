@@ -23,6 +23,8 @@ change there builds a new folder and never reads a stale one.  A folder appears 
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -48,6 +50,7 @@ KERNEL_XLA_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "OMP_NUM_T
                   "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 BUILD_TIMEOUT_S = 900.0
 MANIFEST = "manifest.json"
+BUILD_LOCK = ".build.lock"  # in the folder of cache folders (``_one_builder``)
 #: a cache folder no batch has used for this long is removed when another one is built (a batch that needs it
 #: again builds it again); a build left half-done (a killed grader) is removed after a day
 UNUSED_DAYS = 30
@@ -175,10 +178,40 @@ def _fitted_tasks(assignment) -> list:
     return [t for t in assignment.model_tasks() if t.training == "fit" and t.reference]
 
 
+def for_kernels(assignment) -> Path | None:
+    """The folder this machine's kernels of ``assignment`` will read, built first if this machine has none:
+    a batch builds it before its workers start, and a Dask worker on another machine with its first notebook.
+    None where kernels read no cache: not the JAX backend, the cache off, or no sandbox to bind it read-only
+    into (``execute._run_once`` binds it only into a real one)."""
+    from .sandbox import isolation_mode
+
+    if assignment.notebooks.backend != "jax" or not cache_enabled() or isolation_mode() == "none":
+        return None
+    return ready(assignment) or build(assignment)
+
+
+@contextlib.contextmanager
+def _one_builder(base: Path):
+    """Held while a folder is built: the graders and workers of one machine build a folder once, the others
+    wait for it (each would otherwise compile the same programs beside the others).  Without a lock file (a
+    read-only or foreign folder), builders are not kept apart: each builds aside, and the first rename stands."""
+    try:
+        fd = os.open(base / BUILD_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
     """Compile the programs of the assignment's reference fits into its cache folder, unless built already;
-    in a clean process with the kernel's environment.  Returns the folder, or None when there is nothing to
-    build or the build failed (then the kernels compile for themselves, and the log says why)."""
+    in a clean process with the kernel's environment, one builder per machine at a time (``_one_builder``).
+    Returns the folder, or None when there is nothing to build or the build failed (then the kernels compile
+    for themselves, and the log says why)."""
     if not cache_enabled() or not _fitted_tasks(assignment):
         return None
     final = cache_dir(assignment)
@@ -190,6 +223,14 @@ def build(assignment, *, timeout: float = BUILD_TIMEOUT_S) -> Path | None:
     except OSError as e:
         log.warning("no compile cache: %s cannot be created (%s)", base, e)
         return None
+    with _one_builder(base):
+        if (final / MANIFEST).is_file():  # built while this one waited
+            return final
+        return _build(assignment, final, timeout)
+
+
+def _build(assignment, final: Path, timeout: float) -> Path | None:
+    base = final.parent
     building = base / f".building-{uuid.uuid4().hex[:12]}"
     scratch = Path(tempfile.mkdtemp(prefix="grader-cache-home-"))
     try:
