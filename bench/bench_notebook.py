@@ -2,9 +2,10 @@
 
     python bench/bench_notebook.py [--repeat 3] [--baseline 24d56bc] [--skip-baseline] [--skip-tensorflow]
 
-Each round, interleaved so machine noise hits all alike, and starting one further along the list than the
-round before (so that no one always follows the same other, say the one that evicted its libraries from the
-page cache):
+Each round, interleaved so machine noise hits all alike, in an order that changes from round to round so that
+over the rounds every run follows every other equally often (``balanced_order``; run as many rounds as there
+are runs, 4 with everything, for the full balance): otherwise one always follows, say, the run that evicted
+its libraries from the page cache:
   grade      `grader grade` (this checkout) on a folder holding the reference notebook
              (sandbox, JAX backend, capture, evaluation, reports)
   baseline   the same with the grader of commit --baseline (default 24d56bc, the grader before this
@@ -95,6 +96,23 @@ def tensorflow_cmd(folder: Path, i: int) -> list[str]:
     return [str(BIN / "jupyter"), "execute", "--timeout=3600", str(folder / "solution.ipynb")]
 
 
+def balanced_order(n: int, round_index: int) -> list[int]:
+    """The order of ``n`` runs in a round: a Williams design (a balanced Latin square), whose rounds together
+    put every run right after every other the same number of times (``n`` rounds for an even ``n``, ``2n`` for
+    an odd one); later rounds repeat them."""
+    base, low, high = [0], 1, n - 1
+    while len(base) < n:
+        base.append(low)
+        low += 1
+        if len(base) < n:
+            base.append(high)
+            high -= 1
+    rounds = [[(b + r) % n for b in base] for r in range(n)]
+    if n % 2:
+        rounds += [list(reversed(row)) for row in rounds]
+    return rounds[round_index % len(rounds)]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
@@ -130,12 +148,12 @@ def main():
             if not args.skip_tensorflow:
                 runs.append((tf, lambda i=i: timed(tensorflow_cmd(plain_dir, i), env_with(KERAS_BACKEND="tensorflow"),
                                                    cwd=plain_dir)))
-            # each round starts one further along: what runs after a run that evicted its libraries from the page
-            # cache (TensorFlow's 1.3 GB; this machine keeps about 2 GB) is a different one every round
-            start = i % len(runs)
-            for name, run in runs[start:] + runs[:start]:
+            # the rounds' orders follow each run by every other equally often: what runs after one that evicted its
+            # libraries from the page cache (TensorFlow's 1.3 GB; this machine keeps about 2 GB) is not always the same
+            order = [runs[k] for k in balanced_order(len(runs), i)]
+            for name, run in order:
                 times[name].append(run())
-            print(f"round {i + 1} (from {runs[start][0]}): " +
+            print(f"round {i + 1} ({', '.join(name for name, _ in order)}): " +
                   ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v), flush=True)
     finally:
         if baseline:
