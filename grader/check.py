@@ -15,6 +15,7 @@ check`` in ``cli.py`` presents it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .evaluate import Evaluator, dataset_seeds
 from .execute.limits import batch_limits, secs
 from .execute.sandbox import unavailable_reason
 from .intake import NamingPattern, Submission, collect_one
-from .intake.formats import FORMAT_NAMES, MODEL_FORMATS, NOTEBOOK, SCRIPT
+from .intake.formats import FORMAT_NAMES, MODEL_FORMATS
 from .report import Reporter
 from .report.cache import PlotWarmUp
 from .measure.student import measure_student
@@ -109,7 +110,7 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     say = progress or (lambda kind, value: None)
     assignment = load_assignment(assignment_dir)
     sub = submission_from(Path(path), assignment)
-    has_code = any(f.format in (NOTEBOOK, SCRIPT) for f in sub.files)
+    has_code = sub.runs_code
     notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
     unsandboxed = unavailable_reason() if has_code else None
     if unsandboxed:
@@ -133,13 +134,9 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         if has_code:
             say("running", None)
         # a page's plots: the first of each layout drawn while the notebook trains (``report.cache.PlotWarmUp``)
-        warm_up = PlotWarmUp(assignment) if out_dir is not None else None
-        try:
+        with PlotWarmUp(assignment) if out_dir is not None else nullcontext() as warming:
             measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run),
-                                       limits=limits, on_evaluated=warm_up.evaluated if warm_up else None)
-        finally:
-            if warm_up is not None:
-                warm_up.finish()
+                                       limits=limits, on_evaluated=warming.evaluated if warming else None)
         result = score_student(assignment, measured)
     result.id = name or Path(path).resolve().name or "submission"
 

@@ -92,20 +92,16 @@ def warm_up(spec, seeds: tuple) -> None:
 def measure_job(job: Job):
     """Measure one submission (runs in a worker). Returns (Measurements, memory_capped, {plot key: PNG})."""
     from .execute import compile_cache
-    from .intake.formats import NOTEBOOK, SCRIPT
     from .measure.student import measure_student
     from .report.cache import PlotWarmUp
 
     assignment, evaluator = _worker_evaluator(job.spec, job.seeds)
-    if any(f.format in (NOTEBOOK, SCRIPT) for f in job.submission.files):
+    if job.submission.runs_code:
         # the batch built it on its own machine: a Dask worker on another builds this one's with its first notebook
         compile_cache.for_kernels(assignment)
-    warm_up = PlotWarmUp(assignment)  # the first plots of a layout, drawn while the student's models are measured
-    try:
+    with PlotWarmUp(assignment) as warming:  # the first plot of each layout, drawn while the models are measured
         measured = measure_student(assignment, job.submission, evaluator, limits=job.limits,
-                                   on_evaluated=warm_up.evaluated)
-    finally:
-        warm_up.finish()
+                                   on_evaluated=warming.evaluated)
     return measured, evaluator.memory_capped, _plots(assignment, measured)
 
 

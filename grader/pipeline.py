@@ -30,7 +30,6 @@ from .evaluate import dataset_seeds, resolve_secret
 from .execute import compile_cache
 from .execute.sandbox import unavailable_reason
 from .intake import collect
-from .intake.formats import NOTEBOOK, SCRIPT
 from .report import Reporter, atomic_write
 from .measure import Measurements
 from .review import INTERNAL_ERROR, fingerprints, identical_work
@@ -190,7 +189,7 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
     plans = _plan(assignment, students, gradebook, seeds, force)
     to_measure = [p for p in plans if p.action == "measure"]
     code = [p.submission.student_id for p in to_measure
-            if any(f.format in (NOTEBOOK, SCRIPT) for f in p.submission.files)]
+            if p.submission.runs_code]
     no_sandbox = unavailable_reason() if code else None
     if no_sandbox:
         if not allow_unsandboxed:
@@ -201,8 +200,7 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
         progress.warning(no_sandbox, severe=True)
         reporter.warnings.append(no_sandbox)
     limits = _time_limits(assignment, progress, reporter) if code else None  # before any worker loads the machine
-    if code and not no_sandbox and assignment.notebooks.backend == "jax" and compile_cache.cache_enabled() \
-            and compile_cache.ready(assignment) is None:
+    if code and compile_cache.read_by_kernels(assignment) and compile_cache.ready(assignment) is None:
         progress.status("compiling the reference solution's training programs for the notebooks (once per "
                         "machine and software version)")
         compile_cache.for_kernels(assignment)

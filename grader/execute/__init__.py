@@ -30,7 +30,7 @@ from . import diagnose
 from .limits import BatchLimits, TimeLimits, default_limits, secs
 from .runner import NotebookRunner, RunResult
 from . import compile_cache
-from .sandbox import Limits, Sandbox, SandboxFailed, isolation_mode
+from .sandbox import Limits, Sandbox, SandboxFailed
 from .scripts import script_to_notebook
 
 
@@ -133,7 +133,7 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
         work, runtime, capture = scratch / "work", scratch / "runtime", scratch / "capture"
         # the compile cache (``compile_cache``), read-only and only into a real sandbox: where there is
         # none, the code could write to it
-        cache = compile_cache.ready(assignment) if backend == "jax" and isolation_mode() != "none" else None
+        cache = compile_cache.ready(assignment) if compile_cache.read_by_kernels(assignment, backend) else None
         sandbox = Sandbox(work, runtime, _limits(settings), shared_dirs=(capture,),
                           readonly_dirs=((cache, compile_cache.INNER),) if cache else ())
         bounds = untrusted.Bounds(max_entries=assignment.intake.max_files,

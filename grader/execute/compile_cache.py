@@ -178,14 +178,19 @@ def _fitted_tasks(assignment) -> list:
     return [t for t in assignment.model_tasks() if t.training == "fit" and t.reference]
 
 
+def read_by_kernels(assignment, backend: str | None = None) -> bool:
+    """Whether kernels of ``assignment`` on ``backend`` (default: the spec's) read a cache on this machine:
+    on JAX, with the cache on, and in a real sandbox, the only place it is bound into read-only."""
+    from .sandbox import isolation_mode
+
+    return (backend or assignment.notebooks.backend) == "jax" and cache_enabled() and isolation_mode() != "none"
+
+
 def for_kernels(assignment) -> Path | None:
     """The folder this machine's kernels of ``assignment`` will read, built first if this machine has none:
     a batch builds it before its workers start, and a Dask worker on another machine with its first notebook.
-    None where kernels read no cache: not the JAX backend, the cache off, or no sandbox to bind it read-only
-    into (``execute._run_once`` binds it only into a real one)."""
-    from .sandbox import isolation_mode
-
-    if assignment.notebooks.backend != "jax" or not cache_enabled() or isolation_mode() == "none":
+    None where kernels read no cache (``read_by_kernels``)."""
+    if not read_by_kernels(assignment):
         return None
     return ready(assignment) or build(assignment)
 

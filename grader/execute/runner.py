@@ -60,8 +60,6 @@ WATCHDOG_GRACE_S = 10.0
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 
 
-
-
 @dataclass
 class CellRun:
     index: int
@@ -191,7 +189,8 @@ class NotebookRunner:
         self.sandbox.prepare()
         runtime = self.sandbox.runtime_dir
         self._startup = []
-        if self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):  # first: nothing before it may import TensorFlow
+        # first: nothing before it may import TensorFlow
+        if self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):
             self._kernel_module(runtime, "grader_deferred_tf", DEFERRED_TF, "install()")
         if self.fused:
             self._kernel_module(runtime, "grader_fused_fit", FUSED_FIT, FUSED_CALL)

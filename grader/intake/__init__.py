@@ -67,6 +67,11 @@ class Submission:
     root: Path | None = None
     warnings: list[str] = field(default_factory=list)  # accepted, but not as the course asks (file names)
 
+    @property
+    def runs_code(self) -> bool:
+        """Whether it holds a notebook or a script: code the sandbox runs, under the notebooks' time limits."""
+        return any(f.format in (formats.NOTEBOOK, formats.SCRIPT) for f in self.files)
+
     def companion(self, task_id: str) -> SubmittedFile | None:
         """The preprocessing file submitted for ``task_id``'s model, if any."""
         return next((f for f in self.files if f.role == "preprocessing" and f.task_hint == task_id), None)

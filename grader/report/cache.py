@@ -73,12 +73,14 @@ def draw_plots(assignment, measured) -> dict[str, bytes]:
 
 
 class PlotWarmUp:
-    """Warms this process's plotting up while a student is measured (``plots.warm_up``), in a thread of its own:
-    told each model's measurements as they arrive (``evaluated``), it draws the first plot of each layout they
-    show, and throws it away.  A notebook's kernel leaves a core idle while it trains, and the first student's
-    plots, drawn after the run, then cost what later students' cost.  ``finish()`` waits for it (matplotlib is
-    not for two threads at once; ``plots`` locks anyway).  Nothing it meets is an error: a plot it cannot draw
-    is drawn, or explained, when the page is made."""
+    """Warms this process's plotting up while a student is measured, in a thread of its own: told each model's
+    measurements as they arrive (``evaluated``), it makes the kept figure of each layout they show that this
+    process lacks, by drawing one plot on it and throwing the picture away.  A layout's first plot costs
+    several times the next (the figure, its kept background and tight box, matplotlib's fonts and text
+    layouts); a notebook's kernel leaves a core idle while it trains, and the first student's plots, drawn
+    after the run, then cost what later students' cost.  Used as a context: leaving it waits for the thread
+    (matplotlib is not for two threads at once; ``plots`` locks anyway).  Nothing it meets is an error: a plot
+    it cannot draw is drawn, or explained, when the page is made."""
 
     def __init__(self, assignment):
         self.assignment = assignment
@@ -102,13 +104,20 @@ class PlotWarmUp:
                     continue
                 if plots.has_figure(layout_of(self.assignment, dataset, entry["plot"])):
                     continue  # the usual case, after a worker's first student: nothing to make
-                self.drawn += plots.warm_up(plot_of(self.assignment, self._task_of[dataset], dataset,
-                                                    entry["plot"]))
+                plot_of(self.assignment, self._task_of[dataset], dataset, entry["plot"]).png()
+                self.drawn += 1
             except Exception:  # noqa: BLE001 - the page's own drawing meets it again, and says so
                 log.debug("plot warm-up of %s failed", dataset, exc_info=True)
 
     def finish(self) -> None:
+        """Wait for the drawing thread, and end it."""
         self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "PlotWarmUp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
 
 
 def _draw(plot: plots.Plot) -> tuple[str, bytes]:

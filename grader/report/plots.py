@@ -109,17 +109,6 @@ def has_figure(layout: tuple) -> bool:
         return layout in _kept
 
 
-def warm_up(plot: Plot) -> bool:
-    """Make the kept figure ``plot`` is drawn on, by drawing it once and throwing the picture away, unless this
-    process has that figure already.  A layout's first plot costs several times the next (the figure, its kept
-    background and tight box, matplotlib's fonts and text layouts): a worker that warms up while a notebook runs
-    has paid that before the student's plots are drawn.  Returns whether it drew."""
-    if has_figure(plot.layout):
-        return False
-    plot.png()
-    return True
-
-
 def curve_layout(plot: dict) -> tuple:
     """The layout ``curve_plot(plot, ...)`` is drawn in, without making the plot."""
     return _curve_layout(np.asarray(plot["x"]))
