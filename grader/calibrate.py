@@ -178,7 +178,7 @@ def _train_like_the_kernels() -> None:
 def _train_runs(root: str, task_id: str, seeds: list[int], out: str,
                 cache: str | None = None) -> list[tuple[int, str, object, object, str | None]]:
     """A task's reference trained once per seed, each saved to ``out``: ``[(seed, .h5 path, x, y, where its
-    training program came from: "memory", "disk", "compiled", or None when not fused)]``.  Runs in a
+    training program came from: "memory", "stored", "disk", "compiled", or None when not fused)]``.  Runs in a
     training process of ``calibrate`` (or in its own process, with one): the same seed trains the same network
     bit for bit in any process, so where it runs changes no threshold.  ``cache``: the assignment's compile
     cache (``execute.compile_cache``), read only."""
@@ -261,7 +261,8 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
                 if progress:
                     progress(task.id, seed, {m: v[-1] for m, v in values.items()})
             results[task.id] = task_entry(task, seeds, values, retraining)
-    log.info("calibration: where the reference runs' training programs came from: %s (disk: the compile cache)",
+    log.info("calibration: where the reference runs' training programs came from: %s (stored, disk: the compile "
+             "cache)",
              dict(programs) or "none fused")
     for task in calibrated:
         if task.id in results:

@@ -140,5 +140,5 @@ def test_a_training_process_loads_the_reference_programs_from_the_compile_cache(
     (tmp_path / "no").mkdir()
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
         without = pool.submit(_train_runs, str(TUTORIAL6), "1c", [1000], str(tmp_path / "no"), None).result()
-    assert [run[-1] for run in with_cache] == ["disk", "memory"]  # loaded once, then kept
+    assert [run[-1] for run in with_cache] == ["stored", "memory"]  # loaded once, then kept
     assert without[0][-1] == "compiled"

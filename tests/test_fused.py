@@ -347,6 +347,235 @@ def test_keras_errors_are_keras_errors():
         fused_fit.fit(_model(19), x, y, epochs=1, verbose=0)
 
 
+# -- programs found by key, without lowering them ----------------------------------------------------------
+
+class _Traced(BaseException):
+    """Stops a fit once its program's keys are known: these tests need no compilation."""
+
+
+def _lowered_hash(lowered) -> str:
+    import hashlib
+
+    return hashlib.sha256("\0".join([lowered.as_text(debug_info=False), str(lowered.in_tree),
+                                      str(lowered.out_tree)]).encode()).hexdigest()
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    """A function giving (``_program_key``, the hash of the lowered chunk program with what it reads and
+    returns) of the program ``fit(model, x, y, **kw)`` would run."""
+    def keys(model, x, y, **kw):
+        seen = {}
+
+        def spy(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
+            state, perms, active, reset, tx, ty, sw, vx, vy = args
+            step, spec = fused_fit._step(model, n, batch, n_val, val_batch, has_sw, state, tx, ty, sw, vx, vy, reset)
+            seen["key"] = fused_fit._program_key(step, spec, key_parts, args)
+            lowered = fused_fit._lowered(model, n, batch, n_val, val_batch, has_sw, args, spec)
+            seen["program"] = _lowered_hash(lowered) + repr(key_parts)
+            raise _Traced
+
+        kw.setdefault("batch_size", 8)
+        with monkeypatch.context() as m:
+            m.setattr(fused_fit, "_compiled", spy)
+            try:
+                fused_fit.fit(model, x, y, epochs=1, verbose=0, **kw)
+            except _Traced:
+                return seen["key"], seen["program"]
+        raise AssertionError(f"not fused: {fused_fit.last_report}")
+
+    return keys
+
+
+def _dense_model(*layers, inputs=2, optimizer="adam", loss="mse", metrics=None, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((inputs,)), *layers])
+    model.compile(optimizer=optimizer() if callable(optimizer) else optimizer, loss=loss, metrics=metrics)
+    return model
+
+
+def _variants():
+    """Recipes that differ in one thing each: {name: (make the model, data, fit arguments)}."""
+    import keras
+
+    L, C = keras.layers, keras.constraints
+    reg, clf, sparse = _data(n=40), _data(n=40, kind="onehot"), _data(n=40, kind="sparse")
+    dense = lambda **kw: (lambda: _dense_model(L.Dense(6, activation="relu", **kw), L.Dense(1)))  # noqa: E731
+    v = {
+        "base": (dense(), reg, {}),
+        "units": (lambda: _dense_model(L.Dense(7, activation="relu"), L.Dense(1)), reg, {}),
+        "tanh": (lambda: _dense_model(L.Dense(6, activation="tanh"), L.Dense(1)), reg, {}),
+        "deeper": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(6, activation="relu"), L.Dense(1)),
+                   reg, {}),
+        "no-bias": (dense(use_bias=False), reg, {}),
+        "maxnorm-2": (dense(kernel_constraint=C.MaxNorm(2.0)), reg, {}),
+        "maxnorm-3": (dense(kernel_constraint=C.MaxNorm(3.0)), reg, {}),
+        "dropout-0.1": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dropout(0.1), L.Dense(1)), reg, {}),
+        "dropout-0.2": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dropout(0.2), L.Dense(1)), reg, {}),
+        "mae": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1), loss="mae"), reg, {}),
+        "huber-1": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1), loss=keras.losses.Huber(1.0)),
+                    reg, {}),
+        "huber-2": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1), loss=keras.losses.Huber(2.0)),
+                    reg, {}),
+        "metric-mae": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1), metrics=["mae"]), reg, {}),
+        "batch-16": (dense(), reg, {"batch_size": 16}),
+        "fewer-samples": (dense(), _data(n=36), {}),
+        "validation": (dense(), reg, {"validation_split": 0.25}),
+        "softmax": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(2, activation="softmax"),
+                                         loss="categorical_crossentropy", metrics=["accuracy"]), clf, {}),
+        "class-weight": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(2, activation="softmax"),
+                                              loss="categorical_crossentropy", metrics=["accuracy"]), clf,
+                         {"class_weight": {0: 1.0, 1: 2.0}}),
+        "sparse": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(2, activation="softmax"),
+                                        loss="sparse_categorical_crossentropy", metrics=["accuracy"]), sparse, {}),
+        "adam-beta": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1),
+                                           optimizer=lambda: keras.optimizers.Adam(beta_1=0.5)), reg, {}),
+        "sgd-momentum-0.5": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1),
+                                                  optimizer=lambda: keras.optimizers.SGD(momentum=0.5)), reg, {}),
+        "sgd-momentum-0.9": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1),
+                                                  optimizer=lambda: keras.optimizers.SGD(momentum=0.9)), reg, {}),
+        "adamw": (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1),
+                                       optimizer=lambda: keras.optimizers.AdamW(weight_decay=0.01)), reg, {}),
+    }
+    for name, make in OPTIMIZERS.items():
+        v[f"optimizer-{name}"] = (lambda make=make: _dense_model(L.Dense(6, activation="relu"), L.Dense(1),
+                                                                 optimizer=make), reg, {})
+
+    def adamw_excluding_biases():
+        opt = keras.optimizers.AdamW(weight_decay=0.01)
+        opt.exclude_from_weight_decay(var_names=["bias"])
+        return opt
+
+    v["adamw-no-bias-decay"] = (lambda: _dense_model(L.Dense(6, activation="relu"), L.Dense(1),
+                                                     optimizer=adamw_excluding_biases), reg, {})
+
+    def frozen():
+        model = _dense_model(L.Dense(6, activation="relu"), L.Dense(1))
+        model.layers[0].trainable = False
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    v["frozen-layer"] = (frozen, reg, {})
+
+    def wired(order):  # the same two layers, connected in either order
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((4,))
+        a, b = L.Dense(4, activation="relu"), L.Dense(4, activation="tanh")
+        out = L.Dense(1)((b(a(inp)) if order == "ab" else a(b(inp))))
+        model = keras.Model(inp, out)
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    four = _data(n=40, inputs=4)
+    v["functional-ab"] = (lambda: wired("ab"), four, {})
+    v["functional-ba"] = (lambda: wired("ba"), four, {})
+    return v
+
+
+def test_a_program_key_never_stands_for_two_programs(keys):
+    """The key a program is found by (one traced step, not the lowered program) of each of many recipes that
+    differ in one thing: wherever two keys are equal, so are the programs (else a stored program would train
+    another recipe), and the other way round."""
+    found = {name: keys(make(), *data, **kw) for name, (make, data, kw) in _variants().items()}
+    assert [name for name, (key, _) in found.items() if key is None] == []
+    by_key = {}
+    for name, (key, program) in found.items():
+        by_key.setdefault(key, {})[name] = program
+    assert [names for names in by_key.values() if len(set(names.values())) > 1] == []
+    # and the same program has the same key (the variants share programs only where they are the same
+    # recipe: the default Adam, given twice, and AdamW with its weight decay, given twice)
+    by_program = {}
+    for name, (key, program) in found.items():
+        by_program.setdefault(program, set()).add(name)
+    assert sorted(sorted(names) for names in by_program.values() if len(names) > 1) == \
+        [["adamw", "optimizer-adamw"], ["base", "optimizer-adam"]]
+    assert len(by_key) == len(by_program)
+
+
+def test_a_program_key_finds_the_same_recipe_written_another_way(keys):
+    """Names Keras numbers, an optimizer given by name or object, the input's shape given by ``Input`` or
+    ``input_dim``: the same program, so the same key (a student's notebook finds the reference's program)."""
+    import keras
+
+    x, y = _data(n=40)
+    a = keys(_dense_model(keras.layers.Dense(6, activation="relu"), keras.layers.Dense(1)), x, y)
+    b = keys(_dense_model(keras.layers.Dense(6, activation="relu"), keras.layers.Dense(1), seed=5), x, y)
+    model = keras.Sequential([keras.layers.Dense(6, activation="relu", input_dim=2), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    c = keys(model, x, y)
+    assert a == b == c and a[0] is not None
+
+
+def test_a_program_key_is_the_same_where_jax_prints_in_colour(keys, monkeypatch):
+    """In a Jupyter kernel JAX prints jaxprs in colour: the key is made from the same text there as in the
+    grader's builder, which runs in no kernel (else no notebook would find a stored program)."""
+    import keras
+    from jax._src import pretty_printer
+
+    x, y = _data(n=40)
+    make = lambda: _dense_model(keras.layers.Dense(6, activation="relu"), keras.layers.Dense(1))  # noqa: E731
+    plain = keys(make(), x, y)
+    monkeypatch.setattr(pretty_printer, "CAN_USE_COLOR", True)
+    monkeypatch.setattr(pretty_printer, "_can_use_color", lambda: True, raising=False)
+    assert "\x1b[" in str(_traced_step(make(), x, y))  # JAX's own text is in colour now
+    assert keys(make(), x, y) == plain
+
+
+def _traced_step(model, x, y):
+    """The jaxpr ``fit`` would key its program by, as JAX itself prints it."""
+    seen = {}
+
+    def spy(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
+        state, perms, active, reset, tx, ty, sw, vx, vy = args
+        seen["step"] = fused_fit._step(model, n, batch, n_val, val_batch, has_sw, state, tx, ty, sw, vx, vy, reset)[0]
+        raise _Traced
+
+    original = fused_fit._compiled
+    fused_fit._compiled = spy
+    try:
+        fused_fit.fit(model, x, y, epochs=1, batch_size=8, verbose=0)
+    except _Traced:
+        return seen["step"].jaxpr
+    finally:
+        fused_fit._compiled = original
+    raise AssertionError(f"not fused: {fused_fit.last_report}")
+
+
+def test_keras_patched_by_the_notebook_or_a_setting_its_config_omits_changes_the_key(keras_epsilon, keys,
+                                                                                       monkeypatch):
+    """What the traced computation depends on beyond any configuration: Keras' epsilon, a Keras method a
+    notebook replaced, Huber's delta (which ``Huber.get_config`` leaves out): another key each."""
+    import keras
+
+    x, y = _data(n=40, kind="onehot")
+    make = lambda: _dense_model(keras.layers.Dense(6, activation="relu"),  # noqa: E731
+                                keras.layers.Dense(2, activation="softmax"), loss="categorical_crossentropy")
+    plain = keys(make(), x, y)
+    keras.config.set_epsilon(1e-3)
+    assert keys(make(), x, y)[0] != plain[0]
+    keras.config.set_epsilon(keras_epsilon)
+    with monkeypatch.context() as m:
+        call = keras.layers.Dense.call
+        m.setattr(keras.layers.Dense, "call", lambda self, inputs, training=None: call(self, inputs) * 2.0)
+        assert keys(make(), x, y)[0] != plain[0]
+    assert keys(make(), x, y) == plain  # all put back: the same key again
+    reg = _data(n=40)
+    huber = [keys(_dense_model(keras.layers.Dense(6), keras.layers.Dense(1), loss=keras.losses.Huber(d)), *reg)[0]
+             for d in (1.0, 2.0)]
+    assert huber[0] != huber[1]
+
+
+@pytest.fixture
+def keras_epsilon():
+    import keras
+
+    before = keras.config.epsilon()
+    yield before
+    keras.config.set_epsilon(before)
+
+
 # -- installed: beneath the capture hook, in the grader's own training ---------------------------------------
 
 @pytest.fixture
@@ -362,8 +591,6 @@ def installed():
 
 
 def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path, monkeypatch):
-    import keras
-
     monkeypatch.setenv("GRADER_CAPTURE_DIR", str(tmp_path))
     assert fused_fit.install()
     exec(compile((ROOT / "grader" / "execute" / "capture_kernel.py").read_text(), "capture_kernel.py", "exec"), {})
@@ -375,7 +602,7 @@ def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path
     assert model.train_function is not None
     metas = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("capture-*.json"))]
     assert [m["fused"] for m in metas] == [True, False]
-    assert metas[0]["fused_program"] in ("compiled", "memory", "disk") and metas[0]["fused_fallback"] is None
+    assert metas[0]["fused_program"] in ("compiled", "memory", "disk", "stored") and metas[0]["fused_fallback"] is None
     assert metas[1]["fused_fallback"] == "sample_weight"
     # and harvest carries it into the grader's record, bounded
     from grader.harvest import take_capture
@@ -460,6 +687,7 @@ def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
     assert "REPORT" in built.stdout, built.stderr[-2000:]
     assert json.loads(built.stdout.split("REPORT ")[1])["fused_program"] == "compiled"
     assert list(cache.glob("jit_grader_fused_chunk-*"))  # the builder wrote the chunk program
+    assert len(list((cache / fused_fit.PROGRAMS_DIR).glob("*.program"))) == 1  # and stored it by its key
     built_fonts = {}
     for path in (cache / fused_fit.FONT_LIST_DIR).glob("fontlist*"):
         # written again in a layout of its own (matplotlib's is indent=2): a list the sandboxed matplotlib made
@@ -490,11 +718,70 @@ def test_the_compile_cache_is_read_only_in_the_sandbox_and_hits_there(tmp_path):
         sandbox.cleanup()
     assert "REPORT" in done.stdout, done.stderr[-2000:]
     report = json.loads(done.stdout.split("REPORT ")[1])
-    assert report["fused"] and report["fused_program"] == "disk"  # compiled outside, loaded inside
+    assert report["fused"] and report["fused_program"] == "stored"  # compiled outside, loaded inside
     assert report["wrote"] == "Read-only file system"
     assert report["font_lists"] == built_fonts  # matplotlib's font list, copied from the cache before Keras' import
     assert "persistent compilation cache" not in done.stderr  # a miss or a refused write says nothing
     assert sorted(p.name for p in cache.iterdir()) == before
+
+
+READER = """
+import json, os, shutil, sys
+sys.path.insert(0, {grader_root!r})
+import numpy as np, keras
+from grader.execute import fused_fit as F
+F.install(cache_dir={cache!r})
+program = {program!r}
+kept = program + ".kept"
+os.rename(program, kept)
+x = np.random.default_rng(0).normal(size=(30, 2)); y = x[:, :1] ** 2
+got = {{}}
+for how in ("link", "garbage", "folder", "real"):
+    if how == "link":
+        os.symlink(kept, program)
+    elif how == "garbage":
+        open(program, "wb").write(os.urandom(1000))
+    elif how == "folder":
+        os.mkdir(program)
+    else:
+        shutil.copyfile(kept, program)
+    F._state["programs"].clear()
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(1)])
+    m.compile(optimizer="rmsprop", loss="mse")
+    m.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    got[how] = [F.last_report.get("fused_program"), [w.tolist() for w in m.get_weights()]]
+    if os.path.isdir(program) and not os.path.islink(program):
+        os.rmdir(program)
+    else:
+        os.unlink(program)
+print("REPORT " + json.dumps(got))
+"""
+
+
+@pytest.mark.slow
+def test_a_stored_program_that_is_a_link_garbage_or_no_file_is_not_loaded(tmp_path):
+    """The kernel loads a stored program only from a regular file that unpickles into one: a link (even to
+    the real program), garbage or a folder in its place is passed over, and the program is compiled (JAX's
+    persistent cache serves it) and trains the same network."""
+    from grader.execute import compile_cache
+
+    cache = tmp_path / "cache"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
+           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", **compile_cache.KERNEL_XLA_ENV,
+           "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    built = subprocess.run([sys.executable, "-c", TINY.format(grader_root=str(ROOT), cache=str(cache))], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert "REPORT" in built.stdout, built.stderr[-2000:]
+    [program] = (cache / fused_fit.PROGRAMS_DIR).glob("*.program")
+    done = subprocess.run([sys.executable, "-c", READER.format(grader_root=str(ROOT), cache=str(cache),
+                                                               program=str(program))],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert "REPORT" in done.stdout, done.stderr[-2000:]
+    got = json.loads(done.stdout.split("REPORT ")[1])
+    assert {how: g[0] for how, g in got.items()} == {"link": "disk", "garbage": "disk", "folder": "disk",
+                                                    "real": "stored"}
+    assert got["link"][1] == got["garbage"][1] == got["folder"][1] == got["real"][1]  # one program, whoever loads it
 
 
 def test_the_cache_folder_is_keyed_by_versions_flags_and_the_fused_source(assignment, monkeypatch, tmp_path):

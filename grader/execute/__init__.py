@@ -64,7 +64,7 @@ class Execution:
             if s.get("fused") is False:
                 why = s.get("fused_fallback") or "unknown"
                 fallbacks[why] = fallbacks.get(why, 0) + 1
-            elif s.get("fused_program") in ("compiled", "disk", "memory"):
+            elif s.get("fused_program") in ("compiled", "disk", "stored", "memory"):
                 programs[s["fused_program"]] = programs.get(s["fused_program"], 0) + 1
         return {"fits": len(fits), "fused": sum(s.get("fused") is True for s in fits),
                 "fallbacks": dict(sorted(fallbacks.items(), key=lambda kv: -kv[1])[:10]), "programs": programs}

@@ -7,6 +7,8 @@ reference solution (``build``, at the start of a batch, in a clean process that 
 into a cache folder it owns, and every kernel reads it: the sandbox binds the folder **read-only** at
 ``INNER`` (a writable shared cache would let one student's kernel poison another's training), and the
 kernel never writes to it (``fused_fit.configure_cache``: a miss compiles in the kernel, silently).  The
+builder's fused fit also stores each compiled program in ``fused_fit.PROGRAMS_DIR`` under a key a kernel
+finds without lowering the program (``fused_fit._program_key``).  The
 builder also runs each reference model's ``predict`` on its data, so the programs Keras compiles for the
 predictions a notebook plots are there too.  And matplotlib's font list, which the builder's matplotlib
 writes into the folder and every kernel copies (``fused_fit.use_font_list``): a fresh sandbox has none, and

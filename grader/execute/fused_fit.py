@@ -19,10 +19,12 @@ logs go through a real ``keras.callbacks.CallbackList`` to a real ``History``.
 Compiled code is reused: one program runs a fixed chunk of ``chunk_epochs(n)`` epochs (``lax.scan`` over
 epochs, each a ``lax.scan`` over its full batches, then the partial one), epochs beyond the fit's last
 masked off, driven by a Python loop; so the number of epochs never changes the program.  Programs are
-kept in this process by the hash of their lowered StableHLO (the same architecture, optimizer settings,
-loss, metrics, batch size and data shapes reuse one compiled program, whatever the model object), and
-JAX's persistent compilation cache, when configured (``install(cache_dir=...)``, read-only in the
-kernel), serves programs compiled by another process with the same XLA flags.
+found without lowering them (``_program_key``: the hash of one traced training step, the shapes and the
+chunk's settings; the same architecture, optimizer settings, loss, metrics, batch size and data shapes
+give one program, whatever the model object): kept in this process, and among those the compile cache's
+builder stored (``PROGRAMS_DIR``); else lowered and compiled, and JAX's persistent compilation cache, when
+configured (``install(cache_dir=...)``, read-only in the kernel), serves programs compiled by another
+process with the same XLA flags.
 
 The subset (anything else falls back to Keras' own ``fit``, and ``last_report`` says why): the JAX
 backend; a ``Sequential`` or functional model of ``InputLayer``, ``Dense``, ``Activation`` and ``Dropout``
@@ -34,6 +36,7 @@ of Keras' schedules; Keras' own losses and metrics; NumPy or JAX arrays; ``batch
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import time
@@ -300,14 +303,15 @@ def _program(model, n, batch, n_val, val_batch, has_sw, log_spec):
     return chunk
 
 
-def _log_spec(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, reset):
-    """The structure of one epoch's logs (shapes and dtypes), from an abstract trace of one epoch."""
+def _step(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, reset):
+    """An epoch's first training step and first validation step, traced (a few hundredths of a second): their
+    jaxpr, and the structure of one epoch's logs (shapes and dtypes)."""
     import jax
     from jax import numpy as jnp
 
     full, part = divmod(n, batch)
 
-    def one(state, x, y, sw, vx, vy):
+    def one(state, x, y, sw, vx, vy, reset):
         tv, ntv, ov, _ = state
         size = batch if full else part
         data = (x[:size], y[:size]) + ((sw[:size],) if has_sw else ())
@@ -319,39 +323,150 @@ def _log_spec(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy
             out["val"] = vlogs
         return jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), out)
 
-    return jax.eval_shape(one, state, x, y, sw, vx, vy)
+    return jax.make_jaxpr(one, return_shape=True)(state, x, y, sw, vx, vy, reset)
 
 
-def _compiled(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
-    """The compiled chunk program for these shapes: from this process's programs (by the hash of its lowered
-    StableHLO), else compiled (JAX's persistent cache, when configured, may serve it).  Returns (the program,
-    the structure of its per-epoch logs, where it came from: "memory", "disk" or "compiled", seconds spent)."""
+# -- finding a compiled program without lowering it ----------------------------------------------------------
+#
+# Lowering a chunk program to StableHLO costs 0.1-0.2 s a fit, more than the training of most of the
+# sheet's tasks, even when the compiled code then comes from JAX's persistent cache (whose key is the
+# lowered program).  But the chunk program is made, by this file's code, from the traced computation of one
+# training step and one validation step, the data's shapes and the chunk's (``key_parts``).  So a program
+# is kept in this process, and stored by the compile cache's builder, under the hash of those: the step's
+# jaxpr as printed and the values of the constants it captured, every input's shape, dtype and structure,
+# and the names of the logs.  Whatever changes the computation changes the jaxpr (a setting missing from a
+# Keras object's config, a patched Keras, an epsilon), so nothing but the computation is trusted.  The
+# code that turns the step into a chunk is the same by construction: the compile cache's folder is keyed by
+# the versions of JAX, Keras and this file, and a process's own programs by this file's code.
+
+#: the compile cache's sub-folder of compiled programs stored by ``_program_key`` (written by its builder)
+PROGRAMS_DIR = "programs"
+_MAX_STORED_BYTES = 64 << 20
+
+
+def _program_key(step, spec, key_parts, args) -> str | None:
+    """The key of the chunk program made from ``step`` (the traced steps) for ``args``; None when a captured
+    constant has no bytes to hash (the program is then lowered and compiled each time: JAX's persistent
+    cache, keyed by the lowered program, may still serve it)."""
+    import jax
+    import numpy as np
+
+    try:
+        h = hashlib.sha256()
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        # printed in one layout wherever it runs (JAX colours its text in a Jupyter kernel, say)
+        text = step.jaxpr.pretty_print(source_info=False, print_shapes=True, custom_pp_eqn_rules=True,
+                                       name_stack=False, print_effects=True, use_color=False, width=80)
+        for part in (text, repr(key_parts), str(tree), " ".join(str(jax.typeof(a)) for a in leaves),
+                     str(jax.tree_util.tree_structure(spec)), str(spec)):
+            h.update(part.encode("utf-8") + b"\0")
+        for const in step.consts:
+            value = np.asarray(const)
+            if value.dtype == object:
+                return None
+            h.update(f"{value.dtype}{value.shape}".encode() + b"\0" + value.tobytes())
+    except Exception:
+        return None
+    return h.hexdigest()
+
+
+def _stored_path(key: str):
+    from pathlib import Path
+
+    store = _state.get("store")
+    return Path(store) / PROGRAMS_DIR / f"{key}.program" if store else None
+
+
+def _load_stored(key: str):
+    """The program the compile cache's builder stored for ``key``, or None.  The folder is the grader's
+    (bound read-only in the sandbox): a regular file, not a link, of a bounded size."""
+    import os
+    import pickle
+    import stat
+
+    path = _stored_path(key)
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_STORED_BYTES:
+                return None
+            serialized, in_tree, out_tree = pickle.loads(f.read())
+        from jax.experimental import serialize_executable
+
+        return serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+    except Exception:
+        return None
+
+
+def _store(key: str, compiled) -> None:
+    """Store ``compiled`` for ``key`` (the builder: a writable cache), whole or not at all."""
+    import os
+    import pickle
+    import tempfile
+
+    path = _stored_path(key)
+    if path is None or not _state.get("store_writable") or path.exists():
+        return
+    tmp = None
+    try:
+        from jax.experimental import serialize_executable
+
+        payload = pickle.dumps(serialize_executable.serialize(compiled))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except Exception:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _lowered(model, n, batch, n_val, val_batch, has_sw, args, spec):
+    """The chunk program, traced and lowered."""
     import jax
 
-    t0 = time.perf_counter()
-    state, perms, active, reset, x, y, sw, vx, vy = args
-    spec = _log_spec(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, reset)
     fn = _program(model, n, batch, n_val, val_batch, has_sw, spec)
 
     def grader_fused_chunk(*a):
         return fn(*a)
 
-    lowered = jax.jit(grader_fused_chunk).lower(*args)
-    text = lowered.as_text(debug_info=False)
-    # the program, and what it reads and returns (the names of its logs are no part of the program)
-    key = hashlib.sha256("\0".join([text, repr(key_parts), str(lowered.in_tree), str(lowered.out_tree)])
-                         .encode("utf-8")).hexdigest()
+    return jax.jit(grader_fused_chunk).lower(*args)
+
+
+def _compiled(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
+    """The compiled chunk program for these shapes: found by ``_program_key`` among this process's programs
+    or those the compile cache's builder stored, else lowered and compiled (JAX's persistent cache, when
+    configured, may serve it).  Returns (the program, where it came from: "memory", "stored", "disk" or
+    "compiled", seconds spent)."""
+    t0 = time.perf_counter()
+    state, perms, active, reset, x, y, sw, vx, vy = args
+    step, spec = _step(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, reset)
+    key = _program_key(step, spec, key_parts, args)
     programs = _state["programs"]
-    if key in programs:
+    if key is not None and key in programs:
         programs[key] = programs.pop(key)  # most recently used last
-        return programs[key], spec, "memory", time.perf_counter() - t0
-    before = _state["cache_events"]
-    compiled = lowered.compile()
-    how = "disk" if _state["cache_events"] > before else "compiled"
-    programs[key] = compiled
-    while len(programs) > _MAX_PROGRAMS:
-        programs.pop(next(iter(programs)))
-    return compiled, spec, how, time.perf_counter() - t0
+        return programs[key], "memory", time.perf_counter() - t0
+    compiled = _load_stored(key) if key is not None else None
+    how = "stored"
+    if compiled is None:
+        before = _state["cache_events"]
+        compiled = _lowered(model, n, batch, n_val, val_batch, has_sw, args, spec).compile()
+        how = "disk" if _state["cache_events"] > before else "compiled"
+        if key is not None:
+            _store(key, compiled)
+    if key is not None:
+        programs[key] = compiled
+        while len(programs) > _MAX_PROGRAMS:
+            programs.pop(next(iter(programs)))
+    return compiled, how, time.perf_counter() - t0
 
 
 # -- fit ----------------------------------------------------------------------------------------------------
@@ -469,7 +584,7 @@ def _fused(model, kw):
         active = jnp.zeros((per,), bool)
         args = (state, perms, active, reset, tx, ty, tsw, vx, vy)
         key_parts = (type(model).__name__, n, batch, n_val, val_batch, has_sw, per)
-        program, spec, how, compile_s = _compiled(model, key_parts, n, batch, n_val, val_batch, has_sw, args)
+        program, how, compile_s = _compiled(model, key_parts, n, batch, n_val, val_batch, has_sw, args)
     except _Fallback:
         raise
     except Exception as e:  # our own failure: Keras' fit, which will not draw the build's order again
@@ -564,6 +679,7 @@ def configure_cache(cache_dir, *, writable: bool) -> bool:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        _state["store"], _state["store_writable"] = str(cache_dir), writable
         # by default JAX points XLA's GPU autotuning cache into the folder, and that path is part of every
         # entry's key: a cache built at one path would never be found at another (the sandbox's)
         jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
