@@ -169,10 +169,13 @@ def _quiet_training_env() -> None:
 def _train_like_the_kernels() -> None:
     """Before this process's first JAX computation: XLA set up as in the notebooks' kernels (one thread), whose
     programs the compile cache holds under these very flags, so that the reference's programs load from it
-    instead of compiling.  A process that has imported JAX already keeps its set-up: it trains the same
-    networks, and only compiles its programs itself."""
+    instead of compiling, and TensorFlow imported only if used (``compile_cache.defer_tensorflow``: saving
+    each run's model would import it).  A process that has imported JAX already keeps its set-up: it trains
+    the same networks, and only compiles its programs itself."""
     if "jax" not in sys.modules:
         os.environ.update(compile_cache.KERNEL_XLA_ENV)
+    if "keras" not in sys.modules:
+        compile_cache.defer_tensorflow()
 
 
 def _train_runs(root: str, task_id: str, seeds: list[int], out: str,

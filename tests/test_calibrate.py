@@ -1,14 +1,18 @@
 """Calibration states its error rate: how often a correct run misses, and the re-trainings that makes necessary."""
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 
 import pytest
 
-from conftest import TUTORIAL6
+from conftest import ROOT, TUTORIAL6
 from grader.calibrate import calibrate, miss_upper_bound, retrainings_needed
 from grader.errors import SpecError
 from grader.spec import load_assignment
@@ -142,3 +146,33 @@ def test_a_training_process_loads_the_reference_programs_from_the_compile_cache(
         without = pool.submit(_train_runs, str(TUTORIAL6), "1c", [1000], str(tmp_path / "no"), None).result()
     assert [run[-1] for run in with_cache] == ["stored", "memory"]  # loaded once, then kept
     assert without[0][-1] == "compiled"
+
+
+TRAIN_AND_TELL = """
+import hashlib, json, sys, tempfile
+sys.path.insert(0, {root!r})
+from grader.calibrate import _train_runs
+with tempfile.TemporaryDirectory() as out:
+    runs = _train_runs({spec!r}, "1a", [1000], out, None)
+    import keras
+    weights = keras.saving.load_model(runs[0][1]).get_weights()
+print("TOLD " + json.dumps({{"tensorflow": "tensorflow.python" in sys.modules,
+                            "weights": hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()}}))
+"""
+
+
+@pytest.mark.slow
+def test_a_training_process_trains_and_saves_without_loading_tensorflow(tmp_path):
+    """Calibration's training processes defer TensorFlow as the kernels do (saving each run's model would load
+    it: about 3 s of each process's start): not loaded, and the very same weights as with it loaded
+    (``GRADER_DEFERRED_TF=0``)."""
+    told = {}
+    for deferred in ("1", "0"):
+        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+        env["GRADER_DEFERRED_TF"] = deferred
+        done = subprocess.run([sys.executable, "-c", TRAIN_AND_TELL.format(root=str(ROOT), spec=str(TUTORIAL6))],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert "TOLD " in done.stdout, done.stderr[-2000:]
+        told[deferred] = json.loads(done.stdout.split("TOLD ")[1])
+    assert told["1"]["tensorflow"] is False and told["0"]["tensorflow"] is True
+    assert told["1"]["weights"] == told["0"]["weights"]

@@ -246,6 +246,10 @@ def _serve(conn, assignment, seeds: dict[str, int], memory_mb: int, backend: str
     worker_output_to_log()  # in a batch, the libraries' own warnings go to its log, not the TA's terminal
     capped = _apply_limits(memory_mb)
     _quiet_tensorflow(backend)
+    if backend == "jax":  # the training worker: saving what it trains would import TensorFlow for nothing
+        from ..execute.compile_cache import defer_tensorflow
+
+        defer_tensorflow()
     try:
         session = _Session(assignment, seeds)
     except BaseException as e:  # report start-up failure, then exit

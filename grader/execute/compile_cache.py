@@ -64,6 +64,19 @@ def turned_off(variable: str) -> bool:
     return os.environ.get(variable, "1").strip().lower() in ("0", "off", "no", "false")
 
 
+def defer_tensorflow() -> bool:
+    """In one of the grader's own processes that train on JAX (this cache's builder, calibration's training
+    processes, the re-training worker): TensorFlow imported when it is first used, as in the kernels
+    (``deferred_tf``), unless ``GRADER_DEFERRED_TF`` is turned off.  Keras asks TensorFlow's classes when it
+    serialises a model or imports a reference that imports it: about 3 s of each such process's start, and
+    0.8 GB of libraries read, for nothing.  Call it before Keras is imported; returns whether it is in place."""
+    if turned_off("GRADER_DEFERRED_TF"):
+        return False
+    from . import deferred_tf
+
+    return deferred_tf.install()
+
+
 def enabled() -> bool:
     """False when the TA turned fused training off (``GRADER_FUSED=0``): notebooks train with Keras' own fit."""
     return not turned_off("GRADER_FUSED")
@@ -283,6 +296,7 @@ def _main(root: str, out: str) -> None:
     fit with the cache at ``out`` writable, and every reference model's ``predict`` on its own data (the sheet
     plots each model's predictions: Keras compiles a program for the full batches and one for the last, a
     tenth of a second a model otherwise).  Prints what each task compiled, as JSON."""
+    defer_tensorflow()  # as in the kernels, before anything imports Keras
     from ..spec import import_reference, load_assignment
     from . import fused_fit
 
