@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from ..intake.formats import FORMAT_NAMES
-from ..measure.records import Measurements, Source
+from ..measure.records import Measurements
 from .assess import Assessment, assess
 from .match import assign_tasks, infer_task
 from .results import FileResult, StudentResult, TaskResult
