@@ -567,6 +567,47 @@ def test_keras_patched_by_the_notebook_or_a_setting_its_config_omits_changes_the
     assert huber[0] != huber[1]
 
 
+def test_a_setting_that_acts_only_when_compiling_changes_the_key(keys):
+    """``jax_threefry_partitionable`` changes how Dropout's random bits are compiled, not the traced step: the
+    key covers JAX's settings, so a program compiled under one value is not reused under the other."""
+    import jax
+    import keras
+
+    x, y = _data(n=40)
+    make = lambda: _dense_model(keras.layers.Dense(6, activation="relu"), keras.layers.Dropout(0.5),  # noqa: E731
+                                keras.layers.Dense(1))
+    before = jax.config.jax_threefry_partitionable
+    plain = keys(make(), x, y)
+    try:
+        jax.config.update("jax_threefry_partitionable", not before)
+        flipped = keys(make(), x, y)
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
+    assert flipped[1] != plain[1]  # another program (its lowered text differs too)...
+    assert flipped[0] != plain[0]  # ...and another key, though the traced step is the same
+
+
+def test_a_model_only_the_last_partial_batch_breaks_is_not_trained_with_anothers_program():
+    """A Dropout whose noise shape names the batch size traces like a plain Dropout on a full batch and fails
+    on the last partial one, as under Keras: it falls back to Keras' own fit, which says what is wrong,
+    instead of training with a plain Dropout's program, already compiled (the steps are traced at the first
+    batch's size only)."""
+    import keras
+
+    x, y = _data(n=40)
+    make = lambda **kw: _dense_model(keras.layers.Dense(16, activation="relu"),  # noqa: E731
+                                     keras.layers.Dropout(0.5, **kw), keras.layers.Dense(1))
+    fused_fit.fit(make(), x, y, epochs=2, batch_size=16, verbose=0)
+    assert fused_fit.last_report["fused"]
+    with pytest.raises(ValueError):
+        fused_fit.keras_fit()(make(noise_shape=(16, 16)), x, y, epochs=2, batch_size=16, verbose=0)
+    with pytest.raises(ValueError):
+        fused_fit.fit(make(noise_shape=(16, 16)), x, y, epochs=2, batch_size=16, verbose=0)
+    assert fused_fit.last_report["fused_fallback"] == "a Dropout noise shape that names the batch size"
+    fused_fit.fit(make(noise_shape=(None, 16)), x, y, epochs=2, batch_size=16, verbose=0)  # the batch left free
+    assert fused_fit.last_report["fused"]
+
+
 @pytest.fixture
 def keras_epsilon():
     import keras

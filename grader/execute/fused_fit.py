@@ -131,6 +131,10 @@ def _check_model(model) -> None:
             if value is not None and not _is_keras(value if callable(value) and not hasattr(value, "get_config")
                                                    else type(value)):
                 raise _Fallback(f"a custom {attr.replace('_', ' ')} in a {name} layer")
+        if name == "Dropout" and (getattr(layer, "noise_shape", None) or (None,))[0] is not None:
+            # its mask's shape names the batch size: the last partial batch computes otherwise (Keras fails
+            # there), and the steps are traced at the first batch's size only (``_step``)
+            raise _Fallback("a Dropout noise shape that names the batch size")
         if name == "Dense" and getattr(layer, "lora_enabled", False):
             raise _Fallback("a LoRA Dense layer")
         if name == "Dense" and getattr(layer, "quantization_mode", None):
@@ -305,7 +309,9 @@ def _program(model, n, batch, n_val, val_batch, has_sw, log_spec):
 
 def _step(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, reset):
     """An epoch's first training step and first validation step, traced (a few hundredths of a second): their
-    jaxpr, and the structure of one epoch's logs (shapes and dtypes)."""
+    jaxpr, and the structure of one epoch's logs (shapes and dtypes).  The steps of other batch sizes (the
+    last, partial one) run the same code on other shapes: nothing in the fused subset computes otherwise by
+    the batch's size (a Dropout noise shape that names it falls back, ``_check_model``)."""
     import jax
     from jax import numpy as jnp
 
@@ -330,18 +336,22 @@ def _step(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, re
 #
 # Lowering a chunk program to StableHLO costs 0.1-0.2 s a fit, more than the training of most of the
 # sheet's tasks, even when the compiled code then comes from JAX's persistent cache (whose key is the
-# lowered program).  But the chunk program is made, by this file's code, from the traced computation of one
-# training step and one validation step, the data's shapes and the chunk's (``key_parts``).  So a program
-# is kept in this process, and stored by the compile cache's builder, under the hash of those: the step's
-# jaxpr as printed and the values of the constants it captured, every input's shape, dtype and structure,
-# and the names of the logs.  Whatever changes the computation changes the jaxpr (a setting missing from a
-# Keras object's config, a patched Keras, an epsilon), so nothing but the computation is trusted.  The
+# lowered program).  But the chunk program is made, by this file's code, from the traced computation of the
+# training and validation steps (``_step``), the data's shapes and the chunk's
+# (``key_parts``), and compiled under JAX's settings.  So a program is kept in this process, and stored by
+# the compile cache's builder, under the hash of those: the steps' jaxpr as printed and the values of the
+# constants it captured, JAX's settings, every input's shape, dtype and structure, and the names of the
+# logs.  Whatever changes the computation changes the jaxpr (a setting missing from a Keras object's config,
+# a patched Keras, an epsilon), so nothing but the computation is trusted.  The
 # code that turns the step into a chunk is the same by construction: the compile cache's folder is keyed by
 # the versions of JAX, Keras and this file, and a process's own programs by this file's code.
 
 #: the compile cache's sub-folder of compiled programs stored by ``_program_key`` (written by its builder)
 PROGRAMS_DIR = "programs"
 _MAX_STORED_BYTES = 64 << 20
+#: JAX settings that change no program: where caches and dumps go, what is logged or printed (the builder and
+#: the kernels differ in some of them)
+_UNCOMPILED_FLAG_WORDS = ("cache", "log", "dump", "traceback", "pprint", "timeout", "profil")
 
 
 def _program_key(step, spec, key_parts, args) -> str | None:
@@ -357,7 +367,13 @@ def _program_key(step, spec, key_parts, args) -> str | None:
         # printed in one layout wherever it runs (JAX colours its text in a Jupyter kernel, say)
         text = step.jaxpr.pretty_print(source_info=False, print_shapes=True, custom_pp_eqn_rules=True,
                                        name_stack=False, print_effects=True, use_color=False, width=80)
-        for part in (text, repr(key_parts), str(tree), " ".join(str(jax.typeof(a)) for a in leaves),
+        # and JAX's settings, some of which act only when the program is compiled (the threefry kernels Dropout
+        # draws with): all but those naming where files go and what is logged
+        flags = repr(sorted((k, repr(v)) for k, v in jax.config.values.items()
+                            if not any(word in k for word in _UNCOMPILED_FLAG_WORDS)))
+        if " at 0x" in flags:
+            return None  # a setting with no lasting text: no key can stand for it
+        for part in (text, flags, repr(key_parts), str(tree), " ".join(str(jax.typeof(a)) for a in leaves),
                      str(jax.tree_util.tree_structure(spec)), str(spec)):
             h.update(part.encode("utf-8") + b"\0")
         for const in step.consts:
