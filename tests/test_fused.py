@@ -360,29 +360,40 @@ def _lowered_hash(lowered) -> str:
                                       str(lowered.out_tree)]).encode()).hexdigest()
 
 
+def _traced(model, x, y, lower=False, **kw):
+    """What ``fit(model, x, y, epochs=1, **kw)`` would look its program up by, stopped before anything is
+    compiled: {"step": the traced steps, "key": their ``_program_key``} and, with ``lower``, "program": the hash
+    of the lowered chunk program with what it reads and returns, and the chunk's settings."""
+    seen = {}
+
+    def spy(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
+        state, perms, active, reset, tx, ty, sw, vx, vy = args
+        step, spec = fused_fit._step(model, n, batch, n_val, val_batch, has_sw, state, tx, ty, sw, vx, vy, reset)
+        seen.update(step=step, key=fused_fit._program_key(step, spec, key_parts, args))
+        if lower:
+            lowered = fused_fit._lowered(model, n, batch, n_val, val_batch, has_sw, args, spec)
+            seen["program"] = _lowered_hash(lowered) + repr(key_parts)
+        raise _Traced
+
+    kw.setdefault("batch_size", 8)
+    original = fused_fit._compiled
+    fused_fit._compiled = spy
+    try:
+        fused_fit.fit(model, x, y, epochs=1, verbose=0, **kw)
+    except _Traced:
+        return seen
+    finally:
+        fused_fit._compiled = original
+    raise AssertionError(f"not fused: {fused_fit.last_report}")
+
+
 @pytest.fixture
-def keys(monkeypatch):
+def keys():
     """A function giving (``_program_key``, the hash of the lowered chunk program with what it reads and
     returns) of the program ``fit(model, x, y, **kw)`` would run."""
     def keys(model, x, y, **kw):
-        seen = {}
-
-        def spy(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
-            state, perms, active, reset, tx, ty, sw, vx, vy = args
-            step, spec = fused_fit._step(model, n, batch, n_val, val_batch, has_sw, state, tx, ty, sw, vx, vy, reset)
-            seen["key"] = fused_fit._program_key(step, spec, key_parts, args)
-            lowered = fused_fit._lowered(model, n, batch, n_val, val_batch, has_sw, args, spec)
-            seen["program"] = _lowered_hash(lowered) + repr(key_parts)
-            raise _Traced
-
-        kw.setdefault("batch_size", 8)
-        with monkeypatch.context() as m:
-            m.setattr(fused_fit, "_compiled", spy)
-            try:
-                fused_fit.fit(model, x, y, epochs=1, verbose=0, **kw)
-            except _Traced:
-                return seen["key"], seen["program"]
-        raise AssertionError(f"not fused: {fused_fit.last_report}")
+        seen = _traced(model, x, y, lower=True, **kw)
+        return seen["key"], seen["program"]
 
     return keys
 
@@ -519,28 +530,8 @@ def test_a_program_key_is_the_same_where_jax_prints_in_colour(keys, monkeypatch)
     plain = keys(make(), x, y)
     monkeypatch.setattr(pretty_printer, "CAN_USE_COLOR", True)
     monkeypatch.setattr(pretty_printer, "_can_use_color", lambda: True, raising=False)
-    assert "\x1b[" in str(_traced_step(make(), x, y))  # JAX's own text is in colour now
+    assert "\x1b[" in str(_traced(make(), x, y)["step"].jaxpr)  # JAX's own text is in colour now
     assert keys(make(), x, y) == plain
-
-
-def _traced_step(model, x, y):
-    """The jaxpr ``fit`` would key its program by, as JAX itself prints it."""
-    seen = {}
-
-    def spy(model, key_parts, n, batch, n_val, val_batch, has_sw, args):
-        state, perms, active, reset, tx, ty, sw, vx, vy = args
-        seen["step"] = fused_fit._step(model, n, batch, n_val, val_batch, has_sw, state, tx, ty, sw, vx, vy, reset)[0]
-        raise _Traced
-
-    original = fused_fit._compiled
-    fused_fit._compiled = spy
-    try:
-        fused_fit.fit(model, x, y, epochs=1, batch_size=8, verbose=0)
-    except _Traced:
-        return seen["step"].jaxpr
-    finally:
-        fused_fit._compiled = original
-    raise AssertionError(f"not fused: {fused_fit.last_report}")
 
 
 def test_keras_patched_by_the_notebook_or_a_setting_its_config_omits_changes_the_key(keras_epsilon, keys,

@@ -19,8 +19,8 @@ logs go through a real ``keras.callbacks.CallbackList`` to a real ``History``.
 Compiled code is reused: one program runs a fixed chunk of ``chunk_epochs(n)`` epochs (``lax.scan`` over
 epochs, each a ``lax.scan`` over its full batches, then the partial one), epochs beyond the fit's last
 masked off, driven by a Python loop; so the number of epochs never changes the program.  Programs are
-found without lowering them (``_program_key``: the hash of one traced training step, the shapes and the
-chunk's settings; the same architecture, optimizer settings, loss, metrics, batch size and data shapes
+found without lowering them (``_program_key``: the hash of one traced training step, JAX's settings, the
+shapes and the chunk's settings; the same architecture, optimizer settings, loss, metrics, batch size and data shapes
 give one program, whatever the model object): kept in this process, and among those the compile cache's
 builder stored (``PROGRAMS_DIR``); else lowered and compiled, and JAX's persistent compilation cache, when
 configured (``install(cache_dir=...)``, read-only in the kernel), serves programs compiled by another
@@ -337,14 +337,14 @@ def _step(model, n, batch, n_val, val_batch, has_sw, state, x, y, sw, vx, vy, re
 # Lowering a chunk program to StableHLO costs 0.1-0.2 s a fit, more than the training of most of the
 # sheet's tasks, even when the compiled code then comes from JAX's persistent cache (whose key is the
 # lowered program).  But the chunk program is made, by this file's code, from the traced computation of the
-# training and validation steps (``_step``), the data's shapes and the chunk's
-# (``key_parts``), and compiled under JAX's settings.  So a program is kept in this process, and stored by
-# the compile cache's builder, under the hash of those: the steps' jaxpr as printed and the values of the
-# constants it captured, JAX's settings, every input's shape, dtype and structure, and the names of the
-# logs.  Whatever changes the computation changes the jaxpr (a setting missing from a Keras object's config,
-# a patched Keras, an epsilon), so nothing but the computation is trusted.  The
-# code that turns the step into a chunk is the same by construction: the compile cache's folder is keyed by
-# the versions of JAX, Keras and this file, and a process's own programs by this file's code.
+# training and validation steps (``_step``), the data's shapes and the chunk's (``key_parts``), and compiled
+# under JAX's settings.  So a program is kept in this process, and stored by the compile cache's builder,
+# under the hash of those: the steps' jaxpr as printed and the values of the constants it captured, JAX's
+# settings, every input's shape, dtype and structure, and the names of the logs.  Whatever changes the
+# computation changes the jaxpr (a setting missing from a Keras object's config, a patched Keras, an
+# epsilon), so nothing but the computation is trusted.  The code that turns the step into a chunk is the
+# same by construction: the compile cache's folder is keyed by the versions of JAX, Keras and this file,
+# and a process's own programs by this file's code.
 
 #: the compile cache's sub-folder of compiled programs stored by ``_program_key`` (written by its builder)
 PROGRAMS_DIR = "programs"
@@ -374,7 +374,7 @@ def _program_key(step, spec, key_parts, args) -> str | None:
         if " at 0x" in flags:
             return None  # a setting with no lasting text: no key can stand for it
         for part in (text, flags, repr(key_parts), str(tree), " ".join(str(jax.typeof(a)) for a in leaves),
-                     str(jax.tree_util.tree_structure(spec)), str(spec)):
+                     str(spec)):  # the logs' names and shapes
             h.update(part.encode("utf-8") + b"\0")
         for const in step.consts:
             value = np.asarray(const)
