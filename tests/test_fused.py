@@ -768,11 +768,14 @@ kept = program + ".kept"
 os.rename(program, kept)
 x = np.random.default_rng(0).normal(size=(30, 2)); y = x[:, :1] ** 2
 got = {{}}
-for how in ("link", "garbage", "folder", "real"):
+for how in ("link", "garbage", "huge", "folder", "real"):
     if how == "link":
         os.symlink(kept, program)
     elif how == "garbage":
         open(program, "wb").write(os.urandom(1000))
+    elif how == "huge":  # the real program, then a hole past the size cap (sparse: no disk used)
+        shutil.copyfile(kept, program)
+        os.truncate(program, F._MAX_STORED_BYTES + 1)
     elif how == "folder":
         os.mkdir(program)
     else:
@@ -793,9 +796,9 @@ print("REPORT " + json.dumps(got))
 
 @pytest.mark.slow
 def test_a_stored_program_that_is_a_link_garbage_or_no_file_is_not_loaded(tmp_path):
-    """The kernel loads a stored program only from a regular file that unpickles into one: a link (even to
-    the real program), garbage or a folder in its place is passed over, and the program is compiled (JAX's
-    persistent cache serves it) and trains the same network."""
+    """The kernel loads a stored program only from a regular file of a bounded size that unpickles into one:
+    a link (even to the real program), garbage, a file past the size cap or a folder in its place is passed
+    over, and the program is compiled (JAX's persistent cache serves it) and trains the same network."""
     from grader.execute import compile_cache
 
     cache = tmp_path / "cache"
@@ -811,9 +814,9 @@ def test_a_stored_program_that_is_a_link_garbage_or_no_file_is_not_loaded(tmp_pa
                           env=env, capture_output=True, text=True, timeout=300)
     assert "REPORT" in done.stdout, done.stderr[-2000:]
     got = json.loads(done.stdout.split("REPORT ")[1])
-    assert {how: g[0] for how, g in got.items()} == {"link": "disk", "garbage": "disk", "folder": "disk",
-                                                    "real": "stored"}
-    assert got["link"][1] == got["garbage"][1] == got["folder"][1] == got["real"][1]  # one program, whoever loads it
+    assert {how: g[0] for how, g in got.items()} == {"link": "disk", "garbage": "disk", "huge": "disk",
+                                                    "folder": "disk", "real": "stored"}
+    assert got["link"][1] == got["garbage"][1] == got["huge"][1] == got["folder"][1] == got["real"][1]
 
 
 def test_the_cache_folder_is_keyed_by_versions_flags_and_the_fused_source(assignment, monkeypatch, tmp_path):
