@@ -52,7 +52,8 @@ def test_demo_batch_exits_0_and_results_json_has_the_contract(graded_demo):
     # the path most students take: a notebook, a plain script, a notebook that fails midway
     for sid, tasks in (("frank", ("1a", "1b", "2a", "2c", "3")), ("grace", ("1b", "2a", "2b")), ("heidi", ("2a",))):
         found = {t["id"]: t for t in by_id[sid]["tasks"]}
-        assert all(found[tid]["status"] != "missing" for tid in tasks), sid
+        missing = [tid for tid in tasks if found[tid]["status"] == "missing"]
+        assert not missing, (sid, missing, [found[t]["message"] for t in missing], by_id[sid]["notebooks"])
         assert by_id[sid]["notebooks"] and by_id[sid]["notebooks"][0]["sandboxed"]
     heidi_failure = by_id["heidi"]["notebooks"][0]["failures"][0]
     assert heidi_failure["cell"] == 3 and "learning_rate" in heidi_failure["explanation"]

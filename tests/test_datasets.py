@@ -57,3 +57,27 @@ def test_heldout_grid_never_equals_training_points(assignment):
     assert not np.array_equal(held["x"], other["x"])  # the secret moves the grid
     again = make_heldout(assignment, ds, dataset_seeds(assignment, "s1")["curve"])
     np.testing.assert_array_equal(held["x"], again["x"])
+
+
+def test_training_data_name_the_datasets_they_may_come_from(assignment):
+    from grader.harvest import identify_datasets
+
+    def found(generator, seed, **kw):
+        X, y = gen(assignment, generator)(rng=np.random.default_rng(seed), **kw)
+        return identify_datasets(assignment, X, np.eye(2)[np.asarray(y, int)])
+
+    # the sheet's draws of clearly different data name one dataset each: the architecture then picks among
+    # that dataset's tasks only
+    for seed in range(5):
+        assert found("gen_simple_circular_distribution", seed, n=200) == ["circle"]
+        assert found("gen_xor_distribution", seed, n=100) == ["xor"]
+        assert found("gen_circular_distribution", seed, n=500) == ["ring"]
+    # 30 points at scale 2 (task 2c): whichever dataset is likeliest, their own is always among those named,
+    # and data of another shape never are
+    draws = [found("gen_simple_circular_distribution", seed, n=30, scale=2) for seed in range(200)]
+    assert all("circle_overlap" in d and "xor" not in d for d in draws)
+    assert any(d[0] != "circle_overlap" for d in draws)  # the case this is for: a single guess would be wrong
+    # no data, or data of no dataset's shape, name none
+    assert identify_datasets(assignment, None, None) == []
+    assert identify_datasets(assignment, np.full((30, 2), np.nan), None) == []
+    assert identify_datasets(assignment, np.zeros((30, 3)), None) == []

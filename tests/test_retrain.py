@@ -21,7 +21,7 @@ from test_validity import SHEET_2A as SHEET_2A_SCRIPT
 from test_validity import needs_sandbox
 from grader.evaluate import Evaluator, dataset_seeds
 from grader.evaluate import retrain
-from grader.harvest import identify_dataset, take_capture
+from grader.harvest import take_capture
 from grader.measure import Measurements
 from grader.measure.student import capture_source, retrain_recipes
 from grader.score import score_student
@@ -57,7 +57,7 @@ def _capture(assignment, tmp_path, code: str):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (meta,) = sorted(p.name for p in capture_dir.glob("*.json"))
     cap = take_capture(capture_dir, meta, tmp_path / "taken")
-    cap.dataset = identify_dataset(assignment, cap.x, cap.y)
+    cap.identify(assignment)
     return cap
 
 
@@ -98,7 +98,7 @@ def test_a_stuck_run_of_the_sheets_recipe_is_retrained_to_full_marks(assignment,
     record = evaluation["retraining"]
     assert record["tasks"] == ["2a"] and 1 <= len(record["runs"]) <= assignment.task("2a").threshold(
         "accuracy").misses.retrainings
-    assert set(measured.to_json()["evaluated"][0][0]) == {"name", "format", "task_hint", "dataset"}  # no recipe
+    assert set(measured.to_json()["evaluated"][0][0]) == {"name", "format", "task_hint", "dataset", "datasets"}  # no recipe
 
     t = task_of(score_student(assignment, measured), "2a")
     assert t.status == "passed" and t.score == t.max_score

@@ -56,6 +56,28 @@ model.compile(loss='categorical_crossentropy', optimizer=keras.optimizers.SGD(le
 model.fit(X[keep], keras.utils.to_categorical(y[keep], 2), epochs=5, verbose=0)
 """
 
+#: the sheet's 2c, on one of the draws that look like other data: with NumPy's generator at these seeds, the 30
+#: points at scale 2 are likelier under the scale-1 circular data (46) or the ring data (137) than under their own
+SHEET_2C = """# %%
+import numpy as np
+from tensorflow.keras.models import Sequential
+from tensorflow.keras.layers import Dense
+from tensorflow.keras.utils import to_categorical
+from tools import *
+
+# %%
+np.random.seed({seed})
+Xs, ys = gen_simple_circular_distribution(30, scale=2)
+model2c = Sequential()
+model2c.add(Dense(units=6, activation='relu', input_dim=2))
+model2c.add(Dense(units=6, activation='relu'))
+model2c.add(Dense(units=6, activation='relu'))
+model2c.add(Dense(units=2, activation='softmax'))
+model2c.compile(loss='categorical_crossentropy', optimizer='adam')
+model2c.fit(Xs, to_categorical(ys), epochs=1000, batch_size=32, verbose=0)
+"""
+UNLUCKY_2C_DRAWS = {46: "circle", 137: "ring"}
+
 
 def _student(tmp_path, name, text):
     folder = tmp_path / name / "s"
@@ -96,3 +118,24 @@ def test_a_saved_file_is_graded_as_submitted_and_the_report_says_so(assignment, 
     result = grade_one(assignment, evaluator, tmp_path / "subs")
     assert task_of(result, "2a").status == "passed"
     assert any("could not verify that these models were trained" in n for n in result.notes)
+
+
+@needs_sandbox
+@pytest.mark.parametrize("seed", sorted(UNLUCKY_2C_DRAWS))
+def test_the_sheets_2c_on_data_that_look_like_another_datasets_is_still_2c(assignment, evaluator, tmp_path, seed):
+    import numpy as np
+
+    from grader.harvest import identify_datasets
+    from test_task_inference import _sheet_data
+
+    # the premise: this draw alone is likelier under another dataset, so a single guess would rule out task 2c
+    np.random.seed(seed)
+    xs, ys = _sheet_data().gen_simple_circular_distribution(30, scale=2)
+    found = identify_datasets(assignment, xs, np.eye(2)[ys.astype(int)])
+    assert found[0] == UNLUCKY_2C_DRAWS[seed] and "circle_overlap" in found, found
+
+    result = grade_one(assignment, evaluator, _student(tmp_path, "c", SHEET_2C.format(seed=seed)))
+    t = task_of(result, "2c")
+    assert t.status != "missing" and "capture" in t.source and "exactly" in t.message, t.message
+    assert "gap" in t.metrics and "train_accuracy" in t.metrics  # measured against the overlapping data's held-out
+    assert [f.task for f in result.files if "capture" in f.name] == ["2c"]

@@ -133,6 +133,7 @@ class _Session:
         if preprocessing is not None:
             scaling, result["preprocessing"] = read_scaling(preprocessing.get("path"), info.inputs)
         wanted = {t.dataset for t in self.assignment.model_tasks() if t.architecture.inputs == info.inputs}
+        train_accuracy = None
         for name in sorted(wanted):
             ds = self.assignment.datasets[name]
             held = self.heldout[name]
@@ -163,10 +164,13 @@ class _Session:
                                                                          held["x"].std(axis=0), 1.0)
                     entry["metrics"]["accuracy_standardized"] = M.class_metrics(
                         keras_io.predict(model, z), held["y"])["accuracy"]
-                if training and training.get("dataset") == name:
-                    tr = M.class_metrics(keras_io.predict(model, training["x"]), training["y"])
-                    entry["metrics"]["train_accuracy"] = tr["accuracy"]
-                    entry["metrics"]["gap"] = tr["accuracy"] - entry["metrics"]["accuracy"]
+                if training and name in (training.get("datasets") or [training.get("dataset")]):
+                    # each dataset the training data may come from (``harvest.identify_datasets``)
+                    if train_accuracy is None:
+                        train_accuracy = M.class_metrics(keras_io.predict(model, training["x"]),
+                                                         training["y"])["accuracy"]
+                    entry["metrics"]["train_accuracy"] = train_accuracy
+                    entry["metrics"]["gap"] = train_accuracy - entry["metrics"]["accuracy"]
                 if held["x"].shape[1] != 2:  # decision regions are drawn for two inputs only
                     result["datasets"][name] = entry
                     continue

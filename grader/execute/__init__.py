@@ -24,7 +24,7 @@ import nbformat
 
 from .. import untrusted
 from ..errors import NotebookUnreadable
-from ..harvest import MAX_CAPTURES, Capture, identify_dataset, saved_models, snapshot, take_capture
+from ..harvest import MAX_CAPTURES, Capture, saved_models, snapshot, take_capture
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose
 from .limits import BatchLimits, TimeLimits, default_limits, secs
@@ -192,7 +192,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         if cap is None:
             return
         cap.cell = cap.cell or cell
-        cap.dataset = identify_dataset(assignment, cap.x, cap.y)
+        cap.identify(assignment)
         captures.append(cap)
         if on_capture:
             on_capture(cap)

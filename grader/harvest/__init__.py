@@ -11,9 +11,13 @@ that copy is ever evaluated.  A capture's metadata is read defensively
 size of every array bounded.  A student who tampers with any of it can only
 lose credit.
 
-``identify_dataset`` says which of the spec's datasets a model was trained on,
-from the training data alone (the sheet's 200 points of [0, 1] are the 1-D
-task; the circular, xor and ring generators are told apart by likelihood).
+``identify_datasets`` says which of the spec's datasets a model may have been
+trained on, from the training data alone (the sheet's 200 points of [0, 1] are
+the 1-D task; the circular, xor and ring generators are told apart by
+likelihood).  A small sample cannot always tell two settings of one generator
+apart (30 points of the circular data at scale 2 look like scale 1 in about one
+draw of 40), so every dataset about as likely as the likeliest is kept, and
+scoring lets the model's layers choose among their tasks.
 """
 from __future__ import annotations
 
@@ -46,7 +50,13 @@ class Capture:
     settings: dict = field(default_factory=dict)
     x: np.ndarray | None = None
     y: np.ndarray | None = None
-    dataset: str | None = None
+    dataset: str | None = None  # the likeliest of ``datasets``
+    datasets: tuple = ()  # every dataset its training data may come from (``identify_datasets``)
+
+    def identify(self, assignment: Assignment) -> None:
+        """Say which datasets the training data may come from (``identify_datasets``), likeliest as ``dataset``."""
+        self.datasets = tuple(identify_datasets(assignment, self.x, self.y))
+        self.dataset = self.datasets[0] if self.datasets else None
 
     def label(self, notebook: str) -> str:
         where = f"cell {self.cell}" if self.cell else "a cell"
@@ -66,7 +76,8 @@ class Capture:
         y = self.y
         if y.ndim == 2 and y.shape[1] > 1:
             y = np.argmax(y, axis=1)
-        return {"dataset": self.dataset, "x": self.x, "y": y.ravel().astype(np.float64)}
+        return {"dataset": self.dataset, "datasets": list(self.datasets or (self.dataset,)), "x": self.x,
+                "y": y.ravel().astype(np.float64)}
 
 
 def load_arrays(data: bytes):
@@ -188,40 +199,65 @@ def _log_density(points: np.ndarray, sample: np.ndarray, bandwidth: float = 0.5)
             - dim / 2 * np.log(2 * np.pi * bandwidth ** 2))
 
 
-def identify_dataset(assignment: Assignment, x: np.ndarray | None, y: np.ndarray | None) -> str | None:
+#: datasets whose likelihood of the training data is within this factor (as a natural log) of the likeliest's
+#: are kept (``identify_datasets``).  Measured on the tutorial's generators (3,000 draws each): a true dataset
+#: trails the likeliest by at most 10.4 at 30 points and 15.2 at 15 points of the circular data at scale 2 (the
+#: likeliest being scale 1), while clearly different data trail by more than 39 (10 points of the circular data
+#: against xor) and 200 points at scale 1 against scale 2 by more than 52.
+PLAUSIBLE_LOG_RATIO = 20.0
+
+
+def _class_log_likelihoods(assignment: Assignment, x: np.ndarray, labels) -> dict[str, float]:
+    """The log-likelihood of the sample under each class dataset's reference sample (a kernel density estimate,
+    per class when the labels are known)."""
+    out = {}
+    for name, ds in assignment.datasets.items():
+        if ds.kind != "classes":
+            continue
+        ref_x, ref_y = _reference(assignment, name)
+        if labels is None:
+            out[name] = float(_log_density(x, ref_x).sum())
+            continue
+        score = 0.0
+        for c in np.unique(labels):
+            sel, ref_sel = labels == c, ref_y == c
+            if not ref_sel.any():
+                score = -np.inf
+                break
+            score += _log_density(x[sel], ref_x[ref_sel]).sum() + sel.sum() * np.log(ref_sel.mean())
+        out[name] = float(score)
+    return out
+
+
+def identify_datasets(assignment: Assignment, x: np.ndarray | None, y: np.ndarray | None) -> list[str]:
+    """The datasets the training data ``x`` (labels ``y``) may have been drawn from, likeliest first: the 1-D
+    task's own points, or every class dataset within ``PLAUSIBLE_LOG_RATIO`` of the likeliest; [] when the data
+    say nothing (no data, another shape, too few or too many points)."""
     if x is None:
-        return None
+        return []
     x = np.asarray(x, dtype=np.float64)
     flat = x.ravel() if x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1) else None
     for name, ds in assignment.datasets.items():
         if ds.kind == "function" and flat is not None:
             train = np.asarray(import_reference(assignment, ds.train_x)(), dtype=np.float64).ravel()
             if flat.shape == train.shape and np.allclose(flat, train, atol=1e-6):
-                return name
-    if x.ndim != 2 or x.shape[1] != 2 or len(x) < 5 or len(x) > 20000:
-        return None
+                return [name]
+    if x.ndim != 2 or x.shape[1] != 2 or len(x) < 5 or len(x) > 20000 or not np.isfinite(x).all():
+        return []
     labels = None
     if y is not None:
         y = np.asarray(y, dtype=np.float64)
         labels = np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.ravel()
         if len(labels) != len(x):
             labels = None
-    best, best_score = None, -np.inf
-    for name, ds in assignment.datasets.items():
-        if ds.kind != "classes":
-            continue
-        ref_x, ref_y = _reference(assignment, name)
-        if labels is not None:
-            score = 0.0
-            for c in np.unique(labels):
-                sel, ref_sel = labels == c, ref_y == c
-                if not ref_sel.any():
-                    score = -np.inf
-                    break
-                score += _log_density(x[sel], ref_x[ref_sel]).sum() + sel.sum() * np.log(ref_sel.mean())
-            score /= len(x)
-        else:
-            score = _log_density(x, ref_x).mean()
-        if score > best_score:
-            best, best_score = name, score
-    return best
+    scores = {name: v for name, v in _class_log_likelihoods(assignment, x, labels).items() if np.isfinite(v)}
+    if not scores:
+        return []
+    best = max(scores.values())
+    return sorted((name for name, v in scores.items() if v >= best - PLAUSIBLE_LOG_RATIO), key=lambda n: -scores[n])
+
+
+def identify_dataset(assignment: Assignment, x: np.ndarray | None, y: np.ndarray | None) -> str | None:
+    """The likeliest of ``identify_datasets`` (None when the data say nothing)."""
+    found = identify_datasets(assignment, x, y)
+    return found[0] if found else None

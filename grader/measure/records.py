@@ -11,13 +11,21 @@ class Source:
     name: str
     format: str
     task_hint: str | None = None
-    dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it
+    dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it (the likeliest)
     training: dict | None = None
     preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
     provenance: dict | None = None  # how it was made: {"made_by": "fit" | "predict" | "file" | "saved", ...}
     # measuring only, never stored: a captured fit's recipe (``evaluate.retrain.recipe_from_capture``) with
     # ``model_path``, the grader's copy of the model whose architecture a re-training starts from
     recipe: dict | None = None
+    # every dataset its training data may come from, likeliest first (``harvest.identify_datasets``); a gradebook
+    # written before these were kept has ``dataset`` alone
+    datasets: list | None = None
+
+    @property
+    def plausible(self) -> list[str]:
+        """Every dataset its training data may come from, likeliest first ([] when no notebook run showed it)."""
+        return list(self.datasets) if self.datasets else [self.dataset] if self.dataset else []
 
 
 @dataclass
@@ -37,7 +45,7 @@ class Measurements:
         return {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,
                 "notebooks": self.notebooks, "errors_by_task": self.errors_by_task,
                 "evaluated": [[{"name": s.name, "format": s.format, "task_hint": s.task_hint,
-                                "dataset": s.dataset}, e] for s, e in self.evaluated]}
+                                "dataset": s.dataset, "datasets": s.plausible}, e] for s, e in self.evaluated]}
 
     @classmethod
     def from_json(cls, d: dict) -> "Measurements":

@@ -244,7 +244,8 @@ def _retraining_plan(assignment, evaluated) -> dict[int, list]:
         if any(a.architecture_ok and a.metric_fraction >= 1 for *_, a in judged):
             continue
         wanting = [(a.fraction, i) for i, s, e, a in judged
-                   if s.recipe is not None and s.dataset in (None, task.dataset) and wants_retraining(task, e)]
+                   if s.recipe is not None and (not s.plausible or task.dataset in s.plausible)
+                   and wants_retraining(task, e)]
         if wanting:
             plan.setdefault(max(wanting)[1], []).append(task)
     return plan
@@ -261,7 +262,7 @@ def capture_source(cap, notebook: str, keep: Path) -> Source:
         shutil.copyfile(cap.model_path, copy)  # the grader's own copy (``harvest.take_capture``): no link in it
         recipe = {**retrain.recipe_from_capture(cap.settings, cap.x, cap.y), "model_path": str(copy)}
     return Source(cap.label(notebook), KERAS_ZIP, None, cap.dataset, cap.training(), provenance=cap.provenance(),
-                  recipe=recipe)
+                  recipe=recipe, datasets=list(cap.datasets) or None)
 
 
 @dataclass
@@ -301,7 +302,8 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
     recipes = []
     for index, tasks in sorted(_retraining_plan(assignment, evaluated).items()):
         source, evaluation = evaluated[index]
-        record = evaluation["retraining"] = {"tasks": [t.id for t in tasks], "dataset": source.dataset, "runs": [],
+        record = evaluation["retraining"] = {"tasks": [t.id for t in tasks], "dataset": source.dataset,
+                                             "datasets": source.plausible, "runs": [],
                                              "limit": settings.max_per_student, "budget": settings.budget_s}
         try:
             vetted = retrain.vet(source.recipe)

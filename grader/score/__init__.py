@@ -80,7 +80,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
 
     # decide the task of every evaluated model and judge it
     saved_tasks = {t.id for t in assignment.tasks if t.kind == "saved_file"}
-    unnamed = [(evaluation, f.dataset) for f, evaluation in evaluated if not f.task_hint]
+    unnamed = [(evaluation, f.plausible) for f, evaluation in evaluated if not f.task_hint]
     named = {f.task_hint for f, _ in evaluated if f.task_hint and f.task_hint not in saved_tasks}
     inferred_matches = iter(assign_tasks(assignment, unnamed, answered=named))
     per_task: dict[str, list[tuple[TaskResult, bool]]] = {}  # task -> [(result, whether it answers the task)]

@@ -200,7 +200,7 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
     r = evaluation.get("retraining")
     th = task.threshold(a.metric)
     if not r or outcome == "pass" or not a.architecture_ok or a.metric != task.metric or not task.retrained \
-            or r.get("dataset") not in (None, task.dataset):
+            or task.dataset not in (r.get("datasets") or [r.get("dataset") or task.dataset]):
         return
     metric, label, rel = a.metric, METRIC_LABELS[a.metric], relation(a.metric)
     own = fmt_value(metric, a.value)

@@ -2,7 +2,8 @@
 
 A file name that names a task decides first (``grader.score`` reads it).  Otherwise the candidates are
 the tasks whose input width and number of outputs fit the model and, when a notebook run showed the
-data it was trained on, whose data that is.
+data it was trained on, whose data that may be (``harvest.identify_datasets``: a small sample of one
+generator can look like another setting of it, so every dataset about as likely as the likeliest).
 
 Architecture comes first.  A model whose layers are exactly a task's (``architecture_differences``
 finds nothing) answers that task and no other: a 1e network with a mediocre fit is a mediocre 1e, not
@@ -70,13 +71,13 @@ def _ranked(scored: list) -> list:
     return ranked
 
 
-def candidates(assignment, info: dict, dataset: str | None = None):
-    """The tasks a model could answer: its input width, then (when known) its training data and
-    its number of outputs narrow them down."""
+def candidates(assignment, info: dict, datasets=()):
+    """The tasks a model could answer: its input width, then (when known) the datasets its training data
+    may come from and its number of outputs narrow them down."""
     inputs, outputs = info.get("inputs"), info.get("outputs")
     same_inputs = [t for t in assignment.model_tasks() if t.architecture.inputs == inputs]
-    if dataset is not None:  # a notebook run showed what the model was trained on
-        same_inputs = [t for t in same_inputs if t.dataset == dataset] or same_inputs
+    if datasets:  # a notebook run showed what the model was trained on
+        same_inputs = [t for t in same_inputs if t.dataset in datasets] or same_inputs
     exact = [t for t in same_inputs if t.architecture.output.units == outputs]
     return exact or same_inputs
 
@@ -94,10 +95,10 @@ class _Considered:
         return [t.id for t, _ in self.ranked]
 
 
-def _consider(assignment, evaluation: dict, dataset: str | None) -> _Considered:
+def _consider(assignment, evaluation: dict, datasets) -> _Considered:
     """Judge one model against every candidate task, and find those whose layers it has exactly."""
     info = evaluation["info"]
-    ranked = _ranked([(t, assess(t, evaluation)) for t in candidates(assignment, info, dataset)])
+    ranked = _ranked([(t, assess(t, evaluation)) for t in candidates(assignment, info, datasets)])
     exact = [(t, a) for t, a in ranked if not architecture_differences(t.architecture, info)]
     return _Considered(info, ranked, exact)
 
@@ -194,9 +195,10 @@ def _no_task(assignment, info: dict) -> Match:
 def assign_tasks(assignment, models: list[tuple[dict, str | None]], answered=()) -> list[Match]:
     """The task each of a student's unnamed models answers, one ``Match`` per model in order.
 
-    ``models``: ``[(evaluation, the dataset it was trained on or None)]``; ``answered``: the tasks that
-    a file the student named answers (models that match no task exactly avoid them)."""
-    considered = [_consider(assignment, evaluation, dataset) for evaluation, dataset in models]
+    ``models``: ``[(evaluation, the datasets it may have been trained on, likeliest first)]`` ([] or None:
+    unknown); ``answered``: the tasks that a file the student named answers
+    (models that match no task exactly avoid them)."""
+    considered = [_consider(assignment, evaluation, datasets or []) for evaluation, datasets in models]
     placed = _assign_exact(considered)
     claimed = set(answered) | {t.id for c in considered for t, _ in c.exact[:1]} | set(placed.values())
     matches = []
@@ -210,6 +212,6 @@ def assign_tasks(assignment, models: list[tuple[dict, str | None]], answered=())
     return matches
 
 
-def infer_task(assignment, evaluation: dict, dataset: str | None = None) -> Match:
+def infer_task(assignment, evaluation: dict, datasets=None) -> Match:
     """The task one model answers, on its own (``assign_tasks`` for a single model)."""
-    return assign_tasks(assignment, [(evaluation, dataset)])[0]
+    return assign_tasks(assignment, [(evaluation, datasets)])[0]
