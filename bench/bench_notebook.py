@@ -16,8 +16,8 @@ its libraries from the page cache:
   nbconvert  `jupyter nbconvert --execute` on the TensorFlow backend: what a TA would otherwise run
 Every grader process checks, in itself, that `grader` was imported from the checkout it stands for, so a
 baseline that silently ran this checkout's code cannot pass for one.  Prints the medians and the ratios
-measured in this run: baseline / grade (target >= 5x), nbconvert / grade (target >= 30x) and the
-grader's own overhead (grade - plain-jax) / grade.
+measured in this run: baseline / grade (target >= 5x), nbconvert / grade (target >= 30x), as the ratio of
+the medians and round by round, and the grader's own overhead (grade - plain-jax) / grade.
 """
 from __future__ import annotations
 
@@ -113,6 +113,14 @@ def balanced_order(n: int, round_index: int) -> list[int]:
     return rounds[round_index % len(rounds)]
 
 
+def paired(slow: list[float], fast: list[float]) -> str:
+    """Each round's own ratio (its two runs minutes apart, so a machine that slows down for a while slows both)
+    and their median, beside the ratio of the medians above."""
+    ratios = [s / f for s, f in zip(slow, fast)]
+    return (f"round by round: {', '.join(f'{r:.2f}x' for r in ratios)}; median of the rounds' ratios "
+            f"{statistics.median(ratios):.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
@@ -166,8 +174,10 @@ def main():
     if "baseline" in med:
         print(f"speedup previous grader ({args.baseline}) / grade: {med['baseline'] / med['grade']:.2f}x "
               "(target >= 5x)")
+        print("  " + paired(times["baseline"], times["grade"]))
     if tf in med:
         print(f"speedup {tf} (tensorflow) / grade: {med[tf] / med['grade']:.1f}x (target >= 30x)")
+        print("  " + paired(times[tf], times["grade"]))
     if "plain-jax" in med:
         print(f"grader overhead (grade - plain-jax) / grade: "
               f"{100 * (med['grade'] - med['plain-jax']) / med['grade']:.1f}%")
