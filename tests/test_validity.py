@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from conftest import grade_one, task_of
+from conftest import TUTORIAL6, grade_one, task_of
 from grader.execute.sandbox import bwrap_path
 
 needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
@@ -56,27 +56,19 @@ model.compile(loss='categorical_crossentropy', optimizer=keras.optimizers.SGD(le
 model.fit(X[keep], keras.utils.to_categorical(y[keep], 2), epochs=5, verbose=0)
 """
 
-#: the sheet's 2c, on one of the draws that look like other data: with NumPy's generator at these seeds, the 30
-#: points at scale 2 are likelier under the scale-1 circular data (46) or the ring data (137) than under their own
-SHEET_2C = """# %%
-import numpy as np
-from tensorflow.keras.models import Sequential
-from tensorflow.keras.layers import Dense
-from tensorflow.keras.utils import to_categorical
-from tools import *
-
-# %%
-np.random.seed({seed})
-Xs, ys = gen_simple_circular_distribution(30, scale=2)
-model2c = Sequential()
-model2c.add(Dense(units=6, activation='relu', input_dim=2))
-model2c.add(Dense(units=6, activation='relu'))
-model2c.add(Dense(units=6, activation='relu'))
-model2c.add(Dense(units=2, activation='softmax'))
-model2c.compile(loss='categorical_crossentropy', optimizer='adam')
-model2c.fit(Xs, to_categorical(ys), epochs=1000, batch_size=32, verbose=0)
-"""
+#: draws of NumPy's generator at which the sheet's 2c data (30 points at scale 2) are likelier under the scale-1
+#: circular data (46) or the ring data (137) than under their own
 UNLUCKY_2C_DRAWS = {46: "circle", 137: "ring"}
+
+
+def _module(path):
+    """A module of the assignment's folder, imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tutorial6_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _student(tmp_path, name, text):
@@ -126,15 +118,17 @@ def test_the_sheets_2c_on_data_that_look_like_another_datasets_is_still_2c(assig
     import numpy as np
 
     from grader.harvest import identify_datasets
-    from test_task_inference import _sheet_data
 
     # the premise: this draw alone is likelier under another dataset, so a single guess would rule out task 2c
     np.random.seed(seed)
-    xs, ys = _sheet_data().gen_simple_circular_distribution(30, scale=2)
+    xs, ys = _module(TUTORIAL6 / "datasets.py").gen_simple_circular_distribution(30, scale=2)
     found = identify_datasets(assignment, xs, np.eye(2)[ys.astype(int)])
     assert found[0] == UNLUCKY_2C_DRAWS[seed] and "circle_overlap" in found, found
 
-    result = grade_one(assignment, evaluator, _student(tmp_path, "c", SHEET_2C.format(seed=seed)))
+    # the demo's 2c cell (frank's, as the sheet writes it) on that draw
+    demo = _module(TUTORIAL6 / "make_demo.py")
+    script = f"# %%\n{demo.IMPORTS}\n\n# %%\nnp.random.seed({seed})\n{demo.TASK_2C}\n"
+    result = grade_one(assignment, evaluator, _student(tmp_path, "c", script))
     t = task_of(result, "2c")
     assert t.status != "missing" and "capture" in t.source and "exactly" in t.message, t.message
     assert "gap" in t.metrics and "train_accuracy" in t.metrics  # measured against the overlapping data's held-out
