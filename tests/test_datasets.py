@@ -77,6 +77,8 @@ def test_training_data_name_the_datasets_they_may_come_from(assignment):
     draws = [found("gen_simple_circular_distribution", seed, n=30, scale=2) for seed in range(200)]
     assert all("circle_overlap" in d and "xor" not in d for d in draws)
     assert any(d[0] != "circle_overlap" for d in draws)  # the case this is for: a single guess would be wrong
+    # a handful of points could come from anything: they name their likeliest dataset only
+    assert all(len(found("gen_xor_distribution", seed, n=5)) == 1 for seed in range(20))
     # no data, or data of no dataset's shape, name none
     assert identify_datasets(assignment, None, None) == []
     assert identify_datasets(assignment, np.full((30, 2), np.nan), None) == []

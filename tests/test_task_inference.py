@@ -222,3 +222,23 @@ def test_decision_regions_show_both_classes_in_their_own_colours(assignment, eva
     png = base64.b64decode(uri.removeprefix("data:image/png;base64,"))
     counts = [_pixels_near(png, c) for c in plots.CLASS_COLOURS]
     assert min(counts) > 200, counts  # both classes are on the picture, each in its own colour
+
+
+def test_a_model_of_no_tasks_layers_stays_with_the_likeliest_datasets_tasks(assignment):
+    from grader import keras_io
+    from grader.score.match import assign_tasks
+
+    # a 2c attempt with two hidden layers, not three (no task's layers), trained on data likeliest to be 2c's that
+    # the scale-1 circular data of 2a could also have given: on 2a's data it happens to earn more than on 2c's
+    info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu")))).to_dict()
+    baseline = {"majority_baseline": 0.667}
+    evaluation = {"info": info, "provenance": {"made_by": "fit"}, "datasets": {
+        "circle": {"metrics": {"accuracy": 0.9, **baseline}},
+        "circle_overlap": {"metrics": {"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline}}}}
+    fraction = {tid: assess(assignment.task(tid), evaluation).fraction for tid in ("2a", "2c")}
+    assert fraction["2a"] > fraction["2c"] > 0  # the premise: on performance alone it is a 2a
+
+    (match,) = assign_tasks(assignment, [(evaluation, ["circle_overlap", "circle"])])
+    assert match.task_id == "2c" and not match.exact, match.reason
+    (match,) = assign_tasks(assignment, [(evaluation, ["circle", "circle_overlap"])])
+    assert match.task_id == "2a"  # where 2a's data are the likelier, it is graded as 2a, as before

@@ -56,6 +56,22 @@ model.compile(loss='categorical_crossentropy', optimizer=keras.optimizers.SGD(le
 model.fit(X[keep], keras.utils.to_categorical(y[keep], 2), epochs=5, verbose=0)
 """
 
+#: task 2c without the work: an xor classifier with 2c's layers, fitted last on five xor points, few enough that
+#: every dataset is about as likely to have given them (its "gap" against 2c's data would pass)
+XOR_THEN_FIVE_POINTS = """# %%
+import numpy as np
+import keras
+from tools import gen_xor_distribution
+keras.utils.set_random_seed(5)
+model = keras.Sequential([keras.Input((2,))] + [keras.layers.Dense(6, activation='relu') for _ in range(3)]
+                         + [keras.layers.Dense(2, activation='softmax')])
+model.compile(loss='categorical_crossentropy', optimizer='adam')
+X, y = gen_xor_distribution(100)
+model.fit(X, keras.utils.to_categorical(y, 2), epochs=250, verbose=0)
+X5, y5 = gen_xor_distribution(5)
+model.fit(X5, keras.utils.to_categorical(y5, 2), epochs=1, verbose=0)
+"""
+
 #: draws of NumPy's generator at which the sheet's 2c data (30 points at scale 2) are likelier under the scale-1
 #: circular data (46) or the ring data (137) than under their own
 UNLUCKY_2C_DRAWS = {46: "circle", 137: "ring"}
@@ -133,3 +149,12 @@ def test_the_sheets_2c_on_data_that_look_like_another_datasets_is_still_2c(assig
     assert t.status != "missing" and "capture" in t.source and "exactly" in t.message, t.message
     assert "gap" in t.metrics and "train_accuracy" in t.metrics  # measured against the overlapping data's held-out
     assert [f.task for f in result.files if "capture" in f.name] == ["2c"]
+
+
+@needs_sandbox
+def test_a_few_points_fitted_last_do_not_open_another_datasets_task(assignment, evaluator, tmp_path):
+    result = grade_one(assignment, evaluator, _student(tmp_path, "x", XOR_THEN_FIVE_POINTS))
+    assert task_of(result, "2b").status == "passed"  # the xor classifier is the student's 2b...
+    c = task_of(result, "2c")
+    assert c.score == 0 and c.status == "missing", c.message  # ...and no 2c: it never saw 2c's data
+    assert {f.task for f in result.files if "capture" in f.name} == {"2b"}

@@ -205,6 +205,10 @@ def _log_density(points: np.ndarray, sample: np.ndarray, bandwidth: float = 0.5)
 #: likeliest being scale 1), while clearly different data trail by more than 39 (10 points of the circular data
 #: against xor) and 200 points at scale 1 against scale 2 by more than 52.
 PLAUSIBLE_LOG_RATIO = 20.0
+#: ... from this many points on.  Fewer carry too little evidence to rule anything out (five xor points are about
+#: as likely under every class dataset), so a handful of points fitted last would expose a model to every task of
+#: its layers: below it, the likeliest dataset alone is named.
+MIN_POINTS_TO_WIDEN = 20
 
 
 def _class_log_likelihoods(assignment: Assignment, x: np.ndarray, labels) -> dict[str, float]:
@@ -231,8 +235,9 @@ def _class_log_likelihoods(assignment: Assignment, x: np.ndarray, labels) -> dic
 
 def identify_datasets(assignment: Assignment, x: np.ndarray | None, y: np.ndarray | None) -> list[str]:
     """The datasets the training data ``x`` (labels ``y``) may have been drawn from, likeliest first: the 1-D
-    task's own points, or every class dataset within ``PLAUSIBLE_LOG_RATIO`` of the likeliest; [] when the data
-    say nothing (no data, another shape, too few or too many points)."""
+    task's own points, or every class dataset within ``PLAUSIBLE_LOG_RATIO`` of the likeliest (the likeliest
+    alone below ``MIN_POINTS_TO_WIDEN`` points); [] when the data say nothing (no data, another shape, too few
+    or too many points)."""
     if x is None:
         return []
     x = np.asarray(x, dtype=np.float64)
@@ -253,8 +258,10 @@ def identify_datasets(assignment: Assignment, x: np.ndarray | None, y: np.ndarra
     scores = {name: v for name, v in _class_log_likelihoods(assignment, x, labels).items() if np.isfinite(v)}
     if not scores:
         return []
-    best = max(scores.values())
-    return sorted((name for name, v in scores.items() if v >= best - PLAUSIBLE_LOG_RATIO), key=lambda n: -scores[n])
+    ranked = sorted(scores, key=lambda n: -scores[n])
+    if len(x) < MIN_POINTS_TO_WIDEN:
+        return ranked[:1]
+    return [name for name in ranked if scores[name] >= scores[ranked[0]] - PLAUSIBLE_LOG_RATIO]
 
 
 def identify_dataset(assignment: Assignment, x: np.ndarray | None, y: np.ndarray | None) -> str | None:

@@ -15,7 +15,9 @@ no more.  Tasks 1a and 1b share an architecture, so a 3-ReLU model fits both; th
 apart.
 
 A model that matches no task exactly falls back to its performance: it goes to the task where it
-earns the largest share of the points, preferring tasks that no exact model and no named file answers.
+earns the largest share of the points, preferring tasks that no exact model and no named file answers,
+among the tasks of the likeliest dataset only (a model of no task's layers on data that may be another's
+is not moved to that other task by its performance).
 
 Ties (the same share of the points on several tasks) on the same data go to the task whose calibrated
 reference runs the model most resembles -- a hand-set exact fit is task 1b, not the 1a whose
@@ -89,10 +91,7 @@ class _Considered:
     info: dict
     ranked: list  # [(task, assessment)], best first
     exact: list   # the same for the tasks whose architecture the model has exactly
-
-    @property
-    def names(self) -> list[str]:
-        return [t.id for t, _ in self.ranked]
+    likeliest: str | None = None  # the likeliest dataset of its training data, when known
 
 
 def _consider(assignment, evaluation: dict, datasets) -> _Considered:
@@ -100,7 +99,7 @@ def _consider(assignment, evaluation: dict, datasets) -> _Considered:
     info = evaluation["info"]
     ranked = _ranked([(t, assess(t, evaluation)) for t in candidates(assignment, info, datasets)])
     exact = [(t, a) for t, a in ranked if not architecture_differences(t.architecture, info)]
-    return _Considered(info, ranked, exact)
+    return _Considered(info, ranked, exact, datasets[0] if datasets else None)
 
 
 def _min_cost_assignment(cost: list[list[int]]) -> list[int]:
@@ -175,9 +174,10 @@ def _exact_match(c: _Considered, task_id: str) -> Match:
 def _fallback_match(c: _Considered, claimed: set[str]) -> Match:
     """The match of a model whose layers are no task's: its best share of the points, on a task nothing
     else answers when it earns something there."""
-    unclaimed = [(t, a) for t, a in c.ranked if t.id not in claimed and a.fraction > 0]
-    task, a = _ranked(unclaimed)[0] if unclaimed else c.ranked[0]
-    others = [name for name in c.names if name != task.id]
+    ranked = [(t, a) for t, a in c.ranked if t.dataset == c.likeliest] or c.ranked
+    unclaimed = [(t, a) for t, a in ranked if t.id not in claimed and a.fraction > 0]
+    task, a = _ranked(unclaimed)[0] if unclaimed else ranked[0]
+    others = [t.id for t, _ in ranked if t.id != task.id]
     reason = f"Inferred as task {task.id} from its held-out performance: its layers match no task exactly"
     reason += f" (also considered: {', '.join(others)})." if others else "."
     return Match(task.id, True, a, reason)
