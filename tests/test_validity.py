@@ -72,6 +72,21 @@ X5, y5 = gen_xor_distribution(5)
 model.fit(X5, keras.utils.to_categorical(y5, 2), epochs=1, verbose=0)
 """
 
+#: task 2c without the work: 2c's network fitted on the points of one class only, so that it always answers that
+#: class: right on every training point, and on the two thirds of new points of that class ("gap" 0.33)
+ONE_CLASS_2C = """# %%
+import numpy as np
+import keras
+from tools import gen_simple_circular_distribution
+keras.utils.set_random_seed(6)
+model = keras.Sequential([keras.Input((2,))] + [keras.layers.Dense(6, activation='relu') for _ in range(3)]
+                         + [keras.layers.Dense(2, activation='softmax')])
+model.compile(loss='categorical_crossentropy', optimizer='adam')
+X, y = gen_simple_circular_distribution(90, scale=2)
+ones = y == 1
+model.fit(X[ones], keras.utils.to_categorical(y[ones], 2), epochs=200, verbose=0)
+"""
+
 #: draws of NumPy's generator at which the sheet's 2c data (30 points at scale 2) are likelier under the scale-1
 #: circular data (46) or the ring data (137) than under their own
 UNLUCKY_2C_DRAWS = {46: "circle", 137: "ring"}
@@ -158,3 +173,11 @@ def test_a_few_points_fitted_last_do_not_open_another_datasets_task(assignment, 
     c = task_of(result, "2c")
     assert c.score == 0 and c.status == "missing", c.message  # ...and no 2c: it never saw 2c's data
     assert {f.task for f in result.files if "capture" in f.name} == {"2b"}
+
+
+@needs_sandbox
+def test_training_on_one_class_earns_no_credit(assignment, evaluator, tmp_path):
+    t = task_of(grade_one(assignment, evaluator, _student(tmp_path, "o", ONE_CLASS_2C)), "2c")
+    assert t.metrics["gap"] > assignment.task("2c").threshold("gap").passing  # the exploit's gap would pass...
+    assert "one class only" in t.message and t.metrics.get("training_refused") == 1.0  # ...and earns nothing
+    assert t.score == pytest.approx(t.max_score * assignment.task("2c").architecture_weight)  # architecture only

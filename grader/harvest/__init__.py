@@ -64,20 +64,28 @@ class Capture:
         return f"{notebook}, {where}: model {what} (capture {self.index})"
 
     def provenance(self) -> dict:
-        """How the notebook made this model, as the capture says (forgeable: it only ever costs credit)."""
+        """How the notebook made this model, as the capture says (forgeable: it only ever costs credit), with the
+        number of points and of distinct labels it was fitted on."""
         keep = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_change", "fused", "fused_fallback")
+        labels = self._labels()
         return {"made_by": self.event, **{k: self.settings[k] for k in keep if k in self.settings},
-                "samples": int(len(self.x)) if self.x is not None else None}
+                "samples": int(len(self.x)) if self.x is not None else None,
+                "classes": int(len(np.unique(labels))) if labels is not None and labels.size else None}
 
-    def training(self) -> dict | None:
-        """Training data for the evaluation worker (class labels as numbers)."""
-        if self.event != "fit" or self.x is None or self.y is None or self.dataset is None:
+    def _labels(self) -> np.ndarray | None:
+        """A fit's training labels as one number per point (one-hot rows as their class), or None."""
+        if self.event != "fit" or self.y is None:
             return None
         y = self.y
         if y.ndim == 2 and y.shape[1] > 1:
             y = np.argmax(y, axis=1)
-        return {"dataset": self.dataset, "datasets": list(self.datasets or (self.dataset,)), "x": self.x,
-                "y": y.ravel().astype(np.float64)}
+        return y.ravel().astype(np.float64)
+
+    def training(self) -> dict | None:
+        """Training data for the evaluation worker (class labels as numbers)."""
+        if self.x is None or self.dataset is None or (labels := self._labels()) is None:
+            return None
+        return {"dataset": self.dataset, "datasets": list(self.datasets or (self.dataset,)), "x": self.x, "y": labels}
 
 
 def load_arrays(data: bytes):

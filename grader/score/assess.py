@@ -264,6 +264,10 @@ def training_refusal(task: Task, provenance: dict | None) -> str | None:
     if isinstance(lr, (int, float)) and lr <= 0:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted with a learning rate of "
                 f"{lr:g}, which cannot change its weights: train it with a positive learning rate.")
+    if task.metric in ("accuracy", "gap") and provenance.get("classes") == 1:
+        return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted on points of one class only, "
+                "and a model that always answers that class is right on every one of them: train it on points of "
+                "both classes (to_categorical(y) of the data the task names).")
     moved = provenance.get("weight_change")
     if isinstance(moved, (int, float)) and moved < MIN_WEIGHT_CHANGE:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: model.fit left the model's weights as they "
