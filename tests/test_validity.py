@@ -93,13 +93,23 @@ UNLUCKY_2C_DRAWS = {46: "circle", 137: "ring"}
 
 
 def _module(path):
-    """A module of the assignment's folder, imported from its file."""
+    """A module of the assignment's folder, imported from its file; ``sys.path`` and the folder's plain module
+    names (``solution``, ``datasets``, which make_demo imports) are left as they were for the other tests."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location(f"tutorial6_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    siblings = {p.stem for p in path.parent.glob("*.py")}
+    saved_path, saved = list(sys.path), {n: sys.modules.pop(n) for n in list(sys.modules) if n in siblings}
+    try:
+        spec = importlib.util.spec_from_file_location(f"tutorial6_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path[:] = saved_path
+        for name in siblings:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
 
 
 def _student(tmp_path, name, text):
