@@ -164,7 +164,7 @@ class _Session:
                                                                          held["x"].std(axis=0), 1.0)
                     entry["metrics"]["accuracy_standardized"] = M.class_metrics(
                         keras_io.predict(model, z), held["y"])["accuracy"]
-                if training and name in (training.get("datasets") or [training.get("dataset")]):
+                if training and name in training.get("datasets", ()):
                     # each dataset the training data may come from (``harvest.identify_datasets``)
                     if train_accuracy is None:
                         train_accuracy = M.class_metrics(keras_io.predict(model, training["x"]),

@@ -50,13 +50,16 @@ class Capture:
     settings: dict = field(default_factory=dict)
     x: np.ndarray | None = None
     y: np.ndarray | None = None
-    dataset: str | None = None  # the likeliest of ``datasets``
-    datasets: tuple = ()  # every dataset its training data may come from (``identify_datasets``)
+    datasets: tuple = ()  # every dataset its training data may come from, likeliest first (``identify``)
+
+    @property
+    def dataset(self) -> str | None:
+        """The likeliest of ``datasets`` (None when the data say nothing)."""
+        return self.datasets[0] if self.datasets else None
 
     def identify(self, assignment: Assignment) -> None:
-        """Say which datasets the training data may come from (``identify_datasets``), likeliest as ``dataset``."""
+        """Say which datasets the training data may come from (``identify_datasets``)."""
         self.datasets = tuple(identify_datasets(assignment, self.x, self.y))
-        self.dataset = self.datasets[0] if self.datasets else None
 
     def label(self, notebook: str) -> str:
         where = f"cell {self.cell}" if self.cell else "a cell"
@@ -83,9 +86,9 @@ class Capture:
 
     def training(self) -> dict | None:
         """Training data for the evaluation worker (class labels as numbers)."""
-        if self.x is None or self.dataset is None or (labels := self._labels()) is None:
+        if self.x is None or not self.datasets or (labels := self._labels()) is None:
             return None
-        return {"dataset": self.dataset, "datasets": list(self.datasets or (self.dataset,)), "x": self.x, "y": labels}
+        return {"datasets": list(self.datasets), "x": self.x, "y": labels}
 
 
 def load_arrays(data: bytes):
@@ -271,8 +274,3 @@ def identify_datasets(assignment: Assignment, x: np.ndarray | None, y: np.ndarra
         return ranked[:1]
     return [name for name in ranked if scores[name] >= scores[ranked[0]] - PLAUSIBLE_LOG_RATIO]
 
-
-def identify_dataset(assignment: Assignment, x: np.ndarray | None, y: np.ndarray | None) -> str | None:
-    """The likeliest of ``identify_datasets`` (None when the data say nothing)."""
-    found = identify_datasets(assignment, x, y)
-    return found[0] if found else None

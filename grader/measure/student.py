@@ -302,8 +302,7 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
     recipes = []
     for index, tasks in sorted(_retraining_plan(assignment, evaluated).items()):
         source, evaluation = evaluated[index]
-        record = evaluation["retraining"] = {"tasks": [t.id for t in tasks], "dataset": source.dataset,
-                                             "datasets": source.plausible, "runs": [],
+        record = evaluation["retraining"] = {"tasks": [t.id for t in tasks], "datasets": source.plausible, "runs": [],
                                              "limit": settings.max_per_student, "budget": settings.budget_s}
         try:
             vetted = retrain.vet(source.recipe)

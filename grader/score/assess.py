@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..spec.model import METRICS, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
+from ..spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
     "mse": "mean squared error against the true function",
@@ -199,8 +199,10 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
     (``wants_retraining``): the best of the own run and the first K re-trainings counts."""
     r = evaluation.get("retraining")
     th = task.threshold(a.metric)
+    # the datasets the recipe's data may come from (a record stored before these were kept names one, or none)
+    datasets = (r.get("datasets") or [r.get("dataset") or task.dataset]) if r else []
     if not r or outcome == "pass" or not a.architecture_ok or a.metric != task.metric or not task.retrained \
-            or task.dataset not in (r.get("datasets") or [r.get("dataset") or task.dataset]):
+            or task.dataset not in datasets:
         return
     metric, label, rel = a.metric, METRIC_LABELS[a.metric], relation(a.metric)
     own = fmt_value(metric, a.value)
@@ -264,7 +266,7 @@ def training_refusal(task: Task, provenance: dict | None) -> str | None:
     if isinstance(lr, (int, float)) and lr <= 0:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted with a learning rate of "
                 f"{lr:g}, which cannot change its weights: train it with a positive learning rate.")
-    if task.metric in ("accuracy", "gap") and provenance.get("classes") == 1:
+    if task.metric in METRICS_FOR_KIND["classes"] and provenance.get("classes") == 1:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted on points of one class only, "
                 "and a model that always answers that class is right on every one of them: train it on points of "
                 "both classes (to_categorical(y) of the data the task names).")

@@ -192,7 +192,7 @@ def _no_task(assignment, info: dict) -> Match:
                  f"{' or '.join(map(str, widths))} input(s)).")
 
 
-def assign_tasks(assignment, models: list[tuple[dict, str | None]], answered=()) -> list[Match]:
+def assign_tasks(assignment, models: list[tuple[dict, list[str] | None]], answered=()) -> list[Match]:
     """The task each of a student's unnamed models answers, one ``Match`` per model in order.
 
     ``models``: ``[(evaluation, the datasets it may have been trained on, likeliest first)]`` ([] or None:
