@@ -66,6 +66,30 @@ class _BatchBar:
         self._progress.stop()
 
 
+def _warn_if_weak_secret(out_dir: Path | None, secret: str | None = None) -> None:
+    """Say loudly when the grading secret (``secret``, else the one ``grade`` would use) is short or guessable:
+    every seed a student can print is derived from it, and a secret found by guessing gives away the held-out
+    data."""
+    from .evaluate.heldout import SECRET_ENV, resolve_secret, secret_weakness
+
+    origin = f"the {SECRET_ENV} environment variable"
+    if not secret:
+        try:
+            found = resolve_secret(out_dir, create=False)
+        except FatalError:
+            return  # grading says why it cannot read it
+        if found is None:
+            return  # the grader makes a random one
+        secret, origin = found.value, found.origin
+    why = secret_weakness(secret)
+    if why:
+        console.print(f"[bold red]WARNING: the grading secret from {terminal(origin)} is easy to guess: "
+                      f"{terminal(why)}.[/] Students can print seeds derived from it and try guesses offline; a "
+                      "secret found gives away the held-out data. Use a random one (`python -c \"import secrets; "
+                      f"print(secrets.token_hex(32))\"`), or unset {SECRET_ENV} and let the grader make one.",
+                      highlight=False)
+
+
 @main.command()
 @click.argument("submissions", type=click.Path(path_type=Path))
 @click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
@@ -104,6 +128,7 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
 
     try:
         out_dir = out_dir or default_out_dir(assignment_dir)
+        _warn_if_weak_secret(out_dir)
         summary = grade_batch(submissions, assignment_dir, out_dir, _BatchBar(), workers=workers,
                               scheduler=scheduler, force=force, db_url=db_url, wait=wait,
                               allow_unsandboxed=allow_unsandboxed)
@@ -490,6 +515,7 @@ def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
     from .gradescope import RECOMMENDED_MEMORY_GB, build_bundle
 
     secret = os.environ.get("GRADER_SECRET")
+    _warn_if_weak_secret(None, secret)
     try:
         out = build_bundle(assignment_dir, out_zip, secret=secret, budget_s=budget_s)
     except FatalError as e:

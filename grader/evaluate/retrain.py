@@ -32,7 +32,6 @@ on TensorFlow, and calibration trains its reference runs there too).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -171,13 +170,15 @@ def describe(vetted: dict, epochs: int | None = None) -> str:
 
 
 def retrain_seed(seeds: dict, vetted: dict, recipe: dict, architecture, index: int) -> int:
-    """The seed of re-training ``index`` (0, 1, ...) of a recipe: from the held-out seeds (so from the grading
-    secret), the vetted recipe, its training data and the architecture; below 2**31, as Keras takes them."""
-    h = hashlib.sha256(json.dumps(sorted(seeds.items())).encode())
-    h.update(json.dumps([vetted, architecture, index], sort_keys=True, default=str).encode())
-    for a in (recipe["x"], recipe["y"]):
-        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
-    return int.from_bytes(h.digest()[:8], "little") % 2**31
+    """The seed of re-training ``index`` (0, 1, ...) of a recipe: an HMAC under the re-trainings' key
+    (``heldout.run_key``, from the stretched grading secret) of the vetted recipe, its training data and the
+    architecture; below 2**31, as Keras takes them."""
+    from .heldout import keyed_seed, run_key
+
+    return keyed_seed(run_key(seeds, "retrain"),
+                      json.dumps([vetted, architecture, index], sort_keys=True, default=str),
+                      *(np.ascontiguousarray(a, dtype=np.float64).tobytes() for a in (recipe["x"], recipe["y"])),
+                      bits=31)
 
 
 def train(model_path, recipe: dict, seed: int, max_epochs: int, out_path, limits) -> dict:

@@ -21,8 +21,6 @@ is stored with the model's evaluation (``"retraining"``) for scoring.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -35,7 +33,7 @@ from .. import untrusted
 from ..errors import (
     EvaluationTimeout, FatalError, NotebookUnreadable, SubmissionError, UnknownFormat, UnreadableFile,
 )
-from ..evaluate import retrain
+from ..evaluate import heldout, retrain
 from ..execute import _remove, execute_notebook
 from ..harvest import MAX_MODEL_BYTES
 from ..intake import Submission, SubmittedFile, TaskNamer
@@ -49,17 +47,18 @@ MAX_SCALING_BYTES = 256 * 1024
 
 
 def run_seed(seeds: dict, submission: Submission, file: SubmittedFile) -> int:
-    """The seed a notebook runs with: from the held-out seeds (so from the grading secret), the bytes of the
-    whole submission and the notebook's name.  The same files and secret always train the same way."""
-    h = hashlib.sha256(json.dumps(sorted(seeds.items())).encode())
+    """The seed a notebook runs with (its kernel's ``PYTHONHASHSEED``, which the notebook can print): 31 bits
+    of an HMAC under the kernels' key (``heldout.run_key``, from the stretched grading secret) of the bytes of
+    the whole submission and the notebook's name.  The same files and secret always train the same way; the
+    seed shows nothing of the key, and checking a guessed secret against it costs the KDF."""
+    parts = []
     for f in sorted(submission.files, key=lambda f: f.relative):
         try:
             digest, _ = untrusted.sha256_relative(f.base, f.relative)
         except (OSError, untrusted.Refused):
             digest = "unreadable"
-        h.update(f"{f.relative}\0{digest}\0".encode())
-    h.update(file.relative.encode())
-    return int.from_bytes(h.digest()[:4], "little")
+        parts += [f.relative, digest]
+    return heldout.keyed_seed(heldout.run_key(seeds, "kernel"), *parts, "notebook", file.relative, bits=31)
 
 
 class _Budget:
