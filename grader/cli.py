@@ -257,11 +257,10 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
 def review(out_dir, db_url, assignment_id, as_json, near):
     """List what needs a human: internal errors, overrides whose automatic score changed, refused training,
     scores within a hair of a threshold, inferred tasks and identical work."""
-    import json
-
     from rich.table import Table
 
     from .api import review_gradebook
+    from .textsafe import json_text
 
     try:
         found = review_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id, near=near)
@@ -269,7 +268,7 @@ def review(out_dir, db_url, assignment_id, as_json, near):
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
     if as_json:
-        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        click.echo(json_text(found, indent=2))  # no raw control or bidi character reaches the terminal
         return
     out = Console(soft_wrap=False)
     if not found["items"]:

@@ -111,6 +111,7 @@ def run_autograder(root) -> Path:
     from .measure.student import measure_student
     from .report import atomic_write
     from .score import score_student
+    from .textsafe import json_text, shown
     from .spec import load_assignment
 
     started = time.monotonic()
@@ -123,7 +124,8 @@ def run_autograder(root) -> Path:
     with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator:
         result = score_student(assignment, measure_student(assignment, submission, evaluator))
     data = results_json(result.to_json(), time.monotonic() - started)
-    return atomic_write(root / "results" / "results.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    # every string is shown to the student: controls and bidi characters as escapes (textsafe.shown)
+    return atomic_write(root / "results" / "results.json", json_text(shown(data), indent=2) + "\n")
 
 
 def results_json(student: dict, seconds: float, visibility: str = "visible") -> dict:

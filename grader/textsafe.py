@@ -5,13 +5,16 @@ prefix of their file names) and, through file names, notebook errors and the
 like, part of the messages and notes the grader writes about them.  Each
 function here takes such text and returns it safe for one kind of reader:
 a terminal (and rich's markup), an XML parser, a spreadsheet opening a CSV
-file, a Markdown renderer and the HTML it allows.  None of them drops
+file, a Markdown renderer and the HTML it allows, a page (``visible``, the
+report templates' finalize), a JSON file (``json_text``; ``shown`` for one
+whose strings are displayed, as Gradescope's).  None of them drops
 information silently: a character that may not reach the reader is shown as a
-visible escape (``\\x1b``) instead.
+visible escape (``\\x1b``, ``\\u202e``) instead.
 """
 from __future__ import annotations
 
 import html
+import json
 import re
 
 from rich.markup import escape as _rich_escape
@@ -20,9 +23,17 @@ from rich.markup import escape as _rich_escape
 #: bidirectional overrides and isolates, which reorder what a reader sees ("Trojan Source")
 _TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
+#: what a page shows as an escape: the same but tab and newline, which multi-line messages and code keep
+_PAGE_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
 #: what XML 1.0 forbids (every C0 control but tab, newline and carriage return; lone surrogates;
-#: U+FFFE and U+FFFF) and what it discourages and no reader wants (DEL and the C1 controls)
-_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+#: U+FFFE and U+FFFF), what it discourages and no reader wants (DEL and the C1 controls), and the
+#: bidirectional controls (a CI page shows the text)
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                         "\ud800-\udfff\ufffe\uffff]")
+
+#: what a JSON file holds only as a ``\\uXXXX`` escape (json.dumps escapes the C0 controls itself)
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 #: line breaks of every kind, flattened where one record must stay on one line
 _LINE_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -49,18 +60,46 @@ def terminal(text: str) -> str:
     return _rich_escape(_TERMINAL_UNSAFE.sub(_shown, str(text)))
 
 
+def visible(text: str) -> str:
+    """``text`` for a page or an export someone reads: every control character but tab and newline (ESC,
+    carriage return, C1) and every bidirectional control (U+202E ...) written as a visible escape, so
+    nothing a student wrote colours, moves or reorders what the reader sees."""
+    return _PAGE_UNSAFE.sub(_shown, str(text))
+
+
+def shown(data):
+    """``data`` (JSON-like: dicts, lists, strings, numbers) with ``visible`` applied to every string, keys
+    included: for a file whose every string is displayed (Gradescope's ``results.json``)."""
+    if isinstance(data, str):
+        return visible(data)
+    if isinstance(data, dict):
+        return {shown(k) if isinstance(k, str) else k: shown(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [shown(v) for v in data]
+    return data
+
+
+def json_text(data, **dumps) -> str:
+    """``json.dumps(data, ensure_ascii=False, **dumps)`` with no raw control or bidirectional character in
+    the text: those are written as JSON's own ``\\uXXXX`` escapes, so the values read back unchanged."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(data, ensure_ascii=False, **dumps))
+
+
 def xml_text(text: str) -> str:
     """``text`` as XML 1.0 allows it in element text and attribute values (ElementTree escapes ``<``,
     ``&`` and quotes itself, but writes forbidden characters as they are and so makes a file no parser
-    reads)."""
+    reads), and with bidirectional controls shown as escapes."""
     return _XML_UNSAFE.sub(_shown, str(text))
 
 
 def spreadsheet_cell(text: str) -> str:
     """A CSV text cell that a spreadsheet shows as text and never evaluates as a formula: one that would
-    be evaluated gets a leading apostrophe, which Excel, LibreOffice and Google Sheets read as "text"."""
-    text = str(text)
-    return "'" + text if _FORMULA_START.match(text) else text
+    be evaluated gets a leading apostrophe, which Excel, LibreOffice and Google Sheets read as "text".
+    Control characters (but tab and newline, which a quoted cell holds) and bidirectional ones are shown
+    as escapes."""
+    raw = str(text)
+    text = _PAGE_UNSAFE.sub(_shown, raw)  # controls (but tab and newline) and bidi overrides shown, never raw
+    return "'" + text if _FORMULA_START.match(raw) else text
 
 
 def html_line(text: str) -> str:

@@ -24,18 +24,19 @@ and the grader's own score (``store.overrides.describe``).
 Ids, messages and notes are partly chosen by students, so every export makes
 them inert for its reader (``grader.textsafe``): no spreadsheet formulas in
 the CSV, only characters XML 1.0 allows in the JUnit file, no Markdown or HTML
-in the summary, and a distinct, harmless folder name per student.
+in the summary, and a distinct, harmless folder name per student; in none of
+them a raw control (ESC) or bidirectional (U+202E) character: those are shown
+as escapes (``\\u202e``).
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..report import atomic_write, safe_name
-from ..textsafe import html_line, markdown_text, spreadsheet_cell, xml_text
+from ..textsafe import html_line, json_text, markdown_text, shown, spreadsheet_cell, xml_text
 
 FORMATS = ("csv", "gradescope", "junit", "markdown")
 STATUS_ICON = {"passed": "✅", "partial": "🟡", "failed": "❌", "missing": "⬜", "error": "⚠️"}
@@ -193,7 +194,7 @@ def export(gradebook, assignment_id: str, to: Path, formats=FORMATS) -> list[Pat
     if "gradescope" in formats:
         for s in students:
             written.append(atomic_write(to / "gradescope" / safe_name(s["id"]) / "results.json",
-                                  json.dumps(gradescope(s), indent=2, ensure_ascii=False) + "\n"))
+                                        json_text(shown(gradescope(s)), indent=2) + "\n"))
     if "junit" in formats:
         written.append(atomic_write(to / "junit.xml", junit_xml(assignment_id, students)))
     if "markdown" in formats:

@@ -16,7 +16,6 @@ for a batch): a page drawn again draws only plots it has never drawn.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -25,17 +24,27 @@ from importlib import resources
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from .. import __version__
 from ..errors import OutputError
 from ..review import describe_evidence
 from ..score.assess import fmt_value
 from ..score.results import StudentResult
+from ..textsafe import json_text, visible
 from .cache import FOLDER as PLOT_FOLDER, PlotCache, task_plot
 
 
+def _finalize(value):
+    """Every ``{{ ... }}`` of the pages: control and bidirectional characters shown as escapes
+    (``textsafe.visible``) before autoescaping; a ``Markup`` stays one (an escape is inert HTML)."""
+    if isinstance(value, Markup):
+        return Markup(visible(value))
+    return visible(value) if isinstance(value, str) else value
+
+
 def _env() -> Environment:
-    return Environment(loader=PackageLoader("grader.report", "templates"),
+    return Environment(loader=PackageLoader("grader.report", "templates"), finalize=_finalize,
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
@@ -177,7 +186,7 @@ class Reporter:
 
     def write_json(self) -> Path:
         path = self.out / "results.json"
-        atomic_write(path, json.dumps(self.results_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write(path, json_text(self.results_json(), indent=2) + "\n")  # no raw control or bidi character
         self._json_written = time.monotonic()
         return path
 
