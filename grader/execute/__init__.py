@@ -25,11 +25,12 @@ import nbformat
 from .. import untrusted
 from ..errors import NotebookUnreadable
 from ..harvest import MAX_CAPTURES, Capture, saved_models, snapshot, take_capture
+from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose
 from .limits import BatchLimits, TimeLimits, default_limits, secs
 from .runner import NotebookRunner, RunResult
-from . import compile_cache
+from . import compile_cache, course_kernel
 from .sandbox import Limits, Sandbox, SandboxFailed
 from .scripts import script_to_notebook
 
@@ -119,6 +120,78 @@ def _excerpt(source: str, traceback: str = "", context: int = 3) -> str:
     return "\n".join((["   ..."] if lo else []) + shown + (["   ..."] if hi < len(rows) else []))
 
 
+def _kernel_records(capture: Path) -> tuple[list[str], dict]:
+    """What the kernel's ``course_kernel`` recorded (untrusted, bounded): the names ``files.download`` was given,
+    and which ``tools.py`` ran (``{"module", "own", "added", "failed"}``)."""
+    downloads, support = [], {}
+    try:
+        dir_fd = untrusted.open_tree(capture)
+    except OSError:
+        return downloads, support
+    try:
+        try:
+            for line in untrusted.read_bytes(course_kernel.DOWNLOADS, 64 * 1024, dir_fd).decode(
+                    "utf-8", "replace").splitlines()[:course_kernel.MAX_RECORDS]:
+                name = parse_json(line.encode())
+                if isinstance(name, str) and name and name not in downloads:
+                    downloads.append(name[:300])
+        except (untrusted.Refused, ValueError, OSError):
+            pass
+        try:
+            record = parse_json(untrusted.read_bytes(course_kernel.SUPPORT, 64 * 1024, dir_fd))
+            if isinstance(record, dict):
+                support = record
+        except (untrusted.Refused, ValueError, OSError):
+            pass
+    finally:
+        os.close(dir_fd)
+    return downloads, support
+
+
+def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]]) -> list[str]:
+    """The report's words on what the grader did for Colab and the course's files: the Colab lines skipped (read
+    from the notebook itself), the files ``files.download`` handed in, and which ``tools.py`` ran."""
+    notes = []
+    skipped = [f"cell {i + 1} `{line[:80]}`" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+               for line in course_kernel.skipped_lines(cell.source)]
+    if skipped:
+        notes.append(f"Colab lines skipped: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}. The grader "
+                     "has no network and its Python packages (TensorFlow, Keras) are installed already, so these "
+                     "lines were not run; nothing to change for grading.")
+    downloads, support = _kernel_records(capture)
+    taken = {rel for rel, _ in saved}
+    for name in downloads[:10]:
+        rel = os.path.normpath(name)
+        if rel in taken:
+            notes.append(f"files.download({name!r}): the grader took {rel} from the notebook's run as a file you "
+                         "hand in (in Colab this downloads it).")
+        else:
+            notes.append(f"files.download({name!r}): noted, but the grader only grades model files the notebook "
+                         "saved in its own folder (model.save('model.h5')).")
+    modules = {name[:-3]: name for name, _ in assignment.notebooks.support_files if name.endswith(".py")}
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    module = support.get("module")
+    if module in modules and support.get("own") is True:
+        added = [a for a in support.get("added", []) if isinstance(a, str) and a.isidentifier() and len(a) <= 60][:20]
+        failed = support.get("failed")
+        if isinstance(failed, str):
+            notes.append(f"Your {modules[module]} failed when it was imported ({failed[:200]}), so the course's "
+                         f"{modules[module]} (the grader's copy) was used instead.")
+        elif added:
+            notes.append(f"Your own {modules[module]} was used; the grader added what it lacks from the course's "
+                         f"{modules[module]}: {', '.join(added)}.")
+        else:
+            notes.append(f"Your own {modules[module]} was used.")
+    else:
+        imported = formats.imported_modules("\n".join(line for line in code.splitlines()
+                                                      if not line.lstrip().startswith(("!", "%"))))
+        for name in sorted(set(modules) & imported):
+            if not isinstance(support.get("module"), str):
+                notes.append(f"Your code imports {name}: the grader gave it the course's {modules[name]} (you "
+                             "handed in none).")
+    return notes
+
+
 def _limits(settings) -> Limits:
     return Limits(memory_mb=settings.memory_mb, processes=settings.processes, tmp_mb=settings.tmp_mb,
                   disk_mb=settings.disk_mb, max_files_written=settings.max_files_written)
@@ -143,18 +216,21 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
             staged = sandbox.stage(files_root, single_file=False, bounds=bounds)
         else:
             staged = sandbox.stage(file.path, single_file=True, bounds=bounds)
+        standins = {}  # module -> the course's file, where the student brought their own: theirs, completed
         for name, src in settings.support_files:  # trusted course files, unless the student brought their own
             target = work / name
             if not os.path.lexists(target):
                 shutil.copyfile(assignment.root / src, target)
                 if sandbox.owner_uid is not None:
                     os.chown(target, sandbox.owner_uid, sandbox.owner_uid, follow_symlinks=False)
+            elif name.endswith(".py") and "/" not in name:
+                standins[name[:-3]] = assignment.root / src
         before = snapshot(work, bounds)
         runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=limits.cell.seconds,
                                 notebook_timeout=limits.notebook.seconds, capture_dir=capture,
                                 max_output_bytes=settings.max_output_kb * 1024, progress=progress,
                                 on_capture=on_capture, seed=seed, fused=compile_cache.enabled(),
-                                jax_cache=compile_cache.INNER if cache else None)
+                                jax_cache=compile_cache.INNER if cache else None, standins=standins)
         run = runner.run()
         return scratch, work, run, staged, before, sandbox, bounds
     except BaseException:
@@ -230,6 +306,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                      "the TensorFlow backend; the results below are from that run.")
     try:
         saved = saved_models(work, before, taken, bounds)
+        notes.extend(_course_notes(assignment, nb, scratch / "capture", saved))
     finally:
         _remove(scratch)  # the work folder is no longer needed: every model in it was taken
     for rel, why, special in staged.skipped:

@@ -35,6 +35,7 @@ from .sandbox import HOME, Sandbox
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
 FUSED_FIT = Path(__file__).with_name("fused_fit.py")
 DEFERRED_TF = Path(__file__).with_name("deferred_tf.py")
+COURSE_KERNEL = Path(__file__).with_name("course_kernel.py")  # Colab's module and magics, tools.py completed
 # Runs at the kernel's start (exec_files): loads one of the grader's kernel-side modules from its file as a
 # module of its own (nothing of it in the student's namespace) and runs ``call`` on it; a failure leaves the
 # kernel as Python and Keras make it.
@@ -146,7 +147,7 @@ class NotebookRunner:
     def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
                  notebook_timeout: float = 1800, capture_dir: Path | None = None,
                  max_output_bytes: int = 64 * 1024, progress=None, on_capture=None, seed: int | None = None,
-                 fused: bool = True, jax_cache: str | None = None):
+                 fused: bool = True, jax_cache: str | None = None, standins: dict[str, Path] | None = None):
         self.nb = notebook
         self.sandbox = sandbox
         self.backend = backend
@@ -159,6 +160,9 @@ class NotebookRunner:
         self.seed = seed  # seeds Python, NumPy and Keras before the first cell (a student's own seed wins)
         self.fused = fused  # keras.Model.fit fused into compiled programs (``fused_fit``)
         self.jax_cache = jax_cache  # where the kernel reads the compile cache (bound read-only), if anywhere
+        # module name -> the grader's stand-in for a support module the student brought their own of (tools.py):
+        # the kernel runs theirs and adds what it lacks from the stand-in (``course_kernel``)
+        self.standins = dict(standins or {})
 
     def _env(self) -> dict[str, str]:
         env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
@@ -174,6 +178,11 @@ class NotebookRunner:
             env["PYTHONHASHSEED"] = str(self.seed % 2**31)
         if self.fused and self.jax_cache:
             env["GRADER_JAX_CACHE"] = self.jax_cache
+        if self.standins:
+            import json
+
+            env["GRADER_SUPPORT_MODULES"] = json.dumps({name: str(self.sandbox.runtime_dir / "standins" / f"{name}.py")
+                                                        for name in self.standins})
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
@@ -194,6 +203,11 @@ class NotebookRunner:
             self._kernel_module(runtime, "grader_deferred_tf", DEFERRED_TF, "install()")
         if self.fused:
             self._kernel_module(runtime, "grader_fused_fit", FUSED_FIT, FUSED_CALL)
+        if self.standins:
+            (runtime / "standins").mkdir(exist_ok=True)
+            for name, path in self.standins.items():
+                (runtime / "standins" / f"{name}.py").write_bytes(Path(path).read_bytes())
+        self._kernel_module(runtime, "grader_course", COURSE_KERNEL, "install()")
         if self.capture_dir:
             (runtime / "grader_capture.py").write_text(CAPTURE_HOOK.read_text())
             self._startup.append(str(runtime / "grader_capture.py"))

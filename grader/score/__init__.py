@@ -38,13 +38,16 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
 
 
 def _failed_cells(notebooks: list[dict]) -> str:
-    """The cells that failed in a student's notebooks, in words (for a task whose model never appeared)."""
-    said = [f"cell {f['cell']} of {nb['name']} failed ({f['explanation']})" for nb in notebooks
-            for f in nb.get("failures", []) if f.get("status") != "skipped"][:2]
+    """The cells that failed in a student's notebooks, named (for a task whose model never appeared); why each
+    failed is said once, in the notebook's own section of the report, not under every task."""
+    said = [f"cell {f['cell']} of {nb['name']} failed" for nb in notebooks
+            for f in nb.get("failures", []) if f.get("status") != "skipped"]
     if not said:
         return ""
-    return (" Your notebook did not run to the end cleanly: " + "; ".join(said) + ". The model for this task may "
-            "have been made in or after a failing cell: fix it first.")
+    more = f" and {len(said) - 3} more" if len(said) > 3 else ""
+    return (" Your notebook did not run to the end cleanly: " + ", ".join(said[:3]) + more + " (why, and what to "
+            "change, is under the notebook below). The model for this task may have been made in or after a "
+            "failing cell: fix it first.")
 
 
 def _missing(task, assignment=None, student: str = "", notebooks: list[dict] = ()) -> TaskResult:

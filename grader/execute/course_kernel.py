@@ -1,0 +1,210 @@
+# Runs inside the student's kernel at start-up (loaded as module ``grader_course``); imports nothing of the grader.
+# It gives the notebook the environment the course's students wrote it for: ``google.colab`` as a harmless
+# module (``files.download`` records which file the student meant to hand in; ``files.upload`` and
+# ``drive.mount`` say what the grader does instead), Colab's installation lines and magics (``!pip``,
+# ``%tensorflow_version``) skipped with a note instead of run against a network that is not there, and, where
+# the student brought their own ``tools.py``, the course's functions it lacks added from the grader's stand-in.
+# Whatever this writes to $GRADER_CAPTURE_DIR is read by the grader as untrusted words for notes, never grades.
+# The grader imports this file too (``SKIPPED_LINE``, ``skipped_lines``), to name the skipped lines itself.
+import json
+import os
+import re
+import sys
+
+#: a line Colab runs but the grader skips: installing packages, fetching files, Colab-only magics
+SKIPPED_LINE = re.compile(
+    r"^\s*(?:[A-Za-z_]\w*\s*=\s*)?(?:"
+    r"!{1,2}\s*(?:sudo\s+)?(?:pip3?|python3?\s+-m\s+pip|conda|mamba|apt(?:-get)?|wget|curl|git|gdown|nvidia-smi"
+    r"|kaggle)\b"
+    r"|%{1,2}\s*(?:pip|conda|tensorflow_version|tensorboard|load_ext\s+tensorboard)\b)")
+#: what the notebook is told where a line was skipped
+SKIP_WHY = ("the grader skipped this Colab line: it has no network, and its Python packages (TensorFlow, Keras) "
+            "are installed already")
+DOWNLOADS = "downloads.jsonl"  # in $GRADER_CAPTURE_DIR: files.download's names, one JSON string a line
+SUPPORT = "support.json"  # in $GRADER_CAPTURE_DIR: which tools.py ran, and what the stand-in added to it
+MAX_RECORDS = 100
+_downloaded = []  # the names files.download was given, each recorded once
+
+
+def skipped_lines(source):
+    """The lines of a cell's source that the kernel skips."""
+    return [line.strip() for line in str(source).splitlines() if SKIPPED_LINE.match(line)]
+
+
+def skipped(line):
+    """Called where a skipped line was: says so in the cell's output."""
+    print(f"[grader] {line.strip()[:200]}: {SKIP_WHY}.", file=sys.stderr)
+
+
+def _record(name, entry):
+    out = os.environ.get("GRADER_CAPTURE_DIR")
+    if not out:
+        return
+    try:
+        path = os.path.join(out, name)
+        if name == DOWNLOADS:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(entry, f)
+    except Exception:
+        pass
+
+
+def _skip_transformer(lines):
+    """IPython input transformer: each skipped line becomes a call to ``skipped`` at the same indentation."""
+    out = []
+    for line in lines:
+        if SKIPPED_LINE.match(line):
+            indent = line[:len(line) - len(line.lstrip())]
+            end = "\n" if line.endswith("\n") else ""
+            out.append(f"{indent}__import__({__name__!r}).skipped({line.strip()!r}){end}")
+        else:
+            out.append(line)
+    return out
+
+
+# -- google.colab ---------------------------------------------------------------------------------------------
+
+class ColabOnly(RuntimeError):
+    """A Colab feature the grader cannot offer; the message says what the grader does instead."""
+
+
+def _download(filename):
+    name = os.fspath(filename)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"Cannot find file: {name}")
+    if len(_downloaded) < MAX_RECORDS and name not in _downloaded:
+        _downloaded.append(name)
+        _record(DOWNLOADS, str(name)[:300])
+    print(f"[grader] files.download({name!r}): nothing is downloaded here; the grader takes {name} from this run "
+          "as a file you hand in.", file=sys.stderr)
+
+
+def _upload(*args, **kwargs):
+    raise ColabOnly("files.upload() cannot ask for files while the grader runs your notebook: hand in the files "
+                    "your notebook reads beside it (the grader puts them in the notebook's folder) and open them "
+                    "by name, e.g. np.loadtxt('data.csv').")
+
+
+def _mount(*args, **kwargs):
+    raise ColabOnly("drive.mount() cannot reach your Google Drive while the grader runs your notebook: hand in the "
+                    "files your notebook reads beside it (the grader puts them in the notebook's folder) and open "
+                    "them by name instead of by a /content/drive path.")
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
+COLAB_MODULES = {
+    "google.colab": {},
+    "google.colab.files": {"download": _download, "upload": _upload, "view": _nothing},
+    "google.colab.drive": {"mount": _mount, "flush_and_unmount": _nothing},
+    "google.colab.output": {"clear": _nothing, "enable_custom_widget_manager": _nothing,
+                            "disable_custom_widget_manager": _nothing, "eval_js": _nothing},
+    "google.colab.patches": {"cv2_imshow": _nothing},
+}
+
+
+class _ColabFinder:
+    """Serves ``google.colab`` and its submodules (the real ``google`` namespace package stays as it is)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in COLAB_MODULES:
+            return None
+        import importlib.machinery
+
+        return importlib.machinery.ModuleSpec(fullname, self, is_package=fullname == "google.colab")
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__dict__.update(COLAB_MODULES[module.__name__])
+        module.__doc__ = "The grader's stand-in for Colab: nothing here talks to Colab."
+        if module.__name__ == "google.colab":
+            module.__path__ = []
+            import importlib
+
+            for sub in ("files", "drive", "output", "patches"):
+                setattr(module, sub, importlib.import_module("google.colab." + sub))
+
+
+# -- the course's tools.py, completed -------------------------------------------------------------------------
+
+class _Completed:
+    """Loader of a student's own support module (``tools.py``): runs it, then adds the stand-in's functions it
+    lacks; when it fails to import, the stand-in is used instead."""
+
+    def __init__(self, loader, standin):
+        self.loader, self.standin = loader, standin
+
+    def create_module(self, spec):
+        return None
+
+    def _standin(self, name):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"_grader_standin_{name}", self.standin)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def exec_module(self, module):
+        name = module.__name__
+        standin = self._standin(name)
+        public = [k for k, v in vars(standin).items()
+                  if not k.startswith("_") and callable(v) and getattr(v, "__module__", None) == standin.__name__]
+        try:
+            self.loader.exec_module(module)
+        except Exception as e:
+            for k, v in vars(standin).items():
+                if not k.startswith("__"):
+                    setattr(module, k, v)
+            _record(SUPPORT, {"module": name, "own": True, "failed": f"{type(e).__name__}: {str(e)[:200]}",
+                              "added": public[:MAX_RECORDS]})
+            return
+        added = [k for k in public if not hasattr(module, k)]
+        for k in added:
+            setattr(module, k, getattr(standin, k))
+        if added and isinstance(getattr(module, "__all__", None), list):
+            module.__all__.extend(added)
+        _record(SUPPORT, {"module": name, "own": True, "added": added[:MAX_RECORDS]})
+
+
+class _SupportFinder:
+    """For a module the student brought (``tools``): their file, completed by the stand-in (``_Completed``)."""
+
+    def __init__(self, standins):
+        self.standins = standins
+
+    def find_spec(self, fullname, path=None, target=None):
+        if path is not None or fullname not in self.standins:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(fullname)
+        if spec is None or spec.loader is None or not str(spec.origin or "").endswith(".py"):
+            return None
+        spec.loader = _Completed(spec.loader, self.standins[fullname])
+        return spec
+
+
+def install():
+    sys.meta_path.insert(0, _ColabFinder())
+    try:
+        standins = json.loads(os.environ.get("GRADER_SUPPORT_MODULES") or "{}")
+    except ValueError:
+        standins = {}
+    if isinstance(standins, dict) and standins:
+        sys.meta_path.insert(0, _SupportFinder({str(k): str(v) for k, v in standins.items()}))
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            shell.input_transformers_cleanup.append(_skip_transformer)
+    except Exception:
+        pass

@@ -1,0 +1,128 @@
+"""Colab notebooks run: Colab's module is there (harmless), its installation lines and magics are skipped with a
+note, files.download hands a file in, files.upload and drive.mount say what the grader does instead, and one
+failing cell is explained once, not under every task."""
+import nbformat
+import pytest
+
+from conftest import ROOT, TUTORIAL6, grade_one, task_of
+from grader.execute.sandbox import bwrap_path
+
+needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
+
+
+def _demo():
+    """make_demo's cells (the reference solution written as a student writes it), imported without leaving its
+    folder on sys.path."""
+    import importlib.util
+    import sys
+
+    path, modules = list(sys.path), set(sys.modules)
+    try:
+        spec = importlib.util.spec_from_file_location("_colab_make_demo", TUTORIAL6 / "make_demo.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if name in ("solution", "datasets"):
+                del sys.modules[name]
+
+
+def notebook(*cells):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+
+
+def run(assignment, evaluator, tmp_path, nb, extra=None):
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / "tutorial6.ipynb")
+    for name, data in (extra or {}).items():
+        (folder / name).write_bytes(data)
+    return grade_one(assignment, evaluator, tmp_path / "subs")
+
+
+#: the sheet's grid plot of 2a, with the course's helper
+GRID = """Xgrid, x1line, x2line = gen_sample_grid(200, 200, 10)
+yp = model.predict(Xgrid, verbose=0)
+plt.imshow(yp[:, 0].reshape(200, 200), extent=[-10, 10, -10, 10], origin='lower')"""
+
+
+@needs_sandbox
+def test_a_colab_notebook_gets_the_marks_of_its_models(assignment, evaluator, tmp_path):
+    demo = _demo()
+    nb = notebook(
+        "!pip install tensorflow\n%tensorflow_version 2.x\n!nvidia-smi",
+        demo.IMPORTS + "\nfrom google.colab import files",
+        "np.random.seed(0)\nimport keras\nkeras.utils.set_random_seed(0)",
+        demo.CURVE,
+        demo.TASK_1A,
+        demo.TASK_2A,
+        GRID,
+        "model.save('model.h5')\nfiles.download('model.h5')",
+    )
+    result = run(assignment, evaluator, tmp_path, nb)
+    ran = result.notebooks[0]
+    assert ran["cells_failed"] == 0, ran["failures"]
+    for tid in ("1a", "2a", "3"):
+        t = task_of(result, tid)
+        assert t.status == "passed" and t.score == t.max_score, (tid, t.message)
+    assert "model.h5 (saved by tutorial6.ipynb)" in task_of(result, "3").source
+    notes = " ".join(result.notes)
+    assert "Colab lines skipped: cell 1 `!pip install tensorflow`, cell 1 `%tensorflow_version 2.x`" in notes
+    assert "files.download('model.h5'): the grader took model.h5" in notes
+    assert "the grader gave it the course's tools.py" in notes
+
+
+@needs_sandbox
+def test_colab_lines_are_skipped_in_the_kernel_not_run(assignment, evaluator, tmp_path):
+    """A skipped line runs nothing (no shell, no pip): the cell goes on at the same indentation, and says so."""
+    nb = notebook(
+        "import os\nran = []\nif True:\n    !pip install nothing-at-all > pip-ran.txt\n    ran.append(1)\n"
+        "%pip install keras==2.15\nassert not os.path.exists('pip-ran.txt') and ran == [1]",
+        "x = !pip freeze\nassert 'x' not in dir() or x is None",
+        "!echo hello > echo-ran.txt\nassert open('echo-ran.txt').read().strip() == 'hello'",  # other shell lines run
+    )
+    result = run(assignment, evaluator, tmp_path, nb)
+    ran = result.notebooks[0]
+    assert ran["cells_failed"] == 0, ran["failures"]
+    assert "cell 1 `!pip install nothing-at-all > pip-ran.txt`" in " ".join(result.notes)
+
+
+@needs_sandbox
+def test_upload_and_mount_fail_saying_what_the_grader_does_instead_and_later_tasks_still_earn(
+        assignment, evaluator, tmp_path):
+    demo = _demo()
+    nb = notebook(
+        demo.IMPORTS + "\nfrom google.colab import files, drive",
+        "uploaded = files.upload()",
+        "drive.mount('/content/drive')",
+        "files.download('never-saved.h5')",
+        demo.CURVE,
+        demo.TASK_1B,
+    )
+    result = run(assignment, evaluator, tmp_path, nb)
+    failures = {f["cell"]: f for f in result.notebooks[0]["failures"]}
+    assert set(failures) == {2, 3, 4}
+    assert "files.upload() cannot ask for files while the grader runs your notebook" in failures[2]["explanation"]
+    assert "hand in the files your notebook reads beside it" in failures[2]["explanation"]
+    assert "drive.mount() cannot reach your Google Drive" in failures[3]["explanation"]
+    assert "Cannot find file: never-saved.h5" in failures[4]["explanation"]
+    assert task_of(result, "1b").status == "passed"
+
+
+@needs_sandbox
+def test_one_failing_cell_is_explained_once_not_under_every_task(assignment, evaluator, tmp_path):
+    demo = _demo()
+    nb = notebook(demo.IMPORTS + "\nimport colab_only_helpers", demo.CURVE, demo.TASK_1B)
+    result = run(assignment, evaluator, tmp_path, nb)
+    explanation = result.notebooks[0]["failures"][0]["explanation"]
+    missing = [t for t in result.tasks if t.status == "missing" and not t.optional and t.id not in ("3",)]
+    assert len(missing) >= 5
+    for t in missing:
+        assert explanation not in t.message  # said once, in the notebook's section
+        assert "cell 1 of tutorial6.ipynb failed" in t.message  # each missing task points to it
+    from grader.report import Reporter
+
+    page = Reporter(assignment, tmp_path / "out").student_page(result).read_text()
+    assert page.count("not available in the grading environment") == 1
