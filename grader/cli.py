@@ -90,6 +90,13 @@ def _warn_if_weak_secret(out_dir: Path | None, secret: str | None = None) -> Non
                       highlight=False)
 
 
+#: pins the assignment folder by its hash (CI: a folder students could push to is refused before anything of it runs)
+_SHA256_OPTION = click.option(
+    "--assignment-sha256", metavar="HASH", default=None, envvar="GRADER_ASSIGNMENT_SHA256",
+    help="Refuse the assignment folder unless its SHA-256 is HASH (what `grader workflow -a FOLDER` prints), "
+         "before any of its code is imported.")
+
+
 @main.command()
 @click.argument("submissions", type=click.Path(path_type=Path))
 @click.option("--assignment", "-a", "assignment_dir", required=True, type=click.Path(path_type=Path),
@@ -110,8 +117,9 @@ def _warn_if_weak_secret(out_dir: Path | None, secret: str | None = None) -> Non
 @click.option("--allow-unsandboxed", is_flag=True,
               help="Run notebooks even where they cannot be isolated (no bubblewrap, or neither root nor user "
                    "namespaces): student code then runs with your permissions.")
+@_SHA256_OPTION
 def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, scheduler, force, db_url, wait,
-          allow_unsandboxed):
+          allow_unsandboxed, assignment_sha256):
     """Grade every submission in SUBMISSIONS.
 
     A submission is a folder SUBMISSIONS/<student-id>/ or files named
@@ -131,7 +139,7 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
         _warn_if_weak_secret(out_dir)
         summary = grade_batch(submissions, assignment_dir, out_dir, _BatchBar(), workers=workers,
                               scheduler=scheduler, force=force, db_url=db_url, wait=wait,
-                              allow_unsandboxed=allow_unsandboxed)
+                              allow_unsandboxed=allow_unsandboxed, assignment_sha256=assignment_sha256 or None)
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
@@ -361,7 +369,8 @@ def _print_check(outcome) -> None:
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
               help="Also append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--name", default=None, help="The name to show for the submission  [default: its file or folder name]")
-def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, name):
+@_SHA256_OPTION
+def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, name, assignment_sha256):
     """Check your own submission (a notebook, a script, a saved model or a folder) before you submit it.
 
     Runs the grader's checks on public validation data (not the data you are
@@ -377,6 +386,10 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
 
     try:
         assignment_dir = assignment_dir or find_assignment(path)
+        if assignment_sha256:
+            from .spec import verify_digest
+
+            verify_digest(assignment_dir, assignment_sha256)
         outcome = run(path, assignment_dir, out_dir=out_dir, name=name, progress=_check_progress)
         _print_check(outcome)
         if outcome.page is not None:
@@ -482,20 +495,41 @@ def kit(assignment_dir: Path, out_dir):
 
 
 @main.command()
+@click.option("--assignment", "-a", "assignment_dir", default=None,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The assignment folder, as a path in the submissions repository (run this at its top): "
+                   "sets ASSIGNMENT and pins its SHA-256.")
 @click.option("--out", "-o", "out_path", type=click.Path(path_type=Path), default=None,
               help="Write it here (e.g. .github/workflows/grade.yml)  [default: print it]")
-def workflow(out_path):
-    """The GitHub Actions workflow that grades a submissions repository on every push."""
-    from importlib import resources
+def workflow(assignment_dir, out_path):
+    """The GitHub Actions workflow that grades a submissions repository on every push.
 
-    text = resources.files("grader.ci").joinpath("github-workflow.yml").read_text(encoding="utf-8")
+    With -a, the assignment folder and its SHA-256 are filled in: a run refuses any other folder (pin it
+    again after each change of the folder, by running this again)."""
+    from .ci import untracked, workflow_text
+
+    try:
+        text, digest = workflow_text(assignment_dir)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
     if out_path is None:
         click.echo(text, nl=False)
-        return
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(text, encoding="utf-8")
-    console.print(f"wrote {out_path}: set ASSIGNMENT and GRADER_PACKAGE at its top, and add the repository "
-                  "secret GRADER_SECRET.")
+    else:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(text, encoding="utf-8")
+    if digest is not None:
+        console.print(f"{terminal(str(assignment_dir))}: SHA-256 {digest} (GRADER_ASSIGNMENT_SHA256)")
+        stray = untracked(assignment_dir)
+        if stray:
+            console.print(f"[bold yellow]warning:[/] git does not track {len(stray)} file(s) of it "
+                          f"({terminal(', '.join(stray[:5]))}): a CI checkout lacks them and its hash differs. "
+                          "Commit or remove them, then run this again.")
+    if out_path is not None:
+        console.print(f"wrote {terminal(str(out_path))}: set GRADER_PACKAGE"
+                      + ("" if digest else ", ASSIGNMENT and GRADER_ASSIGNMENT_SHA256 (-a fills them in)")
+                      + " at its top, and add the repository secret GRADER_SECRET to a repository only staff "
+                      "can push to (see its header).")
 
 
 @main.group()

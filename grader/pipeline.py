@@ -120,15 +120,18 @@ class _Plan:
 
 def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | None = None, *,
                 workers: int | None = None, scheduler: str | None = None, force: bool = False,
-                db_url: str | None = None, wait: float = 0.0, allow_unsandboxed: bool = False) -> BatchSummary:
+                db_url: str | None = None, wait: float = 0.0, allow_unsandboxed: bool = False,
+                assignment_sha256: str | None = None) -> BatchSummary:
     """Grade every submission in ``submissions`` into ``out_dir`` (see the module doc); print nothing.
 
     ``progress``: hooks that hear what the batch does (``BatchProgress``).  ``allow_unsandboxed``: run
-    notebooks even where they cannot be isolated (otherwise a ``FatalError``)."""
+    notebooks even where they cannot be isolated (otherwise a ``FatalError``).  ``assignment_sha256``: the
+    assignment folder's pinned hash (``spec.assignment_digest``): another folder is refused, nothing of it run."""
     progress = progress or BatchProgress()
     started = time.monotonic()
     submissions, out_dir = Path(submissions), Path(out_dir)
-    spec = freeze(assignment_dir)  # read once: every worker grades with these very bytes
+    # read once: every worker grades with these very bytes (refused before any import when not the pinned ones)
+    spec = freeze(assignment_dir, expected_digest=assignment_sha256)
     assignment = spec.parsed
     if not submissions.is_dir():
         raise FatalError(f"the submissions folder {submissions} does not exist or is not a folder")

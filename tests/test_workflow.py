@@ -1,26 +1,38 @@
-"""The GitHub Actions template: its own steps, run locally on a small submissions repository."""
+"""The GitHub Actions template: its own jobs and steps, run locally on a small submissions repository.
+
+Each simulated run checks out a fresh clone per job (as GitHub's runners do), evaluates the `if:` and `${{ }}`
+expressions the template uses, and keeps the Actions cache between runs (``Cache``): what the template saves
+with actions/cache/save is what the next run restores."""
 import os
 import re
 import shutil
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT, TUTORIAL6
+from grader.ci import template, workflow_text
+from grader.spec import assignment_digest
 
 DEMO = ROOT / "submissions" / "tutorial6"
-WORKFLOW = yaml.safe_load(resources.files("grader.ci").joinpath("github-workflow.yml").read_text())
-STEPS = WORKFLOW["jobs"]["grade"]["steps"]
-PINNED = next(step for step in STEPS if step.get("id") == "pinned")  # the check of GRADER_PACKAGE
+WORKFLOW = yaml.safe_load(template())
+JOBS = WORKFLOW["jobs"]
+PINNED = next(step for step in JOBS["decide"]["steps"] if step.get("id") == "pinned")
+SECRET = "ci-secret-value-" + "5f3a9c" * 8
 
 
 def git(repo, *args):
     return subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", *args], cwd=repo,
                           check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -29,26 +41,49 @@ def repo(tmp_path):
     if not shutil.which("git"):
         pytest.skip("git is not installed")
     repo = tmp_path / "repo"
-    shutil.copytree(TUTORIAL6, repo / "reference" / "tutorial6")
+    shutil.copytree(TUTORIAL6, repo / "reference" / "tutorial6", ignore=shutil.ignore_patterns("__pycache__"))
     for who in ("bob", "carol"):
         shutil.copytree(DEMO / who, repo / "submissions" / who)
     git(repo, "init", "-q")
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "first submissions")
-    before = git(repo, "rev-parse", "HEAD")
+    before = commit(repo, "first submissions")
     shutil.copy(DEMO / "alice" / "1e.h5", repo / "submissions" / "bob" / "1e.h5")
     (repo / "submissions" / "erin").mkdir()
     shutil.copy(DEMO / "erin_1b.h5", repo / "submissions" / "erin" / "1b.h5")
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "bob's 1e, erin's 1b")
+    commit(repo, "bob's 1e, erin's 1b")
     return repo, before
 
 
-def workflow_env(**extra) -> dict:
-    """The environment of a step: this machine's (without a grading secret), the template's `env:` with
-    GRADER_PACKAGE pointing at this checkout (a local path, which the template accepts), then ``extra``."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The grader the runs use, as a runner has it installed: a copy of this checkout's package taken once, so
+    that edits to the working tree while the module runs do not change the code (and the gradebook's keys,
+    which hash the grader's code) from one simulated run to the next."""
+    site = tmp_path_factory.mktemp("site")
+    shutil.copytree(ROOT / "grader", site / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+@pytest.fixture
+def repo_env(repo, installed) -> tuple[Path, str, dict]:
+    """The repository, the commit before its last push, and the workflow's `env:` (``pinned_env``) with the
+    installed grader first on the path."""
+    repo, before = repo
+    return repo, before, dict(pinned_env(repo), PYTHONPATH=str(installed))
+
+
+def pinned_env(repo: Path) -> dict:
+    """The template's `env:` as `grader workflow -a reference/tutorial6` fills it in for this repository, with
+    GRADER_PACKAGE pointing at this checkout (a local path, which the template accepts)."""
+    text, digest = workflow_text(repo / "reference" / "tutorial6", repo_root=repo)
+    env = dict(yaml.safe_load(text)["env"], GRADER_PACKAGE=str(ROOT))
+    assert env["GRADER_ASSIGNMENT_SHA256"] == digest and env["ASSIGNMENT"] == "reference/tutorial6"
+    return env
+
+
+def step_env(workflow_env: dict, **extra) -> dict:
+    """A step's environment: this machine's (without a grading secret), the workflow's `env:`, then ``extra``."""
     env = {k: v for k, v in os.environ.items() if k != "GRADER_SECRET"}
-    env.update(WORKFLOW["env"], GRADER_PACKAGE=str(ROOT))
+    env.update(workflow_env)
     env.update(extra)
     return env
 
@@ -59,82 +94,274 @@ def run_step(step: dict, cwd: Path, env: dict) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=900)
 
 
-def run_workflow(repo: Path, tmp_path: Path, *, before: str, secret: str):
-    """Run the template's shell steps as GitHub would (bash -eo pipefail, env, GITHUB_OUTPUT and
-    GITHUB_STEP_SUMMARY files), with the expressions the runner would substitute.  The `uses:` actions
-    (checkout, setup-python, upload-artifact, the test report) and the install step are GitHub's side;
-    the check that GRADER_PACKAGE is pinned runs, on this checkout's path."""
-    summary = tmp_path / "step-summary.md"
-    summary.write_text("")
-    outputs: dict[str, dict] = {}
-    values = {"github.event.before": before, "secrets.GRADER_SECRET": secret}
+class Cache:
+    """The Actions cache of the repository, between runs: a key's folder is written once (as GitHub's keys
+    are immutable); a restore takes the exact key, else the newest entry starting with a restore key."""
 
-    def expr(text: str) -> str:
+    def __init__(self, root: Path):
+        self.root, self.keys = root, []
+
+    def save(self, key: str, path: Path) -> None:
+        if key in self.keys or not path.exists():
+            return
+        shutil.copytree(path, self.root / str(len(self.keys)))
+        self.keys.append(key)
+
+    def restore(self, key: str, prefixes: list[str], path: Path) -> bool:
+        found = [i for i, k in enumerate(self.keys) if k == key] or \
+            [i for i, k in enumerate(self.keys) if any(k.startswith(p) for p in prefixes)]
+        if not found:
+            return False
+        shutil.copytree(self.root / str(found[-1]), path)
+        return True
+
+
+class Run:
+    """One run of the workflow: the event, its expressions' values, each job's steps as they ran."""
+
+    def __init__(self, repo: Path, tmp: Path, cache: Cache, env: dict, *, event: str, before: str = "",
+                 secret: str = SECRET, inputs: dict | None = None, run_id: int = 1):
+        self.repo, self.tmp, self.cache, self.env = repo, tmp, cache, env
+        self.values = {"github.event_name": event, "github.event.before": before, "secrets.GRADER_SECRET": secret,
+                       "github.run_id": str(run_id), "github.run_attempt": "1", "github.actor": "ta-on-duty",
+                       "runner.os": "Linux", **{f"env.{k}": v for k, v in env.items()},
+                       **{f"inputs.{k}": v for k, v in (inputs or {}).items()}}
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.summary = tmp / "step-summary.md"
+        self.summary.write_text("")
+        self.needs: dict[str, dict] = {}
+        self.steps: dict[str, list] = {}  # job -> [(name, CompletedProcess, env)]
+        self.workspaces: dict[str, Path] = {}
+        self.run()
+
+    def value(self, key: str, outputs: dict) -> str:
+        if key.startswith("steps."):
+            _, step, what, *name = key.split(".")  # steps.<id>.outputs.<name>, steps.<id>.outcome
+            found = outputs.get(step, {}).get(what, {} if name else "")
+            return found.get(name[0], "") if name else found
+        if key.startswith("needs."):
+            _, job, _, name = key.split(".")
+            return self.needs.get(job, {}).get(name, "")
+        if key.startswith("inputs."):
+            return self.values.get(key, "")
+        assert key in self.values, f"the test does not know the expression {key}"
+        return self.values[key]
+
+    def expr(self, text: str, outputs: dict) -> str:
         def sub(m):
-            key = m.group(1).strip()
-            if key.startswith("steps."):
-                _, step, _, name = key.split(".")
-                return outputs.get(step, {}).get(name, "")
-            assert key in values, f"the test does not know the expression {key}"
-            return values[key]
+            inner = m.group(1).strip()
+            if re.search(r"(==|!=)", inner):
+                return "true" if self.condition(inner, outputs, ok=True) else "false"
+            return self.value(inner, outputs)
         return re.sub(r"\$\{\{(.*?)\}\}", sub, str(text))
 
-    def condition(text: str) -> bool:
-        text = expr(re.sub(r"^\s*always\(\)\s*&&\s*", "", str(text)))
-        m = re.fullmatch(r"\s*(\S*)\s*!=\s*'([^']*)'\s*", text)
-        assert m, f"the test cannot evaluate the condition {text!r}"
-        return m.group(1) != m.group(2)
+    def condition(self, text: str, outputs: dict, *, ok: bool) -> bool:
+        """An `if:`: terms joined by &&, each always(), or a context value compared (==, !=) with a literal.
+        Without always(), a step runs only while every step before it succeeded (success())."""
+        terms = [t.strip() for t in str(text).split("&&")]
+        always = "always()" in terms
+        result = ok or always
+        for term in terms:
+            if term == "always()":
+                continue
+            m = re.fullmatch(r"(\S+)\s*(==|!=)\s*'([^']*)'", term)
+            assert m, f"the test cannot evaluate the condition {term!r}"
+            value = self.value(m.group(1), outputs)
+            result = result and ((value == m.group(3)) == (m.group(2) == "=="))
+        return result
 
-    ran = []
-    for step in STEPS:
-        if "uses" in step or step.get("id") == "install":
-            continue
-        if "if" in step and not condition(step["if"]):
-            continue
-        out_file = tmp_path / f"output-{len(ran)}"
-        out_file.write_text("")
-        env = workflow_env(**{k: expr(v) for k, v in step.get("env", {}).items()},
-                           GITHUB_OUTPUT=str(out_file), GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true",
+    def run(self) -> None:
+        for name in ("decide", "check", "grade"):
+            job = JOBS[name]
+            if "if" in job and not self.condition(job["if"], {}, ok=True):
+                continue
+            self.run_job(name, job)
+
+    def run_job(self, name: str, job: dict) -> None:
+        workspace = self.tmp / f"ws-{name}"
+        git(self.tmp, "clone", "-q", str(self.repo), str(workspace))  # actions/checkout: a fresh runner
+        self.workspaces[name] = workspace
+        outputs: dict[str, dict] = {}
+        ran, ok = [], True
+        for i, step in enumerate(job["steps"]):
+            sid = step.get("id", f"step{i}")
+            if "if" in step and not self.condition(step["if"], outputs, ok=ok) or "if" not in step and not ok:
+                outputs[sid] = {"outcome": "skipped", "outputs": {}}
+                continue
+            uses = step.get("uses", "")
+            if uses.startswith("actions/cache/"):  # the gradebook's cache, kept by the test between runs
+                w = {k: self.expr(v, outputs) for k, v in step["with"].items()}
+                if uses.startswith("actions/cache/save"):
+                    self.cache.save(w["key"], workspace / w["path"])
+                else:
+                    self.cache.restore(w["key"], w.get("restore-keys", "").split(), workspace / w["path"])
+                outputs[sid] = {"outcome": "success", "outputs": {}}
+                continue
+            if uses or step.get("id") == "install":  # GitHub's side: checkout, setup-python, pip's cache, uploads
+                continue
+            out_file = self.tmp / f"output-{name}-{i}"
+            out_file.write_text("")
+            env = step_env(self.env, **{k: self.expr(v, outputs) for k, v in step.get("env", {}).items()},
+                           GITHUB_OUTPUT=str(out_file), GITHUB_STEP_SUMMARY=str(self.summary), GITHUB_ACTIONS="true",
                            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        proc = run_step(step, repo, env)
-        assert proc.returncode == 0, f"step {step.get('name')} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-        if "id" in step:
-            outputs[step["id"]] = dict(line.split("=", 1) for line in out_file.read_text().splitlines() if line)
-        ran.append((step.get("name"), proc))
-    return ran, summary.read_text(), repo / WORKFLOW["env"]["REPORTS"]
+            proc = run_step(step, workspace, env)
+            ok = ok and proc.returncode == 0
+            outputs[sid] = {"outcome": "success" if proc.returncode == 0 else "failure",
+                            "outputs": dict(line.split("=", 1) for line in out_file.read_text().splitlines() if line)}
+            ran.append((step.get("name"), proc, env))
+        self.steps[name] = ran
+        self.needs[name] = {k: self.expr(v, outputs) for k, v in job.get("outputs", {}).items()}
+
+    def step(self, job: str, prefix: str):
+        return next(proc for name, proc, _ in self.steps[job] if name.startswith(prefix))
 
 
-def test_with_the_secret_the_changed_submissions_are_graded(repo, tmp_path):
+def graded(run: Run) -> tuple[int, int, int]:
+    """What the grading step did: (students run, re-scored, unchanged)."""
+    text = run.step("grade", "Grade").stderr
+    m = re.search(r"\((\d+) run, (\d+) re-scored, (\d+) unchanged\)", text)
+    assert m, text[-3000:]
+    return tuple(int(g) for g in m.groups())
+
+
+def everything_written(run: Run) -> str:
+    """Every text file the run left in its workspaces, and its step summary."""
+    return run.summary.read_text() + "".join(
+        p.read_text(errors="replace") for ws in run.workspaces.values() for p in ws.rglob("*")
+        if p.is_file() and ".git" not in p.parts and p.suffix in (".html", ".json", ".xml", ".md", ".csv", ".log"))
+
+
+def test_with_the_secret_the_class_is_graded_and_its_gradebook_carries_over(repo_env, tmp_path):
+    """Three runs: a push, a manual run that overrides a score, a push in which dave joins.  The gradebook the
+    first run saved is restored by the next: the override stands, nobody is run again, and dave's 1c is found
+    identical to carol's, graded two runs before."""
+    import csv
+
     from junitparser import Failure, JUnitXml
 
-    repo, before = repo
-    ran, summary, reports = run_workflow(repo, tmp_path, before=before, secret="ci-secret-value")
-    assert [name for name, _ in ran][-1].startswith("Grade")
-    xml = JUnitXml.fromfile(str(reports / "junit.xml"))
-    suites = {s.name: s for s in xml}
-    assert set(suites) == {"bob", "erin"}  # carol did not change
-    bob_1e = next(c for c in suites["bob"] if c.name == "task 1e")
-    assert not bob_1e.result  # his new 1e passes
+    from grader.api import review_gradebook
+
+    repo, before, env = repo_env
+    cache = Cache(tmp_path / "cache")
+    first = Run(repo, tmp_path / "run1", cache, env, event="push", before=before, run_id=1)
+    assert first.needs["decide"] == {"mode": "grade", "count": "2", "why": ""}
+    assert "check" not in first.steps and [n for n, _, _ in first.steps["grade"]][0].startswith("Grade the class")
+    assert graded(first) == (3, 0, 0)
+    reports = first.workspaces["grade"] / env["REPORTS"]
+    suites = {s.name: s for s in JUnitXml.fromfile(str(reports / "junit.xml"))}
+    assert set(suites) == {"bob", "carol", "erin"}  # the whole class, from its gradebook
+    assert not next(c for c in suites["bob"] if c.name == "task 1e").result  # his new 1e passes
     assert any(isinstance(r, Failure) for c in suites["erin"] for r in c.result)  # erin only did 1b
-    assert "| bob | " in summary and "| erin | " in summary and "carol" not in summary
-    assert (reports / "out" / "students" / "bob.html").exists()
-    everything = summary + "".join(p.read_text(errors="replace") for p in reports.rglob("*") if p.is_file()
-                                   and p.suffix in (".html", ".json", ".xml", ".md"))
-    assert "ci-secret-value" not in everything and not list(reports.rglob(".grader-secret"))
+    assert "| bob | " in first.summary.read_text() and "2 submission(s) changed" in first.summary.read_text()
+    assert (reports / "grades.csv").is_file() and (first.workspaces["grade"] / env["GRADEBOOK"] / "students"
+                                                   / "bob.html").is_file()
+
+    second = Run(repo, tmp_path / "run2", cache, env, event="workflow_dispatch", run_id=2,
+                 inputs={"student": "erin", "task": "1c", "points": "3", "reason": "1c was in her notebook"})
+    assert graded(second) == (0, 0, 3)  # restored: nothing ran
+
+    shutil.copytree(DEMO / "dave", repo / "submissions" / "dave")
+    head = git(repo, "rev-parse", "HEAD")
+    commit(repo, "dave joins")
+    third = Run(repo, tmp_path / "run3", cache, env, event="push", before=head, run_id=3)
+    assert third.needs["decide"]["count"] == "1"
+    assert graded(third) == (1, 0, 3)
+    rows = {r["student_id"]: r for r in csv.DictReader(
+        (third.workspaces["grade"] / env["REPORTS"] / "grades.csv").open())}
+    assert set(rows) == {"bob", "carol", "dave", "erin"}
+    assert rows["erin"]["task_1c"] == "3" and rows["erin"]["overridden"] == "1c"  # the second run's override
+    found = review_gradebook(third.workspaces["grade"] / env["GRADEBOOK"])
+    assert any({"carol", "dave"} <= set(group["students"]) for group in found["identical"])
+    assert SECRET not in everything_written(first) + everything_written(second) + everything_written(third)
+    assert not [p for run in (first, second, third) for ws in run.workspaces.values()
+                for p in ws.rglob(".grader-secret")]
 
 
-def test_without_the_secret_the_workflow_checks_on_public_data_and_says_so(repo, tmp_path):
+def test_without_the_secret_the_workflow_checks_on_public_data_and_says_so(repo_env, tmp_path):
     from junitparser import JUnitXml
 
-    repo, before = repo
-    ran, summary, reports = run_workflow(repo, tmp_path, before=before, secret="")
-    grade_step = ran[-1][1]
-    assert "::warning::No GRADER_SECRET" in grade_step.stdout
+    repo, before, env = repo_env
+    run = Run(repo, tmp_path, Cache(tmp_path / "cache"), env, event="push", before=before, secret="")
+    assert run.needs["decide"]["mode"] == "check" and "no GRADER_SECRET" in run.needs["decide"]["why"]
+    assert "grade" not in run.steps
+    check = run.step("check", "Check")
+    assert "::warning::Not graded with the secret: no GRADER_SECRET" in check.stdout
+    summary = run.summary.read_text()
     assert "public validation data" in summary and "| bob | " in summary and "| erin | " in summary
+    reports = run.workspaces["check"] / "grader-reports"
     assert {p.name for p in reports.glob("junit-*.xml")} == {"junit-bob.xml", "junit-erin.xml"}
     suite = next(iter(JUnitXml.fromfile(str(reports / "junit-bob.xml"))))
     assert suite.name == "bob" and len(list(suite)) == 11
-    assert not (reports / "out").exists()  # nothing was graded
+
+
+MARKER_CODE = """
+import pathlib as _pathlib
+_pathlib.Path({marker!r}).write_text("datasets.py of the push was imported")
+"""
+
+
+def hostile_datasets(repo: Path, marker: Path) -> None:
+    """The assignment's datasets.py with a line a push added: at import, it writes ``marker`` (code that could
+    as well read GRADER_SECRET from its environment and send it away)."""
+    path = repo / "reference" / "tutorial6" / "datasets.py"
+    path.write_text(path.read_text() + MARKER_CODE.format(marker=str(marker)))
+
+
+def test_a_push_that_edits_datasets_py_is_checked_without_the_secret_and_refused(repo_env, tmp_path):
+    """A push edits the assignment's datasets.py beside a submission: the grading job does not run (nothing of
+    the run sees the secret), the check job refuses the folder by its pinned hash before importing it, and the
+    summary says why."""
+    repo, _, env = repo_env  # pinned before the push
+    marker = tmp_path / "imported.txt"
+    head = git(repo, "rev-parse", "HEAD")
+    hostile_datasets(repo, marker)
+    shutil.copy(DEMO / "alice" / "1f.h5", repo / "submissions" / "bob" / "1f.h5")
+    commit(repo, "bob's 1f (and a line in datasets.py)")
+    run = Run(repo, tmp_path / "run", Cache(tmp_path / "cache"), env, event="push", before=head)
+    decided = run.needs["decide"]
+    assert decided["mode"] == "check" and "outside submissions/" in decided["why"] \
+        and "reference/tutorial6/datasets.py" in decided["why"]
+    assert "grade" not in run.steps  # the job with the secret never started
+    assert all(env.get("GRADER_SECRET") in (None, "") for job in run.steps.values() for _, _, env in job)
+    check = run.step("check", "Check")
+    assert check.returncode == 2  # the grader could not run: the folder is not the pinned one
+    assert "not the pinned" in check.stderr and assignment_digest(repo / "reference" / "tutorial6") in check.stderr
+    assert not marker.exists()  # refused before any import
+    assert "checked without the secret" in run.summary.read_text()
+
+
+def test_the_grading_job_refuses_an_assignment_that_is_not_the_pinned_one_before_importing_it(repo_env, tmp_path):
+    """The assignment was changed by an earlier push (only checked); a later push changes submissions alone, so
+    it is graded with the secret: `grade --assignment-sha256` refuses the folder before importing it."""
+    repo, _, env = repo_env
+    marker = tmp_path / "imported.txt"
+    hostile_datasets(repo, marker)
+    commit(repo, "a line in datasets.py")
+    head = git(repo, "rev-parse", "HEAD")
+    shutil.copy(DEMO / "alice" / "1f.h5", repo / "submissions" / "bob" / "1f.h5")
+    commit(repo, "bob's 1f")
+    run = Run(repo, tmp_path / "run", Cache(tmp_path / "cache"), env, event="push", before=head)
+    assert run.needs["decide"]["mode"] == "grade"
+    grade = run.step("grade", "Grade")
+    assert grade.returncode == 2 and "not the pinned" in grade.stderr
+    assert not marker.exists()
+    assert not (run.workspaces["grade"] / env["GRADEBOOK"] / "gradebook.sqlite").exists()  # nothing was graded
+
+
+def test_the_marker_of_the_hostile_datasets_py_is_written_when_it_is_imported(repo, tmp_path):
+    """The control of the two tests above: pinned to its own hash, the edited folder is graded, its datasets.py
+    imported, and the marker written (so its absence there means no import, not a marker that never works)."""
+    repo, _ = repo
+    marker = tmp_path / "imported.txt"
+    hostile_datasets(repo, marker)
+    folder = repo / "reference" / "tutorial6"
+    subs = tmp_path / "subs"
+    shutil.copytree(DEMO / "bob", subs / "bob")
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(subs), "-a", str(folder), "-o",
+                           str(tmp_path / "out"), "--workers", "1", "--assignment-sha256", assignment_digest(folder)],
+                          env=step_env({}, GRADER_SECRET=SECRET), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("package", [
@@ -148,7 +375,8 @@ def test_without_the_secret_the_workflow_checks_on_public_data_and_says_so(repo,
     WORKFLOW["env"]["GRADER_PACKAGE"],  # the template's placeholder, not yet set
 ])
 def test_an_unpinned_grader_package_is_refused(package, tmp_path):
-    proc = run_step(PINNED, tmp_path, workflow_env(GRADER_PACKAGE=package))
+    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256="ab" * 32, GRADER_PACKAGE=package)
+    proc = run_step(PINNED, tmp_path, step_env(env))
     assert proc.returncode != 0
     assert proc.stdout.startswith("::error::") and "GRADER_PACKAGE" in proc.stdout
 
@@ -157,5 +385,29 @@ def test_an_unpinned_grader_package_is_refused(package, tmp_path):
                                      str(ROOT), "./grader-1.2.0-py3-none-any.whl"])
 def test_a_pinned_grader_package_is_accepted(package, tmp_path):
     (tmp_path / "grader-1.2.0-py3-none-any.whl").write_bytes(b"")
-    proc = run_step(PINNED, tmp_path, workflow_env(GRADER_PACKAGE=package))
+    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256="ab" * 32, GRADER_PACKAGE=package)
+    proc = run_step(PINNED, tmp_path, step_env(env))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("digest", [WORKFLOW["env"]["GRADER_ASSIGNMENT_SHA256"], "", "ab" * 31, "zz" * 32])
+def test_an_assignment_that_is_not_pinned_is_refused(digest, tmp_path):
+    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256=digest, GRADER_PACKAGE=str(ROOT))
+    proc = run_step(PINNED, tmp_path, step_env(env))
+    assert proc.returncode != 0 and "::error::Set GRADER_ASSIGNMENT_SHA256" in proc.stdout
+
+
+def test_grader_workflow_fills_in_the_assignment_and_its_hash(repo, tmp_path):
+    repo, _ = repo
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "workflow", "-a", "reference/tutorial6", "-o",
+                           ".github/workflows/grade.yml"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    written = yaml.safe_load((repo / ".github" / "workflows" / "grade.yml").read_text())
+    digest = assignment_digest(repo / "reference" / "tutorial6")
+    assert written["env"]["ASSIGNMENT"] == "reference/tutorial6"
+    assert written["env"]["GRADER_ASSIGNMENT_SHA256"] == digest and digest in done.stderr
+    assert written["jobs"] == WORKFLOW["jobs"] and "warning" not in done.stderr
+    (repo / "reference" / "tutorial6" / "notes.txt").write_text("not committed")
+    again = subprocess.run([sys.executable, "-m", "grader.cli", "workflow", "-a", "reference/tutorial6"], cwd=repo,
+                           capture_output=True, text=True, timeout=300)
+    assert "git does not track 1 file(s) of it (notes.txt)" in again.stderr  # a CI checkout would not have it

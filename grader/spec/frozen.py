@@ -60,19 +60,14 @@ class FrozenSpec:
             return done
 
 
-def freeze(folder, *, require_thresholds: bool = True) -> FrozenSpec:
+def freeze(folder, *, require_thresholds: bool = True, expected_digest: str | None = None) -> FrozenSpec:
     """Read the assignment ``folder`` once: its files, their hash, and the spec parsed from those very bytes.
-    A ``SpecError`` names the TA's folder, not the private copy."""
-    source = Path(folder).resolve()
-    if source.is_file():
-        source = source.parent
-    if not (source / SPEC_FILE).is_file():
-        raise SpecError(source / SPEC_FILE, None, "file not found")
-    files = tuple(_read_files(source))
-    h = hashlib.sha256()
-    for name, data in files:
-        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
-    digest = h.hexdigest()
+    A ``SpecError`` names the TA's folder, not the private copy.  ``expected_digest`` pins the folder: when
+    its hash is another, a ``DigestMismatch`` is raised before anything is written, parsed or imported."""
+    source, files = _source_files(folder)
+    digest = _digest(files)
+    if expected_digest is not None:
+        _check_digest(source, digest, expected_digest)
     spec = FrozenSpec(str(source), files, digest, None)  # type: ignore[arg-type]
     with _lock:
         root = _materialize(spec)
@@ -85,6 +80,51 @@ def freeze(folder, *, require_thresholds: bool = True) -> FrozenSpec:
     with _lock:
         _here[digest] = parsed
     return spec
+
+
+class DigestMismatch(SpecError):
+    """The assignment folder is not the one a TA pinned by its hash (``--assignment-sha256``)."""
+
+
+def assignment_digest(folder) -> str:
+    """The SHA-256 that names the assignment ``folder`` (what ``freeze`` records and ``--assignment-sha256``
+    pins): its files are read, nothing is parsed or imported."""
+    return _digest(_source_files(folder)[1])
+
+
+def verify_digest(folder, expected: str) -> str:
+    """Refuse (``DigestMismatch``) the assignment ``folder`` unless its hash is ``expected``; returns it."""
+    source, files = _source_files(folder)
+    digest = _digest(files)
+    _check_digest(source, digest, expected)
+    return digest
+
+
+def _source_files(folder) -> tuple[Path, tuple[tuple[str, bytes], ...]]:
+    source = Path(folder).resolve()
+    if source.is_file():
+        source = source.parent
+    if not (source / SPEC_FILE).is_file():
+        raise SpecError(source / SPEC_FILE, None, "file not found")
+    return source, tuple(_read_files(source))
+
+
+def _digest(files) -> str:
+    h = hashlib.sha256()
+    for name, data in files:
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+def _check_digest(source: Path, digest: str, expected: str) -> None:
+    wanted = expected.strip().lower()
+    if len(wanted) != 64 or any(c not in "0123456789abcdef" for c in wanted):
+        raise DigestMismatch(source, None, f"the pinned hash {expected!r} is not a SHA-256 (64 hex digits); "
+                             f"`grader workflow -a {source}` prints the folder's")
+    if digest != wanted:
+        raise DigestMismatch(source, None, f"its SHA-256 is {digest}, not the pinned {wanted}: the assignment "
+                             "folder was changed since a TA pinned it, so nothing of it was run. If a TA changed "
+                             "it, pin the new hash (`grader workflow -a <folder>` prints it)")
 
 
 def _skipped(name: str) -> bool:
