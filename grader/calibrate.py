@@ -43,9 +43,9 @@ from pathlib import Path
 
 import tomli_w
 
-from . import __version__
+from . import __version__, versions
 from .engines import default_workers
-from .errors import SpecError
+from .errors import FatalError, SpecError
 from .evaluate.heldout import dataset_seeds
 from .evaluate.worker import Evaluator
 from .execute import compile_cache, fused_fit
@@ -203,16 +203,32 @@ def _train_runs(root: str, task_id: str, seeds: list[int], out: str,
 
 
 def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: list[str] | None = None,
-              progress=None, workers: int | None = None) -> Path:
+              progress=None, workers: int | None = None, warn=None) -> Path:
     """Run ``runs`` seeded reference runs of each chosen task (all, or ``tasks``), keep the other tasks' runs,
     derive every threshold and estimate, refuse a rule whose error rate is out of bounds (nothing is written
     then), and write ``calibration.toml``.  Returns its path.
 
     The tasks train in ``workers`` processes at once (default: one per core; each task's runs in one of them,
     so its program is compiled once) while this process evaluates what they saved, task by task in the
-    spec's order; ``progress(task, seed, metrics)`` hears each run as it is evaluated."""
+    spec's order; ``progress(task, seed, metrics)`` hears each run as it is evaluated.
+
+    The versions of what grades depend on (``versions.current``) go to ``[meta.versions]``.  ``tasks`` keeps
+    the other tasks' runs, so it is refused when the file records other versions (one calibration, one set of
+    versions); a whole calibration with other versions than the file's is told to ``warn(text)``."""
     _quiet_training_env()
     assignment = load_assignment(folder, require_thresholds=False)
+    before = versions.recorded(assignment.calibration_path)
+    changed = versions.differences(before)
+    if changed and tasks:
+        said = "; ".join(f"{n} {now or 'not installed'} here, {rec} recorded" for n, rec, now in changed)
+        raise FatalError(f"--task keeps the other tasks' runs, and {assignment.calibration_path.name} was recorded "
+                         f"with other versions: {said}",
+                         hint=f"calibrate every task with these versions (`grader calibrate {assignment.folder}` "
+                              "without --task), or use the recorded ones")
+    if changed and warn:
+        warn("The previous calibration was recorded with other versions: " + "; ".join(
+            f"{n} {rec} then, {now or 'not installed'} now" for n, rec, now in changed)
+             + ". Grade with the versions recorded now (the Gradescope bundle pins them).")
     retraining = assignment.limits.retraining
     secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
     seeds = [base_seed + i for i in range(runs)]
@@ -288,11 +304,13 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
         "set by hand, or",
         "a fallback metric, used for models without a recipe), and false_fail is that run's chance of a miss.",
         "Runs per task: " + ", ".join(f"{tid} {len(e.get('seeds', []))}" for tid, e in ordered.items()) + ".",
+        "[meta.versions]: Python and the packages grades depend on, as they were here; `grader grade` warns when it",
+        "grades with others, and `grader gradescope build` pins these.",
     ]
     meta = {"base_seed": base_seed, "heldout_secret": secret, "miss_confidence": MISS_CONFIDENCE,
             "false_fail_bound": retraining.false_fail_bound,
             "training_backend": os.environ["KERAS_BACKEND"], "keras_version": keras.__version__,
-            "grader_version": __version__}
+            "grader_version": __version__, "versions": versions.current()}
     out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
     _write(out, header, meta, ordered)
     return out

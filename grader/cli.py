@@ -436,7 +436,7 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
               help="Time the reference notebook on this backend (repeatable)  [default: the spec's notebook "
                    "backend; a re-run on another backend gets the spec's fixed limits]")
 def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_only: bool, no_timings: bool,
-              timing_runs: int, timing_backends, workers):
+              timing_runs: int, timing_backends, workers, allow_unsandboxed):
     """Train every task's reference RUNS times and write thresholds to calibration.toml; time the reference
     notebook (when the assignment has one) for the notebooks' time limits."""
     from .calibrate import REFERENCE_NOTEBOOK, calibrate as run, calibrate_timings
@@ -461,7 +461,8 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
             console.print(f"Thresholds written to [bold]{out}[/]")
         if timings_only or not (no_timings or tasks):
             out, table = calibrate_timings(assignment_dir, runs=timing_runs, progress=timing,
-                                           backends=list(timing_backends) or None)
+                                           backends=list(timing_backends) or None,
+                                           allow_unsandboxed=allow_unsandboxed)
             if table is None:
                 console.print(f"No {REFERENCE_NOTEBOOK} in {assignment_dir}: no timings recorded; the notebooks' "
                               "time limits are the spec's fixed cell_timeout_s and notebook_timeout_s.")
@@ -545,7 +546,8 @@ def gradescope():
               help="Seconds the grader may spend per submission (keep it under Gradescope's timeout).")
 def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
     """Write the autograder zip: setup.sh, run_autograder, the assignment (no solution) and a new secret."""
-    from .gradescope import RECOMMENDED_MEMORY_GB, build_bundle
+    from .gradescope import LOCK_FILE, RECOMMENDED_MEMORY_GB, build_bundle, bundle_summary
+    from .versions import GRADING_PACKAGES
 
     secret = os.environ.get("GRADER_SECRET")
     _warn_if_weak_secret(None, secret)
@@ -554,8 +556,22 @@ def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
-    console.print(f"wrote {terminal(str(out))}: upload it as the autograder (Ubuntu base image); give the container "
-                  f"at least {RECOMMENDED_MEMORY_GB} GB of memory and a timeout above {budget_s:.0f} s. It holds "
+    made = bundle_summary(out)
+    pins = ", ".join(f"{name} {version}" for name, version in made["pins"])
+    calibrated = made["calibrated"] or {}
+    if not calibrated:
+        source = "the assignment records no calibration versions (its thresholds are not calibrated here)"
+    elif set(GRADING_PACKAGES) | {"python"} <= set(calibrated):
+        source = "the versions its calibration recorded"
+    else:
+        source = ("its calibration recorded only " + ", ".join(f"{n} {v}" for n, v in sorted(calibrated.items()))
+                  + f": run `grader calibrate {assignment_dir}` to record them all")
+    console.print(f"wrote {terminal(str(out))}: upload it as the autograder, made for Gradescope's "
+                  f"{made['image']} base image (20.04 and 24.04 work too): setup.sh runs the grader on Python "
+                  f"{made['python']} (the image's python3 if it is {made['python']}, else one uv {made['uv']} "
+                  f"provides) with {len(made['pins'])} packages pinned to this environment's versions ({source}; "
+                  f"{LOCK_FILE} in the zip): {terminal(pins)}. Give the container at least "
+                  f"{RECOMMENDED_MEMORY_GB} GB of memory and a timeout above {budget_s:.0f} s. It holds "
                   + ("the grading secret from GRADER_SECRET." if secret else "a new grading secret: keep the zip "
                      "private (staff only)."))
 

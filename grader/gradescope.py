@@ -4,9 +4,12 @@
 "autograder configuration" takes:
 
 * ``setup.sh`` (run once, as root, when Gradescope builds the image): installs
-  bubblewrap and a Python virtual environment holding *this* grader, from the
-  wheel inside the bundle (a pinned source: the bundle carries the exact code
-  that made it; its dependencies come from the package index);
+  bubblewrap, provides the Python the bundle was built with
+  (``provision_python.sh``: the system ``python3`` when it is that version, else
+  one ``uv`` provides: Ubuntu 20.04, 22.04, 24.04 ship 3.8, 3.10, 3.12), installs
+  ``requirements.lock`` (every dependency at the exact version of the building
+  environment, the one the calibration recorded) and then *this* grader from the
+  wheel inside the bundle, without resolving anything else;
 * ``run_autograder`` (run for every submission): ``grader gradescope run``;
 * ``assignment/``: the spec, its calibration and data generators (no reference
   solution: grading does not need it);
@@ -27,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import platform
 import secrets
 import shutil
 import subprocess
@@ -37,6 +41,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+from . import versions
 from .errors import FatalError, OutputError
 from .kit import build_kit
 
@@ -46,15 +51,75 @@ DEFAULT_BUDGET_S = 540
 #: the container memory the grader needs (TensorFlow's evaluation worker and a notebook kernel at once)
 RECOMMENDED_MEMORY_GB = 4
 
+#: the Gradescope base image a bundle is made for; setup.sh runs as well on the others (20.04, 24.04)
+GRADESCOPE_IMAGE = "Ubuntu 22.04 (x86-64)"
+#: the glibc of the oldest Gradescope image (Ubuntu 20.04: 2.31): the newest manylinux wheels the lock may need
+OLDEST_GLIBC = (2, 31)
+#: the uv that provides Python where the image's python3 is another version, and installs the lock: from PyPI,
+#: pinned by version and by the SHA-256 of its manylinux x86-64 wheel (checked by pip --require-hashes)
+UV_VERSION = "0.13.9"
+UV_WHEEL_SHA256 = "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19"
+#: where setup.sh puts the grader's environment, and uv with any Python it provides
+GRADER_ENV = "/autograder/grader-env"
+GRADER_TOOLS = "/autograder/grader-tools"
+LOCK_FILE = "requirements.lock"
+EXECUTABLES = ("setup.sh", "provision_python.sh", "run_autograder")
+#: the grading packages a lock names first in the build's message
+_SHOWN_FIRST = ("keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "numpy", "h5py")
+
 SETUP_SH = """#!/usr/bin/env bash
-# Gradescope runs this once, as root, when it builds the autograder image.
+# Gradescope runs this once, as root, when it builds the autograder image ({image}; 20.04 and 24.04 too).
 set -euo pipefail
+cd "$(dirname "$0")"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
-    bubblewrap util-linux python3 python3-venv python3-pip >/dev/null
-python3 -m venv /autograder/grader-env
-/autograder/grader-env/bin/pip install --quiet --upgrade pip
-/autograder/grader-env/bin/pip install --quiet /autograder/source/wheels/*.whl   # this bundle's own grader
+    bubblewrap util-linux ca-certificates python3 python3-venv >/dev/null
+# Python {python} (the bundle's build and calibration), in {env}; uv beside it in {tools}
+GRADER_TOOLS={tools} ./provision_python.sh {python} {env}
+uv={tools}/uv-env/bin/uv
+# exactly the locked versions, nothing resolved here; then this bundle's own grader, and a check that nothing lacks
+"$uv" pip install --quiet --python {env}/bin/python --no-deps --only-binary :all: -r {lock}
+"$uv" pip install --quiet --python {env}/bin/python --no-deps ./wheels/*.whl
+"$uv" pip check --python {env}/bin/python
+{env}/bin/grader --version >/dev/null
+"""
+
+PROVISION_SH = """#!/usr/bin/env bash
+# provision_python.sh VERSION ENV_DIR: make ENV_DIR a virtual environment of CPython VERSION (major.minor: the
+# Python this bundle was built and calibrated with), with uv (pinned by version and hash, from PyPI) in
+# $GRADER_TOOLS/uv-env.  The system python3 is used when it is VERSION; otherwise uv provides VERSION: a Python
+# found on this machine, else a standalone CPython it downloads into $GRADER_TOOLS/python
+# (UV_PYTHON_DOWNLOADS=never: only those found).  Needs python3 with venv (apt: python3 python3-venv).
+set -euo pipefail
+want="$1"
+env_dir="$2"
+here="$(cd "$(dirname "$0")" && pwd)"
+tools="${GRADER_TOOLS:-$(dirname "$env_dir")/grader-tools}"
+system="$(command -v python3 || true)"
+if [ -z "$system" ]; then
+    echo "provision_python: no python3 on PATH (install python3 and python3-venv)" >&2
+    exit 1
+fi
+have="$("$system" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+mkdir -p "$tools"
+"$system" -m venv "$tools/uv-env"
+"$tools/uv-env/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \\
+    --require-hashes -r "$here/uv-requirements.txt"
+uv="$tools/uv-env/bin/uv"
+export UV_PYTHON_INSTALL_DIR="$tools/python"
+if [ "$have" = "$want" ]; then
+    echo "provision_python: the system python3 ($system) is Python $have: the grader runs on it"
+    "$uv" venv --quiet --python "$system" "$env_dir"
+else
+    echo "provision_python: the system python3 ($system) is Python $have, the grader needs $want: uv provides it"
+    "$uv" venv --quiet --python "$want" "$env_dir"
+fi
+got="$("$env_dir/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if [ "$got" != "$want" ]; then
+    echo "provision_python: $env_dir runs Python $got, not $want" >&2
+    exit 1
+fi
+echo "provision_python: $env_dir runs Python $("$env_dir/bin/python" -c 'import platform; print(platform.python_version())')"
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
@@ -63,16 +128,66 @@ exec "${GRADER_BIN:-/autograder/grader-env/bin/grader}" gradescope run --root "$
 """
 
 
+def manylinux_platforms(glibc: tuple[int, int] = OLDEST_GLIBC) -> list[str]:
+    """The wheel platform tags a Linux x86-64 with ``glibc`` installs, newest first (pip's ``--platform``
+    takes each literally, so a resolution for Gradescope's images names them all)."""
+    tags = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc[1], 4, -1)]
+    legacy = {"manylinux_2_17_x86_64": "manylinux2014_x86_64", "manylinux_2_12_x86_64": "manylinux2010_x86_64",
+              "manylinux_2_5_x86_64": "manylinux1_x86_64"}
+    return [t for tag in tags for t in (tag, legacy.get(tag)) if t]
+
+
+def _python_minor() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+def pinned_install(assignment_dir, project: Path) -> list[tuple[str, str]]:
+    """The bundle's lock: the grader's dependencies (``project``'s pyproject.toml) and all they need, at this
+    environment's exact versions.  Refused (``FatalError``) where Gradescope could not install it (not Linux
+    x86-64), where this environment lacks one, or where the grading packages are not the versions the
+    assignment's calibration recorded."""
+    from .spec import load_assignment
+
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise FatalError(f"the bundle pins this environment's packages, and this is {sys.platform} "
+                         f"{platform.machine()}: Gradescope runs Linux x86-64",
+                         hint="build the bundle on Linux x86-64, in the environment the assignment was calibrated in")
+    assignment = load_assignment(assignment_dir)
+    diffs = versions.differences(versions.recorded(assignment.calibration_path))
+    if diffs:
+        said = "; ".join(f"{n} {now or 'not installed'} here, {rec} at calibration" for n, rec, now in diffs)
+        raise FatalError(f"the bundle would pin other versions than {assignment.id}'s "
+                         f"calibration was recorded with: {said}",
+                         hint=f"build it from the environment that calibrated, or run `grader calibrate "
+                              f"{assignment.folder}` here first")
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    try:
+        return versions.pinned_closure(deps)
+    except ValueError as e:
+        raise FatalError(f"cannot pin the grader's dependencies: {e}",
+                         hint="build the bundle from the grader's own environment (pip install -e .)") from None
+
+
+def lock_text(pins: list[tuple[str, str]]) -> str:
+    """``requirements.lock``: one ``name==version`` a line, after a header saying where it came from."""
+    head = [f"# written by `grader gradescope build` from {sys.prefix} (Python {platform.python_version()}, "
+            f"{sys.platform} {platform.machine()}):",
+            "# the grader's dependencies and all they need, at the exact versions the assignment was calibrated and",
+            "# built with; setup.sh installs exactly these (no resolution), then the grader's wheel without deps"]
+    return "\n".join(head + [f"{name}=={version}" for name, version in pins]) + "\n"
+
+
 def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s: float = DEFAULT_BUDGET_S) -> Path:
     """Write the autograder zip for ``assignment_dir``; a new grading secret unless ``secret`` is given."""
     out_zip = Path(out_zip)
+    project = Path(__file__).resolve().parents[1]
+    if not (project / "pyproject.toml").is_file():
+        raise FatalError(f"cannot build the grader's wheel: {project} is not a source checkout of grader")
+    pins = pinned_install(assignment_dir, project)
     with tempfile.TemporaryDirectory(prefix="grader-bundle-") as tmp:
         tmp = Path(tmp)
         build_kit(assignment_dir, tmp / "assignment")
         wheels = tmp / "wheels"
-        project = Path(__file__).resolve().parents[1]
-        if not (project / "pyproject.toml").is_file():
-            raise FatalError(f"cannot build the grader's wheel: {project} is not a source checkout of grader")
         done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                                "-w", str(wheels), str(project)], capture_output=True, text=True)
         if done.returncode != 0:
@@ -80,8 +195,16 @@ def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s
         (tmp / "grader-secret").write_text((secret or secrets.token_hex(32)) + "\n")
         (tmp / "gradescope.toml").write_text(f"# the grader's budget per submission, within Gradescope's limit\n"
                                              f"budget_s = {float(budget_s)}\n"
-                                             f"recommended_memory_gb = {RECOMMENDED_MEMORY_GB}\n")
-        for name, text in (("setup.sh", SETUP_SH), ("run_autograder", RUN_AUTOGRADER)):
+                                             f"recommended_memory_gb = {RECOMMENDED_MEMORY_GB}\n"
+                                             f"# the image it was made for, and the Python setup.sh provides\n"
+                                             f"image = {json.dumps(GRADESCOPE_IMAGE)}\n"
+                                             f"python = {json.dumps(_python_minor())}\n")
+        (tmp / LOCK_FILE).write_text(lock_text(pins))
+        (tmp / "uv-requirements.txt").write_text(f"uv=={UV_VERSION} --hash=sha256:{UV_WHEEL_SHA256}\n")
+        setup = SETUP_SH.format(image=GRADESCOPE_IMAGE, python=_python_minor(), env=GRADER_ENV, tools=GRADER_TOOLS,
+                                lock=LOCK_FILE)
+        for name, text in (("setup.sh", setup), ("provision_python.sh", PROVISION_SH),
+                           ("run_autograder", RUN_AUTOGRADER)):
             (tmp / name).write_text(text)
         try:
             out_zip.parent.mkdir(parents=True, exist_ok=True)
@@ -89,11 +212,28 @@ def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s
                 for path in sorted(tmp.rglob("*")):
                     if path.is_file():
                         info = zipfile.ZipInfo.from_file(path, path.relative_to(tmp).as_posix())
-                        info.external_attr = (0o755 if path.name in ("setup.sh", "run_autograder") else 0o644) << 16
+                        info.external_attr = (0o755 if path.name in EXECUTABLES else 0o644) << 16
                         z.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
         except OSError as e:
             raise OutputError(f"cannot write {out_zip}: {e.strerror or e}") from None
     return out_zip
+
+
+def bundle_summary(bundle: Path) -> dict:
+    """What a bundle installs, read from the zip: ``image``, ``python``, ``uv``, ``pins`` (``[(name, version)]``
+    of its lock, the grading packages first) and ``calibrated`` (the versions its calibration recorded, or
+    None): for the build's message."""
+    with zipfile.ZipFile(bundle) as z:
+        settings = tomllib.loads(z.read("gradescope.toml").decode())
+        lines = z.read(LOCK_FILE).decode().splitlines()
+        calibration = next((n for n in z.namelist() if n == "assignment/calibration.toml"), None)
+        calibrated = versions.from_meta(tomllib.loads(z.read(calibration).decode()).get("meta")) \
+            if calibration else None
+    pins = [tuple(line.split("==", 1)) for line in lines if line and not line.startswith("#")]
+    first = {name: i for i, name in enumerate(_SHOWN_FIRST)}
+    pins.sort(key=lambda nv: (first.get(nv[0].lower().replace("_", "-"), len(first)), nv[0].lower()))
+    return {"image": settings.get("image", GRADESCOPE_IMAGE), "python": settings.get("python"), "uv": UV_VERSION,
+            "pins": pins, "calibrated": calibrated}
 
 
 def _budgeted(assignment, budget_s: float):
@@ -119,6 +259,9 @@ def run_autograder(root) -> Path:
     source = root / "source"
     settings = tomllib.loads((source / "gradescope.toml").read_text())
     assignment = _budgeted(load_assignment(source / "assignment"), float(settings.get("budget_s", DEFAULT_BUDGET_S)))
+    mismatch = versions.mismatch(assignment.calibrated_versions, versions.current())
+    if mismatch:  # for staff: Gradescope shows the autograder's output to them, not to students
+        print(f"grader: warning: {mismatch}", file=sys.stderr)
     secret = (source / "grader-secret").read_text().strip()
     submission = collect_one(root / "submission", assignment, "submission")
     with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator:
@@ -167,6 +310,7 @@ def unpack(bundle: Path, root: Path) -> Path:
         shutil.rmtree(source)
     with zipfile.ZipFile(bundle) as z:
         z.extractall(source)
-    for name in ("setup.sh", "run_autograder"):
-        (source / name).chmod(0o755)
+    for name in EXECUTABLES:
+        if (source / name).is_file():
+            (source / name).chmod(0o755)
     return source

@@ -14,6 +14,8 @@ import shutil
 import tomllib
 from pathlib import Path
 
+import tomli_w
+
 from .errors import OutputError
 from .spec import load_assignment
 
@@ -37,18 +39,23 @@ your grade: the grader uses other, secret held-out data.
 
 
 def _public_calibration(text: str) -> str:
-    """calibration.toml without its seeds and secrets (``calibrate`` writes one key per line; the result
-    is read back to prove it is still TOML and holds none of them)."""
-    kept = [line for line in text.splitlines()
-            if not line.startswith("#") and line.split("=", 1)[0].strip() not in PRIVATE_CALIBRATION]
-    public = "# The public thresholds of this assignment, from its calibration (seeds removed).\n" + \
-        "\n".join(kept) + "\n"
-    data = tomllib.loads(public)
-    leaked = [k for entry in [data.get("meta", {}), *data.get("tasks", {}).values()] for k in entry
-              if k in PRIVATE_CALIBRATION]
+    """calibration.toml without its seeds and secrets, at any depth (parsed, the private keys left out, and
+    written again: however the file lays out its arrays); its ``[meta.versions]`` stay (``grader check`` and
+    the Gradescope run compare with them).  Read back to prove it holds none of them."""
+    def public(table: dict) -> dict:
+        return {k: public(v) if isinstance(v, dict) else v for k, v in table.items() if k not in PRIVATE_CALIBRATION}
+
+    def private_keys(table: dict) -> set[str]:
+        return {k for k, v in table.items() if k in PRIVATE_CALIBRATION} | \
+            {k for v in table.values() if isinstance(v, dict) for k in private_keys(v)}
+
+    kept = public(tomllib.loads(text))
+    out = "# The public thresholds of this assignment, from its calibration (seeds removed).\n\n" + \
+        tomli_w.dumps(kept)
+    leaked = private_keys(tomllib.loads(out))
     if leaked:
-        raise OutputError(f"calibration.toml could not be made public ({', '.join(sorted(set(leaked)))} remain)")
-    return public
+        raise OutputError(f"calibration.toml could not be made public ({', '.join(sorted(leaked))} remain)")
+    return out
 
 
 def build_kit(assignment_dir, out) -> Path:

@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import versions
 from .engines import Job, default_workers, make_engine
 from .errors import FatalError, OutputError
 from .evaluate import dataset_seeds, resolve_secret
@@ -186,7 +187,8 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
     assignment = spec.parsed
     students = collect(submissions, assignment)
     reporter = Reporter(assignment, out_dir, keep_plots=True)
-    for warning in _batch_warnings(assignment, students):
+    grading_versions = versions.current()  # stored with the run; other ones than calibration's are warned about
+    for warning in _batch_warnings(assignment, students, grading_versions):
         progress.warning(warning)
         reporter.warnings.append(warning)
     plans = _plan(assignment, students, gradebook, seeds, force)
@@ -209,7 +211,8 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
         compile_cache.for_kernels(assignment)
     workers = workers or default_workers()
     engine = make_engine(spec, seeds, workers, scheduler, len(to_measure)) if to_measure else None
-    run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)")
+    run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)",
+                                 versions=grading_versions)
     counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
     status = "failed"
     warned_cap = False
@@ -326,9 +329,11 @@ def _time_limits(assignment, progress: BatchProgress, reporter):
     return limits
 
 
-def _batch_warnings(assignment, students) -> list[str]:
-    """What the TA must know about the whole batch: synthetic held-out data, files that belong to nobody."""
-    out = [ds.heldout_note for _, ds in sorted(assignment.datasets.items()) if ds.heldout_note]
+def _batch_warnings(assignment, students, grading_versions: dict | None = None) -> list[str]:
+    """What the TA must know about the whole batch: grading with other versions than the calibration's
+    (``grading_versions``: the batch's), synthetic held-out data, files that belong to nobody."""
+    out = [w for w in [versions.mismatch(assignment.calibrated_versions, grading_versions)] if w and grading_versions]
+    out += [ds.heldout_note for _, ds in sorted(assignment.datasets.items()) if ds.heldout_note]
     unrecognised = getattr(students, "unrecognised", [])
     if unrecognised:
         shown = ", ".join(unrecognised[:20]) + (f" and {len(unrecognised) - 20} more" if len(unrecognised) > 20 else "")
@@ -384,7 +389,9 @@ def refresh_reports(assignment, out_dir: Path, gradebook, pages=None, counts: di
     if not stored:
         raise FatalError(f"the gradebook {gradebook.where} has no results for {assignment.id}; "
                          "run `grader grade` first.")
-    reporter = Reporter(assignment, out_dir, warnings=_batch_warnings(assignment, []),  # the spec's own
+    # the spec's own warnings, and the versions of the latest run against the calibration's
+    reporter = Reporter(assignment, out_dir, warnings=_batch_warnings(assignment, [],
+                                                                      gradebook.latest_versions(assignment.id)),
                         keep_plots=True)
     workers = default_workers()
     for start in range(0, len(stored), REDRAW_CHUNK):

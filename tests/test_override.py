@@ -290,6 +290,7 @@ def test_a_gradebook_of_the_previous_schema_is_upgraded_in_place(graded, tmp_pat
     c = sqlite3.connect(out / "gradebook.sqlite")  # back to schema 1, as the previous grader wrote it
     c.executescript("""drop table overrides; alter table assignments drop column grade_bands;
                        alter table assignments drop column spec_folder; alter table submissions drop column identity;
+                       alter table runs drop column versions;
                        update meta set value = '1' where key = 'schema_version';""")
     c.close()
     rows_before = gradebook_rows(out)
@@ -297,8 +298,9 @@ def test_a_gradebook_of_the_previous_schema_is_upgraded_in_place(graded, tmp_pat
     found = _review(out)  # opening it upgrades it; every result is still there
     assert found["not_fingerprinted"] == ["alice", "bob", "mallory", "nina", "olga", "oscar"] and not found["identical"]
     c = sqlite3.connect(out / "gradebook.sqlite")
-    assert c.execute("select value from meta where key = 'schema_version'").fetchone() == ("2",)
+    assert c.execute("select value from meta where key = 'schema_version'").fetchone() == ("3",)
     assert {r[1] for r in c.execute("pragma table_info(submissions)")} >= {"identity", "measurements"}
+    assert {r[1] for r in c.execute("pragma table_info(runs)")} >= {"versions"}
     c.close()
     assert gradebook_rows(out) == rows_before
 

@@ -181,6 +181,8 @@ class Reporter:
                 "max_score": self.assignment.max_score, "grader_version": __version__}
         if self.time_limits:  # the notebook time limits of the batch that wrote it
             data["time_limits"] = self.time_limits
+        if self.warnings:  # what the class page warns the TA of, for whoever reads the file instead
+            data["warnings"] = list(self.warnings)
         data["students"] = [self.stored.get(k) or self.results[k].to_json() for k in sorted(self.results)]
         return data
 

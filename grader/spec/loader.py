@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from .. import versions
 from ..errors import SpecError
 from .model import (
     ANY, METRICS_FOR_KIND, TIME_LIMIT_MODES, Architecture, Assignment, BackendTimings, Conciseness, Curve,
@@ -384,6 +385,7 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
     recorded = _read_toml(cal_path) if cal_path.exists() else {}
     calibration = recorded.get("tasks", {})
     timings = _timings(cal_path, recorded["timings"]) if "timings" in recorded else None
+    calibrated_versions = versions.from_meta(recorded.get("meta"))
 
     lt = top.table("evaluation", default=None)
     limits = EvaluationLimits()
@@ -506,7 +508,8 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             except TableError as e:
                 raise SpecError(path, f"datasets.{ds.name}.heldout_file", f"{ds.heldout_file}: {e}") from None
     return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
-                      cal_path if cal_path.exists() else None, notebooks, intake, grades, timings)
+                      cal_path if cal_path.exists() else None, notebooks, intake, grades, timings,
+                      calibrated_versions=calibrated_versions)
 
 
 def import_reference(assignment: Assignment, ref: str):

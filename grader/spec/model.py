@@ -375,6 +375,9 @@ class Assignment:
     #: of it) and the SHA-256 of its files
     source: Path | None = None
     digest: str | None = None
+    #: ``[meta.versions]`` of the calibration file: Python and the packages grades depend on, as calibrated
+    #: (``grader.versions``); None when not recorded
+    calibrated_versions: dict | None = None
 
     @property
     def folder(self) -> Path:

@@ -20,8 +20,9 @@ A result is stored, and read back, with the overrides in force put over it
 to a result, so they outlive every re-grade and re-score.
 
 Schema versions: 1, the first; 2 adds ``overrides``, ``assignments.grade_bands``
-and ``assignments.spec_folder``, ``submissions.identity``.  A version-1
-gradebook is upgraded in place when it is opened, its data untouched.
+and ``assignments.spec_folder``, ``submissions.identity``; 3 adds ``runs.versions``
+(what each run graded with, ``grader.versions``).  An older gradebook is
+upgraded in place when it is opened, its data untouched.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from ..errors import GradebookError
 from . import codec
 from .overrides import apply_overrides, outcome
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_NAME = "gradebook.sqlite"
 #: the gradebook holds every student's grades: readable and writable by its owner only
 PRIVATE_FILE = 0o600
@@ -87,6 +88,7 @@ runs = sa.Table(
     sa.Column("grader_version", sa.String(64), nullable=False),
     sa.Column("engine", sa.Text, nullable=False),
     sa.Column("counts", sa.Text),  # JSON {graded, rescored, cached, ...}
+    sa.Column("versions", sa.Text),  # JSON {python, keras, jax, ...}: what the run graded with (schema 3)
 )
 results = sa.Table(
     "results", metadata,
@@ -129,7 +131,8 @@ overrides = sa.Table(
 )
 
 #: what each schema version added to existing tables (new tables are created by ``create_all``)
-ADDED_COLUMNS = {2: [(assignments, "grade_bands"), (assignments, "spec_folder"), (submissions, "identity")]}
+ADDED_COLUMNS = {2: [(assignments, "grade_bands"), (assignments, "spec_folder"), (submissions, "identity")],
+                 3: [(runs, "versions")]}
 
 
 def now() -> str:
@@ -206,7 +209,7 @@ class Gradebook:
         self.engine.dispose()
 
     # -- runs ------------------------------------------------------------------
-    def begin_run(self, assignment, engine: str) -> int:
+    def begin_run(self, assignment, engine: str, versions: dict | None = None) -> int:
         tasks = json.dumps([{"id": t.id, "title": t.title, "points": t.points, "optional": t.optional}
                             for t in assignment.tasks])
         bands = json.dumps([list(b) for b in assignment.grades.bands]) if assignment.grades else None
@@ -220,7 +223,17 @@ class Gradebook:
             # only one grader holds the output folder, so a run still 'running' was killed
             c.execute(runs.update().where(runs.c.status == "running").values(status="interrupted"))
             return c.execute(runs.insert().values(assignment_id=assignment.id, started_at=now(), status="running",
-                                                  grader_version=__version__, engine=engine)).inserted_primary_key[0]
+                                                  grader_version=__version__, engine=engine,
+                                                  versions=json.dumps(versions) if versions else None)
+                             ).inserted_primary_key[0]
+
+    def latest_versions(self, assignment_id: str) -> dict | None:
+        """The versions the latest run of ``assignment_id`` graded with (``grader.versions.current``); None
+        when it recorded none (before schema 3) or there is no run."""
+        q = sa.select(runs.c.versions).where(runs.c.assignment_id == assignment_id).order_by(runs.c.id.desc())
+        with self._errors("read"), self.engine.connect() as c:
+            text = c.execute(q.limit(1)).scalar()
+        return json.loads(text) if text else None
 
     def finish_run(self, run_id: int, status: str, counts: dict) -> None:
         with self._errors("finish the run in"), self.engine.begin() as c:
