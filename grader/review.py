@@ -3,10 +3,10 @@
 * ``fingerprints``: when a submission is recorded, what would show that two
   students handed in the same work, kept in the gradebook
   (``submissions.identity``): the SHA-256 of each submitted model file, of
-  each notebook's or script's code with whitespace normalised (cells joined,
-  runs of blanks made one, blank lines dropped, markdown left out, so a
-  notebook and a script of the same code match), and of each evaluated
-  model's weights when the evaluation worker reports a ``weights_sha256``.
+  what each notebook's or script's own code does (``code_statements``:
+  Python's tokens without comments, docstrings, layout, metadata or outputs;
+  the sheet's own statements taken out), and a sketch of each evaluated
+  model's weights, compared within ``WEIGHTS_RTOL`` (a one-ulp copy matches).
   Models of tasks whose answer is set by hand (``training = "hand_set"``,
   1b's exact weights) are left out: every correct answer is the same.
 * ``identical_work``: students who share any of those, grouped, with what
@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from .errors import SubmissionError
@@ -31,38 +32,152 @@ INTERNAL_ERROR = "The grader failed on this submission"
 #: a metric this close to a threshold (a fraction of the threshold) is worth a human look
 NEAR_THRESHOLD = 0.02
 #: the kinds of fingerprint, and how a shared one is named
-IDENTICAL = {"models": "identical model files", "weights": "identical model weights",
-             "code": "identical code (whitespace aside)"}
+IDENTICAL = {"models": "identical model files", "weights": "identical model weights (within a tolerance)",
+             "code": "identical code (comments, layout and the sheet's own code aside)"}
 #: the kinds of item, in the order they are listed
 KINDS = ("internal error", "override needs review", "training refused", "near threshold", "inferred task",
          "identical work")
 
 
-def code_digest(file) -> str | None:
-    """The SHA-256 of a notebook's or script's code (``intake.SubmittedFile``), whitespace normalised; None
-    when it cannot be read or holds no code."""
+#: fewer tokens than this of a student's own code (the sheet's statements taken out) shows nothing shared
+MIN_OWN_TOKENS = 12
+#: weights whose sketches agree within this (relative to the weights' size) are the same weights: a copy
+#: with its weights moved by a few ulps is found, an independent training never is
+WEIGHTS_RTOL = 1e-4
+
+
+def code_statements(source: str) -> list[str]:
+    """What a cell's code does, one string per logical statement: Python's tokens without comments, blank
+    lines, layout and docstrings (a statement that is a lone string), strings written one way (``'a'`` and
+    ``"a"`` alike); IPython's magics and shell lines (``%``, ``!``) as IPython reads them.  A cell that is no
+    Python gives its lines, whitespace normalised."""
+    import ast
+    import io
+    import tokenize
+
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        source = TransformerManager().transform_cell(source)
+    except Exception:  # not IPython's either: tokenize says so below
+        pass
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING,
+            tokenize.ENDMARKER}
+    statements, current = [], []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in skip:
+                continue
+            if tok.type == tokenize.NEWLINE:
+                if current and not all(kind == tokenize.STRING for kind, _ in current):  # a docstring: dropped
+                    statements.append(" ".join(text for _, text in current))
+                current = []
+                continue
+            text = tok.string
+            if tok.type == tokenize.STRING:
+                try:
+                    text = repr(ast.literal_eval(text))
+                except (ValueError, SyntaxError):
+                    pass  # an f-string: as written
+            current.append((tok.type, text))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return [" ".join(line.split()) for line in source.splitlines() if line.strip()]
+    if current and not all(kind == tokenize.STRING for kind, _ in current):
+        statements.append(" ".join(text for _, text in current))
+    return statements
+
+
+def sheet_statements(assignment) -> frozenset[str]:
+    """The statements of the sheet's own code: every code cell of the notebooks in the assignment folder
+    (the reference notebook, and the sheet's where the TA keeps it there).  Students repeat them by design."""
+    root = getattr(assignment, "root", None)
+    paths = sorted(root.glob("*.ipynb")) if root else []
+    return _sheet_statements(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+
+
+@functools.lru_cache(maxsize=4)
+def _sheet_statements(notebooks: tuple) -> frozenset[str]:
+    """``sheet_statements`` of these notebooks (path, mtime, size: read again when one changes)."""
+    import nbformat
+
+    found: set[str] = set()
+    for path, _, _ in notebooks:
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:  # the TA's file: a broken one adds nothing
+            continue
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                found.update(code_statements(str(cell.source)))
+    return frozenset(found)
+
+
+def code_digest(file, sheet: frozenset[str] = frozenset()) -> str | None:
+    """The SHA-256 of what a notebook's or script's own code does (``intake.SubmittedFile``): its
+    ``code_statements`` in order, each statement of the sheet's own code (``sheet``) taken out; None when
+    it cannot be read or holds fewer than ``MIN_OWN_TOKENS`` tokens of its own.  Metadata, outputs,
+    comments, docstrings and layout never count."""
     from .execute import read_notebook
 
     try:
         nb = read_notebook(file)
     except SubmissionError:
         return None
-    lines = (" ".join(line.split()) for cell in nb.cells if cell.cell_type == "code"
-             for line in str(cell.source).splitlines())
-    text = "\n".join(line for line in lines if line)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() if text else None
+    own = [st for cell in nb.cells if cell.cell_type == "code" for st in code_statements(str(cell.source))
+           if st not in sheet]
+    if sum(len(st.split(" ")) for st in own) < MIN_OWN_TOKENS:
+        return None
+    return hashlib.sha256("\n".join(own).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _weights_close(a: dict, b: dict) -> bool:
+    """Whether two weight sketches (``evaluate.worker.weights_sketch``) are of the same weights, up to
+    ``WEIGHTS_RTOL`` of their size."""
+    if a.get("shapes") != b.get("shapes"):
+        return False
+    va, vb = a.get("v") or [], b.get("v") or []
+    scale = max(float(a.get("norm", 0)), float(b.get("norm", 0)), 1e-12)
+    return len(va) == len(vb) > 0 and abs(float(a.get("norm", 0)) - float(b.get("norm", 0))) <= WEIGHTS_RTOL * scale \
+        and all(abs(float(x) - float(y)) <= WEIGHTS_RTOL * scale for x, y in zip(va, vb))
+
+
+def _near_weights(holders: dict, sketches: list[tuple[str, str, dict]]) -> None:
+    """Add to ``holders`` one ``("weights", "near:<n>")`` entry per set of models whose sketches are close
+    (``_weights_close``, joined transitively), compared only within one set of shapes."""
+    by_shapes: dict[str, list[tuple[str, str, dict]]] = {}
+    for entry in sketches:
+        by_shapes.setdefault(repr(entry[2].get("shapes")), []).append(entry)
+    n = 0
+    for group in by_shapes.values():
+        parent = list(range(len(group)))
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                if group[i][0] != group[j][0] and _weights_close(group[i][2], group[j][2]):
+                    parent[root(j)] = root(i)
+        for i, (sid, name, _) in enumerate(group):
+            holders.setdefault(("weights", f"near:{n + root(i)}"), {}).setdefault(sid, []).append(name)
+        n += len(group)
 
 
 def fingerprints(assignment, submission, files: list[dict], measured, result) -> dict:
     """What shows identical work in one submission: ``{"models": {file: sha256}, "code": {file: sha256},
-    "weights": {model: sha256}}``.  ``files``: ``store.keys.submission_hash``'s per-file hashes;
+    "weights": {model: sketch}}``.  ``files``: ``store.keys.submission_hash``'s per-file hashes;
     ``measured``: its ``Measurements``; ``result``: the grader's own ``StudentResult`` (which task each
-    model answered)."""
+    model answered).  A model a notebook or script of nothing but the sheet's code made has no weights
+    fingerprint: the sheet's own seeds make the same weights for everyone who runs it."""
     by_hand = {t.id for t in assignment.tasks if t.training == "hand_set"}
     task_of_file = {f.name: f.task for f in result.files}
     task_of_source = {t.source: t.id for t in result.tasks if t.source}
     hashes = {f["name"]: f for f in files}
-    out: dict[str, dict[str, str]] = {"models": {}, "code": {}, "weights": {}}
+    out: dict[str, dict] = {"models": {}, "code": {}, "weights": {}}
+    sheet, sheet_only = sheet_statements(assignment), []
     for f in submission.files:
         if f.role != "submission":
             continue  # a scaling file or a helper module: the same for many students by design
@@ -71,11 +186,15 @@ def fingerprints(assignment, submission, files: list[dict], measured, result) ->
             if h and h["bytes"] > 0 and task_of_file.get(f.relative) not in by_hand:
                 out["models"][f.relative] = h["sha256"]
         elif f.format in (NOTEBOOK, SCRIPT):
-            digest = code_digest(f)
+            digest = code_digest(f, sheet)
             if digest:
                 out["code"][f.relative] = digest
+            else:
+                sheet_only.append(f.relative)
     for source, evaluation in measured.evaluated:
-        digest = evaluation.get("weights_sha256")
+        if any(source.name.startswith(f"{nb}, ") or source.name.endswith(f"(saved by {nb})") for nb in sheet_only):
+            continue  # made by the sheet's code alone
+        digest = evaluation.get("weights_sketch") or evaluation.get("weights_sha256")  # near, or exact
         if digest and task_of_source.get(source.name) not in by_hand \
                 and (evaluation.get("provenance") or {}).get("made_by") != "predict":
             out["weights"][source.name] = digest
@@ -87,12 +206,17 @@ def identical_work(identities: dict[str, dict | None], among=None) -> list[dict]
     {student: [names]}}]}]``, one group per set of students.  ``identities``: ``Gradebook.identities``;
     ``among``: only these students (all when None)."""
     holders: dict[tuple[str, str], dict[str, list[str]]] = {}
+    sketches: list[tuple[str, str, dict]] = []
     for sid, identity in identities.items():
         if identity is None or (among is not None and sid not in among):
             continue
         for kind in IDENTICAL:
             for name, digest in (identity.get(kind) or {}).items():
-                holders.setdefault((kind, digest), {}).setdefault(sid, []).append(name)
+                if isinstance(digest, dict):  # a weights sketch: compared within a tolerance below
+                    sketches.append((sid, name, digest))
+                else:
+                    holders.setdefault((kind, digest), {}).setdefault(sid, []).append(name)
+    _near_weights(holders, sketches)
     groups: dict[tuple[str, ...], list[dict]] = {}
     for (kind, _), files in holders.items():
         if len(files) > 1:

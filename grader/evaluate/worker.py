@@ -126,7 +126,8 @@ class _Session:
 
         info = keras_io.describe(model)
         info.keras_version = vetted["keras_version"]
-        result = {"format": fmt, "info": info.to_dict(), "datasets": {}, "weights_sha256": weights_digest(model)}
+        result = {"format": fmt, "info": info.to_dict(), "datasets": {}, "weights_sha256": weights_digest(model),
+                  "weights_sketch": weights_sketch(model)}
         if not info.finite:
             return result  # nothing to measure: the report explains NaN/inf weights
         scaling = None
@@ -198,6 +199,28 @@ def weights_digest(model) -> str:
         digest.update(f"{w.dtype.str}{w.shape};".encode())
         digest.update(w.tobytes())
     return digest.hexdigest()
+
+
+#: how many random projections a weights sketch keeps
+SKETCH_SIZE = 16
+
+
+def weights_sketch(model) -> dict | None:
+    """A small sketch of a model's weights that identical work compares within a tolerance
+    (``review.WEIGHTS_RTOL``), where a hash would miss weights moved by one ulp: the shapes, the weights'
+    Euclidean norm and ``SKETCH_SIZE`` projections of them on fixed pseudo-random unit-variance directions
+    (the same for every model of those shapes).  None for weights that are not all finite."""
+    weights = [np.asarray(w, dtype=np.float64).ravel() for w in model.get_weights()]
+    flat = np.concatenate(weights) if weights else np.zeros(0)
+    if not flat.size or not np.all(np.isfinite(flat)):
+        return None
+    rng = np.random.default_rng(flat.size)
+    v = np.zeros(SKETCH_SIZE)
+    for start in range(0, flat.size, 65536):  # the directions drawn in blocks: bounded memory for any model
+        part = flat[start:start + 65536]
+        v += rng.standard_normal((SKETCH_SIZE, part.size)) @ part
+    return {"shapes": [list(np.shape(w)) for w in model.get_weights()], "norm": float(np.linalg.norm(flat)),
+            "v": [float(x) for x in v]}
 
 
 def read_scaling(path: str | None, inputs: int):
