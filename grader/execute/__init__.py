@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,14 +80,41 @@ class Execution:
 
 
 def _remove(folder: Path) -> None:
-    """Remove a scratch folder whatever the sandbox left in it (modes included)."""
+    """Remove a scratch folder whatever the sandbox left in it (folders it made unreadable or read-only
+    included), never changing anything a link in it points to."""
     def unlock(func, path, _exc):
-        try:
-            os.chmod(path, 0o700)
-            func(path)
-        except OSError:
-            pass
+        # what stops a removal is a folder's mode: the folder that holds ``path``, or ``path`` itself when
+        # it is a folder that cannot be listed.  Only folders are unlocked, and never through a link.
+        _unlock_folder(os.path.dirname(path))
+        if func in (os.open, os.scandir, os.listdir) and _unlock_folder(path):
+            shutil.rmtree(path, onerror=unlock)  # its content, now that it can be listed (once: it is unlocked)
+        elif func in (os.unlink, os.remove, os.rmdir):
+            try:
+                func(path)
+            except OSError:
+                pass
     shutil.rmtree(folder, onerror=unlock)
+
+
+def _unlock_folder(path) -> bool:
+    """Give the grader full rights on ``path`` if it is a folder the grader owns and lacks them (never following
+    a link: the mode is changed through ``/proc/self/fd`` of a descriptor of the folder itself).  True when
+    the mode was changed."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        mode = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o700 == 0o700:
+            return False
+        os.chmod(f"/proc/self/fd/{fd}", mode | 0o700)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def read_notebook(file) -> nbformat.NotebookNode:
@@ -95,10 +123,7 @@ def read_notebook(file) -> nbformat.NotebookNode:
         data = file.read(MAX_NOTEBOOK_BYTES)
         if file.format == SCRIPT:
             return script_to_notebook(data.decode("utf-8", errors="replace"))
-        parse_json(data)  # refuses hostile JSON (deep nesting, bad text) before nbformat sees it
-        nb = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
-        nbformat.validate(nb)
-        return nb
+        return formats.read_notebook_bytes(data)  # as leniently as Jupyter: a kernelspec's slip is no failure
     except untrusted.Refused as e:
         raise NotebookUnreadable(f"{file.relative}: the notebook cannot be read ({e}).") from None
     except Exception as e:  # any parser meeting hostile bytes: this file's problem only

@@ -8,13 +8,20 @@ TCP on 127.0.0.1 does not cross the network namespace); interrupts are sent
 as messages (a signal to bwrap does not reach the kernel); and the kernel's
 stderr is kept (its last few KB), so that a kernel that dies at start says
 why.  The kernel's environment is built from nothing: no ``JPY_PARENT_PID``
-(ipykernel would exit), no ``GRADER_SECRET``, nothing of the grader's.
+(ipykernel would exit), no ``GRADER_SECRET``, nothing of the grader's.  What
+the grader reads or the kernel starts from (the connection file, the grader's
+start-up files) lives in ``kernel_folder``, bound read-only: student code can
+swap nothing there for a link or a FIFO before a restart.  The kernel starts
+with ``python -P``, so no file of the submission replaces its modules; the
+work folder joins ``sys.path`` only after the kernel and the grader's
+start-up files are loaded (``SYS_PATH_FILE``).
 """
 from __future__ import annotations
 
 import collections
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import threading
@@ -25,6 +32,23 @@ from jupyter_client.manager import AsyncKernelManager
 from .sandbox import Sandbox
 
 STDERR_KEPT = 8192  # bytes of the kernel's stderr kept for messages
+# The last of the kernel's start-up files: puts the work folder (the cwd, as "") on sys.path where IPython
+# would (before the installed packages; ``python -P`` and IPython's ``init_path`` leave it off), so that the
+# student's own modules (tools.py) import as in Jupyter, once the kernel's own modules and the grader's
+# start-up files are loaded from the installation.
+SYS_PATH_FILE = "grader_sys_path.py"
+SYS_PATH_CODE = """def _grader_sys_path():
+    import sys
+    if "" in sys.path:
+        return
+    at = next((i for i, p in enumerate(sys.path) if p.rstrip("/").endswith(("site-packages", "dist-packages"))),
+              len(sys.path))
+    sys.path.insert(at, "")
+
+
+_grader_sys_path()
+del _grader_sys_path
+"""
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -33,11 +57,13 @@ class SandboxedKernelManager(AsyncKernelManager):
     startup_files: list = []
 
     def format_kernel_cmd(self, extra_arguments=None):
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
+        # -P: the cwd (the work folder) is not on sys.path while the kernel starts: no ipykernel_launcher.py,
+        # ipykernel/, zmq.py or numpy.py of the submission is imported in place of the installed one
+        argv = [sys.executable, "-P", "-m", "ipykernel_launcher", "-f", self.connection_file,
                 "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
-        if self.startup_files:
-            files = ", ".join(repr(f) for f in self.startup_files)
-            argv.append(f"--IPKernelApp.exec_files=[{files}]")
+        files = ", ".join(repr(f) for f in [*self.startup_files, str(Path(self.connection_file).parent /
+                                                                     SYS_PATH_FILE)])
+        argv.append(f"--IPKernelApp.exec_files=[{files}]")
         argv += list(extra_arguments or [])
         cmd, _ = self.sandbox.wrap(argv, self.kernel_env)
         if self.sandbox.cgroups:  # join the cgroups as root, then become the sandbox
@@ -54,7 +80,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stdout"] = subprocess.DEVNULL
         kw["stderr"] = subprocess.PIPE
         if self.sandbox.owner_uid is not None:  # the kernel, an unprivileged user, must read its connection file
-            os.chown(self.connection_file, self.sandbox.owner_uid, self.sandbox.owner_uid)
+            _give(self.connection_file, self.sandbox.owner_uid)
         info = await super()._async_launch_kernel(kernel_cmd, **kw)
         proc = getattr(self.provisioner, "process", None)
         self.stderr_tail = collections.deque(maxlen=64)
@@ -93,10 +119,50 @@ def _drain(stream, tail: collections.deque):
         pass
 
 
+def _give(path: str, uid: int) -> None:
+    """Make ``path``, a regular file the grader wrote, the sandbox user's: through a descriptor opened without
+    following a link, and only if it is still the grader's own regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), uid):
+            raise RuntimeError(f"{path} is not the grader's connection file (mode {st.st_mode:o}, uid {st.st_uid})")
+        os.fchown(fd, uid, uid)
+    finally:
+        os.close(fd)
+
+
+def kernel_folder(sandbox: Sandbox) -> Path:
+    """The grader's folder of kernel files beside the runtime folder (in the run's private scratch folder): the
+    connection file and the grader's start-up files.  Bound read-only at the same path into the sandbox, so
+    the kernel reads them and student code can change none of them; the runtime folder, which student code
+    can write, keeps only the ipc sockets (which the kernel must create) and what the kernel writes."""
+    runtime = Path(sandbox.runtime_dir)
+    folder = runtime.with_name(runtime.name + "-kernel")
+    try:
+        os.mkdir(folder, 0o755)
+    except FileExistsError:
+        pass
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise RuntimeError(f"{folder} is not the grader's folder (uid {st.st_uid})")
+        os.fchmod(fd, 0o755)  # the sandbox user reads it in root mode
+    finally:
+        os.close(fd)
+    if all(outer != folder for outer, _ in sandbox.readonly_dirs):
+        sandbox.readonly_dirs.append((folder, str(folder)))
+    path_file = folder / SYS_PATH_FILE
+    if not path_file.exists():
+        path_file.write_text(SYS_PATH_CODE)
+    return folder
+
+
 def configure(km: SandboxedKernelManager, sandbox: Sandbox, env: dict, startup_files: list[str]):
     km.sandbox = sandbox
     km.kernel_env = env
     km.startup_files = startup_files
     km.transport = "ipc"
-    km.ip = str(Path(sandbox.runtime_dir) / "kernel")
-    km.connection_file = str(Path(sandbox.runtime_dir) / "kernel.json")
+    km.ip = str(Path(sandbox.runtime_dir) / "kernel")  # the ipc sockets: the kernel creates them
+    km.connection_file = str(kernel_folder(sandbox) / "kernel.json")

@@ -29,7 +29,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from ..errors import KernelStartFailed
 from .compile_cache import KERNEL_XLA_ENV, turned_off
-from .kernel import SandboxedKernelManager, configure
+from .kernel import SandboxedKernelManager, configure, kernel_folder
 from .sandbox import HOME, Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
@@ -58,6 +58,7 @@ del _grader_load
 # (read-only) when the sandbox binds one
 FUSED_CALL = 'install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None, font_list=True)'
 WATCHDOG_GRACE_S = 10.0
+RESTART_TIMEOUT_S = 180.0  # a kernel restart, and the new kernel's first reply, each within this
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 
 
@@ -181,8 +182,8 @@ class NotebookRunner:
         if self.standins:
             import json
 
-            env["GRADER_SUPPORT_MODULES"] = json.dumps({name: str(self.sandbox.runtime_dir / "standins" / f"{name}.py")
-                                                        for name in self.standins})
+            folder = kernel_folder(self.sandbox) / "standins"
+            env["GRADER_SUPPORT_MODULES"] = json.dumps({name: str(folder / f"{name}.py") for name in self.standins})
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
@@ -196,7 +197,7 @@ class NotebookRunner:
     async def _run(self) -> RunResult:
         result = RunResult(backend=self.backend, sandboxed=self.sandbox.available)
         self.sandbox.prepare()
-        runtime = self.sandbox.runtime_dir
+        runtime = kernel_folder(self.sandbox)  # the grader's start-up files: read-only to the kernel
         self._startup = []
         # first: nothing before it may import TensorFlow
         if self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):
@@ -372,8 +373,10 @@ class NotebookRunner:
         if kill:
             _kill_group(km.kernel_pid)
         result.kernel_restarts += 1
-        await km.restart_kernel(now=True)
-        await client.kc.wait_for_ready(timeout=180)
+        # bounded: nothing here waits on a file student code could reach (``kernel_folder``), and should a
+        # wait hang all the same, the limits this event loop enforces must still fire
+        await asyncio.wait_for(km.restart_kernel(now=True), RESTART_TIMEOUT_S)
+        await client.kc.wait_for_ready(timeout=RESTART_TIMEOUT_S)
         await self._seed(client)
 
     async def _seed(self, client):

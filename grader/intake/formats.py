@@ -59,6 +59,23 @@ def parse_json(data: bytes):
         raise ValueError(f"{type(e).__name__}: {str(e)[:160]}") from None
 
 
+def read_notebook_bytes(data: bytes):
+    """The notebook (an nbformat v4 ``NotebookNode``) in untrusted bytes, read as leniently as Jupyter reads
+    it: metadata that breaks nbformat's schema (a ``kernelspec`` without ``display_name``, a malformed
+    ``language_info``) is dropped by nbformat's own repair (``normalize``: Jupyter opens such a notebook and
+    the grader chooses the kernel itself); cells must still be valid.  Raises ``ValueError`` (bad JSON) or
+    nbformat's errors."""
+    import nbformat
+    from nbformat.validator import normalize
+
+    parse_json(data)  # refuses hostile JSON (deep nesting, bad text) before nbformat sees it
+    nb = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4, capture_validation_error={})
+    _, repaired = normalize(nb, strip_invalid_metadata=True)
+    nb = nbformat.from_dict(repaired)
+    nbformat.validate(nb)
+    return nb
+
+
 def sniff_format(path: Path, dir_fd: int | None = None) -> str:
     """One of the format constants for the regular file ``path`` (a name in ``dir_fd`` when given).
 
