@@ -142,8 +142,10 @@ def override_score(student_id: str, task_id: str, points: float | None, *, reaso
     """``grader override``: set a task's score by hand (``points``; None undoes the override in force) with
     the reason and who did it (``by``, default the OS user), then re-draw the class's ``results.json``,
     ``index.html`` and the student's page.  The pages need the assignment folder: ``assignment_dir``, or the
-    one the gradebook was last graded from.  Returns ``{"task": the task as it now stands, "assignment":
-    its id, "redrawn": the folder re-drawn or None, "why_not": why not}``."""
+    one the gradebook was last graded from.  The exports in the default folder (``<the gradebook's
+    folder>/export``) are written again.  Returns ``{"task": the task as it now stands, "assignment": its
+    id, "redrawn": the folder re-drawn or None, "why_not": why not, "exported": the export folder written
+    again or None}``."""
     from .pipeline import refresh_reports
     from .store import OutputLock
 
@@ -154,8 +156,19 @@ def override_score(student_id: str, task_id: str, points: float | None, *, reaso
             task = gradebook.override(assignment_id, student_id, task_id, points, reason=reason, by=by or os_user())
             if assignment is not None:
                 refresh_reports(assignment, pages, gradebook, pages=[student_id])
+            exported = _refresh_exports(gradebook, assignment_id, folder / "export")
     return {"task": task, "assignment": assignment_id, "redrawn": pages if assignment is not None else None,
-            "why_not": why_not}
+            "why_not": why_not, "exported": folder / "export" if exported else None}
+
+
+def _refresh_exports(gradebook, assignment_id: str, to: Path) -> list[Path]:
+    """Write again the exports ``grader export`` left in ``to`` (its default folder), each format that is
+    there, so that none is older than the gradebook; returns the files written."""
+    from .export import export
+
+    present = [fmt for fmt, name in (("csv", "grades.csv"), ("gradescope", "gradescope"), ("junit", "junit.xml"),
+                                     ("markdown", "summary.md")) if (to / name).exists()]
+    return export(gradebook, assignment_id, to, tuple(present)) if present else []
 
 
 def review_gradebook(out_dir: Path = REPORTS, *, db_url: str | None = None, assignment_id: str | None = None,

@@ -254,7 +254,10 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
         console.print(f"Re-drew results.json, index.html and the student's page in {terminal(str(done['redrawn']))}.")
     else:
         console.print(f"[yellow]The pages were not re-drawn[/] ({terminal(done['why_not'])}): run `grader report -a "
-                      "<assignment folder>`. The exports read the gradebook and show it already.")
+                      "<assignment folder>`.")
+    if done["exported"]:
+        console.print(f"Wrote the exports in {terminal(str(done['exported']))} again (exports written "
+                      "elsewhere with `grader export --to` need that command again).")
 
 
 @main.command()

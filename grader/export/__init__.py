@@ -1,7 +1,10 @@
 """Exports: what LMSs and CI read, written from the gradebook (never from a grading run).
 
-* ``grades.csv``: one row per student, a column per task, the total and the
-  maximum; a gradebook import in Canvas or Moodle maps ``student_id`` to the
+* ``grades.csv``: one row per student and always the same columns
+  (``student_id``, ``task_<id>`` per task, then ``CSV_COLUMNS``): the task
+  scores, their sum, what optional tasks brought above the maximum (capped),
+  the total they leave, the maximum, the letter grade and the overridden
+  tasks; a gradebook import in Canvas or Moodle maps ``student_id`` to the
   student and picks the ``total`` (or task) columns.
 * ``gradescope/<student>/results.json``: Gradescope's autograder results
   format (``score``, ``output``, ``visibility`` and ``tests``, each with
@@ -15,7 +18,7 @@
   fix per student, for ``$GITHUB_STEP_SUMMARY`` or a pull-request comment.
 
 A task whose score a TA set on review (``grader override``) is marked in each:
-an ``overridden`` column in the CSV (the task ids, ``(needs review)`` after one
+the ``overridden`` column of the CSV (the task ids, ``(needs review)`` after one
 whose automatic score has changed since), the tags ``overridden`` and
 ``needs_review`` in Gradescope, ``overridden`` in the JUnit case's summary, a
 ✎ in the Markdown table; every message starts with the override's reason
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -54,22 +58,26 @@ def _overridden(student: dict) -> list[str]:
             for t in student["tasks"] if t.get("override")]
 
 
+#: grades.csv's columns after the tasks', always these, in this order (an LMS import is mapped once)
+CSV_COLUMNS = ("tasks_sum", "capped", "total", "max_score", "grade", "overridden")
+
+
 def grades_csv(tasks: list[dict], students: list[dict]) -> str:
-    """The gradebook import: a row per student; text cells (the id, the grade) can never be a formula.  When
-    a TA overrode any score, an ``overridden`` column names each student's overridden tasks."""
+    """The gradebook import: a row per student, always the same columns (``CSV_COLUMNS``): ``task_<id>`` per
+    task, ``tasks_sum`` (their sum), ``capped`` (what optional tasks brought above ``max_score``, not
+    counted), ``total`` (``tasks_sum - capped``), ``max_score``, ``grade`` (the letter, empty without grade
+    bands) and ``overridden`` (the tasks a TA scored, empty when none).  Text cells can never be a formula."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    graded = any("grade" in s for s in students)
-    overridden = any(_overridden(s) for s in students)
-    w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], "total", "max_score"] + (["grade"] if graded else [])
-               + (["overridden"] if overridden else []))
+    w.writerow(["student_id", *[f"task_{t['id']}" for t in tasks], *CSV_COLUMNS])
     for s in students:
         by_id = {t["id"]: t for t in s["tasks"]}
+        tasks_sum = round(math.fsum(t["score"] for t in s["tasks"]), 2)
         w.writerow([spreadsheet_cell(s["id"]),
                     *[_fmt(by_id[t["id"]]["score"]) if t["id"] in by_id else "" for t in tasks],
-                    _fmt(s["score"]), _fmt(s["max_score"])]
-                   + ([spreadsheet_cell(s.get("grade") or "")] if graded else [])
-                   + ([spreadsheet_cell("; ".join(_overridden(s)))] if overridden else []))
+                    _fmt(tasks_sum), _fmt(max(0.0, round(tasks_sum - s["score"], 2))), _fmt(s["score"]),
+                    _fmt(s["max_score"]), spreadsheet_cell(s.get("grade") or ""),
+                    spreadsheet_cell("; ".join(_overridden(s)))])
     return buf.getvalue()
 
 
