@@ -230,8 +230,10 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
 def _retraining_plan(assignment, evaluated) -> dict[int, list]:
     """Which recipes to re-train, for which tasks: {index in ``evaluated``: [tasks]}.  Per task whose recipes
     are re-trained and that no model of the student already passes, the model that wants it
-    (``wants_retraining``: a notebook's fit on the task's data, exactly the task's layers, its own run short of
-    the pass threshold) and scored best on its own; the latest of equals."""
+    (``wants_retraining``: a notebook's fit, exactly the task's layers, its own run short of the pass threshold)
+    and scored best on its own, the latest of equals; one whose training data may be the task's
+    (``Source.plausible``) first.  One whose data are not (data of no dataset: forged, or the student's own)
+    is planned only to say why it is not re-trained (``retrain_recipes``): no re-training of it could count."""
     from ..score.assess import assess, wants_retraining
 
     plan: dict[int, list] = {}
@@ -242,11 +244,10 @@ def _retraining_plan(assignment, evaluated) -> dict[int, list]:
         judged = [(i, s, e, assess(task, e)) for i, s, e in answering]
         if any(a.architecture_ok and a.metric_fraction >= 1 for *_, a in judged):
             continue
-        wanting = [(a.fraction, i) for i, s, e, a in judged
-                   if s.recipe is not None and (not s.plausible or task.dataset in s.plausible)
-                   and wants_retraining(task, e)]
+        wanting = [(task.dataset in s.plausible, a.fraction, i) for i, s, e, a in judged
+                   if s.recipe is not None and wants_retraining(task, e)]
         if wanting:
-            plan.setdefault(max(wanting)[1], []).append(task)
+            plan.setdefault(max(wanting)[2], []).append(task)
     return plan
 
 
@@ -262,6 +263,15 @@ def capture_source(cap, notebook: str, keep: Path) -> Source:
         recipe = {**retrain.recipe_from_capture(cap.settings, cap.x, cap.y), "model_path": str(copy)}
     return Source(cap.label(notebook), KERAS_ZIP, None, cap.dataset, cap.training(), provenance=cap.provenance(),
                   recipe=recipe, datasets=list(cap.datasets) or None)
+
+
+def _not_the_tasks_data(source: Source, task_ids: list[str]) -> str:
+    """Why a recipe whose training data are none of its tasks' is not re-trained, in words for the student."""
+    x = (source.recipe or {}).get("x")
+    points = f" ({len(x):,} points)" if x is not None else ""
+    tasks = " and ".join(task_ids)
+    return (f"the data it was trained on{points} are not the data of task {tasks} (neither the sheet's data nor "
+            "drawn like it), so no re-training of it could count for the task; train on the data the task names")
 
 
 @dataclass
@@ -308,6 +318,11 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
         except retrain.RecipeRefused as e:
             record["refused"] = str(e)
             continue
+        tasks = [t for t in tasks if t.dataset in source.plausible]
+        if not tasks:  # a re-training would be graded on data none of its tasks names: none is run
+            record["refused"] = _not_the_tasks_data(source, record["tasks"])
+            continue
+        record["tasks"] = [t.id for t in tasks]
         cap = int(settings.epochs_factor * max(t.epochs for t in tasks))
         record.update(recipe=retrain.describe(vetted), epochs=vetted["epochs"],
                       trained_epochs=min(vetted["epochs"], cap))
