@@ -25,12 +25,12 @@ import nbformat
 
 from .. import untrusted
 from ..errors import NotebookUnreadable
-from ..harvest import MAX_CAPTURES, Capture, saved_models, snapshot, take_capture
+from ..harvest import Capture, DataBounds, max_captures, saved_models, snapshot, take_capture
 from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose
 from .limits import BatchLimits, TimeLimits, default_limits, secs
-from .runner import NotebookRunner, RunResult
+from .runner import MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
 from . import compile_cache, course_kernel
 from .sandbox import Limits, Sandbox, SandboxFailed
 from .scripts import script_to_notebook
@@ -281,12 +281,19 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     state = {}
 
     refused: list[str] = []
+    most, data_bounds = max_captures(assignment), DataBounds.of(assignment)  # what one run's captures may hold
 
     def harvest(meta_path: Path, cell: int):
-        if len(captures) >= MAX_CAPTURES:
+        tried = state.setdefault("tried", {})  # per run: a re-run on TensorFlow starts again
+        tried[state["scratch"]] = n = tried.get(state["scratch"], 0) + 1
+        if n > most:  # more than the tasks could use: neither loaded nor held
+            if n == most + 1:
+                refused.append(f"Only the first {most} models the notebook made (fits and predicts) were graded, "
+                               f"more than the assignment's {len(assignment.model_tasks())} tasks could use; those "
+                               f"from cell {cell} on beyond them were not.")
             return
         try:
-            cap = take_capture(meta_path.parent, meta_path.name, state["scratch"] / "taken")
+            cap = take_capture(meta_path.parent, meta_path.name, state["scratch"] / "taken", data_bounds)
         except untrusted.Refused as e:
             refused.append(f"The model captured in cell {cell} ({meta_path.stem}) was not graded: its file is {e}.")
             return
@@ -338,6 +345,11 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         if not special:  # links and special files are named by intake already
             notes.append(f"{rel}: {why}; it was not given to the notebook.")
     notes.extend(refused)
+    for cell, count in sorted(result.dropped_messages.items()):
+        notes.append(f"{f'Cell {cell}' if cell else 'Before the first cell, the kernel'} sent {count} message(s) "
+                     f"larger than the grader takes from a notebook ({MAX_KERNEL_MESSAGE_BYTES // 2**20} MB: text, a "
+                     "plot or a display); they were dropped. Print or show less at once (a plot's figure size, a "
+                     "summary instead of a whole array).")
     used = limits.for_backend(result.backend)
     if result.notebook_timed_out:
         notes.append(f"The notebook ran over its time limit of {secs(used.notebook.seconds)} s "

@@ -10,7 +10,10 @@ interrupt cannot be trusted to stop student code, and the sandboxed kernel
 is not the process jupyter_client signals), and the remaining cells run in a
 new kernel, as after a kernel that dies (``os._exit``, out of memory,
 killed).  Nothing the kernel prints is trusted: grades come from the
-captured models, evaluated elsewhere.
+captured models, evaluated elsewhere.  Nor is its size: ZMQ drops any part
+of a kernel message larger than ``MAX_KERNEL_MESSAGE_BYTES`` before reading
+it (``BoundedKernelManager``), and ``_OversizeWatch`` mends the channel and
+tells the student.
 """
 from __future__ import annotations
 
@@ -23,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import zmq
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from zmq.asyncio import Poller
+from zmq.utils.monitor import recv_monitor_message
 
 from ..errors import KernelStartFailed
 from .compile_cache import KERNEL_XLA_ENV, turned_off
@@ -60,6 +66,12 @@ FUSED_CALL = 'install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None, font
 WATCHDOG_GRACE_S = 10.0
 RESTART_TIMEOUT_S = 180.0  # a kernel restart, and the new kernel's first reply, each within this
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
+#: the largest part of a kernel message the grader takes (ZMQ_MAXMSGSIZE on every socket of the kernel's client
+#: and manager): ZMQ drops a larger one before allocating it.  A cell's output is cut at ``max_output_kb`` (64 KB)
+#: anyway; a 512 MB display message, taken whole, took the grading process to 2 GB.
+MAX_KERNEL_MESSAGE_BYTES = 2**20
+#: how long ZMQ may take to announce its own reconnection after a connection it lost (``_OversizeWatch``)
+RECONNECT_ANNOUNCED_MS = 1000
 
 
 @dataclass
@@ -87,6 +99,8 @@ class RunResult:
     memory_exhausted: bool = False
     quota_exceeded: str | None = None  # why the run's files went past the disk quota, when they did
     capture_cells: dict = field(default_factory=dict)  # capture file name -> 1-based cell position
+    # 1-based cell position (0: before the first cell) -> kernel messages dropped for their size (``_OversizeWatch``)
+    dropped_messages: dict = field(default_factory=dict)
 
 
 class CappedClient(NotebookClient):
@@ -118,6 +132,78 @@ class CappedClient(NotebookClient):
                                                     "of this cell was dropped]\n"))
             return None
         return super().output(outs, msg, display_id, cell_index)
+
+
+class BoundedKernelManager(SandboxedKernelManager):
+    """The sandboxed kernel's manager, and the clients it makes, with ZMQ's cap on the size of what they receive
+    (``MAX_KERNEL_MESSAGE_BYTES``): each has a ZMQ context of its own, whose sockets all take the option."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.context.setsockopt(zmq.MAXMSGSIZE, MAX_KERNEL_MESSAGE_BYTES)
+
+    def client(self, **kwargs):
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_KERNEL_MESSAGE_BYTES)  # before its channels connect
+        return kc
+
+
+class _OversizeWatch:
+    """Kernel messages dropped for their size, counted per cell (``RunResult.dropped_messages``), and the
+    channels they came on connected again.
+
+    ZMQ refuses a message part larger than ZMQ_MAXMSGSIZE by closing the connection it came on; after a
+    connection error (a kernel that died or restarted) it reconnects by itself and says so at once
+    (CONNECT_DELAYED or CONNECT_RETRIED on the socket's monitor), but not after a refused message.  So a
+    disconnection not followed by ZMQ's own reconnection within ``RECONNECT_ANNOUNCED_MS`` was a message too
+    large: the watch connects the channel again (the kernel's later output and replies still arrive)."""
+
+    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
+
+    def __init__(self, kc, result: RunResult):
+        self.result = result
+        self.cell: int | None = None  # the index of the cell running (None: before the first)
+        self.channels = {}  # monitor socket -> (channel socket, its endpoint)
+        for name in ("shell", "iopub", "stdin", "control"):
+            sock = getattr(getattr(kc, f"{name}_channel", None), "socket", None)
+            try:
+                endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+                self.channels[sock.get_monitor_socket(self.EVENTS)] = (sock, endpoint)
+            except (AttributeError, zmq.ZMQError):  # no such channel: nothing to watch
+                continue
+        self.task = asyncio.create_task(self._watch())
+
+    async def _watch(self):
+        poller = Poller()
+        for monitor in self.channels:
+            poller.register(monitor, zmq.POLLIN)
+        while True:
+            for monitor, _ in await poller.poll():
+                await self._heard(monitor)
+
+    async def _heard(self, monitor):
+        if (await recv_monitor_message(monitor))["event"] != zmq.EVENT_DISCONNECTED:
+            return
+        if await monitor.poll(RECONNECT_ANNOUNCED_MS):
+            if (await recv_monitor_message(monitor))["event"] != zmq.EVENT_DISCONNECTED:
+                return  # ZMQ reconnects by itself: the kernel went away, not a message too large
+        sock, endpoint = self.channels[monitor]
+        try:
+            sock.disconnect(endpoint)
+        except zmq.ZMQError:
+            pass
+        sock.connect(endpoint)
+        at = 0 if self.cell is None else self.cell + 1
+        self.result.dropped_messages[at] = self.result.dropped_messages.get(at, 0) + 1
+
+    def close(self):
+        self.task.cancel()
+        for monitor, (sock, _) in self.channels.items():
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            monitor.close(linger=0)
 
 
 def _host_paths() -> list[tuple[str, str]]:
@@ -187,7 +273,7 @@ class NotebookRunner:
         return env
 
     def _new_manager(self) -> SandboxedKernelManager:
-        km = SandboxedKernelManager()
+        km = BoundedKernelManager()
         configure(km, self.sandbox, self._env(), self._startup)
         return km
 
@@ -225,6 +311,7 @@ class NotebookRunner:
         start = time.monotonic()
         try:
             await self._start_kernel(client)
+            watch = _OversizeWatch(client.kc, result)
             await self._seed(client)
             try:
                 for index, cell in enumerate(self.nb.cells):
@@ -241,6 +328,7 @@ class NotebookRunner:
                         result.cells.append(CellRun(index, cell.source, "skipped", "NotebookTimeout",
                                                     f"the notebook ran over its {self.notebook_timeout:.0f} s limit"))
                         continue
+                    watch.cell = index
                     run = await self._run_cell(client, client.km, cell, index, min(left, self.cell_timeout), result)
                     run.limited_by = "notebook" if left < self.cell_timeout else "cell"
                     result.cells.append(run)
@@ -248,6 +336,7 @@ class NotebookRunner:
                     if self.progress:
                         self.progress(run)
             finally:
+                watch.close()
                 await _discard_kernel(client)
         finally:
             result.seconds = time.monotonic() - start

@@ -7,9 +7,11 @@ student code, so it is *taken*, not trusted: each file is opened without
 following links, checked to be a regular file on the opened descriptor,
 bounded in size, and copied into a folder the grader owns (``taken``); only
 that copy is ever evaluated.  A capture's metadata is read defensively
-(sizes, types), its data is loaded without pickle and with the uncompressed
-size of every array bounded.  A student who tampers with any of it can only
-lose credit.
+(sizes, types), its data is loaded without pickle and only as much of it as a
+task can use (``DataBounds``: points, width, numbers only, checked on each
+array's header before anything is decompressed or widened); a notebook's
+captures beyond what the tasks could use are not taken (``max_captures``).
+A student who tampers with any of it can only lose credit.
 
 ``identify_datasets`` says which of the spec's datasets a model may have been
 trained on, from the training data alone (the sheet's 200 points of [0, 1] are
@@ -34,11 +36,50 @@ from ..intake.formats import MODEL_FORMATS, parse_json, sniff_format
 from ..spec import Assignment, import_reference
 
 MAX_META_BYTES = 64 * 1024
-MAX_DATA_BYTES = 16 * 2**20          # a capture's .npz as written
-MAX_DATA_UNCOMPRESSED = 64 * 2**20   # ... and what its arrays may hold once decompressed
+MAX_DATA_BYTES = 16 * 2**20          # a capture's .npz as written (read whole, then let go)
 MAX_MODEL_BYTES = 64 * 2**20         # a captured or saved model (the course's are a few KB)
-MAX_CAPTURES = 200
+#: the most points of a capture's training data loaded: ``identify_datasets`` names no dataset from more, so
+#: more could neither be matched to a task nor re-trained (the kernel's hook saves up to 200,000 values)
+MAX_TRAINING_POINTS = 20_000
+#: the most values per point (x's features, y's columns) loaded where the spec's tasks do not say
+MAX_POINT_WIDTH = 16
+#: captures taken from one notebook run: this many per model task of the spec, and at least MIN_CAPTURES
+#: (the sheet's notebook makes about one per task; the kernel's hook stops at 200)
+CAPTURES_PER_TASK = 5
+MIN_CAPTURES = 20
 SAVED_MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+@dataclass(frozen=True)
+class DataBounds:
+    """How much of a capture's training data is loaded: at most ``points`` points of at most ``x_width``
+    features and ``y_width`` label columns, as float64.  ``of(assignment)``: the widest input and output of the
+    spec's tasks, so that one capture's arrays hold at most ``bytes`` (tutorial6: 20,000 x (2 + 2) x 8 = 640 KB)."""
+
+    points: int = MAX_TRAINING_POINTS
+    x_width: int = MAX_POINT_WIDTH
+    y_width: int = MAX_POINT_WIDTH
+
+    @classmethod
+    def of(cls, assignment: Assignment) -> "DataBounds":
+        tasks = assignment.model_tasks()
+        inputs = [t.architecture.inputs for t in tasks]
+        outputs = [t.architecture.output.units for t in tasks]
+        if not tasks or not all(isinstance(n, int) and n > 0 for n in inputs + outputs):
+            return cls()
+        return cls(MAX_TRAINING_POINTS, min(max(inputs), MAX_POINT_WIDTH), min(max(outputs), MAX_POINT_WIDTH))
+
+    @property
+    def bytes(self) -> int:
+        """The most one capture's arrays take once loaded."""
+        return self.points * (self.x_width + self.y_width) * 8
+
+
+def max_captures(assignment: Assignment) -> int:
+    """How many captures of one notebook run are taken: ``CAPTURES_PER_TASK`` per model task (tutorial6: 50),
+    at least ``MIN_CAPTURES``.  With ``DataBounds`` they bound the training data the grader holds for one
+    notebook run (tutorial6: 50 x 640 KB = 32 MB)."""
+    return max(MIN_CAPTURES, CAPTURES_PER_TASK * len(assignment.model_tasks()))
 
 
 @dataclass
@@ -91,24 +132,53 @@ class Capture:
         return {"datasets": list(self.datasets), "x": self.x, "y": labels}
 
 
-def load_arrays(data: bytes):
-    """(x, y) from an ``.npz``'s bytes, or (None, None) when damaged, forged or too large once decompressed."""
+def _bounded_array(z: zipfile.ZipFile, name: str, points: int, width: int) -> np.ndarray | None:
+    """Array ``name`` of an ``.npz`` as float64, or None when absent, damaged, not numbers, or larger than
+    ``points`` x ``width``: its header is read first, and nothing more unless it passes (a 65 KB file can hold
+    64 MiB of int8, 512 MB once widened)."""
+    try:
+        info = z.getinfo(name + ".npy")
+    except KeyError:
+        return None
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+        if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize > 16 or not 1 <= len(shape) <= 2:
+            return None
+        if shape[0] > points or (shape[1] if len(shape) == 2 else 1) > width:
+            return None
+        count = int(np.prod(shape))
+        raw = f.read(count * dtype.itemsize)  # at most points x width values: the header said so
+    if len(raw) != count * dtype.itemsize:
+        return None
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C").astype(np.float64)
+
+
+def load_arrays(data: bytes, bounds: DataBounds = DataBounds()):
+    """(x, y) from an ``.npz``'s bytes, as float64: (None, None) when damaged, forged, or when x holds more
+    than ``bounds`` allows; y alone is None when it does (checked on each array's header, before it is
+    decompressed or widened)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            if sum(max(i.file_size, 0) for i in z.infolist()) > MAX_DATA_UNCOMPRESSED:
-                return None, None  # a small file that decompresses to gigabytes
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            x = np.asarray(arrays["x"], dtype=np.float64) if "x" in arrays.files else None
-            y = np.asarray(arrays["y"], dtype=np.float64) if "y" in arrays.files else None
-            return x, y
+            x = _bounded_array(z, "x", bounds.points, bounds.x_width)
+            if x is None:
+                return None, None
+            return x, _bounded_array(z, "y", bounds.points, bounds.y_width)
     except Exception:  # a damaged or forged file: no data, nothing more
         return None, None
 
 
-def take_capture(capture_dir: Path, meta_name: str, taken: Path) -> Capture | None:
-    """One capture written by the hook, its model copied into ``taken``; None when its metadata is missing
-    or damaged (nothing to grade).  Raises ``untrusted.Refused`` when its model file is not a regular file
-    (a link or a pipe put in its place): the caller says so in the report."""
+def take_capture(capture_dir: Path, meta_name: str, taken: Path,
+                 bounds: DataBounds = DataBounds()) -> Capture | None:
+    """One capture written by the hook, its model copied into ``taken`` and its training data loaded within
+    ``bounds`` (``DataBounds.of`` the assignment); None when its metadata is missing or damaged (nothing to
+    grade).  Raises ``untrusted.Refused`` when its model file is not a regular file (a link or a pipe put in
+    its place): the caller says so in the report."""
     try:
         dir_fd = untrusted.open_tree(capture_dir)
     except OSError:
@@ -127,7 +197,7 @@ def take_capture(capture_dir: Path, meta_name: str, taken: Path) -> Capture | No
         except OSError as e:
             raise untrusted.Refused(f"it could not be copied ({e.strerror or e})") from None
         try:
-            x, y = load_arrays(untrusted.read_bytes(stem + ".npz", MAX_DATA_BYTES, dir_fd))
+            x, y = load_arrays(untrusted.read_bytes(stem + ".npz", MAX_DATA_BYTES, dir_fd), bounds)
         except untrusted.Refused:
             x, y = None, None
     finally:
@@ -200,14 +270,22 @@ def _reference(assignment: Assignment, name: str):
     return _reference_cache[key]
 
 
+#: points whose density is estimated at once: a block's distances to the 2,000 reference points take 32 MB
+#: (all 20,000 points loaded at once took 570 MB)
+DENSITY_BLOCK = 1024
+
+
 def _log_density(points: np.ndarray, sample: np.ndarray, bandwidth: float = 0.5) -> np.ndarray:
-    """Gaussian kernel density estimate of ``sample`` at ``points`` (log)."""
-    d2 = ((points[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
-    logk = -d2 / (2 * bandwidth ** 2)
-    m = logk.max(axis=1, keepdims=True)
+    """Gaussian kernel density estimate of ``sample`` at ``points`` (log), ``DENSITY_BLOCK`` points at a time."""
     dim = points.shape[1]
-    return (m[:, 0] + np.log(np.exp(logk - m).mean(axis=1))
-            - dim / 2 * np.log(2 * np.pi * bandwidth ** 2))
+    out = np.empty(len(points))
+    for start in range(0, len(points), DENSITY_BLOCK):
+        block = points[start:start + DENSITY_BLOCK]
+        d2 = ((block[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
+        logk = -d2 / (2 * bandwidth ** 2)
+        m = logk.max(axis=1, keepdims=True)
+        out[start:start + len(block)] = m[:, 0] + np.log(np.exp(logk - m).mean(axis=1))
+    return out - dim / 2 * np.log(2 * np.pi * bandwidth ** 2)
 
 
 #: datasets whose likelihood of the training data is within this factor (as a natural log) of the likeliest's
@@ -258,7 +336,7 @@ def identify_datasets(assignment: Assignment, x: np.ndarray | None, y: np.ndarra
             train = np.asarray(import_reference(assignment, ds.train_x)(), dtype=np.float64).ravel()
             if flat.shape == train.shape and np.allclose(flat, train, atol=1e-6):
                 return [name]
-    if x.ndim != 2 or x.shape[1] != 2 or len(x) < 5 or len(x) > 20000 or not np.isfinite(x).all():
+    if x.ndim != 2 or x.shape[1] != 2 or len(x) < 5 or len(x) > MAX_TRAINING_POINTS or not np.isfinite(x).all():
         return []
     labels = None
     if y is not None:
