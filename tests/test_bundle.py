@@ -273,6 +273,13 @@ def test_a_batch_with_other_versions_than_calibrated_warns_and_stores_what_it_gr
         assert json.loads(c.execute("select versions from runs").fetchone()[0]) == now  # the gradebook keeps them
     finally:
         c.close()
+    # what pages re-drawn from the gradebook alone (`grader report`, `override`) compare with the calibration's
+    from grader.store import Gradebook
+    book = Gradebook(out_dir=out)
+    try:
+        assert book.latest_versions("tutorial6") == now and book.latest_versions("another") is None
+    finally:
+        book.close()
 
 
 def test_a_batch_with_the_calibrated_versions_says_nothing_of_them(tmp_path):
@@ -319,3 +326,24 @@ def test_calibration_records_the_versions_and_a_partial_one_refuses_other_versio
     data = tomllib.loads(out.read_text())
     assert data["meta"]["versions"] == versions.current()
     assert load_assignment(spec).calibrated_versions == versions.current()
+
+
+@pytest.mark.slow  # starts the evaluation worker
+def test_the_gradescope_run_warns_staff_when_it_grades_with_other_versions(bundle, tmp_path):
+    _, source = bundle
+    root = tmp_path / "autograder"
+    shutil.copytree(source, root / "source")
+    path = root / "source" / "assignment" / "calibration.toml"
+    data = tomllib.loads(path.read_text())
+    data["meta"]["versions"] = _older_keras()  # as if the image had installed another Keras than the lock's
+    path.write_text(tomli_w.dumps(data))
+    (root / "submission").mkdir()
+    env = {**os.environ, "GRADER_AUTOGRADER_ROOT": str(root), "GRADER_BIN": str(Path(sys.executable).parent / "grader")}
+    env.pop("GRADER_SECRET", None)
+    done = subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = f"keras {versions.current()['keras']} (calibrated with 3.0.0)"
+    assert said in " ".join(done.stderr.split())  # the autograder's output: staff see it, students do not
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert said not in json.dumps(results)  # nothing of it in what the student sees
