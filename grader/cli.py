@@ -483,19 +483,25 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
 @click.argument("assignment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where to write the kit  [default: grader-kit/<assignment id>]")
-def kit(assignment_dir: Path, out_dir):
+@click.option("--grader", "grader_source", metavar="WHEEL|URL", default=None,
+              help="The grader students install: a grader-*.whl file, or git+https://.../grader@<40-hex commit>  "
+                   "[default: this grader's own wheel, built into the kit]")
+def kit(assignment_dir: Path, out_dir, grader_source):
     """Build the student kit of an assignment: the spec, its public thresholds and data generators, no
-    reference solution.  Students run `grader check` with it."""
+    reference solution, the grader's own wheel and a README.txt whose commands install it and run
+    `grader check`."""
     from .api import KIT_FOLDER, build_kit
+    from .kit import WHEEL
     from .spec import load_assignment
 
     try:
-        out = build_kit(assignment_dir, out_dir or KIT_FOLDER / load_assignment(assignment_dir).id)
+        out = build_kit(assignment_dir, out_dir or KIT_FOLDER / load_assignment(assignment_dir).id,
+                        grader=grader_source or WHEEL)
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
-    console.print(f"wrote the kit to [bold]{terminal(str(out))}[/]: hand out this folder; students run "
-                  f"`grader check <their notebook> -a {terminal(str(out))}`.")
+    console.print(f"wrote the kit to [bold]{terminal(str(out))}[/]: hand out this folder; its README.txt tells "
+                  "students how to install this grader and run `grader check`.")
 
 
 @main.command()

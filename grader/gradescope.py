@@ -186,7 +186,7 @@ def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s
     pins = pinned_install(assignment_dir, project)
     with tempfile.TemporaryDirectory(prefix="grader-bundle-") as tmp:
         tmp = Path(tmp)
-        build_kit(assignment_dir, tmp / "assignment")
+        build_kit(assignment_dir, tmp / "assignment", grader=None)  # the bundle installs its own wheel
         wheels = tmp / "wheels"
         done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                                "-w", str(wheels), str(project)], capture_output=True, text=True)

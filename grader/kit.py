@@ -3,20 +3,29 @@
 ``build_kit(assignment_dir, out)`` copies the spec (``assignment.toml``), the
 public thresholds of ``calibration.toml`` (without the calibration's seeds and
 held-out secret), the data generators and the support files the spec names
-(the course's ``tools.py`` is made from them), and a short README -- never the
-reference solution, its notebook or the demo maker.  The kit loads as an
+(the course's ``tools.py`` is made from them), this grader's own wheel (built
+from a clean copy of this checkout, no dependencies: ``grader`` on the package
+index is another project) and a README whose commands install it in a fresh
+virtual environment and run ``check`` -- never the reference solution, its
+notebook or the demo maker.  The kit loads as an
 assignment of its own: ``check`` on a kit gives the same verdicts as on the
 full assignment folder.
 """
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
 import tomllib
+import zipfile
 from pathlib import Path
 
 import tomli_w
 
-from .errors import OutputError
+from .errors import FatalError, OutputError
 from .spec import load_assignment
 
 #: what a kit never holds: the answers and what makes them
@@ -24,18 +33,38 @@ PRIVATE = ("solution.py", "solution.ipynb", "make_demo.py", "fit_datasets.py")
 #: calibration fields that say how the thresholds were made, not what they are
 PRIVATE_CALIBRATION = ("seeds", "reference_seed", "heldout_secret", "base_seed")
 
+#: the kit's own grader: this checkout's wheel (``build_kit(..., grader=WHEEL)``)
+WHEEL = "wheel"
+
 README = """{title}: the student kit
 {rule}
 
-Check your work before you submit it:
+Check your work before you submit it with `grader check`. It runs your notebook (or
+script, or saved models) and tells you, task by task, what it found, how it does on
+public validation data and what to fix. It is not your grade: the grader uses other,
+secret held-out data.
 
-    pip install grader            # or the command your course gives
-    grader check my_notebook.ipynb -a {folder}
+You need Python {python}. Open a terminal in the folder that holds this kit folder
+({folder}/) and your work -- below, my-work: your notebook (tutorial.ipynb), script,
+saved model or a folder of them -- and run:
 
-`grader check` runs your notebook (or script, or saved model) and tells you, task by
-task, what it found, how it does on public validation data and what to fix. It is not
-your grade: the grader uses other, secret held-out data.
+{commands}
+
+The first two commands are needed once; after that, run only the last one. On
+Windows, write grader-env\\Scripts\\ for grader-env/bin/ (and python for python3).
+
+{install_note}
 """
+
+#: what the README says of the grader it installs
+INSTALL_NOTE = {
+    WHEEL: ("{wheel} is the grader your course grades with ({build}), so `check` judges your work "
+            "as the grader will; pip fetches what it needs (Keras, TensorFlow, JAX) from the Python Package "
+            "Index. Do not install the package named \"grader\" from the index: it is another project."),
+    "url": ("The address above is the grader your course grades with, at a fixed commit (git must be "
+            "installed); pip fetches what it needs from the Python Package Index. Do not install the package "
+            "named \"grader\" from the index: it is another project."),
+}
 
 
 def _public_calibration(text: str) -> str:
@@ -58,10 +87,15 @@ def _public_calibration(text: str) -> str:
     return out
 
 
-def build_kit(assignment_dir, out) -> Path:
-    """Write the kit of ``assignment_dir`` into ``out`` (a new or empty folder); returns ``out``."""
+def build_kit(assignment_dir, out, *, grader: str | Path | None = WHEEL) -> Path:
+    """Write the kit of ``assignment_dir`` into ``out`` (a new or empty folder); returns ``out``.
+
+    ``grader`` is how its README installs the grader: ``WHEEL`` (this checkout's own wheel, built into the
+    kit), the path of a grader wheel (copied into it), a ``git+https://...@<40-hex commit>`` URL, or None
+    (no grader and no install steps: the Gradescope bundle installs its own)."""
     assignment = load_assignment(assignment_dir)
     root, out = assignment.root, Path(out)
+    source = _grader_source(grader)
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"{out} is not empty: choose a new folder for the kit")
     try:
@@ -73,9 +107,88 @@ def build_kit(assignment_dir, out) -> Path:
         for path in sorted(root.glob("*.py")):
             if path.name not in PRIVATE:
                 shutil.copyfile(path, out / path.name)
-        (out / "README.txt").write_text(README.format(title=assignment.title, rule="=" * (len(assignment.title) + 19),
-                                                       folder=out.name))
+        wheel = None
+        if source == WHEEL:
+            wheel = build_wheel(out)
+        elif isinstance(source, Path):
+            wheel = out / source.name
+            shutil.copyfile(source, wheel)
+        (out / "README.txt").write_text(_readme(assignment.title, out.name, source, wheel))
     except OSError as e:
         raise OutputError(f"cannot write the kit to {out}: {e.strerror or e}") from None
     load_assignment(out)  # the kit must load on its own
     return out
+
+
+_PINNED_URL = re.compile(r"git\+https://[^\s@]+@[0-9a-fA-F]{40}")
+
+
+def _grader_source(grader) -> str | Path | None:
+    """``grader`` checked: ``WHEEL``, None, an existing ``.whl`` path, or a git URL pinned to a commit (a name or
+    ``name==version`` would install whatever a package index serves under it: ``grader`` there is another
+    project)."""
+    if grader is None or grader == WHEEL:
+        return grader
+    text = str(grader)
+    if _PINNED_URL.fullmatch(text):
+        return text
+    path = Path(text)
+    if path.suffix == ".whl" and path.is_file() and path.name.startswith("grader-"):
+        return path.resolve()
+    raise FatalError(f"the kit's grader {text!r} is neither a grader wheel file (grader-*.whl) nor a git URL pinned "
+                     "to a commit (git+https://github.com/<course>/grader@<40-hex commit>): a bare name or "
+                     "name==version installs whatever the package index serves, and `grader` there is another "
+                     "project.")
+
+
+def build_wheel(into: Path) -> Path:
+    """This grader's wheel, built into ``into`` from a clean copy of its source (pyproject.toml, README.md and
+    the package, nothing else: no stale build folder, nothing but what is checked out here), without its
+    dependencies; returns the wheel's path."""
+    project = Path(__file__).resolve().parents[1]
+    if not (project / "pyproject.toml").is_file():
+        raise FatalError(f"cannot build the grader's wheel: {project} is not a source checkout of grader (give "
+                         "the kit a wheel or a pinned git URL with --grader)")
+    with tempfile.TemporaryDirectory(prefix="grader-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copyfile(project / name, src / name)
+        shutil.copytree(project / "grader", src / "grader",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                               "--no-cache-dir", "-w", str(Path(tmp) / "dist"), str(src)],
+                              capture_output=True, text=True, cwd=tmp)
+        wheels = sorted((Path(tmp) / "dist").glob("grader-*.whl"))
+        if done.returncode != 0 or len(wheels) != 1:
+            raise FatalError(f"cannot build the grader's wheel: {done.stderr.strip()[-400:]}")
+        into.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(wheels[0], into / wheels[0].name))
+
+
+def _requires_python(wheel: Path | None) -> str:
+    """The Python versions the wheel installs on, in words (``3.11 or newer``)."""
+    spec = ""
+    if wheel is not None:
+        with zipfile.ZipFile(wheel) as z:
+            meta = next((n for n in z.namelist() if n.endswith(".dist-info/METADATA")), None)
+            text = z.read(meta).decode("utf-8", "replace") if meta else ""
+        spec = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                     if line.startswith("Requires-Python:")), "")
+    m = re.fullmatch(r">=\s*(\d+\.\d+)", spec)
+    return f"{m.group(1)} or newer" if m else (spec or "3.11 or newer")
+
+
+def _readme(title: str, folder: str, source, wheel: Path | None) -> str:
+    if source is None:
+        commands, note = f"    grader check my-work -a {folder}", "Install the grader as your course says first."
+    else:
+        target = f"{folder}/{wheel.name}" if wheel is not None else f'"{source}"'
+        commands = "\n".join(["    python3 -m venv grader-env", f"    grader-env/bin/pip install {target}",
+                               f"    grader-env/bin/grader check my-work -a {folder}"])
+        from .store import keys
+
+        note = textwrap.fill(INSTALL_NOTE[WHEEL if wheel is not None else "url"].format(
+            wheel=wheel.name if wheel is not None else "", build=f"version {keys.build_id()}"), width=84)
+    return README.format(title=title, rule="=" * (len(title) + 19), folder=folder, commands=commands,
+                         install_note=note, python=_requires_python(wheel))

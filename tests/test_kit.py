@@ -1,0 +1,114 @@
+"""The student kit: it carries the grader it was made with, and its README's commands work as written.
+
+The README is followed in a fresh virtual environment made by its own `python3 -m venv`, on a "laptop" folder
+that holds only the kit and the student's work.  The grader's dependencies (Keras, TensorFlow, JAX: gigabytes)
+are this environment's, seen through PYTHONPATH with pip barred from any index: pip then resolves the wheel's
+requirements against them exactly as against a download, and a requirement they do not satisfy fails the
+test instead of being fetched."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TUTORIAL6
+
+DEMO = ROOT / "submissions" / "tutorial6"
+#: what the laptop's Python does not get from this environment: the grader (it must come from the kit) and
+#: pip and setuptools (the new environment has its own)
+NOT_SHARED = re.compile(r"^(grader|__editable__|_distutils_hack|pip|setuptools|pkg_resources)([-_.].*)?$|"
+                        r"\.pth$|^__pycache__$", re.IGNORECASE)
+
+
+def grader(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "grader.cli", *[str(a) for a in args]], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def readme_commands(kit: Path) -> list[str]:
+    """The commands of the kit's README: its indented lines, as a student copies them."""
+    return [line.strip() for line in (kit / "README.txt").read_text().splitlines() if line.startswith("    ")]
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory) -> Path:
+    """`grader kit reference/tutorial6 -o <laptop>/tutorial6-kit`, as a TA makes it."""
+    laptop = tmp_path_factory.mktemp("laptop")
+    done = grader("kit", TUTORIAL6, "-o", laptop / "tutorial6-kit")
+    assert done.returncode == 0, done.stderr
+    return laptop / "tutorial6-kit"
+
+
+@pytest.fixture
+def dependencies(tmp_path) -> Path:
+    """A folder showing every distribution of this environment but the grader and the packaging tools."""
+    site = next(Path(p) for p in sys.path if p.endswith("site-packages") and (Path(p) / "keras").is_dir())
+    shared = tmp_path / "dependencies"
+    shared.mkdir()
+    for entry in site.iterdir():
+        if not NOT_SHARED.search(entry.name):
+            (shared / entry.name).symlink_to(entry)
+    return shared
+
+
+def test_the_kit_carries_this_graders_wheel_and_never_the_answers(kit):
+    wheels = list(kit.glob("grader-*.whl"))
+    assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as z:
+        names = set(z.namelist())
+        assert z.read("grader/kit.py") == (ROOT / "grader" / "kit.py").read_bytes()  # this checkout's code
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "Name: grader" in metadata and "Requires-Dist: keras" in metadata  # dependencies come from the index
+    assert "grader/ci/github-workflow.yml" in names and not any("__pycache__" in n for n in names)
+    assert not {"solution.py", "solution.ipynb", "make_demo.py"} & {p.name for p in kit.iterdir()}
+    commands = readme_commands(kit)
+    assert not any(re.search(r"pip install\s+['\"]?grader\b(?![-\w.]*\.whl)", c) for c in commands)
+
+
+def test_the_kits_readme_works_as_written_in_a_fresh_virtual_environment(kit, dependencies, tmp_path):
+    laptop = kit.parent
+    shutil.rmtree(laptop / "grader-env", ignore_errors=True)
+    work = laptop / "my-work"  # the name the README uses for the student's work
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(DEMO / "bob", work)
+    tools = tmp_path / "bin"  # the laptop's python3: this Python's own interpreter, outside any environment
+    tools.mkdir()
+    (tools / "python3").symlink_to(Path(getattr(sys, "_base_executable", sys.executable)).resolve())
+    env = {"PATH": f"{tools}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(dependencies), "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull,
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TMPDIR": str(tmp_path)}
+    commands = readme_commands(kit)
+    assert [c.split()[:2] for c in commands] == [["python3", "-m"], ["grader-env/bin/pip", "install"],
+                                                 ["grader-env/bin/grader", "check"]]
+    ran = [subprocess.run(["bash", "-c", command], cwd=laptop, env=env, capture_output=True, text=True,
+                          timeout=900) for command in commands]
+    for command, done in zip(commands[:-1], ran[:-1]):
+        assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    check = ran[-1]
+    assert check.returncode == 1, check.stdout + check.stderr[-3000:]  # bob's work is not complete: a verdict
+    assert "task 1a: passed" in check.stderr and "1b, 1d, 1e, 1f, 2b, 2c, 3 missing" in check.stderr
+    where = subprocess.run([str(laptop / "grader-env" / "bin" / "python"), "-c",
+                            "import grader, keras; print(grader.__file__); print(keras.__file__)"],
+                           cwd=laptop, env=env, capture_output=True, text=True, timeout=300)
+    grader_file, keras_file = where.stdout.split()
+    assert Path(grader_file).is_relative_to(laptop / "grader-env")  # the kit's grader, in the new environment
+    assert Path(keras_file).is_relative_to(dependencies)  # the dependencies as pip resolved them
+
+
+def test_a_grader_the_kit_cannot_pin_is_refused(tmp_path):
+    for source in ("grader", "grader==0.1.0", "git+https://github.com/course/grader@main"):
+        done = grader("kit", TUTORIAL6, "-o", tmp_path / source.replace("/", "_"), "--grader", source)
+        assert done.returncode == 2 and "another project" in done.stderr, done.stderr
+        assert not (tmp_path / source.replace("/", "_")).exists()
+
+
+def test_a_kit_can_name_the_grader_by_a_pinned_url_instead(tmp_path):
+    url = "git+https://github.com/course/grader@" + "0123456789abcdef" * 2 + "01234567"
+    done = grader("kit", TUTORIAL6, "-o", tmp_path / "tutorial6-kit", "--grader", url)
+    assert done.returncode == 0, done.stderr
+    commands = readme_commands(tmp_path / "tutorial6-kit")
+    assert commands[1] == f'grader-env/bin/pip install "{url}"' and not list((tmp_path / "tutorial6-kit").glob("*.whl"))
