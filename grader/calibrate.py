@@ -362,7 +362,7 @@ def _without_timings(text: str) -> str:
     return text if at < 0 else text[:at].rstrip("\n") + "\n"
 
 
-def _time_reference(assignment, notebook: Path, backend: str, limits):
+def _time_reference(assignment, notebook: Path, backend: str, limits, unsandboxed: bool = False):
     """One run of the reference notebook by the grader's own executor (``execute.execute_notebook``: the
     sandboxed kernel, the capture, the harvest a student's notebook gets) on ``backend``: its ``RunResult``.
     A reference that fails a cell (or is re-run on another backend) is refused, naming the cell."""
@@ -375,7 +375,7 @@ def _time_reference(assignment, notebook: Path, backend: str, limits):
     sub = collect_one(notebook, spec, "reference")
     if not sub.files:
         raise SpecError(assignment.spec_path, None, f"{notebook.name} could not be read as a notebook")
-    with execute_notebook(spec, sub.files[0], None, seed=0, limits=limits) as ex:
+    with execute_notebook(spec, sub.files[0], None, seed=0, limits=limits, unsandboxed=unsandboxed) as ex:
         run, failed = ex.run, list(ex.failures)
     if failed or run.backend != backend:
         f = failed[0] if failed else {"cell": "?", "explanation": f"it was re-run on {run.backend}"}
@@ -424,14 +424,15 @@ def write_timings(path: Path, table: dict | None) -> None:
 
 
 def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, progress=None, probe=None,
-                      backends: list[str] | None = None) -> tuple[Path, dict | None]:
+                      backends: list[str] | None = None, allow_unsandboxed: bool = False) -> tuple[Path, dict | None]:
     """Time the assignment's reference notebook (``REFERENCE_NOTEBOOK``) ``runs`` times on each of ``backends``
     (default: the spec's notebook backend) through the grader's own executor, run the speed probe before
     the runs and after each, and write the medians to the calibration file's ``[timings]`` (nothing else
     in it changes).  A backend without timings (by default tensorflow, on which a notebook is re-run when
     JAX explains its failure: ten times slower to time, and rare) runs under the spec's fixed limits.  No
     reference notebook: no timings (an old section is removed), and the spec's fixed limits apply.
-    Returns (the calibration file, the table or None)."""
+    The sandbox must start here first (``sandbox.prove_isolation``: the timings are those of the sandboxed
+    kernel students get), unless ``allow_unsandboxed``.  Returns (the calibration file, the table or None)."""
     from . import speed_probe
     from .execute.limits import BACKENDS, BatchLimits, fixed_limits
 
@@ -444,6 +445,14 @@ def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, progress=None, pr
         if assignment.calibration_path is not None:
             write_timings(out, None)
         return out, None
+    from .execute.sandbox import prove_isolation
+
+    no_sandbox = prove_isolation()
+    if no_sandbox and not allow_unsandboxed:
+        raise FatalError(f"cannot time {notebook.name}: its timings are those of the sandboxed kernel students get, "
+                         f"and the sandbox does not start here. {no_sandbox}",
+                         hint="Calibrate on the machine that grades, or pass --allow-unsandboxed to time it "
+                              "without isolation (the reference solution is the course's own code).")
     settings = assignment.notebooks
     fixed = BatchLimits(tuple((b, fixed_limits(settings, b)) for b in BACKENDS))
     backends = list(dict.fromkeys(backends or [settings.backend]))
@@ -452,7 +461,7 @@ def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, progress=None, pr
     for backend in backends:
         done = []
         for i in range(runs):
-            done.append(_time_reference(assignment, notebook, backend, fixed))
+            done.append(_time_reference(assignment, notebook, backend, fixed, unsandboxed=bool(no_sandbox)))
             readings.append(probe())
             if progress:
                 progress(backend, i + 1, runs, done[-1])

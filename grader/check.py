@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import FatalError
 from .evaluate import Evaluator, dataset_seeds
 from .execute.limits import batch_limits, secs
-from .execute.sandbox import unavailable_reason
+from .execute.sandbox import prove_isolation
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS
 from .report import Reporter
@@ -112,7 +112,7 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     sub = submission_from(Path(path), assignment)
     has_code = sub.runs_code
     notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
-    unsandboxed = unavailable_reason() if has_code else None
+    unsandboxed = prove_isolation() if has_code else None  # the sandbox started here, now, or why not
     if unsandboxed:
         say("unsandboxed", unsandboxed)
         notices.append(unsandboxed)
@@ -136,7 +136,8 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         # a page's plots: the first of each layout drawn while the notebook trains (``report.cache.PlotWarmUp``)
         with PlotWarmUp(assignment) if out_dir is not None else nullcontext() as warming:
             measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run),
-                                       limits=limits, on_evaluated=warming.evaluated if warming else None)
+                                       limits=limits, on_evaluated=warming.evaluated if warming else None,
+                                       unsandboxed=bool(unsandboxed))  # the student's own code, warned of
         result = score_student(assignment, measured)
     result.id = name or Path(path).resolve().name or "submission"
 

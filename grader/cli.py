@@ -438,6 +438,8 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
 @click.option("--timing-backend", "timing_backends", multiple=True, type=click.Choice(["jax", "tensorflow"]),
               help="Time the reference notebook on this backend (repeatable)  [default: the spec's notebook "
                    "backend; a re-run on another backend gets the spec's fixed limits]")
+@click.option("--allow-unsandboxed", is_flag=True,
+              help="Time the reference notebook even where the sandbox does not start (without isolation).")
 def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_only: bool, no_timings: bool,
               timing_runs: int, timing_backends, workers, allow_unsandboxed):
     """Train every task's reference RUNS times and write thresholds to calibration.toml; time the reference

@@ -53,6 +53,7 @@ class Job:
     seeds: tuple  # ((dataset, seed), ...)
     submission: object  # intake.Submission
     limits: object = None  # the batch's notebook time limits (execute.limits.BatchLimits), probed once at its start
+    unsandboxed: bool = False  # the TA allowed notebooks to run where they cannot be isolated (--allow-unsandboxed)
 
 
 # -- worker side -------------------------------------------------------------------
@@ -101,7 +102,7 @@ def measure_job(job: Job):
         compile_cache.for_kernels(assignment)
     with PlotWarmUp(assignment) as warming:  # the first plot of each layout, drawn while the models are measured
         measured = measure_student(assignment, job.submission, evaluator, limits=job.limits,
-                                   on_evaluated=warming.evaluated)
+                                   on_evaluated=warming.evaluated, unsandboxed=job.unsandboxed)
     return measured, evaluator.memory_capped, _plots(assignment, measured)
 
 

@@ -29,7 +29,7 @@ from .engines import Job, default_workers, make_engine
 from .errors import FatalError, OutputError
 from .evaluate import dataset_seeds, resolve_secret
 from .execute import compile_cache
-from .execute.sandbox import unavailable_reason
+from .execute.sandbox import prove_isolation
 from .intake import collect
 from .report import Reporter, atomic_write
 from .measure import Measurements
@@ -195,7 +195,7 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
     to_measure = [p for p in plans if p.action == "measure"]
     code = [p.submission.student_id for p in to_measure
             if p.submission.runs_code]
-    no_sandbox = unavailable_reason() if code else None
+    no_sandbox = prove_isolation() if code else None  # the sandbox started here, now, with the runs' own flags
     if no_sandbox:
         if not allow_unsandboxed:
             raise FatalError(f"{len(code)} submission(s) hold notebooks or scripts, and this machine cannot run "
@@ -269,7 +269,7 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
             reporter.add(result, stored=stored)
         if engine is not None:
             progress.status(f"measuring on {engine.description}")
-            jobs = [Job(spec, tuple(sorted(seeds.items())), p.submission, limits)
+            jobs = [Job(spec, tuple(sorted(seeds.items())), p.submission, limits, unsandboxed=bool(no_sandbox))
                     for p in to_measure]
             for sub, outcome in engine.run(jobs):
                 plan = by_id[sub.student_id]

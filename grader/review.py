@@ -12,7 +12,8 @@
 * ``identical_work``: students who share any of those, grouped, with what
   they share.  Listed on the class page and by ``grader review``; the grade is
   never touched, a TA decides.
-* ``review_items``: internal errors, overrides whose automatic score changed
+* ``review_items``: tasks that could not be graded (the sandbox failed:
+  re-run them), internal errors, overrides whose automatic score changed
   since (``needs_review``), refused training, metrics within a hair
   (``NEAR_THRESHOLD``) of a pass or partial threshold, inferred tasks, and
   identical work.  A task a TA has overridden is decided: only a changed
@@ -29,14 +30,16 @@ from .score.assess import fmt_value
 
 #: how every internal-error message starts (``pipeline._internal_error``): a grader failure, not the student's
 INTERNAL_ERROR = "The grader failed on this submission"
+#: how a task's message starts when the grader's environment (the sandbox) kept it from being graded
+COULD_NOT_GRADE = "Could not be graded"
 #: a metric this close to a threshold (a fraction of the threshold) is worth a human look
 NEAR_THRESHOLD = 0.02
 #: the kinds of fingerprint, and how a shared one is named
 IDENTICAL = {"models": "identical model files", "weights": "identical model weights (within a tolerance)",
              "code": "identical code (comments, layout and the sheet's own code aside)"}
 #: the kinds of item, in the order they are listed
-KINDS = ("internal error", "override needs review", "training refused", "near threshold", "inferred task",
-         "identical work")
+KINDS = ("could not be graded", "internal error", "override needs review", "training refused", "near threshold",
+         "inferred task", "identical work")
 
 
 #: fewer tokens than this of a student's own code (the sheet's statements taken out) shows nothing shared
@@ -265,6 +268,10 @@ def review_items(results: list[dict], identical: list[dict], near: float = NEAR_
         items.append({"kind": kind, "students": list(students), "task": task, "detail": detail})
 
     for s in results:
+        unrun = [t for t in s["tasks"] if t["status"] == "error" and t["message"].startswith(COULD_NOT_GRADE)
+                 and not t.get("override")]
+        if unrun:
+            add("could not be graded", [s["id"]], ", ".join(t["id"] for t in unrun), _sentence(unrun[0]["message"]))
         failed = [t for t in s["tasks"] if t["status"] == "error" and t["message"].startswith(INTERNAL_ERROR)]
         if failed:
             add("internal error", [s["id"]], ", ".join(t["id"] for t in failed), _sentence(failed[0]["message"]))

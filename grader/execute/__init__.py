@@ -29,10 +29,10 @@ from ..harvest import Capture, DataBounds, max_captures, saved_models, snapshot,
 from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose
-from .limits import BatchLimits, TimeLimits, default_limits, secs
+from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
 from .runner import MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
 from . import compile_cache, course_kernel
-from .sandbox import Limits, Sandbox, SandboxFailed
+from .sandbox import Limits, Sandbox, SandboxFailed, unavailable_reason
 from .scripts import script_to_notebook
 
 
@@ -223,7 +223,7 @@ def _limits(settings) -> Limits:
 
 
 def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, on_capture, seed,
-              limits: TimeLimits):
+              limits: TimeLimits, unsandboxed: bool = False):
     """One run in a new scratch folder: (scratch, work folder, run, stage report, files before the run)."""
     settings = assignment.notebooks
     scratch = Path(tempfile.mkdtemp(prefix="grader-nb-"))
@@ -234,6 +234,8 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
         cache = compile_cache.ready(assignment) if compile_cache.read_by_kernels(assignment, backend) else None
         sandbox = Sandbox(work, runtime, _limits(settings), shared_dirs=(capture,),
                           readonly_dirs=((cache, compile_cache.INNER),) if cache else ())
+        if not sandbox.available and not unsandboxed:  # never student code unisolated unless the TA said so
+            raise SandboxFailed(unavailable_reason() or "isolation is not available")
         bounds = untrusted.Bounds(max_entries=assignment.intake.max_files,
                                   max_bytes=assignment.intake.max_megabytes * 2**20,
                                   max_depth=assignment.intake.max_depth)
@@ -263,8 +265,17 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
         raise
 
 
+def _not_started(e: SandboxFailed):
+    """The student's error for a sandbox that could not be prepared (the grader's environment, not their code)."""
+    from ..errors import KernelStartFailed
+
+    return KernelStartFailed(f"the sandbox could not be prepared: {e}", hint="This is the grader's environment "
+                             "failing, not your code; a TA should re-run the grading.")
+
+
 def execute_notebook(assignment, file, files_root: Path | None = None, progress=None, on_capture=None,
-                     seed: int | None = None, limits: BatchLimits | None = None) -> Execution:
+                     seed: int | None = None, limits: BatchLimits | None = None, unsandboxed: bool = False,
+                     clock: StudentClock | None = None) -> Execution:
     """Run one notebook or script (an ``intake.SubmittedFile``); raises ``NotebookUnreadable`` for a file
     that is no notebook and ``KernelStartFailed`` when the sandbox cannot start a kernel.
 
@@ -273,7 +284,11 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     ``limits``: the batch's time limits (``limits.batch_limits``); None: this process's own
     (``limits.default_limits``, which runs the speed probe once).
     ``on_capture(capture)`` is called for each harvested model as soon as the cell that made it
-    has finished, so that evaluation can run beside the rest of the notebook."""
+    has finished, so that evaluation can run beside the rest of the notebook.
+    ``unsandboxed``: run even where the machine cannot isolate the code (otherwise ``KernelStartFailed``).
+    ``clock``: the student's time budget (``limits.StudentClock``): each run's notebook limit is at most what
+    is left of it, and no capture is loaded once it is spent.  A re-run on TensorFlow keeps the first
+    backend's limits unless the reference was timed there (``BatchLimits.for_rerun``)."""
     nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
     limits = limits or default_limits(assignment)
@@ -292,6 +307,12 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                                f"more than the assignment's {len(assignment.model_tasks())} tasks could use; those "
                                f"from cell {cell} on beyond them were not.")
             return
+        if clock is not None and clock.left() <= 0:  # loading captures is the student's time too
+            if not state.get("late"):
+                state["late"] = True
+                refused.append(f"Models captured from cell {cell} on were not loaded: this submission used up "
+                               f"{clock.why} ({secs(clock.total_s)} s).")
+            return
         try:
             cap = take_capture(meta_path.parent, meta_path.name, state["scratch"] / "taken", data_bounds)
         except untrusted.Refused as e:
@@ -305,23 +326,21 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         if on_capture:
             on_capture(cap)
 
-    def run(backend_name):
+    def run(backend_name, run_limits: TimeLimits):
         scratch = Path(tempfile.mkdtemp(prefix="grader-taken-"))
         state["scratch"] = scratch
+        state["limits"] = run_limits = clock.cap(run_limits) if clock is not None else run_limits
         try:
             return (scratch, *_run_once(assignment, nb, file, files_root, backend_name, progress, harvest, seed,
-                                        limits.for_backend(backend_name)))
+                                        run_limits, unsandboxed))
         except BaseException:
             _remove(scratch)
             raise
 
     try:
-        taken, scratch, work, result, staged, before, sandbox, bounds = run(backend)
+        taken, scratch, work, result, staged, before, sandbox, bounds = run(backend, limits.for_backend(backend))
     except SandboxFailed as e:
-        from ..errors import KernelStartFailed
-
-        raise KernelStartFailed(f"the sandbox could not be prepared: {e}", hint="This is the grader's "
-                                "environment failing, not your code; a TA should re-run the grading.") from None
+        raise _not_started(e) from None
     notes = []
     if not sandbox.available:
         notes.append(sandbox.warning)
@@ -329,11 +348,16 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     if reason:
         captures.clear()
         refused.clear()
+        state.pop("late", None)
         if on_capture:
             on_capture(None)  # forget what the failed run gave (before its files go)
         _remove(scratch)
         _remove(taken)
-        taken, scratch, work, result, staged, before, sandbox, bounds = run("tensorflow")
+        try:
+            taken, scratch, work, result, staged, before, sandbox, bounds = run(
+                "tensorflow", limits.for_rerun("tensorflow", backend))
+        except SandboxFailed as e:
+            raise _not_started(e) from None
         notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
                      "the TensorFlow backend; the results below are from that run.")
     try:
@@ -350,7 +374,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                      f"larger than the grader takes from a notebook ({MAX_KERNEL_MESSAGE_BYTES // 2**20} MB: text, a "
                      "plot or a display); they were dropped. Print or show less at once (a plot's figure size, a "
                      "summary instead of a whole array).")
-    used = limits.for_backend(result.backend)
+    used = state["limits"]  # the limits the (last) run had
     if result.notebook_timed_out:
         notes.append(f"The notebook ran over its time limit of {secs(used.notebook.seconds)} s "
                      f"({used.notebook.why}); the cells after that point were not run.")

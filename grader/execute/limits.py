@@ -11,7 +11,10 @@ The limits of a cell and of a whole notebook (spec: ``[notebooks]``, see
 file (an assignment without a reference notebook), no timings for the backend
 a notebook runs on, or a probe whose workload changed since calibration: the
 fixed ``cell_timeout_s`` and ``notebook_timeout_s`` are the limits, and the
-limits say why.
+limits say why.  A re-run on TensorFlow of a notebook whose failure JAX
+explains keeps JAX's limits unless the reference was timed on TensorFlow
+(``BatchLimits.for_rerun``), and ``StudentClock`` caps every run at what is
+left of the student's whole time budget.
 
 ``derive`` and ``time_limits`` are pure; ``batch_limits`` runs the speed
 probe once (``grader.speed_probe``) and gives every backend's limits for a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 
 from .. import speed_probe
@@ -130,6 +134,18 @@ class BatchLimits:
     def for_backend(self, backend: str) -> TimeLimits:
         return dict(self.by_backend)[backend]
 
+    def for_rerun(self, backend: str, first: str) -> TimeLimits:
+        """The limits of a re-run on ``backend`` of a notebook that failed on ``first`` in a way ``first``
+        explains: ``backend``'s own only when they come from the reference's own timings there; otherwise
+        ``first``'s, kept (a forged "JAX-only" error must not buy the fixed maximums, ten times the time)."""
+        own, before = self.for_backend(backend), self.for_backend(first)
+        if own.scale is not None or before.scale is None:  # the reference timed there, or no timings at all
+            return own
+        note = (f"the {first} limit, kept for the re-run on {backend}, which has no timings of the reference "
+                "notebook")
+        return TimeLimits(backend, Limit(before.cell.seconds, f"{before.cell.why}; {note}"),
+                          Limit(before.notebook.seconds, f"{before.notebook.why}; {note}"), before.scale)
+
     def describe(self) -> str:
         """One line for the TA's console and log."""
         parts = []
@@ -180,6 +196,34 @@ def batch_limits(assignment, probe=speed_probe.probe) -> BatchLimits:
             notes.append(stale)
     return BatchLimits(tuple((b, time_limits(settings, timings, b, scale)) for b in BACKENDS), reading, scale,
                        tuple(notes))
+
+
+class StudentClock:
+    """One student's time budget (``[evaluation] student_time_s``, and on Gradescope the bundle's budget inside
+    it): every notebook run, a re-run, the loading of captures, evaluation and re-training draw from it, on
+    the wall clock from the moment the student's measuring starts."""
+
+    def __init__(self, total_s: float, why: str, *, started: float | None = None):
+        """``started``: when the budget began (``time.monotonic()``; default: now)."""
+        self.total_s, self.why = float(total_s), why
+        self._now = time.monotonic
+        self.started = self._now() if started is None else started
+
+    def left(self) -> float:
+        return max(0.0, self.total_s - (self._now() - self.started))
+
+    def spent(self) -> float:
+        return self._now() - self.started
+
+    def cap(self, limits: TimeLimits) -> TimeLimits:
+        """``limits`` with the notebook's (and so each cell's) limit at most what is left of the budget."""
+        left = float(math.floor(self.left()))
+        if left >= limits.notebook.seconds:
+            return limits
+        notebook = Limit(max(left, 0.0), f"what was left of {self.why} ({secs(self.total_s)} s) when this run "
+                                         f"started; the notebook's own limit is {secs(limits.notebook.seconds)} s")
+        cell = limits.cell if limits.cell.seconds <= notebook.seconds else Limit(notebook.seconds, notebook.why)
+        return TimeLimits(limits.backend, cell, notebook, limits.scale)
 
 
 _cached: dict = {}

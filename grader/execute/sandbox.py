@@ -18,9 +18,10 @@ of three modes (``isolation_mode()``):
   Linux machines): one bubblewrap with ``--unshare-user --disable-userns``,
   the same mounts, uid 65534 inside (the TA's own uid outside, with no view of
   the TA's files), capped by rlimits.
-* ``none``: no isolation is possible here (no bubblewrap, or no user
-  namespaces): ``wrap`` only applies the rlimits; ``grade`` refuses to run
-  notebooks unless told to, ``check`` warns loudly (``Sandbox.warning``).
+* ``none``: no isolation is possible here (no bubblewrap, or the sandbox
+  does not start: ``probe`` runs a command through ``wrap`` with the very
+  flags above, as root too): ``wrap`` only applies the rlimits; ``grade``
+  refuses to run notebooks unless told to, ``check`` warns loudly.
 
 The submission enters the sandbox read-only and is copied into the work
 folder *inside* it, by the sandbox user (``stage``): no process of the grader
@@ -81,35 +82,82 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap") if sys.platform.startswith("linux") else None
 
 
+#: what the probe's command prints inside the sandbox when it ran there (``probe``)
+PROBE_WORD = "grader-sandbox-probe-ok"
+PROBE_TIMEOUT_S = 60.0
+
+NO_BWRAP = ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code would run with your own "
+            "permissions, network and files. Install it (apt-get install bubblewrap) before grading others' work.")
+
+
 @functools.lru_cache(maxsize=1)
+def _proof() -> tuple[str, str | None]:
+    """(mode, why there is no sandbox or None), proven by ``probe`` once per process (``prove_isolation``
+    proves it again)."""
+    if not bwrap_path():
+        return "none", NO_BWRAP
+    mode = "root" if os.geteuid() == 0 else "user"
+    failure = probe(mode)
+    return (mode, None) if failure is None else ("none", failure)
+
+
 def isolation_mode() -> str:
-    """``root``, ``user`` or ``none``: how this machine can isolate student code (see the module doc)."""
-    bwrap = bwrap_path()
-    if not bwrap:
-        return "none"
-    if os.geteuid() == 0:
-        return "root"
-    probe = [bwrap, "--unshare-user", "--disable-userns", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/",
-             "--proc", "/proc", "--", "/bin/true"]
-    try:
-        ok = subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return "user" if ok else "none"
+    """``root``, ``user`` or ``none``: how this machine isolates student code (see the module doc), proven:
+    ``root`` or ``user`` only when a command run through ``Sandbox.wrap`` in that mode ran (``probe``)."""
+    return _proof()[0]
 
 
 def unavailable_reason() -> str | None:
-    """Why notebooks cannot run isolated on this machine, in words; None when they can."""
-    if isolation_mode() != "none":
-        return None
-    if not bwrap_path():
-        return ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code runs with your own "
-                "permissions, network and files. Install it (apt-get install bubblewrap) before grading "
-                "others' work.")
-    return ("NO SANDBOX: this machine does not allow unprivileged user namespaces and the grader is not "
-            "root, so bubblewrap cannot isolate student code; it would run with your permissions. Run the "
-            "grader as root, or enable user namespaces (sysctl kernel.unprivileged_userns_clone=1).")
+    """Why notebooks cannot run isolated on this machine, in words (what failed, and what to do); None when
+    they can."""
+    return _proof()[1]
+
+
+def prove_isolation() -> str | None:
+    """Prove afresh that the sandbox starts here, before the first notebook of a batch, a check, a calibration
+    or a Gradescope run: ``unavailable_reason()`` after a new ``probe`` (which every sandbox of this process
+    then goes by)."""
+    _proof.cache_clear()
+    return unavailable_reason()
+
+
+def probe(mode: str) -> str | None:
+    """Run a trivial Python command in a sandbox of ``mode`` exactly as student code runs (``Sandbox.wrap``
+    with the same flags: as root bubblewrap, setpriv to the sandbox user and the nested unprivileged
+    bubblewrap; otherwise bubblewrap with a user namespace; the same binds, /tmp, rlimits).  None when it
+    ran and said ``PROBE_WORD``; otherwise why not, with what bubblewrap said and what to do."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="grader-probe-") as tmp:
+        sandbox = Sandbox(Path(tmp) / "work", Path(tmp) / "runtime", mode=mode)
+        try:
+            sandbox.prepare()
+            cmd, env = sandbox.wrap([sys.executable, "-I", "-c", f"print({PROBE_WORD!r})"], {"LANG": "C.UTF-8"})
+            done = subprocess.run(cmd, env=env, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=PROBE_TIMEOUT_S)
+            said, code = (done.stderr or done.stdout).decode("utf-8", "replace"), done.returncode
+            if code == 0 and PROBE_WORD in done.stdout.decode("utf-8", "replace"):
+                return None
+        except subprocess.TimeoutExpired:
+            said, code = f"it did not finish within {PROBE_TIMEOUT_S:.0f} s", None
+        except OSError as e:
+            said, code = f"{type(e).__name__}: {e}", None
+        finally:
+            sandbox.cleanup()
+    said = " ".join(said.split())[-400:] or "nothing"
+    exit_code = f" (exit code {code})" if code is not None else ""
+    if mode == "root":
+        how = ("as root: bubblewrap, then setpriv to uid 65534, then a nested unprivileged bubblewrap")
+        fix = ("Containers often forbid this (Docker without --privileged, or without CAP_SYS_ADMIN and a seccomp "
+               "and AppArmor profile that allow new namespaces; many CI and autograder containers): grade on a VM "
+               "or a host, or start the container with --privileged (or --cap-add SYS_ADMIN --security-opt "
+               "seccomp=unconfined --security-opt apparmor=unconfined).")
+    else:
+        how = f"as uid {os.getuid()}: bubblewrap in a new user namespace"
+        fix = ("Enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
+               "also kernel.apparmor_restrict_unprivileged_userns=0), or run the grader as root.")
+    return (f"NO SANDBOX: bubblewrap is installed, but the sandbox student code runs in does not start on this "
+            f"machine ({how}); it said: {said}{exit_code}. {fix}")
 
 
 class Sandbox:
@@ -117,7 +165,7 @@ class Sandbox:
 
     def __init__(self, work_dir: Path, runtime_dir: Path, limits: Limits = Limits(), *,
                  shared_dirs: tuple = (), python_paths: list[str] | None = None, isolate: bool = True,
-                 readonly_dirs: tuple = ()):
+                 readonly_dirs: tuple = (), mode: str | None = None):
         self.work_dir = Path(work_dir)
         # bound read-write at the same path inside: the kernel's ZMQ ipc sockets and connection file,
         # and the folder the capture hook writes to
@@ -127,7 +175,8 @@ class Sandbox:
         # cache, ``compile_cache``); bound only where there is a sandbox
         self.readonly_dirs = [(Path(host), inner) for host, inner in readonly_dirs]
         self.limits = limits
-        self.mode = isolation_mode() if isolate else "none"
+        # ``mode``: the isolation to use (``probe``); by default the machine's proven one
+        self.mode = (mode or isolation_mode()) if isolate else "none"
         self.bwrap = bwrap_path()
         self.python_paths = python_paths or _python_paths()
         self.cgroups: list[Path] = []

@@ -97,6 +97,13 @@ def gradescope(student: dict, visibility: str = "visible") -> dict:
     if student.get("automatic"):
         head += (f" Task(s) {', '.join(t['id'] for t in student['tasks'] if t.get('override'))} were scored on "
                  f"review by a TA; the grader's own score was {_fmt(student['automatic']['score'])}.")
+    from ..review import COULD_NOT_GRADE, INTERNAL_ERROR
+
+    unrun = [t["id"] for t in student["tasks"] if t["status"] == "error" and not t.get("override")
+             and t["message"].startswith((COULD_NOT_GRADE, INTERNAL_ERROR))]
+    if unrun:
+        head += (f" Could not be graded: task(s) {', '.join(unrun)} (see each task's message); their 0 points are "
+                 "not a verdict on your work, and course staff will re-run the grading.")
     notes = "\n".join([head, *student.get("notes", [])])
     return {"score": student["score"], "output": notes, "visibility": visibility, "stdout_visibility": "hidden",
             "tests": tests}

@@ -6,7 +6,10 @@ grader owns -- and only that copy goes to the evaluation worker; a notebook
 runs in the sandbox (``execute``), which hands back copies too.  One
 student's files share one evaluation time budget (the spec's
 ``student_budget_s``), so a submission of many slow files cannot hold a
-worker for long.
+worker for long; and everything of one student -- notebook runs, loading
+captures, evaluation, re-training -- draws from one clock (``student_time_s``,
+``StudentClock``).  A notebook the sandbox could not run leaves the tasks it
+might have answered "could not be graded", never missing.
 
 Then the recipes (``retrain_recipes``): a model a notebook trained that missed a
 task's pass threshold is one draw of a random process, so its recipe is
@@ -31,10 +34,12 @@ from pathlib import Path
 
 from .. import untrusted
 from ..errors import (
-    EvaluationTimeout, FatalError, NotebookUnreadable, SubmissionError, UnknownFormat, UnreadableFile,
+    EvaluationTimeout, FatalError, KernelStartFailed, NotebookUnreadable, SubmissionError, UnknownFormat,
+    UnreadableFile,
 )
 from ..evaluate import heldout, retrain
 from ..execute import _remove, execute_notebook
+from ..execute.limits import StudentClock
 from ..harvest import MAX_MODEL_BYTES
 from ..intake import Submission, SubmittedFile, TaskNamer
 from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SAVEDMODEL, SCRIPT, sniff_format
@@ -63,14 +68,20 @@ def run_seed(seeds: dict, submission: Submission, file: SubmittedFile) -> int:
 
 class _Budget:
     """Time one student's requests of one kind share: evaluating their files (``student_budget_s`` in all,
-    ``timeout_s`` each) or re-training their recipes (``retraining.budget_s``)."""
+    ``timeout_s`` each) or re-training their recipes (``retraining.budget_s``); never more than what is left
+    of the student's whole time (``clock``, a ``StudentClock``)."""
 
-    def __init__(self, total: float, per_request: float | None = None):
-        self.total, self.per_request = total, per_request
+    def __init__(self, total: float, per_request: float | None = None, clock: StudentClock | None = None):
+        self.total, self.per_request, self.clock = total, per_request, clock
         self.used = 0.0
 
     def left(self) -> float:
-        return self.total - self.used
+        own = self.total - self.used
+        return own if self.clock is None else min(own, self.clock.left())
+
+    def clock_ran_out(self) -> bool:
+        """Whether the student's whole time, rather than this kind's own, is what ran out."""
+        return self.clock is not None and self.clock.left() <= 0 < self.total - self.used
 
     def timeout(self) -> float:
         """The time limit of the next request."""
@@ -86,10 +97,12 @@ class _Budget:
 
     def evaluate(self, evaluator, source: Source, path):
         if self.left() <= 0:
-            return None, EvaluationTimeout(
-                f"{source.name}: not evaluated; this submission's files used up the grader's evaluation time "
-                f"of {self.total:.0f} s per student before it.",
-                hint="Submit only the models the tasks ask for.")
+            spent = (f"this submission used up {self.clock.why} ({self.clock.total_s:.0f} s) before it" if
+                     self.clock_ran_out() else
+                     f"this submission's files used up the grader's evaluation time of {self.total:.0f} s per "
+                     "student before it")
+            return None, EvaluationTimeout(f"{source.name}: not evaluated; {spent}.",
+                                           hint="Submit only the models the tasks ask for.")
         try:
             with self.spend():
                 evaluation = evaluator.evaluate(path, source.training, source.preprocessing, timeout=self.timeout())
@@ -100,16 +113,22 @@ class _Budget:
 
 
 def measure_student(assignment, submission: Submission, evaluator, *, progress=None, limits=None,
-                    on_evaluated=None) -> Measurements:
+                    on_evaluated=None, unsandboxed: bool = False,
+                    clock: StudentClock | None = None) -> Measurements:
     """``limits``: the notebooks' time limits (``execute.limits.BatchLimits``), from the batch's speed probe;
     None: this process's own (the probe runs once per process).  ``on_evaluated(evaluation)`` is told each
-    model's measurements as they are taken, in the evaluating thread (``report.cache.PlotWarmUp``)."""
+    model's measurements as they are taken, in the evaluating thread (``report.cache.PlotWarmUp``).
+    ``unsandboxed``: run notebooks even where they cannot be isolated (otherwise their tasks could not be
+    graded).  The student's whole time is ``[evaluation] student_time_s``, or ``clock`` (a ``StudentClock``
+    already running: Gradescope's budget) when it has less left: every notebook run, loading, evaluation
+    and re-training draw from it."""
     files: list[FileResult] = []
     notes = [p.explain() for p in submission.problems] + list(submission.warnings)
     notebooks: list[dict] = []
     errors_by_task: dict[str, str] = {}
     namer = TaskNamer(assignment)
-    budget = _Budget(assignment.limits.student_budget_s, assignment.limits.timeout_s)
+    clock = student_clock(assignment, clock)
+    budget = _Budget(assignment.limits.student_budget_s, assignment.limits.timeout_s, clock)
     taken = Path(tempfile.mkdtemp(prefix="grader-student-"))  # the grader's copies of the student's files
     # models are evaluated in one background thread (the only user of the evaluator meanwhile), so
     # that a notebook's models are measured while its later cells still train
@@ -175,8 +194,8 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
 
                     try:
                         with execute_notebook(assignment, f, submission.root, progress=progress,
-                                              on_capture=on_capture, limits=limits,
-                                              seed=run_seed(evaluator.seeds, submission, f)) as ex:
+                                              on_capture=on_capture, limits=limits, unsandboxed=unsandboxed,
+                                              clock=clock, seed=run_seed(evaluator.seeds, submission, f)) as ex:
                             summary = ex.summary()
                             notebooks.append(summary)
                             notes.extend(ex.notes)
@@ -191,6 +210,10 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                        path)
                             for _, future in pending[first:]:
                                 future.exception()  # wait: the models live in the run's scratch folder
+                    except KernelStartFailed as e:  # the grader's environment: what it would give is unknown
+                        files.append(FileResult(f.relative, f.format, "error", None, e.explain()))
+                        for task in assignment.tasks:
+                            errors_by_task.setdefault(task.id, _not_run(f.relative, e))
                     except SubmissionError as e:
                         files.append(FileResult(f.relative, f.format, "error", None, e.explain()))
                 elif f.name.lower().endswith(".ipynb"):
@@ -218,13 +241,31 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
             files.append(FileResult(source.name, source.format, "error", source.task_hint, error.explain()))
             if source.task_hint:
                 errors_by_task.setdefault(source.task_hint, error.explain())
-        retrain_recipes(assignment, evaluator, evaluated, taken)
+        retrain_recipes(assignment, evaluator, evaluated, taken, clock)
     finally:
         _remove(taken)
     for source, _ in evaluated:
         # used by the workers; scoring needs only its name
         source.training = source.preprocessing = source.recipe = None
     return Measurements(submission.student_id, files, notes, notebooks, errors_by_task, evaluated)
+
+
+def student_clock(assignment, outer: StudentClock | None = None) -> StudentClock:
+    """The student's whole time from now: ``[evaluation] student_time_s``, or ``outer`` (a budget already
+    running, such as Gradescope's) when it has less left."""
+    own = assignment.limits.student_time_s
+    if outer is not None and outer.left() < own:
+        return outer
+    return StudentClock(own, "the grader's time budget per student (student_time_s)")
+
+
+def _not_run(name: str, error: SubmissionError) -> str:
+    """A task's words when a notebook that could have answered it could not be run: could not be graded."""
+    from ..review import COULD_NOT_GRADE
+
+    said = " ".join(error.message.split()).rstrip(".")
+    return (f"{COULD_NOT_GRADE}: {name} could not be run, so what it would give for this task is unknown "
+            f"({said}). This is the grader's environment failing, not your code; a TA will re-run the grading.")
 
 
 def _retraining_plan(assignment, evaluated) -> dict[int, list]:
@@ -301,7 +342,7 @@ class _Recipe:
                 for run in runs) for t in self.tasks)
 
 
-def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
+def retrain_recipes(assignment, evaluator, evaluated, taken: Path, clock: StudentClock | None = None) -> None:
     """Re-train the recipes ``_retraining_plan`` chooses, taking turns, and store under each model's evaluation
     ``"retraining"`` (``evaluated``: ``[(Source, evaluation)]``, as measured; ``taken``: a scratch folder the
     grader owns): the tasks, the recipe in words, its epochs and those trained (at most ``epochs_factor``
@@ -330,13 +371,19 @@ def retrain_recipes(assignment, evaluator, evaluated, taken: Path) -> None:
                                max(t.threshold(t.metric).misses.retrainings for t in tasks)))
     if not recipes:
         return
-    budget = _Budget(settings.budget_s)
     try:
-        evaluator.trainer.start()  # the training worker's start-up is not the student's time
+        evaluator.trainer.start()  # the training worker's start-up is not re-training's own time
     except FatalError as e:  # no training worker on this machine: graded on the students' own runs
         for recipe in recipes:
             recipe.record.update(stopped="error", error=e.message)
         return
+    # re-training gets its own budget, or only what is left of the student's whole time when that is less
+    granted = settings.budget_s if clock is None else min(settings.budget_s, clock.left())
+    budget = _Budget(granted, clock=clock)
+    for recipe in recipes:
+        recipe.record["budget"] = round(granted, 1)
+        if granted < settings.budget_s:
+            recipe.record["budget_of"] = f"what was left of {clock.why} ({clock.total_s:.0f} s)"
     done = 0
     active = list(recipes)
     while active:  # in turns: one re-training of each recipe still short of its tasks, then the next round

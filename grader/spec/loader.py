@@ -403,6 +403,8 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             student_budget_s=lt.get("student_budget_s", float, default=limits.student_budget_s, check=_positive,
                                     expect="seconds > 0"),
             retraining=_retraining(lt.table("retraining", default=None)),
+            student_time_s=lt.get("student_time_s", float, default=limits.student_time_s, check=_positive,
+                                  expect="seconds > 0"),
         )
         lt.done()
 

@@ -250,6 +250,9 @@ class EvaluationLimits:
     max_layers: int = 100            # a config of 10,000 layers is refused before Keras builds it
     student_budget_s: float = 300.0  # all of one student's files together (each file: at most timeout_s)
     retraining: Retraining = Retraining()
+    # everything of one student together, on the wall clock: every notebook run (a TensorFlow re-run too), the
+    # loading of its captures, evaluation and re-training; each part also keeps its own limit within it
+    student_time_s: float = 1200.0
 
 
 #: how a notebook's time limits are set (``NotebookSettings.time_limits``)
