@@ -230,6 +230,25 @@ def test_captures_beyond_what_the_tasks_could_use_are_not_taken(assignment, tmp_
 
 
 @needs_sandbox
+def test_a_students_notebooks_together_hold_the_data_of_so_many_captures(assignment, evaluator, tmp_path):
+    """Two notebooks of 30 captures each: every model is graded, the data of the first 50 alone are held
+    (before: of all, so a student of many notebooks multiplied the bound of one)."""
+    from grader.harvest import max_captures
+    from grader.intake import collect
+    from grader.measure.student import measure_student
+
+    small = ("np.linspace(0, 1, 5)[:, None]", "x")
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    for name in ("one.py", "two.py"):
+        (folder / name).write_text(script(forge_cell(small, 30)))
+    (submission,) = collect(tmp_path / "subs", assignment)
+    measured = measure_student(assignment, submission, evaluator)
+    samples = [source.provenance.get("samples") for source, _ in measured.evaluated]
+    assert len(samples) == 60 and samples.count(5) == max_captures(assignment) == 50 and samples.count(None) == 10
+
+
+@needs_sandbox
 def test_a_kernel_message_too_large_is_dropped_and_the_student_told(assignment, tmp_path):
     """64 MB display messages (the grader held each whole, about four times over): dropped by ZMQ before they
     are read, the channel mended (the second one is dropped too, so its channel was there), the student told."""

@@ -40,7 +40,7 @@ from ..errors import (
 from ..evaluate import heldout, retrain
 from ..execute import _remove, execute_notebook
 from ..execute.limits import StudentClock
-from ..harvest import MAX_MODEL_BYTES
+from ..harvest import MAX_MODEL_BYTES, max_captures
 from ..intake import Submission, SubmittedFile, TaskNamer
 from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SAVEDMODEL, SCRIPT, sniff_format
 from ..keras_io import saved_model_refusal
@@ -133,6 +133,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
     # models are evaluated in one background thread (the only user of the evaluator meanwhile), so
     # that a notebook's models are measured while its later cells still train
     pending: list[tuple[Source, Future]] = []
+    most_data = max_captures(assignment)  # captures whose training data one student's measuring may hold
 
     def file_error(f: SubmittedFile, error: SubmissionError):
         files.append(FileResult(f.relative, f.format, "error", f.task_hint, error.explain()))
@@ -190,6 +191,9 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                 future.cancel() or future.exception()
                             del pending[first:]
                             return
+                        held = sum((s.provenance or {}).get("samples") is not None for s, _ in pending)
+                        if cap.x is not None and held >= most_data:  # every notebook of the student's together
+                            cap.x = cap.y = None  # graded as a model still, its data no longer held
                         submit(capture_source(cap, nb_name, taken / "recipes"), cap.model_path)
 
                     try:
