@@ -244,31 +244,96 @@ def _budgeted(assignment, budget_s: float):
         nb, notebook_timeout_s=notebook, cell_timeout_s=min(nb.cell_timeout_s, notebook)))
 
 
+#: seconds of the budget kept back for scoring, writing results.json and stopping the workers
+RESULTS_RESERVE_S = 20.0
+
+
 def run_autograder(root) -> Path:
-    """Grade ``root/submission`` with the bundle in ``root/source``; writes and returns ``results.json``."""
+    """Grade ``root/submission`` with the bundle in ``root/source``; writes and returns ``results.json``.
+
+    The sandbox is proven first (``sandbox.prove_isolation``): where it does not start, no student code runs
+    (the tasks a notebook would answer could not be graded, and the feedback says why).  Everything -- the
+    evaluation worker's start, the notebook and any re-run, loading, evaluation, re-training -- draws from one
+    clock, the bundle's ``budget_s`` less ``RESULTS_RESERVE_S``.  ``results.json`` is written by the grader
+    alone, last and atomically (a file already there is removed first: student code never sees
+    ``results/``, and a forged one could not stand)."""
     from .evaluate import Evaluator, dataset_seeds
+    from .execute.sandbox import prove_isolation
     from .intake import collect_one
     from .measure.student import measure_student
-    from .report import atomic_write
     from .score import score_student
-    from .textsafe import json_text, shown
     from .spec import load_assignment
 
     started = time.monotonic()
     root = Path(root)
-    source = root / "source"
+    source, out = root / "source", root / "results" / "results.json"
+    _clear(out)
     settings = tomllib.loads((source / "gradescope.toml").read_text())
-    assignment = _budgeted(load_assignment(source / "assignment"), float(settings.get("budget_s", DEFAULT_BUDGET_S)))
+    budget_s = float(settings.get("budget_s", DEFAULT_BUDGET_S))
+    assignment = _budgeted(load_assignment(source / "assignment"), budget_s)
     mismatch = versions.mismatch(assignment.calibrated_versions, versions.current())
     if mismatch:  # for staff: Gradescope shows the autograder's output to them, not to students
         print(f"grader: warning: {mismatch}", file=sys.stderr)
     secret = (source / "grader-secret").read_text().strip()
     submission = collect_one(root / "submission", assignment, "submission")
-    with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator:
-        result = score_student(assignment, measure_student(assignment, submission, evaluator))
-    data = results_json(result.to_json(), time.monotonic() - started)
-    # every string is shown to the student: controls and bidi characters as escapes (textsafe.shown)
-    return atomic_write(root / "results" / "results.json", json_text(shown(data), indent=2) + "\n")
+    no_sandbox = prove_isolation() if submission.runs_code else None
+    if no_sandbox:
+        print(f"grader: {no_sandbox}", file=sys.stderr)
+    clock = submission_clock(budget_s, started)
+    try:
+        with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator:
+            measured = measure_student(assignment, submission, evaluator, unsandboxed=False, clock=clock)
+        result = score_student(assignment, measured).to_json()
+    except Exception as exc:  # a grader bug: the student is told, the traceback goes to the log (stderr)
+        _write(out, results_json(_internal_error(assignment, exc), time.monotonic() - started))
+        raise
+    data = results_json(result, time.monotonic() - started)
+    if no_sandbox:
+        data["output"] = (f"<p><strong>Your code was not run:</strong> this autograder cannot isolate student "
+                          f"code on its machine, so it runs none ({html.escape(no_sandbox)}). The tasks your "
+                          "notebook or script would answer could not be graded; this is not your code: course "
+                          "staff must fix the autograder and re-run it.</p>") + data["output"]
+    return _write(out, data)
+
+
+def submission_clock(budget_s: float, started: float):
+    """The one clock a Gradescope run's everything draws from (``execute.limits.StudentClock``): the bundle's
+    budget less ``RESULTS_RESERVE_S``, from ``started`` (the run's start, ``time.monotonic()``)."""
+    from .execute.limits import StudentClock
+
+    return StudentClock(max(0.0, budget_s - RESULTS_RESERVE_S),
+                        f"the autograder's time budget per submission (gradescope.toml budget_s = {budget_s:g} s, "
+                        f"less {RESULTS_RESERVE_S:g} s kept for writing the results)", started=started)
+
+
+def _clear(path: Path) -> None:
+    """Remove whatever is at ``path`` (a file, a link, a folder), never following a link."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _write(path: Path, data: dict) -> Path:
+    from .report import atomic_write
+    from .textsafe import json_text, shown
+
+    _clear(path)  # every string is shown to the student: controls and bidi characters as escapes
+    return atomic_write(path, json_text(shown(data), indent=2) + "\n")
+
+
+def _internal_error(assignment, exc: BaseException) -> dict:
+    """The results of a run the grader failed on: every task "could not be graded", the reason given."""
+    import traceback
+
+    from .review import INTERNAL_ERROR
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = (f"{INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:300]}); it could not be graded. This is not "
+            "your code: course staff will look at it and re-run the autograder.")
+    return {"id": "submission", "score": 0.0, "max_score": assignment.max_score, "notes": [text],
+            "tasks": [{"id": t.id, "title": t.title, "score": 0.0, "max_score": t.points, "status": "error",
+                       "message": text, "optional": t.optional} for t in assignment.tasks]}
 
 
 def results_json(student: dict, seconds: float, visibility: str = "visible") -> dict:
@@ -296,6 +361,14 @@ def feedback_html(student: dict) -> str:
     grade = f", grade {e(student['grade'])}" if student.get("grade") else ""
     parts = [f"<p><strong>Score {student['score']:g} of {student['max_score']:g}{grade}.</strong></p>",
              f"<table><tr><th>task</th><th>status</th><th>points</th><th>what to do</th></tr>{rows}</table>"]
+    from .review import COULD_NOT_GRADE, INTERNAL_ERROR
+
+    unrun = [t["id"] for t in student["tasks"]
+             if t["status"] == "error" and t["message"].startswith((COULD_NOT_GRADE, INTERNAL_ERROR))]
+    if unrun:
+        parts.insert(1, f"<p><strong>Could not be graded: task(s) {e(', '.join(unrun))}.</strong> The grader could "
+                        "not grade them (see each task's message); their 0 points are not a verdict on your work, "
+                        "and course staff will re-run the grading.</p>")
     if failures:
         parts.append(f"<p>Cells that failed:</p><ul>{failures}</ul>")
     if notes:
