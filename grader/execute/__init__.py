@@ -28,7 +28,7 @@ from ..errors import NotebookUnreadable
 from ..harvest import Capture, DataBounds, max_captures, saved_models, snapshot, take_capture
 from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
-from . import diagnose
+from . import diagnose, keras2
 from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
 from .runner import MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
 from . import compile_cache, course_kernel
@@ -46,6 +46,7 @@ class Execution:
     failures: list[dict] = field(default_factory=list)
     scratch: Path | None = None
     limits: TimeLimits | None = None  # the time limits the (last) run had
+    keras: str = "3"  # the Keras the (last) run had: "2" on the Keras 2 path (``keras2``)
 
     def summary(self) -> dict:
         cells = [c for c in self.run.cells if c.status != "skipped"]
@@ -54,7 +55,7 @@ class Execution:
                 "cells_failed": sum(c.status != "ok" for c in self.run.cells),
                 "kernel_restarts": self.run.kernel_restarts, "models_captured": len(self.captures),
                 "training": self.training(), "notes": list(self.notes), "failures": list(self.failures),
-                "limits": self.limits.to_json() if self.limits else None}
+                "limits": self.limits.to_json() if self.limits else None, "keras": self.keras}
 
     def training(self) -> dict:
         """How the captured fits trained, as the kernel said (forgeable: a count for the TA, never a grade):
@@ -226,6 +227,8 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
               limits: TimeLimits, unsandboxed: bool = False):
     """One run in a new scratch folder: (scratch, work folder, run, stage report, files before the run)."""
     settings = assignment.notebooks
+    keras2_path = backend == keras2.KERAS2  # the Keras 2 path: tf_keras on TensorFlow
+    backend = "tensorflow" if keras2_path else backend
     scratch = Path(tempfile.mkdtemp(prefix="grader-nb-"))
     try:
         work, runtime, capture = scratch / "work", scratch / "runtime", scratch / "capture"
@@ -253,7 +256,7 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
             elif name.endswith(".py") and "/" not in name:
                 standins[name[:-3]] = assignment.root / src
         before = snapshot(work, bounds)
-        runner = NotebookRunner(nb, sandbox, backend=backend, cell_timeout=limits.cell.seconds,
+        runner = NotebookRunner(nb, sandbox, backend=backend, keras2=keras2_path, cell_timeout=limits.cell.seconds,
                                 notebook_timeout=limits.notebook.seconds, capture_dir=capture,
                                 max_output_bytes=settings.max_output_kb * 1024, progress=progress,
                                 on_capture=on_capture, seed=seed, fused=compile_cache.enabled(),
@@ -337,15 +340,20 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
             _remove(scratch)
             raise
 
+    code = keras2.scan(nb)  # code written for Keras 2 runs on Keras 2 from the start
+    first = keras2.KERAS2 if code else backend
     try:
-        taken, scratch, work, result, staged, before, sandbox, bounds = run(backend, limits.for_backend(backend))
+        taken, scratch, work, result, staged, before, sandbox, bounds = run(
+            first, limits.for_rerun("tensorflow", backend) if code else limits.for_backend(backend))
     except SandboxFailed as e:
         raise _not_started(e) from None
     notes = []
     if not sandbox.available:
         notes.append(sandbox.warning)
-    reason = diagnose.backend_explains(result.cells) if backend == "jax" else None
-    if reason:
+    reason = diagnose.backend_explains(result.cells) if first == "jax" else None
+    if not code and (why := keras2.explains(result.cells)):  # Keras 2 code the scan missed: re-run on Keras 2
+        code, reason = keras2.Keras2Code(reason=why), None
+    if reason or (code and first != keras2.KERAS2):
         captures.clear()
         refused.clear()
         state.pop("late", None)
@@ -355,11 +363,14 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         _remove(taken)
         try:
             taken, scratch, work, result, staged, before, sandbox, bounds = run(
-                "tensorflow", limits.for_rerun("tensorflow", backend))
+                keras2.KERAS2 if code else "tensorflow", limits.for_rerun("tensorflow", backend))
         except SandboxFailed as e:
             raise _not_started(e) from None
-        notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
-                     "the TensorFlow backend; the results below are from that run.")
+        if reason:
+            notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
+                         "the TensorFlow backend; the results below are from that run.")
+    if code:
+        notes.append(keras2.note(code, file.relative))
     try:
         saved = saved_models(work, before, taken, bounds)
         notes.extend(_course_notes(assignment, nb, scratch / "capture", saved))
@@ -386,4 +397,5 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                          "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
                                                          memory_exhausted=result.memory_exhausted, limits=used),
                          "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source, cell.traceback)})
-    return Execution(file.relative, result, captures, saved, notes, failures, taken, limits=used)
+    return Execution(file.relative, result, captures, saved, notes, failures, taken, limits=used,
+                     keras="2" if code else "3")

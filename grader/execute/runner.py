@@ -41,6 +41,7 @@ from .sandbox import HOME, Sandbox
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
 FUSED_FIT = Path(__file__).with_name("fused_fit.py")
 DEFERRED_TF = Path(__file__).with_name("deferred_tf.py")
+KERAS2_KERNEL = Path(__file__).with_name("keras2_kernel.py")  # the Keras 2 path: tf_keras, Keras 2's names
 COURSE_KERNEL = Path(__file__).with_name("course_kernel.py")  # Colab's module and magics, tools.py completed
 # Runs at the kernel's start (exec_files): loads one of the grader's kernel-side modules from its file as a
 # module of its own (nothing of it in the student's namespace) and runs ``call`` on it; a failure leaves the
@@ -234,7 +235,7 @@ class NotebookRunner:
     def __init__(self, notebook, sandbox: Sandbox, *, backend: str = "jax", cell_timeout: float = 600,
                  notebook_timeout: float = 1800, capture_dir: Path | None = None,
                  max_output_bytes: int = 64 * 1024, progress=None, on_capture=None, seed: int | None = None,
-                 fused: bool = True, jax_cache: str | None = None, standins: dict[str, Path] | None = None):
+                 keras2: bool = False, fused: bool = True, jax_cache: str | None = None, standins: dict[str, Path] | None = None):
         self.nb = notebook
         self.sandbox = sandbox
         self.backend = backend
@@ -247,6 +248,7 @@ class NotebookRunner:
         self.seed = seed  # seeds Python, NumPy and Keras before the first cell (a student's own seed wins)
         self.fused = fused  # keras.Model.fit fused into compiled programs (``fused_fit``)
         self.jax_cache = jax_cache  # where the kernel reads the compile cache (bound read-only), if anywhere
+        self.keras2 = keras2  # the Keras 2 path: tf_keras on TensorFlow (``keras2_kernel``), no fused fit
         # module name -> the grader's stand-in for a support module the student brought their own of (tools.py):
         # the kernel runs theirs and adds what it lacks from the stand-in (``course_kernel``)
         self.standins = dict(standins or {})
@@ -265,6 +267,8 @@ class NotebookRunner:
             env["PYTHONHASHSEED"] = str(self.seed % 2**31)
         if self.fused and self.jax_cache:
             env["GRADER_JAX_CACHE"] = self.jax_cache
+        if self.keras2:
+            env.update(TF_USE_LEGACY_KERAS="1", GRADER_KERAS2="1")
         if self.standins:
             import json
 
@@ -286,9 +290,11 @@ class NotebookRunner:
         runtime = kernel_folder(self.sandbox)  # the grader's start-up files: read-only to the kernel
         self._startup = []
         # first: nothing before it may import TensorFlow
-        if self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):
+        if self.keras2:  # first: TensorFlow with tf_keras, and Keras 2's names, before anything imports Keras
+            self._kernel_module(runtime, "grader_keras2", KERAS2_KERNEL, "install()")
+        elif self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):
             self._kernel_module(runtime, "grader_deferred_tf", DEFERRED_TF, "install()")
-        if self.fused:
+        if self.fused and not self.keras2:  # the fused fit is Keras 3's
             self._kernel_module(runtime, "grader_fused_fit", FUSED_FIT, FUSED_CALL)
         if self.standins:
             (runtime / "standins").mkdir(exist_ok=True)

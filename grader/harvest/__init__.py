@@ -192,8 +192,10 @@ def take_capture(capture_dir: Path, meta_name: str, taken: Path,
             return None
         stem = meta_name[: -len(".json")]
         taken.mkdir(parents=True, exist_ok=True)
+        # the Keras 2 path's hook saves .h5 (``execute.keras2``), Keras 3's .keras: one of two fixed names
+        suffix = ".h5" if str(meta.get("model_file", "")).endswith(".h5") else ".keras"
         try:
-            model_path = untrusted.take(stem + ".keras", taken / (stem + ".keras"), MAX_MODEL_BYTES, dir_fd)
+            model_path = untrusted.take(stem + suffix, taken / (stem + suffix), MAX_MODEL_BYTES, dir_fd)
         except OSError as e:
             raise untrusted.Refused(f"it could not be copied ({e.strerror or e})") from None
         try:
@@ -351,4 +353,3 @@ def identify_datasets(assignment: Assignment, x: np.ndarray | None, y: np.ndarra
     if len(x) < MIN_POINTS_TO_WIDEN:
         return ranked[:1]
     return [name for name in ranked if scores[name] >= scores[ranked[0]] - PLAUSIBLE_LOG_RATIO]
-

@@ -303,10 +303,11 @@ def capture_source(cap, notebook: str, keep: Path) -> Source:
     recipe = None
     if cap.event == "fit":
         keep.mkdir(parents=True, exist_ok=True)
-        copy = keep / f"{len(list(keep.iterdir()))}.keras"
+        copy = keep / f"{len(list(keep.iterdir()))}{cap.model_path.suffix}"  # .h5 from the Keras 2 path
         shutil.copyfile(cap.model_path, copy)  # the grader's own copy (``harvest.take_capture``): no link in it
         recipe = {**retrain.recipe_from_capture(cap.settings, cap.x, cap.y), "model_path": str(copy)}
-    return Source(cap.label(notebook), KERAS_ZIP, None, cap.dataset, cap.training(), provenance=cap.provenance(),
+    fmt = KERAS_ZIP if cap.model_path.suffix == ".keras" else sniff_format(cap.model_path)
+    return Source(cap.label(notebook), fmt, None, cap.dataset, cap.training(), provenance=cap.provenance(),
                   recipe=recipe, datasets=list(cap.datasets) or None)
 
 

@@ -1,0 +1,224 @@
+"""The Keras 2 path: code written for Keras 2 runs on Keras 2 (tf_keras), not on a guess.
+
+``scan`` reads a notebook's code before it runs and finds what only Keras 2 runs (``tensorflow.python.keras``,
+``keras.utils.np_utils``, ``Adam(lr=...)``, ``predict_classes``, ``model.save('name')``, ...), each with the
+student's line and that line for current Keras; ``explains`` finds the same in a Keras 3 run's failures (the
+re-run, like the JAX backend's TensorFlow re-run).  Such a notebook runs on TensorFlow with
+``TF_USE_LEGACY_KERAS=1`` and ``keras2_kernel`` in its kernel; its models are captured as ``.h5`` and graded
+exactly like a Keras 3 run's.  ``note`` is the report's paragraph: which Keras ran, that no points were taken
+for it, and the one-line change for current Keras.  Nothing here runs student code: the scan reads text.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+KERAS2 = "keras2"  # the name ``execute`` runs this path by (the TensorFlow backend, with tf_keras)
+
+_OPTIMIZER = r"\b(?:SGD|Adam|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Ftrl|AdamW|sgd|adam|rmsprop)\s*\("
+_SAVE_NO_EXT = re.compile(r"\b(?!np\b|numpy\b|pickle\b|joblib\b|torch\b)\w+\.save\(\s*(['\"])([^'\"./\\]+)\1\s*[,)]")
+
+
+def _save_fix(line: str) -> str:
+    return _SAVE_NO_EXT.sub(lambda m: m.group(0).replace(m.group(1) + m.group(2) + m.group(1),
+                                                         m.group(1) + m.group(2) + ".keras" + m.group(1)), line)
+
+
+def _decay_fix(line: str) -> str:
+    """``Adam(lr=0.01, decay=1e-6)`` -> ``Adam(learning_rate=keras.optimizers.schedules.InverseTimeDecay(0.01, 1,
+    1e-6))``: Keras 2's decay is that schedule."""
+    decay = re.search(r"\bdecay\s*=\s*([^,()]+)", line)
+    rate = re.search(r"\b(?:lr|learning_rate)\s*=\s*([^,()]+)", line)
+    if not decay:
+        return line
+    schedule = (f"learning_rate=keras.optimizers.schedules.InverseTimeDecay("
+                f"{rate.group(1).strip() if rate else '0.001'}, 1, {decay.group(1).strip()})")
+    line = re.sub(r",?\s*\bdecay\s*=\s*[^,()]+", "", line)
+    if rate:
+        return re.sub(r"\b(?:lr|learning_rate)\s*=\s*[^,()]+", schedule, line, count=1)
+    return re.sub(_OPTIMIZER, lambda m: m.group(0) + schedule + ("" if line[m.end():].lstrip().startswith(")")
+                                                                 else ", "), line, count=1)
+
+
+#: (what only Keras 2 runs, its name in the report, the line rewritten for current Keras)
+SIGNS: list[tuple[re.Pattern, str, object]] = [
+    (re.compile(r"tensorflow\.python\.keras\.utils\.np_utils\s+import"), "tensorflow.python.keras",
+     lambda line: re.sub(r"tensorflow\.python\.keras\.utils\.np_utils", "tensorflow.keras.utils", line)),
+    (re.compile(r"tensorflow\.python\.keras"), "tensorflow.python.keras",
+     lambda line: line.replace("tensorflow.python.keras", "tensorflow.keras")),
+    (re.compile(r"\bkeras\.utils\.np_utils\s+import"), "keras.utils.np_utils",
+     lambda line: re.sub(r"keras\.utils\.np_utils", "keras.utils", line)),
+    (re.compile(r"\bfrom\s+(?:tensorflow\.)?keras\.utils\s+import\s+np_utils\b"), "keras.utils.np_utils",
+     lambda line: re.sub(r"\bnp_utils\b", "to_categorical", line)),
+    (re.compile(r"\bnp_utils\.to_categorical\b"), "keras.utils.np_utils",
+     lambda line: line.replace("np_utils.to_categorical", "to_categorical")),
+    (re.compile(r"\bkeras\.layers\.core\b"), "keras.layers.core",
+     lambda line: line.replace("keras.layers.core", "keras.layers")),
+    (re.compile(_OPTIMIZER + r"[^()]*\bdecay\s*="), "decay=", _decay_fix),
+    (re.compile(_OPTIMIZER + r"[^()]*\blr\s*="), "lr=",
+     lambda line: re.sub(r"\blr\s*=", "learning_rate=", line)),
+    (re.compile(r"\.optimizer\.lr\b"), "optimizer.lr",
+     lambda line: re.sub(r"\.optimizer\.lr\b", ".optimizer.learning_rate", line)),
+    (re.compile(r"\.predict_classes\s*\("), "predict_classes",
+     lambda line: re.sub(r"(\w+)\.predict_classes\s*\(([^()]*)\)", r"np.argmax(\1.predict(\2), axis=-1)", line)),
+    (re.compile(r"\.predict_proba\s*\("), "predict_proba",
+     lambda line: re.sub(r"\.predict_proba\s*\(", ".predict(", line)),
+    (re.compile(r"\.(fit|evaluate|predict)_generator\s*\("), "fit_generator",
+     lambda line: re.sub(r"\.(fit|evaluate|predict)_generator\s*\(", r".\1(", line)),
+    (_SAVE_NO_EXT, "save('name')", _save_fix),
+]
+
+#: the APIs even Keras 2 had removed or deprecated, and what each ran as on the Keras 2 path
+AS_MEANT = {
+    "predict_classes": "model.predict_classes(x) ran as Keras 2 before 2.6 ran it, the argmax of model.predict(x) "
+                       "(for one sigmoid output, predict(x) > 0.5)",
+    "predict_proba": "model.predict_proba(x) ran as model.predict(x)",
+    "fit_generator": "fit_generator (and evaluate_/predict_generator) ran as fit (evaluate, predict)",
+    "save('name')": "model.save('name') without an extension saved name.h5 (Keras 2 wrote a TensorFlow SavedModel "
+                    "folder there, which the grader cannot grade; load_model('name') finds name.h5)",
+}
+
+#: a Keras 3 run's failures that only Keras 2 code has (the re-run on Keras 2, like the JAX backend's on TensorFlow)
+KERAS2_ONLY = re.compile(
+    r"DistributedDatasetInterface|tensorflow\.python\.keras"
+    r"|unexpected keyword argument 'lr'|Argument\(s\) not recognized: \{'(lr|decay)'|`lr` is deprecated"
+    r"|No module named 'keras\.(layers\.core|utils\.np_utils|engine|wrappers)'|cannot import name 'np_utils'"
+    r"|has no attribute '(predict_classes|predict_proba|fit_generator|evaluate_generator|predict_generator)'"
+    r"|Invalid filepath extension for saving")
+
+
+@dataclass
+class Sign:
+    cell: int  # 1-based position in the notebook, as failures count cells
+    line: int  # 1-based line in the cell
+    what: str  # the sign's name (``SIGNS``)
+    source: str  # the student's line
+    current: str  # that line for current Keras
+
+
+@dataclass
+class Keras2Code:
+    signs: list[Sign] = field(default_factory=list)
+    reason: str | None = None  # a Keras 3 run's failure that sent the code here (when the scan found nothing)
+
+    def __bool__(self):
+        return bool(self.signs) or self.reason is not None
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(s.what for s in self.signs))
+
+
+def _code_lines(source: str):
+    """(1-based line number, the line without its comment) of a cell's Python lines."""
+    for number, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "!", "%")):
+            continue
+        yield number, re.sub(r"\s+#[^'\"]*$", "", line)
+
+
+def scan(nb) -> Keras2Code:
+    """What in the notebook's code only Keras 2 runs (nothing found: an empty, false ``Keras2Code``)."""
+    found = Keras2Code()
+    for index, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        for number, line in _code_lines(str(cell.get("source", ""))):
+            for pattern, what, fix in SIGNS:
+                if pattern.search(line):
+                    found.signs.append(Sign(index + 1, number, what, line.strip(), fix(line).strip()))
+                    break
+    return found
+
+
+def explains(cells) -> str | None:
+    """The first failure of a Keras 3 run that only Keras 2 code has, or None."""
+    for cell in cells:
+        if cell.status == "error":
+            text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}"
+            if KERAS2_ONLY.search(text):
+                return f"{cell.error_name}: {cell.error_value[:160]}"
+    return None
+
+
+@lru_cache(maxsize=1)
+def versions() -> str:
+    """"tf_keras 2.21.0 on TensorFlow 2.21.0", from the installed distributions (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(*names):
+        for name in names:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                continue
+        return "?"
+
+    return f"tf_keras {of('tf_keras', 'tf-keras')} on TensorFlow {of('tensorflow', 'tensorflow-cpu')}"
+
+
+def note(code: Keras2Code, name: str, max_lines: int = 6) -> str:
+    """The report's paragraph on notebook or script ``name``, which ran on Keras 2: which Keras, no points taken,
+    and its lines for current Keras (each kind of change first, then the rest)."""
+    why = (f"it uses {', '.join(code.names())}" if code.signs else
+           f"on current Keras (Keras 3) it failed with {code.reason}")
+    text = (f"{name} is written for Keras 2 ({why}), so it ran on Keras 2 ({versions()}, "
+            "TF_USE_LEGACY_KERAS=1), as where it was written; no points are taken for that.")
+    firsts = list({s.what: s for s in reversed(code.signs)}.values())[::-1]  # each kind's first line
+    changes = []
+    for s in sorted(code.signs, key=lambda s: s not in firsts):
+        change = f"cell {s.cell}, line {s.line}: `{s.source[:120]}` → `{s.current[:140]}`"
+        if s.current != s.source and change not in changes:
+            changes.append(change)
+    if changes:
+        shown = "; ".join(changes[:max_lines]) + (f" (and {len(changes) - max_lines} more)"
+                                                  if len(changes) > max_lines else "")
+        text += f" For current Keras (Keras 3), change {shown}."
+    else:
+        text += (" For current Keras (Keras 3), import from tensorflow.keras or keras and write "
+                 "learning_rate= for lr=.")
+    meant = [AS_MEANT[w] for w in code.names() if w in AS_MEANT]
+    if meant:
+        text += " APIs that even Keras 2 had removed ran as they meant: " + "; ".join(meant) + "."
+    return text
+
+
+#: ``python -c REFERENCE_RUNS <keras2_kernel.py> <assignment folder> <out> <json [[task, module, function, seed]]>``
+REFERENCE_RUNS = """
+import importlib, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("grader_keras2", sys.argv[1])
+kernel = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kernel)
+kernel.install()
+sys.path.insert(0, sys.argv[2])
+for task, module, function, seed in json.loads(sys.argv[4]):
+    model, _ = getattr(importlib.import_module(module), function)(seed)
+    model.save(f"{sys.argv[3]}/{task}-{seed}.h5")
+"""
+
+
+def reference_runs(assignment, runs: list[tuple[str, int]], out) -> dict[tuple[str, int], object]:
+    """Each ``(task id, seed)``: the task's reference trained on Keras 2 as a kernel on this path trains it
+    (tf_keras with ``keras2_kernel``, in a process of its own), saved as ``out/<task>-<seed>.h5``: the runs that
+    show whether the thresholds calibrated on Keras 3 hold on the Keras 2 path (``tests/test_keras2.py``,
+    ``bench/bench_keras2.py --fairness``).  Returns ``{(task, seed): path}``."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = []
+    for tid, seed in runs:
+        module, _, function = assignment.task(tid).reference.partition(":")
+        items.append([tid, module, function, int(seed)])
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", REFERENCE_RUNS, str(Path(__file__).with_name("keras2_kernel.py")),
+                           str(assignment.root), str(out), json.dumps(items)], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the Keras 2 reference runs failed:\n{proc.stderr[-3000:]}")
+    return {(tid, seed): out / f"{tid}-{seed}.h5" for tid, seed in runs}

@@ -1,0 +1,277 @@
+"""The Keras 2 path: code written for Keras 2 runs on Keras 2 (tf_keras) and earns what its models earn.
+
+A folder of Keras 2 scripts, as a 2022 student wrote them on TensorFlow 2.x (``tensorflow.python.keras``,
+``np_utils``, ``Adam(lr=0.01)``), is graded under several secrets; the page names the Keras it ran on and the
+line to change for current Keras.  The APIs even Keras 2 removed run as they meant.
+"""
+import json
+
+import nbformat
+import pytest
+
+from conftest import TUTORIAL6, grade_one, task_of
+from grader.execute.sandbox import bwrap_path
+
+needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
+
+CURVE = """x = np.linspace(0, 1, 200)
+y = x.copy()
+y[x < 0.1] = 0
+y[x >= 0.1] = 0.5*(x[x >= 0.1] - 0.1)
+y[x >= 0.6] = 0.25 - 0.25/0.2*(x[x >= 0.6] - 0.6)
+y[x > 0.8] = 0"""
+
+# task 1c as a 2022 student's script: the private tensorflow.python.keras, Keras 2's lr=
+SCRIPT_1C = f"""# %%
+import numpy as np
+import matplotlib.pyplot as plt
+from tensorflow.python.keras.models import Sequential
+from tensorflow.python.keras.layers import Dense
+from tensorflow.python.keras.optimizers import Adam
+# %%
+{CURVE}
+# %%
+model = Sequential()
+model.add(Dense(units=150, activation='relu', input_dim=1))
+model.add(Dense(units=1, activation='linear'))
+model.compile(loss='mean_squared_error', optimizer=Adam(lr=0.01))
+model.fit(x, y, epochs=2000, batch_size=32, verbose=0)
+plt.plot(x, y, x, model.predict(x))
+"""
+
+# task 2a, and the model.h5 of task 3, saved by Keras 2
+SCRIPT_2A = """# %%
+import numpy as np
+from tensorflow.python.keras.models import Sequential
+from tensorflow.python.keras.layers import Dense
+from tensorflow.python.keras.utils.np_utils import to_categorical
+from tensorflow.python.keras.optimizers import SGD
+from tools import *
+# %%
+X, y = gen_simple_circular_distribution(200)
+model = Sequential()
+model.add(Dense(units=4, activation='relu', input_dim=2))
+model.add(Dense(units=4, activation='relu'))
+model.add(Dense(units=2, activation='softmax'))
+model.compile(loss='categorical_crossentropy', optimizer=SGD(lr=0.01))
+model.fit(X, to_categorical(y), epochs=250, batch_size=32, verbose=0)
+# %%
+model.save('model.h5')
+"""
+
+
+def keras2_folder(root, student="k2"):
+    folder = root / student
+    folder.mkdir(parents=True)
+    (folder / "tut6_1c.py").write_text(SCRIPT_1C)
+    (folder / "tut6_2a.py").write_text(SCRIPT_2A)
+    return folder
+
+
+def keras2_notes(result):
+    return [n for n in result.notes if "ran on Keras 2" in n]
+
+
+def evaluator_for(assignment, secret):
+    from grader.evaluate import Evaluator, dataset_seeds
+
+    return Evaluator(assignment, dataset_seeds(assignment, secret))
+
+
+@needs_sandbox
+@pytest.mark.parametrize("secret", ["keras2-1", "keras2-2", "keras2-3", "keras2-4", "keras2-5"])
+def test_a_folder_of_keras2_scripts_gets_full_marks(assignment, tmp_path, secret):
+    keras2_folder(tmp_path / "subs")
+    with evaluator_for(assignment, secret) as ev:
+        result = grade_one(assignment, ev, tmp_path / "subs", "k2")
+    for nb in result.notebooks:
+        assert nb["keras"] == "2" and nb["backend"] == "tensorflow", nb
+        assert nb["cells_failed"] == 0, nb["failures"]
+    for tid in ("1c", "2a", "3"):
+        t = task_of(result, tid)
+        assert t.status == "passed" and t.score == t.max_score, (tid, t.message, t.metrics)
+    assert "model.h5" in task_of(result, "3").source
+    notes = keras2_notes(result)
+    assert len(notes) == 2 and all("no points are taken" in n for n in notes), result.notes
+    # the one-line change for current Keras, from the student's own line
+    assert any("`from tensorflow.python.keras.models import Sequential` → "
+               "`from tensorflow.keras.models import Sequential`" in n for n in notes)
+    assert any("`model.compile(loss='mean_squared_error', optimizer=Adam(lr=0.01))` → "
+               "`model.compile(loss='mean_squared_error', optimizer=Adam(learning_rate=0.01))`" in n for n in notes)
+    assert any("tf_keras 2." in n and "TensorFlow 2." in n for n in notes)
+
+
+REMOVED_APIS = """# %%
+import numpy as np
+from keras.models import Sequential
+from keras.layers.core import Dense
+from keras.utils import np_utils
+from tools import *
+# %%
+X, y = gen_simple_circular_distribution(200)
+Y = np_utils.to_categorical(y)
+model = Sequential()
+model.add(Dense(units=4, activation='relu', input_dim=2))
+model.add(Dense(units=4, activation='relu'))
+model.add(Dense(units=2, activation='softmax'))
+model.compile(loss='categorical_crossentropy', optimizer='sgd')
+def batches():
+    while True:
+        for i in range(0, 200, 32):
+            yield X[i:i + 32], Y[i:i + 32]
+model.fit_generator(batches(), steps_per_epoch=7, epochs=3, verbose=0)
+model.fit(X, Y, epochs=250, batch_size=32, verbose=0)
+# %%
+classes = model.predict_classes(X)
+assert classes.shape == (200,) and (classes == np.argmax(model.predict(X), axis=-1)).all()
+sigmoid = Sequential([Dense(1, activation='sigmoid', input_dim=2)])
+one = sigmoid.predict_classes(X)
+assert one.shape == (200, 1) and (one == (sigmoid.predict(X) > 0.5).astype('int32')).all()
+# %%
+model.save('model')
+from keras.models import load_model
+again = load_model('model')
+assert np.allclose(again.predict(X), model.predict(X))
+"""
+
+
+@needs_sandbox
+def test_apis_even_keras2_removed_run_as_they_meant(assignment, evaluator, tmp_path):
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "old_keras.py").write_text(REMOVED_APIS)
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    nb = result.notebooks[0]
+    assert nb["keras"] == "2" and nb["cells_failed"] == 0, nb["failures"]
+    assert task_of(result, "2a").status == "passed"
+    saved = task_of(result, "3")  # model.save('model'): Keras 2's SavedModel folder, saved as model.h5
+    assert saved.status == "passed" and "model.h5 (saved by old_keras.py)" in saved.source, saved.message
+    [note] = keras2_notes(result)
+    for named in ("predict_classes", "fit_generator", "model.save('name')", "keras.layers.core", "np_utils"):
+        assert named in note, (named, note)
+    assert "`from keras.layers.core import Dense` → `from keras.layers import Dense`" in note
+
+
+MISSED_BY_THE_SCAN = """import numpy as np
+from tensorflow.keras.models import Sequential
+from tensorflow.keras.layers import Dense
+from tensorflow.keras import optimizers
+settings = {'lr': 0.05}
+""" + CURVE + """
+model = Sequential()
+model.add(Dense(units=3, activation='relu', input_dim=1))
+model.add(Dense(units=1, activation='linear'))
+model.compile(loss='mean_squared_error', optimizer=optimizers.Adam(**settings))
+model.fit(x, y, epochs=200, batch_size=32, verbose=0)
+"""
+
+
+@needs_sandbox
+def test_a_keras2_only_failure_the_scan_missed_is_rerun_on_keras2(assignment, evaluator, tmp_path):
+    from grader.execute import keras2
+    from grader.execute.scripts import script_to_notebook
+
+    assert not keras2.scan(script_to_notebook(MISSED_BY_THE_SCAN))  # Adam(**settings): no lr= to read
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "tut6.py").write_text(MISSED_BY_THE_SCAN)
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    nb = result.notebooks[0]
+    assert nb["keras"] == "2" and nb["cells_failed"] == 0, nb["failures"]
+    [note] = keras2_notes(result)
+    assert "on current Keras (Keras 3) it failed with" in note and "'lr'" in note
+    assert task_of(result, "1a").status != "missing"  # Keras 3: "Argument(s) not recognized: {'lr': 0.05}"
+
+
+@needs_sandbox
+def test_the_demos_heidi_earns_what_her_keras2_models_earn(assignment, evaluator, tmp_path):
+    import shutil
+
+    from conftest import ROOT
+
+    shutil.copytree(ROOT / "submissions" / "tutorial6" / "heidi", tmp_path / "subs" / "heidi")
+    result = grade_one(assignment, evaluator, tmp_path / "subs", "heidi")
+    nb = result.notebooks[0]
+    assert nb["keras"] == "2" and nb["cells_failed"] == 0, nb["failures"]
+    for tid in ("1a", "2a"):
+        t = task_of(result, tid)
+        assert t.status == "passed" and t.score == t.max_score, (tid, t.message)
+    [note] = keras2_notes(result)
+    assert "Adam(lr=0.01)" in note and "Adam(learning_rate=0.01)" in note
+
+
+RECIPES = """import numpy as np
+import keras
+from keras.models import Sequential
+from keras.layers import Dense
+from keras.optimizers import Adam, SGD
+from keras.utils.np_utils import to_categorical
+from tools import *
+X, y = gen_simple_circular_distribution(200)
+def net():
+    model = Sequential()
+    model.add(Dense(units=4, activation='relu', input_dim=2))
+    model.add(Dense(units=2, activation='softmax'))
+    return model
+a = net()
+a.compile(loss=keras.losses.CategoricalCrossentropy(), optimizer=Adam(lr=0.02))
+a.fit(X, to_categorical(y), epochs=3, batch_size=16, verbose=0)
+b = net()
+b.compile(loss='categorical_crossentropy', optimizer=keras.optimizers.legacy.SGD(lr=0.03, momentum=0.5))
+b.fit(X, to_categorical(y), epochs=2, verbose=0, shuffle=False)
+c = net()
+c.compile(loss='categorical_crossentropy', optimizer=SGD(lr=0.1, decay=1e-3))
+c.fit(X, to_categorical(y), epochs=1, verbose=0)
+"""
+
+
+@needs_sandbox
+def test_a_keras2_recipe_is_recorded_in_the_recipe_format_keras3_retrains(assignment, tmp_path):
+    from grader.evaluate import retrain
+    from grader.execute import execute_notebook
+    from grader.intake import collect
+
+    (tmp_path / "subs" / "s").mkdir(parents=True)
+    (tmp_path / "subs" / "s" / "recipes.py").write_text(RECIPES)
+    sub = collect(tmp_path / "subs", assignment)[0]
+    with execute_notebook(assignment, sub.files[0], sub.root, seed=5) as ex:
+        assert ex.keras == "2" and [c.status for c in ex.run.cells] == ["ok"] * len(ex.run.cells)
+        fits = [c for c in ex.captures if c.event == "fit"]
+        assert len(fits) == 3 and all(c.model_path.suffix == ".h5" for c in fits)
+        vetted = [retrain.vet(retrain.recipe_from_capture(c.settings, c.x, c.y)) for c in fits[:2]]
+        with pytest.raises(retrain.RecipeRefused, match="learning_rate"):  # Keras 2's decay: a schedule
+            retrain.vet(retrain.recipe_from_capture(fits[2].settings, fits[2].x, fits[2].y))
+    name, settings = vetted[0]["optimizer"]
+    assert name == "Adam" and settings["learning_rate"] == pytest.approx(0.02)  # lr=, as Keras 2 meant it
+    assert vetted[0]["loss"] == ("CategoricalCrossentropy", {"from_logits": False, "label_smoothing": 0.0,
+                                                              "axis": -1, "reduction": "sum_over_batch_size"})
+    assert (vetted[0]["epochs"], vetted[0]["batch_size"], vetted[0]["shuffle"]) == (3, 16, True)
+    name, settings = vetted[1]["optimizer"]  # a legacy optimizer without decay: Keras 3's SGD
+    assert name == "SGD" and settings["learning_rate"] == pytest.approx(0.03) and settings["momentum"] == 0.5
+    assert vetted[1]["loss"] == ("categorical_crossentropy", None) and vetted[1]["shuffle"] is False
+    import keras  # every vetted optimizer and loss builds in Keras 3, as the re-training builds them
+
+    for v in vetted:
+        getattr(keras.optimizers, v["optimizer"][0]).from_config(v["optimizer"][1])
+        if v["loss"][1] is not None:
+            getattr(keras.losses, v["loss"][0]).from_config(v["loss"][1])
+
+
+@needs_sandbox
+def test_the_calibrated_thresholds_hold_on_keras2(assignment, evaluator, tmp_path):
+    """The fairness check of the Keras 2 path: the reference solution's recipes, trained on tf_keras as a kernel on
+    this path trains them (two seeds a task, the calibrated reference seed first), each pass their task's
+    thresholds calibrated on Keras 3, graded as a submitted file (no re-training to help)."""
+    import shutil
+
+    from grader.execute import keras2
+
+    tasks = ("1a", "1b", "2a", "2b", "2c")
+    runs = [(tid, assignment.task(tid).reference_seed + k) for tid in tasks for k in range(2)]
+    files = keras2.reference_runs(assignment, runs, tmp_path / "runs")
+    for (tid, seed), path in files.items():
+        (tmp_path / "subs" / f"{tid}-{seed}").mkdir(parents=True)
+        shutil.copy(path, tmp_path / "subs" / f"{tid}-{seed}" / f"{tid}.h5")
+    for tid, seed in runs:
+        t = task_of(grade_one(assignment, evaluator, tmp_path / "subs", f"{tid}-{seed}"), tid)
+        assert t.status == "passed" and t.score == t.max_score, (tid, seed, t.metrics, t.message)
