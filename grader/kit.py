@@ -50,11 +50,12 @@ saved model or a folder of them -- and run:
 
 {commands}
 
-The first two commands are needed once; after that, run only the last one. On
-Windows, write grader-env\\Scripts\\ for grader-env/bin/ (and python for python3).
-
 {install_note}
 """
+
+#: after the install commands
+ONCE = ("The first two commands are needed once; after that, run only the last one. On\n"
+        "Windows, write grader-env\\Scripts\\ for grader-env/bin/ (and python for python3).\n\n")
 
 #: what the README says of the grader it installs
 INSTALL_NOTE = {
@@ -188,7 +189,7 @@ def _readme(title: str, folder: str, source, wheel: Path | None) -> str:
                                f"    grader-env/bin/grader check my-work -a {folder}"])
         from .store import keys
 
-        note = textwrap.fill(INSTALL_NOTE[WHEEL if wheel is not None else "url"].format(
+        note = ONCE + textwrap.fill(INSTALL_NOTE[WHEEL if wheel is not None else "url"].format(
             wheel=wheel.name if wheel is not None else "", build=f"version {keys.build_id()}"), width=84)
     return README.format(title=title, rule="=" * (len(title) + 19), folder=folder, commands=commands,
                          install_note=note, python=_requires_python(wheel))

@@ -112,3 +112,12 @@ def test_a_kit_can_name_the_grader_by_a_pinned_url_instead(tmp_path):
     assert done.returncode == 0, done.stderr
     commands = readme_commands(tmp_path / "tutorial6-kit")
     assert commands[1] == f'grader-env/bin/pip install "{url}"' and not list((tmp_path / "tutorial6-kit").glob("*.whl"))
+
+
+def test_a_kit_without_a_grader_has_no_install_steps(tmp_path):
+    """What the Gradescope bundle takes (it installs its own wheel): no wheel, and only the check command."""
+    from grader.kit import build_kit
+
+    kit = build_kit(TUTORIAL6, tmp_path / "tutorial6-kit", grader=None)
+    assert not list(kit.glob("*.whl")) and readme_commands(kit) == ["grader check my-work -a tutorial6-kit"]
+    assert "first two commands" not in (kit / "README.txt").read_text()
