@@ -51,14 +51,40 @@ class CheckOutcome:
         return 1 if self.problems else 0
 
 
-def submission_from(path: Path, assignment) -> Submission:
+def submission_from(path: Path, assignment, skip=()) -> Submission:
+    """The submission at ``path``, without the files or folders ``skip`` (``not_the_students``)."""
     path = Path(path)
     if not path.exists():
         raise FatalError(f"{path} does not exist")
-    sub = collect_one(path, assignment, path.resolve().name or "submission")
+    sub = collect_one(path, assignment, path.resolve().name or "submission", skip=skip)
     if not sub.files and not sub.problems:
         raise FatalError(f"nothing to check in {path}: it holds no notebook, script or model file")
     return sub
+
+
+def not_the_students(path: Path, assignment, out_dir: Path | None) -> tuple[list[Path], str]:
+    """What ``check`` leaves out of a folder it checks: the kit (or assignment) it checks against, where it sits
+    in that folder (its files, by ``kit.kit_files``; a kit folder inside it, whole), and this check's output
+    folder (its earlier pages); with the words that say so (empty when nothing was left out)."""
+    from .kit import kit_files
+
+    base = Path(path).resolve()
+    if not base.is_dir():
+        return [], ""
+    root = assignment.root.resolve()
+    skip, said = [], []
+    if root == base:
+        skip += kit_files(assignment)
+        said.append("the kit's own files (" + ", ".join(p.name for p in skip) + ")")
+    elif base in root.parents:
+        skip.append(root)
+        said.append(f"the kit in {root.relative_to(base)}/")
+    outputs = {(Path.cwd() / folder).resolve() for folder in (out_dir, Path("grader-check")) if folder is not None}
+    for full in sorted(outputs):
+        if base in full.parents and full.is_dir() and not any(p in full.parents for p in skip):
+            skip.append(full)
+            said.append(f"this check's earlier output in {full.relative_to(base)}/")
+    return skip, ("Not checked: " + " and ".join(said) + ".") if said else ""
 
 
 def preflight(assignment, sub: Submission) -> list[str]:
@@ -103,13 +129,17 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     """Check one submission on public validation data; print nothing.
 
     ``progress(kind, value)`` hears, as they happen: ``("unsandboxed", reason)`` when the student's code
-    will run unisolated, ``("advice", line)`` for each format advice, ``("limits", words)`` with the time
-    limits a notebook will run under on this machine, ``("running", None)`` before a
-    notebook or script runs, and ``("cell", CellRun)`` after each of its cells.  ``out_dir``: where to
+    will run unisolated, ``("note", words)`` naming what of the folder is not the student's (the kit, earlier
+    output) and was left out, ``("advice", line)`` for each format advice, ``("limits", words)`` with the time
+    limits a notebook will run under on this machine, ``("running", file name)`` as each run of a notebook or
+    script begins (again for a re-run), and ``("cell", CellRun)`` after each of its cells.  ``out_dir``: where to
     write the HTML feedback page (``CheckOutcome.page``)."""
     say = progress or (lambda kind, value: None)
     assignment = load_assignment(assignment_dir)
-    sub = submission_from(Path(path), assignment)
+    skip, skipped = not_the_students(Path(path), assignment, out_dir)
+    sub = submission_from(Path(path), assignment, skip)
+    if skipped:
+        say("note", skipped)
     has_code = sub.runs_code
     notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
     unsandboxed = prove_isolation() if has_code else None  # the sandbox started here, now, or why not
@@ -129,13 +159,20 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         for note in limits.notes:
             say("advice", note)
     seeds = dataset_seeds(assignment, PUBLIC_SEED)
+    last = {}
+
+    def heard(run, file):
+        """Each run of a notebook or script is announced with its file's name, then its cells."""
+        if last.get("file") != file or run.index <= last.get("index", -1):
+            say("running", file)
+        last.update(file=file, index=run.index)
+        say("cell", run)
+
     with Evaluator(assignment, seeds) as evaluator:
         evaluator.start(wait=False)
-        if has_code:
-            say("running", None)
         # a page's plots: the first of each layout drawn while the notebook trains (``report.cache.PlotWarmUp``)
         with PlotWarmUp(assignment) if out_dir is not None else nullcontext() as warming:
-            measured = measure_student(assignment, sub, evaluator, progress=lambda run: say("cell", run),
+            measured = measure_student(assignment, sub, evaluator, progress=heard,
                                        limits=limits, on_evaluated=warming.evaluated if warming else None,
                                        unsandboxed=bool(unsandboxed))  # the student's own code, warned of
         result = score_student(assignment, measured)

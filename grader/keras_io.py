@@ -123,6 +123,22 @@ def _config_problems(config, max_parameters: int, source: str, max_layers: int =
     return total
 
 
+def _no_model_config(name: str, f) -> CorruptModel:
+    """The error for an HDF5 file without a model configuration: weights alone (``save_weights``: Keras 2's
+    ``layer_names``, Keras 3's ``layers``/``vars``), or a file that a ``model.save`` which failed left behind
+    (Keras writes the configuration first: without it, nothing of the model was written)."""
+    keys = set(list(f.keys())[:20])
+    if "layer_names" in f.attrs or keys & {"layers", "vars"}:
+        return CorruptModel(f"{name}: this HDF5 file holds weights only, no model (it was saved with "
+                            "model.save_weights instead of model.save).",
+                            hint="Save the whole model with model.save('model.h5').")
+    what = "empty" if not keys and not len(f.attrs) else "incomplete"
+    return CorruptModel(f"{name}: this HDF5 file is {what}: the model.save that wrote it failed before it wrote the "
+                        "model, and left the file broken (look for the cell or line where saving raised an error).",
+                        hint="Fix what made model.save fail, save the model again with model.save('model.h5'), "
+                             "and check that the file loads (keras.models.load_model('model.h5')).")
+
+
 def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100) -> dict:
     """Read and vet the model's config without Keras. Raises a ``SubmissionError``."""
     path = Path(path)
@@ -134,10 +150,7 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
             with h5py.File(path, "r") as f:
                 raw = f.attrs.get("model_config")
                 if raw is None:
-                    raise CorruptModel(
-                        f"{name}: this HDF5 file holds no model configuration (was it saved with "
-                        "model.save_weights instead of model.save?).",
-                        hint="Save the whole model with model.save('model.h5').")
+                    raise _no_model_config(name, f)
                 raw = raw.decode() if isinstance(raw, bytes) else raw
                 if len(raw) > MAX_CONFIG_BYTES:
                     raise CorruptModel(f"{name}: its model configuration is larger than "

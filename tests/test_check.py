@@ -108,3 +108,90 @@ def test_the_check_api_prints_nothing_and_reports_through_its_callback(tmp_path,
     assert heard and heard[0] == "advice" and any("does not say which task" in a for a in outcome.advice)
     assert outcome.exit_code == 1 and "check on public validation data" in outcome.page.read_text()
     assert next(t for t in outcome.result.tasks if t.id == "1c").status == "passed"
+
+
+# -- check says one thing ------------------------------------------------------------------------------------
+
+#: the sheet's 2a as calibration trains it, under the calibration seed at which its own run gets stuck at the
+#: majority class (test_retrain.STUCK_SEED), written with Keras 2's input_dim (a Keras UserWarning), and saved
+STUCK_2A = """import numpy as np, keras
+from tools import gen_simple_circular_distribution
+X, y = gen_simple_circular_distribution(200, rng=np.random.default_rng(1006))
+keras.utils.set_random_seed(1006)
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation='relu'),
+                          keras.layers.Dense(4, activation='relu'), keras.layers.Dense(2, activation='softmax')])
+model.compile(loss='categorical_crossentropy', optimizer='sgd')
+model.fit(X, keras.utils.to_categorical(y, 2), epochs=250, batch_size=32, verbose=0)
+model.save('model.h5')
+extra = keras.Sequential([keras.layers.Dense(3, activation='relu', input_dim=1), keras.layers.Dense(1)])"""
+
+
+def _verdicts(text, html):
+    """Per task, (status, points) on the terminal and on the page."""
+    said = {m[0]: (m[1], m[2]) for m in re.findall(r"task (\w+)(?: \(optional\))?: (\w+) ([\d.]+)/[\d.]+", text)}
+    page = {m[0]: (m[1], m[2]) for m in re.findall(
+        r'<a href="#task-(\w+)">.*?<span class="status (\w+)">.*?<td>([\d.]+) / [\d.]+</td>', html, re.S)}
+    return said, page
+
+
+@needs_sandbox
+def test_the_terminal_never_contradicts_the_page_and_says_when_a_retraining_earned_the_credit(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(STUCK_2A)])
+    sub = tmp_path / "work"
+    sub.mkdir()
+    nbformat.write(nb, sub / "stuck.ipynb")
+    proc, text, html = check(sub, tmp_path)
+    said, page = _verdicts(text, html)
+    assert said and said == page, (said, page)
+    line = next(ln for ln in text.splitlines() if "task 2a:" in ln)
+    assert "passed 15/15" in line and "re-trained by the grader" in html
+    own = re.search(r"your run: accuracy ([\d.]+); your recipe re-trained reached ([\d.]+) \(pass ≥ ([\d.]+)\)", line)
+    assert own, line
+    assert float(own[1]) < float(own[3]) <= float(own[2])  # the premise (stuck), and what earned the pass
+    assert "Running stuck.ipynb, cell by cell:" in text  # the run log names its file
+    for noise in ("UserWarning", "input_dim", "absl", "WARNING:", "cudart"):  # the libraries' words stay off it
+        assert noise not in text, noise
+
+
+@needs_sandbox
+def test_check_dot_in_a_kit_folder_checks_only_the_students_files(tmp_path):
+    from grader.kit import build_kit
+
+    folder = build_kit(TUTORIAL6, tmp_path / "tutorial6-kit")
+    shutil.copy(DEMO / "alice" / "1c.h5", folder / "1c.h5")
+    (folder / "scratch.py").write_text("import numpy as np\nprint(np.zeros(3))\n")  # the student's own script
+    earlier = folder / "grader-check" / "students"
+    earlier.mkdir(parents=True)
+    (earlier / "tutorial6-kit.html").write_text("<html><p>an earlier check</p></html>")
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_SECRET", "GRADER_ASSIGNMENT")}
+    env["COLUMNS"] = "200"
+    proc = subprocess.run([sys.executable, "-m", "grader.cli", "check", "."], capture_output=True, text=True,
+                          env=env, cwd=folder, timeout=600)
+    text = proc.stdout + proc.stderr
+    assert "task 1c: passed" in text, text[-3000:]
+    assert "Running scratch.py, cell by cell:" in text
+    assert "Running datasets.py" not in text  # the kit's generators are not a student script
+    assert "Not checked: the kit's own files (assignment.toml, README.txt, calibration.toml, datasets.py)" in text
+    assert "this check's earlier output in grader-check/" in text
+    html = (folder / "grader-check" / "students" / "tutorial6-kit.html").read_text()
+    files = re.findall(r"<tr><td>([^<]+)</td><td>", html.split("<h2>Files</h2>")[1])
+    assert sorted(files) == ["1c.h5", "scratch.py"], files
+
+
+@needs_sandbox
+def test_a_file_a_failed_save_left_broken_is_named_as_such(tmp_path):
+    cells = ["import numpy as np, keras\n"
+             "class Odd(keras.layers.Layer):\n"
+             "    def __init__(self, table=None, **kw):\n"
+             "        super().__init__(**kw)\n        self.table = table\n"
+             "    def get_config(self):\n        return {**super().get_config(), 'table': self.table}\n"
+             "    def call(self, x):\n        return x\n"
+             "model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation='softmax'), "
+             "Odd(table=object())])",
+             "model.save('model.h5')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbformat.write(nb, tmp_path / "save.ipynb")
+    proc, text, html = check(tmp_path / "save.ipynb", tmp_path)
+    line = text[text.index("task 3:"):]
+    assert "model.h5: this HDF5 file is incomplete" in line, line[:600]
+    assert "the model.save that wrote it failed" in line and "save_weights" not in line

@@ -26,9 +26,11 @@ RULES: list[tuple[str, str]] = [
      "(`from keras.layers import Dense`)."),
     (r"np_utils",
      "keras.utils.np_utils was removed in Keras 3: use `from keras.utils import to_categorical`."),
-    (r"No module named 'tools'|name 'gen_\w+' is not defined",
-     "The course's data generators (tools.py) were not found. Keep `from tools import *` (the grader provides "
-     "the course's tools.py) or define the generator in the notebook before using it."),
+    (r"No module named 'tools'|name '(?:gen_\w+|get_cov)' is not defined",
+     "A data generator is not defined where this cell uses it. The course's tools.py (gen_simple_circular_"
+     "distribution, gen_xor_distribution, gen_circular_distribution, gen_sample_grid, get_cov) is always there, "
+     "and completes a tools.py of your own: run `from tools import *` in a cell above this one. Any other "
+     "function must be defined in the notebook (or your tools.py) before it is used."),
     (r"must call `?compile\(\)?`? before|You must compile your model before|compile\(\) before",
      "The model is trained before it is compiled: call model.compile(loss=..., optimizer=...) before model.fit."),
     (r"expected axis -1 of input shape to have value|incompatible with the layer|"

@@ -226,10 +226,11 @@ def _lstat_kind(path: Path) -> str:
     return untrusted.kind_of(mode)
 
 
-def _collect_folder(sub: Submission, folder: Path, namer: TaskNamer, assignment) -> None:
-    """Every file of a student's folder, at any depth; SavedModel folders as single entries."""
+def _collect_folder(sub: Submission, folder: Path, namer: TaskNamer, assignment, skip=()) -> None:
+    """Every file of a student's folder, at any depth; SavedModel folders as single entries; nothing at or under
+    the relative paths ``skip``."""
     walk = untrusted.Walk(folder, _bounds(assignment), skip=lambda name: not _visible(name))
-    entries = list(walk)
+    entries = [e for e in walk if not any(e.relative == s or e.relative.startswith(s + "/") for s in skip)]
     saved_models = {e.relative.rsplit("/", 1)[0] for e in entries
                     if e.is_file and e.relative.endswith("/saved_model.pb")}
     for e in entries:
@@ -329,8 +330,9 @@ def collect(submissions_dir, assignment) -> Students:
     return Students((students[k] for k in sorted(students)), unrecognised)
 
 
-def collect_one(path, assignment, student_id: str) -> Submission:
-    """One student's submission from a single file or a folder (every file in it, at any depth)."""
+def collect_one(path, assignment, student_id: str, skip=()) -> Submission:
+    """One student's submission from a single file or a folder (every file in it, at any depth, except the
+    paths in ``skip``: files or folders, such as the course's kit and ``check``'s own output)."""
     path = Path(path)
     namer = TaskNamer(assignment)
     kind = _lstat_kind(path)
@@ -340,12 +342,23 @@ def collect_one(path, assignment, student_id: str) -> Submission:
     elif kind == "dir" and _lstat_kind(path / "saved_model.pb") == "file":
         sub.files.append(SubmittedFile(path.parent, path.name, formats.SAVEDMODEL, namer.task_for(path.name)))
     elif kind == "dir":
-        _collect_folder(sub, path, namer, assignment)
+        _collect_folder(sub, path, namer, assignment, _relative_to(path, skip))
     elif kind == "file":
         _add(sub, path.parent, path.name, namer)
     else:
         sub.problems.append(UnreadableFile(f"{path.name}: {kind}; it was skipped."))
     return sub
+
+
+def _relative_to(folder: Path, paths) -> list[str]:
+    """The paths of ``paths`` inside ``folder``, relative to it ('/'-separated); the others are left out."""
+    base = os.path.realpath(folder)
+    found = []
+    for p in paths:
+        full = os.path.realpath(p)
+        if full != base and full.startswith(base.rstrip(os.sep) + os.sep):
+            found.append(os.path.relpath(full, base).replace(os.sep, "/"))
+    return found
 
 
 def _add(sub: Submission, base: Path, relative: str, namer: TaskNamer):
