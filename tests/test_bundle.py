@@ -140,6 +140,7 @@ def test_a_bundle_is_refused_when_this_environment_is_not_what_calibrated(tmp_pa
 
 # -- the lock resolves where setup.sh installs it ---------------------------------------------------------------
 
+@pytest.mark.slow  # the package index, over the network
 @pytest.mark.parametrize("python", ["%d.%d" % sys.version_info[:2], "3.12"])
 def test_the_lock_resolves_on_gradescopes_linux_for_the_python_setup_provides(bundle, tmp_path, python):
     _, source = bundle
@@ -154,6 +155,7 @@ def test_the_lock_resolves_on_gradescopes_linux_for_the_python_setup_provides(bu
                for i in json.loads((tmp_path / "report.json").read_text())["install"])
 
 
+@pytest.mark.slow
 def test_the_lock_does_not_resolve_for_python_3_10_which_is_why_setup_provides_its_python(bundle, tmp_path):
     _, source = bundle
     done = _resolve(source / gradescope.LOCK_FILE, "3.10", tmp_path / "report.json")
@@ -211,6 +213,7 @@ def _python_of(env_dir: Path) -> tuple[str, str]:
     return version, base
 
 
+@pytest.mark.slow  # installs uv from the package index
 @pytest.mark.parametrize("system", ["3.8", "3.10", "3.12"])
 def test_provisioning_gives_the_builds_python_where_the_images_python3_is_another(bundle, tmp_path, system):
     """Ubuntu 20.04, 22.04 and 24.04 ship python3 3.8, 3.10 and 3.12: the grader's environment still runs
@@ -230,6 +233,7 @@ def test_provisioning_gives_the_builds_python_where_the_images_python3_is_anothe
     assert uv.stdout.split()[1] == gradescope.UV_VERSION
 
 
+@pytest.mark.slow
 def test_provisioning_uses_the_images_python3_when_it_is_the_builds_version(bundle, tmp_path):
     _, source = bundle
     python3 = Path(sys.executable).resolve()  # a real interpreter of the build's version
@@ -242,6 +246,7 @@ def test_provisioning_uses_the_images_python3_when_it_is_the_builds_version(bund
     assert base == os.path.realpath(sys.base_prefix)
 
 
+@pytest.mark.slow
 def test_provisioning_refuses_a_uv_whose_hash_is_not_the_pinned_one(bundle, tmp_path):
     _, source = bundle
     tampered = tmp_path / "source"
@@ -313,6 +318,7 @@ def test_the_kit_keeps_the_calibrations_versions(tmp_path):
     assert load_assignment(kit).calibrated_versions == _older_keras()
 
 
+@pytest.mark.slow  # trains the reference
 def test_calibration_records_the_versions_and_a_partial_one_refuses_other_versions(tmp_path):
     from grader.calibrate import calibrate
 
@@ -328,7 +334,6 @@ def test_calibration_records_the_versions_and_a_partial_one_refuses_other_versio
     assert load_assignment(spec).calibrated_versions == versions.current()
 
 
-@pytest.mark.slow  # starts the evaluation worker
 def test_the_gradescope_run_warns_staff_when_it_grades_with_other_versions(bundle, tmp_path):
     _, source = bundle
     root = tmp_path / "autograder"
