@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import TUTORIAL6, small_model
+from grader.textsafe import visible
 
 #: ids a spreadsheet would evaluate (a folder name holds no "/", hence "-c" for cmd's "/C")
 FORMULAS = ['=HYPERLINK("evil.example","click")', "+cmd|' -c calc'!A0", "@SUM(1)", "-2+3", "\tTAB"]
@@ -65,7 +66,9 @@ def test_formula_ids_are_text_in_grades_csv(graded):
     for row in rows:
         assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())
         sid = row["student_id"].removeprefix("'")
-        assert float(row["total"]) == results[sid]["score"]  # the numbers we write stay numbers
+        shown = {visible(k): v for k, v in results.items()}  # a control character as its escape, never raw
+        assert float(row["total"]) == shown[sid]["score"]  # the numbers we write stay numbers
+    assert visible(ESCAPE_ID) in ids and ESCAPE_ID not in ids
 
 
 def test_junit_xml_parses_with_control_characters_in_ids_and_messages(graded):
@@ -101,7 +104,9 @@ def test_ids_that_old_file_names_merged_get_their_own_page_and_gradescope_folder
     out, exported, results = graded
     pages = {html.unescape(re.search(r'id="student-id">(.*?)</strong>', p.read_text()).group(1)): p
              for p in (out / "students").glob("*.html")}
-    assert set(pages) == set(results)  # one page per student, none overwritten by another
+    # one page per student, none overwritten by another (a control character shown as its escape)
+    assert set(pages) == {visible(sid) for sid in results}
+    assert visible(ESCAPE_ID) == "esc\\x1b[31mred\\x01\\x7f" and ESCAPE_ID not in pages
     links = re.findall(r'<a href="(students/[^"]+)">', (out / "index.html").read_text())
     assert sorted(out / link for link in links) == sorted(pages.values())
     folders = {p.parent.name: json.loads(p.read_text()) for p in (exported / "gradescope").glob("*/results.json")}
