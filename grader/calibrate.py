@@ -19,9 +19,10 @@ threshold in all of them with probability at most the spec's
 rule for which that K is out of reach (more than ``max_per_student``, or
 every run missing).
 
-The result, with every run's metric, the seeds, the estimates and the
-reference seed the tests and demo use, goes to ``calibration.toml`` next to
-the spec (written by ``tomli_w``; ``tomllib`` reads it back).
+The result, with every run's metric, the seeds, the estimates, the
+reference seed the tests and demo use and the versions grades depend on
+(``[meta.versions]``, ``grader.versions``), goes to ``calibration.toml`` next
+to the spec (written by ``tomli_w``; ``tomllib`` reads it back).
 ``--task`` re-runs only some tasks: the others keep their runs, and their
 thresholds and estimates are derived again from those runs, each saying how
 many runs it rests on.
