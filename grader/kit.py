@@ -68,6 +68,22 @@ INSTALL_NOTE = {
 }
 
 
+def kit_files(assignment) -> list[Path]:
+    """The files of ``assignment``'s folder that are the course's, not a student's (a kit is made of them): the
+    spec, the calibration, the README, the modules the spec names (data generators), the support files'
+    sources and the grader's wheel -- what ``check`` leaves out of a student's folder that holds the kit."""
+    root = assignment.root
+    names = [assignment.spec_path.name, "README.txt"]
+    if assignment.calibration_path is not None:
+        names.append(assignment.calibration_path.name)
+    for ds in assignment.datasets.values():
+        names += [ref.split(":", 1)[0] + ".py" for ref in (ds.generator, ds.function, ds.train_x) if ref]
+    names += [src for _, src in assignment.notebooks.support_files]
+    names += sorted(p.name for p in root.glob("grader-*.whl"))  # the grader the kit's README installs
+    names = list(dict.fromkeys(n for n in names if "/" not in n))
+    return [root / n for n in names if (root / n).is_file()]
+
+
 def _public_calibration(text: str) -> str:
     """calibration.toml without its seeds and secrets, at any depth (parsed, the private keys left out, and
     written again: however the file lays out its arrays); its ``[meta.versions]`` stay (``grader check`` and

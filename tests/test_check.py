@@ -171,7 +171,8 @@ def test_check_dot_in_a_kit_folder_checks_only_the_students_files(tmp_path):
     assert "task 1c: passed" in text, text[-3000:]
     assert "Running scratch.py, cell by cell:" in text
     assert "Running datasets.py" not in text  # the kit's generators are not a student script
-    assert "Not checked: the kit's own files (assignment.toml, README.txt, calibration.toml, datasets.py)" in text
+    assert ("Not checked: the kit's own files (assignment.toml, README.txt, calibration.toml, datasets.py, "
+            "grader-0.1.0-py3-none-any.whl)") in text
     assert "this check's earlier output in grader-check/" in text
     html = (folder / "grader-check" / "students" / "tutorial6-kit.html").read_text()
     files = re.findall(r"<tr><td>([^<]+)</td><td>", html.split("<h2>Files</h2>")[1])
