@@ -126,3 +126,31 @@ def test_one_failing_cell_is_explained_once_not_under_every_task(assignment, eva
 
     page = Reporter(assignment, tmp_path / "out").student_page(result).read_text()
     assert page.count("not available in the grading environment") == 1
+
+
+# -- hostile: what the kernel records for the notes is the student's to forge, never more ---------------------
+
+@needs_sandbox
+def test_forged_kernel_records_change_only_words_and_links_are_not_followed(assignment, evaluator, tmp_path):
+    demo = _demo()
+    forge = ("import os, json\nd = os.environ['GRADER_CAPTURE_DIR']\n"
+             "os.symlink('/etc/passwd', os.path.join(d, 'downloads.jsonl'))\n"
+             "json.dump({'module': 'tools', 'own': True, 'added': ['<script>alert(1)</script>', 'x' * 5000, "
+             "'ok_name', 7]}, open(os.path.join(d, 'support.json'), 'w'))")
+    result = run(assignment, evaluator, tmp_path, notebook(demo.IMPORTS, forge, demo.CURVE, demo.TASK_1B))
+    assert result.notebooks[0]["cells_failed"] == 0, result.notebooks[0]["failures"]
+    assert task_of(result, "1b").status == "passed"  # grading went on
+    notes = " ".join(result.notes)
+    assert "root:" not in notes and "files.download" not in notes  # the link was not followed
+    assert "<script>" not in notes and "x" * 100 not in notes  # only names that are identifiers are repeated
+    assert "ok_name" in notes  # (the forged claim itself is the student's own words about their own file)
+
+
+@needs_sandbox
+def test_a_pipe_in_place_of_a_kernel_record_is_not_opened(assignment, evaluator, tmp_path):
+    demo = _demo()
+    forge = ("import os\nd = os.environ['GRADER_CAPTURE_DIR']\n"
+             "os.mkfifo(os.path.join(d, 'support.json'))\nos.mkfifo(os.path.join(d, 'downloads.jsonl'))")
+    result = run(assignment, evaluator, tmp_path, notebook(demo.IMPORTS, forge, demo.CURVE, demo.TASK_1B))
+    assert task_of(result, "1b").status == "passed"  # the grader did not block on the pipes
+    assert "the grader gave it the course's tools.py" in " ".join(result.notes)

@@ -189,3 +189,15 @@ def test_a_students_tools_that_fails_to_import_gives_way_to_the_course_one(assig
     notes = " ".join(result.notes)
     assert "Your tools.py failed when it was imported (ModuleNotFoundError" in notes
     assert "the course's tools.py (the grader's copy) was used instead" in notes
+
+
+def test_a_missing_generator_is_explained_without_saying_the_import_is_missing():
+    from grader.execute import diagnose
+    from grader.execute.runner import CellRun
+
+    for name in ("gen_sample_grid", "gen_my_own_data"):
+        cell = CellRun(0, f"from tools import *\nX = {name}()", "error", "NameError",
+                       f"name '{name}' is not defined")
+        text = diagnose.explain(cell)
+        assert "were not found" not in text and "gen_sample_grid" in text and "get_cov" in text
+        assert "from tools import *" in text and "defined in the notebook" in text
