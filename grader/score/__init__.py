@@ -204,8 +204,8 @@ def _saved_file_result(task, f, evaluation, match) -> TaskResult:
         words.append("It does not hold a model of any earlier task: " + match.reason)
     elif match.assessment.metric_fraction <= 0:
         fraction -= 0.5
-        words.append(f"It looks like a model of task {match.task_id} but not a trained one: "
-                     + match.assessment.message())
+        words.append(f"It looks like a model of task {match.task_id}, but on held-out data it does no better than "
+                     "an untrained one (never trained, or its training got stuck): " + match.assessment.message())
     else:
         words.append(f"It holds a trained model of task {match.task_id}.")
     fraction = max(fraction, 0.0)
