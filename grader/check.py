@@ -142,6 +142,7 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         say("note", skipped)
     has_code = sub.runs_code
     notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
+    notices += [skipped] if skipped else []  # the page says what the terminal said was left out
     unsandboxed = prove_isolation() if has_code else None  # the sandbox started here, now, or why not
     if unsandboxed:
         say("unsandboxed", unsandboxed)
