@@ -154,3 +154,16 @@ def test_a_pipe_in_place_of_a_kernel_record_is_not_opened(assignment, evaluator,
     result = run(assignment, evaluator, tmp_path, notebook(demo.IMPORTS, forge, demo.CURVE, demo.TASK_1B))
     assert task_of(result, "1b").status == "passed"  # the grader did not block on the pipes
     assert "the grader gave it the course's tools.py" in " ".join(result.notes)
+
+
+@needs_sandbox
+def test_downloading_a_file_handed_in_beside_the_notebook_grades_that_file(assignment, evaluator, tmp_path):
+    nb = notebook("from google.colab import files\nfiles.download('model.h5')", "files.download('notes.txt')")
+    result = run(assignment, evaluator, tmp_path, nb, extra={
+        "model.h5": (ROOT / "submissions" / "tutorial6" / "alice" / "model.h5").read_bytes(), "notes.txt": b"hi"})
+    assert result.notebooks[0]["cells_failed"] == 0, result.notebooks[0]["failures"]
+    notes = " ".join(result.notes)
+    assert "files.download('model.h5'): model.h5 is graded as the file you handed in" in notes
+    assert "files.download('notes.txt'): noted, but the grader only grades model files" in notes
+    t = task_of(result, "3")
+    assert t.status == "passed" and t.source == "model.h5"

@@ -25,7 +25,7 @@ import nbformat
 
 from .. import untrusted
 from ..errors import NotebookUnreadable
-from ..harvest import Capture, DataBounds, max_captures, saved_models, snapshot, take_capture
+from ..harvest import SAVED_MODEL_SUFFIXES, Capture, DataBounds, max_captures, saved_models, snapshot, take_capture
 from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose, keras2
@@ -174,7 +174,7 @@ def _kernel_records(capture: Path) -> tuple[list[str], dict]:
     return downloads, support
 
 
-def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]]) -> list[str]:
+def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], before: dict) -> list[str]:
     """The report's words on what the grader did for Colab and the course's files: the Colab lines skipped (read
     from the notebook itself), the files ``files.download`` handed in, and which ``tools.py`` ran."""
     notes = []
@@ -191,6 +191,9 @@ def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]]) 
         if rel in taken:
             notes.append(f"files.download({name!r}): the grader took {rel} from the notebook's run as a file you "
                          "hand in (in Colab this downloads it).")
+        elif rel in before and rel.lower().endswith(SAVED_MODEL_SUFFIXES):
+            notes.append(f"files.download({name!r}): {rel} is graded as the file you handed in (the notebook's run "
+                         "did not change it).")
         else:
             notes.append(f"files.download({name!r}): noted, but the grader only grades model files the notebook "
                          "saved in its own folder (model.save('model.h5')).")
@@ -373,7 +376,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         notes.append(keras2.note(code, file.relative))
     try:
         saved = saved_models(work, before, taken, bounds)
-        notes.extend(_course_notes(assignment, nb, scratch / "capture", saved))
+        notes.extend(_course_notes(assignment, nb, scratch / "capture", saved, before))
     finally:
         _remove(scratch)  # the work folder is no longer needed: every model in it was taken
     for rel, why, special in staged.skipped:
