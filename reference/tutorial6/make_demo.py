@@ -13,7 +13,7 @@ Students, each showing one thing a TA meets:
   frank/   the path most students take: a sheet-style notebook (1a, 1b, 2a, 2c and
            model.h5), unseeded, as students write it
   grace/   a plain script without cell markers (tut6_q1.py): 1b, 2a and xor for 2b
-  heidi/   a notebook that fails midway (Keras 2's Adam(lr=...)) and goes on
+  heidi/   a Keras 2 notebook (Adam(lr=...)): it runs on Keras 2 (tf_keras) and earns its marks
 Seeds are the calibration's reference seeds, so the files are reproducible.
 """
 from __future__ import annotations
