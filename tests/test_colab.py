@@ -167,3 +167,16 @@ def test_downloading_a_file_handed_in_beside_the_notebook_grades_that_file(assig
     assert "files.download('notes.txt'): noted, but the grader only grades model files" in notes
     t = task_of(result, "3")
     assert t.status == "passed" and t.source == "model.h5"
+
+
+@needs_sandbox
+def test_colabs_content_folder_is_the_notebooks_folder(assignment, evaluator, tmp_path):
+    nb = notebook("import os, keras\nfrom google.colab import files\nassert os.getcwd() == os.path.realpath('/content')",
+                  "m = keras.models.load_model('trained.h5')\nm.save('/content/model.h5')\n"
+                  "files.download('/content/model.h5')")
+    result = run(assignment, evaluator, tmp_path, nb, extra={
+        "trained.h5": (ROOT / "submissions" / "tutorial6" / "alice" / "model.h5").read_bytes()})
+    assert result.notebooks[0]["cells_failed"] == 0, result.notebooks[0]["failures"]
+    assert "files.download('/content/model.h5'): the grader took model.h5" in " ".join(result.notes)
+    t = task_of(result, "3")
+    assert t.status == "passed" and t.source == "model.h5 (saved by tutorial6.ipynb)", (t.status, t.source)

@@ -32,7 +32,7 @@ from . import diagnose, keras2
 from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
 from .runner import MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
 from . import compile_cache, course_kernel
-from .sandbox import Limits, Sandbox, SandboxFailed, unavailable_reason
+from .sandbox import COLAB_HOME, HOME, Limits, Sandbox, SandboxFailed, unavailable_reason
 from .scripts import script_to_notebook
 
 
@@ -188,6 +188,8 @@ def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], 
     taken = {rel for rel, _ in saved}
     for name in downloads[:10]:
         rel = os.path.normpath(name)
+        for home in (COLAB_HOME, HOME):  # an absolute path in the work folder (Colab's /content is a link to it)
+            rel = rel[len(home) + 1:] if rel.startswith(home + "/") else rel
         if rel in taken:
             notes.append(f"files.download({name!r}): the grader took {rel} from the notebook's run as a file you "
                          "hand in (in Colab this downloads it).")

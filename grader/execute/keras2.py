@@ -118,20 +118,9 @@ def _code_lines(source: str):
         yield number, re.sub(r"\s+#[^'\"]*$", "", line)
 
 
-@lru_cache(maxsize=1)
-def available() -> bool:
-    """Whether tf_keras is installed here (a dependency: without it, no code takes this path)."""
-    from importlib.util import find_spec
-
-    return find_spec("tf_keras") is not None
-
-
 def scan(nb) -> Keras2Code:
-    """What in the notebook's code only Keras 2 runs (nothing found, or no tf_keras: an empty, false
-    ``Keras2Code``)."""
+    """What in the notebook's code only Keras 2 runs (nothing found: an empty, false ``Keras2Code``)."""
     found = Keras2Code()
-    if not available():
-        return found
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
@@ -144,8 +133,8 @@ def scan(nb) -> Keras2Code:
 
 
 def explains(cells) -> str | None:
-    """The first failure of a Keras 3 run that only Keras 2 code has, or None (always, without tf_keras)."""
-    for cell in cells if available() else ():
+    """The first failure of a Keras 3 run that only Keras 2 code has, or None."""
+    for cell in cells:
         if cell.status == "error":
             text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}"
             if KERAS2_ONLY.search(text):

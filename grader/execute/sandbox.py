@@ -47,6 +47,7 @@ from .. import untrusted
 
 SANDBOX_UID = 65534  # nobody
 HOME = "/home/student"
+COLAB_HOME = "/content"  # Colab's working folder, a link to HOME in the sandbox
 SUBMISSION = "/submission"  # where the submission is bound, read-only, while it is staged
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 STAGE_SCRIPT = Path(__file__).with_name("stage_files.py")
@@ -276,6 +277,7 @@ class Sandbox:
             cmd.extend(["--ro-bind", str(stage_from), target])
         for hidden in _grader_code_paths(self.python_paths):
             cmd.extend(["--tmpfs", hidden])  # the grader's own package, if installed there
+        cmd.extend(["--symlink", HOME, COLAB_HOME])  # Colab's working folder: '/content/model.h5' is the work folder's
         cmd.extend(["--chdir", HOME, "--clearenv"])
         for k, v in env.items():
             cmd.extend(["--setenv", k, v])
