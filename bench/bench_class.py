@@ -4,7 +4,7 @@
 
 The class is varied like a real one, from the course's own notebooks: most students hand in the whole
 sheet (the reference notebook, solution.ipynb), some part of it (frank's notebook from the demo), some a
-`# %%`-less script (grace's), some a notebook that fails midway on Keras 2 code (heidi's).  Every copy gets
+`# %%`-less script (grace's), some a Keras 2 notebook, run on tf_keras (heidi's).  Every copy gets
 its own seeds (the reference's `set_random_seed(n)` and `default_rng(n)` shifted; the others seeded in a
 first line) and a comment naming its student, so no two submissions are the same bytes.  Each round grades
 the whole class into a fresh output folder with `grader grade --workers 2`; prints the medians and the
