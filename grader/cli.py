@@ -314,8 +314,10 @@ def _check_progress(kind: str, value) -> None:
         console.print(f"[yellow]![/] {terminal(value)}", highlight=False)
     elif kind == "limits":
         console.print(terminal(value), highlight=False)
+    elif kind == "note":
+        console.print(f"[dim]{terminal(value)}[/]", highlight=False)
     elif kind == "running":
-        console.print("[bold]Running your notebook, cell by cell:[/]")
+        console.print(f"[bold]Running {terminal(value)}, cell by cell:[/]", highlight=False)
     elif kind == "cell":
         mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]"}.get(value.status, f"[red]{value.status}[/]")
         first = terminal(next((ln for ln in value.source.splitlines() if ln.strip()), "")[:60])
@@ -336,6 +338,10 @@ def _print_check(outcome) -> None:
             m = t.threshold["metric"]
             rel = "≥" if t.threshold.get("higher_is_better") else "≤"
             measured = f"  {m} {fmt_value(m, t.metrics[m])} (pass {rel} {fmt_value(m, t.threshold['pass'])})"
+            if f"retrained_{m}" in t.metrics:  # the page's verdict: the recipe, re-trained, earned what the run did not
+                measured = (f"  — your run: {m} {fmt_value(m, t.metrics[m])}; your recipe re-trained reached "
+                            f"{fmt_value(m, t.metrics[f'retrained_{m}'])} (pass {rel} "
+                            f"{fmt_value(m, t.threshold['pass'])})")
         where = f"  from {terminal(t.source)}" if t.source else ""
         optional = " (optional)" if t.optional else ""
         console.print(f"{CHECK_MARK.get(t.status, '?')} task {t.id}{optional}: {CHECK_STATUS.get(t.status, t.status)} "
@@ -386,6 +392,7 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
     speed_probe.start()  # beside the imports below: a notebook's time limits take it
     from .api import find_assignment
     from .check import check as run
+    from .logs import batch_log
 
     try:
         assignment_dir = assignment_dir or find_assignment(path)
@@ -393,7 +400,12 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
             from .spec import verify_digest
 
             verify_digest(assignment_dir, assignment_sha256)
-        outcome = run(path, assignment_dir, out_dir=out_dir, name=name, progress=_check_progress)
+        # the libraries' own warnings (Keras, TensorFlow, in this process and the workers) go to a log beside the
+        # page, not to the student's terminal
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with batch_log(out_dir / "check.log"):
+            outcome = run(path, assignment_dir, out_dir=out_dir, name=name, progress=_check_progress)
         _print_check(outcome)
         if outcome.page is not None:
             console.print(f"HTML feedback: [bold]{terminal(outcome.page)}[/]")

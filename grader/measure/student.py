@@ -115,7 +115,8 @@ class _Budget:
 def measure_student(assignment, submission: Submission, evaluator, *, progress=None, limits=None,
                     on_evaluated=None, unsandboxed: bool = False,
                     clock: StudentClock | None = None) -> Measurements:
-    """``limits``: the notebooks' time limits (``execute.limits.BatchLimits``), from the batch's speed probe;
+    """``progress(cell_run, file)`` hears each cell of a notebook or script as it finishes, with the file's name.
+    ``limits``: the notebooks' time limits (``execute.limits.BatchLimits``), from the batch's speed probe;
     None: this process's own (the probe runs once per process).  ``on_evaluated(evaluation)`` is told each
     model's measurements as they are taken, in the evaluating thread (``report.cache.PlotWarmUp``).
     ``unsandboxed``: run notebooks even where they cannot be isolated (otherwise their tasks could not be
@@ -197,7 +198,8 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                         submit(capture_source(cap, nb_name, taken / "recipes"), cap.model_path)
 
                     try:
-                        with execute_notebook(assignment, f, submission.root, progress=progress,
+                        heard = (lambda run, name=f.relative: progress(run, name)) if progress else None
+                        with execute_notebook(assignment, f, submission.root, progress=heard,
                                               on_capture=on_capture, limits=limits, unsandboxed=unsandboxed,
                                               clock=clock, seed=run_seed(evaluator.seeds, submission, f)) as ex:
                             summary = ex.summary()
