@@ -74,6 +74,8 @@ def _warn_if_weak_secret(out_dir: Path | None, secret: str | None = None) -> Non
 
     origin = f"the {SECRET_ENV} environment variable"
     if not secret:
+        if out_dir is None:
+            return  # nothing set: a new random secret is made
         try:
             found = resolve_secret(out_dir, create=False)
         except FatalError:
