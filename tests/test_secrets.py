@@ -224,3 +224,13 @@ def test_a_sandboxed_notebook_cannot_find_the_secret_from_its_seed(tmp_path):
     files = {"work.ipynb": (tmp_path / "s" / "work.ipynb").read_bytes()}
     old = _old_derivation(assignment, READABLE, files, "work.ipynb")  # the old seed: the same loop finds it
     assert _guess_loop()(old, assignment.id, list(assignment.datasets), files, "work.ipynb")[0] == READABLE
+
+
+def test_the_secret_check_of_gradescope_build_says_nothing_without_a_secret_and_warns_of_a_weak_one(capsys):
+    """`gradescope build` checks GRADER_SECRET alone (no output folder): none set means a new random one."""
+    from grader.cli import _warn_if_weak_secret
+
+    _warn_if_weak_secret(None, None)
+    assert "WARNING" not in capsys.readouterr().err
+    _warn_if_weak_secret(None, "short")
+    assert "easy to guess: it has 5 characters" in " ".join(capsys.readouterr().err.split())
