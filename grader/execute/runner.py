@@ -10,10 +10,9 @@ interrupt cannot be trusted to stop student code, and the sandboxed kernel
 is not the process jupyter_client signals), and the remaining cells run in a
 new kernel, as after a kernel that dies (``os._exit``, out of memory,
 killed).  Nothing the kernel prints is trusted: grades come from the
-captured models, evaluated elsewhere.  Nor is its size: ZMQ drops any part
-of a kernel message larger than ``MAX_KERNEL_MESSAGE_BYTES`` before reading
-it (``BoundedKernelManager``), and ``_OversizeWatch`` mends the channel and
-tells the student.
+captured models, evaluated elsewhere.  Nor is its size: a kernel message
+larger than ``MAX_KERNEL_MESSAGE_BYTES`` is dropped as it arrives, never held
+(``BoundedKernelManager``, ``relay``), and the student is told which cell's.
 """
 from __future__ import annotations
 
@@ -30,12 +29,11 @@ import zmq
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from zmq.asyncio import Poller
-from zmq.utils.monitor import recv_monitor_message
 
 from ..errors import KernelStartFailed
 from .compile_cache import KERNEL_XLA_ENV, turned_off
 from .kernel import SandboxedKernelManager, configure, kernel_folder
+from .relay import Relay
 from .sandbox import HOME, Sandbox
 
 CAPTURE_HOOK = Path(__file__).with_name("capture_kernel.py")
@@ -67,12 +65,10 @@ FUSED_CALL = 'install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None, font
 WATCHDOG_GRACE_S = 10.0
 RESTART_TIMEOUT_S = 180.0  # a kernel restart, and the new kernel's first reply, each within this
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
-#: the largest part of a kernel message the grader takes (ZMQ_MAXMSGSIZE on every socket of the kernel's client
-#: and manager): ZMQ drops a larger one before allocating it.  A cell's output is cut at ``max_output_kb`` (64 KB)
-#: anyway; a 512 MB display message, taken whole, took the grading process to 2 GB.
+#: the largest kernel message the grader takes, all its parts together (``relay.Relay``): a larger one is read
+#: to its end and dropped.  A cell's output is cut at ``max_output_kb`` (64 KB) anyway; a 512 MB display
+#: message, taken whole, took the grading process to 2 GB, and one of 300 parts of 1 MB to 657 MB.
 MAX_KERNEL_MESSAGE_BYTES = 2**20
-#: how long ZMQ may take to announce its own reconnection after a connection it lost (``_OversizeWatch``)
-RECONNECT_ANNOUNCED_MS = 1000
 
 
 @dataclass
@@ -100,7 +96,7 @@ class RunResult:
     memory_exhausted: bool = False
     quota_exceeded: str | None = None  # why the run's files went past the disk quota, when they did
     capture_cells: dict = field(default_factory=dict)  # capture file name -> 1-based cell position
-    # 1-based cell position (0: before the first cell) -> kernel messages dropped for their size (``_OversizeWatch``)
+    # 1-based cell position (0: before the first cell) -> kernel messages dropped for their size (``relay``)
     dropped_messages: dict = field(default_factory=dict)
 
 
@@ -136,8 +132,12 @@ class CappedClient(NotebookClient):
 
 
 class BoundedKernelManager(SandboxedKernelManager):
-    """The sandboxed kernel's manager, and the clients it makes, with ZMQ's cap on the size of what they receive
-    (``MAX_KERNEL_MESSAGE_BYTES``): each has a ZMQ context of its own, whose sockets all take the option."""
+    """The sandboxed kernel's manager, whose clients receive every message through a ``relay.Relay``: a message
+    larger than ``MAX_KERNEL_MESSAGE_BYTES`` is dropped as it arrives (``on_dropped(channel)`` is told), never
+    held.  The manager's own sockets (its control channel) take ZMQ's cap on a message's parts."""
+
+    on_dropped = None
+    relay: Relay | None = None
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -145,66 +145,22 @@ class BoundedKernelManager(SandboxedKernelManager):
 
     def client(self, **kwargs):
         kc = super().client(**kwargs)
-        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_KERNEL_MESSAGE_BYTES)  # before its channels connect
+        direct = kc._make_url  # the kernel's own sockets
+        if self.relay is None:
+            self.relay = Relay(lambda channel: direct(channel).removeprefix("ipc://"), MAX_KERNEL_MESSAGE_BYTES,
+                               self._dropped)
+        kc._make_url = self.relay.url  # before its channels connect
         return kc
 
+    def _dropped(self, channel: str) -> None:
+        if self.on_dropped is not None:
+            self.on_dropped(channel)
 
-class _OversizeWatch:
-    """Kernel messages dropped for their size, counted per cell (``RunResult.dropped_messages``), and the
-    channels they came on connected again.
-
-    ZMQ refuses a message part larger than ZMQ_MAXMSGSIZE by closing the connection it came on; after a
-    connection error (a kernel that died or restarted) it reconnects by itself and says so at once
-    (CONNECT_DELAYED or CONNECT_RETRIED on the socket's monitor), but not after a refused message.  So a
-    disconnection not followed by ZMQ's own reconnection within ``RECONNECT_ANNOUNCED_MS`` was a message too
-    large: the watch connects the channel again (the kernel's later output and replies still arrive)."""
-
-    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
-
-    def __init__(self, kc, result: RunResult):
-        self.result = result
-        self.cell: int | None = None  # the index of the cell running (None: before the first)
-        self.channels = {}  # monitor socket -> (channel socket, its endpoint)
-        for name in ("shell", "iopub", "stdin", "control"):
-            sock = getattr(getattr(kc, f"{name}_channel", None), "socket", None)
-            try:
-                endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-                self.channels[sock.get_monitor_socket(self.EVENTS)] = (sock, endpoint)
-            except (AttributeError, zmq.ZMQError):  # no such channel: nothing to watch
-                continue
-        self.task = asyncio.create_task(self._watch())
-
-    async def _watch(self):
-        poller = Poller()
-        for monitor in self.channels:
-            poller.register(monitor, zmq.POLLIN)
-        while True:
-            for monitor, _ in await poller.poll():
-                await self._heard(monitor)
-
-    async def _heard(self, monitor):
-        if (await recv_monitor_message(monitor))["event"] != zmq.EVENT_DISCONNECTED:
-            return
-        if await monitor.poll(RECONNECT_ANNOUNCED_MS):
-            if (await recv_monitor_message(monitor))["event"] != zmq.EVENT_DISCONNECTED:
-                return  # ZMQ reconnects by itself: the kernel went away, not a message too large
-        sock, endpoint = self.channels[monitor]
-        try:
-            sock.disconnect(endpoint)
-        except zmq.ZMQError:
-            pass
-        sock.connect(endpoint)
-        at = 0 if self.cell is None else self.cell + 1
-        self.result.dropped_messages[at] = self.result.dropped_messages.get(at, 0) + 1
-
-    def close(self):
-        self.task.cancel()
-        for monitor, (sock, _) in self.channels.items():
-            try:
-                sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            monitor.close(linger=0)
+    async def cleanup_resources(self, restart: bool = False) -> None:
+        await super().cleanup_resources(restart=restart)
+        if not restart and self.relay is not None:
+            self.relay.close()
+            self.relay = None
 
 
 def _host_paths() -> list[tuple[str, str]]:
@@ -278,6 +234,7 @@ class NotebookRunner:
 
     def _new_manager(self) -> SandboxedKernelManager:
         km = BoundedKernelManager()
+        km.on_dropped = self._dropped
         configure(km, self.sandbox, self._env(), self._startup)
         return km
 
@@ -286,6 +243,7 @@ class NotebookRunner:
 
     async def _run(self) -> RunResult:
         result = RunResult(backend=self.backend, sandboxed=self.sandbox.available)
+        self._result, self._cell = result, None  # where a message dropped for its size is counted (``_dropped``)
         self.sandbox.prepare()
         runtime = kernel_folder(self.sandbox)  # the grader's start-up files: read-only to the kernel
         self._startup = []
@@ -317,7 +275,6 @@ class NotebookRunner:
         start = time.monotonic()
         try:
             await self._start_kernel(client)
-            watch = _OversizeWatch(client.kc, result)
             await self._seed(client)
             try:
                 for index, cell in enumerate(self.nb.cells):
@@ -334,7 +291,7 @@ class NotebookRunner:
                         result.cells.append(CellRun(index, cell.source, "skipped", "NotebookTimeout",
                                                     f"the notebook ran over its {self.notebook_timeout:.0f} s limit"))
                         continue
-                    watch.cell = index
+                    self._cell = index
                     run = await self._run_cell(client, client.km, cell, index, min(left, self.cell_timeout), result)
                     run.limited_by = "notebook" if left < self.cell_timeout else "cell"
                     result.cells.append(run)
@@ -342,7 +299,6 @@ class NotebookRunner:
                     if self.progress:
                         self.progress(run)
             finally:
-                watch.close()
                 await _discard_kernel(client)
         finally:
             result.seconds = time.monotonic() - start
@@ -378,6 +334,13 @@ class NotebookRunner:
         loader = runtime / f"{name}_loader.py"
         loader.write_text(KERNEL_MODULE_LOADER.format(name=name, path=str(runtime / f"{name}.py"), call=call))
         self._startup.append(str(loader))
+
+    def _dropped(self, channel: str) -> None:
+        """A kernel message dropped for its size (``BoundedKernelManager``): counted for the cell running."""
+        result, cell = getattr(self, "_result", None), getattr(self, "_cell", None)
+        if result is not None:
+            at = 0 if cell is None else cell + 1
+            result.dropped_messages[at] = result.dropped_messages.get(at, 0) + 1
 
     def _heard_reply(self, cell, cell_index, execute_reply):
         """nbclient's ``on_cell_executed`` hook: the kernel's own reply to a cell (its status, and the error's
