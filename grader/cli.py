@@ -476,7 +476,7 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
     try:
         if not timings_only:
             out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress,
-                      workers=workers)
+                      workers=workers, warn=lambda text: console.print(f"[bold yellow]warning:[/] {terminal(text)}"))
             console.print(f"Thresholds written to [bold]{out}[/]")
         if timings_only or not (no_timings or tasks):
             out, table = calibrate_timings(assignment_dir, runs=timing_runs, progress=timing,
@@ -575,7 +575,8 @@ def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
     from .versions import GRADING_PACKAGES
 
     secret = os.environ.get("GRADER_SECRET")
-    _warn_if_weak_secret(None, secret)
+    if secret:  # otherwise the bundle gets a new random one
+        _warn_if_weak_secret(None, secret)
     try:
         out = build_bundle(assignment_dir, out_zip, secret=secret, budget_s=budget_s)
     except FatalError as e:
@@ -598,7 +599,7 @@ def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
                   f"{LOCK_FILE} in the zip): {terminal(pins)}. Give the container at least "
                   f"{RECOMMENDED_MEMORY_GB} GB of memory and a timeout above {budget_s:.0f} s. It holds "
                   + ("the grading secret from GRADER_SECRET." if secret else "a new grading secret: keep the zip "
-                     "private (staff only)."))
+                     "private (staff only)."), highlight=False)
 
 
 @gradescope.command("run")
