@@ -69,6 +69,11 @@ SIGNS: list[tuple[re.Pattern, str, object]] = [
     (_SAVE_NO_EXT, "save('name')", _save_fix),
 ]
 
+#: each sign's name in the report's words
+SAID = {"tensorflow.python.keras": "the private tensorflow.python.keras", "lr=": "the optimizer argument lr=",
+        "decay=": "the optimizer argument decay=", "optimizer.lr": "model.optimizer.lr",
+        "save('name')": "model.save('name') without an extension"}
+
 #: the APIs even Keras 2 had removed or deprecated, and what each ran as on the Keras 2 path
 AS_MEANT = {
     "predict_classes": "model.predict_classes(x) ran as Keras 2 before 2.6 ran it, the argmax of model.predict(x) "
@@ -118,9 +123,20 @@ def _code_lines(source: str):
         yield number, re.sub(r"\s+#[^'\"]*$", "", line)
 
 
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether tf_keras is installed here (a dependency: without it, no code takes this path)."""
+    from importlib.util import find_spec
+
+    return find_spec("tf_keras") is not None
+
+
 def scan(nb) -> Keras2Code:
-    """What in the notebook's code only Keras 2 runs (nothing found: an empty, false ``Keras2Code``)."""
+    """What in the notebook's code only Keras 2 runs (nothing found, or no tf_keras: an empty, false
+    ``Keras2Code``)."""
     found = Keras2Code()
+    if not available():
+        return found
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
@@ -133,8 +149,8 @@ def scan(nb) -> Keras2Code:
 
 
 def explains(cells) -> str | None:
-    """The first failure of a Keras 3 run that only Keras 2 code has, or None."""
-    for cell in cells:
+    """The first failure of a Keras 3 run that only Keras 2 code has, or None (always, without tf_keras)."""
+    for cell in cells if available() else ():
         if cell.status == "error":
             text = f"{cell.error_name}: {cell.error_value}\n{cell.traceback}"
             if KERAS2_ONLY.search(text):
@@ -161,10 +177,10 @@ def versions() -> str:
 def note(code: Keras2Code, name: str, max_lines: int = 6) -> str:
     """The report's paragraph on notebook or script ``name``, which ran on Keras 2: which Keras, no points taken,
     and its lines for current Keras (each kind of change first, then the rest)."""
-    why = (f"it uses {', '.join(code.names())}" if code.signs else
+    why = (f"it uses {', '.join(SAID.get(n, n) for n in code.names())}" if code.signs else
            f"on current Keras (Keras 3) it failed with {code.reason}")
     text = (f"{name} is written for Keras 2 ({why}), so it ran on Keras 2 ({versions()}, "
-            "TF_USE_LEGACY_KERAS=1), as where it was written; no points are taken for that.")
+            "TF_USE_LEGACY_KERAS=1), as it did where it was written; no points are taken for that.")
     firsts = list({s.what: s for s in reversed(code.signs)}.values())[::-1]  # each kind's first line
     changes = []
     for s in sorted(code.signs, key=lambda s: s not in firsts):
