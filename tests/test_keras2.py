@@ -275,3 +275,30 @@ def test_the_calibrated_thresholds_hold_on_keras2(assignment, evaluator, tmp_pat
     for tid, seed in runs:
         t = task_of(grade_one(assignment, evaluator, tmp_path / "subs", f"{tid}-{seed}"), tid)
         assert t.status == "passed" and t.score == t.max_score, (tid, seed, t.metrics, t.message)
+
+
+def test_the_scan_reads_keras2_lines_and_writes_them_for_current_keras():
+    from grader.execute import keras2
+    from grader.execute.scripts import script_to_notebook
+
+    code = keras2.scan(script_to_notebook(
+        "import numpy as np\n"
+        "# model.compile(optimizer=Adam(lr=0.1))   (a comment: not code)\n"
+        "from keras.utils import np_utils\n"
+        "opt = SGD(lr=0.1, decay=1e-6, momentum=0.9)\n"
+        "np.save('points', X)\n"
+        "model.save('my_model')\n"
+        "model.save('model.h5')\n"
+        "labels = model.predict_classes(X)\n"))
+    assert [(s.line, s.what) for s in code.signs] == [(3, "keras.utils.np_utils"), (4, "decay="), (6, "save('name')"),
+                                                      (8, "predict_classes")]
+    assert [s.current for s in code.signs] == [
+        "from keras.utils import to_categorical",
+        "opt = SGD(learning_rate=keras.optimizers.schedules.InverseTimeDecay(0.1, 1, 1e-6), momentum=0.9)",
+        "model.save('my_model.keras')",
+        "labels = np.argmax(model.predict(X), axis=-1)"]
+    # current Keras, even with Keras 2's habits that still run there (input_dim, tensorflow.keras): no sign
+    assert not keras2.scan(script_to_notebook(
+        "from tensorflow.keras.optimizers import Adam\nfrom keras.utils import to_categorical\n"
+        "model.add(Dense(3, input_dim=1))\nmodel.compile(optimizer=Adam(learning_rate=0.01))\n"
+        "model.save('model.keras')\nplt.savefig('fig')\n"))
