@@ -62,6 +62,8 @@ def test_demo_batch_exits_0_and_results_json_has_the_contract(graded_demo):
     assert heidi["notebooks"][0]["keras"] == "2" and not heidi["notebooks"][0]["failures"]
     assert all(t["status"] == "passed" for t in heidi["tasks"] if t["id"] in ("1a", "2a")), heidi["tasks"]
     assert any("ran on Keras 2" in n and "Adam(learning_rate=0.01)" in n for n in heidi["notes"]), heidi["notes"]
+    page = (out / "students" / "heidi.html").read_text()
+    assert "ran on Keras 2 (tf_keras 2." in page and "Adam(learning_rate=0.01)" in page
 
 
 def test_secret_is_created_in_out_once_and_reused(graded_demo, tmp_path):
