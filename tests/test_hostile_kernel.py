@@ -215,6 +215,55 @@ def test_a_connection_file_linked_to_dev_zero_is_never_read(tmp_path):
     _restarted_and_went_on(grade(subs, scratch))
 
 
+# -- the kernel's ipc sockets swapped for links to a host socket: the grader's reconnection follows nothing ----
+
+SWAP_SOCKETS = """import os
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+for port in (app.shell_port, app.iopub_port, app.stdin_port, app.control_port, app.hb_port):
+    path = '%s-%d' % (app.ip, port)
+    os.unlink(path)
+    os.symlink({target!r}, path)
+os._exit(1)"""
+
+
+@needs_sandbox
+@as_root
+def test_kernel_sockets_linked_to_a_host_socket_are_never_connected_to(tmp_path):
+    """The grader's ZMQ sockets reconnect by themselves when the kernel goes: by path, that reached whatever
+    socket a link there named (as root, a root-only socket of the host, sent the next cell's code)."""
+    import socket
+    import threading
+
+    host = tmp_path / "host-service.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(host))
+    host.chmod(0o600)
+    server.listen(64)
+    server.settimeout(0.2)
+    heard, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            heard.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        subs, scratch = _setup(tmp_path, script(SWAP_SOCKETS.format(target=str(host)), AFTER), None)
+        report = grade(subs, scratch)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert heard == [], f"the grader connected {len(heard)} time(s) to the host socket a link named"
+    _restarted_and_went_on(report)
+
+
 # -- finding 5: the scratch folder's removal and a link in a read-only folder (non-root only) -------------
 
 @needs_sandbox

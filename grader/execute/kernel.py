@@ -11,20 +11,26 @@ why.  The kernel's environment is built from nothing: no ``JPY_PARENT_PID``
 (ipykernel would exit), no ``GRADER_SECRET``, nothing of the grader's.  What
 the grader reads or the kernel starts from (the connection file, the grader's
 start-up files) lives in ``kernel_folder``, bound read-only: student code can
-swap nothing there for a link or a FIFO before a restart.  The kernel starts
+swap nothing there for a link or a FIFO before a restart.  The ipc sockets
+the kernel makes in the runtime folder are reached through descriptors taken
+without following links once the kernel made them (``/proc/self/fd``): ZMQ's
+reconnection never follows a link put there in their place.  The kernel starts
 with ``python -P``, so no file of the submission replaces its modules; the
 work folder joins ``sys.path`` only after the kernel and the grader's
 start-up files are loaded (``SYS_PATH_FILE``).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
@@ -32,6 +38,8 @@ from jupyter_client.manager import AsyncKernelManager
 from .sandbox import Sandbox
 
 STDERR_KEPT = 8192  # bytes of the kernel's stderr kept for messages
+PIN_TIMEOUT_S = 180.0  # how long a starting kernel may take to make its sockets
+PIN_POLL_S = 0.05
 # The last of the kernel's start-up files: puts the work folder (the cwd, as "") on sys.path where IPython
 # would (before the installed packages; ``python -P`` and IPython's ``init_path`` leave it off), so that the
 # student's own modules (tools.py) import as in Jupyter, once the kernel's own modules and the grader's
@@ -55,6 +63,106 @@ class SandboxedKernelManager(AsyncKernelManager):
     sandbox: Sandbox = None  # set by the runner before start
     kernel_env: dict = {}
     startup_files: list = []
+    # port -> the descriptor number the grader's ZMQ sockets connect through (``/proc/self/fd/N``): a
+    # placeholder (connecting there is refused, so ZMQ retries) until the kernel's socket is pinned there
+    _pins: dict = None
+    _pin_task = None
+
+    def _make_url(self, channel: str) -> str:
+        if self.transport != "ipc":
+            return super()._make_url(channel)
+        return f"ipc:///proc/self/fd/{self._pin_fd(getattr(self, f'{channel}_port'))}"
+
+    def _pin_fd(self, port: int) -> int:
+        if self._pins is None:
+            self._pins = {}
+        if port not in self._pins:
+            self._pins[port] = os.open("/", os.O_PATH | os.O_CLOEXEC)
+        return self._pins[port]
+
+    def client(self, **kwargs):
+        kc = super().client(**kwargs)
+        kc._make_url = self._make_url  # the client reaches the kernel through the same pinned sockets
+        return kc
+
+    def _socket_paths(self) -> dict[int, str]:
+        ports = (self.shell_port, self.iopub_port, self.stdin_port, self.control_port, self.hb_port)
+        return {port: f"{self.ip}-{port}" for port in ports}
+
+    def _unpin(self) -> None:
+        """Before a (re)launch: every pinned descriptor back to the placeholder, and whatever a previous kernel
+        left at the sockets' paths removed (never followed), so that the new kernel can make them."""
+        for port in self._socket_paths():
+            self._pin_fd(port)
+        placeholder = os.open("/", os.O_PATH | os.O_CLOEXEC)
+        try:
+            for fd in self._pins.values():
+                os.dup2(placeholder, fd, inheritable=False)
+        finally:
+            os.close(placeholder)
+        for path in self._socket_paths().values():
+            try:
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    def _pin_all(self) -> bool:
+        """Pin the kernel's five sockets, all at once or none: each opened without following a link, and kept
+        only if it is a socket of the sandbox user's (or the grader's).  True when they were."""
+        owners = {os.geteuid()} | ({self.sandbox.owner_uid} if self.sandbox.owner_uid is not None else set())
+        taken = {}
+        try:
+            for port, path in self._socket_paths().items():
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError:
+                    return False
+                taken[port] = fd
+                st = os.fstat(fd)
+                if not stat.S_ISSOCK(st.st_mode) or st.st_uid not in owners:
+                    return False
+            for port, fd in taken.items():
+                os.dup2(fd, self._pins[port], inheritable=False)
+            return True
+        finally:
+            for fd in taken.values():
+                os.close(fd)
+
+    async def _pin_sockets(self, proc) -> None:
+        """Once the kernel has made its sockets (no student code has run in it yet), pin them."""
+        deadline = time.monotonic() + PIN_TIMEOUT_S
+        while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+            if self._pin_all():
+                return
+            await asyncio.sleep(PIN_POLL_S)
+
+    def _release_pins(self) -> None:
+        if self._pin_task is not None:
+            self._pin_task.cancel()
+            self._pin_task = None
+        for fd in (self._pins or {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._pins = {}
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:  # the client's and the manager's sockets are closed by now
+            self._release_pins()
+
+    cleanup_resources = _async_cleanup_resources
+
+    def __del__(self):
+        try:
+            self._release_pins()
+        except Exception:
+            pass
+        super().__del__()
 
     def format_kernel_cmd(self, extra_arguments=None):
         # -P: the cwd (the work folder) is not on sys.path while the kernel starts: no ipykernel_launcher.py,
@@ -81,8 +189,12 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stderr"] = subprocess.PIPE
         if self.sandbox.owner_uid is not None:  # the kernel, an unprivileged user, must read its connection file
             _give(self.connection_file, self.sandbox.owner_uid)
+        self._unpin()
         info = await super()._async_launch_kernel(kernel_cmd, **kw)
         proc = getattr(self.provisioner, "process", None)
+        if self._pin_task is not None:
+            self._pin_task.cancel()
+        self._pin_task = asyncio.ensure_future(self._pin_sockets(proc))
         self.stderr_tail = collections.deque(maxlen=64)
         if proc is not None and proc.stderr is not None:
             self.stderr_reader = threading.Thread(target=_drain, args=(proc.stderr, self.stderr_tail), daemon=True,
