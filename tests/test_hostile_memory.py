@@ -114,6 +114,25 @@ def test_arrays_wider_or_longer_than_the_tasks_use_are_not_loaded(assignment):
     assert x.tolist() == np.arange(12.0).reshape(6, 2).tolist()
 
 
+def test_a_forged_negative_dimension_does_not_read_the_whole_member(assignment):
+    """numpy's header parser takes shape (-1, 2): the count is negative and a read of a negative size reads the
+    whole member, 40 MB of zeros from a file of 40 KB (found by a review of the memory budget)."""
+    import zipfile
+
+    from grader.harvest import DataBounds, load_arrays
+
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False, "shape": (-1, 2)})
+    member.write(bytes(40 * 2**20))
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", member.getvalue())
+    assert len(data.getvalue()) < 100_000
+    result, peak = _peak_bytes(lambda: load_arrays(data.getvalue(), DataBounds.of(assignment)))
+    assert result == (None, None)
+    assert peak < 4 * 2**20  # nothing of the member read (before: all 40 MB of it)
+
+
 def test_identifying_the_most_points_loaded_stays_small(assignment):
     from grader.harvest import MAX_TRAINING_POINTS, identify_datasets
     from grader.spec import import_reference

@@ -140,6 +140,8 @@ def _bounded_array(z: zipfile.ZipFile, name: str, points: int, width: int) -> np
         info = z.getinfo(name + ".npy")
     except KeyError:
         return None
+    if info.file_size > points * width * 16 + 2**17:  # more than any array within the bounds, with its header
+        return None
     with z.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -150,8 +152,8 @@ def _bounded_array(z: zipfile.ZipFile, name: str, points: int, width: int) -> np
             return None
         if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize > 16 or not 1 <= len(shape) <= 2:
             return None
-        if shape[0] > points or (shape[1] if len(shape) == 2 else 1) > width:
-            return None
+        if any(d < 0 for d in shape) or shape[0] > points or (shape[1] if len(shape) == 2 else 1) > width:
+            return None  # numpy's header parser takes a negative dimension: f.read(negative) reads it all
         count = int(np.prod(shape))
         raw = f.read(count * dtype.itemsize)  # at most points x width values: the header said so
     if len(raw) != count * dtype.itemsize:
