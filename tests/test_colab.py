@@ -180,3 +180,23 @@ def test_colabs_content_folder_is_the_notebooks_folder(assignment, evaluator, tm
     assert "files.download('/content/model.h5'): the grader took model.h5" in " ".join(result.notes)
     t = task_of(result, "3")
     assert t.status == "passed" and t.source == "model.h5 (saved by tutorial6.ipynb)", (t.status, t.source)
+
+
+def test_forged_kernel_records_of_the_wrong_types_are_left_out(assignment, tmp_path):
+    """support.json is written by the notebook: a list where a name is read, a number where a list is, must not
+    make the grader fail on that student (it raised TypeError, found by a review)."""
+    import json
+
+    import nbformat
+
+    from grader.execute import _course_notes, _kernel_records
+
+    (tmp_path / "support.json").write_text(json.dumps({"module": ["tools"], "own": True, "added": 7,
+                                                        "failed": {"x": 1}}))
+    assert _kernel_records(tmp_path) == ([], {"own": True})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from tools import *")])
+    notes = _course_notes(assignment, nb, tmp_path, [], {})  # no TypeError: the forged fields are dropped
+    assert not any("Your own" in n or "failed when it was imported" in n for n in notes), notes
+    (tmp_path / "support.json").write_text(json.dumps({"module": "tools", "own": True, "added": ["gen_xor", 7]}))
+    [note] = _course_notes(assignment, nb, tmp_path, [], {})
+    assert "gen_xor" in note

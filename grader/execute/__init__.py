@@ -165,8 +165,10 @@ def _kernel_records(capture: Path) -> tuple[list[str], dict]:
             pass
         try:
             record = parse_json(untrusted.read_bytes(course_kernel.SUPPORT, 64 * 1024, dir_fd))
-            if isinstance(record, dict):
-                support = record
+            if isinstance(record, dict):  # each field of the type the notes read, or left out
+                support = {key: record[key] for key, kind in (("module", str), ("own", bool), ("added", list),
+                                                              ("failed", str))
+                           if isinstance(record.get(key), kind)}
         except (untrusted.Refused, ValueError, OSError):
             pass
     finally:
