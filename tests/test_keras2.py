@@ -302,3 +302,19 @@ def test_the_scan_reads_keras2_lines_and_writes_them_for_current_keras():
         "from tensorflow.keras.optimizers import Adam\nfrom keras.utils import to_categorical\n"
         "model.add(Dense(3, input_dim=1))\nmodel.compile(optimizer=Adam(learning_rate=0.01))\n"
         "model.save('model.keras')\nplt.savefig('fig')\n"))
+
+
+def test_the_scan_takes_no_other_librarys_code_for_keras2():
+    """A student's own ``def sgd(w, g, lr=0.1)`` and scikit-learn's ``predict_proba`` are no sign of Keras 2:
+    taken as one, a Keras 3 notebook ran on tf_keras and the report told the student to rewrite sklearn code
+    (found by a review)."""
+    from grader.execute import keras2
+    from grader.execute.scripts import script_to_notebook
+
+    assert not keras2.scan(script_to_notebook("def sgd(w, g, lr=0.1):\n    return w - lr * g\n\n"
+                                              "w = sgd(w, g, lr=0.01)\n"))
+    assert not keras2.scan(script_to_notebook("from sklearn.linear_model import LogisticRegression\n"
+                                              "p = LogisticRegression().fit(X, y).predict_proba(X)\n"))
+    # Keras 2's own spellings are still read
+    assert [s.what for s in keras2.scan(script_to_notebook("opt = keras.optimizers.adam(lr=0.01)\n")).signs] == ["lr="]
+    assert [s.what for s in keras2.scan(script_to_notebook("p = model.predict_proba(X)\n")).signs] == ["predict_proba"]
