@@ -8,6 +8,7 @@ the scratch folder's removal; a submission carrying its own ``ipykernel_launcher
 ``zmq.py`` and ``numpy.py``; a kernelspec without ``display_name``.  Run as a script, this module is the
 harness that grades one notebook and prints what happened as JSON.
 """
+import atexit
 import json
 import os
 import resource
@@ -137,11 +138,17 @@ def _setup(home: Path, source: str, uid: int | None, extra: dict | None = None, 
     for rel, text in (extra or {}).items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text)
-    scratch = home / "scratch"  # the grader's scratch folders (TMPDIR); its HOME beside it
+    # the grader's scratch folders (TMPDIR), its HOME beside them: a short path under /tmp, as a TA's TMPDIR is
+    # (the kernel's sockets live there, and a unix socket's path has at most 107 bytes; pytest-xdist's tmp_path
+    # is longer)
+    short = Path(tempfile.mkdtemp(prefix="ghk-", dir="/tmp"))
+    short.chmod(0o755)
+    atexit.register(shutil.rmtree, short, True)
+    scratch = short / "scratch"
     scratch.mkdir()
-    (home / "home").mkdir()
+    (short / "home").mkdir()
     if uid is not None:
-        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(home / "subs"), str(scratch), str(home / "home")],
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(home / "subs"), str(scratch), str(short / "home")],
                        check=True)
     return home / "subs", scratch
 
