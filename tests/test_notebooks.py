@@ -57,6 +57,22 @@ def test_a_raising_cell_does_not_stop_later_tasks(assignment, evaluator, tmp_pat
 
 
 @needs_sandbox
+def test_a_long_tmpdir_does_not_stop_the_kernel(assignment, evaluator, tmp_path, monkeypatch):
+    """The kernel's unix sockets live in the run's scratch folder, and a socket's path has at most 107 bytes: under
+    a TMPDIR longer than that allows, every kernel failed to start (the grader's environment failing, for every
+    student); the scratch folder now goes under /tmp instead."""
+    import tempfile
+
+    long_tmp = tmp_path / ("long-tmpdir-" + "t" * 80)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    result = run_student(assignment, evaluator, tmp_path, notebook(IMPORTS, DATA, HAND_SET_1B))
+    nb = result.notebooks[0]
+    assert nb["sandboxed"] and nb["cells_failed"] == 0, nb
+    assert task_of(result, "1b").status == "passed"
+
+
+@needs_sandbox
 def test_a_failure_with_its_traceback_silenced_is_still_recorded(assignment, evaluator, tmp_path):
     """A student (or a library) that hides tracebacks -- IPython's showtraceback replaced, a custom exception
     handler -- leaves no error output; the kernel's reply still says the cell failed, and with what."""

@@ -31,6 +31,7 @@ from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose, keras2
 from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
 from .runner import MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
+from .relay import socket_tempdir
 from . import compile_cache, course_kernel
 from .sandbox import COLAB_HOME, HOME, Limits, Sandbox, SandboxFailed, unavailable_reason
 from .scripts import script_to_notebook
@@ -230,13 +231,19 @@ def _limits(settings) -> Limits:
                   disk_mb=settings.disk_mb, max_files_written=settings.max_files_written)
 
 
+def _scratch_folder() -> Path:
+    """A new scratch folder for one run, where the kernel's unix sockets (``runtime/kernel-N``) fit a socket's
+    path (``relay.socket_tempdir``)."""
+    return Path(tempfile.mkdtemp(prefix="grader-nb-", dir=socket_tempdir()))
+
+
 def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, on_capture, seed,
               limits: TimeLimits, unsandboxed: bool = False):
     """One run in a new scratch folder: (scratch, work folder, run, stage report, files before the run)."""
     settings = assignment.notebooks
     keras2_path = backend == keras2.KERAS2  # the Keras 2 path: tf_keras on TensorFlow
     backend = "tensorflow" if keras2_path else backend
-    scratch = Path(tempfile.mkdtemp(prefix="grader-nb-"))
+    scratch = _scratch_folder()
     try:
         work, runtime, capture = scratch / "work", scratch / "runtime", scratch / "capture"
         # the compile cache (``compile_cache``), read-only and only into a real sandbox: where there is

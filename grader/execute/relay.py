@@ -23,6 +23,20 @@ _MORE, _LONG, _COMMAND = 1, 2, 4
 CHUNK = 64 * 1024
 
 
+#: the longest folder whose unix sockets (a made-up name of about 40 bytes below it) stay within the 107 bytes of
+#: a socket's path
+MAX_SOCKET_BASE = 64
+
+
+def socket_tempdir() -> str:
+    """Where to make a folder of unix sockets: TMPDIR, or /tmp where TMPDIR is too long for a socket's path (a long
+    TMPDIR otherwise left every kernel unable to start)."""
+    base = tempfile.gettempdir()
+    if len(os.fsencode(base)) > MAX_SOCKET_BASE and os.access("/tmp", os.W_OK | os.X_OK):
+        return "/tmp"
+    return base
+
+
 class ProtocolBroken(Exception):
     """What the kernel sent is not ZMTP 3 as the relay reads it."""
 
@@ -33,7 +47,7 @@ class Relay:
 
     def __init__(self, upstream: Callable[[str], str], max_bytes: int, on_drop: Callable[[str], None]):
         self.upstream, self.max_bytes, self.on_drop = upstream, max_bytes, on_drop
-        self.folder = tempfile.mkdtemp(prefix="grader-relay-")  # the grader's own, mode 700
+        self.folder = tempfile.mkdtemp(prefix="grader-relay-", dir=socket_tempdir())  # the grader's own, mode 700
         self.listening: dict[str, socket.socket] = {}
         self.tasks: set[asyncio.Task] = set()
 
