@@ -136,16 +136,17 @@ def _assignment_for_pages(gradebook, assignment_id: str, folder: Path, assignmen
     return pages, assignment, None
 
 
-def override_score(student_id: str, task_id: str, points: float | None, *, reason: str, by: str | None = None,
+def override_score(student_id: str, task_id: str, points: float | None, *, reason: str | None, by: str | None = None,
                    out_dir: Path = REPORTS, db_url: str | None = None, assignment_id: str | None = None,
-                   assignment_dir: Path | None = None, wait: float = 0.0) -> dict:
+                   assignment_dir: Path | None = None, wait: float = 0.0, expected_version: str | None = None) -> dict:
     """``grader override``: set a task's score by hand (``points``; None undoes the override in force) with
     the reason and who did it (``by``, default the OS user), then re-draw the class's ``results.json``,
     ``index.html`` and the student's page.  The pages need the assignment folder: ``assignment_dir``, or the
     one the gradebook was last graded from.  The exports in the default folder (``<the gradebook's
     folder>/export``) are written again.  Returns ``{"task": the task as it now stands, "assignment": its
     id, "redrawn": the folder re-drawn or None, "why_not": why not, "exported": the export folder written
-    again or None}``."""
+    again or None}``.  ``expected_version``: the task's ``Gradebook.task_version`` the decision was made on
+    (``grader serve``'s forms): a task changed since is refused (``ChangedSince``)."""
     from .pipeline import refresh_reports
     from .store import OutputLock
 
@@ -153,7 +154,8 @@ def override_score(student_id: str, task_id: str, points: float | None, *, reaso
         pages, assignment, why_not = _assignment_for_pages(gradebook, assignment_id, folder, assignment_dir)
         # one writer per output folder: a running batch would write the pages over again without the override
         with OutputLock(pages, wait=wait) if pages is not None else nullcontext():
-            task = gradebook.override(assignment_id, student_id, task_id, points, reason=reason, by=by or os_user())
+            task = gradebook.override(assignment_id, student_id, task_id, points, reason=reason, by=by or os_user(),
+                                      expected=expected_version)
             if assignment is not None:
                 refresh_reports(assignment, pages, gradebook, pages=[student_id])
             exported = _refresh_exports(gradebook, assignment_id, folder / "export")

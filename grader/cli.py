@@ -301,6 +301,46 @@ def review(out_dir, db_url, assignment_id, as_json, near):
                   "`grader grade` looks at them.")
 
 
+@main.command()
+@_gradebook_options
+@click.option("--assignment", "-a", "assignment_dir", default=None, type=click.Path(path_type=Path),
+              help="The assignment folder, to re-draw the pages after an override  [default: the one the class "
+                   "was graded from]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (anything but localhost exposes the grades to the network; the "
+                   "token still guards every page).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="The port (0: any free one).")
+def serve(out_dir, db_url, assignment_id, assignment_dir, host, port):
+    """Review the class in a browser: the class table, the review queue, each student's work, and overrides
+    (the same audit trail as `grader override`).  Open the URL it prints (it holds the access token)."""
+    try:
+        from .serve.app import TOKEN_PARAM, create_app, serve as run
+    except ImportError as e:
+        console.print(f"[bold red]error:[/] grader serve needs Flask ({terminal(str(e))}): "
+                      "pip install 'grader[serve]'.")
+        sys.exit(2)
+    try:
+        app = create_app(out_dir, db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir)
+    except FatalError as e:
+        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+        sys.exit(2)
+
+    def ready(server):
+        shown = f"[{server.host}]" if ":" in server.host else server.host
+        click.echo(f"Serving {app.extensions['grader']['assignment']} at "
+                   f"http://{shown}:{server.port}/?{TOKEN_PARAM}={app.config['GRADER_TOKEN']}", err=False)
+        console.print("Open that URL in a browser (it holds the access token); Ctrl-C stops.")
+
+    try:
+        run(app, host, port, ready=ready)
+    except OSError as e:
+        console.print(f"[bold red]error:[/] cannot listen on {terminal(host)}:{port}: {e.strerror or e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
 CHECK_MARK = {"passed": "[green]✓[/]", "partial": "[yellow]~[/]", "failed": "[red]✗[/]", "missing": "[red]✗[/]",
               "error": "[bold red]![/]"}
 CHECK_STATUS = {"passed": "[green]passed[/]", "partial": "[yellow]partial[/]", "failed": "[red]failed[/]",

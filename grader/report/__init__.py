@@ -149,9 +149,23 @@ class Reporter:
                          "override": overrides.get(t.id)})
         html = self.env.get_template("student.html.j2").render(  # the batch's warnings are the TA's: class page
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
-            automatic=stored.get("automatic"), notices=notices or [])
+            automatic=stored.get("automatic"), notices=notices or [], work=self._work_page(result))
         self.drawn_pages.add(result.id)
         return atomic_write(self.page_path(result.id), html)
+
+    def _work_page(self, result: StudentResult) -> str | None:
+        """Write the student's notebooks as they ran (``students/work/<name>.html``, ``grader.executed``) when the
+        result carries them (``score.attach_plots``); the link from their page, or None when there is none."""
+        path = self.students_dir / "work" / f"{safe_name(result.id)}.html"
+        executed = getattr(result, "executed", None)
+        if executed:
+            from ..executed import render
+
+            atomic_write(path, render(result.id, executed, title=self.assignment.title,
+                                      back=f"../{self.page_path(result.id).name}"))
+        elif executed is not None:  # measured again, and nothing ran: an older run's page would mislead
+            path.unlink(missing_ok=True)
+        return f"work/{path.name}" if path.is_file() else None
 
     def page_path(self, student_id: str) -> Path:
         """Where a student's page is written (``students/<safe_name>.html``)."""

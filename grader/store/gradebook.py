@@ -153,6 +153,21 @@ def _plain(e: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+class ChangedSince(GradebookError):
+    """An override decided on a task as it was, refused: another TA (or a re-grade) changed it since."""
+
+    def __init__(self, task_id: str, latest: dict | None):
+        if latest is None:
+            what = "it was graded again"
+        elif latest["action"] == "undo":
+            what = f"{latest['by']} undid its override at {latest['at']} ({latest['reason']})"
+        else:
+            what = f"{latest['by']} set it to {latest['points']:g} at {latest['at']} ({latest['reason']})"
+        super().__init__(f"Another TA changed this task since you opened the page: {what}. Nothing was "
+                         "changed; reload the page to see the task as it stands, then decide again.")
+        self.task_id, self.latest = task_id, latest
+
+
 @dataclass
 class Stored:
     """What the gradebook knows of one student."""
@@ -336,16 +351,38 @@ class Gradebook:
         row = c.execute(sa.select(assignments.c.grade_bands).where(assignments.c.id == assignment_id)).first()
         return json.loads(row[0]) if row and row[0] else None
 
+    @staticmethod
+    def _task_version(c, pk: int, task_id: str, graded_at: str, below: int | None = None) -> tuple[str, dict | None]:
+        """A task's version (its latest override row and the result's grading time) and that latest row."""
+        q = sa.select(overrides).where(overrides.c.student == pk, overrides.c.task_id == task_id)
+        if below is not None:
+            q = q.where(overrides.c.id < below)
+        row = c.execute(q.order_by(overrides.c.id.desc()).limit(1)).mappings().first()
+        return f"{row['id'] if row else 0}@{graded_at}", (dict(row) if row else None)
+
+    def task_version(self, assignment_id: str, student_id: str, task_id: str) -> str | None:
+        """What a task stands on now, for ``override(expected=...)``: it changes with every override, undo and
+        re-grade of the task (None when the student has no result)."""
+        with self._errors("read"), self.engine.connect() as c:
+            pk = self._student_pk(c, assignment_id, student_id, create=False)
+            graded = None if pk is None else c.execute(
+                sa.select(results.c.graded_at).where(results.c.student == pk)).scalar()
+            return None if graded is None else self._task_version(c, pk, task_id, graded)[0]
+
     def override(self, assignment_id: str, student_id: str, task_id: str, points: float | None, *, reason: str,
-                 by: str) -> dict:
+                 by: str, expected: str | None = None) -> dict:
         """Set a task's score by hand (``points``), or undo the override in force (``points`` None), with the
         reason and who did it; the student's stored result changes in the same transaction.  Returns the
-        task as it now stands (its JSON, ``override`` included while one is in force)."""
-        reason = " ".join(str(reason).split())
-        if not reason:
+        task as it now stands (its JSON, ``override`` included while one is in force).  ``expected``: the
+        ``task_version`` the decision was made on; when the task has changed since, ``ChangedSince`` (decided
+        inside the transaction, after its row is written: the database orders concurrent writers)."""
+        reason = " ".join(str(reason or "").split())  # optional for an undo: its row is kept either way
+        if not reason and points is not None:
             raise GradebookError("an override needs a reason (--reason TEXT): the gradebook keeps it.")
         with self._errors(f"override {student_id} {task_id} in"), self.engine.begin() as c:
             pk = self._student_pk(c, assignment_id, student_id, create=False)
+            if pk is not None:  # PostgreSQL: one override of a student at a time (SQLite: its write lock)
+                c.execute(sa.select(students.c.id).where(students.c.id == pk).with_for_update())
             row = None if pk is None else c.execute(
                 sa.select(results.c.result, results.c.submission, results.c.run, results.c.score_key,
                           results.c.graded_at).where(results.c.student == pk)).first()
@@ -366,6 +403,12 @@ class Gradebook:
                 student=pk, task_id=task_id, action="undo" if points is None else "set", points=points,
                 replaced_score=automatic["score"], replaced_status=automatic["status"], reason=reason,
                 by=str(by)[:128], at=now()))
+            if expected is not None:
+                mine = c.execute(sa.select(sa.func.max(overrides.c.id)).where(overrides.c.student == pk)).scalar()
+                version, before = self._task_version(c, pk, task_id, row.graded_at, below=mine)
+                if version != expected:
+                    same_row = version.split("@")[0] == str(expected).split("@")[0]
+                    raise ChangedSince(task_id, None if same_row else before)
             apply_overrides(payload, self._in_force(c, [pk]).get(pk, {}), self._bands(c, assignment_id))
             self._write_result(c, pk, payload, submission=row.submission, run=row.run, score_key=row.score_key,
                                graded_at=row.graded_at)

@@ -1,0 +1,149 @@
+"""The executed notebook, kept: a student's notebook or script cell by cell, as it ran, with its outputs.
+
+``keep`` turns the notebook nbclient ran (outputs in place) into plain data,
+bounded and sanitised: text outputs as text (terminal colours stripped; shown
+escaped), errors as their name, value and traceback, images only as PNG that
+Pillow decodes and writes again (anything else, and every HTML, JavaScript,
+SVG or widget output, is replaced by a line saying what was dropped).  It
+travels in the student's ``Measurements`` (``executed``) and so is stored in
+the gradebook with them; ``render`` draws it as an HTML page (the static
+``students/<id>.work.html`` and ``grader serve``'s student page).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+#: the cells kept of one notebook, the characters of a cell's code, of one cell's text outputs, the bytes of
+#: one image, and of everything kept of one notebook (text and images together): beyond them a line says so
+MAX_CELLS = 400
+MAX_SOURCE_CHARS = 20_000
+MAX_CELL_TEXT = 64 * 1024
+MAX_IMAGE_BYTES = 1 << 20
+MAX_IMAGE_PIXELS = 4_000_000
+MAX_NOTEBOOK_BYTES = 4 << 20
+
+#: terminal escape sequences (colours in tracebacks and progress bars)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def _text(value) -> str:
+    text = "".join(value) if isinstance(value, list) else str(value or "")
+    return _ANSI.sub("", text)
+
+
+def clean_png(data) -> bytes | None:
+    """The PNG image ``data`` (base64 text, as a notebook holds it) decoded, checked and written again by
+    Pillow (its pixels only: no text chunks, no trailing bytes); None when it is no PNG, too large or broken."""
+    try:
+        raw = base64.b64decode("".join(data) if isinstance(data, list) else str(data), validate=False)
+    except (ValueError, TypeError):
+        return None
+    if len(raw) > MAX_IMAGE_BYTES or not raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                return None
+            img.load()
+            if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
+                img = img.convert("RGBA")
+            out = io.BytesIO()
+            img.save(out, format="PNG")
+    except Exception:  # Pillow's errors for a broken or hostile file are of many kinds
+        return None
+    return out.getvalue() if len(out.getvalue()) <= MAX_IMAGE_BYTES else None
+
+
+def _outputs(cell, budget: list[int]) -> list[dict]:
+    """A code cell's outputs as kept: [{"kind": "text" | "error" | "image" | "dropped", ...}]."""
+    kept, text_used = [], 0
+    for out in cell.get("outputs", []) or []:
+        if budget[0] <= 0:
+            kept.append({"kind": "dropped", "text": "[the rest of this notebook's output was not kept: it is "
+                                                    f"larger than the {MAX_NOTEBOOK_BYTES >> 20} MB kept]"})
+            break
+        kind = out.get("output_type")
+        if kind == "stream":
+            item = {"kind": "text", "name": "stderr" if out.get("name") == "stderr" else "stdout",
+                    "text": _text(out.get("text"))}
+        elif kind == "error":
+            lines = out.get("traceback") or []
+            item = {"kind": "error", "text": _text("\n".join(str(x) for x in lines[-50:]) if isinstance(lines, list)
+                                                   else "") or f"{_text(out.get('ename'))}: {_text(out.get('evalue'))}"}
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data") or {}
+            if "image/png" in data:
+                png = clean_png(data["image/png"])
+                if png is not None:
+                    budget[0] -= len(png) * 4 // 3
+                    kept.append({"kind": "image", "png": base64.b64encode(png).decode("ascii")})
+                    continue
+                item = {"kind": "dropped", "text": "[an image that is not a valid PNG within "
+                                                   f"{MAX_IMAGE_BYTES >> 20} MB was not kept]"}
+            elif "text/plain" in data:
+                item = {"kind": "text", "name": "result", "text": _text(data["text/plain"])}
+            else:
+                shown = ", ".join(sorted(str(k) for k in data)[:3]) or "nothing"
+                item = {"kind": "dropped", "text": f"[an output of {shown} is not shown]"}
+        else:
+            continue
+        if item["kind"] in ("text", "error"):
+            room = MAX_CELL_TEXT - text_used
+            if room <= 0:
+                continue
+            if len(item["text"]) > room:
+                item["text"] = item["text"][:room] + f"\n[output beyond {MAX_CELL_TEXT // 1024} KB of this cell " \
+                                                     "was not kept]"
+            text_used += len(item["text"])
+        budget[0] -= len(item.get("text", ""))
+        kept.append(item)
+    return kept
+
+
+def keep(name: str, nb, run=None) -> dict:
+    """The notebook ``nb`` as it ran (``run``: its ``runner.RunResult``, for each cell's status and time)."""
+    runs = {c.index: c for c in (run.cells if run is not None else [])}
+    budget = [MAX_NOTEBOOK_BYTES]
+    cells, notes = [], []
+    for index, cell in enumerate(nb.cells):
+        if index >= MAX_CELLS:
+            notes.append(f"Only the first {MAX_CELLS} of its {len(nb.cells)} cells were kept.")
+            break
+        source = _text(cell.get("source"))
+        if len(source) > MAX_SOURCE_CHARS:
+            source = source[:MAX_SOURCE_CHARS] + f"\n[... {len(source) - MAX_SOURCE_CHARS} more characters]"
+        budget[0] -= len(source)
+        entry = {"index": index + 1, "type": "code" if cell.get("cell_type") == "code" else "text",
+                 "source": source}
+        if entry["type"] == "code":
+            ran = runs.get(index)
+            entry.update(status=ran.status if ran else "not run", seconds=round(ran.seconds, 1) if ran else None,
+                         outputs=_outputs(cell, budget))
+        cells.append(entry)
+    return {"name": str(name), "cells": cells, "notes": notes}
+
+
+def _env():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
+
+    from .textsafe import visible
+
+    def finalize(value):
+        if isinstance(value, Markup):
+            return value
+        return visible(value) if isinstance(value, str) else value
+
+    return Environment(loader=PackageLoader("grader.serve", "templates"), finalize=finalize,
+                       autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
+                       lstrip_blocks=True)
+
+
+def render(student_id: str, notebooks: list[dict], *, title: str = "", back: str | None = None) -> str:
+    """A whole HTML page of the student's executed notebooks (the static ``students/<id>.work.html``)."""
+    return _env().get_template("work_page.html").render(student_id=student_id, notebooks=notebooks, title=title,
+                                                         back=back)

@@ -1,0 +1,259 @@
+"""``grader serve``: a local web app over a class's gradebook, for a TA (or a small team) reviewing it.
+
+Pages: the class (a sortable, searchable table and each task's distribution),
+the review queue (``api.review_gradebook``), and each student's page: the
+tasks with an override form each, the files and what each became, the work as
+it ran (``grader.executed``) and the feedback page the student gets.  An
+override or undo goes through ``api.override_score`` (the gradebook's audit
+trail, the pages and exports re-drawn) with the version of the task the form
+was drawn from: a task changed since is refused, and the TA told by whom.
+Every request needs the token the command prints (in the URL once, then a
+cookie); every form a CSRF token; every page is escaped (Jinja autoescape,
+``textsafe.visible``) under a Content-Security-Policy.  Flask on Werkzeug's
+threaded server, bound to 127.0.0.1 by default (docs/design/serve.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import threading
+from pathlib import Path
+
+from flask import Flask, abort, flash, g, get_flashed_messages, redirect, render_template, request, url_for
+from markupsafe import Markup
+
+from ..errors import FatalError, GradebookError
+from ..textsafe import visible
+
+#: the query parameter and the cookie that carry the token
+TOKEN_PARAM = "token"
+#: the largest static page served (a student's feedback page with its plots)
+MAX_PAGE_BYTES = 32 << 20
+#: how long an override waits for another writer of the same output folder (a batch, another TA's override)
+OVERRIDE_WAIT_S = 15.0
+CHANGED_SINCE = "Another TA changed this task since you opened the page"
+
+
+def _finalize(value):
+    if isinstance(value, Markup):
+        return value
+    return visible(value) if isinstance(value, str) else value
+
+
+def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str | None = None,
+               assignment_dir: Path | None = None, token: str | None = None) -> Flask:
+    """The app over the gradebook ``grader export`` would find from ``out_dir`` / ``db_url``.  ``token``: the
+    secret every request must carry (a new random one when None; ``app.config["GRADER_TOKEN"]``)."""
+    from ..api import _assignment_for_pages, open_gradebook
+    from ..store import Gradebook
+
+    with open_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id) as (gradebook, assignment_id, folder):
+        pages, _, _ = _assignment_for_pages(gradebook, assignment_id, folder, None)
+    app = Flask(__name__)
+    app.jinja_env.finalize = _finalize
+    app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
+    token = token or secrets.token_urlsafe(32)
+    app.secret_key = secrets.token_bytes(32)  # signs the flashed messages' cookie
+    app.config.update(GRADER_TOKEN=token, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_NAME=f"grader_session_{_digest(token, 'cookie')[:10]}",
+                      MAX_CONTENT_LENGTH=64 * 1024)
+    state = {"gradebook": Gradebook(db_url, folder), "assignment": assignment_id, "folder": folder,
+             "pages": pages, "db_url": db_url, "assignment_dir": assignment_dir, "lock": threading.Lock()}
+    app.extensions["grader"] = state
+    cookie = f"grader_token_{_digest(token, 'cookie')[:10]}"
+    csrf = _digest(token, "csrf")
+    css = (Path(__file__).parent / "templates" / "serve.css").read_text(encoding="utf-8")
+
+    @app.before_request
+    def _authorise():
+        given = request.args.get(TOKEN_PARAM)
+        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+            # the token leaves the URL (history, the next page's referrer) for an HttpOnly cookie
+            args = {k: v for k, v in request.args.items() if k != TOKEN_PARAM}
+            response = redirect(url_for(request.endpoint, **(request.view_args or {}), **args)
+                                if request.endpoint else "/", code=303)
+            response.set_cookie(cookie, token, httponly=True, samesite="Strict")
+            return response
+        held = request.cookies.get(cookie, "")
+        if not hmac.compare_digest(held.encode(), token.encode()):
+            abort(403, "This page needs the token `grader serve` printed: open the URL it printed.")
+        if request.method == "POST":
+            sent = request.form.get("csrf", "")
+            if not hmac.compare_digest(sent.encode(), csrf.encode()):
+                abort(403, "The form's CSRF token is missing or wrong: reload the page and try again.")
+            origin = request.headers.get("Origin")
+            if origin and origin != request.host_url.rstrip("/"):
+                abort(403, "The form came from another site.")
+        g.nonce = secrets.token_urlsafe(16)
+
+    @app.after_request
+    def _headers(response):
+        nonce = getattr(g, "nonce", "")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src data:; "
+            "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(403)
+    def _forbidden(e):
+        return f"403 Forbidden: {visible(e.description)}", 403, {"Content-Type": "text/plain; charset=utf-8"}
+
+    @app.context_processor
+    def _common():
+        return {"csrf": csrf, "nonce": getattr(g, "nonce", ""), "css": css, "assignment": state["assignment"],
+                "messages": get_flashed_messages(with_categories=True)}
+
+    def results() -> dict[str, dict]:
+        return {r["id"]: r for r in state["gradebook"].results(state["assignment"])}
+
+    def by_name() -> dict[str, dict]:
+        from ..report import safe_name
+
+        return {safe_name(sid): r for sid, r in results().items()}
+
+    def student_or_404(name: str) -> dict:
+        found = by_name().get(name)
+        if found is None:
+            abort(404)
+        return found
+
+    @app.route("/")
+    def index():
+        from ..report import safe_name
+
+        tasks = state["gradebook"].tasks(state["assignment"])
+        rows = list(results().values())
+        query = request.args.get("q", "").strip().lower()
+        shown = [r for r in rows if query in r["id"].lower()] if query else rows
+        return render_template("class.html", tasks=tasks, rows=shown, total=len(rows), query=query,
+                               link={r["id"]: safe_name(r["id"]) for r in rows},
+                               distributions=_distributions(tasks, rows))
+
+    @app.route("/review")
+    def review():
+        from ..api import review_gradebook
+        from ..report import safe_name
+
+        found = review_gradebook(state["folder"], db_url=state["db_url"], assignment_id=state["assignment"])
+        return render_template("review.html", found=found, safe_name=safe_name)
+
+    @app.route("/student/<name>")
+    def student(name):
+        data = student_or_404(name)
+        gradebook = state["gradebook"]
+        versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
+        measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
+        report = _page_file(state["pages"], name) is not None
+        return render_template("student.html", s=data, name=name, versions=versions,
+                               executed=measured.get("executed") or [], report=report,
+                               by=request.cookies.get("grader_by") or _os_user())
+
+    @app.route("/student/<name>/override", methods=["POST"])
+    def override(name):
+        from ..api import override_score
+
+        data = student_or_404(name)
+        form = request.form
+        task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
+        undo = form.get("action") == "undo"
+        try:
+            points = None if undo else float(form.get("points", ""))
+        except ValueError:
+            flash(f"Task {task}: give the points as a number.", "refused")
+            return redirect(url_for("student", name=name) + f"#task-{task}", code=303)
+        try:
+            with state["lock"]:
+                done = override_score(data["id"], task, points, reason=reason, by=by or None,
+                                      out_dir=state["folder"], db_url=state["db_url"],
+                                      assignment_id=state["assignment"], assignment_dir=state["assignment_dir"],
+                                      wait=OVERRIDE_WAIT_S, expected_version=form.get("version") or None)
+        except (GradebookError, FatalError) as e:
+            flash(f"Task {task}: not changed. {e.explain()}", "refused")
+        else:
+            t = done["task"]
+            flash(f"Task {task}: " + (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} "
+                                      "stands" if undo else f"set to {t['score']:g} of {t['max_score']:g}")
+                  + "; recorded in the gradebook" + ("" if done["redrawn"] else
+                                                     f" (pages not re-drawn: {done['why_not']})") + ".", "ok")
+        response = redirect(url_for("student", name=name) + f"#task-{task}", code=303)
+        if by:
+            response.set_cookie("grader_by", by[:128], httponly=True, samesite="Strict")
+        return response
+
+    @app.route("/report/<name>")
+    def report(name):
+        student_or_404(name)
+        path = _page_file(state["pages"], name)
+        if path is None:
+            abort(404)
+        response = app.response_class(path.read_bytes(), mimetype="text/html")
+        # the static page: its own inline styles and data: images, no script, no form, an origin of its own
+        response.headers["Content-Security-Policy"] = ("sandbox; default-src 'none'; style-src 'unsafe-inline'; "
+                                                       "img-src data:; base-uri 'none'; form-action 'none'; "
+                                                       "frame-ancestors 'self'")
+        return response
+
+    return app
+
+
+def _digest(token: str, purpose: str) -> str:
+    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def _os_user() -> str:
+    from ..api import os_user
+
+    return os_user()
+
+
+def _page_file(pages: Path | None, name: str) -> Path | None:
+    """The student's static feedback page, when it is a regular file (never a link) within the size served."""
+    if pages is None or "/" in name or name.startswith("."):
+        return None
+    path = pages / "students" / f"{name}.html"
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return path if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_PAGE_BYTES else None
+
+
+#: the statuses, in the order the distributions show them
+STATUSES = ("passed", "partial", "failed", "missing", "error")
+
+
+def _distributions(tasks: list[dict], rows: list[dict]) -> list[dict]:
+    """Each task's distribution over the class: counts by status, scores in five bins, the mean."""
+    out = []
+    for task in tasks:
+        found = [t for r in rows for t in r["tasks"] if t["id"] == task["id"]]
+        counts = {s: sum(t["status"] == s for t in found) for s in STATUSES}
+        bins = [0] * 5
+        for t in found:
+            share = t["score"] / t["max_score"] if t["max_score"] else 0.0
+            bins[min(4, int(share * 5))] += 1
+        mean = sum(t["score"] for t in found) / len(found) if found else 0.0
+        out.append({"id": task["id"], "title": task.get("title", ""), "points": task.get("points", 0),
+                    "counts": counts, "bins": bins, "most": max(bins) or 1, "n": len(found), "mean": mean})
+    return out
+
+
+def serve(app: Flask, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:
+    """Serve ``app`` on Werkzeug's threaded server until interrupted; ``ready(server)`` once it listens."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        app.extensions["grader"]["gradebook"].close()

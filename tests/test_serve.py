@@ -1,0 +1,236 @@
+"""grader serve without a browser: the token, CSRF, escaping, concurrent TAs, and the executed notebook kept.
+
+A real gradebook (SQLite) holding a small class recorded through ``Gradebook.record``, real pages
+(``render_reports``), the real Flask app through its test client."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+import sqlite3
+
+import nbformat
+import pytest
+
+from conftest import TUTORIAL6
+
+pytest.importorskip("flask")
+
+HOSTILE = '<img src=x onerror="alert(1)">\u202eevil'
+
+
+def _png(size=(8, 6), text_chunk=False) -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    out = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    if text_chunk:
+        info.add_text("Comment", "<script>alert(1)</script>")
+    Image.new("RGB", size, (200, 10, 10)).save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def _hostile_notebook():
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("print('<script>alert(1)</script>')\ndisplay(HTML('<b id=pwn>x</b>'))")
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="\x1b[31m<script>alert(1)</script>\x1b[0m\n"),
+        nbformat.v4.new_output("display_data", data={"text/html": "<b id=pwn>x</b>",
+                                                     "application/javascript": "alert(1)"}),
+        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(_png(text_chunk=True)).decode(),
+                                                     "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(b"<svg onload=alert(1)>").decode()}),
+        nbformat.v4.new_output("error", ename="ValueError", evalue="bad",
+                               traceback=["\x1b[0;31mValueError\x1b[0m: <bad>"]),
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# <h1 id=md>title</h1>"), code]
+    return nb
+
+
+@pytest.fixture
+def klass(tmp_path):
+    """A class of two (alice; a student whose id is hostile HTML) in a real gradebook, with its pages."""
+    from grader import executed
+    from grader.pipeline import render_reports
+    from grader.records import Measurements, StudentResult, TaskResult
+    from grader.spec import load_assignment
+    from grader.store import Gradebook
+
+    assignment = load_assignment(TUTORIAL6)
+    out = tmp_path / "out"
+    out.mkdir()
+    book = Gradebook(None, out)
+    run = book.begin_run(assignment, "test")
+    kept = executed.keep("work.ipynb", _hostile_notebook())
+    for i, sid in enumerate(["alice", HOSTILE]):
+        tasks = [TaskResult(t.id, t.title, 0.0, t.points, "failed", {}, f"{sid} did not pass {t.id}.",
+                            optional=t.optional) for t in assignment.tasks]
+        result = StudentResult(sid, 0.0, assignment.max_score, tasks, notebooks=[{"name": "work.ipynb"}])
+        measured = Measurements(sid, [], [], [], {}, [])
+        measured.executed = [kept]
+        book.record(assignment.id, run, sid, content_hash=f"h{i}", files=[], measure_key=f"m{i}",
+                    score_key=f"s{i}", measurements=measured.to_json(), result=result)
+    book.finish_run(run, "finished", {})
+    book.close()
+    render_reports(TUTORIAL6, out)
+    from grader.api import export_gradebook
+
+    export_gradebook(out, formats=["csv"])
+    return out
+
+
+@pytest.fixture
+def app(klass):
+    from grader.serve.app import create_app
+
+    app = create_app(klass, token="the-token")
+    yield app
+    app.extensions["grader"]["gradebook"].close()
+
+
+def signed_in(app):
+    client = app.test_client()
+    response = client.get("/?token=the-token")
+    assert response.status_code == 303 and "token" not in response.headers["Location"]
+    return client
+
+
+def form_of(page: str, task: str) -> dict:
+    """The override form of ``task`` on a student's page, its hidden fields filled in as the page drew them."""
+    block = page[page.index(f'id="task-{task}"'):]
+    block = block[:block.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', block))
+
+
+def override_rows(out):
+    c = sqlite3.connect(out / "gradebook.sqlite")
+    try:
+        return c.execute("select task_id, action, points, reason, by from overrides order by id").fetchall()
+    finally:
+        c.close()
+
+
+def test_every_request_without_the_right_token_is_refused(app):
+    client = app.test_client()
+    for path in ("/", "/review", "/student/alice", "/report/alice", "/?token=wrong", "/?token="):
+        response = client.get(path)
+        assert response.status_code == 403, path
+        assert b"alice" not in response.data
+    client.set_cookie("grader_token_x", "the-token")  # a cookie of another name carries nothing
+    assert client.get("/").status_code == 403
+    signed = signed_in(app)  # the token once in the URL, then the cookie it set
+    page = signed.get("/")
+    assert page.status_code == 200 and b"alice" in page.data
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_a_post_without_the_csrf_token_is_refused(app, klass):
+    client = signed_in(app)
+    fields = form_of(client.get("/student/alice").get_data(as_text=True), "1a")
+    assert fields["csrf"]
+    base = {"task": "1a", "points": "3", "reason": "looked at it", "action": "set", "version": fields["version"]}
+    assert client.post("/student/alice/override", data=base).status_code == 403
+    assert client.post("/student/alice/override", data={**base, "csrf": "forged"}).status_code == 403
+    other_site = client.post("/student/alice/override", data={**base, "csrf": fields["csrf"]},
+                             headers={"Origin": "http://evil.example"})
+    assert other_site.status_code == 403
+    assert override_rows(klass) == []
+    done = client.post("/student/alice/override", data={**base, "csrf": fields["csrf"]})
+    assert done.status_code == 303
+    from grader.api import os_user
+
+    assert override_rows(klass) == [("1a", "set", 3.0, "looked at it", os_user())]  # by: the OS user, as the CLI
+
+
+def test_an_override_from_the_page_is_grader_overrides_row_and_refreshes_pages_and_exports(app, klass):
+    client = signed_in(app)
+    fields = form_of(client.get("/student/alice").get_data(as_text=True), "1c")
+    done = client.post("/student/alice/override", data={**fields, "points": "7.5", "reason": "right model, misnamed",
+                                                        "by": "tara", "action": "set"}, follow_redirects=True)
+    page = done.get_data(as_text=True)
+    assert "Task 1c: set to 7.5 of" in page and "✎ set by tara" in page
+    assert override_rows(klass) == [("1c", "set", 7.5, "right model, misnamed", "tara")]
+    assert "right model, misnamed" in (klass / "students" / "alice.html").read_text()
+    with open(klass / "export" / "grades.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["student_id"] == "alice")
+    assert row["task_1c"] == "7.5" and "1c" in row["overridden"]
+    fields = form_of(page, "1c")
+    undone = client.post("/student/alice/override", data={**fields, "reason": "not hers", "by": "tara",
+                                                          "action": "undo"}, follow_redirects=True)
+    assert "the override was undone" in undone.get_data(as_text=True)
+    assert override_rows(klass)[-1][:2] == ("1c", "undo")
+    with open(klass / "export" / "grades.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["student_id"] == "alice")
+    assert row["task_1c"] == "0" and row["overridden"] == ""
+
+
+def test_the_second_of_two_tas_on_the_same_task_is_told_and_changes_nothing(app, klass):
+    first, second = signed_in(app), signed_in(app)
+    form_a = form_of(first.get("/student/alice").get_data(as_text=True), "2a")
+    form_b = form_of(second.get("/student/alice").get_data(as_text=True), "2a")
+    assert form_a["version"] == form_b["version"]
+    first.post("/student/alice/override", data={**form_a, "points": "10", "reason": "A decided", "by": "ann",
+                                                "action": "set"})
+    late = second.post("/student/alice/override", data={**form_b, "points": "2", "reason": "B decided",
+                                                        "by": "ben", "action": "set"}, follow_redirects=True)
+    text = late.get_data(as_text=True)
+    assert "Another TA changed this task since you opened the page" in text and "ann set it to 10" in text
+    assert override_rows(klass) == [("2a", "set", 10.0, "A decided", "ann")]
+    # reloaded, the second TA decides on the task as it stands
+    fresh = form_of(text, "2a")
+    second.post("/student/alice/override", data={**fresh, "points": "2", "reason": "B, after A", "by": "ben",
+                                                 "action": "set"})
+    assert override_rows(klass)[-1] == ("2a", "set", 2.0, "B, after A", "ben")
+
+
+def test_a_hostile_student_id_and_work_are_shown_escaped(app):
+    from grader.report import safe_name
+
+    client = signed_in(app)
+    for path in ("/", f"/student/{safe_name(HOSTILE)}", "/review"):
+        page = client.get(path).get_data(as_text=True)
+        assert "<img src=x" not in page and "<script>alert" not in page and "<b id=pwn>" not in page, path
+        assert "\u202e" not in page, path
+    page = client.get(f"/student/{safe_name(HOSTILE)}").get_data(as_text=True)
+    assert "&lt;img src=x onerror=" in page and "\\u202eevil" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the printed text, as text
+    assert "[an output of application/javascript, text/html is not shown]" in page
+    assert "<h1 id=md>" not in page and "&lt;h1 id=md&gt;" in page  # markdown shown as its text
+    report = client.get(f"/report/{safe_name(HOSTILE)}")
+    assert report.status_code == 200 and "sandbox" in report.headers["Content-Security-Policy"]
+
+
+def test_the_executed_notebook_keeps_text_and_checked_png_only():
+    from PIL import Image
+
+    from grader import executed
+
+    kept = executed.keep("work.ipynb", _hostile_notebook())
+    outputs = kept["cells"][1]["outputs"]
+    assert [o["kind"] for o in outputs] == ["text", "dropped", "image", "dropped", "error"]
+    assert outputs[0]["text"] == "<script>alert(1)</script>\n"  # colours stripped; escaped where shown
+    png = base64.b64decode(outputs[2]["png"])
+    with Image.open(io.BytesIO(png)) as img:
+        assert img.format == "PNG" and img.size == (8, 6) and "Comment" not in img.info  # written again
+    assert "not a valid PNG" in outputs[3]["text"]
+    assert outputs[4]["text"] == "ValueError: <bad>"
+    page = executed.render("<s>", [kept], title="T")
+    assert "<script>alert(1)</script>" not in page and "&lt;s&gt;" in page and "<b id=pwn>" not in page
+
+
+def test_the_executed_notebook_is_bounded():
+    from grader import executed
+
+    nb = nbformat.v4.new_notebook()
+    big = nbformat.v4.new_code_cell("x" * (executed.MAX_SOURCE_CHARS + 50))
+    big.outputs = [nbformat.v4.new_output("stream", name="stdout", text="y" * (executed.MAX_CELL_TEXT * 3))]
+    nb.cells = [big] * 3 + [nbformat.v4.new_code_cell("pass")] * (executed.MAX_CELLS + 5)
+    kept = executed.keep("big.ipynb", nb)
+    assert len(kept["cells"]) == executed.MAX_CELLS and kept["notes"]
+    first = kept["cells"][0]
+    assert len(first["source"]) < executed.MAX_SOURCE_CHARS + 100
+    assert sum(len(o["text"]) for o in first["outputs"]) < executed.MAX_CELL_TEXT + 200
+    huge = base64.b64encode(_png(size=(3000, 2000))).decode()
+    assert executed.clean_png(huge) is None  # above the pixels kept
