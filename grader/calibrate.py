@@ -370,13 +370,15 @@ def _time_reference(assignment, notebook: Path, backend: str, limits, unsandboxe
     import dataclasses
 
     from .execute import execute_notebook
+    from .harvest import Harvester
     from .intake import collect_one
 
     spec = dataclasses.replace(assignment, notebooks=dataclasses.replace(assignment.notebooks, backend=backend))
     sub = collect_one(notebook, spec, "reference")
     if not sub.files:
         raise SpecError(assignment.spec_path, None, f"{notebook.name} could not be read as a notebook")
-    with execute_notebook(spec, sub.files[0], None, seed=0, limits=limits, unsandboxed=unsandboxed) as ex:
+    with execute_notebook(spec, sub.files[0], None, harvester=Harvester(spec), seed=0, limits=limits,
+                          unsandboxed=unsandboxed) as ex:
         run, failed = ex.run, list(ex.failures)
     if failed or run.backend != backend:
         f = failed[0] if failed else {"cell": "?", "explanation": f"it was re-run on {run.backend}"}

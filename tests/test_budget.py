@@ -85,6 +85,7 @@ def test_a_forged_jax_only_error_buys_no_tensorflow_time(tmp_path):
     re-run on TensorFlow ran under the fixed maximums (240 s a cell, 1200 s the notebook)."""
     from grader.execute import execute_notebook
     from grader.execute.limits import batch_limits, secs
+    from grader.harvest import Harvester
     from grader.intake import collect_one
     from grader.spec import load_assignment
 
@@ -95,7 +96,8 @@ def test_a_forged_jax_only_error_buys_no_tensorflow_time(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "forged.py").write_text(FORGED_JAX_ERROR)
     sub = collect_one(tmp_path / "s", assignment, "s")
-    with execute_notebook(assignment, sub.files[0], sub.root, limits=limits, seed=1) as ex:
+    with execute_notebook(assignment, sub.files[0], sub.root, harvester=Harvester(assignment), limits=limits,
+                          seed=1) as ex:
         summary = ex.summary()
         cells = ex.run.cells
         failures = ex.failures

@@ -32,6 +32,7 @@ def _harness(subs: str, scratch: str) -> dict:
     tempfile.tempdir = scratch
     from grader.execute import execute_notebook
     from grader.execute.limits import BatchLimits, Limit, TimeLimits
+    from grader.harvest import Harvester
     from grader.intake import collect
     from grader.intake.formats import NOTEBOOK, SCRIPT
     from grader.spec import load_assignment
@@ -42,7 +43,8 @@ def _harness(subs: str, scratch: str) -> dict:
     limits = BatchLimits(tuple((b, TimeLimits(b, Limit(120, "test"), Limit(400, "test")))
                                for b in ("jax", "tensorflow")))
     try:
-        with execute_notebook(assignment, file, sub.root, limits=limits, seed=7) as ex:
+        with execute_notebook(assignment, file, sub.root, harvester=Harvester(assignment), limits=limits,
+                              seed=7) as ex:
             return {"cells": [[c.status, c.error_name, c.error_value] for c in ex.run.cells],
                     "restarts": ex.run.kernel_restarts, "sandboxed": ex.run.sandboxed, "notes": ex.notes,
                     "failures": ex.failures}

@@ -225,13 +225,14 @@ def test_a_recipe_on_the_tasks_data_is_chosen_over_a_forged_one(assignment, eval
 def _run(assignment, tmp_path, *cells):
     """Run a script of ``cells`` as a student's notebook; the ``Execution`` (a context manager)."""
     from grader.execute import execute_notebook
+    from grader.harvest import Harvester
     from grader.intake import collect
 
     folder = tmp_path / "subs" / "s"
     folder.mkdir(parents=True)
     (folder / "work.py").write_text(script(*cells))
     (submission,) = collect(tmp_path / "subs", assignment)
-    return execute_notebook(assignment, submission.files[0], submission.root)
+    return execute_notebook(assignment, submission.files[0], submission.root, harvester=Harvester(assignment))
 
 
 @needs_sandbox

@@ -229,12 +229,13 @@ c.fit(X, to_categorical(y), epochs=1, verbose=0)
 def test_a_keras2_recipe_is_recorded_in_the_recipe_format_keras3_retrains(assignment, tmp_path):
     from grader.evaluate import retrain
     from grader.execute import execute_notebook
+    from grader.harvest import Harvester
     from grader.intake import collect
 
     (tmp_path / "subs" / "s").mkdir(parents=True)
     (tmp_path / "subs" / "s" / "recipes.py").write_text(RECIPES)
     sub = collect(tmp_path / "subs", assignment)[0]
-    with execute_notebook(assignment, sub.files[0], sub.root, seed=5) as ex:
+    with execute_notebook(assignment, sub.files[0], sub.root, harvester=Harvester(assignment), seed=5) as ex:
         assert ex.keras == "2" and [c.status for c in ex.run.cells] == ["ok"] * len(ex.run.cells)
         fits = [c for c in ex.captures if c.event == "fit"]
         assert len(fits) == 3 and all(c.model_path.suffix == ".h5" for c in fits)

@@ -287,6 +287,7 @@ def test_a_derived_limit_is_told_with_its_factor(tmp_path):
     goes on after it in a fresh kernel."""
     from grader.execute import execute_notebook
     from grader.execute.limits import BACKENDS, BatchLimits
+    from grader.harvest import Harvester
     from grader.intake import collect_one
 
     a = load_assignment(TUTORIAL6)
@@ -297,7 +298,8 @@ def test_a_derived_limit_is_told_with_its_factor(tmp_path):
     cells = ["x = 1", "while True:\n    pass", "raise ValueError(f'after the loop, x is {x}')"]
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
     sub = collect_one(path, a, "s")
-    with execute_notebook(a, sub.files[0], None, limits=BatchLimits(tuple((b, lim) for b in BACKENDS))) as ex:
+    with execute_notebook(a, sub.files[0], None, harvester=Harvester(a),
+                          limits=BatchLimits(tuple((b, lim) for b in BACKENDS))) as ex:
         failures = ex.failures
     assert failures[0]["cell"] == 2 and failures[0]["status"] == "timeout"
     assert "the grader's limit for a cell is 6.0 s (3× the reference solution's slowest cell, which takes 2.0 s " \

@@ -202,6 +202,7 @@ def test_a_sandboxed_notebook_cannot_find_the_secret_from_its_seed(tmp_path):
     guesses through every cheap derivation, and puts what it found where a student sees it (an error)."""
     from grader.execute import execute_notebook
     from grader.execute.sandbox import bwrap_path
+    from grader.harvest import Harvester
     from grader.measure.student import run_seed
 
     if not bwrap_path():
@@ -217,7 +218,7 @@ def test_a_sandboxed_notebook_cannot_find_the_secret_from_its_seed(tmp_path):
     ''')
     assignment, sub, file = _submission(tmp_path, attack)
     seed = run_seed(dataset_seeds(assignment, READABLE), sub, file)
-    with execute_notebook(assignment, file, sub.root, seed=seed) as ex:
+    with execute_notebook(assignment, file, sub.root, harvester=Harvester(assignment), seed=seed) as ex:
         assert ex.run.sandboxed
         said = " ".join(f["explanation"] for f in ex.failures)
     assert f"SEED={seed} TRIED=1000 FOUND=None" in said, said

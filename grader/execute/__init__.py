@@ -23,9 +23,8 @@ from pathlib import Path
 
 import nbformat
 
-from .. import untrusted
+from .. import executed, untrusted
 from ..errors import NotebookUnreadable
-from ..harvest import SAVED_MODEL_SUFFIXES, Capture, DataBounds, max_captures, saved_models, snapshot, take_capture
 from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose, keras2
@@ -41,13 +40,14 @@ from .scripts import script_to_notebook
 class Execution:
     name: str
     run: RunResult
-    captures: list[Capture]
+    captures: list  # ``harvest.Capture``s, taken by the run's harvester
     saved: list[tuple[str, Path]]  # (path in the work folder, the grader's copy)
     notes: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     scratch: Path | None = None
     limits: TimeLimits | None = None  # the time limits the (last) run had
     keras: str = "3"  # the Keras the (last) run had: "2" on the Keras 2 path (``keras2``)
+    executed: dict | None = None  # the notebook as it ran, cells and outputs, bounded and sanitised (``executed``)
 
     def summary(self) -> dict:
         cells = [c for c in self.run.cells if c.status != "skipped"]
@@ -177,7 +177,8 @@ def _kernel_records(capture: Path) -> tuple[list[str], dict]:
     return downloads, support
 
 
-def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], before: dict) -> list[str]:
+def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], before: dict,
+                  model_suffixes: tuple) -> list[str]:
     """The report's words on what the grader did for Colab and the course's files: the Colab lines skipped (read
     from the notebook itself), the files ``files.download`` handed in, and which ``tools.py`` ran."""
     notes = []
@@ -196,7 +197,7 @@ def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], 
         if rel in taken:
             notes.append(f"files.download({name!r}): the grader took {rel} from the notebook's run as a file you "
                          "hand in (in Colab this downloads it).")
-        elif rel in before and rel.lower().endswith(SAVED_MODEL_SUFFIXES):
+        elif rel in before and rel.lower().endswith(model_suffixes):
             notes.append(f"files.download({name!r}): {rel} is graded as the file you handed in (the notebook's run "
                          "did not change it).")
         else:
@@ -237,7 +238,41 @@ def _scratch_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="grader-nb-", dir=socket_tempdir()))
 
 
-def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, on_capture, seed,
+@dataclass
+class _Run:
+    """One run of a notebook: its folders (``taken``: the harvested models; ``scratch``: the work folder's), the
+    kernel's record, what was staged and what the work folder held before."""
+    taken: Path
+    scratch: Path
+    work: Path
+    result: RunResult
+    staged: object
+    before: dict
+    sandbox: Sandbox
+    bounds: untrusted.Bounds
+    limits: TimeLimits
+
+    def remove(self) -> None:
+        _remove(self.scratch)
+        _remove(self.taken)
+
+
+def _stage_support_files(assignment, work: Path, sandbox: Sandbox) -> dict:
+    """Copy the course's support files into the work folder, unless the student brought their own; the modules
+    the student brought (module -> the course's file, to complete theirs)."""
+    standins = {}
+    for name, src in assignment.notebooks.support_files:  # trusted course files
+        target = work / name
+        if not os.path.lexists(target):
+            shutil.copyfile(assignment.root / src, target)
+            if sandbox.owner_uid is not None:
+                os.chown(target, sandbox.owner_uid, sandbox.owner_uid, follow_symlinks=False)
+        elif name.endswith(".py") and "/" not in name:
+            standins[name[:-3]] = assignment.root / src
+    return standins
+
+
+def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progress, harvester, seed,
               limits: TimeLimits, unsandboxed: bool = False):
     """One run in a new scratch folder: (scratch, work folder, run, stage report, files before the run)."""
     settings = assignment.notebooks
@@ -260,25 +295,35 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
             staged = sandbox.stage(files_root, single_file=False, bounds=bounds)
         else:
             staged = sandbox.stage(file.path, single_file=True, bounds=bounds)
-        standins = {}  # module -> the course's file, where the student brought their own: theirs, completed
-        for name, src in settings.support_files:  # trusted course files, unless the student brought their own
-            target = work / name
-            if not os.path.lexists(target):
-                shutil.copyfile(assignment.root / src, target)
-                if sandbox.owner_uid is not None:
-                    os.chown(target, sandbox.owner_uid, sandbox.owner_uid, follow_symlinks=False)
-            elif name.endswith(".py") and "/" not in name:
-                standins[name[:-3]] = assignment.root / src
-        before = snapshot(work, bounds)
+        standins = _stage_support_files(assignment, work, sandbox)
+        before = harvester.snapshot(work, bounds)
         runner = NotebookRunner(nb, sandbox, backend=backend, keras2=keras2_path, cell_timeout=limits.cell.seconds,
                                 notebook_timeout=limits.notebook.seconds, capture_dir=capture,
                                 max_output_bytes=settings.max_output_kb * 1024, progress=progress,
-                                on_capture=on_capture, seed=seed, fused=compile_cache.enabled(),
+                                on_capture=harvester.capture, seed=seed, fused=compile_cache.enabled(),
                                 jax_cache=compile_cache.INNER if cache else None, standins=standins)
         run = runner.run()
         return scratch, work, run, staged, before, sandbox, bounds
     except BaseException:
         _remove(scratch)
+        raise
+
+
+def _start_run(assignment, nb, file, files_root, backend: str, run_limits: TimeLimits, progress, harvester, seed,
+               unsandboxed: bool, clock) -> _Run:
+    """One run in new folders (``_run_once``), its models taken by ``harvester``; a sandbox that could not be
+    prepared is ``KernelStartFailed``."""
+    taken = Path(tempfile.mkdtemp(prefix="grader-taken-"))
+    harvester.start(taken)
+    run_limits = clock.cap(run_limits) if clock is not None else run_limits
+    try:
+        return _Run(taken, *_run_once(assignment, nb, file, files_root, backend, progress, harvester, seed,
+                                      run_limits, unsandboxed), limits=run_limits)
+    except SandboxFailed as e:
+        _remove(taken)
+        raise _not_started(e) from None
+    except BaseException:
+        _remove(taken)
         raise
 
 
@@ -290,126 +335,78 @@ def _not_started(e: SandboxFailed):
                              "failing, not your code; a TA should re-run the grading.")
 
 
-def execute_notebook(assignment, file, files_root: Path | None = None, progress=None, on_capture=None,
+def execute_notebook(assignment, file, files_root: Path | None = None, progress=None, *, harvester,
                      seed: int | None = None, limits: BatchLimits | None = None, unsandboxed: bool = False,
                      clock: StudentClock | None = None) -> Execution:
     """Run one notebook or script (an ``intake.SubmittedFile``); raises ``NotebookUnreadable`` for a file
     that is no notebook and ``KernelStartFailed`` when the sandbox cannot start a kernel.
 
     ``files_root``: the student's folder, staged whole beside the notebook (None: the file alone).
+    ``harvester`` (``harvest.Harvester``, made by the caller that composes the stages) takes each model the
+    kernel's hook wrote as soon as its cell has finished, so that evaluation can run beside the rest of the
+    notebook, and the models the run saved.
     ``seed``: seeds the kernel (Python, NumPy, Keras) before the first cell.
     ``limits``: the batch's time limits (``limits.batch_limits``); None: this process's own
     (``limits.default_limits``, which runs the speed probe once).
-    ``on_capture(capture)`` is called for each harvested model as soon as the cell that made it
-    has finished, so that evaluation can run beside the rest of the notebook.
     ``unsandboxed``: run even where the machine cannot isolate the code (otherwise ``KernelStartFailed``).
     ``clock``: the student's time budget (``limits.StudentClock``): each run's notebook limit is at most what
-    is left of it, and no capture is loaded once it is spent.  A re-run on TensorFlow keeps the first
-    backend's limits unless the reference was timed there (``BatchLimits.for_rerun``)."""
+    is left of it.  A re-run on TensorFlow keeps the first backend's limits unless the reference was timed
+    there (``BatchLimits.for_rerun``)."""
     nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
     limits = limits or default_limits(assignment)
-    captures: list[Capture] = []
-    state = {}
 
-    refused: list[str] = []
-    most, data_bounds = max_captures(assignment), DataBounds.of(assignment)  # what one run's captures may hold
-
-    def harvest(meta_path: Path, cell: int):
-        tried = state.setdefault("tried", {})  # per run: a re-run on TensorFlow starts again
-        tried[state["scratch"]] = n = tried.get(state["scratch"], 0) + 1
-        if n > most:  # more than the tasks could use: neither loaded nor held
-            if n == most + 1:
-                refused.append(f"Only the first {most} models the notebook made (fits and predicts) were graded, "
-                               f"more than the assignment's {len(assignment.model_tasks())} tasks could use; those "
-                               f"from cell {cell} on beyond them were not.")
-            return
-        if clock is not None and clock.left() <= 0:  # loading captures is the student's time too
-            if not state.get("late"):
-                state["late"] = True
-                refused.append(f"Models captured from cell {cell} on were not loaded: this submission used up "
-                               f"{clock.why} ({secs(clock.total_s)} s).")
-            return
-        try:
-            cap = take_capture(meta_path.parent, meta_path.name, state["scratch"] / "taken", data_bounds)
-        except untrusted.Refused as e:
-            refused.append(f"The model captured in cell {cell} ({meta_path.stem}) was not graded: its file is {e}.")
-            return
-        if cap is None:
-            return
-        cap.cell = cap.cell or cell
-        cap.identify(assignment)
-        captures.append(cap)
-        if on_capture:
-            on_capture(cap)
-
-    def run(backend_name, run_limits: TimeLimits):
-        scratch = Path(tempfile.mkdtemp(prefix="grader-taken-"))
-        state["scratch"] = scratch
-        state["limits"] = run_limits = clock.cap(run_limits) if clock is not None else run_limits
-        try:
-            return (scratch, *_run_once(assignment, nb, file, files_root, backend_name, progress, harvest, seed,
-                                        run_limits, unsandboxed))
-        except BaseException:
-            _remove(scratch)
-            raise
+    def start(backend_name: str, run_limits: TimeLimits) -> _Run:
+        return _start_run(assignment, nb, file, files_root, backend_name, run_limits, progress, harvester, seed,
+                          unsandboxed, clock)
 
     code = keras2.scan(nb)  # code written for Keras 2 runs on Keras 2 from the start
     first = keras2.KERAS2 if code else backend
-    try:
-        taken, scratch, work, result, staged, before, sandbox, bounds = run(
-            first, limits.for_rerun("tensorflow", backend) if code else limits.for_backend(backend))
-    except SandboxFailed as e:
-        raise _not_started(e) from None
-    notes = []
-    if not sandbox.available:
-        notes.append(sandbox.warning)
-    reason = diagnose.backend_explains(result.cells) if first == "jax" else None
-    if not code and (why := keras2.explains(result.cells)):  # Keras 2 code the scan missed: re-run on Keras 2
+    done = start(first, limits.for_rerun("tensorflow", backend) if code else limits.for_backend(backend))
+    notes = [] if done.sandbox.available else [done.sandbox.warning]
+    reason = diagnose.backend_explains(done.result.cells) if first == "jax" else None
+    if not code and (why := keras2.explains(done.result.cells)):  # Keras 2 code the scan missed: re-run on Keras 2
         code, reason = keras2.Keras2Code(reason=why), None
     if reason or (code and first != keras2.KERAS2):
-        captures.clear()
-        refused.clear()
-        state.pop("late", None)
-        if on_capture:
-            on_capture(None)  # forget what the failed run gave (before its files go)
-        _remove(scratch)
-        _remove(taken)
-        try:
-            taken, scratch, work, result, staged, before, sandbox, bounds = run(
-                keras2.KERAS2 if code else "tensorflow", limits.for_rerun("tensorflow", backend))
-        except SandboxFailed as e:
-            raise _not_started(e) from None
+        harvester.discard()  # forget what the failed run gave (before its files go)
+        done.remove()
+        done = start(keras2.KERAS2 if code else "tensorflow", limits.for_rerun("tensorflow", backend))
         if reason:
             notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
                          "the TensorFlow backend; the results below are from that run.")
     if code:
         notes.append(keras2.note(code, file.relative))
     try:
-        saved = saved_models(work, before, taken, bounds)
-        notes.extend(_course_notes(assignment, nb, scratch / "capture", saved, before))
+        saved = harvester.saved(done.work, done.before, done.bounds)
+        notes.extend(_course_notes(assignment, nb, done.scratch / "capture", saved, done.before, harvester.suffixes))
     finally:
-        _remove(scratch)  # the work folder is no longer needed: every model in it was taken
-    for rel, why, special in staged.skipped:
-        if not special:  # links and special files are named by intake already
-            notes.append(f"{rel}: {why}; it was not given to the notebook.")
+        _remove(done.scratch)  # the work folder is no longer needed: every model in it was taken
+    notes.extend(_run_notes(done, harvester.refused))
+    return Execution(file.relative, done.result, harvester.captures, saved, notes,
+                     _failures(assignment, done.result, done.limits), done.taken, limits=done.limits,
+                     keras="2" if code else "3", executed=executed.keep(file.relative, nb, done.result))
+
+
+def _run_notes(done: _Run, refused: list[str]) -> list[str]:
+    """The report's words on the run: files not staged, models not taken, messages dropped, a notebook timeout."""
+    notes = [f"{rel}: {why}; it was not given to the notebook." for rel, why, special in done.staged.skipped
+             if not special]  # links and special files are named by intake already
     notes.extend(refused)
-    for cell, count in sorted(result.dropped_messages.items()):
+    for cell, count in sorted(done.result.dropped_messages.items()):
         notes.append(f"{f'Cell {cell}' if cell else 'Before the first cell, the kernel'} sent {count} message(s) "
                      f"larger than the grader takes from a notebook ({MAX_KERNEL_MESSAGE_BYTES // 2**20} MB: text, a "
                      "plot or a display); they were dropped. Print or show less at once (a plot's figure size, a "
                      "summary instead of a whole array).")
-    used = state["limits"]  # the limits the (last) run had
-    if result.notebook_timed_out:
-        notes.append(f"The notebook ran over its time limit of {secs(used.notebook.seconds)} s "
-                     f"({used.notebook.why}); the cells after that point were not run.")
-    failures = []
-    for cell in result.cells:
-        if cell.status == "ok":
-            continue
-        failures.append({"cell": cell.index + 1, "status": cell.status, "error": cell.error_name,
-                         "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
-                                                         memory_exhausted=result.memory_exhausted, limits=used),
-                         "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source, cell.traceback)})
-    return Execution(file.relative, result, captures, saved, notes, failures, taken, limits=used,
-                     keras="2" if code else "3")
+    if done.result.notebook_timed_out:
+        notes.append(f"The notebook ran over its time limit of {secs(done.limits.notebook.seconds)} s "
+                     f"({done.limits.notebook.why}); the cells after that point were not run.")
+    return notes
+
+
+def _failures(assignment, result: RunResult, used: TimeLimits) -> list[dict]:
+    """Each failed cell: where, what, the explanation in plain words, a short traceback and the failing lines."""
+    return [{"cell": cell.index + 1, "status": cell.status, "error": cell.error_name,
+             "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
+                                             memory_exhausted=result.memory_exhausted, limits=used),
+             "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source, cell.traceback)}
+            for cell in result.cells if cell.status != "ok"]

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import untrusted
+from ..execute.limits import secs
 from ..intake.formats import MODEL_FORMATS, parse_json, sniff_format
 from ..spec import Assignment, import_reference
 
@@ -256,6 +257,74 @@ def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bo
         except (untrusted.Refused, OSError):
             continue
     return found
+
+
+class Harvester:
+    """What one notebook's runs hand back, taken as the run goes: ``execute.execute_notebook`` calls it (it never
+    imports this stage); the caller that composes the stages makes it.  ``on_capture(capture)`` hears each model
+    taken (``None``: forget what a run that is being redone gave); ``clock`` (``limits.StudentClock``): no capture
+    is loaded once the student's time is spent."""
+
+    suffixes = SAVED_MODEL_SUFFIXES  # the names of model files a notebook saves
+
+    def __init__(self, assignment: Assignment, clock=None, on_capture=None):
+        self.assignment, self.clock, self.on_capture = assignment, clock, on_capture
+        self.most, self.bounds = max_captures(assignment), DataBounds.of(assignment)  # what one run may hold
+        self.captures: list[Capture] = []
+        self.refused: list[str] = []  # the report's words on captures not taken
+        self.taken: Path | None = None
+        self._tried = 0
+        self._late = False
+
+    def start(self, taken: Path) -> None:
+        """A run begins; its models are copied into ``taken`` (a folder the grader owns)."""
+        self.taken, self._tried = taken, 0
+
+    def discard(self) -> None:
+        """Forget what the run gave: it is being redone (called before its files go)."""
+        self.captures.clear()
+        self.refused.clear()
+        self._late = False
+        if self.on_capture:
+            self.on_capture(None)
+
+    def capture(self, meta_path: Path, cell: int) -> None:
+        """The hook wrote ``meta_path`` (a capture's metadata) in ``cell``: take it, within the bounds."""
+        self._tried = n = self._tried + 1
+        if n > self.most:  # more than the tasks could use: neither loaded nor held
+            if n == self.most + 1:
+                self.refused.append(f"Only the first {self.most} models the notebook made (fits and predicts) were "
+                                    f"graded, more than the assignment's {len(self.assignment.model_tasks())} tasks "
+                                    f"could use; those from cell {cell} on beyond them were not.")
+            return
+        clock = self.clock
+        if clock is not None and clock.left() <= 0:  # loading captures is the student's time too
+            if not self._late:
+                self._late = True
+                self.refused.append(f"Models captured from cell {cell} on were not loaded: this submission used up "
+                                    f"{clock.why} ({secs(clock.total_s)} s).")
+            return
+        try:
+            cap = take_capture(meta_path.parent, meta_path.name, self.taken, self.bounds)
+        except untrusted.Refused as e:
+            self.refused.append(f"The model captured in cell {cell} ({meta_path.stem}) was not graded: its file "
+                                f"is {e}.")
+            return
+        if cap is None:
+            return
+        cap.cell = cap.cell or cell
+        cap.identify(self.assignment)
+        self.captures.append(cap)
+        if self.on_capture:
+            self.on_capture(cap)
+
+    def snapshot(self, work: Path, bounds: untrusted.Bounds) -> dict:
+        """The work folder's files before the run (``saved``)."""
+        return snapshot(work, bounds)
+
+    def saved(self, work: Path, before: dict, bounds: untrusted.Bounds) -> list[tuple[str, Path]]:
+        """The models the run saved in its work folder, copied beside the captures (``saved_models``)."""
+        return saved_models(work, before, self.taken, bounds)
 
 
 # -- which dataset was this trained on? -------------------------------------

@@ -40,7 +40,7 @@ from ..errors import (
 from ..evaluate import heldout, retrain
 from ..execute import _remove, execute_notebook
 from ..execute.limits import StudentClock
-from ..harvest import MAX_MODEL_BYTES, max_captures
+from ..harvest import MAX_MODEL_BYTES, Harvester, max_captures
 from ..intake import Submission, SubmittedFile, TaskNamer
 from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SAVEDMODEL, SCRIPT, sniff_format
 from ..keras_io import saved_model_refusal
@@ -200,8 +200,9 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                     try:
                         heard = (lambda run, name=f.relative: progress(run, name)) if progress else None
                         with execute_notebook(assignment, f, submission.root, progress=heard,
-                                              on_capture=on_capture, limits=limits, unsandboxed=unsandboxed,
-                                              clock=clock, seed=run_seed(evaluator.seeds, submission, f)) as ex:
+                                              harvester=Harvester(assignment, clock, on_capture), limits=limits,
+                                              unsandboxed=unsandboxed, clock=clock,
+                                              seed=run_seed(evaluator.seeds, submission, f)) as ex:
                             summary = ex.summary()
                             notebooks.append(summary)
                             notes.extend(ex.notes)
