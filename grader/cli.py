@@ -268,8 +268,9 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
 @click.option("--near", type=click.FloatRange(0, 1), default=None,
               help="How close to a threshold is worth a look, as a fraction of it  [default: 0.02]")
 def review(out_dir, db_url, assignment_id, as_json, near):
-    """List what needs a human: internal errors, overrides whose automatic score changed, refused training,
-    scores within a hair of a threshold, inferred tasks and identical work."""
+    """List what needs a human, most urgent first: internal errors, tasks that could not be graded, overrides
+    whose automatic score changed, refused training, scores within a hair of a threshold, identical work, and
+    inferred tasks whose runner-up was nearly as likely."""
     from rich.table import Table
 
     from .api import review_gradebook
@@ -292,8 +293,10 @@ def review(out_dir, db_url, assignment_id, as_json, near):
         table.add_column("student", overflow="fold")
         table.add_column("task", no_wrap=True)
         table.add_column("details", overflow="fold")
+        table.add_column("#", justify="right")
         for item in found["items"]:
-            table.add_row(item["kind"], terminal(", ".join(item["students"])), terminal(item["task"] or ""),
+            table.add_row(str(item["rank"]), item["kind"], terminal(", ".join(item["students"])),
+                          terminal(item["task"] or ""),
                           terminal(item["detail"]))
         out.print(table)
     if found["not_fingerprinted"]:

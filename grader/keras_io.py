@@ -157,9 +157,10 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
                                        f"{MAX_CONFIG_BYTES // 2**20} MB; a model of this course's size needs a few KB.")
                 version = f.attrs.get("keras_version")
         except (OSError, RuntimeError, ValueError) as e:
+            _log_detail(name, e)  # the reader's own words (HDF5's internals) are for the TA's log, not the pages
             raise CorruptModel(
-                f"{name}: the file starts like an HDF5 file but cannot be read ({_short(e)}); it is probably "
-                "truncated or damaged.", hint="Save the model again and re-upload the file.") from None
+                f"{name}: the file is truncated or not an HDF5 Keras file: it starts like an HDF5 file but cannot "
+                "be opened.", hint="Save the model again with model.save('model.h5') and re-upload the file.") from None
     elif fmt == KERAS_ZIP:
         try:
             with zipfile.ZipFile(path) as z:
@@ -170,7 +171,9 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
                 meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
                 version = meta.get("keras_version")
         except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, ValueError) as e:
-            raise CorruptModel(f"{name}: the .keras archive is damaged ({_short(e)}).",
+            _log_detail(name, e)
+            raise CorruptModel(f"{name}: the file is truncated or not a .keras model archive: it starts like a zip "
+                               "archive but its model cannot be read.",
                                hint="Save the model again and re-upload the file.") from None
     elif fmt == SAVEDMODEL:
         raise saved_model_refusal(name)
@@ -191,6 +194,19 @@ def saved_model_refusal(name: str) -> ModelLoadError:
     return ModelLoadError(
         f"{name}: this is a TensorFlow SavedModel folder, which Keras 3 does not load as a model.",
         hint="Save the model with model.save('model.h5') (or a .keras file) and submit that file.")
+
+
+def _log_detail(name: str, e: BaseException) -> None:
+    """Keep what a file-format reader said about a file it could not open in the batch's log (``logs``: a
+    worker's standard error is the log in a batch); a student's own ``check`` keeps it off their terminal."""
+    import logging
+    import os
+
+    from .logs import LOG_ENV
+
+    if os.environ.get(LOG_ENV):
+        logging.getLogger("grader.keras_io").warning("%s could not be opened: %s: %s", name, type(e).__name__,
+                                                     _short(e, 1000))
 
 
 def _short(e: BaseException, limit: int = 160) -> str:

@@ -12,34 +12,39 @@
 * ``identical_work``: students who share any of those, grouped, with what
   they share.  Listed on the class page and by ``grader review``; the grade is
   never touched, a TA decides.
-* ``review_items``: tasks that could not be graded (the sandbox failed:
-  re-run them), internal errors, overrides whose automatic score changed
-  since (``needs_review``), refused training, metrics within a hair
-  (``NEAR_THRESHOLD``) of a pass or partial threshold, inferred tasks, and
-  identical work.  A task a TA has overridden is decided: only a changed
-  automatic score brings it back.
+* ``review_items``: what needs a human, ranked (``KINDS``): internal errors,
+  tasks that could not be graded (a sandbox that failed, a file the grader
+  could not read), overrides whose automatic score changed since
+  (``needs_review``), refused training, metrics within a hair
+  (``NEAR_THRESHOLD``) of a threshold, identical work, and inferred tasks
+  whose runner-up was nearly as likely (``score.match``).  A task a TA has
+  overridden is decided: only a changed automatic score brings it back.
+  ``review_queue``: the same as typed ``ReviewRow``s (``grader serve``).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import dataclass
 
 from .errors import SubmissionError
 from .intake.formats import MODEL_FORMATS, NOTEBOOK, SCRIPT
 from .score.assess import fmt_value
 
-#: how every internal-error message starts (``pipeline._internal_error``): a grader failure, not the student's
-INTERNAL_ERROR = "The grader failed on this submission"
-#: how a task's message starts when the grader's environment (the sandbox) kept it from being graded
-COULD_NOT_GRADE = "Could not be graded"
+#: how an internal-error message starts, and a task's when the sandbox kept it from being graded (``records``)
+from .records import COULD_NOT_GRADE, INTERNAL_ERROR  # noqa: E402,F401 (re-exported)
 #: a metric this close to a threshold (a fraction of the threshold) is worth a human look
 NEAR_THRESHOLD = 0.02
 #: the kinds of fingerprint, and how a shared one is named
 IDENTICAL = {"models": "identical model files", "weights": "identical model weights (within a tolerance)",
              "code": "identical code (comments, layout and the sheet's own code aside)"}
-#: the kinds of item, in the order they are listed
-KINDS = ("could not be graded", "internal error", "override needs review", "training refused", "near threshold",
-         "inferred task", "identical work")
+#: the kinds of item, in the order they are listed (most urgent first), and how urgent each is: "error" (no
+#: grade could be given), "check" (a grade a TA should confirm), "note" (worth a look)
+KINDS = ("internal error", "could not be graded", "override needs review", "training refused", "near threshold",
+         "identical work", "inferred task")
+SEVERITY = {"internal error": "error", "could not be graded": "error", "override needs review": "check",
+            "training refused": "check", "near threshold": "check", "identical work": "check",
+            "inferred task": "note"}
 
 
 #: fewer tokens than this of a student's own code (the sheet's statements taken out) shows nothing shared
@@ -259,39 +264,85 @@ def _near(task: dict, near: float) -> str | None:
     return None
 
 
+def _inference(task: dict) -> str | None:
+    """Why an inferred task is worth a look: its runner-up was nearly as likely (``score.match``, the
+    ``inferred_close`` metric); None when the inference was clear.  A result scored before that metric was
+    kept counts as close."""
+    if not task.get("inferred"):
+        return None
+    close = task["metrics"].get("inferred_close")
+    if close is None:  # scored by an older grader: the closeness is not known
+        return _sentence(task["message"])
+    return _sentence(task["message"]) if close else None
+
+
 def review_items(results: list[dict], identical: list[dict], near: float = NEAR_THRESHOLD) -> list[dict]:
-    """Everything that needs a human, as ``{"kind", "students", "task", "detail"}`` in ``KINDS`` order.
-    ``results``: the gradebook's results (overrides in force); ``identical``: ``identical_work``."""
+    """Everything that needs a human, as ``{"rank", "kind", "severity", "students", "task", "detail"}``, most
+    urgent first (``KINDS``).  ``results``: the gradebook's results (overrides in force); ``identical``:
+    ``identical_work``."""
     items = []
 
     def add(kind, students, task, detail):
-        items.append({"kind": kind, "students": list(students), "task": task, "detail": detail})
+        items.append({"kind": kind, "severity": SEVERITY[kind], "students": list(students), "task": task,
+                      "detail": detail})
 
     for s in results:
-        unrun = [t for t in s["tasks"] if t["status"] == "error" and t["message"].startswith(COULD_NOT_GRADE)
-                 and not t.get("override")]
-        if unrun:
-            add("could not be graded", [s["id"]], ", ".join(t["id"] for t in unrun), _sentence(unrun[0]["message"]))
-        failed = [t for t in s["tasks"] if t["status"] == "error" and t["message"].startswith(INTERNAL_ERROR)]
+        errors = [t for t in s["tasks"] if t["status"] == "error" and not t.get("override")]
+        failed = [t for t in errors if t["message"].startswith(INTERNAL_ERROR)]
         if failed:
             add("internal error", [s["id"]], ", ".join(t["id"] for t in failed), _sentence(failed[0]["message"]))
+        unrun = [t for t in errors if t not in failed]
+        if unrun:  # the sandbox failed (re-run them), or a file the grader could not read: no grade either way
+            add("could not be graded", [s["id"]], ", ".join(t["id"] for t in unrun), _sentence(unrun[0]["message"]))
         for t in s["tasks"]:
             override = t.get("override")
             if override:
                 if override["needs_review"]:
                     add("override needs review", [s["id"]], t["id"],
                         f"set to {override['points']:g} by {override['by']} ({override['at'][:10]}: "
-                        f"{override['reason']}); the grader's score was {override['replaced']['score']:g} then "
-                        f"and is {override['automatic']['score']:g} now")
+                        f"{override['reason'] or 'no reason given'}); the grader's score was "
+                        f"{override['replaced']['score']:g} then and is {override['automatic']['score']:g} now")
                 continue  # otherwise a TA has decided this task
             if t["metrics"].get("training_refused"):
                 add("training refused", [s["id"]], t["id"], _sentence(t["message"], "No credit"))
             reason = _near(t, near) if t["status"] not in ("missing", "error") else None
             if reason:
                 add("near threshold", [s["id"]], t["id"], reason)
-            if t.get("inferred"):
-                add("inferred task", [s["id"]], t["id"], _sentence(t["message"]))
+            close = _inference(t) if t["status"] != "error" else None
+            if close:
+                add("inferred task", [s["id"]], t["id"], close)
     for group in identical:
         add("identical work", group["students"], None, "; ".join(describe_evidence(e) for e in group["evidence"]))
     order = {kind: i for i, kind in enumerate(KINDS)}
-    return sorted(items, key=lambda i: (order[i["kind"]], i["students"], i["task"] or ""))
+    items.sort(key=lambda i: (order[i["kind"]], i["students"], i["task"] or ""))
+    return [{"rank": n, **item} for n, item in enumerate(items, 1)]
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One thing a TA should look at, as ``review_queue`` ranks it."""
+
+    rank: int  # 1 is the most urgent
+    students: tuple[str, ...]  # one student, or the group that shares identical work
+    task: str | None  # the task id(s), comma-separated; None for identical work
+    kind: str  # one of ``KINDS``
+    reason: str  # what a TA reads: why it is listed
+    severity: str  # "error", "check" or "note" (``SEVERITY``)
+
+    @property
+    def student(self) -> str:
+        """The student (or the students, comma-separated) it is about."""
+        return ", ".join(self.students)
+
+
+def review_rows(items: list[dict]) -> list[ReviewRow]:
+    """``review_items``' items as ``ReviewRow``s."""
+    return [ReviewRow(i["rank"], tuple(i["students"]), i["task"], i["kind"], i["detail"], i["severity"])
+            for i in items]
+
+
+def review_queue(gradebook, assignment_id: str, near: float = NEAR_THRESHOLD) -> list[ReviewRow]:
+    """What needs a human in one assignment of an open ``store.Gradebook``, ranked (what ``grader review``
+    lists): the overrides in force, identical work among the students' current submissions."""
+    identical = identical_work(gradebook.identities(assignment_id))
+    return review_rows(review_items(gradebook.results(assignment_id), identical, near))

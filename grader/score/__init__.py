@@ -27,13 +27,17 @@ def _points(points: float, fraction: float) -> float:
     return round(points * fraction, 2)
 
 
-def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason: str, plot) -> TaskResult:
+def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason: str, plot,
+                       match=None) -> TaskResult:
     message = a.message()
     if inferred and reason:
+    metrics = dict(a.metrics)
+    if inferred:  # 1: another task was nearly as likely (``match.Match.close``), for ``grader review``
+        metrics["inferred_close"] = float(match is not None and match.close)
         message = f"{reason} {message}"
     return TaskResult(task.id, task.title, _points(task.points, a.fraction), task.points,
                       _status(a.fraction, task.pass_fraction),
-                      a.metrics, message, source, inferred, task.optional, a.threshold,
+                      metrics, message, source, inferred, task.optional, a.threshold,
                       plot=plot, dataset=task.dataset)
 
 
@@ -100,7 +104,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         if f.task_hint:
             task = assignment.task(f.task_hint)
             a = assess(task, evaluation)
-            inferred, reason, answers = False, "", True
+            inferred, reason, answers, match = False, "", True, None
         else:
             match = next(inferred_matches)
             if match.task_id is None:
@@ -109,7 +113,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
             task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
             answers = match.exact
         plot = evaluation["datasets"].get(task.dataset, {}).get("plot")
-        result = _model_task_result(task, a, f.name, inferred, reason, plot)
+        result = _model_task_result(task, a, f.name, inferred, reason, plot, match)
         result.architecture = model_text
         per_task.setdefault(task.id, []).append((result, answers))
         files.append(FileResult(f.name, f.format, "graded", task.id,
@@ -122,7 +126,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         if match.task_id and match.task_id not in per_task and match.assessment is not None:
             inner = assignment.task(match.task_id)
             plot = evaluation["datasets"].get(inner.dataset, {}).get("plot")
-            counted = _model_task_result(inner, match.assessment, f.name, True, match.reason, plot)
+            counted = _model_task_result(inner, match.assessment, f.name, True, match.reason, plot, match)
             counted.architecture = _describe(evaluation["info"])
             counted.message = f"Taken from {f.name}, the only model for this task. " + counted.message
             per_task[inner.id] = [(counted, match.exact)]

@@ -40,6 +40,8 @@ class Match:
     assessment: Assessment | None
     reason: str
     exact: bool = False  # the model's layers are exactly the task's
+    runner_up: str | None = None  # the task it would next most likely answer (None: no other candidate)
+    close: bool = False  # the runner-up was nearly as likely (``_close``): worth a human look
 
 
 def _distance_to_reference(task, a: Assessment) -> float:
@@ -71,6 +73,50 @@ def _ranked(scored: list) -> list:
             tied.sort(key=lambda ta: _goodness(ta[1]), reverse=True)
         ranked.extend(tied)
     return ranked
+
+
+#: a runner-up whose share of the points is within this of the chosen task's was nearly as likely
+CLOSE_SHARE = 0.1
+#: when the shares tie, the resemblance (``_distance_to_reference``, or the metric across datasets) decided:
+#: it was clear beyond a decade of an error metric or this much of an accuracy metric
+CLEAR_TIE = 0.05
+
+
+def _close(chosen: tuple, runner: tuple, options: list) -> bool:
+    """Whether ``runner`` (task, assessment) was nearly as likely an answer as ``chosen`` among ``options``
+    (ranked, best first): it ranked above it, or its share of the points is within ``CLOSE_SHARE`` and,
+    where the shares tie, the tie-break of ``_ranked`` was not clear either."""
+    (task, a), (other, b) = chosen, runner
+    if options.index(runner) < options.index(chosen) or b.fraction > a.fraction:
+        return True
+    if a.fraction - b.fraction > CLOSE_SHARE:
+        return False
+    if a.fraction != b.fraction:
+        return True
+    if task.dataset == other.dataset:
+        da, db = _distance_to_reference(task, a), _distance_to_reference(other, b)
+        if math.isinf(da) or math.isinf(db):
+            return True
+        return abs(da - db) < (CLEAR_TIE if METRICS.get(a.metric) else 1.0)
+    ga, gb = _goodness(a), _goodness(b)
+    if a.metric != b.metric or math.isinf(ga) or math.isinf(gb):
+        return True
+    if METRICS[a.metric]:
+        return abs(ga - gb) < CLEAR_TIE
+    return abs(math.log10(max(-ga, 1e-30)) - math.log10(max(-gb, 1e-30))) < 1.0
+
+
+def _with_runner_up(match: "Match", options: list) -> "Match":
+    """``match`` with the best other task among ``options`` ((task, assessment), ranked) and whether it was
+    nearly as likely."""
+    chosen = next(((t, a) for t, a in options if t.id == match.task_id), None)
+    others = [(t, a) for t, a in options if t.id != match.task_id]
+    if chosen is not None and others:
+        runner = max(others, key=lambda ta: (ta[1].fraction, -options.index(ta)))
+        match.runner_up, match.close = runner[0].id, _close(chosen, runner, options)
+        if match.close:
+            match.reason = f"{match.reason[:-1]}; task {match.runner_up} was nearly as likely."
+    return match
 
 
 def candidates(assignment, info: dict, datasets=()):
@@ -168,7 +214,7 @@ def _exact_match(c: _Considered, task_id: str) -> Match:
         reason += f" (they fit task {favourite} too, which went to another of your models)"
     elif also:
         reason += f" (they fit task{'s' * (len(also) > 1)} {', '.join(also)} too; its held-out performance decided)"
-    return Match(task_id, True, a, reason + ".", exact=True)
+    return _with_runner_up(Match(task_id, True, a, reason + ".", exact=True), c.exact)
 
 
 def _fallback_match(c: _Considered, claimed: set[str]) -> Match:
@@ -180,7 +226,7 @@ def _fallback_match(c: _Considered, claimed: set[str]) -> Match:
     others = [t.id for t, _ in ranked if t.id != task.id]
     reason = f"Inferred as task {task.id} from its held-out performance: its layers match no task exactly"
     reason += f" (also considered: {', '.join(others)})." if others else "."
-    return Match(task.id, True, a, reason)
+    return _with_runner_up(Match(task.id, True, a, reason), c.ranked)  # every dataset its data may come from
 
 
 def _no_task(assignment, info: dict) -> Match:
