@@ -289,11 +289,11 @@ def review(out_dir, db_url, assignment_id, as_json, near):
         out.print(f"{terminal(found['assignment'])}: nothing needs review.")
     else:
         table = Table(title=f"{terminal(found['assignment'])}: {len(found['items'])} thing(s) to review")
+        table.add_column("#", justify="right")
         table.add_column("what", no_wrap=True)
         table.add_column("student", overflow="fold")
         table.add_column("task", no_wrap=True)
         table.add_column("details", overflow="fold")
-        table.add_column("#", justify="right")
         for item in found["items"]:
             table.add_row(str(item["rank"]), item["kind"], terminal(", ".join(item["students"])),
                           terminal(item["task"] or ""),

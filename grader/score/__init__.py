@@ -31,10 +31,10 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
                        match=None) -> TaskResult:
     message = a.message()
     if inferred and reason:
+        message = f"{reason} {message}"
     metrics = dict(a.metrics)
     if inferred:  # 1: another task was nearly as likely (``match.Match.close``), for ``grader review``
         metrics["inferred_close"] = float(match is not None and match.close)
-        message = f"{reason} {message}"
     return TaskResult(task.id, task.title, _points(task.points, a.fraction), task.points,
                       _status(a.fraction, task.pass_fraction),
                       metrics, message, source, inferred, task.optional, a.threshold,
