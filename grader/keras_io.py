@@ -1,24 +1,10 @@
 """The one module that loads Keras models.
 
-Everything a model file passes through before the grader trusts it happens
-here, in this order:
-
-1. ``read_config``: the model's JSON config is read with h5py / zipfile,
-   without Keras, and checked: only allow-listed layer classes, no Lambda or
-   custom objects, and a parameter count under the spec's budget (a 20 KB
-   ``.h5`` whose Dense layer claims 10**9 units is refused here, before Keras
-   would try to allocate gigabytes).
-2. ``load``: ``keras.models.load_model(safe_mode=True, compile=False)`` with
-   no ``custom_objects``.  ``BuiltModels`` keeps the models it built: an
-   ``.h5`` whose configuration is one already built gets that model, its
-   weights loaded by the step ``load_model`` ends with.
-3. ``describe``: the architecture as plain data (inputs, Dense layers with
-   their activations, parameter count, whether every weight is finite).
-4. ``predict``: calls the model directly (``model(x)``), in batches; it is
-   much faster than ``model.predict`` for the grader's small inputs.
-
-Only the evaluation worker (a process in which no student code runs) imports
-this module; Keras is imported lazily so that importing it is cheap.
+Every model file passes, in order: ``read_config`` (its JSON config read without Keras: allow-listed layer
+classes only, a parameter and layer budget), ``load`` (``load_model(safe_mode=True, compile=False)``, no
+custom objects; ``BuiltModels`` reuses a model of the same configuration), ``describe`` (the architecture as
+plain data) and ``predict`` (the model called directly, in batches).  Only the evaluation worker imports it.
+Why each step: docs/design/evaluate.md.
 """
 from __future__ import annotations
 

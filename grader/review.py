@@ -1,25 +1,10 @@
 """What needs a human: the list ``grader review`` shows, and identical work between students.
 
-* ``fingerprints``: when a submission is recorded, what would show that two
-  students handed in the same work, kept in the gradebook
-  (``submissions.identity``): the SHA-256 of each submitted model file, of
-  what each notebook's or script's own code does (``code_statements``:
-  Python's tokens without comments, docstrings, layout, metadata or outputs;
-  the sheet's own statements taken out), and a sketch of each evaluated
-  model's weights, compared within ``WEIGHTS_RTOL`` (a one-ulp copy matches).
-  Models of tasks whose answer is set by hand (``training = "hand_set"``,
-  1b's exact weights) are left out: every correct answer is the same.
-* ``identical_work``: students who share any of those, grouped, with what
-  they share.  Listed on the class page and by ``grader review``; the grade is
-  never touched, a TA decides.
-* ``review_items``: what needs a human, ranked (``KINDS``): internal errors,
-  tasks that could not be graded (a sandbox that failed, a file the grader
-  could not read), overrides whose automatic score changed since
-  (``needs_review``), refused training, metrics within a hair
-  (``NEAR_THRESHOLD``) of a threshold, identical work, and inferred tasks
-  whose runner-up was nearly as likely (``score.match``).  A task a TA has
-  overridden is decided: only a changed automatic score brings it back.
-  ``review_queue``: the same as typed ``ReviewRow``s (``grader serve``).
+``fingerprints``: what would show that two students handed in the same work (model files' hashes, the
+notebooks' own code statements, sketches of the models' weights), kept in the gradebook.
+``identical_work``: students who share any of those, grouped; the grade is never touched.
+``review_items``: what needs a human, ranked (``KINDS``); ``review_queue``: the same as typed rows.
+What each compares and ranks: docs/design/review.md.
 """
 from __future__ import annotations
 

@@ -1,27 +1,9 @@
 """The speed probe: how fast this machine runs a small, fixed, training-like workload, right now.
 
-Notebook time limits come from the reference notebook's timings
-(``calibration.toml``, ``[timings]``), recorded on the calibration machine.
-To carry them to the machine (and the moment) a class is graded on, the
-probe runs at calibration and again at the start of every batch (``grade``,
-``check``, Gradescope's run); their ratio scales the limits
-(``grader.execute.limits``).
-
-The workload is deterministic: mini-batch SGD of a 1-64-1 tanh network
-on fixed data, in float32 NumPy, batch 32 -- small matrix products and the
-Python overhead between them, like the Keras training loops of the sheet.
-It runs in a fresh Python process with one thread (as the sandboxed kernels
-run: ``OMP_NUM_THREADS=1``), ``REPEATS`` times after a warm-up, and the
-median time of one repetition is the reading (about a second in all).  A command
-that will need a reading starts it first thing (``start``), beside its own
-imports on another core, and takes it when it needs it (``probe``).
-
-``PROBE_VERSION`` names the workload: a reading is only comparable with one
-of the same version, so a changed workload must change it (calibration
-records it; ``grader.execute.limits`` falls back to the spec's fixed limits
-when the versions differ).  This module is deliberately outside the
-measuring code that keys stored measurements (``store.keys``): the probe's
-readings do not key them either.
+Its reading at calibration and at the start of a batch scale notebook time limits
+(``grader.execute.limits``).  ``start`` runs it beside a command's own imports, ``probe`` takes the reading;
+``PROBE_VERSION`` names the workload (readings of other versions are not compared).  The workload and why
+it keys no stored measurement: docs/design/execute.md.
 """
 from __future__ import annotations
 

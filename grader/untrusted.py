@@ -1,21 +1,9 @@
 """Reading what a student controls: files, folders, and what a sandbox hands back.
 
-Every byte of a submission, and everything a notebook run leaves behind, is
-hostile until proven otherwise.  This module is the one way the grader looks
-at such bytes:
-
-* nothing is followed: every open uses ``O_NOFOLLOW`` relative to a folder
-  descriptor (``openat``), so a link, or a folder swapped for a link while we
-  look, is seen as a link and never as its target;
-* only regular files are read, checked with ``fstat`` on the opened
-  descriptor (a FIFO would hang a reader, a device never ends); opens are
-  non-blocking so that even the open of a FIFO returns at once;
-* every read, walk and copy is bounded: bytes per file, files and bytes per
-  tree, folder depth.  Going past a bound is a ``Refused`` with words for the
-  student, never a hang, an exhausted disk or an exhausted memory.
-
-``take`` copies a file's bytes into a folder the grader owns, so that what is
-evaluated later is exactly what was checked now.
+The one way the grader looks at hostile bytes: nothing is followed (``O_NOFOLLOW`` relative to a folder
+descriptor), only regular files are read (checked on the opened descriptor, opened non-blocking), and every
+read, walk and copy is bounded (``Refused`` says why, in words for the student).  ``take`` copies a file
+into a folder the grader owns.  Why: docs/design/untrusted.md.
 """
 from __future__ import annotations
 

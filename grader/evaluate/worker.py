@@ -1,23 +1,10 @@
 """The evaluation worker: loads and runs models in a clean, capped process.
 
-``Evaluator`` (parent side) owns one worker process started with the
-``spawn`` method, so nothing of the parent -- and no student code, ever --
-is in it.  The worker caps its own memory (``RLIMIT_DATA``: TensorFlow's
-thread stacks break under ``RLIMIT_AS``), makes the held-out data from the
-seeds it is sent (never the secret itself), imports Keras once and then
-answers requests until told to stop.  The parent enforces the time limit: a
-worker that does not answer in time is killed and replaced, and so is one
-that dies; the file that caused it gets a ``SubmissionError`` and the batch
-goes on.
-
-Re-training a student's recipe (``Evaluator.retrain``, see ``retrain``) runs
-in a second worker of the same kind, started on first use, on the spec's
-training backend (``[evaluation.retraining] backend``, JAX by default): the
-evaluation backend (TensorFlow) trains the sheet's networks about 11 times
-slower, and calibration trains the reference runs on JAX too, so a
-re-training is drawn exactly as the runs its thresholds came from.  The
-training worker holds no held-out data; what it trains is saved and measured
-by the evaluation worker like any other model.
+``Evaluator`` (parent side) owns one worker process started with ``spawn`` (nothing of the parent, no
+student code), capped in memory and time; it makes the held-out data from the seeds it is sent, never the
+secret.  A worker that hangs or dies is replaced; that file gets a ``SubmissionError`` and the batch goes on.
+Re-training a recipe (``Evaluator.retrain``) runs in a second worker of the same kind on the spec's training
+backend.  Why: docs/design/evaluate.md.
 """
 from __future__ import annotations
 

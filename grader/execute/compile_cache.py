@@ -1,27 +1,10 @@
 """The compiled programs the notebooks' kernels reuse: a JAX persistent compilation cache.
 
-The fused ``fit`` (``fused_fit``) compiles one program per architecture, optimizer setting, loss, batch
-size and data shape: about two seconds of XLA per program, several times the training it runs.  Every
-student of a class trains the same few programs, so the grader compiles them once, from the spec's own
-reference solution (``build``, at the start of a batch, in a clean process that runs no student code),
-into a cache folder it owns, and every kernel reads it: the sandbox binds the folder **read-only** at
-``INNER`` (a writable shared cache would let one student's kernel poison another's training), and the
-kernel never writes to it (``fused_fit.configure_cache``: a miss compiles in the kernel, silently).  The
-builder's fused fit also stores each compiled program in ``fused_fit.PROGRAMS_DIR`` under a key a kernel
-finds without lowering the program (``fused_fit._program_key``).  The
-builder also runs each reference model's ``predict`` on its data, so the programs Keras compiles for the
-predictions a notebook plots are there too.  And matplotlib's font list, which the builder's matplotlib
-writes into the folder and every kernel copies (``fused_fit.use_font_list``): a fresh sandbox has none, and
-making one lists and opens every font of the system, about a second of every kernel's start.
-
-A cache entry is found only by a kernel that lowers the same program under the same compiler: JAX keys
-an entry by the program, jaxlib's version, the XLA flags and the compile options, so the builder runs
-with the kernel's environment (``KERNEL_XLA_ENV``, an empty Keras home).  The folder's name is keyed
-too (``cache_dir``): the versions of JAX, jaxlib, Keras and Python, the fused fit's source, those flags,
-this machine's processor (compiled CPU code is not portable) and the assignment's reference files; any
-change there builds a new folder and never reads a stale one.  A folder appears complete or not at all
-(built aside, then renamed); one no batch has used for ``UNUSED_DAYS`` is removed when another is built
-(``prune``).
+``build`` compiles the reference solution's fused-fit and ``predict`` programs once per machine and software
+version, at the start of a batch, in a clean process, into a folder the grader owns (``cache_dir``, keyed by
+everything that changes a program); every sandbox binds it read-only at ``INNER``.  It also holds
+matplotlib's font list.  ``prune`` removes folders no batch used for ``UNUSED_DAYS``.
+Why read-only, and what the keys hold: docs/design/execute.md.
 """
 from __future__ import annotations
 

@@ -1,33 +1,10 @@
 """TensorFlow imported when it is first used, not when it is imported: run in the student's kernel.
 
-Imports nothing of the grader: the runner puts it first among the kernel's start-up files (``exec_files``),
-on the JAX backend only.  A sheet-style notebook begins ``import tensorflow as tf`` and ``from
-tensorflow.keras.models import Sequential``, then trains Keras models on JAX and never calls TensorFlow
-itself: importing TensorFlow's Python API costs it about 1.7 s of a 9 s kernel, for nothing.
-
-``install()`` puts a module object named ``tensorflow`` in ``sys.modules`` whose ``__path__``, ``__spec__``
-and ``__file__`` are the real package's, and whose ``__path__`` reaches Keras' ``tf.keras`` API the way
-TensorFlow's own ``__init__`` arranges it (``keras/_tf_keras`` first), so ``import tensorflow.keras...`` and
-``from tensorflow.keras.layers import Dense`` load the very modules they load under real TensorFlow.  The
-first time anything else of the module is looked up (``tf.constant``, ``tf.__version__``, ``dir(tf)``),
-TensorFlow's real ``__init__`` runs **in that same module object**, so every reference to it the student
-holds is the real TensorFlow from then on; it is as if the import had happened late.  Three things Keras
-itself asks of TensorFlow on the JAX backend are answered without loading it, because their answer
-cannot depend on TensorFlow before it is loaded:
-
-* ``tf.random.set_seed(s)`` (``keras.utils.set_random_seed``, every cell of the sheet): the seed is kept
-  and applied the moment TensorFlow loads, which is equivalent because no TensorFlow operation can have
-  drawn a random number in between;
-* ``isinstance(x, tf.TensorShape)`` and its like (Keras' serialisation checks ``TensorShape``, ``DType``,
-  ``TypeSpec``): no object can be an instance of a TensorFlow class before TensorFlow is loaded, so the
-  stand-in classes answer False until then and ask the real class after; calling one loads TensorFlow
-  and calls the real class;
-* ``tf.executing_eagerly()`` is True and ``tf.is_tensor(x)`` False (matplotlib asks it of every array it
-  plots once ``tensorflow`` is in ``sys.modules``), as they are until TensorFlow has built a graph or a
-  tensor, which it cannot do unloaded.
-
-``GRADER_DEFERRED_TF=0`` in the grader's environment turns this off (``compile_cache.turned_off``: the
-runner then leaves it out of the kernel).
+Imports nothing of the grader (the runner's first start-up file, JAX backend only).  ``install()`` puts a
+``tensorflow`` module in ``sys.modules`` whose ``tensorflow.keras`` is Keras' own; the first other use loads
+the real TensorFlow into that same module object.  ``tf.random.set_seed``, ``isinstance`` checks against
+TensorFlow classes, ``tf.executing_eagerly`` and ``tf.is_tensor`` are answered without loading it.
+``GRADER_DEFERRED_TF=0`` turns it off.  Why each answer is exact: docs/design/execute.md.
 """
 from __future__ import annotations
 

@@ -1,38 +1,11 @@
 """Fused training: ``keras.Model.fit`` run as a few compiled programs instead of one Python loop per batch.
 
-Imports nothing of the grader: it is run in the student's sandboxed kernel (the runner's ``exec_files``,
-beneath the capture hook, which wraps whatever ``keras.Model.fit`` is) and imported by the grader's own
-training processes (calibration, recipe re-training).  ``install()`` replaces ``keras.Model.fit`` with
-``fit``, which trains the course's subset with Keras' own semantics and hands anything else to Keras'
-own ``fit``, unchanged.
-
-Keras' semantics by construction, not re-implemented: the program that trains is Keras' own stateless
-``Model.train_step`` (forward pass, loss and its reduction, gradients, ``optimizer.stateless_apply``,
-metrics' state) scanned over the batches of an epoch, and its ``test_step`` over the validation batches;
-the data are prepared by Keras' own code (``train_validation_split``, the array data adapter with its
-batch size, ``class_weight`` and float casts, the model's symbolic build); the epochs' orders are drawn
-exactly as Keras' array adapter draws them (``np.random.permutation`` of the global NumPy generator, once
-per epoch, or per batch for ``shuffle="batch"``), so a seeded run draws the same orders and leaves the
-generator where Keras leaves it.  The last partial batch is a step of its own, as in Keras.  The per-epoch
-logs go through a real ``keras.callbacks.CallbackList`` to a real ``History``.
-
-Compiled code is reused: one program runs a fixed chunk of ``chunk_epochs(n)`` epochs (``lax.scan`` over
-epochs, each a ``lax.scan`` over its full batches, then the partial one), epochs beyond the fit's last
-masked off, driven by a Python loop; so the number of epochs never changes the program.  Programs are
-found without lowering them (``_program_key``: the hash of one traced training step, JAX's settings, the
-shapes and the chunk's settings; the same architecture, optimizer settings, loss, metrics, batch size and data shapes
-give one program, whatever the model object): kept in this process, and among those the compile cache's
-builder stored (``PROGRAMS_DIR``); else lowered and compiled, and JAX's persistent compilation cache, when
-configured (``install(cache_dir=...)``, read-only in the kernel), serves programs compiled by another
-process with the same XLA flags.
-
-The subset (anything else falls back to Keras' own ``fit``, and ``last_report`` says why): the JAX
-backend; a ``Sequential`` or functional model of ``InputLayer``, ``Dense``, ``Activation`` and ``Dropout``
-layers with Keras' own activations, initialisers, regularisers and constraints, float32; Keras' own
-optimizers (not EMA, gradient accumulation or loss scaling) with a learning rate that is a number or one
-of Keras' schedules; Keras' own losses and metrics; NumPy or JAX arrays; ``batch_size``, ``epochs``,
-``verbose``, ``validation_split``, ``validation_data`` (arrays), ``validation_batch_size``, ``shuffle``,
-``class_weight``; no callbacks but ``History`` and ``ProgbarLogger``.
+Imports nothing of the grader: run in the student's kernel (beneath the capture hook) and imported by the
+grader's training processes.  ``install()`` replaces ``keras.Model.fit`` with ``fit``, which trains the
+course's subset with Keras' own ``train_step``, data preparation and epoch orders (``_fused``), and hands
+anything else to Keras' own ``fit``; ``last_report`` says which and why.  Compiled programs are found by
+``_program_key`` and reused across epochs counts.  The subset, and why it is Keras' semantics by
+construction: docs/design/execute.md.
 """
 from __future__ import annotations
 

@@ -1,23 +1,10 @@
 """A Jupyter kernel that lives in the sandbox.
 
-``SandboxedKernelManager`` is jupyter_client's ``AsyncKernelManager`` with
-these changes: the kernel command is wrapped by ``Sandbox.wrap`` (and joins
-the sandbox's cgroups first); the kernel talks over ZMQ's ``ipc`` transport
-(unix sockets in the runtime folder, bound at the same path inside, because
-TCP on 127.0.0.1 does not cross the network namespace); interrupts are sent
-as messages (a signal to bwrap does not reach the kernel); and the kernel's
-stderr is kept (its last few KB), so that a kernel that dies at start says
-why.  The kernel's environment is built from nothing: no ``JPY_PARENT_PID``
-(ipykernel would exit), no ``GRADER_SECRET``, nothing of the grader's.  What
-the grader reads or the kernel starts from (the connection file, the grader's
-start-up files) lives in ``kernel_folder``, bound read-only: student code can
-swap nothing there for a link or a FIFO before a restart.  The ipc sockets
-the kernel makes in the runtime folder are reached through descriptors taken
-without following links once the kernel made them (``/proc/self/fd``): ZMQ's
-reconnection never follows a link put there in their place.  The kernel starts
-with ``python -P``, so no file of the submission replaces its modules; the
-work folder joins ``sys.path`` only after the kernel and the grader's
-start-up files are loaded (``SYS_PATH_FILE``).
+``SandboxedKernelManager`` is jupyter_client's ``AsyncKernelManager`` with the kernel command wrapped by
+``Sandbox.wrap``, ZMQ's ``ipc`` transport (unix sockets, reached through pinned descriptors), interrupts as
+messages, the kernel's last stderr kept, and an environment built from nothing.  The grader's start-up files
+and the connection file live in ``kernel_folder``, bound read-only; the kernel starts with ``python -P``.
+Why each: docs/design/execute.md.
 """
 from __future__ import annotations
 

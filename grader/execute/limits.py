@@ -1,26 +1,9 @@
 """A notebook's time limits, from the reference notebook's timings and this machine's speed.
 
-The limits of a cell and of a whole notebook (spec: ``[notebooks]``, see
-``spec.model.NotebookSettings``)::
-
-    scale    = clamp(probe_now / probe_at_calibration, 0.5, 8)
-    cell     = min(cell_timeout_s, max(min_cell_limit_s, cell_limit_factor x slowest reference cell x scale))
-    notebook = min(notebook_timeout_s, max(min_notebook_limit_s, notebook_limit_factor x reference notebook x scale))
-
-``time_limits = "fixed"`` in the spec, no ``[timings]`` in the calibration
-file (an assignment without a reference notebook), no timings for the backend
-a notebook runs on, or a probe whose workload changed since calibration: the
-fixed ``cell_timeout_s`` and ``notebook_timeout_s`` are the limits, and the
-limits say why.  A re-run on TensorFlow of a notebook whose failure JAX
-explains keeps JAX's limits unless the reference was timed on TensorFlow
-(``BatchLimits.for_rerun``), and ``StudentClock`` caps every run at what is
-left of the student's whole time budget.
-
-``derive`` and ``time_limits`` are pure; ``batch_limits`` runs the speed
-probe once (``grader.speed_probe``) and gives every backend's limits for a
-batch, which the batch hands to its workers so that a probe never runs while
-students' notebooks load the machine.  Every limit carries the sentence a
-student reads when a cell runs into it.
+``derive`` and ``time_limits`` (pure) scale the reference's slowest cell and whole notebook by the speed
+probe's ratio, within the spec's minimums and maximums, or fall back to the spec's fixed limits; every limit
+carries the sentence a student reads.  ``batch_limits`` runs the probe once per batch; ``StudentClock`` caps
+each run at what is left of the student's time.  The formulas: docs/design/execute.md.
 """
 from __future__ import annotations
 

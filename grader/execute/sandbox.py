@@ -1,34 +1,10 @@
 """The sandbox that student code runs in.
 
-``Sandbox.wrap(argv)`` returns the command that runs ``argv`` isolated, in one
-of three modes (``isolation_mode()``):
-
-* ``root`` (the grader runs as root): **bubblewrap** builds a private mount
-  namespace -- read-only views of the system, the Python installation and the
-  virtual environment; a private writable work folder; a private, size-capped
-  ``/tmp``; no ``/root``, ``/etc/shadow``, home folders or grader state (but, read-only, the grader's
-  compile cache, ``compile_cache``);
-  ``/proc/sys`` read-only; new network (loopback only), PID, IPC and UTS
-  namespaces; killed with its parent.  Inside it ``setpriv`` drops to uid
-  65534 with no capabilities and ``no_new_privs``, and a second, unprivileged
-  bubblewrap forbids new user namespaces (``--disable-userns``), so student
-  code cannot make itself root of a namespace of its own.  Memory and
-  processes are capped by cgroups where they can be written, and by rlimits.
-* ``user`` (not root, but unprivileged user namespaces work, as on most
-  Linux machines): one bubblewrap with ``--unshare-user --disable-userns``,
-  the same mounts, uid 65534 inside (the TA's own uid outside, with no view of
-  the TA's files), capped by rlimits.
-* ``none``: no isolation is possible here (no bubblewrap, or the sandbox
-  does not start: ``probe`` runs a command through ``wrap`` with the very
-  flags above, as root too): ``wrap`` only applies the rlimits; ``grade``
-  refuses to run notebooks unless told to, ``check`` warns loudly.
-
-The submission enters the sandbox read-only and is copied into the work
-folder *inside* it, by the sandbox user (``stage``): no process of the grader
-ever follows a link a student made.  What a run writes is bounded: each file
-by ``RLIMIT_FSIZE``, ``/tmp`` by its tmpfs size, and the work and capture
-folders together by ``disk_usage`` (the runner's watchdog stops a cell that
-goes past the quota).
+``Sandbox.wrap(argv)`` runs ``argv`` isolated in one of three modes (``isolation_mode()``): ``root``
+(bubblewrap, then ``setpriv`` to uid 65534 and a nested bubblewrap that forbids user namespaces; cgroups),
+``user`` (one unprivileged bubblewrap, rlimits) or ``none`` (rlimits only; ``probe`` says why).  ``stage``
+copies the submission into the work folder inside the sandbox, as the sandbox user; ``disk_usage`` bounds what
+a run writes.  What each mode mounts and why: docs/design/execute.md.
 """
 from __future__ import annotations
 

@@ -1,25 +1,10 @@
-"""Harvest: the models a notebook run left behind, taken out of the sandbox.
+"""Harvest: the models a notebook run left behind, taken out of the sandbox, and the data they were trained on.
 
-The capture hook in the kernel wrote ``capture-NNN.{keras,json,npz}`` for
-every ``fit`` and ``predict``; the notebook may also have saved models itself
-(``model.save('model.h5')``).  Everything in those folders was written by
-student code, so it is *taken*, not trusted: each file is opened without
-following links, checked to be a regular file on the opened descriptor,
-bounded in size, and copied into a folder the grader owns (``taken``); only
-that copy is ever evaluated.  A capture's metadata is read defensively
-(sizes, types), its data is loaded without pickle and only as much of it as a
-task can use (``DataBounds``: points, width, numbers only, checked on each
-array's header before anything is decompressed or widened); a notebook's
-captures beyond what the tasks could use are not taken (``max_captures``).
-A student who tampers with any of it can only lose credit.
-
-``identify_datasets`` says which of the spec's datasets a model may have been
-trained on, from the training data alone (the sheet's 200 points of [0, 1] are
-the 1-D task; the circular, xor and ring generators are told apart by
-likelihood).  A small sample cannot always tell two settings of one generator
-apart (30 points of the circular data at scale 2 look like scale 1 in about one
-draw of 40), so every dataset about as likely as the likeliest is kept, and
-scoring lets the model's layers choose among their tasks.
+``Harvester`` takes each capture the kernel's hook wrote as the run goes, and the models the notebook saved,
+for ``execute.execute_notebook`` (the composing caller makes it): opened without following links, bounded,
+copied into a folder the grader owns (``take_capture``, ``DataBounds``, ``max_captures``).
+``identify_datasets`` says which of the spec's datasets a model may have been trained on.
+Why each bound, and how datasets are told apart: docs/design/harvest.md.
 """
 from __future__ import annotations
 

@@ -1,22 +1,10 @@
 """Plots for the reports, drawn with matplotlib (Agg) and inlined as base64 PNG.
 
-Drawing is most of what a class's reports cost: a fresh figure, laid out and
-drawn twice for ``savefig(bbox_inches="tight")``, takes about 0.1 s a plot,
-and a class of 200 students has a thousand.  So:
-
-* A plot is a ``Plot``: what it shows (plain arrays, picklable) and a
-  ``key``, a digest of that and of this module's source.  The same key is
-  the same picture, so a ``PlotCache`` keeps each one drawn (a re-render
-  after a template edit, or an identical model, draws nothing), and a plot
-  can be drawn wherever is idle (the batch's worker processes).
-* Each kind of plot is drawn on a figure kept per process and layout
-  (``_Kept``), with matplotlib's blitting: the parts every model shares
-  (axes, ticks, labels, title) are drawn once and copied; only the model's
-  own artists (its curve or decision regions, the points, the legend) are
-  drawn on the copy, in the order a full draw draws them.  The picture is
-  cropped to the same tight box ``savefig`` crops to and encoded by the same
-  ``imsave``.  ``Plot.png(plain=True)`` draws it the plain way, on a fresh
-  figure with ``savefig``; the tests hold the two to the same picture.
+A ``Plot`` is what it shows (plain arrays, picklable) and a ``key`` (a digest of that and of this module's
+source): the same key is the same picture, so a ``PlotCache`` keeps each one drawn, and a plot can be drawn
+wherever is idle.  Each kind is drawn on a figure kept per process (``_Kept``) with blitting;
+``Plot.png(plain=True)`` draws it the plain way, and the tests hold the two to the same picture.
+Why: docs/design/report.md.
 """
 from __future__ import annotations
 

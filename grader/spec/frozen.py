@@ -1,19 +1,9 @@
 """``FrozenSpec``: an assignment as one batch read it, to travel to its workers as data.
 
-A batch reads the assignment folder once (``freeze``): the bytes of every
-file in it (``assignment.toml``, ``calibration.toml``, the reference
-modules, the support files, a held-out file kept there), a SHA-256 over
-them all, and the ``Assignment`` parsed from exactly those bytes.  Workers --
-local processes, or Dask workers on other machines -- receive that object
-(it pickles), write the bytes once per process into a private folder
-(``FrozenSpec.here``) and use the parsed ``Assignment`` with its paths moved
-there: they never parse the spec again and never read the TA's folder, so an
-edit to it in the middle of a batch changes nothing under running workers,
-and every student of a batch is graded by the same spec, named by its hash.
-
-The assignment folder is the course's own (trusted), but a link in it is
-still not followed and its size is bounded: a stray dataset or checkpoint
-beside the spec must not be shipped to every worker.
+``freeze`` reads the assignment folder once: the bytes of every file, a SHA-256 over them, and the
+``Assignment`` parsed from those bytes.  Workers receive it (it pickles), write the bytes into a private
+folder (``FrozenSpec.here``) and never read the TA's folder.  Links are not followed and sizes are bounded.
+Why: docs/design/spec.md.
 """
 from __future__ import annotations
 

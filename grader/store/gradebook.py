@@ -1,28 +1,9 @@
 """The gradebook: a real database of assignments, students, submissions, runs and results.
 
-SQLite in the output folder by default; any SQLAlchemy URL (PostgreSQL, as
-nbgrader allows) with ``--db``.  Each student's result is written in one
-transaction together with the measurements it came from, so a batch killed
-at any moment (SIGKILL included) leaves every finished student complete and
-no half-written one; the next run picks up where it stopped.
-
-Tables: ``assignments`` (with the grade bands and the spec folder last graded
-from); ``students`` (one row per student and assignment); ``submissions`` (the
-content hash of a student's files, the measure key, the stored measurements
-and the fingerprints that show identical work, one row per distinct
-submission); ``runs`` (one per ``grader grade``); ``results`` (a student's
-current result: one row per student, replaced on re-grading); ``task_results``
-(its tasks, for queries and exports); ``overrides`` (the audit trail of TAs'
-scores: every override and every undo, never deleted).
-
-A result is stored, and read back, with the overrides in force put over it
-(``overrides.apply_overrides``); overrides belong to the student and task, not
-to a result, so they outlive every re-grade and re-score.
-
-Schema versions: 1, the first; 2 adds ``overrides``, ``assignments.grade_bands``
-and ``assignments.spec_folder``, ``submissions.identity``; 3 adds ``runs.versions``
-(what each run graded with, ``grader.versions``).  An older gradebook is
-upgraded in place when it is opened, its data untouched.
+SQLite in the output folder, or any SQLAlchemy URL (``--db``).  Each student's result is written in one
+transaction with the measurements it came from, so a killed batch leaves no half-written student.  Results
+are stored and read with the overrides in force put over them (``overrides.apply_overrides``).  Older
+gradebooks are upgraded in place.  The tables and schema versions: docs/design/store.md.
 """
 from __future__ import annotations
 

@@ -1,25 +1,9 @@
 """Overrides: a TA's score for a task, put over the grader's own, with the reason and who gave it.
 
-``apply_overrides`` is the one place an override changes a result: the
-gradebook calls it when a result is recorded (a grade, a re-grade, a
-re-score), when an override is made or undone, and when results are read, so
-every report and export shows the same thing.  It works on a result as
-``StudentResult.to_json()`` gives it, and may be applied any number of times:
-a task that carries an override keeps the grader's own score, status and
-message under ``override.automatic``, and applying again starts from those.
-
-A task with an override holds::
-
-    "override": {"points": 8.0, "by": "ta", "at": "...", "reason": "...",
-                 "replaced": {"score": 5.0, "status": "partial"},    # the grader's score when it was made
-                 "automatic": {"score": 5.0, "status": "partial", "message": "..."},  # the grader's score now
-                 "needs_review": false}
-
-``needs_review`` is true when the grader's score has changed since the
-override was made (a re-grade or a re-score): the override still stands, and
-a TA looks at it again (``grader review``); overriding again clears it.  A
-result with any override also keeps the grader's own total and letter grade
-under ``"automatic"``.
+``apply_overrides`` is the one place an override changes a result (``StudentResult.to_json()``): the task
+keeps the grader's own score, status and message under ``override.automatic``, and applying again starts
+from those; ``needs_review`` says the grader's score changed since the override was made.
+The record's shape and when the gradebook applies it: docs/design/store.md.
 """
 from __future__ import annotations
 
