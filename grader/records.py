@@ -1,0 +1,285 @@
+"""The records the stages hand each other, typed, at the bottom of the package (imports nothing of it).
+
+``Source`` and ``Evaluation`` (one model, as measured), ``Retraining`` (what re-training its recipe
+measured), ``Measurements`` (one submission, as measured and re-trained), ``FileResult``, ``TaskResult`` and
+``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only these read the older gradebook shapes.
+``Evaluation`` and ``Retraining`` also read like the dicts they are stored as (``record["datasets"]``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+
+PASS_FRACTION = 0.5  # a student 'passes' (in progress counts and summaries) at half the maximum
+INTERNAL_ERROR = "The grader failed on this submission"  # a task's message starts so: a grader bug
+COULD_NOT_GRADE = "Could not be graded"  # a task's message starts so: the grader's environment failed
+
+
+class _Readable(Mapping):
+    """Read access by the stored JSON's keys (``record["runs"]``, ``record.get("stopped")``)."""
+
+    def to_json(self) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        return self.to_json()[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self.to_json())
+
+    def __len__(self) -> int:
+        return len(self.to_json())
+
+
+@dataclass(eq=False)
+class Retraining(_Readable):
+    """What re-training one model's recipe did: its tasks, K and pass thresholds it used (``k``, ``passing``),
+    each re-training's seed and metrics, and why it stopped early or was refused."""
+
+    tasks: list
+    datasets: list = field(default_factory=list)
+    runs: list = field(default_factory=list)
+    limit: int | None = None
+    budget: float | None = None
+    k: int | None = None  # what it read: K and the pass thresholds ({task: threshold}); None in older gradebooks
+    passing: dict | None = None
+    refused: str | None = None
+    recipe: str | None = None
+    epochs: int | None = None
+    trained_epochs: int | None = None
+    stopped: str | None = None
+    error: str | None = None
+    budget_of: str | None = None
+    dataset: str | None = None  # older gradebooks: one dataset
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None or f.name in ("limit", "budget")}
+
+    @classmethod
+    def from_json(cls, d) -> "Retraining":
+        if isinstance(d, Retraining):
+            return d
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def __eq__(self, other):
+        return isinstance(other, Mapping) and self.to_json() == dict(other)
+
+
+@dataclass(eq=False)
+class Evaluation(_Readable):
+    """One model's measurements by the evaluation worker, with how it was made (``provenance``, from its
+    ``Source``) and, once re-training ran, its recipe's ``Retraining``."""
+
+    format: str | None = None
+    info: dict = field(default_factory=dict)
+    datasets: dict = field(default_factory=dict)
+    weights_sha256: str | None = None
+    weights_sketch: object = None
+    preprocessing: dict | None = None
+    provenance: dict | None = None
+    retraining: Retraining | None = None
+    extra: dict = field(default_factory=dict)  # anything else the worker said, kept as it came
+
+    def to_json(self) -> dict:
+        d = {"format": self.format, "info": self.info, "datasets": self.datasets,
+             "weights_sha256": self.weights_sha256, "weights_sketch": self.weights_sketch}
+        d = {k: v for k, v in d.items() if v is not None or k in ("info", "datasets")}
+        if self.preprocessing is not None:
+            d["preprocessing"] = self.preprocessing
+        d.update(self.extra)
+        d["provenance"] = self.provenance
+        if self.retraining is not None:
+            d["retraining"] = self.retraining.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d, provenance: dict | None = None) -> "Evaluation":
+        """From the worker's dict, or a stored one (which carries its provenance and retraining)."""
+        if isinstance(d, Evaluation):
+            return d if provenance is None else replace(d, provenance=provenance)
+        named = {"format", "info", "datasets", "weights_sha256", "weights_sketch", "preprocessing", "provenance",
+                 "retraining"}
+        retraining = d.get("retraining")
+        return cls(d.get("format"), d.get("info", {}), d.get("datasets", {}), d.get("weights_sha256"),
+                   d.get("weights_sketch"), d.get("preprocessing"),
+                   provenance if provenance is not None else d.get("provenance"),
+                   Retraining.from_json(retraining) if retraining is not None else None,
+                   {k: v for k, v in d.items() if k not in named})
+
+    def __getitem__(self, key):
+        if key == "retraining":
+            if self.retraining is None:
+                raise KeyError(key)
+            return self.retraining
+        if key in ("info", "datasets", "provenance"):
+            return getattr(self, key)
+        return self.to_json()[key]
+
+    def __eq__(self, other):
+        return isinstance(other, Mapping) and self.to_json() == {k: (v.to_json() if isinstance(v, Retraining)
+                                                                     else v) for k, v in other.items()}
+
+
+@dataclass
+class Source:
+    """Where a model came from: a submitted file, or a notebook run."""
+
+    name: str
+    format: str
+    task_hint: str | None = None
+    dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it (the likeliest)
+    training: dict | None = None
+    preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
+    provenance: dict | None = None  # how it was made: {"made_by": "fit" | "predict" | "file" | "saved", ...}
+    # measuring only, never stored: a captured fit's recipe (``evaluate.retrain.recipe_from_capture``) with
+    # ``model_path``, the grader's copy of the model whose architecture a re-training starts from
+    recipe: dict | None = None
+    # every dataset its training data may come from, likeliest first (``harvest.identify_datasets``); a gradebook
+    # written before these were kept has ``dataset`` alone
+    datasets: list | None = None
+
+    @property
+    def plausible(self) -> list[str]:
+        """Every dataset its training data may come from, likeliest first ([] when no notebook run showed it)."""
+        return list(self.datasets) if self.datasets else [self.dataset] if self.dataset else []
+
+
+def clean_metrics(metrics: dict) -> dict[str, float]:
+    """Finite float metrics only (JSON has no NaN), rounded so reruns print identically."""
+    out = {}
+    for k, v in sorted(metrics.items()):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(f"{float(v):.10g}")
+    return out
+
+
+@dataclass
+class FileResult:
+    name: str
+    format: str
+    # "graded" (a task's model), "unmatched" (a model of no task), "error" (unreadable or refused), "executed"
+    # (a notebook or script run), "imported" (a student's module, run by what imports it), "used" (an input
+    # scaling file beside its model), "ignored" (not for grading)
+    outcome: str
+    task: str | None = None
+    message: str = ""
+    model: str | None = None  # description of the model
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Measurements:
+    """Everything measured of one submission (and what re-training its recipes gave); scoring needs nothing
+    else.  ``retrain_key``: what re-training read (``store.keys.retrain_key``); None before it ran or was kept."""
+
+    student_id: str
+    files: list  # [FileResult]: notebooks run, unreadable or ignored files
+    notes: list[str]
+    notebooks: list[dict]
+    errors_by_task: dict[str, str]
+    evaluated: list  # [(Source, Evaluation)]: every model that loaded, in submission order
+    retrain_key: str | None = None
+    executed: list = field(default_factory=list, compare=False)  # each notebook as it ran (not stored here)
+    # each notebook or script as it ran, cells and outputs (``grader.executed.keep``): the student's page shows it
+    executed: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,
+             "notebooks": self.notebooks, "errors_by_task": self.errors_by_task,
+             "evaluated": [[{"name": s.name, "format": s.format, "task_hint": s.task_hint,
+                             "dataset": s.dataset, "datasets": s.plausible},
+                            e.to_json() if isinstance(e, Evaluation) else e] for s, e in self.evaluated]}
+        if self.retrain_key is not None:
+            d["retrain_key"] = self.retrain_key
+        if self.executed:
+            d["executed"] = self.executed
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Measurements":
+        evaluated = []
+        for s, e in d["evaluated"]:
+            evaluation = Evaluation.from_json(e)
+            evaluated.append((Source(**s, provenance=evaluation.provenance), evaluation))
+        return cls(d["student_id"], [FileResult(**f) for f in d["files"]], list(d["notes"]), list(d["notebooks"]),
+                   dict(d["errors_by_task"]), evaluated, d.get("retrain_key"), list(d.get("executed", [])))
+
+
+@dataclass
+class TaskResult:
+    id: str
+    title: str
+    score: float
+    max_score: float
+    status: str
+    metrics: dict = field(default_factory=dict)
+    message: str = ""
+    source: str | None = None  # the file that earned it
+    inferred: bool = False
+    optional: bool = False
+    threshold: dict | None = None
+    architecture: str | None = None
+    plot: dict | None = None  # plot data for the report; not serialised
+    dataset: str | None = None
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "title": self.title, "score": self.score, "max_score": self.max_score,
+             "status": self.status, "metrics": clean_metrics(self.metrics), "message": self.message,
+             "source": self.source, "inferred": self.inferred, "optional": self.optional}
+        if self.threshold:
+            d["threshold"] = {k: v for k, v in self.threshold.items() if k != "source"} | \
+                {"source": self.threshold.get("source")}
+        if self.architecture:
+            d["architecture"] = self.architecture
+        if self.dataset:
+            d["dataset"] = self.dataset
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TaskResult":
+        return cls(d["id"], d.get("title", d["id"]), d["score"], d["max_score"], d["status"], dict(d["metrics"]),
+                   d["message"], d.get("source"), d.get("inferred", False), d.get("optional", False),
+                   d.get("threshold"), d.get("architecture"), None, d.get("dataset"))
+
+
+@dataclass
+class StudentResult:
+    id: str
+    score: float
+    max_score: float
+    tasks: list[TaskResult]
+    files: list[FileResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    notebooks: list[dict] = field(default_factory=list)  # one summary per executed notebook
+    grade: str | None = None  # the letter grade, when the assignment has grade bands
+
+    @property
+    def fraction(self) -> float:
+        return self.score / self.max_score if self.max_score else 0.0
+
+    @property
+    def outcome(self) -> str:
+        """The student in one word, for progress counts: 'error' when the grader could not grade some
+        task, else 'passed' at half the maximum score or more, else 'failed'."""
+        if any(t.status == "error" for t in self.tasks):
+            return "error"
+        return "passed" if self.fraction >= PASS_FRACTION else "failed"
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "score": self.score, "max_score": self.max_score,
+             "tasks": [t.to_json() for t in self.tasks], "files": [f.to_json() for f in self.files],
+             "notes": list(self.notes), "notebooks": list(self.notebooks)}
+        if self.grade is not None:
+            d["grade"] = self.grade
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "StudentResult":
+        return cls(d["id"], d["score"], d["max_score"], [TaskResult.from_json(t) for t in d["tasks"]],
+                   [FileResult(**f) for f in d.get("files", [])], list(d.get("notes", [])),
+                   list(d.get("notebooks", [])), d.get("grade"))
