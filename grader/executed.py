@@ -86,6 +86,11 @@ def _outputs(cell, budget: list[int]) -> list[dict]:
                                                    f"{MAX_IMAGE_BYTES >> 20} MB was not kept]"}
             elif "text/plain" in data:
                 item = {"kind": "text", "name": "result", "text": _text(data["text/plain"])}
+                rich = sorted(str(k) for k in data if k != "text/plain")[:3]
+                if rich:  # an HTML, JavaScript, ... form beside it: named, never shown
+                    budget[0] -= len(item["text"])
+                    kept.append(item)
+                    item = {"kind": "dropped", "text": f"[its {', '.join(rich)} form is not shown]"}
             else:
                 shown = ", ".join(sorted(str(k) for k in data)[:3]) or "nothing"
                 item = {"kind": "dropped", "text": f"[an output of {shown} is not shown]"}

@@ -123,7 +123,7 @@ def test_every_request_without_the_right_token_is_refused(app):
     page = signed.get("/")
     assert page.status_code == 200 and b"alice" in page.data
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_a_post_without_the_csrf_token_is_refused(app, klass):

@@ -126,6 +126,7 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
     files: list[FileResult] = []
     notes = [p.explain() for p in submission.problems] + list(submission.warnings)
     notebooks: list[dict] = []
+    executed: list[dict] = []  # each notebook as it ran (``grader.executed``), for the student's page
     errors_by_task: dict[str, str] = {}
     namer = TaskNamer(assignment)
     clock = student_clock(assignment, clock)
@@ -205,6 +206,8 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
                                               seed=run_seed(evaluator.seeds, submission, f)) as ex:
                             summary = ex.summary()
                             notebooks.append(summary)
+                            if getattr(ex, "executed", None) is not None:
+                                executed.append(ex.executed)
                             notes.extend(ex.notes)
                             files.append(FileResult(f.relative, f.format, "executed", None,
                                                     f"ran {summary['cells_run']} cell(s) in {summary['seconds']} s "
@@ -254,7 +257,9 @@ def measure_student(assignment, submission: Submission, evaluator, *, progress=N
     for source, _ in evaluated:
         # used by the workers; scoring needs only its name
         source.training = source.preprocessing = source.recipe = None
-    return Measurements(submission.student_id, files, notes, notebooks, errors_by_task, evaluated)
+    measured = Measurements(submission.student_id, files, notes, notebooks, errors_by_task, evaluated)
+    measured.executed = executed
+    return measured
 
 
 def student_clock(assignment, outer: StudentClock | None = None) -> StudentClock:

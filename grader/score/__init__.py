@@ -225,4 +225,5 @@ def attach_plots(result: StudentResult, measured: Measurements) -> StudentResult
     for t in result.tasks:
         if t.plot is None and t.source in by_source and t.dataset:
             t.plot = by_source[t.source].get("datasets", {}).get(t.dataset, {}).get("plot")
+    result.executed = list(getattr(measured, "executed", None) or [])  # the notebooks as they ran (``executed``)
     return result

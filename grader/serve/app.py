@@ -69,6 +69,7 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
 
     @app.before_request
     def _authorise():
+        g.nonce = secrets.token_urlsafe(16)
         given = request.args.get(TOKEN_PARAM)
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             # the token leaves the URL (history, the next page's referrer) for an HttpOnly cookie
@@ -87,7 +88,6 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
             origin = request.headers.get("Origin")
             if origin and origin != request.host_url.rstrip("/"):
                 abort(403, "The form came from another site.")
-        g.nonce = secrets.token_urlsafe(16)
 
     @app.after_request
     def _headers(response):
@@ -96,7 +96,8 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
             "Content-Security-Policy",
             f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src data:; "
             "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # same-origin: the browser still sends Origin with a form (no-referrer makes it "null"), never to a site
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -1,0 +1,154 @@
+"""grader serve in a real browser (Playwright driving the system's Chromium): a TA goes from the printed URL to
+an overridden task with its reason and back, without a terminal.
+
+A small class is graded with `grader grade` (bob's demo models; nina, a short notebook that prints, plots and
+tries to inject HTML), exported, and served with `grader serve --port 0`.  The browser opens the class, searches
+for a student, overrides a task with a reason and sees it on the page; the test reads grades.csv and the
+gradebook's audit trail; the browser undoes it.  Set GRADER_SERVE_SCREENSHOT=path to keep a screenshot (the
+README's docs/serve.png)."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ROOT, TEST_SECRET, TUTORIAL6
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+DEMO = ROOT / "submissions" / "tutorial6"
+
+NOTEBOOK = [
+    "print('hello from nina: <b>not bold</b>')",
+    "import io\nimport matplotlib.pyplot as plt\nfrom IPython.display import Image, display\nplt.plot([0, 1, 4, 9])\n"
+    "buf = io.BytesIO()\nplt.savefig(buf, format='png')\ndisplay(Image(buf.getvalue()))",
+    "from IPython.display import HTML, display\ndisplay(HTML('<b id=\"pwn\">injected</b>'))",
+]
+
+
+def grader(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "grader.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=1800, env={**os.environ, "GRADER_SECRET": TEST_SECRET})
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("no Chromium is installed (apt-get install chromium; .ci/run does)")
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except Exception as e:  # a Chromium this Playwright cannot drive
+            pytest.skip(f"Playwright cannot start {CHROMIUM}: {str(e).splitlines()[0]}")
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The class graded, exported and served: (output folder, the URL serve printed)."""
+    work = tmp_path_factory.mktemp("ta")
+    shutil.copytree(DEMO / "bob", work / "class" / "bob")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in NOTEBOOK]
+    (work / "class" / "nina").mkdir()
+    nbformat.write(nb, work / "class" / "nina" / "work.ipynb")
+    out = work / "out"
+    done = grader("grade", "class", "-a", TUTORIAL6, "-o", out, "--workers", "1", cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = grader("export", "-o", out, "--format", "csv", cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "grader.cli", "serve", "-o", str(out), "--port", "0"], cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("Serving tutorial6 at http://127.0.0.1:"), (line, proc.stderr.read()
+                                                                           if proc.poll() is not None else "")
+        yield out, line.split(" at ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def csv_row(out: Path, student: str) -> dict:
+    with open(out / "export" / "grades.csv", newline="", encoding="utf-8") as f:
+        return next(r for r in csv.DictReader(f) if r["student_id"] == student)
+
+
+def audit(out: Path) -> list[tuple]:
+    c = sqlite3.connect(f"file:{out / 'gradebook.sqlite'}?mode=ro", uri=True)
+    try:
+        return c.execute("select s.student_id, o.task_id, o.action, o.points, o.reason, o.by from overrides o "
+                         "join students s on s.id = o.student order by o.id").fetchall()
+    finally:
+        c.close()
+
+
+def test_a_ta_overrides_a_task_in_the_browser_and_undoes_it(browser, served):
+    out, url = served
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url.replace("token=", "token=wrong"))
+    assert "403" in page.content()  # a wrong token: nothing of the class
+    page.goto(url)
+    assert "token=" not in page.url  # the token went to a cookie
+    assert page.locator("#students tbody tr").count() == 2
+    page.fill("#search", "bo")
+    assert page.locator("#students tbody tr:visible").count() == 1
+    assert page.locator("#students tbody tr:visible td.sid").inner_text() == "bob"
+    if os.environ.get("GRADER_SERVE_SCREENSHOT"):
+        page.fill("#search", "")
+        page.screenshot(path=os.environ["GRADER_SERVE_SCREENSHOT"], full_page=False)
+        page.fill("#search", "bo")
+    page.click("#students tbody tr:visible td.sid a")
+    assert page.inner_text("#student-id") == "bob"
+
+    before = float(csv_row(out, "bob")["task_1a"])
+    form = page.locator("#task-1a form.override")
+    form.locator("input[name=points]").fill("4")
+    form.locator("input[name=reason]").fill("right model; checked the plot by hand")
+    form.locator("input[name=by]").fill("tara")
+    form.locator("button[value=set]").click()
+    assert "Task 1a: set to 4 of" in page.inner_text(".flash"), page.inner_text("body")[:3000]
+    assert "✎ set by tara" in page.inner_text("#task-1a")
+    assert "right model; checked the plot by hand" in page.inner_text("#task-1a")
+    row = csv_row(out, "bob")
+    assert float(row["task_1a"]) == 4 and "1a" in row["overridden"]
+    assert audit(out) == [("bob", "1a", "set", 4.0, "right model; checked the plot by hand", "tara")]
+
+    page.goto(url.split("?")[0])  # the class page shows it too, marked
+    assert "✎" in page.locator("#students tbody tr", has_text="bob").inner_text()
+    page.click("text=bob")
+    form = page.locator("#task-1a form.override")
+    form.locator("input[name=reason]").fill("undo: it was right as graded")
+    form.locator("button[value=undo]").click()
+    assert "the override was undone" in page.inner_text(".flash.ok")
+    assert "✎" not in page.inner_text("#task-1a h3")
+    row = csv_row(out, "bob")
+    assert float(row["task_1a"]) == before and row["overridden"] == ""
+    assert audit(out)[-1][:3] == ("bob", "1a", "undo")
+
+
+def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(browser, served):
+    out, url = served
+    page = browser.new_page()
+    page.goto(url)
+    page.click("text=nina")
+    work = page.locator("#work")
+    assert work.count() == 1
+    text = page.inner_text("body")
+    assert "hello from nina: <b>not bold</b>" in text  # printed text, shown as text
+    assert page.locator("#pwn").count() == 0 and "[its text/html form is not shown]" in text
+    assert page.locator("img.output").count() == 1  # the plot, as a checked PNG
+    # the static page links the same work, written beside it
+    static = (out / "students" / "nina.html").read_text()
+    assert 'href="work/nina.html"' in static and (out / "students" / "work" / "nina.html").is_file()
+    page.goto((out / "students" / "work" / "nina.html").as_uri())
+    assert "hello from nina" in page.inner_text("body") and page.locator("#pwn").count() == 0
