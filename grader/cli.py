@@ -221,7 +221,7 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
 @click.argument("student")
 @click.argument("task")
 @click.argument("points", type=float, required=False)
-@click.option("--reason", required=True, help="Why (kept in the gradebook and shown with the score).")
+@click.option("--reason", default=None, help="Why (kept and shown with the score; optional with --undo).")
 @click.option("--undo", is_flag=True, help="Undo the override in force: the grader's own score stands again.")
 @click.option("--by", default=None, help="Who decided  [default: the OS user]")
 @click.option("--assignment", "-a", "assignment_dir", default=None, type=click.Path(path_type=Path),
@@ -233,12 +233,16 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
     The gradebook keeps who, when, why and the grader's own score it
     replaced; every report and export shows the override, marked as such. It
     outlives re-grades; one whose automatic score changes is flagged for
-    review (`grader review`); overriding again clears the flag.
+    review (`grader review`); overriding again clears the flag. The reason is
+    optional with --undo (the gradebook records the undo either way).
     """
     from .api import override_score
 
     if undo == (points is not None):
         console.print("[bold red]error:[/] give POINTS, or --undo without POINTS.")
+        sys.exit(2)
+    if not undo and not (reason or "").strip():
+        console.print("[bold red]error:[/] an override needs a reason (--reason TEXT): the gradebook keeps it.")
         sys.exit(2)
     try:
         done = override_score(student, task, None if undo else points, reason=reason, by=by, out_dir=out_dir,

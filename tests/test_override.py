@@ -150,6 +150,18 @@ def test_an_override_is_kept_with_its_reason_and_shown_in_every_report_and_expor
     assert "overridden" not in index[index.index('<table id="students">'):].split("</table>")[0]
 
 
+def test_an_undo_needs_no_reason_and_the_trail_records_it_either_way(graded, tmp_path):
+    out = _copy(graded, tmp_path)
+    before = _student(out, "bob")
+    proc = grader("override", "bob", "1c", 8, "-o", out)  # setting a score still needs a reason
+    assert proc.returncode == 2 and "needs a reason" in proc.stderr and _audit(out) == []
+    assert grader("override", "bob", "1c", 8, "--reason", "right model, wrong name", "-o", out).returncode == 0
+    proc = grader("override", "bob", "1c", "--undo", "-o", out)  # no --reason
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "undid the override" in proc.stderr and _student(out, "bob") == before
+    assert [(r["action"], r["reason"]) for r in _audit(out)] == [("set", "right model, wrong name"), ("undo", "")]
+
+
 def test_what_cannot_be_overridden_is_refused_and_nothing_is_written(graded, tmp_path):
     from grader.store import OutputLock
 
