@@ -166,6 +166,22 @@ def test_an_override_from_the_page_is_grader_overrides_row_and_refreshes_pages_a
     assert row["task_1c"] == "0" and row["overridden"] == ""
 
 
+def test_a_score_without_a_reason_or_a_number_is_refused_and_the_undo_needs_none(app, klass):
+    client = signed_in(app)
+    fields = form_of(client.get("/student/alice").get_data(as_text=True), "1d")
+    for points, reason, said in (("5", "  ", "Give a reason"), ("five", "why", "Give the points as a number"),
+                                 ("99", "too many", "worth 0 to 10 points, not 99")):
+        page = client.post("/student/alice/override", data={**fields, "points": points, "reason": reason,
+                                                            "action": "set"}, follow_redirects=True)
+        assert said in page.get_data(as_text=True) and override_rows(klass) == []
+    client.post("/student/alice/override", data={**fields, "points": "5", "reason": "ok", "action": "set"})
+    fields = form_of(client.get("/student/alice").get_data(as_text=True), "1d")
+    page = client.post("/student/alice/override", data={**fields, "reason": "", "action": "undo"},
+                       follow_redirects=True)
+    assert "the override was undone" in page.get_data(as_text=True)
+    assert [r[:2] for r in override_rows(klass)] == [("1d", "set"), ("1d", "undo")]
+
+
 def test_the_second_of_two_tas_on_the_same_task_is_told_and_changes_nothing(app, klass):
     first, second = signed_in(app), signed_in(app)
     form_a = form_of(first.get("/student/alice").get_data(as_text=True), "2a")

@@ -164,11 +164,15 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         form = request.form
         task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
         undo = form.get("action") == "undo"
+        back = url_for("student", name=name) + (f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
         try:
             points = None if undo else float(form.get("points", ""))
         except ValueError:
-            flash(f"Task {task}: give the points as a number.", "refused")
-            return redirect(url_for("student", name=name) + f"#task-{task}", code=303)
+            flash(f"Task {task}: not changed. Give the points as a number.", "refused")
+            return redirect(back, code=303)
+        if not undo and not reason.strip():
+            flash(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused")
+            return redirect(back, code=303)
         try:
             with state["lock"]:
                 done = override_score(data["id"], task, points, reason=reason, by=by or None,
@@ -183,7 +187,7 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
                                       "stands" if undo else f"set to {t['score']:g} of {t['max_score']:g}")
                   + "; recorded in the gradebook" + ("" if done["redrawn"] else
                                                      f" (pages not re-drawn: {done['why_not']})") + ".", "ok")
-        response = redirect(url_for("student", name=name) + f"#task-{task}", code=303)
+        response = redirect(back, code=303)
         if by:
             response.set_cookie("grader_by", by[:128], httponly=True, samesite="Strict")
         return response
