@@ -150,5 +150,8 @@ def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(brow
     # the static page links the same work, written beside it
     static = (out / "students" / "nina.html").read_text()
     assert 'href="work/nina.html"' in static and (out / "students" / "work" / "nina.html").is_file()
+    frame = page.frame_locator("iframe.report")  # the feedback page, framed, links the same work
+    frame.locator("#work-link a").click()
+    assert "hello from nina" in frame.locator("body").inner_text()
     page.goto((out / "students" / "work" / "nina.html").as_uri())
     assert "hello from nina" in page.inner_text("body") and page.locator("#pwn").count() == 0

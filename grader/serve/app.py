@@ -193,14 +193,18 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         return response
 
     @app.route("/report/<name>")
-    def report(name):
+    @app.route("/report/<name>.html")
+    @app.route("/report/work/<name>.html", endpoint="report_work", defaults={"work": True})
+    def report(name, work=False):
         student_or_404(name)
-        path = _page_file(state["pages"], name)
+        path = _page_file(state["pages"], name, "work" if work else None)
         if path is None:
             abort(404)
         response = app.response_class(path.read_bytes(), mimetype="text/html")
-        # the static page: its own inline styles and data: images, no script, no form, an origin of its own
-        response.headers["Content-Security-Policy"] = ("sandbox; default-src 'none'; style-src 'unsafe-inline'; "
+        # the static page: its own inline styles and data: images; sandboxed: no script, no form (its origin kept,
+        # which no script can use, so that its link to the work as it ran carries the cookie)
+        response.headers["Content-Security-Policy"] = ("sandbox allow-same-origin; default-src 'none'; "
+                                                       "style-src 'unsafe-inline'; "
                                                        "img-src data:; base-uri 'none'; form-action 'none'; "
                                                        "frame-ancestors 'self'")
         return response
@@ -218,11 +222,12 @@ def _os_user() -> str:
     return os_user()
 
 
-def _page_file(pages: Path | None, name: str) -> Path | None:
-    """The student's static feedback page, when it is a regular file (never a link) within the size served."""
+def _page_file(pages: Path | None, name: str, folder: str | None = None) -> Path | None:
+    """The student's static feedback page (or, ``folder="work"``, their work as it ran), when it is a regular
+    file (never a link) within the size served."""
     if pages is None or "/" in name or name.startswith("."):
         return None
-    path = pages / "students" / f"{name}.html"
+    path = pages / "students" / (folder or "") / f"{name}.html"
     try:
         st = os.lstat(path)
     except OSError:
