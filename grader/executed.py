@@ -132,6 +132,23 @@ def keep(name: str, nb, run=None) -> dict:
     return {"name": str(name), "cells": cells, "notes": notes}
 
 
+#: how a model captured from a run is named (``measure``): "<notebook>, cell <n>: model trained by ..."
+_CAPTURED = re.compile(r"(?P<nb>.+), cell (?P<cell>\d+): ")
+
+
+def models_by_cell(files) -> dict[tuple[str, int], list[dict]]:
+    """The models each cell made, from a result's files (``FileResult``s or their JSON): (notebook, cell) ->
+    [{"name", "task", "outcome"}], so that a cell shows which task its model became."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    for f in files or []:
+        get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
+        m = _CAPTURED.match(str(get("name") or ""))
+        if m:
+            out.setdefault((m["nb"], int(m["cell"])), []).append(
+                {"name": get("name"), "task": get("task"), "outcome": get("outcome")})
+    return out
+
+
 def _env():
     from jinja2 import Environment, PackageLoader, select_autoescape
     from markupsafe import Markup
@@ -148,7 +165,9 @@ def _env():
                        lstrip_blocks=True)
 
 
-def render(student_id: str, notebooks: list[dict], *, title: str = "", back: str | None = None) -> str:
-    """A whole HTML page of the student's executed notebooks (the static ``students/<id>.work.html``)."""
+def render(student_id: str, notebooks: list[dict], *, title: str = "", back: str | None = None,
+           files=()) -> str:
+    """A whole HTML page of the student's executed notebooks (the static ``students/work/<name>.html``);
+    ``files``: the result's files, to say which task each captured model became."""
     return _env().get_template("work_page.html").render(student_id=student_id, notebooks=notebooks, title=title,
-                                                         back=back)
+                                                         back=back, models=models_by_cell(files))

@@ -162,7 +162,7 @@ class Reporter:
             from ..executed import render
 
             atomic_write(path, render(result.id, executed, title=self.assignment.title,
-                                      back=f"../{self.page_path(result.id).name}"))
+                                      back=f"../{self.page_path(result.id).name}", files=result.files))
         elif executed is not None:  # measured again, and nothing ran: an older run's page would mislead
             path.unlink(missing_ok=True)
         return f"work/{path.name}" if path.is_file() else None

@@ -152,8 +152,11 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
         measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
         report = _page_file(state["pages"], name) is not None
+        from ..executed import models_by_cell
+
         return render_template("student.html", s=data, name=name, versions=versions,
-                               executed=measured.get("executed") or [], report=report,
+                               executed=measured.get("executed") or [], models=models_by_cell(data.get("files")),
+                               report=report,
                                by=request.cookies.get("grader_by") or _os_user())
 
     @app.route("/student/<name>/override", methods=["POST"])
