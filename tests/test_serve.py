@@ -126,6 +126,18 @@ def test_every_request_without_the_right_token_is_refused(app):
     assert page.headers["Referrer-Policy"] == "same-origin"
 
 
+def test_the_class_is_searched_and_serve_without_a_gradebook_says_so(app, tmp_path):
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    client = signed_in(app)
+    page = client.get("/?q=ALI").get_data(as_text=True)  # without script: the server filters
+    assert ">alice</a>" in page and "onerror" not in page and "1 shown" in page
+    done = CliRunner().invoke(main, ["serve", "-o", str(tmp_path / "nothing")])
+    assert done.exit_code == 2 and "no gradebook" in done.output
+
+
 def test_a_post_without_the_csrf_token_is_refused(app, klass):
     client = signed_in(app)
     fields = form_of(client.get("/student/alice").get_data(as_text=True), "1a")
