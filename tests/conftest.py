@@ -97,7 +97,7 @@ SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student
                 "test_override", "test_check", "test_coursework", "test_classwide", "test_output_safety",
                 "test_hostile", "test_grading", "test_task_inference", "test_fused", "test_colab", "test_course_tools",
                 "test_hostile_kernel", "test_hostile_memory", "test_text_controls", "test_identical_work",
-                "test_isolation_probe", "test_budget", "test_serve_browser"}
+                "test_isolation_probe", "test_budget", "test_pages_browser", "test_serve_browser"}
 
 
 def pytest_collection_modifyitems(items):

@@ -150,7 +150,8 @@ def test_a_saved_file_is_graded_as_submitted_and_the_report_says_so(assignment, 
     shutil.copy(model_dir / "2a.h5", folder / "2a.h5")
     result = grade_one(assignment, evaluator, tmp_path / "subs")
     assert task_of(result, "2a").status == "passed"
-    assert any("could not verify that these models were trained" in n for n in result.notes)
+    assert any("graded from your saved model files as submitted. A saved file holds no record of its training"
+               in n for n in result.notes)
 
 
 @needs_sandbox

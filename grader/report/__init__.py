@@ -66,6 +66,23 @@ def safe_name(student_id: str) -> str:
     return f"{readable}~{digest}"
 
 
+#: each task status as the pages show it: a symbol (never colour alone: error and failed differ in both), the
+#: word a reader sees, and what it means, for the legend of the class page and of each student's page
+STATUSES = {
+    "passed": ("✓", "passed", "full credit"),
+    "partial": ("~", "partial", "some of the points"),
+    "failed": ("✗", "failed", "handed in, but it earned no points"),
+    "missing": ("–", "missing", "nothing was handed in for this task"),
+    "error": ("⚠", "could not be graded", "the grader could not read or run the work: the reason is under the "
+                                          "task, and a TA looks at it"),
+}
+
+
+#: a kernel's reason for Keras' own fit, in a TA's words where the kernel's are the implementation's
+_TA_WORDS = {"Keras' own fit (no fused fit installed)": "the fast training was not available in that run (Keras 2 "
+                                                        "code, or GRADER_FUSED=0)"}
+
+
 #: what the reports and exports hold (names, grades, feedback) is for their owner only
 PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
@@ -149,7 +166,8 @@ class Reporter:
                          "override": overrides.get(t.id)})
         html = self.env.get_template("student.html.j2").render(  # the batch's warnings are the TA's: class page
             assignment=self.assignment, student=result, tasks=rows, css=self.css, version=__version__,
-            automatic=stored.get("automatic"), notices=notices or [], work=self._work_page(result))
+            automatic=stored.get("automatic"), notices=notices or [], work=self._work_page(result),
+            statuses=STATUSES)
         self.drawn_pages.add(result.id)
         return atomic_write(self.page_path(result.id), html)
 
@@ -207,8 +225,9 @@ class Reporter:
         return path
 
     def training_summary(self) -> str | None:
-        """How the class's notebooks trained, for the TA: fits fused into compiled programs, and those that fell
-        back to Keras' own fit with their reasons (as the kernels said: a count, never a grade)."""
+        """What the TA should know of how the class's notebooks trained: only when some fits could not use the
+        grader's fast training (the fused fit) and so took longer, with the kernels' reasons (a count, never a
+        grade: both ways train the same weights).  None when every fit took the fast way."""
         fits = fused = 0
         reasons: dict[str, int] = {}
         for result in self.results.values():
@@ -218,13 +237,15 @@ class Reporter:
                 fused += int(training.get("fused", 0) or 0)
                 for why, n in (training.get("fallbacks") or {}).items():
                     reasons[str(why)] = reasons.get(str(why), 0) + int(n or 0)
-        if not fits:
+        slow = sum(reasons.values()) or fits - fused
+        if not fits or slow <= 0:
             return None
-        words = f"Training in notebooks: {fused} of {fits} fit(s) ran as compiled programs (fused)"
+        words = (f"Training time: {slow} of the {fits} model trainings in students' notebooks could not use the "
+                 "grader's fast training and ran Keras' usual, slower loop (the grades are the same either way)")
         if reasons:
             top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
-            words += (f"; {sum(reasons.values())} fell back to Keras' own fit: "
-                      + ", ".join(f"{why} ({n})" for why, n in top) + (" and others" if len(reasons) > 5 else ""))
+            words += (": " + ", ".join(f"{_TA_WORDS.get(why, why)} ({n})" for why, n in top)
+                      + (" and others" if len(reasons) > 5 else ""))
         return words + "."
 
     def pass_rule(self) -> str:
@@ -262,7 +283,7 @@ class Reporter:
             assignment=self.assignment, students=rows, pass_rates=rates, histogram=hist, css=self.css,
             version=__version__, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             warnings=self.warnings, identical=groups, pass_rule=self.pass_rule(),
-            training=self.training_summary())
+            training=self.training_summary(), statuses=STATUSES)
         path = self.out / "index.html"
         atomic_write(path, html)
         return path

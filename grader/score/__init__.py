@@ -163,10 +163,9 @@ def _unverified_training(assignment, tasks: list[TaskResult], evaluated) -> list
     ids = [t.id for t in tasks if t.source in files and assignment.task(t.id).training == "fit"]
     if not ids:
         return []
-    return [f"Task(s) {', '.join(ids)} were graded from saved model files, which carry no record of how they were "
-            "made: the grader could not verify that these models were trained, nor re-train their recipe (as it "
-            "does for a model a notebook trained whose run missed the pass threshold), and graded them as "
-            "submitted."]
+    return [f"Task(s) {', '.join(ids)} were graded from your saved model files as submitted. A saved file holds no "
+            "record of its training, so the grader could not re-train it for a second chance (as it does for a "
+            "model your notebook trains that misses the pass threshold)."]
 
 
 def _choose(options: list[tuple[TaskResult, bool]]) -> TaskResult:
