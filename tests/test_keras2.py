@@ -5,6 +5,7 @@ A folder of Keras 2 scripts, as a 2022 student wrote them on TensorFlow 2.x (``t
 line to change for current Keras.  The APIs even Keras 2 removed run as they meant.
 """
 import json
+import os
 
 import nbformat
 import pytest
@@ -319,3 +320,78 @@ def test_the_scan_takes_no_other_librarys_code_for_keras2():
     # Keras 2's own spellings are still read
     assert [s.what for s in keras2.scan(script_to_notebook("opt = keras.optimizers.adam(lr=0.01)\n")).signs] == ["lr="]
     assert [s.what for s in keras2.scan(script_to_notebook("p = model.predict_proba(X)\n")).signs] == ["predict_proba"]
+
+
+# trains the same networks with the Keras 2 kernel's fit (argv[1] "fused": install(); "keras": tf_keras's own fit,
+# nothing installed) and saves every weight, history and report to argv[2]
+FITS = """
+import importlib.util, json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+spec = importlib.util.spec_from_file_location("grader_keras2", sys.argv[3])
+kernel = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kernel)
+if sys.argv[1] == "fused":
+    kernel.install()
+import numpy as np
+import tf_keras as keras
+from tf_keras.layers import Dense, Dropout
+x = np.linspace(0, 1, 203)
+y = np.where((x > 0.1) & (x < 0.6), 0.5 * (x - 0.1), 0.0)
+X = np.random.default_rng(0).normal(size=(203, 2))
+Y = (X[:, 0] * X[:, 1] > 0).astype(int)
+cases = {
+    "sheet 1c": (lambda: [Dense(30, activation='relu', input_dim=1), Dense(1)], 'mean_squared_error', 'adam', None,
+                 (x, y), dict(epochs=40, batch_size=32)),
+    "validation, dropout, accuracy": (
+        lambda: [Dense(16, activation='relu', input_dim=2), Dropout(0.3), Dense(2, activation='softmax')],
+        'categorical_crossentropy', 'sgd', ['accuracy'], (X, keras.utils.to_categorical(Y, 2)),
+        dict(epochs=12, batch_size=20, validation_split=0.2)),
+    "class_weight, no shuffle": (lambda: [Dense(4, activation='tanh', input_dim=2), Dense(1, activation='sigmoid')],
+                                 'binary_crossentropy', 'rmsprop', ['accuracy'], (X, Y),
+                                 dict(epochs=8, batch_size=64, shuffle=False, class_weight={0: 1.0, 1: 3.0},
+                                      validation_data=(X[:50], Y[:50]))),
+    "a callback": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse', 'adam', None,
+                   (X, Y.astype(float)), dict(epochs=3, callbacks=[keras.callbacks.LambdaCallback()])),
+}
+out = {}
+for name, (layers, loss, optimizer, metrics, (a, b), fit) in cases.items():
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential(layers())
+    model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
+    history = model.fit(a, b, verbose=0, **fit)
+    report = dict(kernel.last_report)
+    model.fit(a, b, verbose=0, epochs=2, batch_size=50)  # a second fit goes on from the first
+    out[name] = {"weights": [w.tolist() for w in model.get_weights()], "history": history.history,
+                 "epochs": history.epoch, "steps": int(model.optimizer.iterations.numpy()),
+                 "reports": [report, dict(kernel.last_report)]}
+with open(sys.argv[2], "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
+    """The Keras 2 kernel's fit (every epoch in one TensorFlow call) against tf_keras's own, in fresh processes:
+    the same weights and the same history, bit for bit, with validation, Dropout, class_weight and no shuffle;
+    a fit with a callback is tf_keras's own, and the report says why."""
+    import subprocess
+    import sys
+
+    from grader.execute import keras2_kernel
+
+    done = {}
+    for mode in ("fused", "keras"):
+        out = tmp_path / f"{mode}.json"
+        proc = subprocess.run([sys.executable, "-c", FITS, mode, str(out), keras2_kernel.__file__],
+                              capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        done[mode] = json.loads(out.read_text())
+    fused, keras = done["fused"], done["keras"]
+    for name in keras:
+        assert fused[name]["weights"] == keras[name]["weights"], name
+        assert fused[name]["history"] == keras[name]["history"], name
+        assert fused[name]["epochs"] == keras[name]["epochs"] and fused[name]["steps"] == keras[name]["steps"]
+    assert set(fused["validation, dropout, accuracy"]["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    was_fused = {"fused": True, "fused_fallback": None, "fused_program": None}
+    for name in fused:  # every fit fused but the one with a callback
+        assert fused[name]["reports"] == ([{"fused": False, "fused_fallback": "callbacks"}, was_fused]
+                                          if name == "a callback" else [was_fused, was_fused]), name

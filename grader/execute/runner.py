@@ -204,7 +204,7 @@ class NotebookRunner:
         self.seed = seed  # seeds Python, NumPy and Keras before the first cell (a student's own seed wins)
         self.fused = fused  # keras.Model.fit fused into compiled programs (``fused_fit``)
         self.jax_cache = jax_cache  # where the kernel reads the compile cache (bound read-only), if anywhere
-        self.keras2 = keras2  # the Keras 2 path: tf_keras on TensorFlow (``keras2_kernel``), no fused fit
+        self.keras2 = keras2  # the Keras 2 path: tf_keras on TensorFlow (``keras2_kernel``, its own fused fit)
         # module name -> the grader's stand-in for a support module the student brought their own of (tools.py):
         # the kernel runs theirs and adds what it lacks from the stand-in (``course_kernel``)
         self.standins = dict(standins or {})
@@ -249,7 +249,8 @@ class NotebookRunner:
         self._startup = []
         # first: nothing before it may import TensorFlow
         if self.keras2:  # first: TensorFlow with tf_keras, and Keras 2's names, before anything imports Keras
-            self._kernel_module(runtime, "grader_keras2", KERAS2_KERNEL, "install()")
+            self._kernel_module(runtime, "grader_keras2", KERAS2_KERNEL,
+                                "install()" if self.fused else "install(fused=False)")
         elif self.backend == "jax" and not turned_off("GRADER_DEFERRED_TF"):
             self._kernel_module(runtime, "grader_deferred_tf", DEFERRED_TF, "install()")
         if self.fused and not self.keras2:  # the fused fit is Keras 3's
