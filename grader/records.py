@@ -184,9 +184,9 @@ class Measurements:
     errors_by_task: dict[str, str]
     evaluated: list  # [(Source, Evaluation)]: every model that loaded, in submission order
     retrain_key: str | None = None
-    executed: list = field(default_factory=list, compare=False)  # each notebook as it ran (not stored here)
-    # each notebook or script as it ran, cells and outputs (``grader.executed.keep``): the student's page shows it
-    executed: list = field(default_factory=list)
+    # each notebook or script as it ran, cells and outputs (``grader.executed.keep``), stored with the rest for
+    # the student's page; no part of what is measured (two measurements compare equal without it)
+    executed: list = field(default_factory=list, compare=False)
 
     def to_json(self) -> dict:
         d = {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,
