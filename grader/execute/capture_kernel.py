@@ -3,10 +3,10 @@
 # or predicts with (task 1b sets weights by hand and then predicts) is saved, with the training call's
 # settings and, when small, its data, into $GRADER_CAPTURE_DIR.  Nothing written here is trusted by
 # the grader beyond being a model file to load safely and evaluate: tampering can only lose credit.
+# Its helpers are top-level (each step named) and deleted from the namespace once installed; the hooks reach them
+# through their closures only, never through globals a notebook could replace.
 def _grader_install_capture():
     import functools
-    import hashlib
-    import json
     import os
 
     out = os.environ.get("GRADER_CAPTURE_DIR")
@@ -25,9 +25,63 @@ def _grader_install_capture():
     os.makedirs(out, exist_ok=True)
     import numpy as np
 
+    max_values = 200_000
+    arg = _grader_arg
+    capture = _grader_saver(np, out, keras2, max_values)
+    describe_training = _grader_describer(np, keras, keras2)
+    weights_of, change = _grader_weight_change(np, max_values)
+    original_fit = keras.Model.fit
+    original_predict = keras.Model.predict
+
+    def how_trained():
+        """Whether the fit just done was fused into compiled programs (the fused fit installed beneath this
+        hook says so after each call), and if not, why."""
+        report = getattr(original_fit, "grader_report", None)
+        if not isinstance(report, dict) or "fused" not in report:
+            return {"fused": False, "fused_fallback": "Keras' own fit (no fused fit installed)"}
+        return {"fused": bool(report.get("fused")), "fused_fallback": report.get("fused_fallback"),
+                "fused_program": report.get("fused_program")}
+
+    @functools.wraps(original_fit)
+    def fit(self, *args, **kwargs):
+        before = weights_of(self)
+        history = original_fit(self, *args, **kwargs)
+        try:
+            settings = describe_training(self, args, kwargs)
+            settings["weight_change"] = change(before, self)
+            settings.update(how_trained())
+            capture(self, "fit", arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "y"), settings)
+        except Exception:
+            pass
+        return history
+
+    @functools.wraps(original_predict)
+    def predict(self, *args, **kwargs):
+        result = original_predict(self, *args, **kwargs)
+        try:
+            capture(self, "predict", arg(args, kwargs, 0, "x"), None, {})
+        except Exception:
+            pass
+        return result
+
+    keras.Model.fit = fit
+    keras.Model.predict = predict
+
+
+def _grader_arg(args, kwargs, i, name, default=None):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _grader_saver(np, out, keras2, max_values):
+    """``capture(model, event, x, y, settings)``: save the model, its settings and (when small) its data."""
+    import hashlib
+    import json
+    import os
+
     state = {"count": 0, "last": {}}
     max_captures = 200
-    max_values = 200_000
 
     def weights_digest(model):
         h = hashlib.sha256()
@@ -76,10 +130,12 @@ def _grader_install_capture():
         with open(stem + ".json", "w") as f:
             json.dump(meta, f)
 
-    def arg(args, kwargs, i, name, default=None):
-        if len(args) > i:
-            return args[i]
-        return kwargs.get(name, default)
+    return capture
+
+
+def _grader_describer(np, keras, keras2):
+    """``describe_training(model, args, kwargs)``: the recipe of a fit."""
+    arg = _grader_arg
 
     def plain(value, depth=0):
         """A JSON-able copy of an optimizer or loss config (numbers, strings, small lists and dicts)."""
@@ -94,24 +150,7 @@ def _grader_install_capture():
         except Exception:
             return str(value)[:100]
 
-    def keras3_terms(opt_config, loss_config):
-        """tf_keras's optimizer and loss configs in Keras 3's terms, the recipe a re-training reads: Keras 2's own
-        settings dropped (jit_compile, is_legacy_optimizer, a legacy optimizer's zero decay, a loss's fn), its
-        "auto" reduction Keras 3's sum_over_batch_size.  A legacy optimizer's non-zero decay stays legacy (no
-        Keras 3 optimizer has it: the recipe is not re-trained)."""
-        if isinstance(opt_config, dict) and isinstance(opt_config.get("config"), dict):
-            cfg = {k: v for k, v in opt_config["config"].items() if k not in ("jit_compile", "is_legacy_optimizer")}
-            module = opt_config.get("module")
-            if module == "keras.optimizers.legacy" and not cfg.get("decay"):
-                cfg.pop("decay", None)
-                module = "keras.optimizers"
-            opt_config = {**opt_config, "module": module, "config": cfg}
-        if isinstance(loss_config, dict) and isinstance(loss_config.get("config"), dict):
-            cfg = {k: v for k, v in loss_config["config"].items() if k != "fn"}
-            if cfg.get("reduction") == "auto":
-                cfg["reduction"] = "sum_over_batch_size"
-            loss_config = {**loss_config, "config": cfg}
-        return opt_config, loss_config
+    keras3_terms = _grader_keras3_terms
 
     def describe_training(model, args, kwargs):
         """The recipe of a fit: optimizer and its configuration, loss, epochs, batch size, shuffling."""
@@ -139,6 +178,32 @@ def _grader_install_capture():
                 "optimizer": type(opt).__name__ if opt is not None else None, "learning_rate": lr,
                 "optimizer_config": opt_config, "loss_config": loss_config}
 
+    return describe_training
+
+
+def _grader_keras3_terms(opt_config, loss_config):
+    """tf_keras's optimizer and loss configs in Keras 3's terms, the recipe a re-training reads: Keras 2's own
+    settings dropped (jit_compile, is_legacy_optimizer, a legacy optimizer's zero decay, a loss's fn), its
+    "auto" reduction Keras 3's sum_over_batch_size.  A legacy optimizer's non-zero decay stays legacy (no
+    Keras 3 optimizer has it: the recipe is not re-trained)."""
+    if isinstance(opt_config, dict) and isinstance(opt_config.get("config"), dict):
+        cfg = {k: v for k, v in opt_config["config"].items() if k not in ("jit_compile", "is_legacy_optimizer")}
+        module = opt_config.get("module")
+        if module == "keras.optimizers.legacy" and not cfg.get("decay"):
+            cfg.pop("decay", None)
+            module = "keras.optimizers"
+        opt_config = {**opt_config, "module": module, "config": cfg}
+    if isinstance(loss_config, dict) and isinstance(loss_config.get("config"), dict):
+        cfg = {k: v for k, v in loss_config["config"].items() if k != "fn"}
+        if cfg.get("reduction") == "auto":
+            cfg["reduction"] = "sum_over_batch_size"
+        loss_config = {**loss_config, "config": cfg}
+    return opt_config, loss_config
+
+
+def _grader_weight_change(np, max_values):
+    """(``weights_of(model)``, ``change(before, model)``): how far a fit moved a model's weights."""
+
     def weights_of(model):
         try:
             weights = model.get_weights()
@@ -159,43 +224,9 @@ def _grader_install_capture():
         size = sum(float(np.sum(b ** 2)) for b in before)
         return float(np.sqrt(moved) / max(np.sqrt(size), 1e-12))
 
-    original_fit = keras.Model.fit
-    original_predict = keras.Model.predict
-
-    def how_trained():
-        """Whether the fit just done was fused into compiled programs (the fused fit installed beneath this
-        hook says so after each call), and if not, why."""
-        report = getattr(original_fit, "grader_report", None)
-        if not isinstance(report, dict) or "fused" not in report:
-            return {"fused": False, "fused_fallback": "Keras' own fit (no fused fit installed)"}
-        return {"fused": bool(report.get("fused")), "fused_fallback": report.get("fused_fallback"),
-                "fused_program": report.get("fused_program")}
-
-    @functools.wraps(original_fit)
-    def fit(self, *args, **kwargs):
-        before = weights_of(self)
-        history = original_fit(self, *args, **kwargs)
-        try:
-            settings = describe_training(self, args, kwargs)
-            settings["weight_change"] = change(before, self)
-            settings.update(how_trained())
-            capture(self, "fit", arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "y"), settings)
-        except Exception:
-            pass
-        return history
-
-    @functools.wraps(original_predict)
-    def predict(self, *args, **kwargs):
-        result = original_predict(self, *args, **kwargs)
-        try:
-            capture(self, "predict", arg(args, kwargs, 0, "x"), None, {})
-        except Exception:
-            pass
-        return result
-
-    keras.Model.fit = fit
-    keras.Model.predict = predict
+    return weights_of, change
 
 
 _grader_install_capture()
-del _grader_install_capture
+del _grader_install_capture, _grader_arg, _grader_saver, _grader_describer, _grader_keras3_terms
+del _grader_weight_change

@@ -92,6 +92,12 @@ def _check_model(model) -> None:
         ends = None
     if ends is not None and any(len(e or ()) != 1 for e in ends):
         raise _Fallback("a model with several inputs or outputs")
+    _check_layers(model)
+    _check_optimizer(model)
+    _check_loss_and_metrics(model)
+
+
+def _check_layers(model) -> None:
     for layer in model._flatten_layers(include_self=False):
         name = type(layer).__name__
         if name not in _ALLOWED_LAYERS or not _is_keras(type(layer)):
@@ -114,6 +120,11 @@ def _check_model(model) -> None:
             raise _Fallback("a quantized Dense layer")
     if model.losses:
         raise _Fallback("losses added with add_loss")
+
+
+def _check_optimizer(model) -> None:
+    import keras
+
     opt = model.optimizer
     if type(opt).__name__ not in _ALLOWED_OPTIMIZERS or not _is_keras(type(opt)):
         raise _Fallback(f"the optimizer {type(opt).__name__}")
@@ -126,6 +137,9 @@ def _check_model(model) -> None:
     lr = getattr(opt, "_learning_rate", None)
     if callable(lr) and not isinstance(lr, keras.Variable) and not _is_keras(type(lr)):
         raise _Fallback("a learning-rate schedule of its own")
+
+
+def _check_loss_and_metrics(model) -> None:
     loss = model.loss
     if isinstance(loss, (list, tuple, dict)):
         losses = list(loss.values()) if isinstance(loss, dict) else list(loss)
@@ -497,24 +511,31 @@ def _device_arrays(adapter):
 
 def _fused(model, kw):
     """Train as Keras' JAX ``fit`` would (see the module doc); returns the History."""
-    import jax
-    import numpy as np
-    from jax import numpy as jnp
-    from keras.src import callbacks as callbacks_module
+    verbose = kw.get("verbose", "auto")
+    epochs, epoch_iterator, validation = _prologue(model, kw)
+    run = _prepare(model, epoch_iterator, validation, kw.get("validation_batch_size") or kw.get("batch_size"))
+    training_logs, seconds = _epochs(model, kw, run, epochs, epoch_iterator.num_batches, verbose)
+    last_report.update(fused=True, fused_fallback=None, fused_epochs=epochs, fused_program=run.how,
+                       fused_compile_s=round(run.compile_s, 3), fused_train_s=round(seconds, 3))
+    if verbose != 0:
+        shown = " - ".join(f"{k}: {float(v):.4g}" for k, v in sorted(training_logs.items()))
+        print(f"Epoch {epochs}/{epochs} - {shown} (fused: {epochs} epochs in {seconds + run.compile_s:.1f} s)",
+              flush=True)
+    return model.history
+
+
+def _prologue(model, kw):
+    """Keras' own prologue (``JAXTrainer.fit``), step for step: the same errors, the same draws.  (epochs, the
+    epoch iterator, the validation data as (x, y) or None)."""
     from keras.src.backend import config as keras_config
     from keras.src.backend.jax.trainer import JAXEpochIterator
     from keras.src.trainers.data_adapters import array_slicing, data_adapter_utils
-    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     x, y = kw.get("x"), kw.get("y")
     batch_size, epochs = kw.get("batch_size"), kw.get("epochs", 1)
-    verbose = kw.get("verbose", "auto")
     validation_split, validation_data = kw.get("validation_split", 0.0), kw.get("validation_data")
     shuffle, class_weight = kw.get("shuffle", True), kw.get("class_weight")
-    validation_batch_size = kw.get("validation_batch_size")
     sample_weight = None
-
-    # -- Keras' own prologue (JAXTrainer.fit), step for step: the same errors, the same draws -----------
     model._assert_compile_called("fit")
     max_epochs = keras_config.max_epochs()
     if max_epochs and max_epochs < epochs:
@@ -524,79 +545,113 @@ def _fused(model, kw):
     if validation_split and validation_data is None:
         (x, y, sample_weight), validation_data = array_slicing.train_validation_split(
             (x, y, sample_weight), validation_split=validation_split)
-    val_x = val_y = None
+    validation = None
     if validation_data is not None:
         val_x, val_y, _ = data_adapter_utils.unpack_x_y_sample_weight(validation_data)
+        validation = (val_x, val_y)
     epoch_iterator = JAXEpochIterator(x=x, y=y, sample_weight=sample_weight, batch_size=batch_size,
                                       steps_per_epoch=None, shuffle=shuffle, class_weight=class_weight,
                                       steps_per_execution=model.steps_per_execution)
     model._symbolic_build(iterator=epoch_iterator)
     epoch_iterator.reset()
+    return epochs, epoch_iterator, validation
 
-    # -- from here on, our own work: any failure before the first epoch is drawn falls back to Keras ----
+
+def _prepare(model, epoch_iterator, validation, validation_batch_size):
+    """Our own work, from the built model to its compiled program: any failure before the first epoch is drawn
+    falls back to Keras (which will not draw the build's order again)."""
     try:
-        adapter = epoch_iterator.data_adapter
-        if type(adapter) is not ArrayDataAdapter:
-            raise _Fallback(f"data of adapter {type(adapter).__name__}")
-        _check_model(model)  # again, now that its metrics and loss are built
-        n, batch = adapter._num_samples, adapter._batch_size
-        if not n:
-            raise _Fallback("no training samples")
-        data = _device_arrays(adapter)
-        if len(data) < 2 or any(not isinstance(a, jax.Array) for a in data):
-            raise _Fallback("data that do not convert to dense arrays")
-        has_sw = len(data) == 3
-        tx, ty = data[0], data[1]
-        tsw = data[2] if has_sw else jnp.zeros((n,), jnp.float32)
-        if validation_data is not None:
-            val_iterator = JAXEpochIterator(x=val_x, y=val_y, sample_weight=None,
-                                            batch_size=validation_batch_size or batch_size,
-                                            steps_per_epoch=None, shuffle=False,
-                                            steps_per_execution=model.steps_per_execution)
-            val_adapter = val_iterator.data_adapter
-            if type(val_adapter) is not ArrayDataAdapter:
-                raise _Fallback("validation data of another kind")
-            vdata = _device_arrays(val_adapter)
-            if len(vdata) != 2 or any(not isinstance(a, jax.Array) for a in vdata):
-                raise _Fallback("validation data that do not convert to dense arrays")
-            vx, vy = vdata
-            n_val, val_batch = val_adapter._num_samples, val_adapter._batch_size
-        else:
-            vx = vy = jnp.zeros((0,), jnp.float32)
-            n_val, val_batch = 0, 1
-        model.reset_metrics()
-        reset = [v.value for v in model.metrics_variables]
-        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-                 [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
-        per = chunk_epochs(n)
-        perms = jnp.zeros((per, n), jnp.int32)
-        active = jnp.zeros((per,), bool)
-        args = (state, perms, active, reset, tx, ty, tsw, vx, vy)
-        key_parts = (type(model).__name__, n, batch, n_val, val_batch, has_sw, per)
-        program, how, compile_s = _compiled(model, key_parts, n, batch, n_val, val_batch, has_sw, args)
+        return _prepare_program(model, epoch_iterator, validation, validation_batch_size)
     except _Fallback:
         raise
     except Exception as e:  # our own failure: Keras' fit, which will not draw the build's order again
         raise _Fallback(f"could not be compiled ({type(e).__name__}: {str(e)[:120]})") from None
 
-    # -- the epochs -----------------------------------------------------------------------------------------
+
+def _prepare_program(model, epoch_iterator, validation, validation_batch_size):
+    import types
+
+    import jax
+    from jax import numpy as jnp
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    adapter = epoch_iterator.data_adapter
+    if type(adapter) is not ArrayDataAdapter:
+        raise _Fallback(f"data of adapter {type(adapter).__name__}")
+    _check_model(model)  # again, now that its metrics and loss are built
+    n, batch = adapter._num_samples, adapter._batch_size
+    if not n:
+        raise _Fallback("no training samples")
+    data = _device_arrays(adapter)
+    if len(data) < 2 or any(not isinstance(a, jax.Array) for a in data):
+        raise _Fallback("data that do not convert to dense arrays")
+    has_sw = len(data) == 3
+    tx, ty = data[0], data[1]
+    tsw = data[2] if has_sw else jnp.zeros((n,), jnp.float32)
+    vx, vy, n_val, val_batch = _validation_arrays(model, validation, validation_batch_size)
+    model.reset_metrics()
+    reset = [v.value for v in model.metrics_variables]
+    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+             [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
+    per = chunk_epochs(n)
+    perms = jnp.zeros((per, n), jnp.int32)
+    active = jnp.zeros((per,), bool)
+    args = (state, perms, active, reset, tx, ty, tsw, vx, vy)
+    key_parts = (type(model).__name__, n, batch, n_val, val_batch, has_sw, per)
+    program, how, compile_s = _compiled(model, key_parts, n, batch, n_val, val_batch, has_sw, args)
+    return types.SimpleNamespace(program=program, how=how, compile_s=compile_s, state=state, reset=reset,
+                                 data=(tx, ty, tsw, vx, vy), n=n, batch=batch, n_val=n_val, per=per)
+
+
+def _validation_arrays(model, validation, batch_size):
+    """The validation data as device arrays (x, y, their number, their batch size); empty without any."""
+    import jax
+    from jax import numpy as jnp
+    from keras.src.backend.jax.trainer import JAXEpochIterator
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    if validation is None:
+        return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32), 0, 1
+    val_x, val_y = validation
+    val_iterator = JAXEpochIterator(x=val_x, y=val_y, sample_weight=None, batch_size=batch_size,
+                                    steps_per_epoch=None, shuffle=False,
+                                    steps_per_execution=model.steps_per_execution)
+    val_adapter = val_iterator.data_adapter
+    if type(val_adapter) is not ArrayDataAdapter:
+        raise _Fallback("validation data of another kind")
+    vdata = _device_arrays(val_adapter)
+    if len(vdata) != 2 or any(not isinstance(a, jax.Array) for a in vdata):
+        raise _Fallback("validation data that do not convert to dense arrays")
+    return vdata[0], vdata[1], val_adapter._num_samples, val_adapter._batch_size
+
+
+def _epochs(model, kw, run, epochs, steps, verbose):
+    """The epochs, ``run.per`` at a time through the compiled program, with Keras' callbacks and History:
+    (the last epoch's logs, the seconds they took)."""
+    import jax
+    import numpy as np
+    from jax import numpy as jnp
+    from keras.src import callbacks as callbacks_module
+
+    shuffle = kw.get("shuffle", True)
     user = [cb for cb in (kw.get("callbacks") or []) if type(cb).__name__ == "History"]
     callbacks = callbacks_module.CallbackList(user, add_history=True, add_progbar=False, verbose=verbose,
-                                              epochs=epochs, steps=epoch_iterator.num_batches, model=model)
+                                              epochs=epochs, steps=steps, model=model)
     model.stop_training = False
     training_logs = {}
     training_finished = False
     started = time.perf_counter()
     callbacks.on_train_begin()
+    state, per, n = run.state, run.per, run.n
     try:
         done = 0
         while done < epochs:
             count = min(per, epochs - done)
             orders = np.zeros((per, n), np.int32)
-            orders[:count] = _orders(n, batch, count, shuffle)
+            orders[:count] = _orders(n, run.batch, count, shuffle)
             on = np.zeros((per,), bool)
             on[:count] = True
-            state, outs = program(state, jnp.asarray(orders), jnp.asarray(on), reset, tx, ty, tsw, vx, vy)
+            state, outs = run.program(state, jnp.asarray(orders), jnp.asarray(on), run.reset, *run.data)
             model._jax_state = {"trainable_variables": state[0], "non_trainable_variables": state[1],
                                 "optimizer_variables": state[2], "metrics_variables": state[3]}
             model._jax_state_synced = False
@@ -605,7 +660,7 @@ def _fused(model, kw):
                 epoch = done + i
                 callbacks.on_epoch_begin(epoch)
                 logs = {k: v[i] for k, v in outs["train"].items()}
-                if n_val:
+                if run.n_val:
                     logs.update({f"val_{k}": v[i] for k, v in outs["val"].items()})
                 callbacks.on_epoch_end(epoch, logs)
                 training_logs = logs
@@ -618,14 +673,7 @@ def _fused(model, kw):
         if training_finished:
             callbacks.on_train_end(logs=training_logs)
         model._jax_state = None
-    seconds = time.perf_counter() - started
-    last_report.update(fused=True, fused_fallback=None, fused_epochs=epochs, fused_program=how,
-                       fused_compile_s=round(compile_s, 3), fused_train_s=round(seconds, 3))
-    if verbose != 0:
-        shown = " - ".join(f"{k}: {float(v):.4g}" for k, v in sorted(training_logs.items()))
-        print(f"Epoch {epochs}/{epochs} - {shown} (fused: {epochs} epochs in {seconds + compile_s:.1f} s)",
-              flush=True)
-    return model.history
+    return training_logs, time.perf_counter() - started
 
 
 def fit(self, *args, **kwargs):

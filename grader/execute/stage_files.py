@@ -26,57 +26,65 @@ def kind(mode):
     return "not a regular file"
 
 
-def main(source, dest, max_files, max_bytes, max_depth):
-    state = {"copied": 0, "bytes": 0, "skipped": []}
-    over = {"files": 0, "bytes": 0}  # files left out by a bound: said once, at the end
+class Copier:
+    """Copies a tree within the bounds, saying what it left out (``skipped``)."""
 
-    def skip(rel, why, special=False):
-        if len(state["skipped"]) < 200:
-            state["skipped"].append([rel, why, special])
+    def __init__(self, max_files, max_bytes, max_depth):
+        self.max_files, self.max_bytes, self.max_depth = max_files, max_bytes, max_depth
+        self.state = {"copied": 0, "bytes": 0, "skipped": []}
+        self.over = {"files": 0, "bytes": 0}  # files left out by a bound: said once, at the end
 
-    def copy(name, sfd, dfd, rel, size):
-        if state["copied"] >= max_files:
-            over["files"] += 1
+    def skip(self, rel, why, special=False):
+        if len(self.state["skipped"]) < 200:
+            self.state["skipped"].append([rel, why, special])
+
+    def copy(self, name, sfd, dfd, rel, size):
+        state = self.state
+        if state["copied"] >= self.max_files:
+            self.over["files"] += 1
             return
-        if state["bytes"] + size > max_bytes:
-            over["bytes"] += 1
+        if state["bytes"] + size > self.max_bytes:
+            self.over["bytes"] += 1
             return
         try:
             src = os.open(name, FILE, dir_fd=sfd)
         except OSError as e:
-            return skip(rel, f"cannot be read ({e.strerror})")
+            return self.skip(rel, f"cannot be read ({e.strerror})")
         try:
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode):
-                return skip(rel, kind(st.st_mode), True)
+                return self.skip(rel, kind(st.st_mode), True)
             os.set_blocking(src, True)
-            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                          dir_fd=dfd)
-            try:
-                left = max_bytes - state["bytes"]
-                while True:
-                    block = os.read(src, 1 << 20)
-                    if not block:
-                        break
-                    if len(block) > left:
-                        raise OSError(27, "grew past the submission's size limit while it was copied")
-                    os.write(out, block)
-                    left -= len(block)
-                    state["bytes"] += len(block)
-            finally:
-                os.close(out)
+            self.write(src, name, dfd)
             state["copied"] += 1
         except OSError as e:
-            skip(rel, f"not copied ({e.strerror})")
+            self.skip(rel, f"not copied ({e.strerror})")
         finally:
             os.close(src)
 
-    def walk(sfd, dfd, prefix, depth):
+    def write(self, src, name, dfd):
+        """Copy the open file ``src`` to a new file ``name`` in ``dfd``, within the bytes left."""
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+        try:
+            left = self.max_bytes - self.state["bytes"]
+            while True:
+                block = os.read(src, 1 << 20)
+                if not block:
+                    break
+                if len(block) > left:
+                    raise OSError(27, "grew past the submission's size limit while it was copied")
+                os.write(out, block)
+                left -= len(block)
+                self.state["bytes"] += len(block)
+        finally:
+            os.close(out)
+
+    def walk(self, sfd, dfd, prefix, depth):
         try:
             with os.scandir(sfd) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
-            return skip(prefix or ".", f"cannot be read ({e.strerror})")
+            return self.skip(prefix or ".", f"cannot be read ({e.strerror})")
         for entry in entries:
             name, rel = entry.name, prefix + entry.name
             if name.startswith(".") or name in SKIP_NAMES:
@@ -84,36 +92,40 @@ def main(source, dest, max_files, max_bytes, max_depth):
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as e:
-                skip(rel, f"cannot be read ({e.strerror})")
+                self.skip(rel, f"cannot be read ({e.strerror})")
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if depth >= max_depth:
-                    skip(rel + "/", f"nested more than {max_depth} folders deep; not copied")
-                    continue
-                try:
-                    os.mkdir(name, 0o755, dir_fd=dfd)
-                    sub_s, sub_d = os.open(name, DIR, dir_fd=sfd), os.open(name, DIR, dir_fd=dfd)
-                except OSError as e:
-                    skip(rel + "/", f"not copied ({e.strerror})")
-                    continue
-                try:
-                    walk(sub_s, sub_d, rel + "/", depth + 1)
-                finally:
-                    os.close(sub_s)
-                    os.close(sub_d)
+                self.folder(name, sfd, dfd, rel, depth)
             elif stat.S_ISREG(st.st_mode):
-                copy(name, sfd, dfd, rel, st.st_size)
+                self.copy(name, sfd, dfd, rel, st.st_size)
             else:
-                skip(rel, kind(st.st_mode), True)
+                self.skip(rel, kind(st.st_mode), True)
 
+    def folder(self, name, sfd, dfd, rel, depth):
+        if depth >= self.max_depth:
+            return self.skip(rel + "/", f"nested more than {self.max_depth} folders deep; not copied")
+        try:
+            os.mkdir(name, 0o755, dir_fd=dfd)
+            sub_s, sub_d = os.open(name, DIR, dir_fd=sfd), os.open(name, DIR, dir_fd=dfd)
+        except OSError as e:
+            return self.skip(rel + "/", f"not copied ({e.strerror})")
+        try:
+            self.walk(sub_s, sub_d, rel + "/", depth + 1)
+        finally:
+            os.close(sub_s)
+            os.close(sub_d)
+
+
+def main(source, dest, max_files, max_bytes, max_depth):
+    copier = Copier(max_files, max_bytes, max_depth)
     sfd, dfd = os.open(source, DIR), os.open(dest, DIR)
-    walk(sfd, dfd, "", 1)
-    if over["files"]:
-        skip(".", f"{over['files']} file(s) beyond the first {max_files} were not copied")
-    if over["bytes"]:
-        skip(".", f"{over['bytes']} file(s) were not copied: the files together would exceed "
-                  f"{max_bytes // 2**20} MB")
-    sys.stdout.write(json.dumps(state) + "\n")
+    copier.walk(sfd, dfd, "", 1)
+    if copier.over["files"]:
+        copier.skip(".", f"{copier.over['files']} file(s) beyond the first {max_files} were not copied")
+    if copier.over["bytes"]:
+        copier.skip(".", f"{copier.over['bytes']} file(s) were not copied: the files together would exceed "
+                         f"{max_bytes // 2**20} MB")
+    sys.stdout.write(json.dumps(copier.state) + "\n")
 
 
 if __name__ == "__main__":

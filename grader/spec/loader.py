@@ -236,14 +236,22 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     optional = t.get("optional", bool, default=False)
     common = dict(id=task_id, title=title, points=points, kind=kind, hint=hint, names=names, optional=optional)
     if kind == "saved_file":
-        files = t.get("file_names", list, expect="a list of file names")
-        fmt = t.get("format", str, check=lambda f: f in ("hdf5", "keras_zip"), expect="'hdf5' or 'keras_zip'")
-        reference = t.get("reference", str, default=None)
-        t.done()
-        return Task(**common, dataset=None, metric=None, architecture=None, architecture_weight=0.0,
-                    reference=reference, partial_credit=0.5, calibration={},
-                    file_names=tuple(files), file_format=fmt)
+        return _saved_file_task(t, common)
+    return _model_task(t, common, root, datasets, calibration.get(task_id, {}), cal_path)
 
+
+def _saved_file_task(t: _Table, common: dict) -> Task:
+    files = t.get("file_names", list, expect="a list of file names")
+    fmt = t.get("format", str, check=lambda f: f in ("hdf5", "keras_zip"), expect="'hdf5' or 'keras_zip'")
+    reference = t.get("reference", str, default=None)
+    t.done()
+    return Task(**common, dataset=None, metric=None, architecture=None, architecture_weight=0.0,
+                reference=reference, partial_credit=0.5, calibration={},
+                file_names=tuple(files), file_format=fmt)
+
+
+def _model_task(t: _Table, common: dict, root: Path, datasets: dict[str, Dataset], recorded: dict,
+                cal_path) -> Task:
     dataset = t.get("dataset", str, check=lambda d: d in datasets, expect=f"one of {sorted(datasets)}")
     allowed = METRICS_FOR_KIND[datasets[dataset].kind]
     metric = t.get("metric", str, check=lambda m: m in allowed, expect=f"one of {sorted(allowed)}")
@@ -261,7 +269,20 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
     epochs = t.get("epochs", int, default=None, check=_positive, expect="a positive whole number")
     pass_fraction = t.get("pass_fraction", float, default=1.0, check=lambda f: 0 < f <= 1,
                           expect="a number above 0, at most 1")
+    curve, conciseness, preprocessing = _task_tables(t, metric)
+    rules, thresholds = _task_thresholds(t, metric, fallback, curve, recorded, cal_path)
+    t.done()
+    seed = recorded.get("reference_seed")
+    return Task(**common, dataset=dataset, metric=metric, architecture=arch, architecture_weight=weight,
+                reference=reference, partial_credit=partial_credit, calibration=rules,
+                fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
+                reference_seed=int(seed) if seed is not None else None, curve=curve, conciseness=conciseness,
+                preprocessing=preprocessing, training=training, epochs=epochs,
+                pass_fraction=pass_fraction)
 
+
+def _task_tables(t: _Table, metric: str):
+    """A task's ``curve``, ``conciseness`` and ``preprocessing`` tables (each None when absent)."""
     curve = None
     ct = t.table("curve", default=None)
     if ct is not None:
@@ -284,7 +305,12 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
             kind=pt.get("kind", str, default="offset_scale", check=lambda k: k == "offset_scale",
                         expect="'offset_scale'"))
         pt.done()
+    return curve, conciseness, preprocessing
 
+
+def _task_thresholds(t: _Table, metric: str, fallback, curve, recorded: dict, cal_path):
+    """A task's calibration rules per metric and its thresholds: set by hand in the spec, else recorded by
+    ``grader calibrate`` (``recorded``: the task's entry of the calibration file)."""
     rules = {}
     cal = t.table("calibration", default=None if curve is not None else ...)
     if cal is not None:
@@ -305,7 +331,6 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
                                        f"set by hand in {t.path.name}")
             ft.done()
         fixed.done()
-    recorded = calibration.get(task_id, {})
     for m in rules:
         if m not in thresholds and isinstance(recorded.get(m), dict) and "pass" in recorded[m]:
             typical = recorded[m].get("median")
@@ -316,14 +341,7 @@ def _task(t: _Table, root: Path, datasets: dict[str, Dataset], calibration: dict
         if not passes(m, th.passing, th.partial):
             raise SpecError(t.path, t._field(f"thresholds.{m}"),
                             f"the pass threshold {th.passing} is easier than the partial one {th.partial}")
-    t.done()
-    seed = recorded.get("reference_seed")
-    return Task(**common, dataset=dataset, metric=metric, architecture=arch, architecture_weight=weight,
-                reference=reference, partial_credit=partial_credit, calibration=rules,
-                fallback_metric=fallback, fallback_reason=fallback_reason, thresholds=thresholds,
-                reference_seed=int(seed) if seed is not None else None, curve=curve, conciseness=conciseness,
-                preprocessing=preprocessing, training=training, epochs=epochs,
-                pass_fraction=pass_fraction)
+    return rules, thresholds
 
 
 def _miss_rate(recorded: dict) -> MissRate | None:
@@ -386,7 +404,22 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
     calibration = recorded.get("tasks", {})
     timings = _timings(cal_path, recorded["timings"]) if "timings" in recorded else None
     calibrated_versions = versions.from_meta(recorded.get("meta"))
+    limits = _evaluation_limits(top)
+    notebooks = _notebook_settings(top, root)
+    intake = _intake(top)
+    grades = _grade_bands(top)
+    dt = top.table("datasets")
+    datasets = {name: _dataset(name, dt.table(name), root) for name in list(dt.data)}
+    dt.done()
+    tasks = _tasks(top, path, root, datasets, calibration, cal_path)
+    top.done()
+    _check_tasks(path, root, tasks, datasets, require_thresholds)
+    return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
+                      cal_path if cal_path.exists() else None, notebooks, intake, grades, timings,
+                      calibrated_versions=calibrated_versions)
 
+
+def _evaluation_limits(top: _Table) -> EvaluationLimits:
     lt = top.table("evaluation", default=None)
     limits = EvaluationLimits()
     if lt is not None:
@@ -407,7 +440,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                                   expect="seconds > 0"),
         )
         lt.done()
+    return limits
 
+
+def _notebook_settings(top: _Table, root: Path) -> NotebookSettings:
     nt = top.table("notebooks", default=None)
     notebooks = NotebookSettings()
     if nt is not None:
@@ -449,7 +485,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                 nt.fail(low, f"the minimum ({getattr(notebooks, low):g} s) is above the maximum {high} "
                              f"({getattr(notebooks, high):g} s)")
         nt.done()
+    return notebooks
 
+
+def _intake(top: _Table) -> Intake:
     it = top.table("intake", default=None)
     intake = Intake()
     if it is not None:
@@ -468,7 +507,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                         max_depth=it.get("max_depth", int, default=default.max_depth, check=_positive,
                                          expect="a positive whole number"))
         it.done()
+    return intake
 
+
+def _grade_bands(top: _Table) -> GradeBands | None:
     gt = top.table("grades", default=None)
     grades = None
     if gt is not None:
@@ -479,11 +521,11 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             gt.fail("bands", f"expected [[letter, minimum percent], ...] with the minimums falling, got {bands!r}")
         grades = GradeBands(tuple((str(a), float(b)) for a, b in bands))
         gt.done()
+    return grades
 
-    dt = top.table("datasets")
-    datasets = {name: _dataset(name, dt.table(name), root) for name in list(dt.data)}
-    dt.done()
 
+def _tasks(top: _Table, path: Path, root: Path, datasets: dict, calibration: dict, cal_path) -> list[Task]:
+    """The ``[[tasks]]``, each id once."""
     raw_tasks = top.get("tasks", list, expect="an array of [[tasks]] tables")
     tasks, seen = [], set()
     for i, raw in enumerate(raw_tasks):
@@ -492,7 +534,11 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
             raise SpecError(path, f"tasks[{i}].id", f"task id {task.id!r} is used twice")
         seen.add(task.id)
         tasks.append(task)
-    top.done()
+    return tasks
+
+
+def _check_tasks(path: Path, root: Path, tasks: list[Task], datasets: dict, require_thresholds: bool) -> None:
+    """What holds across the spec: some task, each metric's thresholds, each held-out file readable."""
     if not tasks:
         raise SpecError(path, "tasks", "the assignment has no tasks")
     if require_thresholds:
@@ -509,9 +555,6 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
                 read_labelled_csv(ds.heldout_file, ds.label_column, task.architecture.inputs)
             except TableError as e:
                 raise SpecError(path, f"datasets.{ds.name}.heldout_file", f"{ds.heldout_file}: {e}") from None
-    return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
-                      cal_path if cal_path.exists() else None, notebooks, intake, grades, timings,
-                      calibrated_versions=calibrated_versions)
 
 
 def import_reference(assignment: Assignment, ref: str):
