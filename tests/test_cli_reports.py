@@ -66,6 +66,23 @@ def test_demo_batch_exits_0_and_results_json_has_the_contract(graded_demo):
     assert "ran on Keras 2 (tf_keras 2." in page and "Adam(learning_rate=0.01)" in page
 
 
+def test_the_demos_review_puts_carols_unreadable_file_first_and_lists_no_clear_inference(graded_demo):
+    _, out = graded_demo
+    proc = run_grader("review", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    items = json.loads(proc.stdout)["items"]
+    assert (items[0]["rank"], items[0]["kind"], items[0]["students"], items[0]["task"]) == \
+        (1, "could not be graded", ["carol"], "2a")
+    # every notebook student's tasks are inferred, each clearly (the runner-up far behind): none is listed
+    assert not [i for i in items if i["kind"] == "inferred task"], items
+    # HDF5's own words about carol's file are for the TA's log; her page and the class page say it plainly
+    carol = (out / "students" / "carol.html").read_text()
+    assert "truncated or not an HDF5 Keras file" in carol
+    for page in (carol, (out / "index.html").read_text(), items[0]["detail"]):
+        assert "sblock" not in page and "stored_eof" not in page
+    assert "sblock" in (out / "grader.log").read_text()
+
+
 def test_secret_is_created_in_out_once_and_reused(graded_demo, tmp_path):
     proc, out = graded_demo
     secret = out / ".grader-secret"
