@@ -13,7 +13,9 @@ import sqlite3
 import nbformat
 import pytest
 
+import test_postgres
 from conftest import TUTORIAL6
+from test_postgres import postgres  # noqa: F401 (the throw-away server, a fixture)
 
 pytest.importorskip("flask")
 
@@ -51,16 +53,26 @@ def _hostile_notebook():
 @pytest.fixture
 def klass(tmp_path):
     """A class of two (alice; a student whose id is hostile HTML) in a real gradebook, with its pages."""
-    from grader import executed
     from grader.pipeline import render_reports
-    from grader.records import Measurements, StudentResult, TaskResult
-    from grader.spec import load_assignment
     from grader.store import Gradebook
 
-    assignment = load_assignment(TUTORIAL6)
     out = tmp_path / "out"
     out.mkdir()
-    book = Gradebook(None, out)
+    record_class(Gradebook(None, out))
+    render_reports(TUTORIAL6, out)
+    from grader.api import export_gradebook
+
+    export_gradebook(out, formats=["csv"])
+    return out
+
+
+def record_class(book):
+    """Record alice and the hostile student in ``book`` (any database), then close it."""
+    from grader import executed
+    from grader.records import Measurements, StudentResult, TaskResult
+    from grader.spec import load_assignment
+
+    assignment = load_assignment(TUTORIAL6)
     run = book.begin_run(assignment, "test")
     kept = executed.keep("work.ipynb", _hostile_notebook())
     for i, sid in enumerate(["alice", HOSTILE]):
@@ -73,11 +85,6 @@ def klass(tmp_path):
                     score_key=f"s{i}", measurements=measured.to_json(), result=result)
     book.finish_run(run, "finished", {})
     book.close()
-    render_reports(TUTORIAL6, out)
-    from grader.api import export_gradebook
-
-    export_gradebook(out, formats=["csv"])
-    return out
 
 
 @pytest.fixture
@@ -277,3 +284,66 @@ def test_the_executed_notebook_is_bounded():
     assert sum(len(o["text"]) for o in first["outputs"]) < executed.MAX_CELL_TEXT + 200
     huge = base64.b64encode(_png(size=(3000, 2000))).decode()
     assert executed.clean_png(huge) is None  # above the pixels kept
+
+
+def _race(decide) -> list:
+    """Run ``decide(i)`` for i = 0, 1 on two threads released together; what each returned or raised."""
+    import threading
+
+    start, outcomes = threading.Barrier(2), [None, None]
+
+    def one(i):
+        start.wait()
+        try:
+            outcomes[i] = decide(i)
+        except Exception as e:  # the loser's error is the result under test
+            outcomes[i] = e
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_two_tas_at_the_same_moment_one_wins_and_the_other_is_told(klass):
+    """Through ``api.override_score`` (what serve calls), truly at once: the gradebook decides."""
+    from grader.api import override_score
+    from grader.store import Gradebook
+    from grader.store.gradebook import ChangedSince
+
+    book = Gradebook(None, klass)
+    version = book.task_version("tutorial6", "alice", "1b")
+    book.close()
+    outcomes = _race(lambda i: override_score("alice", "1b", 3.0 + i, reason=f"TA {i}", by=f"ta{i}", out_dir=klass,
+                                              wait=60, expected_version=version))
+    won = [o for o in outcomes if isinstance(o, dict)]
+    lost = [o for o in outcomes if isinstance(o, ChangedSince)]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    winner = won[0]["task"]["override"]["by"]
+    assert f"{winner} set it to" in str(lost[0])
+    assert [r[4] for r in override_rows(klass)] == [winner]
+
+
+@pytest.mark.slow  # starts a PostgreSQL server
+@pytest.mark.skipif(test_postgres.BIN is None, reason="PostgreSQL's server is not installed (.ci/run installs it)")
+def test_two_tas_at_the_same_moment_on_postgresql_one_wins(postgres):
+    """The same race on PostgreSQL, on the gradebook itself (no output folder's lock): its row lock decides."""
+    from grader.store import Gradebook
+    from grader.store.gradebook import ChangedSince
+
+    url = postgres.new_database("serve_race")
+    record_class(Gradebook(url))
+    books = [Gradebook(url), Gradebook(url)]
+    try:
+        version = books[0].task_version("tutorial6", "alice", "1b")
+        outcomes = _race(lambda i: books[i].override("tutorial6", "alice", "1b", 3.0 + i, reason=f"TA {i}",
+                                                     by=f"ta{i}", expected=version))
+        won = [o for o in outcomes if isinstance(o, dict)]
+        lost = [o for o in outcomes if isinstance(o, ChangedSince)]
+        assert len(won) == 1 and len(lost) == 1, outcomes
+        with postgres.connect("serve_race") as c:
+            assert c.execute("select count(*) from overrides").fetchone()[0] == 1
+    finally:
+        for book in books:
+            book.close()
