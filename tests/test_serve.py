@@ -51,7 +51,7 @@ def _hostile_notebook():
 
 
 @pytest.fixture
-def klass(tmp_path):
+def small_class(tmp_path):
     """A class of two (alice; a student whose id is hostile HTML) in a real gradebook, with its pages."""
     from grader.pipeline import render_reports
     from grader.store import Gradebook
@@ -88,10 +88,10 @@ def record_class(book):
 
 
 @pytest.fixture
-def app(klass):
+def app(small_class):
     from grader.serve.app import create_app
 
-    app = create_app(klass, token="the-token")
+    app = create_app(small_class, token="the-token")
     yield app
     app.extensions["grader"]["gradebook"].close()
 
@@ -145,7 +145,7 @@ def test_the_class_is_searched_and_serve_without_a_gradebook_says_so(app, tmp_pa
     assert done.exit_code == 2 and "no gradebook" in done.output
 
 
-def test_a_post_without_the_csrf_token_is_refused(app, klass):
+def test_a_post_without_the_csrf_token_is_refused(app, small_class):
     client = signed_in(app)
     fields = form_of(client.get("/student/alice").get_data(as_text=True), "1a")
     assert fields["csrf"]
@@ -155,53 +155,53 @@ def test_a_post_without_the_csrf_token_is_refused(app, klass):
     other_site = client.post("/student/alice/override", data={**base, "csrf": fields["csrf"]},
                              headers={"Origin": "http://evil.example"})
     assert other_site.status_code == 403
-    assert override_rows(klass) == []
+    assert override_rows(small_class) == []
     done = client.post("/student/alice/override", data={**base, "csrf": fields["csrf"]})
     assert done.status_code == 303
     from grader.api import os_user
 
-    assert override_rows(klass) == [("1a", "set", 3.0, "looked at it", os_user())]  # by: the OS user, as the CLI
+    assert override_rows(small_class) == [("1a", "set", 3.0, "looked at it", os_user())]  # by: the OS user, as the CLI
 
 
-def test_an_override_from_the_page_is_grader_overrides_row_and_refreshes_pages_and_exports(app, klass):
+def test_an_override_from_the_page_is_grader_overrides_row_and_refreshes_pages_and_exports(app, small_class):
     client = signed_in(app)
     fields = form_of(client.get("/student/alice").get_data(as_text=True), "1c")
     done = client.post("/student/alice/override", data={**fields, "points": "7.5", "reason": "right model, misnamed",
                                                         "by": "tara", "action": "set"}, follow_redirects=True)
     page = done.get_data(as_text=True)
     assert "Task 1c: set to 7.5 of" in page and "✎ set by tara" in page
-    assert override_rows(klass) == [("1c", "set", 7.5, "right model, misnamed", "tara")]
-    assert "right model, misnamed" in (klass / "students" / "alice.html").read_text()
-    with open(klass / "export" / "grades.csv", newline="") as f:
+    assert override_rows(small_class) == [("1c", "set", 7.5, "right model, misnamed", "tara")]
+    assert "right model, misnamed" in (small_class / "students" / "alice.html").read_text()
+    with open(small_class / "export" / "grades.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["student_id"] == "alice")
     assert row["task_1c"] == "7.5" and "1c" in row["overridden"]
     fields = form_of(page, "1c")
     undone = client.post("/student/alice/override", data={**fields, "reason": "not hers", "by": "tara",
                                                           "action": "undo"}, follow_redirects=True)
     assert "the override was undone" in undone.get_data(as_text=True)
-    assert override_rows(klass)[-1][:2] == ("1c", "undo")
-    with open(klass / "export" / "grades.csv", newline="") as f:
+    assert override_rows(small_class)[-1][:2] == ("1c", "undo")
+    with open(small_class / "export" / "grades.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["student_id"] == "alice")
     assert row["task_1c"] == "0" and row["overridden"] == ""
 
 
-def test_a_score_without_a_reason_or_a_number_is_refused_and_the_undo_needs_none(app, klass):
+def test_a_score_without_a_reason_or_a_number_is_refused_and_the_undo_needs_none(app, small_class):
     client = signed_in(app)
     fields = form_of(client.get("/student/alice").get_data(as_text=True), "1d")
     for points, reason, said in (("5", "  ", "Give a reason"), ("five", "why", "Give the points as a number"),
                                  ("99", "too many", "worth 0 to 10 points, not 99")):
         page = client.post("/student/alice/override", data={**fields, "points": points, "reason": reason,
                                                             "action": "set"}, follow_redirects=True)
-        assert said in page.get_data(as_text=True) and override_rows(klass) == []
+        assert said in page.get_data(as_text=True) and override_rows(small_class) == []
     client.post("/student/alice/override", data={**fields, "points": "5", "reason": "ok", "action": "set"})
     fields = form_of(client.get("/student/alice").get_data(as_text=True), "1d")
     page = client.post("/student/alice/override", data={**fields, "reason": "", "action": "undo"},
                        follow_redirects=True)
     assert "the override was undone" in page.get_data(as_text=True)
-    assert [r[:2] for r in override_rows(klass)] == [("1d", "set"), ("1d", "undo")]
+    assert [r[:2] for r in override_rows(small_class)] == [("1d", "set"), ("1d", "undo")]
 
 
-def test_the_second_of_two_tas_on_the_same_task_is_told_and_changes_nothing(app, klass):
+def test_the_second_of_two_tas_on_the_same_task_is_told_and_changes_nothing(app, small_class):
     first, second = signed_in(app), signed_in(app)
     form_a = form_of(first.get("/student/alice").get_data(as_text=True), "2a")
     form_b = form_of(second.get("/student/alice").get_data(as_text=True), "2a")
@@ -212,12 +212,12 @@ def test_the_second_of_two_tas_on_the_same_task_is_told_and_changes_nothing(app,
                                                         "by": "ben", "action": "set"}, follow_redirects=True)
     text = late.get_data(as_text=True)
     assert "Another TA changed this task since you opened the page" in text and "ann set it to 10" in text
-    assert override_rows(klass) == [("2a", "set", 10.0, "A decided", "ann")]
+    assert override_rows(small_class) == [("2a", "set", 10.0, "A decided", "ann")]
     # reloaded, the second TA decides on the task as it stands
     fresh = form_of(text, "2a")
     second.post("/student/alice/override", data={**fresh, "points": "2", "reason": "B, after A", "by": "ben",
                                                  "action": "set"})
-    assert override_rows(klass)[-1] == ("2a", "set", 2.0, "B, after A", "ben")
+    assert override_rows(small_class)[-1] == ("2a", "set", 2.0, "B, after A", "ben")
 
 
 def test_a_hostile_student_id_and_work_are_shown_escaped(app):
@@ -306,23 +306,23 @@ def _race(decide) -> list:
     return outcomes
 
 
-def test_two_tas_at_the_same_moment_one_wins_and_the_other_is_told(klass):
+def test_two_tas_at_the_same_moment_one_wins_and_the_other_is_told(small_class):
     """Through ``api.override_score`` (what serve calls), truly at once: the gradebook decides."""
     from grader.api import override_score
     from grader.store import Gradebook
     from grader.store.gradebook import ChangedSince
 
-    book = Gradebook(None, klass)
+    book = Gradebook(None, small_class)
     version = book.task_version("tutorial6", "alice", "1b")
     book.close()
-    outcomes = _race(lambda i: override_score("alice", "1b", 3.0 + i, reason=f"TA {i}", by=f"ta{i}", out_dir=klass,
+    outcomes = _race(lambda i: override_score("alice", "1b", 3.0 + i, reason=f"TA {i}", by=f"ta{i}", out_dir=small_class,
                                               wait=60, expected_version=version))
     won = [o for o in outcomes if isinstance(o, dict)]
     lost = [o for o in outcomes if isinstance(o, ChangedSince)]
     assert len(won) == 1 and len(lost) == 1, outcomes
     winner = won[0]["task"]["override"]["by"]
     assert f"{winner} set it to" in str(lost[0])
-    assert [r[4] for r in override_rows(klass)] == [winner]
+    assert [r[4] for r in override_rows(small_class)] == [winner]
 
 
 @pytest.mark.slow  # starts a PostgreSQL server
