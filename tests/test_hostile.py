@@ -130,7 +130,7 @@ def test_broken_files_each_get_a_message_and_others_are_graded(tmp_path, model_d
     (subs / "good" / "notes.txt").write_text("hello")
     grade_batch(subs, TUTORIAL6, tmp_path / "out")
     r = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
-    assert "truncated or damaged" in task_of_json(r["truncated"], "2a")["message"]
+    assert "truncated or not an HDF5 Keras file" in task_of_json(r["truncated"], "2a")["message"]
     assert "not a Keras model" in task_of_json(r["text"], "1c")["message"]
     assert any("empty" in n for n in r["empty"]["notes"])
     notes = " ".join(r["links"]["notes"])

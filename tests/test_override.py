@@ -257,8 +257,8 @@ def test_review_lists_what_needs_a_human_and_the_class_page_lists_identical_work
     out = _copy(graded, tmp_path)
     found = _review(out)
     kinds = {(i["kind"], tuple(i["students"]), i["task"]) for i in found["items"]}
-    assert {("training refused", ("nina",), "2c"), ("training refused", ("olga",), "2c"),
-            ("inferred task", ("alice",), "2a")} <= kinds
+    assert {("training refused", ("nina",), "2c"), ("training refused", ("olga",), "2c")} <= kinds
+    assert not [k for k in kinds if k[0] == "inferred task"]  # alice's model.h5 is clearly 2a (2b far behind)
     groups = {tuple(g["students"]): g["evidence"] for g in found["identical"]}
     # a script and a re-spaced notebook: the same code (which seeds itself, so the same weights too)
     assert "code" in [e["kind"] for e in groups[("nina", "olga")]]
