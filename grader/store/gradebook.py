@@ -141,7 +141,8 @@ class ChangedSince(GradebookError):
         if latest is None:
             what = "it was graded again"
         elif latest["action"] == "undo":
-            what = f"{latest['by']} undid its override at {latest['at']} ({latest['reason']})"
+            why = f" ({latest['reason']})" if latest["reason"] else ""  # an undo's reason is optional
+            what = f"{latest['by']} undid its override at {latest['at']}{why}"
         else:
             what = f"{latest['by']} set it to {latest['points']:g} at {latest['at']} ({latest['reason']})"
         super().__init__(f"Another TA changed this task since you opened the page: {what}. Nothing was "
