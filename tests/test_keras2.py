@@ -395,3 +395,67 @@ def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
     for name in fused:  # every fit fused but the one with a callback
         assert fused[name]["reports"] == ([{"fused": False, "fused_fallback": "callbacks"}, was_fused]
                                           if name == "a callback" else [was_fused, was_fused]), name
+
+
+def test_the_scan_takes_no_pictures_save_for_a_keras2_model_save():
+    """``img.save('name')`` (PIL, matplotlib) is no Keras model's save: taken for one, a Keras 3 notebook ran on
+    Keras 2; a model's is still read, by the name the code binds it to or by its name."""
+    from grader.execute import keras2
+    from grader.execute.scripts import script_to_notebook
+
+    assert not keras2.scan(script_to_notebook("from PIL import Image\nimg = Image.open('a.png').rotate(90)\n"
+                                              "img.save('rotated')\nimage.save('copy')\n"))
+    assert [s.line for s in keras2.scan(script_to_notebook("net = Sequential()\nimg.save('x')\nnet.save('trained')\n"
+                                                           "best_model.save('best')\n")).signs] == [3, 4]
+
+
+# Keras 3 code with one Keras 2 habit, model.save('name'): the scan sends it to Keras 2, where keras.ops fails
+KERAS3_WITH_A_SAVE = """import numpy as np
+import keras
+from keras import layers
+""" + CURVE + """
+# %%
+keras.utils.set_random_seed(1000)
+model = keras.Sequential([keras.Input((1,)), layers.Dense(3, activation='relu'), layers.Dense(1)])
+model.compile(loss='mean_squared_error', optimizer=keras.optimizers.Adam(learning_rate=0.01))
+model.fit(x, y, epochs=200, batch_size=32, verbose=0)
+# %%
+y_pred = keras.ops.convert_to_numpy(model(x.reshape(-1, 1)))
+# %%
+hidden = keras.ops.relu(x)
+# %%
+model.save('curve_model')
+"""
+
+
+@needs_sandbox
+def test_a_failed_keras2_run_the_scan_chose_is_run_again_on_keras3(assignment, evaluator, tmp_path):
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "tut6.py").write_text(KERAS3_WITH_A_SAVE)
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    [nb] = result.notebooks
+    assert nb["keras"] == "3", nb  # Keras 2: 2 cells failed (keras.ops); Keras 3: 1 (save without an extension)
+    assert [f["cell"] for f in nb["failures"]] == [5], nb["failures"]
+    [note] = [n for n in result.notes if "looked like Keras 2 code" in n]
+    assert "2 cell(s) failed" in note and "where 1 failed" in note and "from the Keras 3 run" in note, note
+    assert not [n for n in result.notes if "no points are taken" in n]  # graded from its Keras 3 run
+    assert task_of(result, "1a").status == "passed"
+
+
+# Keras 2 code with a bug of its own: Keras 3 does worse (lr=), so the Keras 2 run and its models are kept
+KERAS2_WITH_A_BUG = SCRIPT_2A.replace("# %%\nmodel.save('model.h5')\n", "# %%\nraise ValueError('my own bug')\n")
+
+
+@needs_sandbox
+def test_a_keras2_run_that_failed_is_kept_when_keras3_does_no_better(assignment, evaluator, tmp_path):
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "tut6_2a.py").write_text(KERAS2_WITH_A_BUG)
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    [nb] = result.notebooks
+    assert nb["keras"] == "2" and [f["cell"] for f in nb["failures"]] == [3], nb["failures"]
+    assert len(keras2_notes(result)) == 1
+    [second] = [n for n in result.notes if "also run on current Keras (Keras 3)" in n]
+    assert "failed 1 cell(s) (cell 3: ValueError)" in second and "from the Keras 2 run" in second, second
+    assert task_of(result, "2a").status == "passed"  # the Keras 2 run's model, taken back

@@ -367,6 +367,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     reason = diagnose.backend_explains(done.result.cells) if first == "jax" else None
     if not code and (why := keras2.explains(done.result.cells)):  # Keras 2 code the scan missed: re-run on Keras 2
         code, reason = keras2.Keras2Code(reason=why), None
+    second = None  # the scan chose Keras 2 and cells failed there: run again on current Keras, the better kept
     if reason or (code and first != keras2.KERAS2):
         harvester.discard()  # forget what the failed run gave (before its files go)
         done.remove()
@@ -374,8 +375,27 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         if reason:
             notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
                          "the TensorFlow backend; the results below are from that run.")
+    elif code.signs and keras2.failed(done.result.cells):
+        kept = harvester.aside()
+        try:
+            other = start(backend, limits.for_backend(backend))
+        except BaseException:
+            harvester.restore(kept)
+            done.remove()
+            raise
+        better = keras2.keras3_did_better(done.result.cells, len(kept[0]), other.result.cells,
+                                          len(harvester.captures))
+        second = keras2.second_run_note(code, file.relative, done.result.cells, other.result.cells, better)
+        if better:
+            done.remove()
+            done, code = other, None
+        else:
+            harvester.restore(kept)
+            other.remove()
     if code:
         notes.append(keras2.note(code, file.relative))
+    if second:
+        notes.append(second)
     try:
         saved = harvester.saved(done.work, done.before, done.bounds)
         notes.extend(_course_notes(assignment, nb, done.scratch / "capture", saved, done.before, harvester.suffixes))

@@ -133,6 +133,30 @@ def available() -> bool:
     return find_spec("tf_keras") is not None
 
 
+#: a name bound to a Keras model: assigned one (``Sequential(``, ``Model(``, ``load_model(``, ...) or compiled
+_MODEL_MADE = re.compile(r"\b(\w+)\s*=\s*(?:[\w.]+\.)?(?:Sequential|Model|load_model|clone_model)\s*\(")
+_MODEL_USED = re.compile(r"\b(\w+)\.(?:compile|fit|add|summary|fit_generator)\s*\(")
+
+
+def keras_models(sources: list[str]) -> set[str]:
+    """The names the code binds Keras models to: assigned a model or compiled, fitted, added to, summarised."""
+    names = set()
+    for source in sources:
+        names.update(_MODEL_MADE.findall(source))
+        names.update(_MODEL_USED.findall(source))
+    return names
+
+
+def _a_model_save(line: str, models: set[str]) -> bool:
+    """Whether the line's extension-less ``.save('name')`` is a Keras model's: its object is a name the code
+    binds a model to, or is called a model (``model``, ``my_model2``); PIL's ``img.save('name')`` or a
+    ``fig.save`` is not."""
+    for m in re.finditer(r"\b(\w+)\.save\(\s*(['\"])([^'\"./\\]+)\2\s*[,)]", line):
+        if m.group(1) in models or "model" in m.group(1).lower():
+            return True
+    return False
+
+
 def scan(nb) -> Keras2Code:
     """What in the notebook's code only Keras 2 runs (nothing found, or no tf_keras: an empty, false
     ``Keras2Code``)."""
@@ -142,12 +166,15 @@ def scan(nb) -> Keras2Code:
     code = [cell for cell in nb.cells if cell.get("cell_type") == "code"]
     # scikit-learn's classifiers have predict_proba too: no sign of Keras 2 in code that uses them
     sklearn = any(re.search(r"\bsklearn\b", str(cell.get("source", ""))) for cell in code)
+    models = keras_models([str(cell.get("source", "")) for cell in code])
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
         for number, line in _code_lines(str(cell.get("source", ""))):
             for pattern, what, fix in SIGNS:
                 if sklearn and what == "predict_proba":
+                    continue
+                if what == "save('name')" and not _a_model_save(line, models):
                     continue
                 if pattern.search(line):
                     found.signs.append(Sign(index + 1, number, what, line.strip(), fix(line).strip()))
@@ -163,6 +190,37 @@ def explains(cells) -> str | None:
             if KERAS2_ONLY.search(text):
                 return f"{cell.error_name}: {cell.error_value[:160]}"
     return None
+
+
+def failed(cells) -> list:
+    """The cells of a run that did not run to the end (an error, a timeout, a dead kernel)."""
+    return [c for c in cells if c.status not in ("ok", "skipped")]
+
+
+def keras3_did_better(keras2_cells, keras2_models: int, keras3_cells, keras3_models: int) -> bool:
+    """Whether a notebook's run on current Keras (Keras 3) did better than its run on Keras 2: fewer cells
+    failed, or as few and more models made (a tie keeps the scan's Keras 2)."""
+    return (len(failed(keras3_cells)), -keras3_models) < (len(failed(keras2_cells)), -keras2_models)
+
+
+def _first_failure(cells) -> str:
+    cell = failed(cells)[0]
+    return f"cell {cell.index + 1}: {cell.error_name or cell.status}"
+
+
+def second_run_note(code: Keras2Code, name: str, keras2_cells, keras3_cells, kept_keras3: bool) -> str:
+    """The report's words on a notebook the scan sent to Keras 2 whose run failed cells, run again on current
+    Keras: both runs' failures, and which run the results are from."""
+    k2, k3 = len(failed(keras2_cells)), len(failed(keras3_cells))
+    k3_said = f"{k3} failed ({_first_failure(keras3_cells)})" if k3 else "none failed"
+    if kept_keras3:
+        return (f"{name} looked like Keras 2 code (it uses {', '.join(SAID.get(n, n) for n in code.names())}), so "
+                f"it ran on Keras 2 ({versions()}) first; there {k2} cell(s) failed ({_first_failure(keras2_cells)}), "
+                f"so it was run again on current Keras (Keras 3), where {k3_said}: the results below are from "
+                "the Keras 3 run.")
+    return (f"Its Keras 2 run failed {k2} cell(s) ({_first_failure(keras2_cells)}), so it was also run on current "
+            f"Keras (Keras 3), where {k3_said}; that did no better, so the results below are from the Keras 2 "
+            "run.")
 
 
 @lru_cache(maxsize=1)
@@ -215,17 +273,20 @@ kernel = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(kernel)
 kernel.install()
 sys.path.insert(0, sys.argv[2])
+import numpy as np
 for task, module, function, seed in json.loads(sys.argv[4]):
-    model, _ = getattr(importlib.import_module(module), function)(seed)
+    model, (x, y) = getattr(importlib.import_module(module), function)(seed)
     model.save(f"{sys.argv[3]}/{task}-{seed}.h5")
+    np.savez(f"{sys.argv[3]}/{task}-{seed}.npz", x=np.asarray(x), y=np.asarray(y))
 """
 
 
 def reference_runs(assignment, runs: list[tuple[str, int]], out) -> dict[tuple[str, int], object]:
     """Each ``(task id, seed)``: the task's reference trained on Keras 2 as a kernel on this path trains it
-    (tf_keras with ``keras2_kernel``, in a process of its own), saved as ``out/<task>-<seed>.h5``: the runs that
-    show whether the thresholds calibrated on Keras 3 hold on the Keras 2 path (``tests/test_keras2.py``,
-    ``bench/bench_keras2.py --fairness``).  Returns ``{(task, seed): path}``."""
+    (tf_keras with ``keras2_kernel``, in a process of its own), saved as ``out/<task>-<seed>.h5`` and its training
+    data as ``out/<task>-<seed>.npz`` (``x``, ``y``): the runs that show whether the thresholds calibrated on
+    Keras 3 hold on the Keras 2 path (``grader.calibrate_keras2``, ``tests/test_keras2.py``).  Returns
+    ``{(task, seed): path of the .h5}``."""
     import json
     import os
     import subprocess

@@ -273,6 +273,23 @@ class Harvester:
         if self.on_capture:
             self.on_capture(None)
 
+    def aside(self) -> tuple:
+        """What the run gave, set aside (its files stay) while another run of the same notebook is tried; then
+        ``restore`` it, or drop it."""
+        kept = (list(self.captures), list(self.refused), self.taken, self._tried, self._late)
+        self.discard()
+        return kept
+
+    def restore(self, kept: tuple) -> None:
+        """Forget the run since ``aside`` and take back what ``aside`` kept, each model heard again."""
+        self.discard()
+        captures, refused, self.taken, self._tried, self._late = kept
+        self.refused.extend(refused)
+        for cap in captures:
+            self.captures.append(cap)
+            if self.on_capture:
+                self.on_capture(cap)
+
     def capture(self, meta_path: Path, cell: int) -> None:
         """The hook wrote ``meta_path`` (a capture's metadata) in ``cell``: take it, within the bounds."""
         self._tried = n = self._tried + 1
