@@ -171,10 +171,10 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         try:
             points = None if undo else float(form.get("points", ""))
         except ValueError:
-            flash(f"Task {task}: not changed. Give the points as a number.", "refused")
+            _say(f"Task {task}: not changed. Give the points as a number.", "refused")
             return redirect(back, code=303)
         if not undo and not reason.strip():
-            flash(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused")
+            _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused")
             return redirect(back, code=303)
         try:
             with state["lock"]:
@@ -183,10 +183,10 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
                                       assignment_id=state["assignment"], assignment_dir=state["assignment_dir"],
                                       wait=OVERRIDE_WAIT_S, expected_version=form.get("version") or None)
         except (GradebookError, FatalError) as e:
-            flash(f"Task {task}: not changed. {e.explain()}", "refused")
+            _say(f"Task {task}: not changed. {e.explain()}", "refused")
         else:
             t = done["task"]
-            flash(f"Task {task}: " + (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} "
+            _say(f"Task {task}: " + (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} "
                                       "stands" if undo else f"set to {t['score']:g} of {t['max_score']:g}")
                   + "; recorded in the gradebook" + ("" if done["redrawn"] else
                                                      f" (pages not re-drawn: {done['why_not']})") + ".", "ok")
@@ -213,6 +213,14 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         return response
 
     return app
+
+
+#: a flashed message travels in a cookie (about 4 KB at most): a long reason is cut
+MAX_MESSAGE_CHARS = 1200
+
+
+def _say(text: str, category: str) -> None:
+    flash(text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…", category)
 
 
 def _digest(token: str, purpose: str) -> str:
