@@ -242,6 +242,18 @@ def test_a_hostile_student_id_and_work_are_shown_escaped(app):
     assert report.status_code == 200 and "sandbox" in report.headers["Content-Security-Policy"]
 
 
+def test_a_feedback_page_that_is_a_link_is_not_served(app, small_class, tmp_path):
+    client = signed_in(app)
+    assert client.get("/report/alice").status_code == 200
+    secret = tmp_path / "elsewhere.html"
+    secret.write_text("<p>not a page of the class</p>")
+    page = small_class / "students" / "alice.html"
+    page.unlink()
+    page.symlink_to(secret)
+    assert client.get("/report/alice").status_code == 404
+    assert "not a page of the class" not in client.get("/student/alice").get_data(as_text=True)
+
+
 def test_the_executed_notebook_keeps_text_and_checked_png_only():
     from PIL import Image
 
