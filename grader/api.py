@@ -166,10 +166,9 @@ def override_score(student_id: str, task_id: str, points: float | None, *, reaso
 def _refresh_exports(gradebook, assignment_id: str, to: Path) -> list[Path]:
     """Write again the exports ``grader export`` left in ``to`` (its default folder), each format that is
     there, so that none is older than the gradebook; returns the files written."""
-    from .export import export
+    from .export import FORMATS, export
 
-    present = [fmt for fmt, name in (("csv", "grades.csv"), ("gradescope", "gradescope"), ("junit", "junit.xml"),
-                                     ("markdown", "summary.md")) if (to / name).exists()]
+    present = [name for name, fmt in FORMATS.items() if (to / fmt.target).exists()]
     return export(gradebook, assignment_id, to, tuple(present)) if present else []
 
 

@@ -215,3 +215,10 @@ def test_no_module_docstring_runs_past_15_lines():
     long = _long_docstrings()
     assert not long, (f"module docstrings over {MAX_DOCSTRING_LINES} lines (the role in a few lines; the reasons "
                       "go to docs/design/<stage>.md):\n  " + "\n  ".join(long))
+
+def test_one_writer_of_gradescopes_results_json():
+    """Gradescope's results.json is built and written by ``grader.export`` alone (the export and
+    ``grader gradescope run`` call it): no other module spells its schema."""
+    writers = sorted(str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
+                     if '"stdout_visibility"' in path.read_text())
+    assert writers == ["grader/export/__init__.py"], f"modules that build Gradescope's results.json: {writers}"

@@ -114,3 +114,19 @@ def test_an_override_writes_every_export_of_the_default_folder_again(course):
     shutil.rmtree(export)
     done = grader("override", "erin", "1c", 5, "--reason", "1c, looked at again", cwd=course)
     assert done.returncode == 0 and not export.exists() and "Wrote the exports" not in done.stderr
+
+
+def test_the_exported_results_json_is_the_one_the_gradescope_run_writes(course):
+    """One writer of Gradescope's results.json (``export.gradescope_results``): the export has the run's schema
+    (HTML feedback, every test's fields) and the export's override marks."""
+    from test_gradescope import TEST, TOP
+
+    assert grader("export", cwd=course).returncode == 0
+    done = grader("override", "erin", "1c", 4, "--reason", "1c was handed in by mail", cwd=course)
+    assert done.returncode == 0, done.stderr[-3000:]
+    erin = json.loads((course / "reports" / "tutorial6" / "export" / "gradescope" / "erin" / "results.json")
+                      .read_text())
+    assert TOP - {"execution_time"} <= set(erin) and erin["output_format"] == "html" and "<table>" in erin["output"]
+    assert all(TEST <= set(t) and t["output_format"] == "html" for t in erin["tests"])
+    one_c = next(t for t in erin["tests"] if t["number"] == "1c")
+    assert "overridden" in one_c["tags"] and "scored on review by a TA" in erin["output"]

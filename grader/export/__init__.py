@@ -1,48 +1,25 @@
 """Exports: what LMSs and CI read, written from the gradebook (never from a grading run).
 
-* ``grades.csv``: one row per student and always the same columns
-  (``student_id``, ``task_<id>`` per task, then ``CSV_COLUMNS``): the task
-  scores, their sum, what optional tasks brought above the maximum (capped),
-  the total they leave, the maximum, the letter grade and the overridden
-  tasks; a gradebook import in Canvas or Moodle maps ``student_id`` to the
-  student and picks the ``total`` (or task) columns.
-* ``gradescope/<student>/results.json``: Gradescope's autograder results
-  format (``score``, ``output``, ``visibility`` and ``tests``, each with
-  ``name``, ``number``, ``score``, ``max_score``, ``status``, ``output``,
-  ``visibility``).
-* ``junit.xml``: a ``testsuite`` per student and a ``testcase`` per task; a
-  task short of full marks is a ``failure`` carrying its message, one the
-  grader could not grade an ``error``, an optional task not attempted is
-  ``skipped``.
-* ``summary.md``: a Markdown table of scores and task statuses, with what to
-  fix per student, for ``$GITHUB_STEP_SUMMARY`` or a pull-request comment.
-
-A task whose score a TA set on review (``grader override``) is marked in each:
-the ``overridden`` column of the CSV (the task ids, ``(needs review)`` after one
-whose automatic score has changed since), the tags ``overridden`` and
-``needs_review`` in Gradescope, ``overridden`` in the JUnit case's summary, a
-✎ in the Markdown table; every message starts with the override's reason
-and the grader's own score (``store.overrides.describe``).
-
-Ids, messages and notes are partly chosen by students, so every export makes
-them inert for its reader (``grader.textsafe``): no spreadsheet formulas in
-the CSV, only characters XML 1.0 allows in the JUnit file, no Markdown or HTML
-in the summary, and a distinct, harmless folder name per student; in none of
-them a raw control (ESC) or bidirectional (U+202E) character: those are shown
-as escapes (``\\u202e``).
+``FORMATS`` is the table of formats: ``csv`` (``grades.csv``), ``gradescope`` (``gradescope/<student>/
+results.json``, written by ``gradescope_results``, the one writer of that file), ``junit`` (``junit.xml``) and
+``markdown`` (``summary.md``).  Overridden tasks are marked in each; student-chosen text is made inert for
+each reader (``grader.textsafe``).  Each format's columns and marks: docs/design/export.md.
 """
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
+import shutil
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..report import atomic_write, safe_name
 from ..textsafe import html_line, json_text, markdown_text, shown, spreadsheet_cell, xml_text
 
-FORMATS = ("csv", "gradescope", "junit", "markdown")
 STATUS_ICON = {"passed": "✅", "partial": "🟡", "failed": "❌", "missing": "⬜", "error": "⚠️"}
 OVERRIDE_ICON = "✎"  # after a status icon: the score was set on review by a TA
 
@@ -81,8 +58,10 @@ def grades_csv(tasks: list[dict], students: list[dict]) -> str:
     return buf.getvalue()
 
 
-def gradescope(student: dict, visibility: str = "visible") -> dict:
-    """One student's Gradescope autograder ``results.json`` (JSON escapes whatever the text holds)."""
+def gradescope_results(student: dict, seconds: float | None = None, visibility: str = "visible") -> dict:
+    """One student's Gradescope ``results.json`` (``StudentResult.to_json()``, or a gradebook row with its
+    overrides): the feedback and each task's message as HTML, escaped; ``execution_time`` when the run's
+    ``seconds`` are known.  Written by ``write_gradescope_results`` alone (JSON escapes whatever text holds)."""
     tests = []
     for t in student["tasks"]:
         override = t.get("override")
@@ -91,22 +70,55 @@ def gradescope(student: dict, visibility: str = "visible") -> dict:
         tests.append({"name": f"Task {t['id']}: {t.get('title', '')}".rstrip(": "), "number": t["id"],
                       "score": t["score"], "max_score": t["max_score"],
                       "status": "passed" if t["status"] == "passed" else "failed",
-                      "output": t["message"], "visibility": visibility, "tags": tags})
-    head = f"Score {_fmt(student['score'])} of {_fmt(student['max_score'])}" + (
-        f", grade {student['grade']}." if student.get("grade") else ".")
-    if student.get("automatic"):
-        head += (f" Task(s) {', '.join(t['id'] for t in student['tasks'] if t.get('override'))} were scored on "
-                 f"review by a TA; the grader's own score was {_fmt(student['automatic']['score'])}.")
+                      "output": html.escape(t["message"]), "output_format": "html", "visibility": visibility,
+                      "tags": tags, "execution_time": 0})  # per-task times are not measured apart
+    results = {"score": student["score"], "output": feedback_html(student), "output_format": "html",
+               "visibility": visibility, "stdout_visibility": "hidden", "tests": tests}
+    if seconds is not None:
+        results = {"score": student["score"], "execution_time": round(seconds, 1), **results}
+    return results
+
+
+def feedback_html(student: dict) -> str:
+    """The student's feedback as an HTML fragment Gradescope shows above the tests (everything escaped)."""
     from ..review import COULD_NOT_GRADE, INTERNAL_ERROR
 
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(t['id'])}</td><td>{e(t['status'])}</td><td>{t['score']:g} / {t['max_score']:g}</td>"
+                   f"<td>{e(t['message'])}</td></tr>" for t in student["tasks"])
+    notes = "".join(f"<li>{e(n)}</li>" for n in student.get("notes", []))
+    failures = "".join(f"<li>{e(nb['name'])}, cell {f['cell']}: {e(f['explanation'])}</li>"
+                       for nb in student.get("notebooks", []) for f in nb.get("failures", []))
+    grade = f", grade {e(student['grade'])}" if student.get("grade") else ""
+    parts = [f"<p><strong>Score {student['score']:g} of {student['max_score']:g}{grade}.</strong></p>",
+             f"<table><tr><th>task</th><th>status</th><th>points</th><th>what to do</th></tr>{rows}</table>"]
     unrun = [t["id"] for t in student["tasks"] if t["status"] == "error" and not t.get("override")
              and t["message"].startswith((COULD_NOT_GRADE, INTERNAL_ERROR))]
     if unrun:
-        head += (f" Could not be graded: task(s) {', '.join(unrun)} (see each task's message); their 0 points are "
-                 "not a verdict on your work, and course staff will re-run the grading.")
-    notes = "\n".join([head, *student.get("notes", [])])
-    return {"score": student["score"], "output": notes, "visibility": visibility, "stdout_visibility": "hidden",
-            "tests": tests}
+        parts.insert(1, f"<p><strong>Could not be graded: task(s) {e(', '.join(unrun))}.</strong> The grader could "
+                        "not grade them (see each task's message); their 0 points are not a verdict on your work, "
+                        "and course staff will re-run the grading.</p>")
+    if student.get("automatic"):
+        overridden = ", ".join(t["id"] for t in student["tasks"] if t.get("override"))
+        parts.insert(1, f"<p>Task(s) {e(overridden)} were scored on review by a TA; the grader's own score was "
+                        f"{_fmt(student['automatic']['score'])}.</p>")
+    if failures:
+        parts.append(f"<p>Cells that failed:</p><ul>{failures}</ul>")
+    if notes:
+        parts.append(f"<p>Notes:</p><ul>{notes}</ul>")
+    return "".join(parts)
+
+
+def write_gradescope_results(path: Path, results: dict) -> Path:
+    """Write Gradescope's ``results.json`` (``gradescope_results``) at ``path``, whole or not at all, after
+    removing whatever is there (a file, a link, a folder; a link is never followed).  Every string is shown
+    as the student reads it: controls and bidirectional characters as escapes."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    return atomic_write(path, json_text(shown(results), indent=2) + "\n")
 
 
 def junit_xml(assignment_id: str, students: list[dict]) -> str:
@@ -198,21 +210,43 @@ def markdown_summary(title: str, tasks: list[dict], students: list[dict], note: 
     return "\n".join(lines) + "\n"
 
 
-def export(gradebook, assignment_id: str, to: Path, formats=FORMATS) -> list[Path]:
+@dataclass(frozen=True)
+class Format:
+    """An export format: what it writes under the export folder (``target``) and how."""
+    target: str
+    write: Callable  # (to, assignment_id, tasks, students) -> the files written
+
+
+def _write_csv(to: Path, assignment_id: str, tasks: list[dict], students: list[dict]) -> list[Path]:
+    return [atomic_write(to / "grades.csv", grades_csv(tasks, students))]
+
+
+def _write_gradescope(to: Path, assignment_id: str, tasks: list[dict], students: list[dict]) -> list[Path]:
+    return [write_gradescope_results(to / "gradescope" / safe_name(s["id"]) / "results.json", gradescope_results(s))
+            for s in students]
+
+
+def _write_junit(to: Path, assignment_id: str, tasks: list[dict], students: list[dict]) -> list[Path]:
+    return [atomic_write(to / "junit.xml", junit_xml(assignment_id, students))]
+
+
+def _write_markdown(to: Path, assignment_id: str, tasks: list[dict], students: list[dict]) -> list[Path]:
+    title = f"{assignment_id}: {len(students)} submission(s) graded"
+    return [atomic_write(to / "summary.md", markdown_summary(title, tasks, students))]
+
+
+#: the export formats, in the order they are written
+FORMATS = {"csv": Format("grades.csv", _write_csv), "gradescope": Format("gradescope", _write_gradescope),
+           "junit": Format("junit.xml", _write_junit), "markdown": Format("summary.md", _write_markdown)}
+
+
+def export(gradebook, assignment_id: str, to: Path, formats=tuple(FORMATS)) -> list[Path]:
     """Write the chosen exports of one assignment from the gradebook into ``to``; returns the files."""
     tasks = gradebook.tasks(assignment_id)
     students = gradebook.results(assignment_id)
     to = Path(to)
     written = []
-    if "csv" in formats:
-        written.append(atomic_write(to / "grades.csv", grades_csv(tasks, students)))
-    if "gradescope" in formats:
-        for s in students:
-            written.append(atomic_write(to / "gradescope" / safe_name(s["id"]) / "results.json",
-                                        json_text(shown(gradescope(s)), indent=2) + "\n"))
-    if "junit" in formats:
-        written.append(atomic_write(to / "junit.xml", junit_xml(assignment_id, students)))
-    if "markdown" in formats:
-        title = f"{assignment_id}: {len(students)} submission(s) graded"
-        written.append(atomic_write(to / "summary.md", markdown_summary(title, tasks, students)))
+    for name, fmt in FORMATS.items():
+        if name in formats:
+            written.extend(fmt.write(to, assignment_id, tasks, students))
     return written
