@@ -203,7 +203,17 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         path = _page_file(state["pages"], name, "work" if work else None)
         if path is None:
             abort(404)
-        response = app.response_class(path.read_bytes(), mimetype="text/html")
+        try:  # opened without following a link (one made since it was looked at), read within the bound
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    abort(404)
+                body = f.read(MAX_PAGE_BYTES + 1)
+        except OSError:
+            abort(404)
+        if len(body) > MAX_PAGE_BYTES:
+            abort(404)
+        response = app.response_class(body, mimetype="text/html")
         # the static page: its own inline styles and data: images; sandboxed: no script, no form (its origin kept,
         # which no script can use, so that its link to the work as it ran carries the cookie)
         response.headers["Content-Security-Policy"] = ("sandbox allow-same-origin; default-src 'none'; "
