@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import FatalError
 from .evaluate import Evaluator, dataset_seeds
-from .execute.limits import batch_limits, secs
+from .execute.limits import batch_limits
 from .execute.sandbox import prove_isolation
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS
@@ -154,9 +154,10 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     limits = None
     if has_code:  # the speed probe runs once, before anything else loads the machine
         limits = batch_limits(assignment)
-        used = limits.for_backend(assignment.notebooks.backend)
-        say("limits", f"Time limits on this machine: {secs(used.cell.seconds)} s per cell ({used.cell.why}), "
-                      f"{secs(used.notebook.seconds)} s for the notebook.")
+        from .execute import keras2, read_notebook  # for code the scan sends to Keras 2: its run's limits
+
+        for words in keras2.limit_lines(limits, assignment.notebooks.backend, sub.files, read_notebook):
+            say("limits", words)
         for note in limits.notes:
             say("advice", note)
     seeds = dataset_seeds(assignment, PUBLIC_SEED)

@@ -459,3 +459,25 @@ def test_a_keras2_run_that_failed_is_kept_when_keras3_does_no_better(assignment,
     [second] = [n for n in result.notes if "also run on current Keras (Keras 3)" in n]
     assert "failed 1 cell(s) (cell 3: ValueError)" in second and "from the Keras 2 run" in second, second
     assert task_of(result, "2a").status == "passed"  # the Keras 2 run's model, taken back
+
+
+@needs_sandbox
+def test_check_states_the_keras2_paths_time_limits_before_a_keras2_run(tmp_path):
+    """`grader check` says the time limits a run will have before it starts: for a script the scan sends to
+    Keras 2, the Keras 2 path's (TensorFlow's), named as such, not the JAX backend's."""
+    from grader.api import check as api_check
+
+    said = {}
+    for name, code in (("old.py", "import numpy as np\nfrom keras.optimizers import Adam\nopt = Adam(lr=0.01)\n"),
+                       ("new.py", "import numpy as np\nfrom keras.optimizers import Adam\n"
+                                  "opt = Adam(learning_rate=0.01)\n")):
+        (tmp_path / name[:-3]).mkdir()
+        (tmp_path / name[:-3] / name).write_text(code)
+        heard = []
+        api_check(tmp_path / name[:-3], TUTORIAL6, progress=lambda kind, value: heard.append((kind, value)))
+        said[name] = [value for kind, value in heard if kind == "limits"]
+    [keras2_limits] = said["old.py"]
+    assert keras2_limits.startswith("Time limits on this machine for Keras 2 code (old.py, run on tf_keras): ")
+    assert "tensorflow" in keras2_limits  # the limits of the TensorFlow run, and where they come from
+    [keras3_limits] = said["new.py"]
+    assert keras3_limits.startswith("Time limits on this machine: ") and "Keras 2" not in keras3_limits

@@ -192,6 +192,39 @@ def explains(cells) -> str | None:
     return None
 
 
+def scanned(files, read) -> tuple[list[str], list[str]]:
+    """The names of the notebooks and scripts among ``files`` (``intake.SubmittedFile``s) that will run on Keras 2
+    (the scan sends them there) and of the others; ``read`` reads one (``execute.read_notebook``); one that
+    cannot be read is left to its run (among the others)."""
+    keras2, others = [], []
+    for f in files:
+        if f.format not in ("notebook", "script"):
+            continue
+        try:
+            chosen = bool(scan(read(f)))
+        except Exception:
+            chosen = False
+        (keras2 if chosen else others).append(f.relative)
+    return keras2, others
+
+
+def limit_lines(limits, backend: str, files, read) -> list[str]:
+    """What ``grader check`` says of the time limits before the submission's code runs (``limits``: the batch's
+    ``BatchLimits``): those of ``backend``, and for the notebooks and scripts the scan sends to Keras 2
+    (``scanned``) those of their run on TensorFlow, named as theirs."""
+    from .limits import secs
+
+    on_keras2, others = scanned(files, read)
+    lines = []
+    for names, used, where in ((others, limits.for_backend(backend), ""),
+                               (on_keras2, limits.for_rerun("tensorflow", backend),
+                                f" for Keras 2 code ({', '.join(on_keras2)}, run on tf_keras)")):
+        if names or (not where and not on_keras2):
+            lines.append(f"Time limits on this machine{where}: {secs(used.cell.seconds)} s per cell "
+                         f"({used.cell.why}), {secs(used.notebook.seconds)} s for the notebook.")
+    return lines
+
+
 def failed(cells) -> list:
     """The cells of a run that did not run to the end (an error, a timeout, a dead kernel)."""
     return [c for c in cells if c.status not in ("ok", "skipped")]
