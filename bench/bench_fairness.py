@@ -54,7 +54,7 @@ def main():
 
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.intake import collect
-    from grader.measure.student import grade_student
+    from grader.session import grade_student
     from grader.spec import load_assignment
 
     assignment = load_assignment(ROOT / "reference" / "tutorial6")

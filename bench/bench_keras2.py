@@ -74,7 +74,7 @@ def fairness(n: int):
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.execute import keras2
     from grader.intake import collect
-    from grader.measure.student import grade_student
+    from grader.session import grade_student
     from grader.spec import load_assignment
 
     assignment = load_assignment(TUTORIAL6)

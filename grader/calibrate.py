@@ -1,31 +1,10 @@
 """Calibration: thresholds from repeated runs of the reference implementation, and their error rates.
 
-``calibrate(folder, runs)`` trains every task's reference ``runs`` times with
-recorded seeds (on the JAX backend unless ``KERAS_BACKEND`` says otherwise),
-evaluates each trained model exactly as a student's is evaluated (saved to
-``.h5``, loaded by the evaluation worker, measured on held-out data from a
-recorded calibration seed), and derives each threshold from the spec's rule:
-``statistic(runs) * factor + offset``.
-
-Training is random, so a threshold has an error rate: some correct runs miss
-it.  For every metric, calibration counts the reference runs that miss the
-pass and the partial threshold and states an honest upper bound on a correct
-run's chance of missing each (one-sided Clopper-Pearson at
-``MISS_CONFIDENCE``): fewer runs give a larger bound, never a flattering one.
-For a metric whose recipes are re-trained (``Task.retrained``), it states K,
-the number of re-trainings after which a correct recipe has missed the pass
-threshold in all of them with probability at most the spec's
-``false_fail_bound`` (``K = ceil(log(bound) / log(p_miss))``), and refuses a
-rule for which that K is out of reach (more than ``max_per_student``, or
-every run missing).
-
-The result, with every run's metric, the seeds, the estimates, the
-reference seed the tests and demo use and the versions grades depend on
-(``[meta.versions]``, ``grader.versions``), goes to ``calibration.toml`` next
-to the spec (written by ``tomli_w``; ``tomllib`` reads it back).
-``--task`` re-runs only some tasks: the others keep their runs, and their
-thresholds and estimates are derived again from those runs, each saying how
-many runs it rests on.
+``calibrate(folder, runs)`` trains every task's reference ``runs`` times with recorded seeds, evaluates each
+model as a student's is evaluated, derives each threshold from the spec's rule (``statistic * factor +
+offset``), bounds each threshold's error rate, states K (the re-trainings a recipe gets) and writes
+``calibration.toml``.  ``calibrate_timings`` records the reference notebook's timings.
+Why and how: docs/design/calibrate.md.
 """
 from __future__ import annotations
 
@@ -48,7 +27,6 @@ from . import __version__, versions
 from .engines import default_workers
 from .errors import FatalError, SpecError
 from .evaluate.heldout import dataset_seeds
-from .evaluate.worker import Evaluator
 from .execute import compile_cache, fused_fit
 from .score.assess import passes
 from .spec import import_reference, load_assignment
@@ -218,8 +196,37 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
     versions); a whole calibration with other versions than the file's is told to ``warn(text)``."""
     _quiet_training_env()
     assignment = load_assignment(folder, require_thresholds=False)
-    before = versions.recorded(assignment.calibration_path)
-    changed = versions.differences(before)
+    _check_versions(assignment, tasks, warn)
+    retraining = assignment.limits.retraining
+    secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
+    seeds = [base_seed + i for i in range(runs)]
+    calibrated = [t for t in assignment.model_tasks() if t.reference and t.calibration]
+    # tasks marked by a curve have no thresholds to calibrate
+    chosen = [t for t in calibrated if not tasks or t.id in tasks]
+    if not chosen:
+        raise SpecError(assignment.spec_path, None, "no task to calibrate: none has [calibration] rules"
+                        + (f" among {', '.join(tasks)}" if tasks else "") + " (tasks marked by a curve need none)")
+    results = _recorded(assignment, calibrated, {t.id for t in chosen}, retraining)
+    n_workers = max(1, min(workers or default_workers(), len(chosen)))
+    results.update(_reference_runs(assignment, chosen, seeds, secret, n_workers, progress))
+    for task in calibrated:
+        if task.id in results:
+            check_bound(assignment, task, results[task.id])
+    import keras
+
+    ordered = {t.id: results[t.id] for t in assignment.model_tasks() if t.id in results}
+    meta = {"base_seed": base_seed, "heldout_secret": secret, "miss_confidence": MISS_CONFIDENCE,
+            "false_fail_bound": retraining.false_fail_bound,
+            "training_backend": os.environ["KERAS_BACKEND"], "keras_version": keras.__version__,
+            "grader_version": __version__, "versions": versions.current()}
+    out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
+    _write(out, _header(secret, retraining, ordered), meta, ordered)
+    return out
+
+
+def _check_versions(assignment, tasks, warn) -> None:
+    """Refuse ``--task`` when the file records other versions; warn of a whole calibration's other versions."""
+    changed = versions.differences(versions.recorded(assignment.calibration_path))
     if changed and tasks:
         said = "; ".join(f"{n} {now or 'not installed'} here, {rec} recorded" for n, rec, now in changed)
         raise FatalError(f"--task keeps the other tasks' runs, and {assignment.calibration_path.name} was recorded "
@@ -230,23 +237,17 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
         warn("The previous calibration was recorded with other versions: " + "; ".join(
             f"{n} {rec} then, {now or 'not installed'} now" for n, rec, now in changed)
              + ". Grade with the versions recorded now (the Gradescope bundle pins them).")
-    retraining = assignment.limits.retraining
-    secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
-    seeds = [base_seed + i for i in range(runs)]
-    calibrated = [t for t in assignment.model_tasks() if t.reference and t.calibration]
-    # tasks marked by a curve have no thresholds to calibrate
-    chosen = [t for t in calibrated if not tasks or t.id in tasks]
-    chosen_ids = {t.id for t in chosen}
-    if not chosen:
-        raise SpecError(assignment.spec_path, None, "no task to calibrate: none has [calibration] rules"
-                        + (f" among {', '.join(tasks)}" if tasks else "") + " (tasks marked by a curve need none)")
+
+
+def _recorded(assignment, calibrated, chosen_ids: set, retraining) -> dict:
+    """The tasks not run this time, derived again from their recorded runs."""
     previous = {}
     if assignment.calibration_path:
         import tomllib
 
         previous = tomllib.loads(assignment.calibration_path.read_text()).get("tasks", {})
     results = {}
-    for task in calibrated:  # the tasks not run this time: derived again from their recorded runs
+    for task in calibrated:
         old = previous.get(task.id)
         if task.id in chosen_ids or not old:
             continue
@@ -256,11 +257,19 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
                                           retraining)
         else:
             results[task.id] = old
-    n_workers = max(1, min(workers or default_workers(), len(chosen)))
+    return results
+
+
+def _reference_runs(assignment, chosen, seeds: list[int], secret: str, n_workers: int, progress) -> dict:
+    """Each chosen task's reference trained once per seed (in ``n_workers`` processes) and evaluated here as a
+    student's model is, in a grading session: {task id: its entry}."""
+    from .session import GradingSession
+
     # the reference's compiled programs, as the batches' notebooks load them (built now where they are not)
     cache = compile_cache.ready(assignment) or compile_cache.build(assignment)
     cache = str(cache) if cache else None
-    with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator, \
+    results = {}
+    with GradingSession(assignment, dataset_seeds(assignment, secret)) as session, \
             tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp, \
             _training_pool(n_workers) as pool:
         root = str(assignment.root)
@@ -275,22 +284,21 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
             programs.update(how for *_, how in runs_of_task if how)
             for seed, path, x, y, _ in runs_of_task:
                 training = {"dataset": task.dataset, "x": x, "y": y}
-                metrics = evaluator.evaluate(Path(path), training)["datasets"][task.dataset]["metrics"]
+                metrics = session.evaluate(Path(path), training).datasets[task.dataset]["metrics"]
                 for m in values:
                     values[m].append(float(metrics[m]))
                 if progress:
                     progress(task.id, seed, {m: v[-1] for m, v in values.items()})
-            results[task.id] = task_entry(task, seeds, values, retraining)
+            results[task.id] = task_entry(task, seeds, values, assignment.limits.retraining)
     log.info("calibration: where the reference runs' training programs came from: %s (stored, disk: the compile "
              "cache)",
              dict(programs) or "none fused")
-    for task in calibrated:
-        if task.id in results:
-            check_bound(assignment, task, results[task.id])
-    import keras
+    return results
 
-    ordered = {t.id: results[t.id] for t in assignment.model_tasks() if t.id in results}
-    header = [
+
+def _header(secret: str, retraining, ordered: dict) -> list[str]:
+    """The comment at the top of calibration.toml: what it holds and how it was made."""
+    return [
         f"Written by `grader calibrate` ({__version__}) on {_dt.date.today().isoformat()}: do not edit by hand,",
         "re-run the calibration instead.  Each task's reference (solution.py) was trained once per seed below,",
         "saved to .h5 and evaluated like a submission on held-out data drawn with the calibration secret",
@@ -308,13 +316,6 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
         "[meta.versions]: Python and the packages grades depend on, as they were here; `grader grade` warns when it",
         "grades with others, and `grader gradescope build` pins these.",
     ]
-    meta = {"base_seed": base_seed, "heldout_secret": secret, "miss_confidence": MISS_CONFIDENCE,
-            "false_fail_bound": retraining.false_fail_bound,
-            "training_backend": os.environ["KERAS_BACKEND"], "keras_version": keras.__version__,
-            "grader_version": __version__, "versions": versions.current()}
-    out = assignment.root / (assignment.calibration_path.name if assignment.calibration_path else "calibration.toml")
-    _write(out, header, meta, ordered)
-    return out
 
 
 @contextlib.contextmanager

@@ -20,16 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FatalError
-from .evaluate import Evaluator, dataset_seeds
+from .evaluate import dataset_seeds
 from .execute.limits import batch_limits
 from .execute.sandbox import prove_isolation
 from .intake import NamingPattern, Submission, collect_one
 from .intake.formats import FORMAT_NAMES, MODEL_FORMATS
 from .report import Reporter
 from .report.cache import PlotWarmUp
-from .measure.student import measure_student
-from .score import score_student
-from .score.results import StudentResult
+from .records import StudentResult
+from .session import Events, GradingSession
 from .spec import load_assignment
 
 #: the public seed of check's validation data: published on purpose, never the grading secret
@@ -124,60 +123,87 @@ def preflight(assignment, sub: Submission) -> list[str]:
     return advice
 
 
+class CheckEvents(Events):
+    """What a check tells its caller: ``Events`` and ``unsandboxed(reason)``, ``advice(line)``,
+    ``limits(words)``, ``running(file)`` as each run of a notebook or script begins (again for a re-run)."""
+
+    def __init__(self):
+        self._last = {}
+
+    def unsandboxed(self, reason: str) -> None:
+        """The student's code will run without isolation, and why."""
+
+    def advice(self, line: str) -> None:
+        """Format advice that costs no points yet."""
+
+    def limits(self, words: str) -> None:
+        """The time limits a notebook will run under on this machine."""
+
+    def running(self, file: str) -> None:
+        """A run of a notebook or script begins."""
+
+    def cell(self, run, file: str) -> None:
+        """Each run is announced with its file's name (``running``), then its cells (``ran``)."""
+        if self._last.get("file") != file or run.index <= self._last.get("index", -1):
+            self.running(file)
+        self._last.update(file=file, index=run.index)
+        self.ran(run)
+
+    def ran(self, run) -> None:
+        """A cell finished (``execute.CellRun``)."""
+
+
+class _Said(CheckEvents):
+    """``CheckEvents`` told as ``say(kind, value)``, for callers that take one callable."""
+
+    def __init__(self, say: Callable[[str, object], None], warming=None):
+        super().__init__()
+        self.say, self.warming = say, warming
+        self.note = lambda words: say("note", words)
+        self.unsandboxed = lambda reason: say("unsandboxed", reason)
+        self.advice = lambda line: say("advice", line)
+        self.limits = lambda words: say("limits", words)
+        self.running = lambda file: say("running", file)
+        self.ran = lambda run: say("cell", run)
+
+    def evaluated(self, evaluation) -> None:
+        if self.warming is not None:
+            self.warming.evaluated(evaluation)
+
+
 def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None = None,
           progress: Callable[[str, object], None] | None = None) -> CheckOutcome:
     """Check one submission on public validation data; print nothing.
 
-    ``progress(kind, value)`` hears, as they happen: ``("unsandboxed", reason)`` when the student's code
-    will run unisolated, ``("note", words)`` naming what of the folder is not the student's (the kit, earlier
-    output) and was left out, ``("advice", line)`` for each format advice, ``("limits", words)`` with the time
-    limits a notebook will run under on this machine, ``("running", file name)`` as each run of a notebook or
-    script begins (again for a re-run), and ``("cell", CellRun)`` after each of its cells.  ``out_dir``: where to
-    write the HTML feedback page (``CheckOutcome.page``)."""
-    say = progress or (lambda kind, value: None)
+    ``progress(kind, value)`` hears, as they happen (``CheckEvents``): ``("unsandboxed", reason)``,
+    ``("note", words)`` naming what of the folder is not the student's and was left out, ``("advice", line)``,
+    ``("limits", words)``, ``("running", file name)`` and ``("cell", CellRun)``.  ``out_dir``: where to write
+    the HTML feedback page (``CheckOutcome.page``)."""
+    events = _Said(progress or (lambda kind, value: None))
     assignment = load_assignment(assignment_dir)
     skip, skipped = not_the_students(Path(path), assignment, out_dir)
     sub = submission_from(Path(path), assignment, skip)
     if skipped:
-        say("note", skipped)
+        events.note(skipped)
     has_code = sub.runs_code
     notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
     notices += [skipped] if skipped else []  # the page says what the terminal said was left out
     unsandboxed = prove_isolation() if has_code else None  # the sandbox started here, now, or why not
     if unsandboxed:
-        say("unsandboxed", unsandboxed)
+        events.unsandboxed(unsandboxed)
         notices.append(unsandboxed)
     advice = preflight(assignment, sub) + [p.explain() for p in sub.problems]
     for line in advice:
-        say("advice", line)
-
-    limits = None
-    if has_code:  # the speed probe runs once, before anything else loads the machine
-        limits = batch_limits(assignment)
-        from .execute import keras2, read_notebook  # for code the scan sends to Keras 2: its run's limits
-
-        for words in keras2.limit_lines(limits, assignment.notebooks.backend, sub.files, read_notebook):
-            say("limits", words)
-        for note in limits.notes:
-            say("advice", note)
-    seeds = dataset_seeds(assignment, PUBLIC_SEED)
-    last = {}
-
-    def heard(run, file):
-        """Each run of a notebook or script is announced with its file's name, then its cells."""
-        if last.get("file") != file or run.index <= last.get("index", -1):
-            say("running", file)
-        last.update(file=file, index=run.index)
-        say("cell", run)
-
-    with Evaluator(assignment, seeds) as evaluator:
-        evaluator.start(wait=False)
+        events.advice(line)
+    limits = _limits(assignment, events, sub) if has_code else None
+    with GradingSession(assignment, dataset_seeds(assignment, PUBLIC_SEED), limits,
+                        unsandboxed=bool(unsandboxed)) as session:  # the student's own code, warned of
+        session.start(wait=False)
         # a page's plots: the first of each layout drawn while the notebook trains (``report.cache.PlotWarmUp``)
         with PlotWarmUp(assignment) if out_dir is not None else nullcontext() as warming:
-            measured = measure_student(assignment, sub, evaluator, progress=heard,
-                                       limits=limits, on_evaluated=warming.evaluated if warming else None,
-                                       unsandboxed=bool(unsandboxed))  # the student's own code, warned of
-        result = score_student(assignment, measured)
+            events.warming = warming
+            measured = session.measure(sub, events)
+        result = session.score(measured)
     result.id = name or Path(path).resolve().name or "submission"
 
     problems = []
@@ -193,3 +219,16 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     if out_dir is not None:
         outcome.page = Reporter(assignment, out_dir).student_page(result, notices=notices + advice)
     return outcome
+
+
+def _limits(assignment, events: CheckEvents, sub=None):
+    """The notebooks' time limits on this machine (the speed probe runs once, before anything else loads it);
+    for code the scan sends to Keras 2, its run's (``execute.keras2.limit_lines``)."""
+    from .execute import keras2, read_notebook
+
+    limits = batch_limits(assignment)
+    for words in keras2.limit_lines(limits, assignment.notebooks.backend, sub.files if sub else [], read_notebook):
+        events.limits(words)
+    for note in limits.notes:
+        events.advice(note)
+    return limits

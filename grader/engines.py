@@ -1,22 +1,8 @@
-"""Engines: where submissions are measured (run and evaluated) in a batch.
+"""Engines: where a batch's submissions are measured (this process, local worker processes, a Dask cluster).
 
-The slow half of grading -- running notebooks in the sandbox and evaluating
-models in the Keras worker -- is a pure function of a submission:
-``measure_job(job) -> Measurements``.  An engine decides where it runs:
-
-* ``InlineEngine``: in this process, one student after another (``--workers 1``);
-* ``PoolEngine``: a pool of local worker processes (``--workers N``), each
-  keeping its own Keras evaluation worker for every student it measures;
-* ``DaskEngine``: the workers of a Dask distributed cluster (``--scheduler``).
-
-Every engine yields ``(submission, (Measurements, memory_capped, plots) |
-Exception)`` as results arrive; the caller scores, stores and reports them in
-its own process, so the gradebook has exactly one writer.  ``plots`` are the
-PNGs the student's page will show, drawn by the worker while the caller
-writes (``report.cache.draw_plots``; the caller draws any that are missing).
-An engine never lets one student end the batch: a worker that dies has its
-students retried once in a fresh worker, then reported as errors.
-``make_engine`` picks one from the command line.
+``measure_job(job)`` measures and scores one student in a worker's ``GradingSession``; ``make_engine`` picks
+an engine from the engine table (``ENGINES``).  Each yields ``(submission, outcome or exception)`` as results
+arrive; the caller stores them, so the gradebook has one writer.  Why: docs/design/session.md.
 """
 from __future__ import annotations
 
@@ -61,10 +47,10 @@ class Job:
 _state = threading.local()  # per thread: a Dask worker may run tasks in several threads
 
 
-def _worker_evaluator(spec, seeds: tuple):
-    """The (assignment, Evaluator) of this worker thread, made once per spec and seeds and reused for every
+def _worker_session(spec, seeds: tuple):
+    """The (assignment, GradingSession) of this worker thread, made once per spec and seeds and reused for every
     job."""
-    from .evaluate import Evaluator
+    from .session import GradingSession
 
     key = (spec.digest, seeds)
     cached = getattr(_state, "entry", None)
@@ -77,41 +63,46 @@ def _worker_evaluator(spec, seeds: tuple):
                            "worker.", hint="Start Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
                            "(or `distributed.worker.daemon: false` in the Dask config).")
     assignment = spec.here()
-    evaluator = Evaluator(assignment, dict(seeds))
-    evaluator.start(wait=False)  # Keras imports while the first notebook starts
-    atexit.register(evaluator.close)
-    _state.entry = (key, assignment, evaluator)
-    return assignment, evaluator
+    session = GradingSession(assignment, dict(seeds))
+    session.start(wait=False)  # Keras imports while the first notebook starts
+    atexit.register(session.close)
+    _state.entry = (key, assignment, session)
+    return assignment, session
 
 
 def warm_up(spec, seeds: tuple) -> None:
     """Pool initializer: start the evaluation worker before the first job arrives."""
     worker_output_to_log()
-    _worker_evaluator(spec, seeds)
+    _worker_session(spec, seeds)
 
 
 def measure_job(job: Job):
-    """Measure one submission (runs in a worker). Returns (Measurements, memory_capped, {plot key: PNG})."""
+    """Measure and score one submission (runs in a worker). Returns (Measurements, memory_capped, (StudentResult
+    or None when scoring failed here, {plot key: PNG}))."""
     from .execute import compile_cache
-    from .measure.student import measure_student
     from .report.cache import PlotWarmUp
+    from .session import Events
 
-    assignment, evaluator = _worker_evaluator(job.spec, job.seeds)
+    assignment, session = _worker_session(job.spec, job.seeds)
+    session.limits, session.unsandboxed = job.limits, job.unsandboxed
     if job.submission.runs_code:
         # the batch built it on its own machine: a Dask worker on another builds this one's with its first notebook
         compile_cache.for_kernels(assignment)
     with PlotWarmUp(assignment) as warming:  # the first plot of each layout, drawn while the models are measured
-        measured = measure_student(assignment, job.submission, evaluator, limits=job.limits,
-                                   on_evaluated=warming.evaluated, unsandboxed=job.unsandboxed)
-    return measured, evaluator.memory_capped, _plots(assignment, measured)
+        events = Events()
+        events.evaluated = warming.evaluated
+        measured = session.measure(job.submission, events)
+    try:
+        result = session.score(measured)
+    except Exception:  # the caller scores it again, and reports the grader's failure with its traceback
+        return measured, session.evaluator.memory_capped, (None, {})
+    return measured, session.evaluator.memory_capped, (result, _plots(session, result))
 
 
-def _plots(assignment, measured) -> dict:
+def _plots(session, result) -> dict:
     """The student's plots, drawn here; none when drawing fails (the caller draws them, or says why not)."""
     try:
-        from .report.cache import draw_plots
-
-        return draw_plots(assignment, measured)
+        return session.plots(result)
     except Exception:
         return {}
 
@@ -134,7 +125,7 @@ class Engine(Protocol):
 class InlineEngine:
     """Measures in this process, one student at a time (the Keras worker is still a separate process)."""
 
-    def __init__(self, spec, seeds: dict, workers: int = 1):
+    def __init__(self, spec, seeds: dict, workers: int = 1, scheduler: str | None = None):
         self.description = "1 worker (this process)"
 
     def run(self, jobs):
@@ -156,7 +147,7 @@ class InlineEngine:
 class PoolEngine:
     """Measures in ``workers`` local processes (spawned: clean, no state of the parent)."""
 
-    def __init__(self, spec, seeds: dict, workers: int):
+    def __init__(self, spec, seeds: dict, workers: int, scheduler: str | None = None):
         self.spec, self.seeds, self.workers = spec, tuple(sorted(seeds.items())), workers
         self.description = f"{workers} local worker processes"
         self._pool = None
@@ -210,7 +201,7 @@ class DaskEngine:
     """Measures on a Dask distributed cluster. Workers need grader installed, the submissions at the same
     paths (a shared file system) and ``distributed.worker.daemon: false``; the spec travels with each job."""
 
-    def __init__(self, spec, seeds: dict, workers: int = 0, *, scheduler: str):
+    def __init__(self, spec, seeds: dict, workers: int = 0, scheduler: str | None = None):
         try:
             from distributed import Client
         except ImportError:
@@ -245,10 +236,15 @@ class DaskEngine:
         self.client.close()
 
 
+#: the engines, the first whose rule holds is chosen: (name, rule(workers, scheduler, jobs to run), class)
+ENGINES = (
+    ("dask", lambda workers, scheduler, jobs: bool(scheduler), DaskEngine),
+    ("inline", lambda workers, scheduler, jobs: workers <= 1 or jobs <= 1, InlineEngine),
+    ("pool", lambda workers, scheduler, jobs: True, PoolEngine),
+)
+
+
 def make_engine(spec, seeds: dict, workers: int, scheduler: str | None, jobs_to_run: int) -> Engine:
-    """``spec``: the batch's ``spec.FrozenSpec``."""
-    if scheduler:
-        return DaskEngine(spec, seeds, scheduler=scheduler)
-    if workers <= 1 or jobs_to_run <= 1:
-        return InlineEngine(spec, seeds)
-    return PoolEngine(spec, seeds, min(workers, jobs_to_run))
+    """The engine ``ENGINES`` chooses.  ``spec``: the batch's ``spec.FrozenSpec``."""
+    engine = next(cls for _, rule, cls in ENGINES if rule(workers, scheduler, jobs_to_run))
+    return engine(spec, seeds, min(workers, jobs_to_run), scheduler)

@@ -1,21 +1,7 @@
-"""The batch: spec -> intake -> (execute -> harvest -> evaluate) -> score -> store / report.
-
-``grade_batch`` decides per student what must be done, from content hashes
-kept in the gradebook (``store.keys``): nothing (an unchanged submission,
-spec and grader: the stored result stands), re-scoring (only points or
-thresholds changed: the stored measurements are scored again, nothing runs),
-or measuring (running notebooks and evaluating models, on an ``engine``:
-this process, local worker processes or a Dask cluster).  Each result is
-committed to the gradebook in one transaction the moment it is known, then
-its page and ``results.json`` are written; a student whose grading fails for
-any reason gets that reason in their report and the batch goes on.  One
-grader at a time may write to an output folder.
-
-Every result is recorded with the TA overrides in force put over it (the
-gradebook does that, ``store.overrides``), and with the fingerprints that show
-identical work (``review.fingerprints``); the class page lists the students
-who share work.  ``refresh_reports`` re-draws pages from the gradebook alone
-(``grader report``, and ``grader override`` after an override).
+"""The batch: decides per student what to redo (nothing, re-score, measure) from the stage keys in the
+gradebook (``store.keys``), measures on an engine, stores each result the moment it is known and writes
+the pages and ``results.json``.  ``refresh_reports`` re-draws them from the gradebook alone.
+Why: docs/design/session.md.
 """
 from __future__ import annotations
 
@@ -37,6 +23,7 @@ from .review import INTERNAL_ERROR, fingerprints, identical_work
 from .score import attach_plots, score_student
 from .score.classwide import class_warnings
 from .score.results import StudentResult, TaskResult
+from .session import Events, retrain_key
 from .spec import freeze, load_assignment
 from .store import DEFAULT_NAME, Gradebook, OutputLock, keys
 from .logs import batch_log, log
@@ -49,33 +36,9 @@ MEMORY_CAP_WARNING = ("This platform refused the evaluation worker's memory cap:
                       "is still refused by the parameter budget, but not stopped by the cap.")
 
 
-class BatchProgress:
-    """What a batch tells its caller while it runs, as hooks (each a no-op here: override what you show).
-
-    The batch never prints; ``grader grade`` (``cli.py``) draws its progress bar from these.  Every text is
-    as the grader wrote it, student-chosen parts included: a presenter makes it safe for its own medium."""
-
-    def secret_created(self, origin: str) -> None:
-        """A new grading secret was written to ``origin`` (the TA must keep it)."""
-
-    def warning(self, text: str, *, severe: bool = False) -> None:
-        """Something the TA must know about the whole batch; ``severe``: the batch runs without a safeguard."""
-
-    def note(self, text: str) -> None:
-        """Something the TA may like to know about the batch (the time limits in force)."""
-
-    def started(self, total: int) -> None:
-        """Grading begins: ``total`` students."""
-
-    def status(self, text: str) -> None:
-        """What the batch is doing now (empty: nothing in particular)."""
-
-    def student_done(self, student_id: str, counts: dict) -> None:
-        """A student's result is stored; ``counts``: measured / rescored / cached and passed / failed / error
-        so far."""
-
-    def finished(self) -> None:
-        """Grading ended (also after an error or an interruption)."""
+class BatchProgress(Events):
+    """What a batch tells its caller while it runs (``session.Events``: override what you show).  The batch
+    never prints; ``grader grade`` (``cli.py``) draws its progress bar from these."""
 
 
 @dataclass
@@ -117,6 +80,7 @@ class _Plan:
     measure_key: str
     score_key: str
     action: str  # "cached" | "rescore" | "measure"
+    measured: Measurements | None = None  # what a re-score scores (its stored measurements)
 
 
 def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | None = None, *,
@@ -172,119 +136,42 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
         mkey = keys.measure_key(content, measure_fp)
         skey = keys.score_key(mkey, score_fp)
         known = stored.get(sub.student_id)
+        measured = None
         if force or known is None or mkey not in known.measure_keys:
             action = "measure"
         elif known.score_key != skey:
-            action = "rescore"
+            measured = Measurements.from_json(gradebook.measurements(assignment.id, sub.student_id, mkey))
+            action = "rescore" if _retrained_alike(assignment, measured) else "measure"
         else:
             action = "cached"
-        plans.append(_Plan(sub, content, files, mkey, skey, action))
+        plans.append(_Plan(sub, content, files, mkey, skey, action, measured if action == "rescore" else None))
     return plans
+
+
+def _retrained_alike(assignment, measured: Measurements) -> bool:
+    """Whether re-training these runs would read what it read when they were measured (the same recipes,
+    tasks, K and pass thresholds): then re-scoring gives what a fresh grade gives.  A gradebook written before
+    the key was kept: re-scored, as it always was."""
+    return measured.retrain_key is None or measured.retrain_key == retrain_key(assignment, measured)
 
 
 def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gradebook, seeds: dict,
          workers: int | None, scheduler: str | None, force: bool, started: float, allow_unsandboxed: bool):
-    assignment = spec.parsed
-    students = collect(submissions, assignment)
-    reporter = Reporter(assignment, out_dir, keep_plots=True)
-    grading_versions = versions.current()  # stored with the run; other ones than calibration's are warned about
-    for warning in _batch_warnings(assignment, students, grading_versions):
-        progress.warning(warning)
-        reporter.warnings.append(warning)
-    plans = _plan(assignment, students, gradebook, seeds, force)
-    to_measure = [p for p in plans if p.action == "measure"]
-    code = [p.submission.student_id for p in to_measure
-            if p.submission.runs_code]
-    no_sandbox = prove_isolation() if code else None  # the sandbox started here, now, with the runs' own flags
-    if no_sandbox:
-        if not allow_unsandboxed:
-            raise FatalError(f"{len(code)} submission(s) hold notebooks or scripts, and this machine cannot run "
-                             f"them isolated. {no_sandbox}",
-                             hint="Grade on a machine with bubblewrap (as root, or with user namespaces), or pass "
-                                  "--allow-unsandboxed to run every student's code with your own permissions.")
-        progress.warning(no_sandbox, severe=True)
-        reporter.warnings.append(no_sandbox)
-    limits = _time_limits(assignment, progress, reporter) if code else None  # before any worker loads the machine
-    if code and compile_cache.read_by_kernels(assignment) and compile_cache.ready(assignment) is None:
-        progress.status("compiling the reference solution's training programs for the notebooks (once per "
-                        "machine and software version)")
-        compile_cache.for_kernels(assignment)
+    batch = _Batch(spec, out_dir, progress, gradebook, seeds)
+    plans, to_measure, no_sandbox, limits = batch.prepare(submissions, force, allow_unsandboxed)
     workers = workers or default_workers()
     engine = make_engine(spec, seeds, workers, scheduler, len(to_measure)) if to_measure else None
-    run_id = gradebook.begin_run(assignment, engine.description if engine else "none (nothing to measure)",
-                                 versions=grading_versions)
-    counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
+    batch.run_id = gradebook.begin_run(batch.assignment, engine.description if engine else
+                                       "none (nothing to measure)", versions=batch.versions)
     status = "failed"
-    warned_cap = False
     try:
         progress.started(len(plans))
-
-        def done(plan, result, measured, how, *, failed=False):
-            # a student the grader failed on is stored under a key no later run matches: it is retried
-            mkey = f"retry-{plan.measure_key}"[:64] if failed else plan.measure_key
-            stored = gradebook.record(
-                assignment.id, run_id, result.id, content_hash=plan.content, files=plan.files,
-                measure_key=mkey, score_key=plan.score_key,
-                measurements=measured.to_json() if how == "measured" else None, result=result,
-                identity=_fingerprints(assignment, plan, measured, result))
-            result = StudentResult.from_json(stored)  # the overrides in force, put over it
-            reporter.add(attach_plots(result, measured), stored=stored)
-            counts[how] += 1
-            counts[result.outcome] += 1
-            progress.student_done(result.id, dict(counts))
-
-        by_id = {p.submission.student_id: p for p in plans}
-        report_build = keys.code_hash(keys.REPORTING_CODE)
-        stale_pages = _read_small(out_dir / REPORT_BUILD_FILE) != report_build
-        unchanged = {r["id"]: r for r in gradebook.results(
-            assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
-        unprinted = {sid for sid, identity in gradebook.identities(assignment.id).items() if identity is None}
-        redraws = []  # (result, stored) of unchanged students whose pages are drawn again
-        for plan in plans:  # what needs no running first: it is instant
-            sid = plan.submission.student_id
-            if plan.action == "cached":
-                stored = unchanged[sid]
-                result = StudentResult.from_json(stored)
-                reporter.add(result, render=False, stored=stored)
-                # a page drawn before an override was made or undone shows an old score: overridden
-                # students' pages are re-drawn (few, and only from stored measurements)
-                redraw = stale_pages or not reporter.page_path(sid).exists() or "automatic" in stored
-                if redraw or sid in unprinted:
-                    measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
-                    if sid in unprinted:  # graded before fingerprints were kept
-                        identity = _fingerprints(assignment, plan, measured, result)
-                        if identity is not None:
-                            gradebook.set_identity(assignment.id, sid, identity)
-                    if redraw:
-                        redraws.append((attach_plots(result, measured), stored))
-                counts["cached"] += 1
-                counts[result.outcome] += 1
-                progress.student_done(sid, dict(counts))
-            elif plan.action == "rescore":
-                progress.status(f"re-scoring {sid}")
-                measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
-                done(plan, _score(assignment, measured), measured, "rescored")
-        reporter.prepare([r for r, _ in redraws], workers)  # plots the pages lack, on several processes
-        for result, stored in redraws:
-            reporter.add(result, stored=stored)
+        batch.unchanged(plans, workers)
         if engine is not None:
             progress.status(f"measuring on {engine.description}")
             jobs = [Job(spec, tuple(sorted(seeds.items())), p.submission, limits, unsandboxed=bool(no_sandbox))
                     for p in to_measure]
-            for sub, outcome in engine.run(jobs):
-                plan = by_id[sub.student_id]
-                if isinstance(outcome, BaseException):
-                    result = _internal_error(assignment, sub.student_id, outcome)
-                    measured = Measurements(sub.student_id, [], list(result.notes), [], {}, [])
-                    done(plan, result, measured, "measured", failed=True)
-                    continue
-                measured, capped, drawn = outcome
-                reporter.plots.add(drawn)  # the plots its worker drew: its page takes them
-                if capped is False and not warned_cap:
-                    warned_cap = True
-                    reporter.warnings.append(MEMORY_CAP_WARNING)
-                    progress.warning(MEMORY_CAP_WARNING)
-                done(plan, _score(assignment, measured), measured, "measured")
+            batch.measured(engine.run(jobs), {p.submission.student_id: p for p in plans})
         progress.status("")
         status = "finished"
     except KeyboardInterrupt:
@@ -294,23 +181,143 @@ def _run(spec, *, submissions: Path, out_dir: Path, progress: BatchProgress, gra
         progress.finished()
         if engine is not None:
             engine.close()
-        counts.update(plots_drawn=reporter.plots.drawn, plots_reused=reporter.plots.reused)
+        batch.stop(status)
+    return batch.finish(len(plans), started)
+
+
+class _Batch:
+    """One batch's state: its reporter, counts and run; each step of ``_run`` a method."""
+
+    def __init__(self, spec, out_dir: Path, progress: BatchProgress, gradebook, seeds: dict):
+        self.spec, self.assignment, self.out_dir, self.progress = spec, spec.parsed, out_dir, progress
+        self.gradebook, self.seeds = gradebook, seeds
+        self.reporter = Reporter(self.assignment, out_dir, keep_plots=True)
+        self.versions = versions.current()  # stored with the run; other ones than calibration's are warned about
+        self.counts = {"measured": 0, "rescored": 0, "cached": 0, "passed": 0, "failed": 0, "error": 0}
+        self.run_id = None
+        self.warned_cap = False
+
+    def warn(self, text: str, severe: bool = False) -> None:
+        self.progress.warning(text, severe=severe) if severe else self.progress.warning(text)
+        self.reporter.warnings.append(text)
+
+    def prepare(self, submissions: Path, force: bool, allow_unsandboxed: bool):
+        """The plans, those to measure, why the sandbox cannot start (None: it can) and the time limits."""
+        assignment, progress = self.assignment, self.progress
+        students = collect(submissions, assignment)
+        for warning in _batch_warnings(assignment, students, self.versions):
+            self.warn(warning)
+        plans = _plan(assignment, students, self.gradebook, self.seeds, force)
+        to_measure = [p for p in plans if p.action == "measure"]
+        code = [p.submission.student_id for p in to_measure if p.submission.runs_code]
+        no_sandbox = prove_isolation() if code else None  # the sandbox started here, now, with the runs' flags
+        if no_sandbox:
+            if not allow_unsandboxed:
+                raise FatalError(f"{len(code)} submission(s) hold notebooks or scripts, and this machine cannot "
+                                 f"run them isolated. {no_sandbox}",
+                                 hint="Grade on a machine with bubblewrap (as root, or with user namespaces), or "
+                                      "pass --allow-unsandboxed to run every student's code with your own "
+                                      "permissions.")
+            self.warn(no_sandbox, severe=True)
+        limits = _time_limits(assignment, progress, self.reporter) if code else None  # before workers load it
+        if code and compile_cache.read_by_kernels(assignment) and compile_cache.ready(assignment) is None:
+            progress.status("compiling the reference solution's training programs for the notebooks (once per "
+                            "machine and software version)")
+            compile_cache.for_kernels(assignment)
+        return plans, to_measure, no_sandbox, limits
+
+    def done(self, plan, result, measured, how, *, failed=False):
+        """Store a student's result (with the overrides in force put over it) and report it."""
+        # a student the grader failed on is stored under a key no later run matches: it is retried
+        mkey = f"retry-{plan.measure_key}"[:64] if failed else plan.measure_key
+        stored = self.gradebook.record(
+            self.assignment.id, self.run_id, result.id, content_hash=plan.content, files=plan.files,
+            measure_key=mkey, score_key=plan.score_key,
+            measurements=measured.to_json() if how == "measured" else None, result=result,
+            identity=_fingerprints(self.assignment, plan, measured, result))
+        result = StudentResult.from_json(stored)  # the overrides in force, put over it
+        self.reporter.add(attach_plots(result, measured), stored=stored)
+        self.tally(how, result)
+
+    def tally(self, how: str, result) -> None:
+        self.counts[how] += 1
+        self.counts[result.outcome] += 1
+        self.progress.student_done(result.id, dict(self.counts))
+
+    def unchanged(self, plans, workers: int) -> None:
+        """What needs no running first (it is instant): the cached students, and those re-scored."""
+        assignment, gradebook = self.assignment, self.gradebook
+        stale_pages = _read_small(self.out_dir / REPORT_BUILD_FILE) != keys.code_hash(keys.REPORTING_CODE)
+        unchanged = {r["id"]: r for r in gradebook.results(
+            assignment.id, [p.submission.student_id for p in plans if p.action == "cached"])}
+        unprinted = {sid for sid, identity in gradebook.identities(assignment.id).items() if identity is None}
+        redraws = []  # (result, stored) of unchanged students whose pages are drawn again
+        for plan in plans:
+            sid = plan.submission.student_id
+            if plan.action == "cached":
+                stored = unchanged[sid]
+                result = StudentResult.from_json(stored)
+                self.reporter.add(result, render=False, stored=stored)
+                # a page drawn before an override was made or undone shows an old score: overridden
+                # students' pages are re-drawn (few, and only from stored measurements)
+                redraw = stale_pages or not self.reporter.page_path(sid).exists() or "automatic" in stored
+                if redraw or sid in unprinted:
+                    measured = Measurements.from_json(gradebook.current_measurements(assignment.id, sid))
+                    if sid in unprinted:  # graded before fingerprints were kept
+                        identity = _fingerprints(assignment, plan, measured, result)
+                        if identity is not None:
+                            gradebook.set_identity(assignment.id, sid, identity)
+                    if redraw:
+                        redraws.append((attach_plots(result, measured), stored))
+                self.tally("cached", result)
+            elif plan.action == "rescore":
+                self.progress.status(f"re-scoring {sid}")
+                self.done(plan, _score(assignment, plan.measured), plan.measured, "rescored")
+        self.reporter.prepare([r for r, _ in redraws], workers)  # plots the pages lack, on several processes
+        for result, stored in redraws:
+            self.reporter.add(result, stored=stored)
+
+    def measured(self, outcomes, by_id: dict) -> None:
+        """Each measured student as its engine gives it back: stored and reported."""
+        for sub, outcome in outcomes:
+            plan = by_id[sub.student_id]
+            if isinstance(outcome, BaseException):
+                result = _internal_error(self.assignment, sub.student_id, outcome)
+                measured = Measurements(sub.student_id, [], list(result.notes), [], {}, [])
+                self.done(plan, result, measured, "measured", failed=True)
+                continue
+            measured, capped, (result, drawn) = outcome
+            self.reporter.plots.add(drawn)  # the plots its worker drew: its page takes them
+            if capped is False and not self.warned_cap:
+                self.warned_cap = True
+                self.reporter.warnings.append(MEMORY_CAP_WARNING)
+                self.progress.warning(MEMORY_CAP_WARNING)
+            self.done(plan, _score(self.assignment, measured) if result is None else result, measured, "measured")
+
+    def stop(self, status: str) -> None:
+        """The run's end in the gradebook (and what was done so far in results.json, when it did not finish)."""
+        reporter = self.reporter
+        self.counts.update(plots_drawn=reporter.plots.drawn, plots_reused=reporter.plots.reused)
         try:
-            gradebook.finish_run(run_id, status, counts)
+            self.gradebook.finish_run(self.run_id, status, self.counts)
             if status != "finished" and reporter.results:
                 reporter.write_json()  # what was done so far, for whoever reads results.json
         except FatalError:
             if status == "finished":
                 raise
-    for warning in class_warnings(assignment, list(reporter.results.values())):  # a whole class at chance
-        progress.warning(warning)
-        reporter.warnings.append(warning)
-    reporter.write_json()
-    reporter.write_index(identical=identical_work(gradebook.identities(assignment.id), among=reporter.results))
-    atomic_write(out_dir / REPORT_BUILD_FILE, keys.code_hash(keys.REPORTING_CODE))
-    reporter.forget_unused_plots()
-    return BatchSummary(len(plans), out_dir, out_dir / "results.json", out_dir / "index.html", counts,
-                        time.monotonic() - started, gradebook.where)
+
+    def finish(self, students: int, started: float) -> BatchSummary:
+        """The class's warnings, results.json and index page."""
+        reporter, out_dir = self.reporter, self.out_dir
+        for warning in class_warnings(self.assignment, list(reporter.results.values())):  # a class at chance
+            self.warn(warning)
+        reporter.write_json()
+        reporter.write_index(identical=identical_work(self.gradebook.identities(self.assignment.id),
+                                                      among=reporter.results))
+        atomic_write(out_dir / REPORT_BUILD_FILE, keys.code_hash(keys.REPORTING_CODE))
+        reporter.forget_unused_plots()
+        return BatchSummary(students, out_dir, out_dir / "results.json", out_dir / "index.html", self.counts,
+                            time.monotonic() - started, self.gradebook.where)
 
 
 def _time_limits(assignment, progress: BatchProgress, reporter):

@@ -76,7 +76,7 @@ def small_model(hidden=((4, "relu"),), inputs=2, outputs=(2, "softmax"), seed=0)
 
 def grade_one(assignment, evaluator, folder: Path, student="s"):
     from grader.intake import collect
-    from grader.measure.student import grade_student
+    from grader.session import grade_student
 
     subs = {s.student_id: s for s in collect(folder, assignment)}
     return grade_student(assignment, subs[student], evaluator)
@@ -97,7 +97,8 @@ SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student
                 "test_override", "test_check", "test_coursework", "test_classwide", "test_output_safety",
                 "test_hostile", "test_grading", "test_task_inference", "test_fused", "test_colab", "test_course_tools",
                 "test_hostile_kernel", "test_hostile_memory", "test_text_controls", "test_identical_work",
-                "test_isolation_probe", "test_budget", "test_pages_browser", "test_serve_browser"}
+                "test_isolation_probe", "test_budget", "test_pages_browser", "test_serve_browser",
+                "test_rescore_fresh"}
 
 
 def pytest_collection_modifyitems(items):

@@ -132,7 +132,7 @@ def test_retraining_gets_only_what_is_left_of_the_gradescope_budget(tmp_path, as
     re-trains it: on Gradescope the re-training gets only what the run's budget has left, never its own 600 s."""
     from grader.gradescope import RESULTS_RESERVE_S, submission_clock
     from grader.intake import collect_one
-    from grader.measure.student import measure_student
+    from grader.session import GradingSession
 
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "slow.py").write_text(SLOW_RECIPE)
@@ -140,7 +140,7 @@ def test_retraining_gets_only_what_is_left_of_the_gradescope_budget(tmp_path, as
     budget_s = 150.0
     clock = submission_clock(budget_s, time.monotonic())
     assert clock.total_s == budget_s - RESULTS_RESERVE_S
-    measured = measure_student(assignment, sub, evaluator, clock=clock)
+    measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(sub, clock=clock)
     records = [e["retraining"] for _, e in measured.evaluated if "retraining" in e]
     assert records, "the recipe was not re-trained: the test no longer shows the budget"
     record = records[0]
@@ -158,14 +158,14 @@ def test_a_spent_budget_runs_loads_and_evaluates_nothing_more(tmp_path, assignme
     is not evaluated; each says why."""
     from grader.execute.limits import StudentClock
     from grader.intake import collect_one
-    from grader.measure.student import measure_student
+    from grader.session import GradingSession
 
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "nb.py").write_text("# %%\nprint('never')\n# %%\nwhile True:\n    pass\n")
     shutil.copy(model_dir / "2a.h5", tmp_path / "s" / "2a.h5")
     sub = collect_one(tmp_path / "s", assignment, "s")
     spent = StudentClock(30, "the test's budget", started=time.monotonic() - 60)
-    measured = measure_student(assignment, sub, evaluator, clock=spent)
+    measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(sub, clock=spent)
     nb = measured.notebooks[0]
     assert nb["limits"]["notebook_s"] == 0 and "what was left of the test's budget (30 s)" in nb["limits"]["notebook_why"]
     assert nb["cells_run"] == 0

@@ -20,7 +20,7 @@ def grade_class(folder, heldout_1=None):
     held-out file of dataset 1 (None: drawn from the generator, as for dataset 2)."""
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.intake import collect
-    from grader.measure.student import grade_student
+    from grader.session import grade_student
     from grader.spec import load_assignment
 
     with pytest.MonkeyPatch.context() as env:  # the evaluation worker reads the spec, and so the variables, too

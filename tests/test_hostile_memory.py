@@ -156,10 +156,10 @@ def _capture_of(assignment, folder: Path, data: tuple[str, str], taken: Path):
 def _evaluated(assignment, evaluator, cap, keep: Path):
     from grader.measure.student import capture_source
 
+    from grader.records import Evaluation
+
     source = capture_source(cap, "forge.py", keep)
-    evaluation = evaluator.evaluate(cap.model_path, source.training)
-    evaluation["provenance"] = source.provenance
-    return source, evaluation
+    return source, Evaluation.from_json(evaluator.evaluate(cap.model_path, source.training), source.provenance)
 
 
 def _short_retraining(assignment, seconds=30):
@@ -172,7 +172,7 @@ def test_a_forged_1c_recipe_on_data_of_no_dataset_is_not_retrained(assignment, e
     """The issue's 1c capture: 10^9 epochs at batch size 1 on data of no dataset.  Before, it re-trained for the
     whole re-training budget (here cut to 30 s, 600 s in the spec) although scoring could never count it."""
     from grader.measure import Measurements
-    from grader.measure.student import retrain_recipes
+    from grader.session import retrain_recipes
     from grader.score import score_student
 
     spec = _short_retraining(assignment)
@@ -191,7 +191,7 @@ def test_a_forged_1c_recipe_on_data_of_no_dataset_is_not_retrained(assignment, e
 
 def test_the_issues_1c_capture_of_millions_of_points_is_not_retrained(assignment, evaluator, tmp_path):
     """Before, its 4,000,000 points were loaded (64 MB) and re-trained for the whole re-training budget."""
-    from grader.measure.student import retrain_recipes
+    from grader.session import retrain_recipes
 
     spec = _short_retraining(assignment)
     cap = _capture_of(spec, tmp_path / "capture", MILLIONS, tmp_path / "taken")
@@ -207,7 +207,7 @@ def test_the_issues_1c_capture_of_millions_of_points_is_not_retrained(assignment
 def test_a_recipe_on_the_tasks_data_is_chosen_over_a_forged_one(assignment, evaluator, tmp_path):
     """Two 1c fits short of the pass threshold: the sheet's data, then a forged capture on data of no dataset.
     The sheet's is the one re-trained (before: the later one, whose data never count)."""
-    from grader.measure.student import _retraining_plan
+    from grader.score.plan import retraining_plan as _retraining_plan
     from grader.spec import import_reference
 
     sheet_x = np.asarray(import_reference(assignment, assignment.datasets["curve"].train_x)(), float).ravel()
@@ -255,7 +255,7 @@ def test_a_students_notebooks_together_hold_the_data_of_so_many_captures(assignm
     (before: of all, so a student of many notebooks multiplied the bound of one)."""
     from grader.harvest import max_captures
     from grader.intake import collect
-    from grader.measure.student import measure_student
+    from grader.session import GradingSession
 
     small = ("np.linspace(0, 1, 5)[:, None]", "x")
     folder = tmp_path / "subs" / "s"
@@ -263,7 +263,7 @@ def test_a_students_notebooks_together_hold_the_data_of_so_many_captures(assignm
     for name in ("one.py", "two.py"):
         (folder / name).write_text(script(forge_cell(small, 30)))
     (submission,) = collect(tmp_path / "subs", assignment)
-    measured = measure_student(assignment, submission, evaluator)
+    measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(submission)
     samples = [source.provenance.get("samples") for source, _ in measured.evaluated]
     assert len(samples) == 60 and samples.count(5) == max_captures(assignment) == 50 and samples.count(None) == 10
 

@@ -177,14 +177,16 @@ def test_plots_drawn_by_a_worker_are_the_pages_plots(assignment, evaluator, tmp_
     """``draw_plots`` (a batch worker) draws exactly the plots the student's page shows, under the keys the
     page asks for."""
     from grader.intake import collect
-    from grader.measure.student import measure_student
     from grader.report import Reporter
     from grader.score import score_student
+    from grader.session import Events, GradingSession
 
     shutil.copytree(DEMO / "bob", tmp_path / "subs" / "bob")
     sub = collect(tmp_path / "subs", assignment)[0]
     told = []
-    measured = measure_student(assignment, sub, evaluator, on_evaluated=told.append)
+    events = Events()
+    events.evaluated = told.append
+    measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(sub, events)
     assert told and [id(e) for e in told] == [id(e) for _, e in measured.evaluated]  # each model, as measured
     drawn = cache.draw_plots(assignment, measured)
     reporter = Reporter(assignment, tmp_path / "out", keep_plots=True)

@@ -23,7 +23,9 @@ from grader.evaluate import Evaluator, dataset_seeds
 from grader.evaluate import retrain
 from grader.harvest import take_capture
 from grader.measure import Measurements
-from grader.measure.student import capture_source, retrain_recipes
+from grader.measure.student import capture_source
+from grader.records import Evaluation
+from grader.session import retrain_recipes
 from grader.score import score_student
 
 #: a calibration seed under which the sheet's 2a recipe gets stuck at the majority class
@@ -65,8 +67,7 @@ def _measure(assignment, evaluator, cap, tmp_path, name="work.py"):
     """The capture measured as ``measure_student`` measures a notebook's: evaluated, then its recipe re-trained
     when it missed the pass threshold.  Returns the Measurements."""
     source = capture_source(cap, name, tmp_path / "recipes")
-    evaluation = evaluator.evaluate(cap.model_path, source.training)
-    evaluation["provenance"] = source.provenance
+    evaluation = Evaluation.from_json(evaluator.evaluate(cap.model_path, source.training), source.provenance)
     evaluated = [(source, evaluation)]
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)

@@ -232,7 +232,7 @@ def test_a_ten_thousand_layer_config_is_refused_before_keras_builds_it(evaluator
 def test_one_students_files_share_one_evaluation_budget(tmp_path, model_dir):
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.intake import collect
-    from grader.measure.student import measure_student
+    from grader.session import GradingSession
     from grader.spec import load_assignment
 
     spec = tmp_path / "a"
@@ -246,7 +246,7 @@ def test_one_students_files_share_one_evaluation_budget(tmp_path, model_dir):
     for tid in ("1a", "2a"):
         shutil.copy(model_dir / f"{tid}.h5", folder / f"{tid}.h5")
     with Evaluator(a, dataset_seeds(a, TEST_SECRET)) as ev:
-        measured = measure_student(a, collect(tmp_path / "subs", a)[0], ev)
+        measured = GradingSession(a, ev.seeds, evaluator=ev).measure(collect(tmp_path / "subs", a)[0])
     assert measured.evaluated == []
     assert "took longer than 0 s" in measured.errors_by_task["1a"]  # each file gets at most what is left
     assert "used up the grader's evaluation time of 0 s per student" in measured.errors_by_task["2a"]
@@ -295,7 +295,7 @@ def _measure_in(tmp_path, assignment, evaluator, monkeypatch):
     import tempfile
 
     from grader.intake import collect
-    from grader.measure.student import measure_student
+    from grader.session import GradingSession
 
     scratch_root = tmp_path / "scratch"
     scratch_root.mkdir()
@@ -303,7 +303,8 @@ def _measure_in(tmp_path, assignment, evaluator, monkeypatch):
     folder = tmp_path / "subs" / "s"
     folder.mkdir(parents=True)
     (folder / "nb.py").write_text(script("print(1)"))
-    return measure_student(assignment, collect(tmp_path / "subs", assignment)[0], evaluator), scratch_root
+    session = GradingSession(assignment, evaluator.seeds, evaluator=evaluator)
+    return session.measure(collect(tmp_path / "subs", assignment)[0]), scratch_root
 
 
 @needs_sandbox

@@ -1,34 +1,9 @@
-"""Re-training a student's recipe: grading the recipe, not one draw of it.
+"""Re-training a student's recipe, the low-level part: the recipe as data, vetted, seeded and trained.
 
-Training is random: the sheet's own 2a recipe gets stuck at the majority class
-in some runs.  When a model captured from a notebook misses a task's pass
-threshold, the grader trains the same recipe again itself and credits the
-recipe when a re-training reaches the threshold (``grader.measure`` decides
-when, ``grader.score`` reads the results).  This module is the recipe:
-
-* ``recipe_from_capture``: what a captured ``fit`` recorded (optimizer and its
-  configuration, loss, epochs, batch size, shuffling, validation split, the
-  training data), as plain data.  The capture was written by student code, so
-  every field is forgeable; it is read here as data and never run.
-* ``vet``: the recipe rebuilt from allow-lists only (``OPTIMIZERS``, the
-  standard losses, plain numbers for their settings), or ``RecipeRefused``
-  saying why not (a custom optimizer, a learning-rate schedule, a loss
-  function of the student's own).  The parent calls it to decide, the
-  training worker again to build: one check, used on both sides.
-* ``retrain_seed``: the seed of the n-th re-training, derived from the
-  held-out seeds (so from the grading secret) and the recipe: the same
-  secret and recipe always re-train the same way, another secret differently.
-* ``train`` (training worker side): the architecture comes from the grader's
-  own taken copy of the captured model, vetted and loaded by ``keras_io``
-  (safe mode, no custom objects), re-initialised by
-  ``keras.models.clone_model`` under the seed, compiled with the vetted
-  optimizer and loss, fitted for at most ``max_epochs`` and saved for the
-  evaluation worker, which measures it like any other model.
-
-``train`` runs only in the training worker (``Evaluator.retrain``), a
-spawned process in which no student code runs, on the spec's training
-backend (JAX by default: the sheet's code trains about 11x faster there than
-on TensorFlow, and calibration trains its reference runs there too).
+``recipe_from_capture`` (what a captured ``fit`` recorded, unvetted), ``vet`` (the recipe rebuilt from
+allow-lists, or ``RecipeRefused`` saying why not), ``describe``, ``retrain_seed`` (from the grading secret)
+and ``train`` (in the training worker only, where no student code runs).  The stage that decides and
+budgets re-trainings is ``grader.retrain``.  Why: docs/design/retrain.md.
 """
 from __future__ import annotations
 

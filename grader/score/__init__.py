@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 from ..intake.formats import FORMAT_NAMES
-from ..measure.records import Measurements
+from ..records import FileResult, Measurements, StudentResult, TaskResult
 from .assess import Assessment, assess
 from .match import assign_tasks, infer_task
-from .results import FileResult, StudentResult, TaskResult
 
 def _status(fraction: float, pass_fraction: float = 1.0) -> str:
     """A task's status from the share of its points earned: passed from the spec's ``pass_fraction``."""

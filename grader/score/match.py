@@ -1,28 +1,6 @@
-"""Which task does a model answer?
-
-A file name that names a task decides first (``grader.score`` reads it).  Otherwise the candidates are
-the tasks whose input width and number of outputs fit the model and, when a notebook run showed the
-data it was trained on, whose data that may be (``harvest.identify_datasets``: a small sample of one
-generator can look like another setting of it, so every dataset about as likely as the likeliest).
-
-Architecture comes first.  A model whose layers are exactly a task's (``architecture_differences``
-finds nothing) answers that task and no other: a 1e network with a mediocre fit is a mediocre 1e, not
-a 1d whose looser threshold it happens to meet.  A student often has several models (a notebook
-captures every fit), so ``assign_tasks`` treats the exact matches as an assignment problem: each task
-gets at most one model and each model at most one task, so that the tasks together earn the largest
-share of their points; every other exact model joins its own best task as an alternative that scored
-no more.  Tasks 1a and 1b share an architecture, so a 3-ReLU model fits both; the ties below tell them
-apart.
-
-A model that matches no task exactly falls back to its performance: it goes to the task where it
-earns the largest share of the points, preferring tasks that no exact model and no named file answers,
-among the tasks of the likeliest dataset only (a model of no task's layers on data that may be another's
-is not moved to that other task by its performance).
-
-Ties (the same share of the points on several tasks) on the same data go to the task whose calibrated
-reference runs the model most resembles -- a hand-set exact fit is task 1b, not the 1a whose
-references fit poorly -- and, across datasets, to the dataset on which the model does best.  The
-report says when a task was inferred and why.
+"""Which task does a model answer?  A task's exact architecture first (an assignment problem over the
+student's models, ``assign_tasks``), then held-out performance among the likeliest dataset's tasks, ties
+going to the task whose calibrated reference runs the model most resembles.  Why: docs/design/score.md.
 """
 from __future__ import annotations
 

@@ -1,15 +1,11 @@
-"""Content hashes that decide what must be done again.
+"""Content hashes that decide what must be done again: a key per stage.
 
-``measure_key``: the submission's bytes, everything in the spec that changes
-what is measured (datasets, limits, notebook settings, task names, the
-assignment's Python files, the calibrated timings the notebook time limits
-rest on -- never the speed probe's reading, see ``time_limit_basis``), the
-held-out seeds and the grader build.  The
-same key means the stored measurements are still right.
-``score_key``: the measure key plus the spec's points and thresholds
-(``assignment.toml``, ``calibration.toml``) and the scoring code.  Report code
-is in neither: a changed template re-renders pages (``REPORTING_CODE``).  The same key means the stored
-result is still right; a new score key alone means re-scoring, not re-running.
+``measure_key``: what measuring read (the submission's bytes, the spec's measuring settings, the assignment's
+Python files, the calibrated timings the time limits rest on, the seeds, the measuring code).
+``retrain_key``: what re-training read (the recipes planned, their tasks, K and pass thresholds, its settings
+and code), stored with the measurements.  ``score_key``: the measure key plus what scoring read (points,
+thresholds, the scoring code).  Report code is in none: a changed template re-renders pages.
+Why: docs/design/store.md and docs/design/retrain.md.
 """
 from __future__ import annotations
 
@@ -51,8 +47,10 @@ def submission_hash(submission) -> tuple[str, list[dict]]:
 
 
 #: the grader's code that changes what is measured (reading, running, taking, evaluating): a change re-measures
-MEASURING_CODE = ("intake", "execute", "harvest", "evaluate", "measure", "spec", "keras_io.py", "untrusted.py",
-                  "errors.py")
+MEASURING_CODE = ("intake", "execute", "harvest", "evaluate", "measure", "retrain", "spec", "keras_io.py",
+                  "untrusted.py", "errors.py", "records.py")
+#: the code that decides which recipes are re-trained, and how many times: a change re-trains
+RETRAINING_CODE = ("retrain", "score/plan.py", "score/assess.py")
 #: the code that turns measurements into points: a change re-scores from the stored measurements
 SCORING_CODE = ("score",)
 #: the code that draws the pages: a change re-renders them, nothing more
@@ -121,6 +119,14 @@ def score_fingerprint(assignment) -> str:
     if assignment.calibration_path and Path(assignment.calibration_path).exists():
         parts.append(Path(assignment.calibration_path).read_bytes())
     return _sha(*parts)
+
+
+def retrain_key(assignment, plan_inputs: list) -> str:
+    """What re-training read for one student: the recipes planned, their tasks, K and pass thresholds
+    (``score.plan.plan_inputs``), the re-training settings and code.  Stored with the measurements: a
+    re-score whose plan reads otherwise re-trains (so measures) again, any other only re-scores."""
+    return _sha("retrain", json.dumps(plan_inputs, sort_keys=True), repr(assignment.limits.retraining),
+                code_hash(RETRAINING_CODE))
 
 
 def measure_key(content: str, measure_fp: str) -> str:

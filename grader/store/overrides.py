@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..score.results import StudentResult
+from ..records import StudentResult
 
 #: scores closer than this are the same score
 EPSILON = 1e-9
