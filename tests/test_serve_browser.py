@@ -100,6 +100,10 @@ def test_a_ta_overrides_a_task_in_the_browser_and_undoes_it(browser, served):
     page.goto(url)
     assert "token=" not in page.url  # the token went to a cookie
     assert page.locator("#students tbody tr").count() == 2
+    page.set_viewport_size({"width": 400, "height": 800})  # a phone: the table scrolls, the page does not
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert page.locator("#students tbody tr td.sid").first.is_visible()
+    page.set_viewport_size({"width": 1200, "height": 900})
     page.fill("#search", "bo")
     assert page.locator("#students tbody tr:visible").count() == 1
     assert page.locator("#students tbody tr:visible td.sid").inner_text() == "bob"
