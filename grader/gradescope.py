@@ -1,29 +1,9 @@
 """Gradescope's autograder: the bundle a course uploads, and the run inside Gradescope's container.
 
-``build_bundle(assignment_dir, out_zip)`` writes the zip Gradescope's
-"autograder configuration" takes:
-
-* ``setup.sh`` (run once, as root, when Gradescope builds the image): installs
-  bubblewrap, provides the Python the bundle was built with
-  (``provision_python.sh``: the system ``python3`` when it is that version, else
-  one ``uv`` provides: Ubuntu 20.04, 22.04, 24.04 ship 3.8, 3.10, 3.12), installs
-  ``requirements.lock`` (every dependency at the exact version of the building
-  environment, the one the calibration recorded) and then *this* grader from the
-  wheel inside the bundle, without resolving anything else;
-* ``run_autograder`` (run for every submission): ``grader gradescope run``;
-* ``assignment/``: the spec, its calibration and data generators (no reference
-  solution: grading does not need it);
-* ``grader-secret``: the grading secret (the bundle is seen by staff only);
-* ``gradescope.toml``: the per-submission time budget, within Gradescope's
-  limit, and the memory the container should be given.
-
-``run_autograder(root)`` grades ``root/submission`` exactly as ``grader
-grade`` grades one student (same measuring, same scoring, same seeds from the
-same secret) and writes ``root/results/results.json`` in Gradescope's
-documented schema: ``score``, ``execution_time``, ``output`` (the feedback, as
-HTML), ``output_format``, ``visibility``, ``stdout_visibility`` and ``tests``
-(``name``, ``number``, ``score``, ``max_score``, ``status``, ``output``,
-``output_format``, ``visibility``, ``execution_time``, ``tags``).
+``build_bundle(assignment_dir, out_zip)`` writes the zip (``setup.sh``, ``run_autograder``, the assignment
+without its solution, the secret, the pinned dependencies); ``run_autograder(root)`` grades
+``root/submission`` in a ``GradingSession`` exactly as ``grader grade`` grades one student and writes
+``root/results/results.json`` with the export's writer.  Why and what: docs/design/gradescope.md.
 """
 from __future__ import annotations
 
@@ -257,11 +237,11 @@ def run_autograder(root) -> Path:
     clock, the bundle's ``budget_s`` less ``RESULTS_RESERVE_S``.  ``results.json`` is written by the grader
     alone, last and atomically (a file already there is removed first: student code never sees
     ``results/``, and a forged one could not stand)."""
-    from .evaluate import Evaluator, dataset_seeds
+    from .evaluate import dataset_seeds
     from .execute.sandbox import prove_isolation
+    from .export import gradescope_results, write_gradescope_results
     from .intake import collect_one
-    from .measure.student import measure_student
-    from .score import score_student
+    from .session import GradingSession
     from .spec import load_assignment
 
     started = time.monotonic()
@@ -281,19 +261,20 @@ def run_autograder(root) -> Path:
         print(f"grader: {no_sandbox}", file=sys.stderr)
     clock = submission_clock(budget_s, started)
     try:
-        with Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator:
-            measured = measure_student(assignment, submission, evaluator, unsandboxed=False, clock=clock)
-        result = score_student(assignment, measured).to_json()
+        with GradingSession(assignment, dataset_seeds(assignment, secret)) as session:
+            measured = session.measure(submission, clock=clock)
+        result = session.score(measured).to_json()
     except Exception as exc:  # a grader bug: the student is told, the traceback goes to the log (stderr)
-        _write(out, results_json(_internal_error(assignment, exc), time.monotonic() - started))
+        write_gradescope_results(out, gradescope_results(_internal_error(assignment, exc),
+                                                         time.monotonic() - started))
         raise
-    data = results_json(result, time.monotonic() - started)
+    data = gradescope_results(result, time.monotonic() - started)
     if no_sandbox:
         data["output"] = (f"<p><strong>Your code was not run:</strong> this autograder cannot isolate student "
                           f"code on its machine, so it runs none ({html.escape(no_sandbox)}). The tasks your "
                           "notebook or script would answer could not be graded; this is not your code: course "
                           "staff must fix the autograder and re-run it.</p>") + data["output"]
-    return _write(out, data)
+    return write_gradescope_results(out, data)
 
 
 def submission_clock(budget_s: float, started: float):
@@ -314,14 +295,6 @@ def _clear(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _write(path: Path, data: dict) -> Path:
-    from .report import atomic_write
-    from .textsafe import json_text, shown
-
-    _clear(path)  # every string is shown to the student: controls and bidi characters as escapes
-    return atomic_write(path, json_text(shown(data), indent=2) + "\n")
-
-
 def _internal_error(assignment, exc: BaseException) -> dict:
     """The results of a run the grader failed on: every task "could not be graded", the reason given."""
     import traceback
@@ -334,46 +307,6 @@ def _internal_error(assignment, exc: BaseException) -> dict:
     return {"id": "submission", "score": 0.0, "max_score": assignment.max_score, "notes": [text],
             "tasks": [{"id": t.id, "title": t.title, "score": 0.0, "max_score": t.points, "status": "error",
                        "message": text, "optional": t.optional} for t in assignment.tasks]}
-
-
-def results_json(student: dict, seconds: float, visibility: str = "visible") -> dict:
-    """Gradescope's ``results.json`` for one graded student (``StudentResult.to_json()``)."""
-    tests = [{"name": f"Task {t['id']}: {t.get('title', '')}".rstrip(": "), "number": t["id"],
-              "score": t["score"], "max_score": t["max_score"],
-              "status": "passed" if t["status"] == "passed" else "failed",
-              "output": html.escape(t["message"]), "output_format": "html", "visibility": visibility,
-              "tags": [t["status"]] + (["optional"] if t.get("optional") else [])}
-             for t in student["tasks"]]
-    for test in tests:
-        test["execution_time"] = 0  # per-task times are not measured apart; the whole run's is at the top
-    return {"score": student["score"], "execution_time": round(seconds, 1), "output": feedback_html(student),
-            "output_format": "html", "visibility": visibility, "stdout_visibility": "hidden", "tests": tests}
-
-
-def feedback_html(student: dict) -> str:
-    """The student's feedback as an HTML fragment Gradescope shows above the tests (everything escaped)."""
-    e = html.escape
-    rows = "".join(f"<tr><td>{e(t['id'])}</td><td>{e(t['status'])}</td><td>{t['score']:g} / {t['max_score']:g}</td>"
-                   f"<td>{e(t['message'])}</td></tr>" for t in student["tasks"])
-    notes = "".join(f"<li>{e(n)}</li>" for n in student.get("notes", []))
-    failures = "".join(f"<li>{e(nb['name'])}, cell {f['cell']}: {e(f['explanation'])}</li>"
-                       for nb in student.get("notebooks", []) for f in nb.get("failures", []))
-    grade = f", grade {e(student['grade'])}" if student.get("grade") else ""
-    parts = [f"<p><strong>Score {student['score']:g} of {student['max_score']:g}{grade}.</strong></p>",
-             f"<table><tr><th>task</th><th>status</th><th>points</th><th>what to do</th></tr>{rows}</table>"]
-    from .review import COULD_NOT_GRADE, INTERNAL_ERROR
-
-    unrun = [t["id"] for t in student["tasks"]
-             if t["status"] == "error" and t["message"].startswith((COULD_NOT_GRADE, INTERNAL_ERROR))]
-    if unrun:
-        parts.insert(1, f"<p><strong>Could not be graded: task(s) {e(', '.join(unrun))}.</strong> The grader could "
-                        "not grade them (see each task's message); their 0 points are not a verdict on your work, "
-                        "and course staff will re-run the grading.</p>")
-    if failures:
-        parts.append(f"<p>Cells that failed:</p><ul>{failures}</ul>")
-    if notes:
-        parts.append(f"<p>Notes:</p><ul>{notes}</ul>")
-    return "".join(parts)
 
 
 def unpack(bundle: Path, root: Path) -> Path:
