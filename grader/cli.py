@@ -501,8 +501,12 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
                    "backend; a re-run on another backend gets the spec's fixed limits]")
 @click.option("--allow-unsandboxed", is_flag=True,
               help="Time the reference notebook even where the sandbox does not start (without isolation).")
+@click.option("--keras", type=click.Choice(["3", "2"]), default="3", show_default=True,
+              help="2: the Keras 2 path (tf_keras): train the references there with the seeds of the Keras 3 "
+                   "calibration and record in calibration.toml ([keras2]) whether its thresholds hold, and "
+                   "thresholds of its own where they do not.")
 def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_only: bool, no_timings: bool,
-              timing_runs: int, timing_backends, workers, allow_unsandboxed):
+              timing_runs: int, timing_backends, workers, allow_unsandboxed, keras):
     """Train every task's reference RUNS times and write thresholds to calibration.toml; time the reference
     notebook (when the assignment has one) for the notebooks' time limits."""
     from .calibrate import REFERENCE_NOTEBOOK, calibrate as run, calibrate_timings
@@ -521,6 +525,13 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
                       f"(slowest cell {slowest.index + 1}: {slowest.seconds:.1f} s)")
 
     try:
+        if keras == "2":
+            from .calibrate_keras2 import calibrate_keras2
+
+            given = click.get_current_context().get_parameter_source("runs") != click.core.ParameterSource.DEFAULT
+            out = calibrate_keras2(assignment_dir, runs=runs if given else None, progress=progress)
+            console.print(f"The Keras 2 path's calibration written to [bold]{out}[/]")
+            return
         if not timings_only:
             out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress,
                       workers=workers, warn=lambda text: console.print(f"[bold yellow]warning:[/] {terminal(text)}"))

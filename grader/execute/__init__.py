@@ -250,6 +250,7 @@ class _Run:
     before: dict
     sandbox: Sandbox
     bounds: untrusted.Bounds
+    executed: dict  # this run's cells and outputs (``executed.keep``), taken before another run
     limits: TimeLimits
 
     def remove(self) -> None:
@@ -297,16 +298,26 @@ def _run_once(assignment, nb, file, files_root: Path | None, backend: str, progr
             staged = sandbox.stage(file.path, single_file=True, bounds=bounds)
         standins = _stage_support_files(assignment, work, sandbox)
         before = harvester.snapshot(work, bounds)
+        _clear_outputs(nb)
         runner = NotebookRunner(nb, sandbox, backend=backend, keras2=keras2_path, cell_timeout=limits.cell.seconds,
                                 notebook_timeout=limits.notebook.seconds, capture_dir=capture,
                                 max_output_bytes=settings.max_output_kb * 1024, progress=progress,
                                 on_capture=harvester.capture, seed=seed, fused=compile_cache.enabled(),
                                 jax_cache=compile_cache.INNER if cache else None, standins=standins)
         run = runner.run()
-        return scratch, work, run, staged, before, sandbox, bounds
+        return scratch, work, run, staged, before, sandbox, bounds, executed.keep(file.relative, nb, run)
     except BaseException:
         _remove(scratch)
         raise
+
+
+def _clear_outputs(nb) -> None:
+    """Remove the outputs saved in ``nb``'s code cells before a run: a cell the run does not execute (blank, tagged
+    ``grader-skip``, past a timeout) keeps them, and they are the author's (forged, or another run's), not this
+    run's; the work kept as it ran shows only what this run made."""
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            cell["outputs"], cell["execution_count"] = [], None
 
 
 def _start_run(assignment, nb, file, files_root, backend: str, run_limits: TimeLimits, progress, harvester, seed,
@@ -315,6 +326,7 @@ def _start_run(assignment, nb, file, files_root, backend: str, run_limits: TimeL
     prepared is ``KernelStartFailed``."""
     taken = Path(tempfile.mkdtemp(prefix="grader-taken-"))
     harvester.start(taken)
+    harvester.keras = "2" if backend == keras2.KERAS2 else "3"  # its models are judged as this path's
     run_limits = clock.cap(run_limits) if clock is not None else run_limits
     try:
         return _Run(taken, *_run_once(assignment, nb, file, files_root, backend, progress, harvester, seed,
@@ -404,7 +416,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     notes.extend(_run_notes(done, harvester.refused))
     return Execution(file.relative, done.result, harvester.captures, saved, notes,
                      _failures(assignment, done.result, done.limits), done.taken, limits=done.limits,
-                     keras="2" if code else "3", executed=executed.keep(file.relative, nb, done.result))
+                     keras="2" if code else "3", executed=done.executed)
 
 
 def _run_notes(done: _Run, refused: list[str]) -> list[str]:

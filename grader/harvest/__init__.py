@@ -78,6 +78,7 @@ class Capture:
     x: np.ndarray | None = None
     y: np.ndarray | None = None
     datasets: tuple = ()  # every dataset its training data may come from, likeliest first (``identify``)
+    keras: str = "3"  # the Keras of the run that made it ("2": Keras 2), as the grader ran it (not the kernel's word)
 
     @property
     def dataset(self) -> str | None:
@@ -99,6 +100,7 @@ class Capture:
         keep = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_change", "fused", "fused_fallback")
         labels = self._labels()
         return {"made_by": self.event, **{k: self.settings[k] for k in keep if k in self.settings},
+                **({"keras": "2"} if self.keras == "2" else {}),
                 "samples": int(len(self.x)) if self.x is not None else None,
                 "classes": int(len(np.unique(labels))) if labels is not None and labels.size else None}
 
@@ -258,6 +260,7 @@ class Harvester:
         self.captures: list[Capture] = []
         self.refused: list[str] = []  # the report's words on captures not taken
         self.taken: Path | None = None
+        self.keras = "3"  # the Keras of the run going on ("2": the Keras 2 path), set by ``execute``
         self._tried = 0
         self._late = False
 
@@ -315,6 +318,7 @@ class Harvester:
         if cap is None:
             return
         cap.cell = cap.cell or cell
+        cap.keras = self.keras
         cap.identify(self.assignment)
         self.captures.append(cap)
         if self.on_capture:

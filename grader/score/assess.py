@@ -102,6 +102,7 @@ def judge(task: Task, metric: str, value: float, metrics: dict) -> tuple[float, 
 
 
 def assess(task: Task, evaluation: dict) -> Assessment:
+    task = task.for_keras((evaluation.get("provenance") or {}).get("keras"))  # a Keras 2 run's own thresholds
     info = evaluation["info"]
     entry = evaluation["datasets"].get(task.dataset, {})
     metrics = dict(entry.get("metrics", {}))

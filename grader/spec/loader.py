@@ -412,6 +412,10 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
     datasets = {name: _dataset(name, dt.table(name), root) for name in list(dt.data)}
     dt.done()
     tasks = _tasks(top, path, root, datasets, calibration, cal_path)
+    if recorded.get("keras2"):  # the Keras 2 path's own thresholds, where Keras 3's do not hold there
+        from ..calibrate_keras2 import with_keras2_thresholds
+
+        tasks = with_keras2_thresholds(tasks, recorded["keras2"], cal_path.name)
     top.done()
     _check_tasks(path, root, tasks, datasets, require_thresholds)
     return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,

@@ -211,6 +211,18 @@ class Task:
     # the share of the task's points from which it counts as passed (its status, the class page's pass rate):
     # full marks unless the spec states less (a task marked on a curve, where few earn every last point)
     pass_fraction: float = 1.0
+    # metric -> Thresholds for the models a Keras 2 run made, where Keras 3's do not hold there (recorded by
+    # ``grader calibrate --keras 2`` in the calibration file's ``[keras2]``; ``grader.calibrate_keras2``)
+    keras2_thresholds: dict = field(default_factory=dict)
+
+    def for_keras(self, keras: str | None) -> "Task":
+        """The task as the models of a run on ``keras`` ("2": the Keras 2 path) are judged: with the Keras 2
+        path's thresholds where it has its own."""
+        if keras != "2" or not self.keras2_thresholds:
+            return self
+        import dataclasses
+
+        return dataclasses.replace(self, thresholds={**self.thresholds, **self.keras2_thresholds})
 
     @property
     def retrained(self) -> bool:
