@@ -24,6 +24,10 @@ MAX_IMAGE_BYTES = 1 << 20
 MAX_IMAGE_PIXELS = 4_000_000
 MAX_NOTEBOOK_BYTES = 4 << 20
 
+#: what each kept cell or output costs of the notebook's bound beside its text (its JSON and HTML around it), so
+#: that 200,000 empty outputs are bounded too
+ITEM_BYTES = 64
+
 #: terminal escape sequences (colours in tracebacks and progress bars)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
@@ -31,6 +35,19 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 def _text(value) -> str:
     text = "".join(value) if isinstance(value, list) else str(value or "")
     return _ANSI.sub("", text)
+
+
+def _bytes(text: str) -> int:
+    """What ``text`` takes in the gradebook and on the page (UTF-8): the bound is in bytes, not characters."""
+    return len(text.encode("utf-8", "replace"))
+
+
+def _cut(text: str, chars: int, room: int) -> str:
+    """``text`` within ``chars`` characters and ``room`` bytes, with a line saying how much was left out."""
+    kept = text[:chars]
+    if _bytes(kept) > room:
+        kept = kept.encode("utf-8", "replace")[:max(0, room)].decode("utf-8", "ignore")
+    return kept if len(kept) == len(text) else kept + f"\n[... {len(text) - len(kept)} more characters]"
 
 
 def clean_png(data) -> bytes | None:
@@ -78,17 +95,18 @@ def _outputs(cell, budget: list[int]) -> list[dict]:
             data = out.get("data") or {}
             if "image/png" in data:
                 png = clean_png(data["image/png"])
-                if png is not None:
-                    budget[0] -= len(png) * 4 // 3
+                if png is not None and len(png) * 4 // 3 <= budget[0]:
+                    budget[0] -= ITEM_BYTES + len(png) * 4 // 3
                     kept.append({"kind": "image", "png": base64.b64encode(png).decode("ascii")})
                     continue
                 item = {"kind": "dropped", "text": "[an image that is not a valid PNG within "
-                                                   f"{MAX_IMAGE_BYTES >> 20} MB was not kept]"}
+                                                   f"{MAX_IMAGE_BYTES >> 20} MB was not kept]" if png is None else
+                        f"[an image was not kept: the notebook is larger than the {MAX_NOTEBOOK_BYTES >> 20} MB kept]"}
             elif "text/plain" in data:
                 item = {"kind": "text", "name": "result", "text": _text(data["text/plain"])}
                 rich = sorted(str(k) for k in data if k != "text/plain")[:3]
                 if rich:  # an HTML, JavaScript, ... form beside it: named, never shown
-                    budget[0] -= len(item["text"])
+                    budget[0] -= ITEM_BYTES + _bytes(item["text"])
                     kept.append(item)
                     item = {"kind": "dropped", "text": f"[its {', '.join(rich)} form is not shown]"}
             else:
@@ -97,14 +115,14 @@ def _outputs(cell, budget: list[int]) -> list[dict]:
         else:
             continue
         if item["kind"] in ("text", "error"):
-            room = MAX_CELL_TEXT - text_used
+            room = min(MAX_CELL_TEXT - text_used, budget[0])
             if room <= 0:
                 continue
             if len(item["text"]) > room:
                 item["text"] = item["text"][:room] + f"\n[output beyond {MAX_CELL_TEXT // 1024} KB of this cell " \
                                                      "was not kept]"
             text_used += len(item["text"])
-        budget[0] -= len(item.get("text", ""))
+        budget[0] -= ITEM_BYTES + _bytes(item.get("text", ""))
         kept.append(item)
     return kept
 
@@ -118,10 +136,12 @@ def keep(name: str, nb, run=None) -> dict:
         if index >= MAX_CELLS:
             notes.append(f"Only the first {MAX_CELLS} of its {len(nb.cells)} cells were kept.")
             break
-        source = _text(cell.get("source"))
-        if len(source) > MAX_SOURCE_CHARS:
-            source = source[:MAX_SOURCE_CHARS] + f"\n[... {len(source) - MAX_SOURCE_CHARS} more characters]"
-        budget[0] -= len(source)
+        if budget[0] <= 0:
+            notes.append(f"Cells {index + 1} to {len(nb.cells)} were not kept: the notebook is larger than the "
+                         f"{MAX_NOTEBOOK_BYTES >> 20} MB kept.")
+            break
+        source = _cut(_text(cell.get("source")), MAX_SOURCE_CHARS, budget[0])
+        budget[0] -= ITEM_BYTES + _bytes(source)
         entry = {"index": index + 1, "type": "code" if cell.get("cell_type") == "code" else "text",
                  "source": source}
         if entry["type"] == "code":
