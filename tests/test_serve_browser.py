@@ -145,8 +145,7 @@ def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(brow
     page = browser.new_page()
     page.goto(url)
     page.click("text=nina")
-    work = page.locator("#work")
-    assert work.count() == 1
+    page.locator("#work").wait_for()  # nina's page, with her work as it ran
     text = page.inner_text("body")
     assert "hello from nina: <b>not bold</b>" in text  # printed text, shown as text
     assert page.locator("#pwn").count() == 0 and "[its text/html form is not shown]" in text
@@ -156,6 +155,7 @@ def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(brow
     assert 'href="work/nina.html"' in static and (out / "students" / "work" / "nina.html").is_file()
     frame = page.frame_locator("iframe.report")  # the feedback page, framed, links the same work
     frame.locator("#work-link a").click()
-    assert "hello from nina" in frame.locator("body").inner_text()
+    frame.locator("section.work").wait_for()  # the frame's new page (its old one has no such section)
+    assert "hello from nina" in frame.locator("section.work").inner_text()
     page.goto((out / "students" / "work" / "nina.html").as_uri())
     assert "hello from nina" in page.inner_text("body") and page.locator("#pwn").count() == 0

@@ -22,7 +22,8 @@ import stat
 import threading
 from pathlib import Path
 
-from flask import Flask, abort, flash, g, get_flashed_messages, redirect, render_template, request, url_for
+from flask import (Flask, abort, current_app, flash, g, get_flashed_messages, redirect, render_template, request,
+                   url_for)
 from markupsafe import Markup
 
 from ..errors import FatalError, GradebookError
@@ -60,169 +61,197 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
     app.config.update(GRADER_TOKEN=token, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_NAME=f"grader_session_{_digest(token, 'cookie')[:10]}",
                       MAX_CONTENT_LENGTH=64 * 1024)
-    state = {"gradebook": Gradebook(db_url, folder), "assignment": assignment_id, "folder": folder,
-             "pages": pages, "db_url": db_url, "assignment_dir": assignment_dir, "lock": threading.Lock()}
-    app.extensions["grader"] = state
-    cookie = f"grader_token_{_digest(token, 'cookie')[:10]}"
-    csrf = _digest(token, "csrf")
-    css = (Path(__file__).parent / "templates" / "serve.css").read_text(encoding="utf-8")
-
-    @app.before_request
-    def _authorise():
-        g.nonce = secrets.token_urlsafe(16)
-        given = request.args.get(TOKEN_PARAM)
-        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
-            # the token leaves the URL (history, the next page's referrer) for an HttpOnly cookie
-            args = {k: v for k, v in request.args.items() if k != TOKEN_PARAM}
-            response = redirect(url_for(request.endpoint, **(request.view_args or {}), **args)
-                                if request.endpoint else "/", code=303)
-            response.set_cookie(cookie, token, httponly=True, samesite="Strict")
-            return response
-        held = request.cookies.get(cookie, "")
-        if not hmac.compare_digest(held.encode(), token.encode()):
-            abort(403, "This page needs the token `grader serve` printed: open the URL it printed.")
-        if request.method == "POST":
-            sent = request.form.get("csrf", "")
-            if not hmac.compare_digest(sent.encode(), csrf.encode()):
-                abort(403, "The form's CSRF token is missing or wrong: reload the page and try again.")
-            origin = request.headers.get("Origin")
-            if origin and origin != request.host_url.rstrip("/"):
-                abort(403, "The form came from another site.")
-
-    @app.after_request
-    def _headers(response):
-        nonce = getattr(g, "nonce", "")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src data:; "
-            "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
-        # same-origin: the browser still sends Origin with a form (no-referrer makes it "null"), never to a site
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @app.errorhandler(403)
-    def _forbidden(e):
-        return f"403 Forbidden: {visible(e.description)}", 403, {"Content-Type": "text/plain; charset=utf-8"}
-
-    @app.context_processor
-    def _common():
-        return {"csrf": csrf, "nonce": getattr(g, "nonce", ""), "css": css, "assignment": state["assignment"],
-                "messages": get_flashed_messages(with_categories=True)}
-
-    def results() -> dict[str, dict]:
-        return {r["id"]: r for r in state["gradebook"].results(state["assignment"])}
-
-    def by_name() -> dict[str, dict]:
-        from ..report import safe_name
-
-        return {safe_name(sid): r for sid, r in results().items()}
-
-    def student_or_404(name: str) -> dict:
-        found = by_name().get(name)
-        if found is None:
-            abort(404)
-        return found
-
-    @app.route("/")
-    def index():
-        from ..report import safe_name
-
-        tasks = state["gradebook"].tasks(state["assignment"])
-        rows = list(results().values())
-        query = request.args.get("q", "").strip().lower()
-        shown = [r for r in rows if query in r["id"].lower()] if query else rows
-        return render_template("class.html", tasks=tasks, rows=shown, total=len(rows), query=query,
-                               link={r["id"]: safe_name(r["id"]) for r in rows},
-                               distributions=_distributions(tasks, rows))
-
-    @app.route("/review")
-    def review():
-        from ..api import review_gradebook
-        from ..report import safe_name
-
-        found = review_gradebook(state["folder"], db_url=state["db_url"], assignment_id=state["assignment"])
-        return render_template("review.html", found=found, safe_name=safe_name)
-
-    @app.route("/student/<name>")
-    def student(name):
-        data = student_or_404(name)
-        gradebook = state["gradebook"]
-        versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
-        measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
-        report = _page_file(state["pages"], name) is not None
-        from ..executed import models_by_cell
-
-        return render_template("student.html", s=data, name=name, versions=versions,
-                               executed=measured.get("executed") or [], models=models_by_cell(data.get("files")),
-                               report=report,
-                               by=request.cookies.get("grader_by") or _os_user())
-
-    @app.route("/student/<name>/override", methods=["POST"])
-    def override(name):
-        from ..api import override_score
-
-        data = student_or_404(name)
-        form = request.form
-        task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
-        undo = form.get("action") == "undo"
-        back = url_for("student", name=name) + (f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
-        try:
-            points = None if undo else float(form.get("points", ""))
-        except ValueError:
-            _say(f"Task {task}: not changed. Give the points as a number.", "refused")
-            return redirect(back, code=303)
-        if not undo and not reason.strip():
-            _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused")
-            return redirect(back, code=303)
-        try:
-            with state["lock"]:
-                done = override_score(data["id"], task, points, reason=reason, by=by or None,
-                                      out_dir=state["folder"], db_url=state["db_url"],
-                                      assignment_id=state["assignment"], assignment_dir=state["assignment_dir"],
-                                      wait=OVERRIDE_WAIT_S, expected_version=form.get("version") or None)
-        except (GradebookError, FatalError) as e:
-            _say(f"Task {task}: not changed. {e.explain()}", "refused")
-        else:
-            t = done["task"]
-            _say(f"Task {task}: " + (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} "
-                                      "stands" if undo else f"set to {t['score']:g} of {t['max_score']:g}")
-                  + "; recorded in the gradebook" + ("" if done["redrawn"] else
-                                                     f" (pages not re-drawn: {done['why_not']})") + ".", "ok")
-        response = redirect(back, code=303)
-        if by:
-            response.set_cookie("grader_by", by[:128], httponly=True, samesite="Strict")
-        return response
-
-    @app.route("/report/<name>")
-    @app.route("/report/<name>.html")
-    @app.route("/report/work/<name>.html", endpoint="report_work", defaults={"work": True})
-    def report(name, work=False):
-        student_or_404(name)
-        path = _page_file(state["pages"], name, "work" if work else None)
-        if path is None:
-            abort(404)
-        try:  # opened without following a link (one made since it was looked at), read within the bound
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    abort(404)
-                body = f.read(MAX_PAGE_BYTES + 1)
-        except OSError:
-            abort(404)
-        if len(body) > MAX_PAGE_BYTES:
-            abort(404)
-        response = app.response_class(body, mimetype="text/html")
-        # the static page: its own inline styles and data: images; sandboxed: no script, no form (its origin kept,
-        # which no script can use, so that its link to the work as it ran carries the cookie)
-        response.headers["Content-Security-Policy"] = ("sandbox allow-same-origin; default-src 'none'; "
-                                                       "style-src 'unsafe-inline'; "
-                                                       "img-src data:; base-uri 'none'; form-action 'none'; "
-                                                       "frame-ancestors 'self'")
-        return response
-
+    app.extensions["grader"] = {
+        "gradebook": Gradebook(db_url, folder), "assignment": assignment_id, "folder": folder, "pages": pages,
+        "db_url": db_url, "assignment_dir": assignment_dir, "lock": threading.Lock(), "token": token,
+        "cookie": f"grader_token_{_digest(token, 'cookie')[:10]}", "csrf": _digest(token, "csrf"),
+        "css": (Path(__file__).parent / "templates" / "serve.css").read_text(encoding="utf-8")}
+    app.before_request(_authorise)
+    app.after_request(_headers)
+    app.register_error_handler(403, _forbidden)
+    app.context_processor(_common)
+    app.add_url_rule("/", "index", index)
+    app.add_url_rule("/review", "review", review)
+    app.add_url_rule("/student/<name>", "student", student)
+    app.add_url_rule("/student/<name>/override", "override", override, methods=["POST"])
+    app.add_url_rule("/report/<name>", "report", report)
+    app.add_url_rule("/report/<name>.html", "report", report)
+    app.add_url_rule("/report/work/<name>.html", "report_work", report, defaults={"work": True})
     return app
+
+
+def _state() -> dict:
+    return current_app.extensions["grader"]
+
+
+def _authorise():
+    """Before every request: the token (in the URL once, then the cookie), and a POST's CSRF token and origin."""
+    state = _state()
+    token, cookie = state["token"], state["cookie"]
+    g.nonce = secrets.token_urlsafe(16)
+    given = request.args.get(TOKEN_PARAM)
+    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+        # the token leaves the URL (history, the next page's referrer) for an HttpOnly cookie
+        args = {k: v for k, v in request.args.items() if k != TOKEN_PARAM}
+        response = redirect(url_for(request.endpoint, **(request.view_args or {}), **args)
+                            if request.endpoint else "/", code=303)
+        response.set_cookie(cookie, token, httponly=True, samesite="Strict")
+        return response
+    held = request.cookies.get(cookie, "")
+    if not hmac.compare_digest(held.encode(), token.encode()):
+        abort(403, "This page needs the token `grader serve` printed: open the URL it printed.")
+    if request.method == "POST":
+        sent = request.form.get("csrf", "")
+        if not hmac.compare_digest(sent.encode(), state["csrf"].encode()):
+            abort(403, "The form's CSRF token is missing or wrong: reload the page and try again.")
+        origin = request.headers.get("Origin")
+        if origin and origin != request.host_url.rstrip("/"):
+            abort(403, "The form came from another site.")
+    return None
+
+
+def _headers(response):
+    nonce = getattr(g, "nonce", "")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src data:; "
+        "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+    # same-origin: the browser still sends Origin with a form (no-referrer makes it "null"), never to a site
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _forbidden(e):
+    return f"403 Forbidden: {visible(e.description)}", 403, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _common():
+    state = _state()
+    return {"csrf": state["csrf"], "nonce": getattr(g, "nonce", ""), "css": state["css"],
+            "assignment": state["assignment"], "messages": get_flashed_messages(with_categories=True)}
+
+
+def _results() -> dict[str, dict]:
+    state = _state()
+    return {r["id"]: r for r in state["gradebook"].results(state["assignment"])}
+
+
+def _student_or_404(name: str) -> dict:
+    from ..report import safe_name
+
+    found = next((r for sid, r in _results().items() if safe_name(sid) == name), None)
+    if found is None:
+        abort(404)
+    return found
+
+
+def index():
+    """The class: a row per student (searchable with ?q= too), each task's distribution."""
+    from ..report import safe_name
+
+    state = _state()
+    tasks = state["gradebook"].tasks(state["assignment"])
+    rows = list(_results().values())
+    query = request.args.get("q", "").strip().lower()
+    shown = [r for r in rows if query in r["id"].lower()] if query else rows
+    return render_template("class.html", tasks=tasks, rows=shown, total=len(rows), query=query,
+                           link={r["id"]: safe_name(r["id"]) for r in rows},
+                           distributions=_distributions(tasks, rows))
+
+
+def review():
+    """What ``grader review`` lists, each student a link."""
+    from ..api import review_gradebook
+    from ..report import safe_name
+
+    state = _state()
+    found = review_gradebook(state["folder"], db_url=state["db_url"], assignment_id=state["assignment"])
+    return render_template("review.html", found=found, safe_name=safe_name)
+
+
+def student(name):
+    """A student's page: the tasks with their override forms, the files, the work as it ran, the feedback page."""
+    from ..executed import models_by_cell
+
+    state = _state()
+    data = _student_or_404(name)
+    gradebook = state["gradebook"]
+    versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
+    measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
+    return render_template("student.html", s=data, name=name, versions=versions,
+                           executed=measured.get("executed") or [], models=models_by_cell(data.get("files")),
+                           report=_page_file(state["pages"], name) is not None,
+                           by=request.cookies.get("grader_by") or _os_user())
+
+
+def override(name):
+    """A TA's override or undo, through ``api.override_score`` with the version the form was drawn from."""
+    data = _student_or_404(name)
+    form = request.form
+    task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
+    undo = form.get("action") == "undo"
+    back = url_for("student", name=name) + (f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
+    try:
+        points = None if undo else float(form.get("points", ""))
+    except ValueError:
+        points = "?"
+    if points == "?":
+        _say(f"Task {task}: not changed. Give the points as a number.", "refused")
+    elif not undo and not reason.strip():
+        _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused")
+    else:
+        _decide(data["id"], task, points, reason, by, form.get("version") or None)
+    response = redirect(back, code=303)
+    if by:
+        response.set_cookie("grader_by", by[:128], httponly=True, samesite="Strict")
+    return response
+
+
+def _decide(student_id: str, task: str, points: float | None, reason: str, by: str, version: str | None) -> None:
+    """Record the override (or undo, ``points`` None) and say what happened."""
+    from ..api import override_score
+
+    state = _state()
+    try:
+        with state["lock"]:
+            done = override_score(student_id, task, points, reason=reason, by=by or None, out_dir=state["folder"],
+                                  db_url=state["db_url"], assignment_id=state["assignment"],
+                                  assignment_dir=state["assignment_dir"], wait=OVERRIDE_WAIT_S,
+                                  expected_version=version)
+    except (GradebookError, FatalError) as e:
+        _say(f"Task {task}: not changed. {e.explain()}", "refused")
+        return
+    t = done["task"]
+    what = (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} stands" if points is None
+            else f"set to {t['score']:g} of {t['max_score']:g}")
+    redrawn = "" if done["redrawn"] else f" (pages not re-drawn: {done['why_not']})"
+    _say(f"Task {task}: {what}; recorded in the gradebook{redrawn}.", "ok")
+
+
+def report(name, work=False):
+    """The student's static feedback page (or their work as it ran), framed by the student's page."""
+    _student_or_404(name)
+    path = _page_file(_state()["pages"], name, "work" if work else None)
+    if path is None:
+        abort(404)
+    try:  # opened without following a link (one made since it was looked at), read within the bound
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+            body = f.read(MAX_PAGE_BYTES + 1) if regular else b""
+    except OSError:
+        abort(404)
+    if not regular or len(body) > MAX_PAGE_BYTES:
+        abort(404)
+    response = current_app.response_class(body, mimetype="text/html")
+    # the static page: its own inline styles and data: images; sandboxed: no script, no form (its origin kept,
+    # which no script can use, so that its link to the work as it ran carries the cookie)
+    response.headers["Content-Security-Policy"] = ("sandbox allow-same-origin; default-src 'none'; "
+                                                   "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+                                                   "form-action 'none'; frame-ancestors 'self'")
+    return response
 
 
 #: a flashed message travels in a cookie (about 4 KB at most): a long reason is cut
