@@ -322,16 +322,21 @@ def serve(out_dir, db_url, assignment_id, assignment_dir, host, port):
     """Review the class in a browser: the class table, the review queue, each student's work, and overrides
     (the same audit trail as `grader override`).  Open the URL it prints (it holds the access token)."""
     try:
-        from .serve.app import TOKEN_PARAM, create_app, serve as run
+        from .serve.app import LOOPBACK, TOKEN_PARAM, create_app, serve as run
     except ImportError as e:
         console.print(f"[bold red]error:[/] grader serve needs Flask ({terminal(str(e))}): "
                       "pip install 'grader[serve]'.")
         sys.exit(2)
     try:
-        app = create_app(out_dir, db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir)
+        app = create_app(out_dir, db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir,
+                         host=host)
     except FatalError as e:
         console.print(f"[bold red]error:[/] {terminal(e.explain())}")
         sys.exit(2)
+    if host.strip("[]").lower() not in LOOPBACK:
+        console.print(f"[bold yellow]warning:[/] listening on {terminal(host)}, not this machine only: whoever "
+                      "reaches it can ask for the pages (the token guards them), over plain HTTP that the network "
+                      "can read, token and grades included.")
 
     def ready(server):
         shown = f"[{server.host}]" if ":" in server.host else server.host

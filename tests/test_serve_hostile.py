@@ -39,3 +39,125 @@ def test_two_hundred_thousand_empty_outputs_are_bounded():
     outs = kept["cells"][0]["outputs"]
     assert len(outs) < 100_000 and "larger than the 4 MB kept" in outs[-1]["text"]
     assert len(executed.render("mallory", [kept]).encode()) <= 4 * MB4  # the page drawn from it, bounded too
+
+
+# ---- the server, attacked from the TA's machine -------------------------------------------------------------
+
+pytest.importorskip("flask")
+
+
+def _class(out, ids: list[str], notebook=None) -> None:
+    """Record a class of ``ids`` (each failing every task; ``notebook``'s work kept) in a real gradebook in ``out``
+    and draw its pages."""
+    from conftest import TUTORIAL6
+    from grader.pipeline import render_reports
+    from grader.records import Measurements, StudentResult, TaskResult
+    from grader.spec import load_assignment
+    from grader.store import Gradebook
+
+    out.mkdir(parents=True, exist_ok=True)
+    assignment = load_assignment(TUTORIAL6)
+    book = Gradebook(None, out)
+    run = book.begin_run(assignment, "test")
+    for i, sid in enumerate(ids):
+        tasks = [TaskResult(t.id, t.title, 0.0, t.points, "failed", {}, f"{t.id} not passed.", optional=t.optional)
+                 for t in assignment.tasks]
+        result = StudentResult(sid, 0.0, assignment.max_score, tasks, notebooks=[{"name": "work.ipynb"}])
+        measured = Measurements(sid, [], [], [], {}, [])
+        measured.executed = [executed.keep("work.ipynb", notebook)] if notebook is not None else []
+        book.record(assignment.id, run, sid, content_hash=f"h{i}", files=[], measure_key=f"m{i}",
+                    score_key=f"s{i}", measurements=measured.to_json(), result=result)
+    book.finish_run(run, "finished", {})
+    book.close()
+    render_reports(TUTORIAL6, out)
+
+
+def _app(out, **kw):
+    from grader.serve.app import create_app
+
+    return create_app(out, token="the-token", **kw)
+
+
+def _signed_in(app, host="localhost"):
+    client = app.test_client()
+    assert client.get("/?token=the-token", headers={"Host": host}).status_code == 303
+    return client
+
+
+def _rows(out):
+    import sqlite3
+
+    c = sqlite3.connect(out / "gradebook.sqlite")
+    try:
+        return c.execute("select task_id, action, points, reason, by from overrides order by id").fetchall()
+    finally:
+        c.close()
+
+
+def test_a_page_that_reaches_the_server_under_another_host_name_is_refused(tmp_path):
+    # DNS rebinding: evil.example resolves to 127.0.0.1; the browser then sends "Host: evil.example:8765"
+    _class(tmp_path / "out", ["alice"])
+    app = _app(tmp_path / "out")
+    client = app.test_client()
+    for host in ("evil.example:8765", "evil.example", "127.0.0.1.evil.example", "localhost.evil.example:8765"):
+        refused = client.get("/?token=the-token", headers={"Host": host})
+        assert refused.status_code == 403 and "grader_token" not in refused.headers.get("Set-Cookie", ""), host
+    for host in ("localhost:8765", "127.0.0.1:8765", "[::1]:8765", "LOCALHOST"):
+        assert _signed_in(app, host).get("/", headers={"Host": host}).status_code == 200, host
+    signed = _signed_in(app)
+    assert signed.get("/student/alice", headers={"Host": "evil.example:8765"}).status_code == 403
+
+
+def test_a_server_bound_to_an_address_answers_to_it_and_to_any_name_only_on_every_address(tmp_path):
+    _class(tmp_path / "out", ["alice"])
+    lan = _app(tmp_path / "out", host="192.0.2.7")
+    assert _signed_in(lan, "192.0.2.7:8765").get("/", headers={"Host": "192.0.2.7:8765"}).status_code == 200
+    assert lan.test_client().get("/?token=the-token", headers={"Host": "evil.example"}).status_code == 403
+    everywhere = _app(tmp_path / "out", host="0.0.0.0")  # the TA asked for every address: a team's own names
+    assert _signed_in(everywhere, "grading-box.lan:8765").get(
+        "/", headers={"Host": "grading-box.lan:8765"}).status_code == 200
+
+
+def test_the_tokens_redirect_keeps_the_query_and_never_leaves_the_page(tmp_path):
+    _class(tmp_path / "out", ["alice"])
+    client = _app(tmp_path / "out").test_client()
+    # a link a student could plant for a TA who has the token: url_for's own arguments made another URL of it
+    cases = {"/?token=the-token&_external=1&_scheme=https": "/?_external=1&_scheme=https",
+             "/?token=the-token&_anchor=x": "/?_anchor=x",
+             "/no/such/page?token=the-token": "/",
+             "/student/alice?token=the-token&name=bob": "/student/alice?name=bob",
+             "/?q=al+ice&token=the-token&q=b": "/?q=al+ice&q=b"}
+    for url, where in cases.items():
+        response = client.get(url)
+        assert response.status_code == 303, (url, response.status_code)
+        assert response.headers["Location"] == where, url
+
+
+def test_pages_may_not_be_framed_by_another_site_even_by_older_browsers(tmp_path):
+    _class(tmp_path / "out", ["alice"])
+    client = _signed_in(_app(tmp_path / "out"))
+    for url in ("/", "/student/alice", "/review", "/report/alice"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["X-Frame-Options"] == "SAMEORIGIN", url
+        assert "frame-ancestors 'self'" in response.headers["Content-Security-Policy"], url
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_serve_on_every_address_warns_and_on_localhost_does_not(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    _class(tmp_path / "out", ["alice"])
+    with socket.socket() as taken:  # the port is in use: the command says so and stops, after its warning
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        wide = CliRunner().invoke(main, ["serve", "-o", str(tmp_path / "out"), "--host", "0.0.0.0", "--port", port])
+        local = CliRunner().invoke(main, ["serve", "-o", str(tmp_path / "out"), "--host", "127.0.0.1", "--port", port])
+    assert wide.exit_code != 0 and "in use" in wide.output  # Werkzeug's own words
+    assert "warning:" in wide.output and "plain HTTP" in " ".join(wide.output.split())
+    assert local.exit_code != 0 and "in use" in local.output and "warning:" not in local.output

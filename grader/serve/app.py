@@ -21,6 +21,7 @@ import secrets
 import stat
 import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 from flask import (Flask, abort, current_app, flash, g, get_flashed_messages, redirect, render_template, request,
                    url_for)
@@ -45,9 +46,10 @@ def _finalize(value):
 
 
 def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str | None = None,
-               assignment_dir: Path | None = None, token: str | None = None) -> Flask:
+               assignment_dir: Path | None = None, token: str | None = None, host: str = "127.0.0.1") -> Flask:
     """The app over the gradebook ``grader export`` would find from ``out_dir`` / ``db_url``.  ``token``: the
-    secret every request must carry (a new random one when None; ``app.config["GRADER_TOKEN"]``)."""
+    secret every request must carry (a new random one when None; ``app.config["GRADER_TOKEN"]``).  ``host``: the
+    address it listens on; a request naming another host is refused (``allowed_hosts``)."""
     from ..api import _assignment_for_pages, open_gradebook
     from ..store import Gradebook
 
@@ -64,6 +66,7 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
     app.extensions["grader"] = {
         "gradebook": Gradebook(db_url, folder), "assignment": assignment_id, "folder": folder, "pages": pages,
         "db_url": db_url, "assignment_dir": assignment_dir, "lock": threading.Lock(), "token": token,
+        "hosts": allowed_hosts(host),
         "cookie": f"grader_token_{_digest(token, 'cookie')[:10]}", "csrf": _digest(token, "csrf"),
         "css": (Path(__file__).parent / "templates" / "serve.css").read_text(encoding="utf-8")}
     app.before_request(_authorise)
@@ -89,12 +92,16 @@ def _authorise():
     state = _state()
     token, cookie = state["token"], state["cookie"]
     g.nonce = secrets.token_urlsafe(16)
+    if state["hosts"] is not None and _hostname(request.host) not in state["hosts"]:
+        # DNS rebinding: a site whose name now resolves to this machine reaches the server under its own name
+        abort(403, f"This server answers to {', '.join(sorted(state['hosts']))} only (grader serve --host).")
     given = request.args.get(TOKEN_PARAM)
     if given is not None and hmac.compare_digest(given.encode(), token.encode()):
-        # the token leaves the URL (history, the next page's referrer) for an HttpOnly cookie
-        args = {k: v for k, v in request.args.items() if k != TOKEN_PARAM}
-        response = redirect(url_for(request.endpoint, **(request.view_args or {}), **args)
-                            if request.endpoint else "/", code=303)
+        # the token leaves the URL (history, the next page's referrer) for an HttpOnly cookie; the rest of the
+        # query stays as given, never as url_for's own arguments (?_external=1&_scheme= made another URL of it)
+        rest = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != TOKEN_PARAM])
+        page = url_for(request.endpoint, **(request.view_args or {})) if request.endpoint else "/"
+        response = redirect(page + (f"?{rest}" if rest else ""), code=303)
         response.set_cookie(cookie, token, httponly=True, samesite="Strict")
         return response
     held = request.cookies.get(cookie, "")
@@ -119,8 +126,28 @@ def _headers(response):
     # same-origin: the browser still sends Origin with a form (no-referrer makes it "null"), never to a site
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"  # frame-ancestors' older form
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+#: the names a browser on this machine reaches a server bound to a loopback address by
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """The host names a request may carry to a server bound to ``host``: the loopback names and ``host`` itself;
+    None (any) for every address (``0.0.0.0``, ``::``), where a team reaches it by its own names."""
+    bound = _hostname(host)
+    return None if bound in ("", "0.0.0.0", "::") else LOOPBACK | {bound}
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header (``[::1]:8765`` -> ``::1``, ``LocalHost.:80`` -> ``localhost``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).rstrip(".")
 
 
 def _forbidden(e):
