@@ -161,3 +161,20 @@ def test_serve_on_every_address_warns_and_on_localhost_does_not(tmp_path):
     assert wide.exit_code != 0 and "in use" in wide.output  # Werkzeug's own words
     assert "warning:" in wide.output and "plain HTTP" in " ".join(wide.output.split())
     assert local.exit_code != 0 and "in use" in local.output and "warning:" not in local.output
+
+
+def test_a_student_named_like_anothers_page_is_framed_with_their_own_page(tmp_path):
+    import re
+
+    # "alice.html" is a valid id (its own file name, students/alice.html.html); /report/alice.html meant alice
+    _class(tmp_path / "out", ["alice", "alice.html"])
+    client = _signed_in(_app(tmp_path / "out"))
+    page = client.get("/student/alice.html").get_data(as_text=True)
+    framed = re.search(r'<iframe[^>]* src="([^"]+)"', page).group(1)
+    shown = client.get(framed)
+    assert shown.status_code == 200
+    body = shown.get_data(as_text=True)
+    assert "<title>alice.html" in body or ">alice.html<" in body, body[:400]
+    own = client.get(re.search(r'<iframe[^>]* src="([^"]+)"', client.get("/student/alice").get_data(as_text=True))
+                     .group(1)).get_data(as_text=True)
+    assert "alice.html" not in own[:2000]

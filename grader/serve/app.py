@@ -77,8 +77,10 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
     app.add_url_rule("/review", "review", review)
     app.add_url_rule("/student/<name>", "student", student)
     app.add_url_rule("/student/<name>/override", "override", override, methods=["POST"])
-    app.add_url_rule("/report/<name>", "report", report)
+    # the .html rule first, so that url_for builds it: /report/alice.html.html is "alice.html"'s page (the rule
+    # without .html, first, built /report/alice.html for it, which this rule reads as alice's)
     app.add_url_rule("/report/<name>.html", "report", report)
+    app.add_url_rule("/report/<name>", "report", report)
     app.add_url_rule("/report/work/<name>.html", "report_work", report, defaults={"work": True})
     return app
 
