@@ -14,10 +14,15 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ClusterError, FatalError, WorkerCrashed
 from .logs import worker_output_to_log
+
+if TYPE_CHECKING:
+    from .execute.limits import BatchLimits
+    from .intake import Submission
+    from .spec.frozen import FrozenSpec
 
 #: a worker that dies this many times while holding a student gives that student an error
 MAX_ATTEMPTS = 2
@@ -35,10 +40,10 @@ class Job:
     """One student to measure: everything a worker needs, nothing it must not see (no secret: only
     the seeds derived from it, which the evaluation worker needs to draw the held-out data)."""
 
-    spec: object  # spec.FrozenSpec: the assignment's files and parsed spec, as the batch read them
+    spec: FrozenSpec  # the assignment's files and parsed spec, as the batch read them
     seeds: tuple  # ((dataset, seed), ...)
-    submission: object  # intake.Submission
-    limits: object = None  # the batch's notebook time limits (execute.limits.BatchLimits), probed once at its start
+    submission: Submission
+    limits: BatchLimits | None = None  # the batch's notebook time limits, probed once at its start
     unsandboxed: bool = False  # the TA allowed notebooks to run where they cannot be isolated (--allow-unsandboxed)
 
 

@@ -80,7 +80,6 @@ class _Plan:
     measure_key: str
     score_key: str
     action: str  # "cached" | "rescore" | "measure"
-    measured: Measurements | None = None  # what a re-score scores (its stored measurements)
 
 
 def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | None = None, *,
@@ -136,15 +135,14 @@ def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
         mkey = keys.measure_key(content, measure_fp)
         skey = keys.score_key(mkey, score_fp)
         known = stored.get(sub.student_id)
-        measured = None
         if force or known is None or mkey not in known.measure_keys:
             action = "measure"
         elif known.score_key != skey:
-            measured = Measurements.from_json(gradebook.measurements(assignment.id, sub.student_id, mkey))
-            action = "rescore" if _retrained_alike(assignment, measured) else "measure"
+            stored_runs = Measurements.from_json(gradebook.measurements(assignment.id, sub.student_id, mkey))
+            action = "rescore" if _retrained_alike(assignment, stored_runs) else "measure"
         else:
             action = "cached"
-        plans.append(_Plan(sub, content, files, mkey, skey, action, measured if action == "rescore" else None))
+        plans.append(_Plan(sub, content, files, mkey, skey, action))
     return plans
 
 
@@ -272,7 +270,8 @@ class _Batch:
                 self.tally("cached", result)
             elif plan.action == "rescore":
                 self.progress.status(f"re-scoring {sid}")
-                self.done(plan, _score(assignment, plan.measured), plan.measured, "rescored")
+                measured = Measurements.from_json(gradebook.measurements(assignment.id, sid, plan.measure_key))
+                self.done(plan, _score(assignment, measured), measured, "rescored")
         self.reporter.prepare([r for r, _ in redraws], workers)  # plots the pages lack, on several processes
         for result, stored in redraws:
             self.reporter.add(result, stored=stored)

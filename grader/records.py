@@ -64,6 +64,12 @@ class Retraining(_Readable):
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    def for_dataset(self, dataset: str) -> bool:
+        """Whether its recipe's data may be ``dataset``'s (a record stored before the datasets were kept names
+        one, or none: then any)."""
+        known = self.datasets or ([self.dataset] if self.dataset else [])
+        return not known or dataset in known
+
     def __eq__(self, other):
         return isinstance(other, Mapping) and self.to_json() == dict(other)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..records import Retraining
 from ..spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
@@ -199,11 +200,10 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
     """Credit and words for the re-trainings of the model's recipe, when its own run missed the pass threshold
     (``wants_retraining``): the best of the own run and the first K re-trainings counts."""
     r = evaluation.get("retraining")
+    r = Retraining.from_json(r) if r else None
     th = task.threshold(a.metric)
-    # the datasets the recipe's data may come from (a record stored before these were kept names one, or none)
-    datasets = (r.get("datasets") or [r.get("dataset") or task.dataset]) if r else []
     if not r or outcome == "pass" or not a.architecture_ok or a.metric != task.metric or not task.retrained \
-            or task.dataset not in datasets:
+            or not r.for_dataset(task.dataset):
         return
     metric, label, rel = a.metric, METRIC_LABELS[a.metric], relation(a.metric)
     own = fmt_value(metric, a.value)
