@@ -178,3 +178,53 @@ def test_a_student_named_like_anothers_page_is_framed_with_their_own_page(tmp_pa
     own = client.get(re.search(r'<iframe[^>]* src="([^"]+)"', client.get("/student/alice").get_data(as_text=True))
                      .group(1)).get_data(as_text=True)
     assert "alice.html" not in own[:2000]
+
+
+def _form(client, name: str, task: str) -> dict:
+    import re
+
+    page = client.get(f"/student/{name}").get_data(as_text=True)
+    block = page[page.index(f'id="task-{task}"'):]
+    block = block[:block.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', block))
+
+
+def test_points_that_are_no_score_and_tasks_or_students_not_in_the_class_change_nothing(tmp_path):
+    _class(tmp_path / "out", ["alice"])
+    client = _signed_in(_app(tmp_path / "out"))
+    fields = _form(client, "alice", "1a")
+    for points in ("nan", "NaN", "inf", "-inf", "-1", "1e308", "0x10", "", "3; drop table overrides"):
+        said = client.post("/student/alice/override", data={**fields, "points": points, "reason": "r", "action": "set"},
+                           follow_redirects=True).get_data(as_text=True)
+        assert "not changed" in said, points
+    for task in ("9z", "<b>1a</b>", "1a\x00", "../1a"):
+        said = client.post("/student/alice/override", data={**fields, "task": task, "points": "1", "reason": "r",
+                                                            "action": "set"}, follow_redirects=True)
+        assert said.status_code == 200 and "not changed" in said.get_data(as_text=True), task
+        assert "<b>1a</b>" not in said.get_data(as_text=True)
+    assert client.post("/student/mallory/override", data={**fields, "points": "1", "reason": "r",
+                                                          "action": "set"}).status_code == 404
+    assert _rows(tmp_path / "out") == []
+
+
+def test_a_reason_with_terminal_and_bidi_controls_is_the_clis_row_and_is_shown_escaped(tmp_path):
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    out = tmp_path / "out"
+    _class(out, ["alice", "bob"])
+    reason = "\x1b[2J\x1b]0;owned\x07ok\u202eevil\r\nforged: line"
+    client = _signed_in(_app(out))
+    client.post("/student/alice/override", data={**_form(client, "alice", "1a"), "points": "2", "reason": reason,
+                                                 "by": "tara\x1b[31m", "action": "set"})
+    done = CliRunner().invoke(main, ["override", "bob", "1a", "2", "--reason", reason, "--by", "tara\x1b[31m",
+                                     "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    rows = _rows(out)
+    assert len(rows) == 2 and rows[0] == rows[1]  # one row, whichever way the TA set it
+    assert rows[0][:3] == ("1a", "set", 2.0) and "\n" not in rows[0][3] and rows[0][3].endswith("forged: line")
+    page = client.get("/student/alice").get_data(as_text=True)
+    assert "\x1b" not in page and "\u202e" not in page and "\\x1b[2J" in page and "\\u202e" in page
+    static = (out / "students" / "alice.html").read_text()
+    assert "\x1b" not in static and "\u202e" not in static
