@@ -88,9 +88,12 @@ def _train(assignment, runs, out: Path, workers: int):
             yield from done.items()
 
 
-def calibrate_keras2(folder, runs: int | None = None, progress=None, workers: int = 2) -> Path:
+def calibrate_keras2(folder, runs: int | None = None, progress=None, workers: int = 2,
+                     trained: Path | None = None) -> Path:
     """Train, evaluate and record (see the module's docstring); returns the calibration file.  ``runs``: runs
-    per task (default: as many as its Keras 3 calibration, with the same seeds)."""
+    per task (default: as many as its Keras 3 calibration, with the same seeds).  ``trained``: a folder of the
+    same runs trained before (``<task>-<seed>.h5`` and ``.npz``, as ``reference_runs`` writes them), evaluated
+    instead of training again (the same seed trains the same network)."""
     import numpy as np
 
     from . import __version__
@@ -117,10 +120,12 @@ def calibrate_keras2(folder, runs: int | None = None, progress=None, workers: in
     with tempfile.TemporaryDirectory(prefix="grader-calibrate-keras2-") as tmp, \
             Evaluator(assignment, dataset_seeds(assignment, secret)) as evaluator:
         values: dict = {t.id: {m: {} for m in t.calibration} for t in tasks}
-        for (tid, seed), model in _train(assignment, plan, Path(tmp), max(1, workers)):
+        done = (((tid, seed), Path(trained) / f"{tid}-{seed}.h5") for tid, seed in plan) if trained else \
+            _train(assignment, plan, Path(tmp), max(1, workers))
+        for (tid, seed), model in done:
             task = assignment.task(tid)
             data = np.load(model.with_suffix(".npz"))
-            training = {"dataset": task.dataset, "x": data["x"], "y": data["y"]}
+            training = {"dataset": task.dataset, "datasets": [task.dataset], "x": data["x"], "y": data["y"]}
             metrics = evaluator.evaluate(model, training)["datasets"][task.dataset]["metrics"]
             for m in task.calibration:
                 values[tid][m][seed] = float(metrics[m])
@@ -172,7 +177,7 @@ def write_section(path: Path, section: dict | None) -> None:
                  "# Keras 3).  holds: false_fail within false_fail_bound and p_miss_pass no more than Keras 3's.",
                  "# pass / partial: the thresholds on this path (Keras 3's where it holds; else the task's rule on",
                  "# these runs, never stricter), used for the models a Keras 2 run made.",
-                 tomli_w.dumps({"keras2": section}).rstrip("\n")]
+                 _one_line_arrays(tomli_w.dumps({"keras2": section})).rstrip("\n")]
         block = "\n".join(lines) + "\n"
     from .calibrate import TIMINGS_MARK
 
@@ -185,6 +190,14 @@ def write_section(path: Path, section: dict | None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def _one_line_arrays(text: str) -> str:
+    """tomli_w's arrays of numbers, one per line, each on one line (as the Keras 3 entries above are)."""
+    import re
+
+    return re.sub(r"\[\n((?:    [^\n\[\]]+,\n)+)\]",
+                  lambda m: "[" + ", ".join(v.strip().rstrip(",") for v in m.group(1).splitlines()) + "]", text)
 
 
 def recorded_keras2(path: Path | None) -> dict:

@@ -481,3 +481,76 @@ def test_check_states_the_keras2_paths_time_limits_before_a_keras2_run(tmp_path)
     assert "tensorflow" in keras2_limits  # the limits of the TensorFlow run, and where they come from
     [keras3_limits] = said["new.py"]
     assert keras3_limits.startswith("Time limits on this machine: ") and "Keras 2" not in keras3_limits
+
+
+def test_calibration_records_the_keras2_path_and_its_thresholds_are_the_spec_s():
+    """calibration.toml's ``[keras2]`` (``grader calibrate --keras 2``): every calibrated task trained on the Keras 2
+    path with the seeds of its Keras 3 calibration, checked against the Keras 3 thresholds recorded now (not a
+    stale check); each verdict follows from its runs; a metric that does not hold there has thresholds of its own,
+    never stricter than Keras 3's, which the spec gives the task for a Keras 2 run's models only."""
+    import tomllib
+
+    from grader.calibrate_keras2 import metric_entry
+    from grader.score.assess import judge, passes
+    from grader.spec import load_assignment
+
+    recorded = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())
+    section = recorded["keras2"]
+    assignment = load_assignment(TUTORIAL6)
+    calibrated = [t for t in assignment.model_tasks() if t.reference and t.calibration]
+    assert set(section["tasks"]) == {t.id for t in calibrated}
+    own = []
+    for t in calibrated:
+        entry = section["tasks"][t.id]
+        assert entry["seeds"] == recorded["tasks"][t.id]["seeds"]
+        for m in t.calibration:
+            keras3 = recorded["tasks"][t.id][m]
+            assert (entry[m]["keras3_pass"], entry[m]["keras3_partial"]) == (keras3["pass"], keras3["partial"])
+            assert entry[m] == metric_entry(t, m, entry[m]["runs"], keras3, assignment.limits.retraining)
+            if entry[m]["holds"]:
+                assert m not in t.keras2_thresholds and t.for_keras("2").threshold(m) == t.threshold(m)
+                continue
+            own.append((t.id, m))
+            th = t.keras2_thresholds[m]
+            assert (th.passing, th.partial) == (entry[m]["pass"], entry[m]["partial"]) and "Keras 2" in th.source
+            assert passes(m, keras3["pass"], th.passing) and passes(m, keras3["partial"], th.partial)
+            assert t.for_keras("2").threshold(m) is th and t.for_keras("3").threshold(m) == t.threshold(m)
+            # a Keras 2 run that misses Keras 3's pass threshold and makes its own path's is judged a pass there
+            missed = [v for v in entry[m]["runs"] if not passes(m, v, keras3["pass"]) and passes(m, v, th.passing)]
+            for v in missed:
+                assert judge(t.for_keras("2"), m, v, {})[1] == "pass" and judge(t, m, v, {})[1] != "pass"
+    assert section["holds"] == (not own)
+
+
+def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assignment, tmp_path):
+    """The run of the Keras 2 path's calibration that misses Keras 3's pass threshold of a task that does not hold
+    there, trained again as a Keras 2 kernel trains it and evaluated like a submission: scored as a Keras 2 run's
+    model (the provenance the grader's harvester gives it, which no kernel can write) it passes; the same model
+    with any other provenance is judged by Keras 3's thresholds and does not."""
+    import tomllib
+
+    from grader.evaluate import Evaluator, dataset_seeds
+    from grader.execute import keras2
+    from grader.harvest import Capture
+    from grader.score.assess import assess, passes
+
+    recorded = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())
+    missed = [(tid, m, seed, v) for tid, e in recorded["keras2"]["tasks"].items() for m, x in e.items()
+              if isinstance(x, dict) and not x["holds"] for seed, v in zip(e["seeds"], x["runs"])
+              if not passes(m, v, x["keras3_pass"]) and m == assignment.task(tid).metric]
+    tid, metric, seed, value = missed[0]
+    task = assignment.task(tid)
+    [path] = keras2.reference_runs(assignment, [(tid, seed)], tmp_path).values()
+    import numpy as np
+
+    data = np.load(path.with_suffix(".npz"))
+    with Evaluator(assignment, dataset_seeds(assignment, recorded["meta"]["heldout_secret"])) as ev:
+        evaluation = ev.evaluate(path, {"dataset": task.dataset, "datasets": [task.dataset], "x": data["x"],
+                                        "y": data["y"]})
+    assert evaluation["datasets"][task.dataset]["metrics"][metric] == value  # the calibration's run, again
+    capture = Capture(path, "fit", 1, 0, keras="2")
+    assert capture.provenance()["keras"] == "2" and "keras" not in Capture(path, "fit", 1, 0).provenance()
+    as_keras2 = assess(task, {**evaluation, "provenance": {"made_by": "file", "keras": "2"}})
+    as_keras3 = assess(task, {**evaluation, "provenance": {"made_by": "file"}})
+    assert as_keras2.metric_fraction == 1.0 and as_keras2.threshold["pass"] == task.keras2_thresholds[metric].passing
+    assert as_keras3.metric_fraction < 1.0 and as_keras3.threshold["pass"] == task.threshold(metric).passing
