@@ -68,6 +68,9 @@ def clean_png(data) -> bytes | None:
             img.load()
             if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
                 img = img.convert("RGBA")
+            # its pixels (and palette and transparency) only: Pillow writes the ICC colour profile it read back
+            # unless told not to, a binary the TA's browser would parse
+            img.info = {k: v for k, v in img.info.items() if k == "transparency"}
             out = io.BytesIO()
             img.save(out, format="PNG")
     except Exception:  # Pillow's errors for a broken or hostile file are of many kinds

@@ -228,3 +228,38 @@ def test_a_reason_with_terminal_and_bidi_controls_is_the_clis_row_and_is_shown_e
     assert "\x1b" not in page and "\u202e" not in page and "\\x1b[2J" in page and "\\u202e" in page
     static = (out / "students" / "alice.html").read_text()
     assert "\x1b" not in static and "\u202e" not in static
+
+
+def _chunks(png: bytes) -> list[bytes]:
+    import struct
+
+    found, at = [], 8
+    while at < len(png):
+        size, kind = struct.unpack(">I4s", png[at:at + 8])
+        found.append(kind)
+        at += 12 + size
+    return found
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "LA", "I;16"])
+def test_a_plot_carrying_a_colour_profile_exif_and_text_is_kept_as_its_pixels_only(mode):
+    import base64
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    # an ICC profile is a binary program of sorts that the TA's browser parses (colour management): never passed on
+    image = Image.new("RGB", (6, 4), (10, 20, 30)).convert(mode) if mode != "I;16" else Image.new("I;16", (6, 4), 7)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "<script>alert(1)</script>")
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>", zip=True)
+    exif = image.getexif()
+    exif[0x010E] = "hostile"
+    out = io.BytesIO()
+    image.save(out, "PNG", icc_profile=b"\0" * 128 + b"acsp" * 200, pnginfo=info, exif=exif, dpi=(1e6, 1e6))
+    assert b"iCCP" in _chunks(out.getvalue())
+    cleaned = executed.clean_png(base64.b64encode(out.getvalue()).decode())
+    assert cleaned is not None
+    assert set(_chunks(cleaned)) <= {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}, _chunks(cleaned)
+    with Image.open(io.BytesIO(cleaned)) as img:
+        assert img.size == (6, 4)
