@@ -263,3 +263,20 @@ def test_a_plot_carrying_a_colour_profile_exif_and_text_is_kept_as_its_pixels_on
     assert set(_chunks(cleaned)) <= {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}, _chunks(cleaned)
     with Image.open(io.BytesIO(cleaned)) as img:
         assert img.size == (6, 4)
+
+
+def test_no_route_serves_a_file_outside_the_students_pages(tmp_path):
+    out = tmp_path / "out"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    _class(out, ["alice", "..", "../../gradebook"], nb)  # ids that are paths: their names are hashed, never a path
+    (out / "secret.html").write_text("SECRET")
+    (out / "students" / "work" / "..html").write_text("SECRET")
+    client = _signed_in(_app(out))
+    for url in ("/report/..%2fsecret", "/report/%2e%2e%2fsecret.html", "/report/..", "/report/%2e%2e",
+                "/report/work/..%2f..%2fsecret.html", "/report/work/%2e%2e%2falice.html", "/report/work/..html",
+                "/report/.html", "/report/..%2F..%2Fgradebook.sqlite", "/student/..%2falice", "/report/%00alice",
+                "/report/alice%00.html", "/report/" + "a" * 5000):
+        response = client.get(url)
+        assert response.status_code in (404, 308), (url, response.status_code)
+        assert b"SECRET" not in response.data and b"SQLite" not in response.data, url
