@@ -280,3 +280,17 @@ def test_no_route_serves_a_file_outside_the_students_pages(tmp_path):
         response = client.get(url)
         assert response.status_code in (404, 308), (url, response.status_code)
         assert b"SECRET" not in response.data and b"SQLite" not in response.data, url
+
+
+def test_the_runners_client_keeps_no_widget_state_a_kernel_sends():
+    from grader.execute.runner import CappedClient
+
+    # what a kernel sends for Comm(target_name="jupyter.widget", data={"state": ...}): nbclient kept every comm's
+    # state for the notebook's metadata, 1 MB a message (the relay's cap), any number of comms
+    client = CappedClient(nbformat.v4.new_notebook())
+    for i in range(3):
+        client.handle_comm_msg([], {"msg_type": "comm_open", "header": {"msg_type": "comm_open"}, "buffers": [],
+                                    "content": {"comm_id": f"c{i}", "target_name": "jupyter.widget",
+                                                "data": {"state": {"_model_module": "m", "_model_name": "n",
+                                                                   "v": "z" * 500_000}, "buffer_paths": []}}}, 0)
+    assert client.widget_state == {} and client.widget_buffers == {}

@@ -60,3 +60,44 @@ def test_outputs_saved_in_cells_the_grader_did_not_run_are_not_shown_as_the_run(
     assert "made by the run" in text
     assert FORGED not in text, [c.get("outputs") for c in kept["cells"]]
     assert not [o for c in kept["cells"] for o in c.get("outputs", []) if o["kind"] == "image"]
+
+
+def _ran(tmp_path, monkeypatch, source: str):
+    """Run a one-cell notebook of ``source`` (then a cell that prints "next"); the notebook as the runner left it."""
+    from grader import execute
+
+    reader, seen = execute.read_notebook, {}
+
+    def read(file):
+        seen["nb"] = reader(file)
+        return seen["nb"]
+
+    monkeypatch.setattr(execute, "read_notebook", read)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source), nbformat.v4.new_code_cell("print('next')")]
+    kept, statuses = _kept(tmp_path, nb)
+    return seen["nb"], kept, statuses
+
+
+def _held(nb) -> int:
+    """What the runner's notebook holds of outputs and metadata, in characters of JSON."""
+    return len(json.dumps([c.get("outputs", []) for c in nb.cells])) + len(json.dumps(nb.metadata))
+
+
+def test_twenty_thousand_empty_displays_are_not_all_held_by_the_grader(tmp_path, monkeypatch):
+    # each counted as 0 bytes against the cell's 64 KB: every one was kept in the grading process
+    nb, kept, statuses = _ran(tmp_path, monkeypatch,
+                              "for _ in range(20_000):\n    display({'text/plain': ''}, raw=True)")
+    assert statuses == ["ok", "ok"]
+    assert len(nb.cells[0].outputs) <= 2001 and "dropped" in nb.cells[0].outputs[-1].get("text", "")
+    assert nb.cells[1].outputs[0]["text"] == "next\n"
+
+
+def test_display_updates_do_not_grow_a_cell_past_its_output_cap(tmp_path, monkeypatch):
+    # update_display_data replaced a display's data whatever its size: 40 displays of 500 KB each were held
+    nb, kept, statuses = _ran(tmp_path, monkeypatch,
+                              "shown = [display({'text/plain': 'x'}, raw=True, display_id=True) for _ in range(40)]\n"
+                              "for d in shown:\n    d.update({'text/plain': 'y' * 500_000}, raw=True)\n")
+    assert statuses == ["ok", "ok"]
+    assert _held(nb) < 200_000, _held(nb)
+

@@ -29,6 +29,7 @@ import zmq
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from traitlets import Bool
 
 from ..errors import KernelStartFailed
 from .compile_cache import KERNEL_XLA_ENV, turned_off
@@ -100,10 +101,20 @@ class RunResult:
     dropped_messages: dict = field(default_factory=dict)
 
 
+def _data_size(data) -> int:
+    """The characters of a display's data (any JSON the kernel sent)."""
+    return sum(len(str(v)) for v in data.values()) if isinstance(data, dict) else len(str(data or ""))
+
+
 class CappedClient(NotebookClient):
-    """nbclient's client with a cap on the output kept per cell, and a timed-out cell's output reader stopped."""
+    """nbclient's client with a cap on the output kept per cell (its characters, its outputs, a display's updates),
+    no widget state kept, and a timed-out cell's output reader stopped."""
 
     max_output_bytes = 64 * 1024
+    #: outputs a cell keeps whatever their size: 20,000 empty displays, each 0 bytes, were all held
+    max_outputs = 2000
+    #: nbclient keeps the state every ``jupyter.widget`` comm sends, unbounded; the grader shows no widget
+    store_widget_state = Bool(False)
 
     async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
         # nbclient leaves a timed-out cell's output reader running (CellTimeoutError is a "control signal" to
@@ -121,14 +132,30 @@ class CappedClient(NotebookClient):
         if used > self.max_output_bytes:
             return None
         content = msg.get("content", {})
-        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        size = len(str(content.get("text", ""))) + _data_size(content.get("data", {}))
         used_by_cell[cell_index] = used + size
-        if used + size > self.max_output_bytes:
+        if used + size > self.max_output_bytes or len(outs) >= self.max_outputs:
+            used_by_cell[cell_index] = self.max_output_bytes + 1
             outs.append(nbformat.v4.new_output("stream", name="stderr",
                                                text=f"[grader: output beyond {self.max_output_bytes // 1024} KB "
-                                                    "of this cell was dropped]\n"))
+                                                    f"or {self.max_outputs} outputs of this cell was dropped]\n"))
             return None
         return super().output(outs, msg, display_id, cell_index)
+
+    def _update_display_id(self, display_id, msg):
+        # an update replaces a display's data wherever it is shown, uncounted: 40 updates of 500 KB were all held.
+        # One that would take a cell past its cap is dropped (the display keeps what it showed).
+        used_by_cell = self.__dict__.setdefault("grader_output_used", {})
+        new = _data_size(msg.get("content", {}).get("data"))
+        after = {}
+        for cell_index, indices in self._display_id_map.get(display_id, {}).items():
+            outputs = self.nb["cells"][cell_index]["outputs"]
+            old = sum(_data_size(outputs[i].get("data")) for i in indices if i < len(outputs))
+            after[cell_index] = used_by_cell.get(cell_index, 0) - old + new * len(indices)
+            if after[cell_index] > self.max_output_bytes:
+                return
+        used_by_cell.update(after)
+        super()._update_display_id(display_id, msg)
 
 
 class BoundedKernelManager(SandboxedKernelManager):
