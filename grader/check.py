@@ -129,6 +129,7 @@ class CheckEvents(Events):
 
     def __init__(self):
         self._last = {}
+        self.warming = None  # the page's plot warm-up (``report.cache.PlotWarmUp``), while a check runs
 
     def unsandboxed(self, reason: str) -> None:
         """The student's code will run without isolation, and why."""
@@ -152,13 +153,16 @@ class CheckEvents(Events):
     def ran(self, run) -> None:
         """A cell finished (``execute.CellRun``)."""
 
+    def evaluated(self, evaluation) -> None:
+        if self.warming is not None:
+            self.warming.evaluated(evaluation)
+
 
 class _Said(CheckEvents):
     """``CheckEvents`` told as ``say(kind, value)``, for callers that take one callable."""
 
-    def __init__(self, say: Callable[[str, object], None], warming=None):
+    def __init__(self, say: Callable[[str, object], None]):
         super().__init__()
-        self.say, self.warming = say, warming
         self.note = lambda words: say("note", words)
         self.unsandboxed = lambda reason: say("unsandboxed", reason)
         self.advice = lambda line: say("advice", line)
@@ -166,20 +170,17 @@ class _Said(CheckEvents):
         self.running = lambda file: say("running", file)
         self.ran = lambda run: say("cell", run)
 
-    def evaluated(self, evaluation) -> None:
-        if self.warming is not None:
-            self.warming.evaluated(evaluation)
-
 
 def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None = None,
+          events: CheckEvents | None = None,
           progress: Callable[[str, object], None] | None = None) -> CheckOutcome:
     """Check one submission on public validation data; print nothing.
 
-    ``progress(kind, value)`` hears, as they happen (``CheckEvents``): ``("unsandboxed", reason)``,
-    ``("note", words)`` naming what of the folder is not the student's and was left out, ``("advice", line)``,
-    ``("limits", words)``, ``("running", file name)`` and ``("cell", CellRun)``.  ``out_dir``: where to write
-    the HTML feedback page (``CheckOutcome.page``)."""
-    events = _Said(progress or (lambda kind, value: None))
+    ``events`` (``CheckEvents``) hear what happens, as it happens; or ``progress(kind, value)``:
+    ``("unsandboxed", reason)``, ``("note", words)`` naming what of the folder is not the student's and was
+    left out, ``("advice", line)``, ``("limits", words)``, ``("running", file name)`` and ``("cell", CellRun)``.
+    ``out_dir``: where to write the HTML feedback page (``CheckOutcome.page``)."""
+    events = events or _Said(progress or (lambda kind, value: None))
     assignment = load_assignment(assignment_dir)
     skip, skipped = not_the_students(Path(path), assignment, out_dir)
     sub = submission_from(Path(path), assignment, skip)

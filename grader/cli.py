@@ -359,24 +359,35 @@ CHECK_STATUS = {"passed": "[green]passed[/]", "partial": "[yellow]partial[/]", "
                 "missing": "[red]missing[/]", "error": "[bold red]error[/]"}
 
 
-def _check_progress(kind: str, value) -> None:
-    """What ``check`` says as it goes: format advice before anything runs, then each cell as it finishes."""
-    if kind == "unsandboxed":
-        console.print(f"[bold red]WARNING: {terminal(value)}[/]\n[red]Your notebook runs as you, on this machine, "
-                      "like running it in Jupyter.[/]")
-    elif kind == "advice":
-        console.print(f"[yellow]![/] {terminal(value)}", highlight=False)
-    elif kind == "limits":
-        console.print(terminal(value), highlight=False)
-    elif kind == "note":
-        console.print(f"[dim]{terminal(value)}[/]", highlight=False)
-    elif kind == "running":
-        console.print(f"[bold]Running {terminal(value)}, cell by cell:[/]", highlight=False)
-    elif kind == "cell":
-        mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]"}.get(value.status, f"[red]{value.status}[/]")
-        first = terminal(next((ln for ln in value.source.splitlines() if ln.strip()), "")[:60])
-        extra = terminal(f" {value.error_name}: {value.error_value[:100]}") if value.error_name else ""
-        console.print(f"  cell {value.index + 1:>3} {mark} {value.seconds:5.1f} s  [dim]{first}[/]{extra}")
+def _check_events():
+    """What ``check`` says as it goes (``check.CheckEvents``): format advice before anything runs, then each
+    cell as it finishes."""
+    from .check import CheckEvents
+
+    class Shown(CheckEvents):
+        def unsandboxed(self, reason):
+            console.print(f"[bold red]WARNING: {terminal(reason)}[/]\n[red]Your notebook runs as you, on this "
+                          "machine, like running it in Jupyter.[/]")
+
+        def advice(self, line):
+            console.print(f"[yellow]![/] {terminal(line)}", highlight=False)
+
+        def limits(self, words):
+            console.print(terminal(words), highlight=False)
+
+        def note(self, words):
+            console.print(f"[dim]{terminal(words)}[/]", highlight=False)
+
+        def running(self, file):
+            console.print(f"[bold]Running {terminal(file)}, cell by cell:[/]", highlight=False)
+
+        def ran(self, run):
+            mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]"}.get(run.status, f"[red]{run.status}[/]")
+            first = terminal(next((ln for ln in run.source.splitlines() if ln.strip()), "")[:60])
+            extra = terminal(f" {run.error_name}: {run.error_value[:100]}") if run.error_name else ""
+            console.print(f"  cell {run.index + 1:>3} {mark} {run.seconds:5.1f} s  [dim]{first}[/]{extra}")
+
+    return Shown()
 
 
 def _print_check(outcome) -> None:
@@ -459,7 +470,7 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         out_dir.mkdir(parents=True, exist_ok=True)
         with batch_log(out_dir / "check.log"):
-            outcome = run(path, assignment_dir, out_dir=out_dir, name=name, progress=_check_progress)
+            outcome = run(path, assignment_dir, out_dir=out_dir, name=name, events=_check_events())
         _print_check(outcome)
         if outcome.page is not None:
             console.print(f"HTML feedback: [bold]{terminal(outcome.page)}[/]")
