@@ -294,3 +294,32 @@ def test_the_runners_client_keeps_no_widget_state_a_kernel_sends():
                                                 "data": {"state": {"_model_module": "m", "_model_name": "n",
                                                                    "v": "z" * 500_000}, "buffer_paths": []}}}, 0)
     assert client.widget_state == {} and client.widget_buffers == {}
+
+
+def test_the_servers_request_log_never_shows_the_token(tmp_path, caplog):
+    import logging
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from grader.serve.app import serve
+
+    _class(tmp_path / "out", ["alice"])
+    app, ready = _app(tmp_path / "out"), threading.Event()
+    servers = []
+    thread = threading.Thread(target=serve, args=(app, "127.0.0.1", 0),
+                              kwargs={"ready": lambda s: (servers.append(s), ready.set())}, daemon=True)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    thread.start()
+    assert ready.wait(60)
+    try:
+        base = f"http://127.0.0.1:{servers[0].port}"
+        for url in (f"{base}/?token=the-token", f"{base}/student/alice?q=x&token=the-token"):
+            urllib.request.build_opener(urllib.request.HTTPCookieProcessor()).open(url).read()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{base}/?token=the-token-guessed")
+    finally:
+        servers[0].shutdown()
+        thread.join(30)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "GET /student/alice" in logged and "the-token" not in logged, logged

@@ -336,9 +336,19 @@ def _distributions(tasks: list[dict], rows: list[dict]) -> list[dict]:
 
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:
     """Serve ``app`` on Werkzeug's threaded server until interrupted; ``ready(server)`` once it listens."""
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
-    server = make_server(host, port, app, threaded=True)
+    class Handler(WSGIRequestHandler):
+        """Werkzeug's, whose request log shows no query: the first request's holds the access token."""
+
+        def log_request(self, code="-", size="-"):
+            if "?" in getattr(self, "path", ""):
+                self.path = self.path.split("?", 1)[0] + "?…"
+            if "?" in getattr(self, "requestline", ""):
+                self.requestline = self.requestline.split("?", 1)[0] + "?…"
+            super().log_request(code, size)
+
+    server = make_server(host, port, app, threaded=True, request_handler=Handler)
     if ready is not None:
         ready(server)
     try:
