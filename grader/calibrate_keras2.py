@@ -13,7 +13,6 @@ on this path (the task's rule on the Keras 2 runs, never stricter than Keras 3's
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import statistics
 import tempfile
@@ -23,27 +22,6 @@ from pathlib import Path
 
 #: the first line of the Keras 2 section of the calibration file (it ends where the timings begin, or the file)
 KERAS2_MARK = "# -- Keras 2 path"
-
-
-def with_keras2_thresholds(tasks: list, section: dict, cal_name: str) -> list:
-    """The spec's tasks, each with the thresholds of its metrics that do not hold on the Keras 2 path
-    (``Task.keras2_thresholds``), from the calibration file's ``[keras2]`` ``section``.  Imported by the spec's
-    loader: nothing heavy here."""
-    from .spec.model import MissRate, Thresholds
-
-    out = []
-    for task in tasks:
-        entry = (section.get("tasks") or {}).get(task.id) or {}
-        own = {}
-        for metric, e in entry.items():
-            if isinstance(e, dict) and e.get("holds") is False and metric in task.thresholds:
-                misses = MissRate(int(e["run_count"]), int(e.get("missed_pass_own", 0)), 0,
-                                  float(e.get("p_miss_pass_own", 1.0)), 1.0, int(e.get("retrainings", 0)))
-                own[metric] = Thresholds(float(e["pass"]), float(e["partial"]),
-                                         f"calibration on the Keras 2 path ({cal_name} [keras2], "
-                                         f"{e['run_count']} runs on tf_keras)", float(e["median"]), misses)
-        out.append(dataclasses.replace(task, keras2_thresholds=own) if own else task)
-    return out
 
 
 def _quantiles(values: list[float]) -> dict:

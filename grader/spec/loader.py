@@ -6,6 +6,7 @@ got 'ten'``.  Unknown keys are errors too, so a typo never passes silently.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -413,14 +414,31 @@ def load_assignment(folder, *, require_thresholds: bool = True) -> Assignment:
     dt.done()
     tasks = _tasks(top, path, root, datasets, calibration, cal_path)
     if recorded.get("keras2"):  # the Keras 2 path's own thresholds, where Keras 3's do not hold there
-        from ..calibrate_keras2 import with_keras2_thresholds
-
-        tasks = with_keras2_thresholds(tasks, recorded["keras2"], cal_path.name)
+        tasks = _with_keras2_thresholds(tasks, recorded["keras2"], cal_path.name)
     top.done()
     _check_tasks(path, root, tasks, datasets, require_thresholds)
     return Assignment(assignment_id, title, root, path, datasets, tuple(tasks), limits,
                       cal_path if cal_path.exists() else None, notebooks, intake, grades, timings,
                       calibrated_versions=calibrated_versions)
+
+
+def _with_keras2_thresholds(tasks: list, section: dict, cal_name: str) -> list:
+    """The spec's tasks, each with the thresholds of its metrics that do not hold on the Keras 2 path
+    (``Task.keras2_thresholds``), from the calibration file's ``[keras2]`` ``section`` (written by
+    ``grader calibrate --keras 2``, ``grader.calibrate_keras2``)."""
+    out = []
+    for task in tasks:
+        entry = (section.get("tasks") or {}).get(task.id) or {}
+        own = {}
+        for metric, e in entry.items():
+            if isinstance(e, dict) and e.get("holds") is False and metric in task.thresholds:
+                misses = MissRate(int(e["run_count"]), int(e.get("missed_pass_own", 0)), 0,
+                                  float(e.get("p_miss_pass_own", 1.0)), 1.0, int(e.get("retrainings", 0)))
+                own[metric] = Thresholds(float(e["pass"]), float(e["partial"]),
+                                         f"calibration on the Keras 2 path ({cal_name} [keras2], "
+                                         f"{e['run_count']} runs on tf_keras)", float(e["median"]), misses)
+        out.append(dataclasses.replace(task, keras2_thresholds=own) if own else task)
+    return out
 
 
 def _evaluation_limits(top: _Table) -> EvaluationLimits:
