@@ -30,11 +30,14 @@ ITEM_BYTES = 64
 
 #: terminal escape sequences (colours in tracebacks and progress bars)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _text(value) -> str:
-    text = "".join(value) if isinstance(value, list) else str(value or "")
-    return _ANSI.sub("", text)
+    """Text as kept: colour codes stripped; lone surrogates (a notebook's JSON may hold them; no page, UTF-8 file
+    or PostgreSQL JSON takes them) as visible escapes."""
+    text = "".join(str(v) for v in value) if isinstance(value, list) else str(value or "")
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", _ANSI.sub("", text))
 
 
 def _bytes(text: str) -> int:
@@ -152,7 +155,7 @@ def keep(name: str, nb, run=None) -> dict:
             entry.update(status=ran.status if ran else "not run", seconds=round(ran.seconds, 1) if ran else None,
                          outputs=_outputs(cell, budget))
         cells.append(entry)
-    return {"name": str(name), "cells": cells, "notes": notes}
+    return {"name": _text(name), "cells": cells, "notes": notes}
 
 
 #: how a model captured from a run is named (``measure``): "<notebook>, cell <n>: model trained by ..."

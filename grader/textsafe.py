@@ -23,19 +23,23 @@ from rich.markup import escape as _rich_escape
 #: ("Trojan Source"): in every set below
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 
+#: lone surrogates: a notebook's JSON ("\\ud800") or a file name's undecodable bytes bring them; UTF-8 cannot
+#: write them (a page's write raised), PostgreSQL's JSON refuses them: in every set below
+_SURROGATES = "\ud800-\udfff"
+
 #: C0 controls, DEL and C1 controls (ESC and CSI start terminal escape sequences), and the bidirectional ones
-_TERMINAL_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_TERMINAL_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")
 
 #: what a page shows as an escape: the same but tab and newline, which multi-line messages and code keep
-_PAGE_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+_PAGE_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")
 
 #: what XML 1.0 forbids (every C0 control but tab, newline and carriage return; lone surrogates;
 #: U+FFFE and U+FFFF), what it discourages and no reader wants (DEL and the C1 controls), and the
 #: bidirectional controls (a CI page shows the text)
-_XML_UNSAFE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff\ufffe\uffff]")
+_XML_UNSAFE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}\ufffe\uffff]")
 
 #: what a JSON file holds only as a ``\\uXXXX`` escape (json.dumps escapes the C0 controls itself)
-_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{_BIDI}]")
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{_BIDI}{_SURROGATES}]")
 
 #: line breaks of every kind, flattened where one record must stay on one line
 _LINE_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")

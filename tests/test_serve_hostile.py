@@ -323,3 +323,39 @@ def test_the_servers_request_log_never_shows_the_token(tmp_path, caplog):
         thread.join(30)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "GET /student/alice" in logged and "the-token" not in logged, logged
+
+
+def _surrogate_notebook():
+    """A notebook file may hold lone surrogates (JSON's "\\ud800" escape): nbformat reads them, UTF-8 cannot write
+    them.  The grader's own run of such a cell fails; its source and saved outputs are still kept."""
+    from grader.intake.formats import read_notebook_bytes
+
+    return read_notebook_bytes(b'{"cells": [{"cell_type": "code", "execution_count": null, "id": "a", "metadata": {},'
+                               b' "outputs": [{"output_type": "stream", "name": "stdout", "text": "out \\udfff"}],'
+                               b' "source": "print(1)  # \\ud800"}, {"cell_type": "markdown", "id": "b",'
+                               b' "metadata": {}, "source": "md \\udc80"}], "metadata": {}, "nbformat": 4,'
+                               b' "nbformat_minor": 5}')
+
+
+def test_lone_surrogates_in_a_notebook_are_kept_as_visible_escapes():
+    kept = executed.keep("work\udcff.ipynb", _surrogate_notebook())
+    text = json.dumps(kept, ensure_ascii=False)
+    text.encode("utf-8")  # raised: surrogates not allowed
+    assert "\\ud800" in kept["cells"][0]["source"] and "\\udc80" in kept["cells"][1]["source"]
+    page = executed.render("mallory", [kept])
+    assert "\\ud800" in page and "\\udfff" in page and "work\\udcff.ipynb" in page
+    page.encode("utf-8")
+
+
+def test_a_notebook_with_lone_surrogates_does_not_stop_the_class_pages_or_the_server(tmp_path):
+    from grader import textsafe
+
+    assert textsafe.visible("a\ud800b") == "a\\ud800b" and textsafe.terminal("\udcff") == "\\udcff"
+    assert json.loads(textsafe.json_text({"k": "\ud800"})) == {"k": "\ud800"}
+    assert "\ud800" not in textsafe.json_text({"k": "\ud800"})
+    out = tmp_path / "out"
+    _class(out, ["alice", "bob"], _surrogate_notebook())  # drew every page: the work page's write raised
+    assert "\\ud800" in (out / "students" / "work" / "alice.html").read_text(encoding="utf-8")
+    client = _signed_in(_app(out))
+    page = client.get("/student/alice")
+    assert page.status_code == 200 and "\\ud800" in page.get_data(as_text=True)
