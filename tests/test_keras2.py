@@ -360,7 +360,8 @@ for name, (layers, loss, optimizer, metrics, (a, b), fit) in cases.items():
     model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
     history = model.fit(a, b, verbose=0, **fit)
     report = dict(kernel.last_report)
-    model.fit(a, b, verbose=0, epochs=2, batch_size=50)  # a second fit goes on from the first
+    again = {k: v for k, v in fit.items() if k.startswith("validation")}
+    model.fit(a, b, verbose=0, epochs=2, batch_size=50, **again)  # a second fit goes on from the first
     out[name] = {"weights": [w.tolist() for w in model.get_weights()], "history": history.history,
                  "epochs": history.epoch, "steps": int(model.optimizer.iterations.numpy()),
                  "reports": [report, dict(kernel.last_report)]}
