@@ -101,3 +101,46 @@ def test_display_updates_do_not_grow_a_cell_past_its_output_cap(tmp_path, monkey
     assert statuses == ["ok", "ok"]
     assert _held(nb) < 200_000, _held(nb)
 
+
+
+def test_a_lone_surrogate_in_a_notebooks_code_does_not_stop_the_batch(tmp_path):
+    from grader.pipeline import grade_batch
+
+    # JSON's "\ud800" escape: nbformat reads it; the grader's write of that student's result raised
+    # UnicodeEncodeError and `grader grade` stopped for the whole class (exit 1, a traceback)
+    (tmp_path / "subs" / "mallory").mkdir(parents=True)
+    (tmp_path / "subs" / "mallory" / "work.ipynb").write_bytes(
+        b'{"cells": [{"cell_type": "code", "execution_count": null, "id": "a", "metadata": {}, "outputs": [],'
+        b' "source": "x = 1\\nraise ValueError(\\"bad\\")  # \\ud800"}, {"cell_type": "code",'
+        b' "execution_count": null, "id": "b", "metadata": {}, "outputs": [], "source": "print(\\"ran \\udfff\\")"}],'
+        b' "metadata": {"title": "\\udc80"}, "nbformat": 4, "nbformat_minor": 5}')
+    (tmp_path / "subs" / "zoe").mkdir()
+    (tmp_path / "subs" / "zoe" / "work.ipynb").write_text(json.dumps(nbformat.v4.new_notebook()))
+    grade_batch(tmp_path / "subs", TUTORIAL6, tmp_path / "out", workers=1)
+    students = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
+    assert set(students) == {"mallory", "zoe"}
+    work = (tmp_path / "out" / "students" / "work" / "mallory.html").read_text(encoding="utf-8")
+    assert "ValueError" in work and "ran \ufffd" in work  # the cell ran, its text as undecodable bytes are
+
+
+def test_names_that_are_not_utf8_do_not_stop_the_batch(tmp_path):
+    import os
+
+    from grader.api import export_gradebook
+    from grader.pipeline import grade_batch
+
+    # a Latin-1 "José" folder from an old zip, a file name of bytes that are no text: Python holds them as lone
+    # surrogates, the gradebook's write raised, and `grader grade` stopped for the whole class
+    subs = os.fsencode(tmp_path / "subs")
+    notebook = json.dumps(nbformat.v4.new_notebook()).encode()
+    for folder, name in ((b"Jos\xe9", b"work.ipynb"), (b"mallory", b"w\xff\xfe.ipynb"), (b"zoe", b"work.ipynb")):
+        os.makedirs(os.path.join(subs, folder))
+        with open(os.path.join(subs, folder, name), "wb") as f:
+            f.write(notebook)
+    grade_batch(tmp_path / "subs", TUTORIAL6, tmp_path / "out", workers=1)
+    students = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
+    assert set(students) == {"Jos\\xe9", "mallory", "zoe"}  # the readable id: never two students' one
+    assert [f["name"] for f in students["mallory"]["files"]] == ["w\udcff\udcfe.ipynb"]  # JSON's escapes, read back
+    assert "w\\udcff\\udcfe.ipynb" in (tmp_path / "out" / "students" / "mallory.html").read_text(encoding="utf-8")
+    export_gradebook(tmp_path / "out")  # every format writes
+    assert "Jos\\xe9" in (tmp_path / "out" / "export" / "grades.csv").read_text(encoding="utf-8")

@@ -59,6 +59,22 @@ def parse_json(data: bytes):
         raise ValueError(f"{type(e).__name__}: {str(e)[:160]}") from None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(node):
+    """``node`` (parsed JSON) with every lone surrogate (JSON's ``"\\ud800"`` escape) replaced by U+FFFD, as
+    undecodable bytes are: no UTF-8 file, kernel message or database takes one, and one in a cell's code made
+    the gradebook's write of the result raise, which stopped the whole batch."""
+    if isinstance(node, str):
+        return _LONE_SURROGATE.sub("\ufffd", node)
+    if isinstance(node, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_surrogates(v) for v in node]
+    return node
+
+
 def read_notebook_bytes(data: bytes):
     """The notebook (an nbformat v4 ``NotebookNode``) in untrusted bytes, read as leniently as Jupyter reads
     it: metadata that breaks nbformat's schema (a ``kernelspec`` without ``display_name``, a malformed
@@ -71,7 +87,7 @@ def read_notebook_bytes(data: bytes):
     parse_json(data)  # refuses hostile JSON (deep nesting, bad text) before nbformat sees it
     nb = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4, capture_validation_error={})
     _, repaired = normalize(nb, strip_invalid_metadata=True)
-    nb = nbformat.from_dict(repaired)
+    nb = nbformat.from_dict(_without_surrogates(repaired))
     nbformat.validate(nb)
     return nb
 
