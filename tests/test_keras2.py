@@ -392,6 +392,8 @@ def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
         assert fused[name]["history"] == keras[name]["history"], name
         assert fused[name]["epochs"] == keras[name]["epochs"] and fused[name]["steps"] == keras[name]["steps"]
     assert set(fused["validation, dropout, accuracy"]["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    # every epoch's order drawn at once (the same batches: the weights above)
+    assert all(r.pop("orders_at_once") for name in fused for r in fused[name]["reports"] if r["fused"])
     was_fused = {"fused": True, "fused_fallback": None, "fused_program": None}
     for name in fused:  # every fit fused but the one with a callback
         assert fused[name]["reports"] == ([{"fused": False, "fused_fallback": "callbacks"}, was_fused]

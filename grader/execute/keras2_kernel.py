@@ -10,6 +10,7 @@ finds it).  A fit of array data without callbacks runs all its epochs in one Ten
 tf_keras's own dataset and ``train_step``, the same weights bit for bit).  A failure leaves the kernel as
 TensorFlow makes it; the student's cells then say what failed.
 """
+import contextlib
 import functools
 import importlib
 import importlib.abc
@@ -240,7 +241,8 @@ def _fused_fit(model, kw):
     if validation_data:
         val = data_adapter.unpack_x_y_sample_weight(validation_data)
     batch_size = kw.get("batch_size")
-    with model.distribute_strategy.scope(), training_utils.RespectCompiledTrainableState(model):
+    with model.distribute_strategy.scope(), training_utils.RespectCompiledTrainableState(model), \
+            _epochs_drawn_at_once(data_adapter, epochs, kw.get("shuffle", True)):
         handler = data_adapter.get_data_handler(
             x=x, y=y, sample_weight=sample_weight, batch_size=batch_size, epochs=epochs,
             shuffle=kw.get("shuffle", True), class_weight=kw.get("class_weight"), model=model,
@@ -290,10 +292,53 @@ def _fused_fit(model, kw):
         callbacks.on_train_end(logs=logs)
     seconds = time.perf_counter() - started
     last_report.update(fused=True, fused_fallback=None, fused_program=None)
+    last_report.setdefault("orders_at_once", False)
     if verbose != 0:
         shown = " - ".join(f"{k}: {float(v):.4g}" for k, v in logs.items())
         print(f"Epoch {epochs}/{epochs} - {shown} (fused: {epochs} epochs in {seconds:.1f} s)", flush=True)
     return model.history
+
+
+#: the most indices the epochs' orders may hold when drawn at once (``_epochs_drawn_at_once``; 32 MB)
+MAX_ORDER_INDICES = 1 << 22
+
+
+@contextlib.contextmanager
+def _epochs_drawn_at_once(data_adapter, epochs: int, shuffle):
+    """While tf_keras's array adapter is made: its dataset of each step's indices (one order per epoch, drawn by
+    its own ``permutation`` dataset, then a dataset made per epoch that cuts the order into batches, which costs
+    more than the step it feeds for the sheet's small fits) is replaced by the same indices cut from every epoch's
+    order at once: the orders drawn from tf_keras's own dataset of them (the same seeds, so the same orders), cut
+    as tf_keras cuts them (full batches, then the partial one).  The same batches in the same order, as a dataset
+    of the same kind (``tests/test_keras2.py``); anything unexpected keeps tf_keras's own."""
+    import tensorflow as tf
+
+    cls = data_adapter.TensorLikeDataAdapter
+    original = cls.slice_inputs
+
+    def slice_inputs(self, indices_dataset, inputs):
+        try:
+            orders = indices_dataset._input_dataset  # the epochs' orders, before tf_keras cuts each into batches
+            n, batch = int(orders.element_spec.shape[0]), int(self._batch_size)
+            if shuffle == "batch" or epochs * n > MAX_ORDER_INDICES or n < 1 or batch < 1:
+                raise ValueError("not drawn at once")
+            drawn = next(iter(orders.batch(epochs)))  # every epoch's order: (epochs, n)
+            if tuple(drawn.shape) != (epochs, n):
+                raise ValueError("orders of another shape")
+            cut = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+            lengths = tf.tile(tf.constant(cut, tf.int64), [epochs])
+            indices_dataset = tf.data.Dataset.from_tensor_slices(
+                tf.RaggedTensor.from_row_lengths(tf.reshape(drawn, [-1]), lengths))
+            last_report["orders_at_once"] = True
+        except Exception:
+            pass  # tf_keras's own indices
+        return original(self, indices_dataset, inputs)
+
+    cls.slice_inputs = slice_inputs
+    try:
+        yield
+    finally:
+        cls.slice_inputs = original
 
 
 def _fused_program(model, validation: bool):
