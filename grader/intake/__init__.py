@@ -279,6 +279,13 @@ def _mark_imported(sub: Submission) -> None:
             f.role = "imported"
 
 
+def readable_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (a Latin-1 "José" from an old zip; Python holds them as lone
+    surrogates, which no UTF-8 file or database takes: the gradebook's write raised and stopped the batch) shown
+    as ``\\xe9`` escapes.  A student id made of such a name is its readable form."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace") if re.search("[\udc80-\udcff]", name) else name
+
+
 def collect(submissions_dir, assignment) -> Students:
     """All students found in ``submissions_dir``, sorted by id."""
     root = Path(submissions_dir)
@@ -299,6 +306,7 @@ def collect(submissions_dir, assignment) -> Students:
                 unrecognised.append(name)
                 continue
             sid, task, kind_, warning = found
+            sid = readable_name(sid)
             sub = students.setdefault(sid, Submission(sid, root=None))
             if warning:
                 sub.warnings.append(warning)
@@ -311,14 +319,14 @@ def collect(submissions_dir, assignment) -> Students:
                                                "preprocessing" if kind_ == "preprocessing" else "submission"))
             continue
         if kind == "dir" and not _lstat_kind(entry / "saved_model.pb") == "file":
-            sub = students.setdefault(name, Submission(name, root=entry))
+            sub = students.setdefault(readable_name(name), Submission(readable_name(name), root=entry))
             _collect_folder(sub, entry, namer, assignment)
             if not sub.files and not sub.problems:
                 sub.problems.append(EmptySubmission(
                     f"The folder {name}/ is empty: nothing was submitted.",
                     hint="Submit your notebook and/or saved model files."))
             continue
-        sid = namer.split_student(name)
+        sid = readable_name(namer.split_student(name))
         sub = students.setdefault(sid, Submission(sid, root=None))
         if kind == "dir":
             sub.files.append(SubmittedFile(root, name, formats.SAVEDMODEL, namer.task_for(name)))

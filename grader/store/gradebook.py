@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from sqlalchemy import event
 
 from .. import __version__
 from ..errors import GradebookError
+from ..textsafe import json_text
 from . import codec
 from .overrides import apply_overrides, outcome
 
@@ -311,7 +313,7 @@ class Gradebook:
             c.execute(results.delete().where(results.c.id == old[0]))
         rid = c.execute(results.insert().values(
             student=pk, score=payload["score"], max_score=payload["max_score"], outcome=outcome(payload),
-            result=json.dumps(payload, ensure_ascii=False), **row)).inserted_primary_key[0]
+            result=json_text(payload), **row)).inserted_primary_key[0]  # lone surrogates as JSON escapes
         c.execute(task_results.insert(), [
             dict(result=rid, task_id=t["id"], score=t["score"], max_score=t["max_score"], status=t["status"],
                  metrics=json.dumps(t["metrics"]), message=_no_nul(t["message"]), source=_no_nul(t.get("source")))
@@ -491,8 +493,10 @@ def _migrate(c, version: int) -> None:
 
 
 def _no_nul(text: str | None) -> str | None:
-    """Text a PostgreSQL text column takes (it refuses NUL characters), the same in every database."""
-    return text.replace("\x00", "\\x00") if text else text
+    """Text a PostgreSQL text column takes (it refuses NUL characters; no database takes a lone surrogate, which a
+    file name's undecodable bytes bring), the same in every database."""
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text.replace("\x00", "\\x00")) if text \
+        else text
 
 
 def _make_private(database: str | None) -> None:
