@@ -46,7 +46,7 @@ def test_two_hundred_thousand_empty_outputs_are_bounded():
 pytest.importorskip("flask")
 
 
-def _class(out, ids: list[str], notebook=None) -> None:
+def _class(out, ids: list[str], notebook=None, name: str = "work.ipynb", files=()) -> None:
     """Record a class of ``ids`` (each failing every task; ``notebook``'s work kept) in a real gradebook in ``out``
     and draw its pages."""
     from conftest import TUTORIAL6
@@ -62,9 +62,9 @@ def _class(out, ids: list[str], notebook=None) -> None:
     for i, sid in enumerate(ids):
         tasks = [TaskResult(t.id, t.title, 0.0, t.points, "failed", {}, f"{t.id} not passed.", optional=t.optional)
                  for t in assignment.tasks]
-        result = StudentResult(sid, 0.0, assignment.max_score, tasks, notebooks=[{"name": "work.ipynb"}])
+        result = StudentResult(sid, 0.0, assignment.max_score, tasks, notebooks=[{"name": name}], files=list(files))
         measured = Measurements(sid, [], [], [], {}, [])
-        measured.executed = [executed.keep("work.ipynb", notebook)] if notebook is not None else []
+        measured.executed = [executed.keep(name, notebook)] if notebook is not None else []
         book.record(assignment.id, run, sid, content_hash=f"h{i}", files=[], measure_key=f"m{i}",
                     score_key=f"s{i}", measurements=measured.to_json(), result=result)
     book.finish_run(run, "finished", {})
@@ -359,3 +359,32 @@ def test_a_notebook_with_lone_surrogates_does_not_stop_the_class_pages_or_the_se
     client = _signed_in(_app(out))
     page = client.get("/student/alice")
     assert page.status_code == 200 and "\\ud800" in page.get_data(as_text=True)
+
+
+def test_hostile_file_and_notebook_names_and_code_are_text_on_every_page(tmp_path):
+    from grader.records import FileResult
+
+    evil = '</script><script>alert(1)</script>"\'><img src=x onerror=alert(2)>\u202e../../x'
+    name = f"{evil}.ipynb"
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell(f"s = '{evil}'\nprint(s)")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text=evil + "\n"),
+                    nbformat.v4.new_output("display_data", data={"text/html": evil, "image/svg+xml": evil,
+                                                                 "application/javascript": "alert(3)",
+                                                                 "text/plain": "<HTML object>"})]
+    nb.cells = [nbformat.v4.new_markdown_cell(evil), code]
+    files = [FileResult(name, "notebook", "executed", message=evil),
+             FileResult(f"{name}, cell 2: model trained by model.fit (capture 1)", "keras_zip", "graded", "1c", evil)]
+    out = tmp_path / "out"
+    _class(out, ["alice"], nb, name=name, files=files)
+    client = _signed_in(_app(out))
+    pages = {"student": client.get("/student/alice"), "feedback": client.get("/report/alice.html"),
+             "work": client.get("/report/work/alice.html")}
+    for what, response in pages.items():
+        assert response.status_code == 200, what
+        body = response.get_data(as_text=True)
+        assert "<script>alert" not in body and "<img src=x" not in body and "\u202e" not in body, what
+        assert "alert(3)" not in body, what
+    shown = pages["student"].get_data(as_text=True)
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in shown and "\\u202e" in shown
+    assert "model → task 1c" in shown  # the cell that made it, though its notebook's name is hostile
