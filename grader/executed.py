@@ -28,6 +28,9 @@ MAX_NOTEBOOK_BYTES = 4 << 20
 #: that 200,000 empty outputs are bounded too
 ITEM_BYTES = 64
 
+#: the cell tag the runner skips (``runner.NotebookRunner``'s nbclient ``skip_cells_with_tag``)
+SKIP_TAG = "grader-skip"
+
 #: terminal escape sequences (colours in tracebacks and progress bars)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -151,9 +154,10 @@ def keep(name: str, nb, run=None) -> dict:
         entry = {"index": index + 1, "type": "code" if cell.get("cell_type") == "code" else "text",
                  "source": source}
         if entry["type"] == "code":
-            ran = runs.get(index)
-            entry.update(status=ran.status if ran else "not run", seconds=round(ran.seconds, 1) if ran else None,
-                         outputs=_outputs(cell, budget))
+            skipped = SKIP_TAG in ((cell.get("metadata") or {}).get("tags") or [])
+            ran = None if skipped else runs.get(index)  # nbclient skips a tagged cell, and the runner says "ok"
+            entry.update(status=f"not run (tagged {SKIP_TAG})" if skipped else ran.status if ran else "not run",
+                         seconds=round(ran.seconds, 1) if ran else None, outputs=_outputs(cell, budget))
         cells.append(entry)
     return {"name": _text(name), "cells": cells, "notes": notes}
 

@@ -60,6 +60,7 @@ def test_outputs_saved_in_cells_the_grader_did_not_run_are_not_shown_as_the_run(
     assert "made by the run" in text
     assert FORGED not in text, [c.get("outputs") for c in kept["cells"]]
     assert not [o for c in kept["cells"] for o in c.get("outputs", []) if o["kind"] == "image"]
+    assert kept["cells"][2]["status"] == "not run (tagged grader-skip)"  # the runner records it "ok"
 
 
 def _ran(tmp_path, monkeypatch, source: str):
