@@ -328,11 +328,11 @@ def test_the_servers_request_log_never_shows_the_token(tmp_path, caplog):
 def _surrogate_notebook():
     """A notebook holding lone surrogates (JSON's "\\ud800" escape), which UTF-8 cannot write: the grader's reader
     now makes them U+FFFD (``formats.read_notebook_bytes``); the keeper and the pages stand on their own."""
-    return nbformat.from_dict(json.loads(b'{"cells": [{"cell_type": "code", "execution_count": null, "id": "a", "metadata": {},'
-                               b' "outputs": [{"output_type": "stream", "name": "stdout", "text": "out \\udfff"}],'
-                               b' "source": "print(1)  # \\ud800"}, {"cell_type": "markdown", "id": "b",'
-                               b' "metadata": {}, "source": "md \\udc80"}], "metadata": {}, "nbformat": 4,'
-                               b' "nbformat_minor": 5}'))
+    return nbformat.from_dict(json.loads(
+        b'{"cells": [{"cell_type": "code", "execution_count": null, "id": "a", "metadata": {},'
+        b' "outputs": [{"output_type": "stream", "name": "stdout", "text": "out \\udfff"}],'
+        b' "source": "print(1)  # \\ud800"}, {"cell_type": "markdown", "id": "b",'
+        b' "metadata": {}, "source": "md \\udc80"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'))
 
 
 def test_lone_surrogates_in_a_notebook_are_kept_as_visible_escapes():
