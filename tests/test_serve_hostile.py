@@ -386,3 +386,26 @@ def test_hostile_file_and_notebook_names_and_code_are_text_on_every_page(tmp_pat
     shown = pages["student"].get_data(as_text=True)
     assert "&lt;/script&gt;&lt;script&gt;alert(1)" in shown and "\\u202e" in shown
     assert "model → task 1c" in shown  # the cell that made it, though its notebook's name is hostile
+
+
+def test_a_form_opened_before_a_cli_override_is_refused_and_says_by_whom(tmp_path):
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    out = tmp_path / "out"
+    _class(out, ["alice"])
+    client = _signed_in(_app(out))
+    stale = _form(client, "alice", "1b")  # the TA opened the page; meanwhile a colleague uses the terminal
+    done = CliRunner().invoke(main, ["override", "alice", "1b", "4", "--reason", "seen in office hours", "--by", "ann",
+                                     "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    said = client.post("/student/alice/override", data={**stale, "points": "1", "reason": "too generous",
+                                                        "by": "tara", "action": "set"}, follow_redirects=True)
+    text = said.get_data(as_text=True)
+    assert "Another TA changed this task since you opened the page" in text and "ann" in text
+    assert _rows(out) == [("1b", "set", 4.0, "seen in office hours", "ann")]
+    fresh = _form(client, "alice", "1b")  # a reload shows it as it stands, and the TA may then decide
+    client.post("/student/alice/override", data={**fresh, "points": "1", "reason": "too generous", "by": "tara",
+                                                 "action": "set"})
+    assert _rows(out)[-1] == ("1b", "set", 1.0, "too generous", "tara")
