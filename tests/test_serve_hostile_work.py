@@ -12,6 +12,7 @@ import json
 import nbformat
 
 from conftest import TUTORIAL6
+from test_serve_browser import browser  # noqa: F401 (Chromium through Playwright, a fixture)
 
 FORGED = "FORGED: test accuracy 0.99"
 
@@ -145,3 +146,59 @@ def test_names_that_are_not_utf8_do_not_stop_the_batch(tmp_path):
     assert "w\\udcff\\udcfe.ipynb" in (tmp_path / "out" / "students" / "mallory.html").read_text(encoding="utf-8")
     export_gradebook(tmp_path / "out")  # every format writes
     assert "Jos\\xe9" in (tmp_path / "out" / "export" / "grades.csv").read_text(encoding="utf-8")
+
+
+def _served(out):
+    """``grader serve``'s app over ``out`` on a real server (port 0) in a thread: (base URL, stop)."""
+    import threading
+
+    from grader.serve.app import create_app, serve
+
+    app, ready, servers = create_app(out, token="the-token"), threading.Event(), []
+    thread = threading.Thread(target=serve, args=(app, "127.0.0.1", 0),
+                              kwargs={"ready": lambda s: (servers.append(s), ready.set())}, daemon=True)
+    thread.start()
+    assert ready.wait(60)
+
+    def stop():
+        servers[0].shutdown()
+        thread.join(30)
+    return f"http://127.0.0.1:{servers[0].port}", stop
+
+
+def test_in_a_real_browser_a_hostile_notebook_runs_nothing_loads_nothing_and_fits_the_page(browser, tmp_path):
+    from PIL import Image
+
+    from test_serve_hostile import _class
+
+    evil = '<img src="http://evil.example/x.png" onerror="window.pwned=1"><script>window.pwned=2</script>'
+    tall = io.BytesIO()
+    Image.new("L", (2, 40_000), 128).save(tall, format="PNG")  # 80,000 pixels, a few hundred bytes: kept
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell(f"print('{evil}')")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text=evil),
+                    nbformat.v4.new_output("display_data", data={"text/html": evil, "image/svg+xml": evil,
+                                                                 "text/plain": "<HTML>"}),
+                    nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(tall.getvalue())
+                                                                 .decode(), "text/plain": "<Figure>"})]
+    nb.cells = [nbformat.v4.new_markdown_cell(evil), code]
+    out = tmp_path / "out"
+    _class(out, ["alice", evil], nb, name=f"{evil}.ipynb")
+    base, stop = _served(out)
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
+    try:
+        page.goto(f"{base}/?token=the-token")
+        page.wait_for_selector("#students")
+        for url in (f"{base}/student/alice", f"{base}/report/work/alice.html", f"{base}/report/alice.html"):
+            page.goto(url)
+            page.wait_for_load_state("load")
+            assert page.evaluate("window.pwned") is None, url
+        page.goto(f"{base}/student/alice")
+        box = page.locator("img.output").first.bounding_box()
+        assert box is not None and box["height"] <= 800, box  # the 40,000-pixel-tall plot within the window
+    finally:
+        page.close()
+        stop()
+    assert asked and all(u.startswith((base, "data:")) for u in asked), [u for u in asked if "evil" in u]
