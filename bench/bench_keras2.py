@@ -7,9 +7,10 @@ The notebook: the demo's heidi (the sheet's 1a with Keras 2's ``Adam(lr=0.01)``,
 the whole reference notebook (every task, 2000-epoch fits included) with Keras 2's imports
 (``tensorflow.python.keras``, ``np_utils``) and ``Adam(lr=...)``.  Its Keras 3 twin differs only in those lines
 (``tensorflow.keras``, ``learning_rate=``).  Each round grades both with `grader grade` (sandbox, capture,
-evaluation, reports), in alternating order; the Keras 2 one runs on tf_keras (TensorFlow, Keras' own fit), the
-Keras 3 one on JAX with the fused fit.  Prints the medians, every round's ratio, and the median of the rounds'
-ratios Keras 2 / Keras 3 (target <= 2x).
+evaluation, reports), in alternating order; the Keras 2 one runs on tf_keras (TensorFlow; the Keras 2 kernel's
+fit, every epoch of a fit in one TensorFlow call, ``keras2_kernel._fused_fit``), the Keras 3 one on JAX with the
+fused fit.  Prints the machine's load before and after, the medians, every round's ratio, and the median of the
+rounds' ratios Keras 2 / Keras 3 (target <= 2x): on a shared machine, quote the ratios, side by side.
 
 ``--fairness N``: every model task's reference (solution.py) trained N times on Keras 2, as a kernel on the Keras 2
 path trains it (seeds from the calibrated reference seed on), each graded as a submitted file under the
@@ -116,6 +117,7 @@ def main():
     assert keras2 != keras3
     work = Path(tempfile.mkdtemp(prefix="grader-bench-keras2-"))
     times = {"keras2": [], "keras3": []}
+    load = os.getloadavg()
     try:
         for name, cells in (("keras2", keras2), ("keras3", keras3)):
             folder = work / name / "subs" / "s"
@@ -135,6 +137,7 @@ def main():
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"load average before {load[0]:.1f}, after {os.getloadavg()[0]:.1f} (1 min)")
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = [a / b for a, b in zip(times["keras2"], times["keras3"])]
     what = "the reference notebook" if args.sheet else "heidi's notebook (1a, 2a)"
