@@ -6,7 +6,7 @@ Grades the sheet's task 2a, written as a student writes it (an unseeded
 ``# %%`` script: no seed anywhere), under N different grading secrets.  Each
 secret seeds the student's run differently (``measure.student.run_seed``), so
 some runs get stuck at the majority class as training sometimes does; the
-grader then re-trains the recipe (``grader.retrain``, as ``score.plan`` plans) and
+grader then re-trains the recipe (``grader.retrain``, as ``retrain.plan`` plans) and
 grades the recipe.  Everything is real: the sandboxed kernel, the evaluation
 and training workers.  Prints, per secret, the student's own accuracy, the
 re-trainings and the 2a score, then how many secrets gave full marks; exits 1

@@ -28,7 +28,7 @@ from .engines import default_workers
 from .errors import FatalError, SpecError
 from .evaluate.heldout import dataset_seeds
 from .execute import compile_cache, fused_fit
-from .score.assess import passes
+from .assess import passes
 from .spec import import_reference, load_assignment
 from .spec.model import ThresholdRule
 

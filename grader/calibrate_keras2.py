@@ -33,7 +33,7 @@ def _quantiles(values: list[float]) -> dict:
 def metric_entry(task, metric: str, values: list[float], keras3: dict, retraining) -> dict:
     """A metric's Keras 2 entry: its runs against the Keras 3 entry ``keras3`` (of the calibration file)."""
     from .calibrate import miss_upper_bound, summarise
-    from .score.assess import passes
+    from .assess import passes
 
     k3_pass, k3_partial = float(keras3["pass"]), float(keras3["partial"])
     missed_pass = sum(not passes(metric, v, k3_pass) for v in values)

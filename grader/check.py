@@ -204,7 +204,7 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         with PlotWarmUp(assignment) if out_dir is not None else nullcontext() as warming:
             events.warming = warming
             measured = session.measure(sub, events)
-        result = session.score(measured)
+        result = session.score(measured, events)
     result.id = name or Path(path).resolve().name or "submission"
 
     problems = []

@@ -393,7 +393,7 @@ def _check_events():
 def _print_check(outcome) -> None:
     """One block per task: verdict, points, where it was found, the metric against its threshold, and
     (unless passed) what to fix.  Lines, not a table: readable in a narrow terminal and in CI logs."""
-    from .score.assess import fmt_value
+    from .assess import fmt_value
 
     result = outcome.result
     console.rule(f"{terminal(outcome.title)}: check of {terminal(result.id)} on public validation data")

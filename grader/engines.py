@@ -98,16 +98,16 @@ def measure_job(job: Job):
         events.evaluated = warming.evaluated
         measured = session.measure(job.submission, events)
     try:
-        result = session.score(measured)
+        result = session.score(measured, events)
     except Exception:  # the caller scores it again, and reports the grader's failure with its traceback
         return measured, session.evaluator.memory_capped, (None, {})
-    return measured, session.evaluator.memory_capped, (result, _plots(session, result))
+    return measured, session.evaluator.memory_capped, (result, _plots(session, result, events))
 
 
-def _plots(session, result) -> dict:
+def _plots(session, result, events=None) -> dict:
     """The student's plots, drawn here; none when drawing fails (the caller draws them, or says why not)."""
     try:
-        return session.plots(result)
+        return session.plots(result, events)
     except Exception:
         return {}
 

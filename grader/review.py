@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import SubmissionError
 from .intake.formats import MODEL_FORMATS, NOTEBOOK, SCRIPT
-from .score.assess import fmt_value
+from .assess import fmt_value
 
 #: how an internal-error message starts, and a task's when the sandbox kept it from being graded (``records``)
 from .records import COULD_NOT_GRADE, INTERNAL_ERROR  # noqa: E402,F401 (re-exported)

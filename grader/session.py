@@ -1,8 +1,9 @@
 """One grading session: the stages composed once, for every caller (batch engines, check, Gradescope).
 
 ``GradingSession(assignment, seeds, limits)`` owns the evaluation worker; ``measure`` (the student's own runs,
-then re-training as scoring plans it), ``score`` and ``plots`` (of a scored result).  ``Events`` is the one
-interface by which a session, and a batch, tell their caller what happens.  Why: docs/design/session.md.
+then ``retrain``, which plans and re-trains the recipes), ``score`` and ``plots`` (of a scored result): one job
+enters each stage once, in that order (``Events.stage``).  ``Events`` is the one interface by which a session,
+and a batch, tell their caller what happens.  Why: docs/design/session.md.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from .measure.budget import student_clock
 from .measure.student import measure_student
 from .records import Evaluation, Measurements, StudentResult
 from .retrain import retrain
+from .retrain.plan import plan_inputs, planned
 from .score import score_student
-from .score.plan import plan_inputs, planned
 from .store import keys
 
 
@@ -50,6 +51,9 @@ class Events:
     def evaluated(self, evaluation) -> None:
         """A model's ``Evaluation``, as it is measured (in the evaluating thread)."""
 
+    def stage(self, name: str) -> None:
+        """One student's grading enters a stage: ``measure``, ``retrain``, ``score``, ``plots`` (in that order)."""
+
 
 class GradingSession:
     """The stages for one assignment and one set of held-out seeds.  ``limits``: the notebooks' time limits
@@ -83,18 +87,20 @@ class GradingSession:
         clock = student_clock(self.assignment, clock)
         scratch = Path(tempfile.mkdtemp(prefix="grader-student-"))  # the grader's copies of the student's files
         try:
+            (events or Events()).stage("measure")
             measured = measure_student(self.assignment, submission, self.evaluator, scratch=scratch, events=events,
                                        limits=self.limits, unsandboxed=self.unsandboxed, clock=clock)
-            self.retrain(measured, scratch, clock)
+            self.retrain(measured, scratch, clock, events)
         finally:
             _remove(scratch)
         for source, _ in measured.evaluated:  # used by the workers; scoring needs only its name
             source.training = source.preprocessing = source.recipe = None
         return measured
 
-    def retrain(self, measured: Measurements, scratch: Path, clock=None) -> Measurements:
-        """Re-train the recipes scoring plans for the student's own runs; ``measured.retrain_key`` says what
-        re-training read (``store.keys.retrain_key``)."""
+    def retrain(self, measured: Measurements, scratch: Path, clock=None, events: Events | None = None) -> Measurements:
+        """Plan and re-train the recipes of the student's own runs (``retrain.plan``: by the spec's thresholds and
+        K); ``measured.retrain_key`` says what re-training read (``store.keys.retrain_key``)."""
+        (events or Events()).stage("retrain")
         plan = planned(self.assignment, measured.evaluated)
         measured.retrain_key = retrain_key(self.assignment, measured)
         retrain(self.assignment, self.evaluator, measured.evaluated, plan, scratch, clock)
@@ -104,13 +110,15 @@ class GradingSession:
         """One model file evaluated as a student's is, outside any submission (calibration's reference runs)."""
         return Evaluation.from_json(self.evaluator.evaluate(path, training))
 
-    def score(self, measured: Measurements) -> StudentResult:
+    def score(self, measured: Measurements, events: Events | None = None) -> StudentResult:
+        (events or Events()).stage("score")
         return score_student(self.assignment, measured)
 
-    def plots(self, result: StudentResult) -> dict:
+    def plots(self, result: StudentResult, events: Events | None = None) -> dict:
         """The plots a scored result's page shows, drawn now: ``{key: PNG}``."""
         from .report.cache import task_plot
 
+        (events or Events()).stage("plots")
         out = {}
         for t in result.tasks:
             plot = task_plot(self.assignment, t)
@@ -120,7 +128,7 @@ class GradingSession:
 
     def grade(self, submission, events: Events | None = None, clock=None) -> tuple[Measurements, StudentResult]:
         measured = self.measure(submission, events, clock)
-        return measured, self.score(measured)
+        return measured, self.score(measured, events)
 
 
 def retrain_key(assignment, measured: Measurements) -> str:
@@ -134,6 +142,6 @@ def grade_student(assignment, submission, evaluator, *, events: Events | None = 
 
 
 def retrain_recipes(assignment, evaluator, evaluated, scratch: Path, clock=None) -> None:
-    """Re-train the recipes scoring plans for ``evaluated`` (``[(Source, Evaluation)]``, as measured): for the
+    """Plan and re-train the recipes of ``evaluated`` (``[(Source, Evaluation)]``, as measured): for the
     tests."""
     retrain(assignment, evaluator, evaluated, planned(assignment, evaluated), scratch, clock)

@@ -11,13 +11,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "grader"
 
 #: the stages in the pipeline's order: a stage may import itself, the stages before it and the bottom, never a
 #: stage after it.  Stages in one tuple are siblings: neither imports the other, save by ``SIBLING_ARROWS``.
-ORDER = ("spec", "intake", "execute", "harvest", "evaluate", "measure", "retrain", "score", "review",
+ORDER = ("spec", "intake", "execute", "harvest", "evaluate", "assess", "measure", "retrain", "score", "review",
          ("report", "store", "export"))
 SIBLING_ARROWS = {("export", "report")}  # export writes with report's atomic_write and safe_name
 #: stages that may import less than the order allows: the gradebook keeps records; it applies no stage's logic
 ONLY = {"store": {"spec"}}
 #: top-level modules that belong to a stage
-TOP_LEVEL_STAGE = {"keras_io": "evaluate", "review": "review", "speed_probe": "execute", "executed": "execute"}
+TOP_LEVEL_STAGE = {"assess": "assess", "keras_io": "evaluate", "review": "review", "speed_probe": "execute", "executed": "execute"}
 #: composing modules: they put the stages together (or present them) and may import anything
 COMPOSING = {"pipeline", "engines", "session", "api", "cli", "check", "gradescope", "calibrate", "calibrate_keras2",
              "kit", "ci", "serve", "__main__"}

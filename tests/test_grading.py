@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 
 from conftest import grade_one, real_file, small_model, task_of
-from grader.score.assess import assess
+from grader.assess import assess
 
 
 def test_every_reference_gets_full_marks(assignment, evaluator, model_dir, tmp_path):

@@ -207,7 +207,7 @@ def test_the_issues_1c_capture_of_millions_of_points_is_not_retrained(assignment
 def test_a_recipe_on_the_tasks_data_is_chosen_over_a_forged_one(assignment, evaluator, tmp_path):
     """Two 1c fits short of the pass threshold: the sheet's data, then a forged capture on data of no dataset.
     The sheet's is the one re-trained (before: the later one, whose data never count)."""
-    from grader.score.plan import retraining_plan as _retraining_plan
+    from grader.retrain.plan import retraining_plan as _retraining_plan
     from grader.spec import import_reference
 
     sheet_x = np.asarray(import_reference(assignment, assignment.datasets["curve"].train_x)(), float).ravel()

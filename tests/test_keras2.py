@@ -494,7 +494,7 @@ def test_calibration_records_the_keras2_path_and_its_thresholds_are_the_spec_s()
     import tomllib
 
     from grader.calibrate_keras2 import metric_entry
-    from grader.score.assess import judge, passes
+    from grader.assess import judge, passes
     from grader.spec import load_assignment
 
     recorded = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())
@@ -535,7 +535,7 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.execute import keras2
     from grader.harvest import Capture
-    from grader.score.assess import assess, passes
+    from grader.assess import assess, passes
 
     recorded = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())
     missed = [(tid, m, seed, v) for tid, e in recorded["keras2"]["tasks"].items() for m, x in e.items()

@@ -11,7 +11,7 @@ from grader.evaluate import metrics as M
 from grader.measure.records import Measurements, Source
 from grader.report import plots
 from grader.score import score_student
-from grader.score.assess import assess
+from grader.assess import assess
 
 # the hand-set weights of task 1b: relu(0.5x - 0.05) - relu(1.75x - 1.05) + relu(1.25x - 1.0) is the target
 HAND_SET = (np.array([[0.5, 1.75, 1.25]]), np.array([-0.05, -1.05, -1.0]), np.array([1.0, -1.0, 1.0]))

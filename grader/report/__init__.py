@@ -29,7 +29,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..errors import OutputError
 from ..review import describe_evidence
-from ..score.assess import fmt_value
+from ..assess import fmt_value
 from ..score.results import StudentResult
 from ..textsafe import json_text, visible
 from .cache import FOLDER as PLOT_FOLDER, PlotCache, task_plot

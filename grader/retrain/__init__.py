@@ -1,4 +1,4 @@
-"""Re-training: a student's recipes trained again by the grader, as a plan (``score.plan``) asks.
+"""Re-training: a student's recipes trained again by the grader, as its plan (``retrain.plan``) asks.
 
 ``retrain(assignment, evaluator, evaluated, plan, scratch, clock)`` takes the student's own runs
 (``[(Source, Evaluation)]``) and the planned recipes (each with its tasks, K and pass thresholds), re-trains
@@ -67,7 +67,7 @@ def _prepare(assignment, evaluated, plan) -> list[_Turns]:
 
 
 def retrain(assignment, evaluator, evaluated, plan, scratch: Path, clock: StudentClock | None = None) -> None:
-    """Re-train the planned recipes (``score.plan.planned``), taking turns; each planned model's
+    """Re-train the planned recipes (``retrain.plan.planned``), taking turns; each planned model's
     ``Evaluation.retraining`` says what was read and measured, or why the recipe was not re-trained."""
     settings = assignment.limits.retraining
     turns = _prepare(assignment, evaluated, plan)

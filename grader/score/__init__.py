@@ -12,7 +12,7 @@ import math
 
 from ..intake.formats import FORMAT_NAMES
 from ..records import FileResult, Measurements, StudentResult, TaskResult
-from .assess import Assessment, assess
+from ..assess import Assessment, assess
 from .match import assign_tasks, infer_task
 
 def _status(fraction: float, pass_fraction: float = 1.0) -> str:

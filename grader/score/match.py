@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ..spec.model import METRICS, goodness
-from .assess import Assessment, architecture_differences, assess
+from ..assess import Assessment, architecture_differences, assess
 
 
 @dataclass

@@ -50,9 +50,9 @@ def submission_hash(submission) -> tuple[str, list[dict]]:
 MEASURING_CODE = ("intake", "execute", "harvest", "evaluate", "measure", "retrain", "spec", "keras_io.py",
                   "untrusted.py", "errors.py", "records.py")
 #: the code that decides which recipes are re-trained, and how many times: a change re-trains
-RETRAINING_CODE = ("retrain", "score/plan.py", "score/assess.py")
+RETRAINING_CODE = ("retrain", "assess.py")
 #: the code that turns measurements into points: a change re-scores from the stored measurements
-SCORING_CODE = ("score",)
+SCORING_CODE = ("score", "assess.py")
 #: the code that draws the pages: a change re-renders them, nothing more
 REPORTING_CODE = ("report",)
 
@@ -123,7 +123,7 @@ def score_fingerprint(assignment) -> str:
 
 def retrain_key(assignment, plan_inputs: list) -> str:
     """What re-training read for one student: the recipes planned, their tasks, K and pass thresholds
-    (``score.plan.plan_inputs``), the re-training settings and code.  Stored with the measurements: a
+    (``retrain.plan.plan_inputs``), the re-training settings and code.  Stored with the measurements: a
     re-score whose plan reads otherwise re-trains (so measures) again, any other only re-scores."""
     return _sha("retrain", json.dumps(plan_inputs, sort_keys=True), repr(assignment.limits.retraining),
                 code_hash(RETRAINING_CODE))

@@ -1,4 +1,4 @@
-"""Which recipes to re-train, and by what: scoring's judgement that the re-training stage takes as input.
+"""Which recipes to re-train, and by what: the re-training stage's plan, judged by the spec's thresholds and K.
 
 ``retraining_plan`` chooses the models whose recipes are re-trained, per task; ``PlannedRecipe`` carries what
 re-training then reads of the spec (its tasks, K, the pass thresholds) and ``passed`` (whether a re-training's
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .assess import assess, judge, wants_retraining
+from ..assess import assess, judge, wants_retraining
 
 
 def has_recipe(source, evaluation) -> bool:

@@ -1,24 +1,20 @@
-"""Judging one model against one task: architecture, metric, points, words.
+"""Judging one model against one task by the spec's thresholds: architecture, metric, points, words.
 
-``assess(task, evaluation)`` turns the worker's measurements into an
-``Assessment``: the fraction of the task's points earned and the sentences
-that explain it, including the course's known mistakes (outputs in the wrong
-order, one output instead of two, no softmax, NaN weights, wrong input width).
+``assess(task, evaluation)`` turns the worker's measurements into an ``Assessment``: the fraction of the
+task's points earned and the sentences that explain it, including the course's known mistakes (outputs in
+the wrong order, one output instead of two, no softmax, NaN weights, wrong input width).
 
-A model from a notebook is graded by its recipe, not by one draw of it: when
-its own run missed the pass threshold, measuring re-trained the recipe
-(``wants_retraining`` says when; ``grader.evaluate.retrain`` how) and stored
-each re-training's metrics beside the model's own (``evaluation["retraining"]``).
-``assess`` credits the best of the own run and the first K re-trainings
-(K from calibration), by the same thresholds (``judge``), so a changed
-threshold re-scores without re-training, and says both in words.
+Two stages read it: re-training, to plan which recipes to train again (``wants_retraining``,
+``retrain.plan``), and scoring, which credits the best of the own run and the first K re-trainings by the
+same thresholds (``judge``), so a changed threshold re-scores without re-training.  Why:
+docs/design/retrain.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..records import Retraining
-from ..spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
+from .records import Retraining
+from .spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
     "mse": "mean squared error against the true function",
