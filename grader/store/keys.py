@@ -4,7 +4,8 @@
 Python files, the calibrated timings the time limits rest on, the seeds, the measuring code).
 ``retrain_key``: what re-training read (the recipes planned, their tasks, K and pass thresholds, its settings
 and code), stored with the measurements.  ``score_key``: the measure key plus what scoring read (points,
-thresholds, the scoring code).  Report code is in none: a changed template re-renders pages.
+thresholds, the scoring code).  Report code is in none: a changed template re-renders pages
+(``REPORTING_CODE``).
 Why: docs/design/store.md and docs/design/retrain.md.
 """
 from __future__ import annotations
@@ -53,22 +54,30 @@ MEASURING_CODE = ("intake", "execute", "harvest", "evaluate", "measure", "retrai
 RETRAINING_CODE = ("retrain", "assess.py")
 #: the code that turns measurements into points: a change re-scores from the stored measurements
 SCORING_CODE = ("score", "assess.py")
-#: the code that draws the pages: a change re-renders them, nothing more
-REPORTING_CODE = ("report",)
+#: the code and templates that draw the pages (the report, the notebook as it ran, the words of review, the
+#: escaping, the numbers' format and the records the pages read): a change re-renders them, nothing more
+REPORTING_CODE = ("report", "executed.py", "serve/templates", "review.py", "textsafe.py", "assess.py", "records.py")
+
+
+def code_files(parts: tuple[str, ...]) -> list[Path]:
+    """The grader's own source files and templates under ``parts`` (packages, folders or modules of ``grader``)."""
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for part in parts:
+        base = root / part
+        paths = sorted(base.rglob("*")) if base.is_dir() else [base]
+        out += [p for p in paths if p.suffix in (".py", ".j2", ".css", ".html") and "__pycache__" not in p.parts]
+    return out
 
 
 @lru_cache(maxsize=None)
 def code_hash(parts: tuple[str, ...]) -> str:
-    """A hash of the grader's own source files under ``parts`` (packages or modules of ``grader``)."""
+    """A hash of the grader's own source files under ``parts`` (``code_files``)."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for part in parts:
-        base = root / part
-        paths = sorted(base.rglob("*")) if base.is_dir() else [base]
-        for path in paths:
-            if path.suffix in (".py", ".j2", ".css") and "__pycache__" not in path.parts:
-                h.update(path.relative_to(root).as_posix().encode())
-                h.update(path.read_bytes())
+    for path in code_files(parts):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
