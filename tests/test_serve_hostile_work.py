@@ -95,6 +95,15 @@ def test_twenty_thousand_empty_displays_are_not_all_held_by_the_grader(tmp_path,
     assert nb.cells[1].outputs[0]["text"] == "next\n"
 
 
+def test_three_thousand_flushed_prints_are_one_output_and_all_kept(tmp_path, monkeypatch):
+    # the cap on a cell's outputs must not cut a legitimate loop that prints with flush=True: consecutive prints
+    # are one output, as Jupyter shows them
+    nb, kept, statuses = _ran(tmp_path, monkeypatch, "for i in range(3000):\n    print(i, flush=True)")
+    assert statuses == ["ok", "ok"]
+    # (the last few prints of such a loop are sometimes missing, as before this cap: not what is tested here)
+    assert len(nb.cells[0].outputs) == 1 and nb.cells[0].outputs[0]["text"].count("\n") > 2500
+
+
 def test_display_updates_do_not_grow_a_cell_past_its_output_cap(tmp_path, monkeypatch):
     # update_display_data replaced a display's data whatever its size: 40 displays of 500 KB each were held
     nb, kept, statuses = _ran(tmp_path, monkeypatch,

@@ -134,6 +134,12 @@ class CappedClient(NotebookClient):
         content = msg.get("content", {})
         size = len(str(content.get("text", ""))) + _data_size(content.get("data", {}))
         used_by_cell[cell_index] = used + size
+        last = outs[-1] if outs else {}
+        if (msg.get("msg_type") == "stream" and used + size <= self.max_output_bytes and display_id is None
+                and last.get("output_type") == "stream" and last.get("name") == content.get("name")
+                and isinstance(last.get("text"), str)):
+            last["text"] += str(content.get("text", ""))  # one output, as Jupyter shows consecutive prints
+            return None
         if used + size > self.max_output_bytes or len(outs) >= self.max_outputs:
             used_by_cell[cell_index] = self.max_output_bytes + 1
             outs.append(nbformat.v4.new_output("stream", name="stderr",
