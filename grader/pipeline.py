@@ -22,7 +22,7 @@ from .measure import Measurements
 from .review import INTERNAL_ERROR, fingerprints, identical_work
 from .score import attach_plots, score_student
 from .score.classwide import class_warnings
-from .score.results import StudentResult, TaskResult
+from .records import StudentResult, TaskResult
 from .session import Events, retrain_key
 from .spec import freeze, load_assignment
 from .store import DEFAULT_NAME, Gradebook, OutputLock, keys

@@ -3,7 +3,7 @@ import html
 
 from conftest import TUTORIAL6
 from grader.report import Reporter
-from grader.score.results import StudentResult, TaskResult
+from grader.records import StudentResult, TaskResult
 from grader.spec import load_assignment
 
 

@@ -12,7 +12,7 @@ def _scored(assignment, likeliest_first: list[str]):
     """A student whose one model (two hidden ReLU layers: no task's layers) was fitted on data that the named
     datasets may have given, likeliest first: accurate on 2a's circles, fair on 2c's overlapping ones."""
     from grader import keras_io
-    from grader.measure.records import Measurements, Source
+    from grader.records import Measurements, Source
     from grader.score import score_student
 
     info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu")))).to_dict()
@@ -84,7 +84,7 @@ def test_a_clear_exact_match_is_not_listed(assignment, evaluator, tmp_path):
     # is told apart by its fit, far from the other task's: neither is a close call
     import numpy as np
 
-    from grader.measure.records import Measurements, Source
+    from grader.records import Measurements, Source
     from grader.score import score_student
 
     model = small_model(hidden=((3, "relu"),), inputs=1, outputs=(1, "linear"))

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TUTORIAL6, small_model, task_of
 from grader.evaluate import metrics as M
-from grader.measure.records import Measurements, Source
+from grader.records import Measurements, Source
 from grader.report import plots
 from grader.score import score_student
 from grader.assess import assess

@@ -30,7 +30,7 @@ from .. import __version__
 from ..errors import OutputError
 from ..review import describe_evidence
 from ..assess import fmt_value
-from ..score.results import StudentResult
+from ..records import StudentResult
 from ..textsafe import json_text, visible
 from .cache import FOLDER as PLOT_FOLDER, PlotCache, task_plot
 

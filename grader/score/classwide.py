@@ -14,7 +14,7 @@ from __future__ import annotations
 from statistics import median
 
 from ..spec.model import Assignment, Dataset, Task
-from .results import StudentResult
+from ..records import StudentResult
 
 #: the class sits at chance when its median held-out accuracy is at most this above the majority baseline
 CHANCE_MARGIN = 0.05
