@@ -350,6 +350,9 @@ cases = {
                                  'binary_crossentropy', 'rmsprop', ['accuracy'], (X, Y),
                                  dict(epochs=8, batch_size=64, shuffle=False, class_weight={0: 1.0, 1: 3.0},
                                       validation_data=(X[:50], Y[:50]))),
+    "a legacy optimizer": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse',
+                           keras.optimizers.legacy.SGD(learning_rate=0.03, momentum=0.5), None, (X, Y.astype(float)),
+                           dict(epochs=4, batch_size=16)),
     "a callback": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse', 'adam', None,
                    (X, Y.astype(float)), dict(epochs=3, callbacks=[keras.callbacks.LambdaCallback()])),
 }

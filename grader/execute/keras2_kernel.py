@@ -288,7 +288,10 @@ def _fused_fit(model, kw):
                 logs.update({"val_" + k: val_logs[epoch, i].item() for i, k in enumerate(names["val"])})
             callbacks.on_epoch_begin(epoch)
             callbacks.on_epoch_end(epoch, copy.copy(logs))
-        model.optimizer.finalize_variable_values(model.trainable_variables)
+        from tf_keras.src.optimizers import optimizer as optimizers
+
+        if isinstance(model.optimizer, optimizers.Optimizer):  # as tf_keras's fit (legacy ones have none)
+            model.optimizer.finalize_variable_values(model.trainable_variables)
         callbacks.on_train_end(logs=logs)
     seconds = time.perf_counter() - started
     last_report.update(fused=True, fused_fallback=None, fused_program=None)
