@@ -7,7 +7,8 @@ Markdown), ``override_score`` (a TA's score for a task, with the reason),
 (thresholds from reference runs), ``build_kit`` (what students get), and the
 folder conventions the commands share: reports go to
 ``reports/<assignment id>/``; ``find_gradebook`` and ``find_assignment`` find
-what a command was not told.
+what a command was not told.  ``Events`` (a check's: ``CheckEvents``) is how they tell their caller what
+happens as it happens.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from pathlib import Path
 
 from .errors import FatalError, GradebookError
 from .pipeline import grade_batch, render_reports
+from .session import Events
 from .spec import load_assignment
 from .store import DEFAULT_NAME
 
 #: the API's functions that live in modules of their own, imported when first asked for: a command imports what
 #: it runs (``grade`` does not wait for calibration's or the student check's imports before its first kernel)
-_ELSEWHERE = {"calibrate": ".calibrate", "check": ".check", "export": ".export", "build_kit": ".kit"}
+_ELSEWHERE = {"calibrate": ".calibrate", "check": ".check", "CheckEvents": ".check", "export": ".export", "build_kit": ".kit"}
 
 
 def __getattr__(name: str):
@@ -210,6 +212,6 @@ def find_assignment(near: Path | None = None) -> Path:
                      "beside your work): give it with --assignment <the kit folder your course gave you>.")
 
 
-__all__ = ["build_kit", "calibrate", "check", "default_out_dir", "export", "export_gradebook", "find_assignment",
+__all__ = ["CheckEvents", "Events", "build_kit", "calibrate", "check", "default_out_dir", "export", "export_gradebook", "find_assignment",
            "find_gradebook", "grade_batch", "open_gradebook", "os_user", "override_score", "render_reports",
            "review_gradebook"]

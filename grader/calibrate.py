@@ -30,6 +30,7 @@ from .evaluate.heldout import dataset_seeds
 from .execute import compile_cache, fused_fit
 from .assess import passes
 from .spec import import_reference, load_assignment
+from .session import Events
 from .spec.model import ThresholdRule
 
 log = logging.getLogger("grader")
@@ -182,21 +183,22 @@ def _train_runs(root: str, task_id: str, seeds: list[int], out: str,
 
 
 def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: list[str] | None = None,
-              progress=None, workers: int | None = None, warn=None) -> Path:
+              events: Events | None = None, workers: int | None = None) -> Path:
     """Run ``runs`` seeded reference runs of each chosen task (all, or ``tasks``), keep the other tasks' runs,
     derive every threshold and estimate, refuse a rule whose error rate is out of bounds (nothing is written
     then), and write ``calibration.toml``.  Returns its path.
 
     The tasks train in ``workers`` processes at once (default: one per core; each task's runs in one of them,
     so its program is compiled once) while this process evaluates what they saved, task by task in the
-    spec's order; ``progress(task, seed, metrics)`` hears each run as it is evaluated.
+    spec's order; ``events`` (``session.Events``) hear each run as it is evaluated (``reference_run``).
 
     The versions of what grades depend on (``versions.current``) go to ``[meta.versions]``.  ``tasks`` keeps
     the other tasks' runs, so it is refused when the file records other versions (one calibration, one set of
-    versions); a whole calibration with other versions than the file's is told to ``warn(text)``."""
+    versions); a whole calibration with other versions than the file's is told to ``events.warning``."""
+    events = events or Events()
     _quiet_training_env()
     assignment = load_assignment(folder, require_thresholds=False)
-    _check_versions(assignment, tasks, warn)
+    _check_versions(assignment, tasks, events.warning)
     retraining = assignment.limits.retraining
     secret = f"{CALIBRATION_SECRET_PREFIX}-{base_seed}"
     seeds = [base_seed + i for i in range(runs)]
@@ -208,7 +210,7 @@ def calibrate(folder, runs: int = DEFAULT_RUNS, base_seed: int = 1000, tasks: li
                         + (f" among {', '.join(tasks)}" if tasks else "") + " (tasks marked by a curve need none)")
     results = _recorded(assignment, calibrated, {t.id for t in chosen}, retraining)
     n_workers = max(1, min(workers or default_workers(), len(chosen)))
-    results.update(_reference_runs(assignment, chosen, seeds, secret, n_workers, progress))
+    results.update(_reference_runs(assignment, chosen, seeds, secret, n_workers, events))
     for task in calibrated:
         if task.id in results:
             check_bound(assignment, task, results[task.id])
@@ -260,7 +262,7 @@ def _recorded(assignment, calibrated, chosen_ids: set, retraining) -> dict:
     return results
 
 
-def _reference_runs(assignment, chosen, seeds: list[int], secret: str, n_workers: int, progress) -> dict:
+def _reference_runs(assignment, chosen, seeds: list[int], secret: str, n_workers: int, events: Events) -> dict:
     """Each chosen task's reference trained once per seed (in ``n_workers`` processes) and evaluated here as a
     student's model is, in a grading session: {task id: its entry}."""
     from .session import GradingSession
@@ -287,8 +289,7 @@ def _reference_runs(assignment, chosen, seeds: list[int], secret: str, n_workers
                 metrics = session.evaluate(Path(path), training).datasets[task.dataset]["metrics"]
                 for m in values:
                     values[m].append(float(metrics[m]))
-                if progress:
-                    progress(task.id, seed, {m: v[-1] for m, v in values.items()})
+                events.reference_run(task.id, seed, {m: v[-1] for m, v in values.items()})
             results[task.id] = task_entry(task, seeds, values, assignment.limits.retraining)
     log.info("calibration: where the reference runs' training programs came from: %s (stored, disk: the compile "
              "cache)",
@@ -427,7 +428,7 @@ def write_timings(path: Path, table: dict | None) -> None:
     tmp.replace(path)
 
 
-def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, progress=None, probe=None,
+def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, events: Events | None = None, probe=None,
                       backends: list[str] | None = None, allow_unsandboxed: bool = False) -> tuple[Path, dict | None]:
     """Time the assignment's reference notebook (``REFERENCE_NOTEBOOK``) ``runs`` times on each of ``backends``
     (default: the spec's notebook backend) through the grader's own executor, run the speed probe before
@@ -467,8 +468,8 @@ def calibrate_timings(folder, runs: int = DEFAULT_TIMING_RUNS, progress=None, pr
         for i in range(runs):
             done.append(_time_reference(assignment, notebook, backend, fixed, unsandboxed=bool(no_sandbox)))
             readings.append(probe())
-            if progress:
-                progress(backend, i + 1, runs, done[-1])
+            if events is not None:
+                events.timing_run(backend, i + 1, runs, done[-1])
         table[backend] = backend_timings(done)
     import hashlib
 

@@ -66,7 +66,7 @@ def _train(assignment, runs, out: Path, workers: int):
             yield from done.items()
 
 
-def calibrate_keras2(folder, runs: int | None = None, progress=None, workers: int = 2,
+def calibrate_keras2(folder, runs: int | None = None, events=None, workers: int = 2,
                      trained: Path | None = None) -> Path:
     """Train, evaluate and record (see the module's docstring); returns the calibration file.  ``runs``: runs
     per task (default: as many as its Keras 3 calibration, with the same seeds).  ``trained``: a folder of the
@@ -107,8 +107,8 @@ def calibrate_keras2(folder, runs: int | None = None, progress=None, workers: in
             metrics = evaluator.evaluate(model, training)["datasets"][task.dataset]["metrics"]
             for m in task.calibration:
                 values[tid][m][seed] = float(metrics[m])
-            if progress:
-                progress(tid, seed, {m: values[tid][m][seed] for m in task.calibration})
+            if events is not None:  # session.Events
+                events.reference_run(tid, seed, {m: values[tid][m][seed] for m in task.calibration})
     for t in tasks:
         entry: dict = {"seeds": seeds[t.id]}
         for m in t.calibration:

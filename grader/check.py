@@ -14,7 +14,6 @@ check`` in ``cli.py`` presents it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,29 +157,15 @@ class CheckEvents(Events):
             self.warming.evaluated(evaluation)
 
 
-class _Said(CheckEvents):
-    """``CheckEvents`` told as ``say(kind, value)``, for callers that take one callable."""
-
-    def __init__(self, say: Callable[[str, object], None]):
-        super().__init__()
-        self.note = lambda words: say("note", words)
-        self.unsandboxed = lambda reason: say("unsandboxed", reason)
-        self.advice = lambda line: say("advice", line)
-        self.limits = lambda words: say("limits", words)
-        self.running = lambda file: say("running", file)
-        self.ran = lambda run: say("cell", run)
-
-
 def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None = None,
-          events: CheckEvents | None = None,
-          progress: Callable[[str, object], None] | None = None) -> CheckOutcome:
+          events: CheckEvents | None = None) -> CheckOutcome:
     """Check one submission on public validation data; print nothing.
 
-    ``events`` (``CheckEvents``) hear what happens, as it happens; or ``progress(kind, value)``:
-    ``("unsandboxed", reason)``, ``("note", words)`` naming what of the folder is not the student's and was
-    left out, ``("advice", line)``, ``("limits", words)``, ``("running", file name)`` and ``("cell", CellRun)``.
+    ``events`` (``CheckEvents``, the session's ``Events`` and a check's own hooks) hear what happens, as it
+    happens: ``unsandboxed``, ``note`` (what of the folder is not the student's and was left out), ``advice``,
+    ``limits``, ``running`` (a file's run begins) and ``ran`` (each cell).
     ``out_dir``: where to write the HTML feedback page (``CheckOutcome.page``)."""
-    events = events or _Said(progress or (lambda kind, value: None))
+    events = events or CheckEvents()
     assignment = load_assignment(assignment_dir)
     skip, skipped = not_the_students(Path(path), assignment, out_dir)
     sub = submission_from(Path(path), assignment, skip)

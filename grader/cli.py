@@ -531,29 +531,37 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
         console.print("[bold red]error:[/] --timings-only goes with neither --no-timings nor --task.")
         sys.exit(2)
 
-    def progress(task_id, seed, metrics):
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        console.print(f"  task {task_id} seed {seed}: {shown}")
+    from .session import Events
 
-    def timing(backend, i, n, result):
-        slowest = max(result.cells, key=lambda c: c.seconds)
-        console.print(f"  {REFERENCE_NOTEBOOK} on {backend}, run {i}/{n}: {result.seconds:.1f} s "
-                      f"(slowest cell {slowest.index + 1}: {slowest.seconds:.1f} s)")
+    class Shown(Events):  # each reference run, timing run and warning, as it comes
+        def reference_run(self, task_id, seed, metrics):
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            console.print(f"  task {task_id} seed {seed}: {shown}")
+
+        def timing_run(self, backend, i, n, result):
+            slowest = max(result.cells, key=lambda c: c.seconds)
+            console.print(f"  {REFERENCE_NOTEBOOK} on {backend}, run {i}/{n}: {result.seconds:.1f} s "
+                          f"(slowest cell {slowest.index + 1}: {slowest.seconds:.1f} s)")
+
+        def warning(self, text, *, severe=False):
+            console.print(f"[bold yellow]warning:[/] {terminal(text)}")
+
+    shown = Shown()
 
     try:
         if keras == "2":
             from .calibrate_keras2 import calibrate_keras2
 
             given = click.get_current_context().get_parameter_source("runs") != click.core.ParameterSource.DEFAULT
-            out = calibrate_keras2(assignment_dir, runs=runs if given else None, progress=progress)
+            out = calibrate_keras2(assignment_dir, runs=runs if given else None, events=shown)
             console.print(f"The Keras 2 path's calibration written to [bold]{out}[/]")
             return
         if not timings_only:
-            out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, progress=progress,
-                      workers=workers, warn=lambda text: console.print(f"[bold yellow]warning:[/] {terminal(text)}"))
+            out = run(assignment_dir, runs=runs, base_seed=base_seed, tasks=list(tasks) or None, events=shown,
+                      workers=workers)
             console.print(f"Thresholds written to [bold]{out}[/]")
         if timings_only or not (no_timings or tasks):
-            out, table = calibrate_timings(assignment_dir, runs=timing_runs, progress=timing,
+            out, table = calibrate_timings(assignment_dir, runs=timing_runs, events=shown,
                                            backends=list(timing_backends) or None,
                                            allow_unsandboxed=allow_unsandboxed)
             if table is None:

@@ -54,6 +54,12 @@ class Events:
     def stage(self, name: str) -> None:
         """One student's grading enters a stage: ``measure``, ``retrain``, ``score``, ``plots`` (in that order)."""
 
+    def reference_run(self, task_id: str, seed: int, metrics: dict) -> None:
+        """Calibration: the reference of ``task_id`` trained with ``seed`` was evaluated (``{metric: value}``)."""
+
+    def timing_run(self, backend: str, run: int, runs: int, result) -> None:
+        """Calibration: run ``run`` of ``runs`` of the reference notebook on ``backend`` ended (its ``RunResult``)."""
+
 
 class GradingSession:
     """The stages for one assignment and one set of held-out seeds.  ``limits``: the notebooks' time limits

@@ -15,7 +15,18 @@ import pytest
 from conftest import ROOT, TUTORIAL6
 from grader.calibrate import calibrate, miss_upper_bound, retrainings_needed
 from grader.errors import SpecError
+from grader.session import Events
 from grader.spec import load_assignment
+
+
+class _Heard(Events):
+    """The calibration's events: each reference run as ``(task, seed)``."""
+
+    def __init__(self, heard: list):
+        self.heard = heard
+
+    def reference_run(self, task_id, seed, metrics):
+        self.heard.append((task_id, seed))
 
 
 def _copy(tmp_path):
@@ -120,7 +131,7 @@ def test_training_in_parallel_processes_gives_the_thresholds_one_process_gives(t
     heard = []
     calibrate(one / "tutorial6", runs=3, tasks=["1a", "1c"], workers=1)
     calibrate(two / "tutorial6", runs=3, tasks=["1a", "1c"], workers=2,
-              progress=lambda task, seed, metrics: heard.append((task, seed)))
+              events=_Heard(heard))
     a = tomllib.loads((one / "tutorial6" / "calibration.toml").read_text())["tasks"]
     b = tomllib.loads((two / "tutorial6" / "calibration.toml").read_text())["tasks"]
     assert a == b

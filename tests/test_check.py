@@ -9,7 +9,21 @@ import nbformat
 import pytest
 
 from conftest import ROOT, TUTORIAL6, small_model
+from grader.check import CheckEvents
 from grader.execute.sandbox import bwrap_path
+
+
+class _Heard(CheckEvents):
+    """What a check tells its events, by kind, in order."""
+
+    def __init__(self, heard: list):
+        super().__init__()
+        self.note = lambda words: heard.append("note")
+        self.unsandboxed = lambda reason: heard.append("unsandboxed")
+        self.advice = lambda line: heard.append("advice")
+        self.limits = lambda words: heard.append("limits")
+        self.running = lambda file: heard.append("running")
+        self.ran = lambda run: heard.append("cell")
 
 needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 DEMO = ROOT / "submissions" / "tutorial6"
@@ -96,14 +110,14 @@ def test_check_never_reads_or_shows_the_secret(tmp_path):
     assert "accuracy 0.0" in runs[0]
 
 
-def test_the_check_api_prints_nothing_and_reports_through_its_callback(tmp_path, capfd):
+def test_the_check_api_prints_nothing_and_reports_through_its_events(tmp_path, capfd):
     from grader.api import check as api_check
 
     sub = tmp_path / "me"
     sub.mkdir()
     shutil.copy(DEMO / "alice" / "1c.h5", sub / "wide.h5")  # a name that says no task: advice, before anything runs
     heard = []
-    outcome = api_check(sub, TUTORIAL6, out_dir=tmp_path / "out", progress=lambda kind, value: heard.append(kind))
+    outcome = api_check(sub, TUTORIAL6, out_dir=tmp_path / "out", events=_Heard(heard))
     assert capfd.readouterr().out == ""  # presenting is the CLI's business
     assert heard and heard[0] == "advice" and any("does not say which task" in a for a in outcome.advice)
     assert outcome.exit_code == 1 and "check on public validation data" in outcome.page.read_text()

@@ -472,6 +472,7 @@ def test_check_states_the_keras2_paths_time_limits_before_a_keras2_run(tmp_path)
     """`grader check` says the time limits a run will have before it starts: for a script the scan sends to
     Keras 2, the Keras 2 path's (TensorFlow's), named as such, not the JAX backend's."""
     from grader.api import check as api_check
+    from grader.check import CheckEvents
 
     said = {}
     for name, code in (("old.py", "import numpy as np\nfrom keras.optimizers import Adam\nopt = Adam(lr=0.01)\n"),
@@ -479,9 +480,10 @@ def test_check_states_the_keras2_paths_time_limits_before_a_keras2_run(tmp_path)
                                   "opt = Adam(learning_rate=0.01)\n")):
         (tmp_path / name[:-3]).mkdir()
         (tmp_path / name[:-3] / name).write_text(code)
-        heard = []
-        api_check(tmp_path / name[:-3], TUTORIAL6, progress=lambda kind, value: heard.append((kind, value)))
-        said[name] = [value for kind, value in heard if kind == "limits"]
+        said[name] = []
+        events = CheckEvents()
+        events.limits = said[name].append  # the session's events, as check tells them
+        api_check(tmp_path / name[:-3], TUTORIAL6, events=events)
     [keras2_limits] = said["old.py"]
     assert keras2_limits.startswith("Time limits on this machine for Keras 2 code (old.py, run on tf_keras): ")
     assert "tensorflow" in keras2_limits  # the limits of the TensorFlow run, and where they come from
