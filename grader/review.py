@@ -187,9 +187,9 @@ def fingerprints(assignment, submission, files: list[dict], measured, result) ->
     for source, evaluation in measured.evaluated:
         if any(source.name.startswith(f"{nb}, ") or source.name.endswith(f"(saved by {nb})") for nb in sheet_only):
             continue  # made by the sheet's code alone
-        digest = evaluation.get("weights_sketch") or evaluation.get("weights_sha256")  # near, or exact
+        digest = evaluation.weights_sketch or evaluation.weights_sha256  # near, or exact
         if digest and task_of_source.get(source.name) not in by_hand \
-                and (evaluation.get("provenance") or {}).get("made_by") != "predict":
+                and (evaluation.provenance or {}).get("made_by") != "predict":
             out["weights"][source.name] = digest
     return out
 

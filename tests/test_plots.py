@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, small_model
+from grader.records import Evaluation
 from grader.report import cache, plots
 from grader.spec import import_reference
 
@@ -214,8 +215,9 @@ def test_warming_up_makes_each_layouts_figure_once_and_changes_no_picture(assign
     """``PlotWarmUp`` (a worker, while a notebook runs) draws the first plot of each layout the measured models
     show, once; the plots drawn after it are those a fresh figure draws, and bad plot data is not its error."""
     curve, regions = _curve_data(0.3), _regions_data(2)
-    evaluation = {"datasets": {"curve": {"plot": curve}, "circle": {"plot": regions}, "xor": {"metrics": {}},
-                               "ring": {"plot": {"grid": "not an array"}}, "no such dataset": {"plot": curve}}}
+    evaluation = Evaluation.from_json({"datasets": {
+        "curve": {"plot": curve}, "circle": {"plot": regions}, "xor": {"metrics": {}},
+        "ring": {"plot": {"grid": "not an array"}}, "no such dataset": {"plot": curve}}})
     shown = [cache.plot_of(assignment, "1c", "curve", curve), cache.plot_of(assignment, "2a", "circle", regions)]
     plots._kept.clear()
     fresh = [p.png() for p in shown]

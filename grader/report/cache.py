@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import OutputError
 from ..logs import log
+from ..records import Evaluation
 from ..spec import import_reference
 
 if TYPE_CHECKING:
@@ -91,14 +92,14 @@ class PlotWarmUp:
                 self._task_of[task.dataset] = task.id
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="grader-plot-warm-up")
 
-    def evaluated(self, evaluation: dict) -> None:
-        """One model's measurements (``Evaluator.evaluate``'s), from any thread."""
+    def evaluated(self, evaluation: Evaluation) -> None:
+        """One model's measurements (an ``Evaluation``), from any thread."""
         self._pool.submit(self._warm, evaluation)
 
-    def _warm(self, evaluation: dict) -> None:
+    def _warm(self, evaluation: Evaluation) -> None:
         from . import plots
 
-        for dataset, entry in sorted((evaluation.get("datasets") or {}).items()):
+        for dataset, entry in sorted((evaluation.datasets or {}).items()):
             try:
                 if not (isinstance(entry, dict) and entry.get("plot") and dataset in self._task_of):
                     continue
