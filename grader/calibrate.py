@@ -285,7 +285,7 @@ def _reference_runs(assignment, chosen, seeds: list[int], secret: str, n_workers
             values: dict[str, list[float]] = {m: [] for m in task.calibration}
             programs.update(how for *_, how in runs_of_task if how)
             for seed, path, x, y, _ in runs_of_task:
-                training = {"dataset": task.dataset, "x": x, "y": y}
+                training = {"datasets": [task.dataset], "x": x, "y": y}
                 metrics = session.evaluate(Path(path), training).datasets[task.dataset]["metrics"]
                 for m in values:
                     values[m].append(float(metrics[m]))

@@ -71,6 +71,14 @@ def test_calibrate_writes_estimates_and_k_that_tomllib_reads_back(tmp_path):
     assert th.misses.runs == 3 and th.misses.retrainings == e["retrainings"]
 
 
+def test_calibrate_measures_the_overfitting_gap_on_the_runs_training_data(tmp_path):
+    # the gap needs the evaluator to know each run's training data (the worker reads "datasets")
+    spec = _copy(tmp_path)
+    data = tomllib.loads(calibrate(spec, runs=3, tasks=["2c"]).read_text())
+    gap = data["tasks"]["2c"]["gap"]
+    assert gap["run_count"] == len(gap["runs"]) == 3 and all(g > 0 for g in gap["runs"])
+
+
 def test_calibrate_refuses_a_rule_that_fails_correct_recipes_too_often(tmp_path):
     spec = _copy(tmp_path)
     toml = spec / "assignment.toml"
