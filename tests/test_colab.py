@@ -190,13 +190,14 @@ def test_forged_kernel_records_of_the_wrong_types_are_left_out(assignment, tmp_p
     import nbformat
 
     from grader.execute import _course_notes, _kernel_records
+    from grader.harvest import SAVED_MODEL_SUFFIXES
 
     (tmp_path / "support.json").write_text(json.dumps({"module": ["tools"], "own": True, "added": 7,
                                                         "failed": {"x": 1}}))
     assert _kernel_records(tmp_path) == ([], {"own": True})
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from tools import *")])
-    notes = _course_notes(assignment, nb, tmp_path, [], {})  # no TypeError: the forged fields are dropped
+    notes = _course_notes(assignment, nb, tmp_path, [], {}, SAVED_MODEL_SUFFIXES)  # no TypeError: the forged fields are dropped
     assert not any("Your own" in n or "failed when it was imported" in n for n in notes), notes
     (tmp_path / "support.json").write_text(json.dumps({"module": "tools", "own": True, "added": ["gen_xor", 7]}))
-    [note] = _course_notes(assignment, nb, tmp_path, [], {})
+    [note] = _course_notes(assignment, nb, tmp_path, [], {}, SAVED_MODEL_SUFFIXES)
     assert "gen_xor" in note
