@@ -28,6 +28,7 @@ NOTEBOOK = [
     "print('hello from nina: <b>not bold</b>')",
     "import io\nimport matplotlib.pyplot as plt\nfrom IPython.display import Image, display\nplt.plot([0, 1, 4, 9])\n"
     "buf = io.BytesIO()\nplt.savefig(buf, format='png')\ndisplay(Image(buf.getvalue()))",
+    "plt.figure()\nplt.scatter([0, 1], [1, 0])\nplt.show()",  # shown as in Jupyter: the kernel plots inline
     "from IPython.display import HTML, display\ndisplay(HTML('<b id=\"pwn\">injected</b>'))",
 ]
 
@@ -149,7 +150,9 @@ def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(brow
     text = page.inner_text("body")
     assert "hello from nina: <b>not bold</b>" in text  # printed text, shown as text
     assert page.locator("#pwn").count() == 0 and "[its text/html form is not shown]" in text
-    assert page.locator("img.output").count() == 1  # the plot, as a checked PNG
+    # the plots as checked PNGs, as Jupyter shows them: cell 2's displayed image and its open figure (drawn at
+    # the cell's end), cell 3's plt.show()
+    assert page.locator("img.output").count() == 3
     # the static page links the same work, written beside it
     static = (out / "students" / "nina.html").read_text()
     assert 'href="work/nina.html"' in static and (out / "students" / "work" / "nina.html").is_file()

@@ -72,6 +72,11 @@ DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 MAX_KERNEL_MESSAGE_BYTES = 2**20
 
 
+#: matplotlib's backend in the kernel: Jupyter's inline one, so a figure a cell draws (``plt.show()`` or not) is
+#: one of its outputs, as the student saw it, and the kept work shows it (bounded and checked by ``executed``)
+INLINE_PLOTS = "module://matplotlib_inline.backend_inline"
+
+
 @dataclass
 class CellRun:
     index: int
@@ -243,7 +248,7 @@ class NotebookRunner:
         self.standins = dict(standins or {})
 
     def _env(self) -> dict[str, str]:
-        env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": "Agg",
+        env = {"HOME": self.sandbox.inner_work, "KERAS_BACKEND": self.backend, "MPLBACKEND": INLINE_PLOTS,
                "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "IPYTHONDIR": "/tmp/ipython",
                "MPLCONFIGDIR": "/tmp/matplotlib", "PYDEVD_DISABLE_FILE_VALIDATION": "1", **KERNEL_XLA_ENV}
