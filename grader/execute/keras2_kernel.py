@@ -194,24 +194,12 @@ def _plain_arrays(data):
     return type(data).__name__ in ("EagerTensor", "Tensor") and type(data).__module__.startswith("tensorflow")
 
 
-def _fused_fit(model, kw):
-    """tf_keras's ``fit`` of array data without callbacks, all its epochs in one ``tf.function`` call instead of a
-    Python loop of calls: tf_keras's own data handler (its dataset, shuffling, ``class_weight``, casts), one
-    iterator over every epoch as tf_keras's fit keeps one, tf_keras's own ``train_step`` (and ``test_step`` over
-    the validation data, as ``evaluate`` runs it), the metrics reset at each epoch's start as ``fit`` resets them,
-    each epoch's results into a real ``History``.  The same batches in the same order through the same steps:
-    the same weights and history as tf_keras's fit, bit for bit (``tests/test_keras2.py``)."""
-    import copy
-    import time
-
+def _refuse_unfusable(model, kw):
+    """Raise ``_Fallback`` (naming why) for a fit the fused program does not run as tf_keras's fit would:
+    callbacks, settings beyond epochs and batches, data other than arrays, the model's own training settings."""
     import tensorflow as tf
-    from tf_keras.src import callbacks as callbacks_module
-    from tf_keras.src.engine import data_adapter, training_utils
 
-    x, y = kw.get("x"), kw.get("y")
-    epochs, verbose = kw.get("epochs", 1), kw.get("verbose", "auto")
-    validation_split, validation_data = kw.get("validation_split", 0.0), kw.get("validation_data")
-    sample_weight = kw.get("sample_weight")
+    epochs, validation_data = kw.get("epochs", 1), kw.get("validation_data")
     if kw.get("callbacks"):
         raise _Fallback("callbacks")
     if tf.inside_function():
@@ -222,7 +210,7 @@ def _fused_fit(model, kw):
             raise _Fallback(name)
     if not isinstance(epochs, int) or epochs < 1:
         raise _Fallback("epochs")
-    if not _plain_arrays(x) or not (y is None or _plain_arrays(y)):
+    if not _plain_arrays(kw.get("x")) or not (kw.get("y") is None or _plain_arrays(kw.get("y"))):
         raise _Fallback("data other than arrays")
     if validation_data is not None and not (isinstance(validation_data, (list, tuple))
                                             and all(v is None or _plain_arrays(v) for v in validation_data)):
@@ -232,6 +220,41 @@ def _fused_fit(model, kw):
             or model.distribute_strategy._should_use_with_coordinator
             or type(model).make_train_function is not _state["make_train_function"]):
         raise _Fallback("the model's own training settings")
+
+
+def _replay_epochs(callbacks, train_logs, val_logs, names, epochs: int) -> dict:
+    """Each epoch's results, as the fused program returned them, told to the fit's callbacks (its ``History``)
+    as tf_keras's epoch loop tells them; the last epoch's logs."""
+    import copy
+
+    logs = {}
+    for epoch in range(epochs):
+        logs = {k: train_logs[epoch, i].item() for i, k in enumerate(names["train"])}
+        if val_logs is not None:
+            logs.update({"val_" + k: val_logs[epoch, i].item() for i, k in enumerate(names["val"])})
+        callbacks.on_epoch_begin(epoch)
+        callbacks.on_epoch_end(epoch, copy.copy(logs))
+    return logs
+
+
+def _fused_fit(model, kw):
+    """tf_keras's ``fit`` of array data without callbacks, all its epochs in one ``tf.function`` call instead of a
+    Python loop of calls: tf_keras's own data handler (its dataset, shuffling, ``class_weight``, casts), one
+    iterator over every epoch as tf_keras's fit keeps one, tf_keras's own ``train_step`` (and ``test_step`` over
+    the validation data, as ``evaluate`` runs it), the metrics reset at each epoch's start as ``fit`` resets them,
+    each epoch's results into a real ``History``.  The same batches in the same order through the same steps:
+    the same weights and history as tf_keras's fit, bit for bit (``tests/test_keras2.py``)."""
+    import time
+
+    import tensorflow as tf
+    from tf_keras.src import callbacks as callbacks_module
+    from tf_keras.src.engine import data_adapter, training_utils
+
+    _refuse_unfusable(model, kw)
+    x, y = kw.get("x"), kw.get("y")
+    epochs, verbose = kw.get("epochs", 1), kw.get("verbose", "auto")
+    validation_split, validation_data = kw.get("validation_split", 0.0), kw.get("validation_data")
+    sample_weight = kw.get("sample_weight")
     model._assert_compile_was_called()
     model._check_call_args("fit")
     if validation_split and validation_data is None:
@@ -280,14 +303,8 @@ def _fused_fit(model, kw):
             if raise_fallback:  # our own failure before any step: tf_keras's fit (nothing was drawn yet)
                 raise _Fallback(f"could not be traced ({type(e).__name__}: {str(e)[:120]})") from None
             raise
-        train_logs, val_logs = train_logs.numpy(), val_logs.numpy()
-        logs = {}
-        for epoch in range(epochs):
-            logs = {k: train_logs[epoch, i].item() for i, k in enumerate(names["train"])}
-            if val_handler is not None:
-                logs.update({"val_" + k: val_logs[epoch, i].item() for i, k in enumerate(names["val"])})
-            callbacks.on_epoch_begin(epoch)
-            callbacks.on_epoch_end(epoch, copy.copy(logs))
+        logs = _replay_epochs(callbacks, train_logs.numpy(), val_logs.numpy() if val_handler is not None else None,
+                              names, epochs)
         from tf_keras.src.optimizers import optimizer as optimizers
 
         if isinstance(model.optimizer, optimizers.Optimizer):  # as tf_keras's fit (legacy ones have none)
