@@ -342,6 +342,10 @@ def test_an_internal_error_keeps_its_traceback_in_the_log(tmp_path, model_dir, m
     def broken(assignment, measured):
         raise ZeroDivisionError("a grader bug")
 
+    from grader import session
+
+    # scoring fails where the job is graded (the session) and where the batch scores again after a failure
+    monkeypatch.setattr(session, "score_student", broken)
     monkeypatch.setattr(pipeline, "score_student", broken)
     (tmp_path / "subs" / "s").mkdir(parents=True)
     shutil.copy(model_dir / "2a.h5", tmp_path / "subs" / "s" / "2a.h5")
