@@ -175,8 +175,8 @@ def test_a_plot_shows_its_model(assignment, evaluator, tmp_path):
 
 
 def test_plots_drawn_by_a_worker_are_the_pages_plots(assignment, evaluator, tmp_path):
-    """``draw_plots`` (a batch worker) draws exactly the plots the student's page shows, under the keys the
-    page asks for."""
+    """``GradingSession.plots`` (a batch worker) draws, from the scored result, exactly the plots the student's
+    page shows, under the keys the page asks for."""
     from grader.intake import collect
     from grader.report import Reporter
     from grader.score import score_student
@@ -187,9 +187,10 @@ def test_plots_drawn_by_a_worker_are_the_pages_plots(assignment, evaluator, tmp_
     told = []
     events = Events()
     events.evaluated = told.append
-    measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(sub, events)
+    session = GradingSession(assignment, evaluator.seeds, evaluator=evaluator)
+    measured = session.measure(sub, events)
     assert told and [id(e) for e in told] == [id(e) for _, e in measured.evaluated]  # each model, as measured
-    drawn = cache.draw_plots(assignment, measured)
+    drawn = session.plots(session.score(measured, events), events)
     reporter = Reporter(assignment, tmp_path / "out", keep_plots=True)
     reporter.plots.add(drawn)
     before = reporter.plots.drawn

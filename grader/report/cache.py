@@ -59,20 +59,6 @@ def plot_of(assignment, task_id: str, dataset: str, measured: dict) -> plots.Plo
     return plots.regions_plot(measured, ds.extent, title + " (held-out points)")
 
 
-def draw_plots(assignment, measured) -> dict[str, bytes]:
-    """The plots a student's page will show, drawn now: ``{key: PNG}``.  For a batch's worker process, which
-    draws them while the parent records and writes; it scores the measurements only to know which model's plot
-    each task shows (the parent scores them again and draws whatever this did not)."""
-    from ..score import score_student
-
-    out = {}
-    for t in score_student(assignment, measured).tasks:
-        plot = task_plot(assignment, t)
-        if plot is not None and plot.key not in out:
-            out[plot.key] = plot.png()
-    return out
-
-
 class PlotWarmUp:
     """Warms this process's plotting up while a student is measured, in a thread of its own: told each model's
     measurements as they arrive (``evaluated``), it makes the kept figure of each layout they show that this
@@ -173,7 +159,7 @@ class PlotCache:
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
 
     def add(self, drawn: dict[str, bytes]) -> None:
-        """Keep plots drawn elsewhere (a worker process's ``draw_plots``)."""
+        """Keep plots drawn elsewhere (a worker process's ``GradingSession.plots``)."""
         for key, png in drawn.items():
             if not self.has(key):
                 self.put(key, png)
