@@ -167,13 +167,13 @@ _CAPTURED = re.compile(r"(?P<nb>.+), cell (?P<cell>\d+): ")
 
 
 def models_by_cell(files) -> dict[tuple[str, int], list[dict]]:
-    """The models each cell made, from a result's files (``FileResult``s or their JSON): (notebook, cell) ->
-    [{"name", "task", "outcome"}], so that a cell shows which task its model became."""
+    """The models each cell made, from a result's files (``FileResult``s or their JSON; captured ones only):
+    (notebook, cell) -> [{"name", "task", "outcome"}], so that a cell shows which task its model became."""
     out: dict[tuple[str, int], list[dict]] = {}
     for f in files or []:
         get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
         m = _CAPTURED.match(str(get("name") or ""))
-        if m:
+        if m and get("captured"):  # the grader's record, not the name: a file may be named like a capture
             out.setdefault((m["nb"], int(m["cell"])), []).append(
                 {"name": get("name"), "task": get("task"), "outcome": get("outcome")})
     return out

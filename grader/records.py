@@ -173,6 +173,8 @@ class FileResult:
     task: str | None = None
     message: str = ""
     model: str | None = None  # description of the model
+    # a model the grader captured from a notebook's run (its name says which cell), not a file the student named
+    captured: bool = False
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}

@@ -56,6 +56,9 @@ def test_demo_batch_exits_0_and_results_json_has_the_contract(graded_demo):
         missing = [tid for tid in tasks if found[tid]["status"] == "missing"]
         assert not missing, (sid, missing, [found[t]["message"] for t in missing], by_id[sid]["notebooks"])
         assert by_id[sid]["notebooks"] and by_id[sid]["notebooks"][0]["sandboxed"]
+        # the models its run made are marked as the grader's captures (the work view names their cells)
+        assert any(f["captured"] and ", cell " in f["name"] for f in by_id[sid]["files"]), by_id[sid]["files"]
+    assert not any(f["captured"] for f in by_id["bob"]["files"])  # bob hands in files only
     # heidi's Adam(lr=...) is Keras 2: her notebook ran on Keras 2, every task it trains earned its marks, and
     # the report names the line to change for current Keras
     heidi = by_id["heidi"]

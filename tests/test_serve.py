@@ -280,8 +280,10 @@ def test_a_cell_that_made_a_model_says_which_task_it_became():
     nb.cells = [nbformat.v4.new_markdown_cell("intro"), nbformat.v4.new_code_cell("model.fit(x, y)"),
                 nbformat.v4.new_code_cell("model2.fit(x, y)")]
     files = [FileResult("work.ipynb", "notebook", "executed"),
-             FileResult("work.ipynb, cell 2: model trained by model.fit (capture 1)", "keras_zip", "graded", "1c"),
-             FileResult("work.ipynb, cell 3: model trained by model.fit (capture 2)", "keras_zip", "unmatched")]
+             FileResult("work.ipynb, cell 2: model trained by model.fit (capture 1)", "keras_zip", "graded", "1c",
+                        captured=True),
+             FileResult("work.ipynb, cell 3: model trained by model.fit (capture 2)", "keras_zip", "unmatched",
+                        captured=True)]
     page = executed.render("s", [executed.keep("work.ipynb", nb)], files=files)
     cell2 = page[page.index('id="cell-2"'):page.index('id="cell-3"')]
     assert "model → task 1c" in cell2 and "model → unmatched" in page[page.index('id="cell-3"'):]

@@ -372,7 +372,8 @@ def test_hostile_file_and_notebook_names_and_code_are_text_on_every_page(tmp_pat
                                                                  "text/plain": "<HTML object>"})]
     nb.cells = [nbformat.v4.new_markdown_cell(evil), code]
     files = [FileResult(name, "notebook", "executed", message=evil),
-             FileResult(f"{name}, cell 2: model trained by model.fit (capture 1)", "keras_zip", "graded", "1c", evil)]
+             FileResult(f"{name}, cell 2: model trained by model.fit (capture 1)", "keras_zip", "graded", "1c", evil,
+                        captured=True)]
     out = tmp_path / "out"
     _class(out, ["alice"], nb, name=name, files=files)
     client = _signed_in(_app(out))
@@ -409,3 +410,24 @@ def test_a_form_opened_before_a_cli_override_is_refused_and_says_by_whom(tmp_pat
     client.post("/student/alice/override", data={**fresh, "points": "1", "reason": "too generous", "by": "tara",
                                                  "action": "set"})
     assert _rows(out)[-1] == ("1b", "set", 1.0, "too generous", "tara")
+
+
+def test_a_file_named_like_a_captured_model_is_not_shown_as_a_cells_model(tmp_path):
+    """A handed-in model file named "work.ipynb, cell 2: model trained by model.fit (capture 1).h5" read, in the
+    work as it ran, as the model cell 2 trained: only the grader's own record of a capture marks a cell."""
+    import shutil
+
+    from conftest import ROOT, TUTORIAL6
+    from grader import pipeline
+
+    forged = "work.ipynb, cell 2: model trained by model.fit (capture 1).h5"
+    (tmp_path / "subs" / "mallory").mkdir(parents=True)
+    shutil.copy(ROOT / "submissions" / "tutorial6" / "bob" / "1c.h5", tmp_path / "subs" / "mallory" / forged)
+    pipeline.grade_batch(tmp_path / "subs", TUTORIAL6, tmp_path / "out", workers=1)
+    student = json.loads((tmp_path / "out" / "results.json").read_text())["students"][0]
+    [entry] = [f for f in student["files"] if f["name"] == forged]
+    assert entry["outcome"] == "graded" and entry["captured"] is False  # graded as the file it is
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 2")])
+    assert executed.models_by_cell(student["files"]) == {}
+    page = executed.render("mallory", [executed.keep("work.ipynb", nb)], files=student["files"])
+    assert "model →" not in page

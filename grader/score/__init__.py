@@ -98,7 +98,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
             match = infer_task(assignment, evaluation)
             saved_candidates.append((assignment.task(f.task_hint), f, evaluation, match))
             files.append(FileResult(f.name, f.format, "graded", f.task_hint,
-                                    f"graded as task {f.task_hint}", model_text))
+                                    f"graded as task {f.task_hint}", model_text, _captured(f)))
             continue
         if f.task_hint:
             task = assignment.task(f.task_hint)
@@ -107,7 +107,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         else:
             match = next(inferred_matches)
             if match.task_id is None:
-                files.append(FileResult(f.name, f.format, "unmatched", None, match.reason, model_text))
+                files.append(FileResult(f.name, f.format, "unmatched", None, match.reason, model_text, _captured(f)))
                 continue
             task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
             answers = match.exact
@@ -116,7 +116,8 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         result.architecture = model_text
         per_task.setdefault(task.id, []).append((result, answers))
         files.append(FileResult(f.name, f.format, "graded", task.id,
-                                f"graded as task {task.id}" + (" (inferred)" if inferred else ""), model_text))
+                                f"graded as task {task.id}" + (" (inferred)" if inferred else ""), model_text,
+                                _captured(f)))
 
     # saved-file tasks: the file exists, is in the required format and holds a trained model
     saved_results: dict[str, TaskResult] = {}
@@ -153,6 +154,12 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
     grade = assignment.grades.letter(100 * score / max_score) if assignment.grades and max_score else None
     return StudentResult(measured.student_id, score, max_score, tasks, files, notes, list(measured.notebooks),
                          grade=grade)
+
+
+def _captured(source) -> bool:
+    """Whether a model came from a notebook's run (captured by the grader), not from a file handed in: only
+    the grader's own record says so, never the name, which a student's file may imitate."""
+    return (source.provenance or {}).get("made_by") in ("fit", "predict")
 
 
 def _unverified_training(assignment, tasks: list[TaskResult], evaluated) -> list[str]:
