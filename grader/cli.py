@@ -5,6 +5,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -14,6 +15,12 @@ from .errors import FatalError
 from .textsafe import terminal
 
 console = Console(stderr=True, soft_wrap=True)  # never break paths in CI logs
+
+
+def _fatal(e: FatalError) -> NoReturn:
+    """A command that cannot go on: its reason, in plain words, and exit status 2."""
+    console.print(f"[bold red]error:[/] {terminal(e.explain())}")
+    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,8 +150,7 @@ def grade(submissions: Path, assignment_dir: Path, out_dir: Path, workers, sched
                               scheduler=scheduler, force=force, db_url=db_url, wait=wait,
                               allow_unsandboxed=allow_unsandboxed, assignment_sha256=assignment_sha256 or None)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     except KeyboardInterrupt:
         console.print("[yellow]Stopped.[/] Every student finished so far is in the gradebook; run the same "
                       "command again to go on.")
@@ -168,8 +174,7 @@ def report(assignment_dir: Path, out_dir: Path, db_url):
     try:
         summary = render_reports(assignment_dir, out_dir or default_out_dir(assignment_dir), db_url=db_url)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     c = summary.counts
     console.print(f"Rendered {summary.students} student page(s) and the class summary into "
                   f"[bold]{summary.out_dir}[/] in {summary.seconds:.1f} s ({c.get('plots_drawn', 0)} plot(s) drawn, "
@@ -207,8 +212,7 @@ def export(out_dir: Path, db_url, assignment_id, to_dir, formats):
         written = export_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id, to_dir=to_dir,
                                    formats=formats)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     for path in written:
         if path.name != "results.json":
             console.print(f"wrote {terminal(str(path))}")
@@ -248,8 +252,7 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
         done = override_score(student, task, None if undo else points, reason=reason, by=by, out_dir=out_dir,
                               db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     t = done["task"]
     what = (f"undid the override of {terminal(student)}'s task {terminal(task)}: the grader's {t['score']:g} of "
             f"{t['max_score']:g} ({t['status']}) stands" if undo else
@@ -283,8 +286,7 @@ def review(out_dir, db_url, assignment_id, as_json, near):
     try:
         found = review_gradebook(out_dir, db_url=db_url, assignment_id=assignment_id, near=near)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     if as_json:
         click.echo(json_text(found, indent=2))  # no raw control or bidi character reaches the terminal
         return
@@ -331,8 +333,7 @@ def serve(out_dir, db_url, assignment_id, assignment_dir, host, port):
         app = create_app(out_dir, db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir,
                          host=host)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     if host.strip("[]").lower() not in LOOPBACK:
         console.print(f"[bold yellow]warning:[/] listening on {terminal(host)}, not this machine only: whoever "
                       "reaches it can ask for the pages (the token guards them), over plain HTTP that the network "
@@ -491,8 +492,7 @@ def check(path: Path, assignment_dir, out_dir: Path, junit_path, summary_path, n
         console.print(f"[bold red]error:[/] cannot write {terminal(str(e.filename))}: {e.strerror}")
         sys.exit(2)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     sys.exit(outcome.exit_code)
 
 
@@ -573,8 +573,7 @@ def calibrate(assignment_dir: Path, runs: int, base_seed: int, tasks, timings_on
                 console.print(f"Timings written to [bold]{out}[/] ({shown}; speed probe {table['probe_s'] * 1000:.0f}"
                               " ms)")
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
 
 
 @main.command()
@@ -596,8 +595,7 @@ def kit(assignment_dir: Path, out_dir, grader_source):
         out = build_kit(assignment_dir, out_dir or KIT_FOLDER / load_assignment(assignment_dir).id,
                         grader=grader_source or WHEEL)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     console.print(f"wrote the kit to [bold]{terminal(str(out))}[/]: hand out this folder; its README.txt tells "
                   "students how to install this grader and run `grader check`.")
 
@@ -619,8 +617,7 @@ def workflow(assignment_dir, out_path):
     try:
         text, digest = workflow_text(assignment_dir)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     if out_path is None:
         click.echo(text, nl=False)
     else:
@@ -662,8 +659,7 @@ def gradescope_build(assignment_dir: Path, out_zip: Path, budget_s: float):
     try:
         out = build_bundle(assignment_dir, out_zip, secret=secret, budget_s=budget_s)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     made = bundle_summary(out)
     pins = ", ".join(f"{name} {version}" for name, version in made["pins"])
     calibrated = made["calibrated"] or {}
@@ -694,8 +690,7 @@ def gradescope_run(root: Path):
     try:
         path = run_autograder(root)
     except FatalError as e:
-        console.print(f"[bold red]error:[/] {terminal(e.explain())}")
-        sys.exit(2)
+        _fatal(e)
     console.print(f"wrote {terminal(str(path))}")
 
 
