@@ -29,7 +29,7 @@ from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose, keras2
 from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
-from .runner import MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
+from .runner import IOPUB_GRACE_S, MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
 from .relay import socket_tempdir
 from . import compile_cache, course_kernel
 from .sandbox import COLAB_HOME, HOME, Limits, Sandbox, SandboxFailed, unavailable_reason
@@ -429,6 +429,11 @@ def _run_notes(done: _Run, refused: list[str]) -> list[str]:
                      f"larger than the grader takes from a notebook ({MAX_KERNEL_MESSAGE_BYTES // 2**20} MB: text, a "
                      "plot or a display); they were dropped. Print or show less at once (a plot's figure size, a "
                      "summary instead of a whole array).")
+    cut = [str(cell.index + 1) for cell in done.result.cells if cell.output_cut]
+    if cut:
+        notes.append(f"The output of cell(s) {', '.join(cut)} was still arriving {IOPUB_GRACE_S} s after the cell "
+                     "finished; the rest of it is not shown in your work as it ran (grading uses your models, not "
+                     "what was printed).")
     if done.result.notebook_timed_out:
         notes.append(f"The notebook ran over its time limit of {secs(done.limits.notebook.seconds)} s "
                      f"({done.limits.notebook.why}); the cells after that point were not run.")

@@ -64,6 +64,9 @@ del _grader_load
 # (read-only) when the sandbox binds one
 FUSED_CALL = 'install(cache_dir=os.environ.get("GRADER_JAX_CACHE") or None, font_list=True)'
 WATCHDOG_GRACE_S = 10.0
+#: how long after a cell's reply its output may still arrive (nbclient's ``iopub_timeout``).  nbclient's 4 s
+#: dropped the last prints of a print-heavy cell on a busy machine; what is still cut after this is named
+IOPUB_GRACE_S = 60
 RESTART_TIMEOUT_S = 180.0  # a kernel restart, and the new kernel's first reply, each within this
 DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 #: the largest kernel message the grader takes, all its parts together (``relay.Relay``): a larger one is read
@@ -89,6 +92,7 @@ class CellRun:
     limit_s: float = 0.0  # the time the cell was given
     limited_by: str = ""  # "cell": its own limit; "notebook": what was left of the notebook's
     stopped_s: float = 0.0  # a cell that timed out: when it was stopped (before the kernel's restart)
+    output_cut: bool = False  # its output was still arriving ``IOPUB_GRACE_S`` after its reply: the rest dropped
 
 
 @dataclass
@@ -125,11 +129,14 @@ class CappedClient(NotebookClient):
         # nbclient leaves a timed-out cell's output reader running (CellTimeoutError is a "control signal" to
         # it): that reader would take, and drop, the next cells' output from the shared channel
         try:
-            return await super()._async_poll_for_reply(msg_id, cell, timeout, task_poll_output_msg,
-                                                        task_poll_kernel_alive)
+            reply = await super()._async_poll_for_reply(msg_id, cell, timeout, task_poll_output_msg,
+                                                         task_poll_kernel_alive)
         except CellTimeoutError:
             task_poll_output_msg.cancel()
             raise
+        # nbclient stops reading a cell's output ``iopub_timeout`` after its reply, with a log line only
+        self.grader_output_cut = task_poll_output_msg.cancelled()
+        return reply
 
     def output(self, outs, msg, display_id, cell_index):
         used_by_cell = self.__dict__.setdefault("grader_output_used", {})
@@ -308,7 +315,7 @@ class NotebookRunner:
         client = CappedClient(self.nb, km=self._new_manager(), timeout=math.ceil(self.cell_timeout),
                               allow_errors=True, interrupt_on_timeout=False, startup_timeout=180, record_timing=False,
                               skip_cells_with_tag="grader-skip", kernel_name="python3",
-                              on_cell_executed=self._heard_reply)
+                              on_cell_executed=self._heard_reply, iopub_timeout=IOPUB_GRACE_S)
         client.max_output_bytes = self.max_output_bytes
         self._replies: dict[int, dict] = {}
         start = time.monotonic()
@@ -402,9 +409,10 @@ class NotebookRunner:
         run = CellRun(index, cell.source, "ok", limit_s=limit)
         client.timeout = max(1, math.ceil(limit))  # nbclient's own interrupt, at this cell's limit (whole seconds)
         watchdog = asyncio.create_task(self._watch_disk(km, result))
+        client.grader_output_cut = False
         try:
             await asyncio.wait_for(client.async_execute_cell(cell, index, store_history=True),
-                                   limit + WATCHDOG_GRACE_S)
+                                   limit + IOPUB_GRACE_S + WATCHDOG_GRACE_S)
         except Exception as e:
             if result.quota_exceeded:
                 run.status, run.error_name, run.error_value = "quota", "DiskQuota", result.quota_exceeded
@@ -428,6 +436,7 @@ class NotebookRunner:
                                                      if isinstance(lines, list) else [])
         finally:
             watchdog.cancel()
+        run.output_cut = bool(client.grader_output_cut)
         if not result.quota_exceeded and run.status == "ok":
             why = self.sandbox.over_quota()  # a cell quicker than the watchdog's first look
             if why:
