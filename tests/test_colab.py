@@ -80,7 +80,7 @@ def test_colab_lines_are_skipped_in_the_kernel_not_run(assignment, evaluator, tm
     nb = notebook(
         "import os\nran = []\nif True:\n    !pip install nothing-at-all > pip-ran.txt\n    ran.append(1)\n"
         "%pip install keras==2.15\nassert not os.path.exists('pip-ran.txt') and ran == [1]",
-        "x = !pip freeze\nassert 'x' not in dir() or x is None",
+        "x = !pip freeze\nassert x == []",  # IPython binds the output's lines: none
         "!echo hello > echo-ran.txt\nassert open('echo-ran.txt').read().strip() == 'hello'",  # other shell lines run
     )
     result = run(assignment, evaluator, tmp_path, nb)

@@ -13,7 +13,7 @@ import sys
 
 #: a line Colab runs but the grader skips: installing packages, fetching files, Colab-only magics
 SKIPPED_LINE = re.compile(
-    r"^\s*(?:[A-Za-z_]\w*\s*=\s*)?(?:"
+    r"^\s*(?:(?P<target>[A-Za-z_]\w*)\s*=\s*)?(?:"
     r"!{1,2}\s*(?:sudo\s+)?(?:pip3?|python3?\s+-m\s+pip|conda|mamba|apt(?:-get)?|wget|curl|git|gdown|nvidia-smi"
     r"|kaggle)\b"
     r"|%{1,2}\s*(?:pip|conda|tensorflow_version|tensorboard|load_ext\s+tensorboard)\b)")
@@ -26,14 +26,43 @@ MAX_RECORDS = 100
 _downloaded = []  # the names files.download was given, each recorded once
 
 
+def _continued(lines, start):
+    """The index after the last line of the command that starts at ``lines[start]``: IPython joins an escaped
+    command's lines that end with a backslash (``!pip install \\`` and its next line are one command)."""
+    end = start + 1
+    while end <= len(lines) - 1 and lines[end - 1].rstrip("\r\n").endswith("\\"):
+        end += 1
+    return end
+
+
+def _skipped_commands(lines):
+    """(first line, end, the command as one line, its assigned name or None) of each skipped command."""
+    i = 0
+    while i < len(lines):
+        m = SKIPPED_LINE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        end = _continued(lines, i)
+        command = " ".join(part.strip().rstrip("\\").strip() for part in lines[i:end]).strip()
+        yield i, end, command, m.group("target")
+        i = end
+
+
 def skipped_lines(source):
-    """The lines of a cell's source that the kernel skips."""
-    return [line.strip() for line in str(source).splitlines() if SKIPPED_LINE.match(line)]
+    """The commands of a cell's source that the kernel skips (a continued one as one line)."""
+    return [command for _, _, command, _ in _skipped_commands(str(source).splitlines())]
 
 
-def skipped(line):
-    """Called where a skipped line was: says so in the cell's output."""
+def skipped(line, assigned=False):
+    """Called where a skipped line was: says so in the cell's output.  ``assigned`` (``x = !cmd``): what IPython
+    binds, the command's output lines, here none (an empty ``SList``)."""
     print(f"[grader] {line.strip()[:200]}: {SKIP_WHY}.", file=sys.stderr)
+    if assigned:
+        from IPython.utils.text import SList
+
+        return SList()
+    return None
 
 
 def _record(name, entry):
@@ -53,15 +82,16 @@ def _record(name, entry):
 
 
 def _skip_transformer(lines):
-    """IPython input transformer: each skipped line becomes a call to ``skipped`` at the same indentation."""
-    out = []
-    for line in lines:
-        if SKIPPED_LINE.match(line):
-            indent = line[:len(line) - len(line.lstrip())]
-            end = "\n" if line.endswith("\n") else ""
-            out.append(f"{indent}__import__({__name__!r}).skipped({line.strip()!r}){end}")
-        else:
-            out.append(line)
+    """IPython input transformer: each skipped command becomes a call to ``skipped`` at the same indentation
+    (``x = !cmd``: ``x`` bound to what it returns), its continued lines blank, so every line keeps its number."""
+    out = list(lines)
+    for start, end, command, target in _skipped_commands(lines):
+        line = lines[start]
+        indent = line[:len(line) - len(line.lstrip())]
+        call = f"__import__({__name__!r}).skipped({command!r}{', True' if target else ''})"
+        out[start] = f"{indent}{target + ' = ' if target else ''}{call}" + ("\n" if line.endswith("\n") else "")
+        for i in range(start + 1, end):
+            out[i] = "\n" if lines[i].endswith("\n") else ""
     return out
 
 
