@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .records import Retraining
+from .records import Evaluation
 from .spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
@@ -98,10 +98,10 @@ def judge(task: Task, metric: str, value: float, metrics: dict) -> tuple[float, 
     return 0.0, "fail"
 
 
-def assess(task: Task, evaluation: dict) -> Assessment:
-    task = task.for_keras((evaluation.get("provenance") or {}).get("keras"))  # a Keras 2 run's own thresholds
-    info = evaluation["info"]
-    entry = evaluation["datasets"].get(task.dataset, {})
+def assess(task: Task, evaluation: Evaluation) -> Assessment:
+    task = task.for_keras((evaluation.provenance or {}).get("keras"))  # a Keras 2 run's own thresholds
+    info = evaluation.info
+    entry = evaluation.datasets.get(task.dataset, {})
     metrics = dict(entry.get("metrics", {}))
     a = Assessment(task.id, 0.0, False, None, None, 0.0, metrics)
     say = a.sentences.append
@@ -126,7 +126,7 @@ def assess(task: Task, evaluation: dict) -> Assessment:
         say("Architecture: " + "; ".join(diffs) + f". Expected: {task.architecture.describe()}.")
 
     # the scaling file next: when it is broken or missing, it explains the numbers that follow
-    _preprocessing_sentences(evaluation.get("preprocessing"), metrics, a, say, info.get("inputs"))
+    _preprocessing_sentences(evaluation.preprocessing, metrics, a, say, info.get("inputs"))
     metric = task.metric if task.metric in metrics else None
     if metric is None and task.fallback_metric in metrics:
         metric = task.fallback_metric
@@ -141,7 +141,7 @@ def assess(task: Task, evaluation: dict) -> Assessment:
     else:
         _judge_metric(task, metric, float(metrics[metric]), evaluation, a, say)
 
-    refusal = training_refusal(task, evaluation.get("provenance"))
+    refusal = training_refusal(task, evaluation.provenance)
     if refusal and a.metric_fraction > 0:
         a.metric_fraction = 0.0
         a.metrics["training_refused"] = 1.0
@@ -167,16 +167,16 @@ def assess(task: Task, evaluation: dict) -> Assessment:
     return a
 
 
-def wants_retraining(task: Task, evaluation: dict) -> bool:
+def wants_retraining(task: Task, evaluation: Evaluation) -> bool:
     """Whether re-training this model's recipe could change its grade on ``task`` (measuring asks, before
     re-training): a model a notebook trained by model.fit, with exactly the task's layers, whose own run missed
     the pass threshold of a task whose recipes are re-trained (``Task.retrained``, K > 0 from calibration)."""
     th = task.threshold(task.metric) if task.retrained else None
     if th is None or th.misses is None or th.misses.retrainings <= 0:
         return False
-    if (evaluation.get("provenance") or {}).get("made_by") != "fit":
+    if evaluation.made_by != "fit":
         return False
-    a = assess(task, {key: value for key, value in evaluation.items() if key != "retraining"})
+    a = assess(task, evaluation.own())
     return a.architecture_ok and a.metric == task.metric and 0 <= a.metric_fraction < 1 \
         and "training_refused" not in a.metrics
 
@@ -192,11 +192,10 @@ STOPPED_WORDS = {
 }
 
 
-def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> None:
+def _recipe(task: Task, evaluation: Evaluation, a: Assessment, outcome: str, say) -> None:
     """Credit and words for the re-trainings of the model's recipe, when its own run missed the pass threshold
     (``wants_retraining``): the best of the own run and the first K re-trainings counts."""
-    r = evaluation.get("retraining")
-    r = Retraining.from_json(r) if r else None
+    r = evaluation.retraining
     th = task.threshold(a.metric)
     if not r or outcome == "pass" or not a.architecture_ok or a.metric != task.metric or not task.retrained \
             or not r.for_dataset(task.dataset):
@@ -210,23 +209,24 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
             else "misses the pass threshold"
         say(f"Training is random: the reference solution itself {where}, as your run did, in {missed} of its "
             f"{m.runs} calibration runs, so the grader grades your recipe, not this one run of it.")
-    if r.get("refused"):
-        say(f"Your recipe was not re-trained: {r['refused']}. The grade is your own run's ({own}).")
+    if r.refused:
+        say(f"Your recipe was not re-trained: {r.refused}. The grade is your own run's ({own}).")
         return
-    measured = [run["metrics"][task.dataset] for run in r.get("runs", [])[: m.retrainings if m is not None else None]
+    measured = [run["metrics"][task.dataset] for run in r.runs[: m.retrainings if m is not None else None]
                 if metric in run.get("metrics", {}).get(task.dataset, {})]
     values = [float(run[metric]) for run in measured]
     if not values:
-        say(f"Your recipe could not be re-trained ({r.get('error') or 'no re-training finished'}); the grade is "
+        say(f"Your recipe could not be re-trained ({r.error or 'no re-training finished'}); the grade is "
             f"your own run's ({own}).")
         return
     judged = [judge(task, metric, v, run) for v, run in zip(values, measured)]
     best = max(range(len(values)), key=lambda i: (judged[i][0], goodness(metric, values[i])))
     fraction = judged[best][0]
     shown = ", ".join(fmt_value(metric, v) for v in values)
-    trained = f"{r['trained_epochs']} epochs (the grader's cap) instead of your {r['epochs']}" \
-        if r.get("trained_epochs") and r["trained_epochs"] < r.get("epochs", 0) else ""
-    words = (f"Your recipe ({r.get('recipe', 'as the notebook trained it')}), re-trained by the grader "
+    trained = f"{r.trained_epochs} epochs (the grader's cap) instead of your {r.epochs}" \
+        if r.trained_epochs and r.trained_epochs < (r.epochs or 0) else ""
+    recipe = r.recipe if r.recipe is not None else "as the notebook trained it"
+    words = (f"Your recipe ({recipe}), re-trained by the grader "
              f"{'once' if len(values) == 1 else f'{len(values)} times'} with fresh seeds"
              f"{', for ' + trained if trained else ''}, "
              f"reached a {label} of {shown}")
@@ -238,8 +238,9 @@ def _recipe(task: Task, evaluation: dict, a: Assessment, outcome: str, say) -> N
                   f"{rel} {fmt_value(metric, th.passing)}.")
     else:
         words += ": no more credit than your own run."
-    if fraction < 1 and r.get("stopped") in STOPPED_WORDS:
-        words += " Re-training stopped early: " + STOPPED_WORDS[r["stopped"]].format(**r) + "."
+    if fraction < 1 and r.stopped in STOPPED_WORDS:
+        words += " Re-training stopped early: " + STOPPED_WORDS[r.stopped].format(
+            limit=r.limit, budget=r.budget, error=r.error) + "."
     say(words)
     a.metrics["retrainings"] = float(len(values))
     a.metrics[f"retrained_{metric}"] = values[best]
@@ -275,13 +276,13 @@ def training_refusal(task: Task, provenance: dict | None) -> str | None:
     return None
 
 
-def _judge_metric(task: Task, metric: str, value: float, evaluation: dict, a: Assessment, say) -> None:
+def _judge_metric(task: Task, metric: str, value: float, evaluation: Evaluation, a: Assessment, say) -> None:
     """The metric's share of the credit and its words, by the task's thresholds or its marks curve.
 
     One sentence says where the value stands; outputs in the wrong order replace it (a swapped model has
     learned the classes, so "has not learned" would contradict the fix); then the re-trainings of the recipe
     (thresholds only) and the task's hint, unless the fault lies elsewhere (the network or the order)."""
-    metrics = evaluation["datasets"].get(task.dataset, {}).get("metrics", {})
+    metrics = evaluation.datasets.get(task.dataset, {}).get("metrics", {})
     label, shown, rel = METRIC_LABELS[metric], fmt_value(metric, value), relation(metric)
     a.metric, a.value = metric, value
     curve = task.curve if metric == task.metric else None

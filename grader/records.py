@@ -3,12 +3,11 @@
 ``Source`` and ``Evaluation`` (one model, as measured), ``Retraining`` (what re-training its recipe
 measured), ``Measurements`` (one submission, as measured and re-trained), ``FileResult``, ``TaskResult`` and
 ``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only these read the older gradebook shapes.
-``Evaluation`` and ``Retraining`` also read like the dicts they are stored as (``record["datasets"]``).
+A stage reads a record's fields by name (``evaluation.datasets``), never by the stored JSON's keys.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 PASS_FRACTION = 0.5  # a student 'passes' (in progress counts and summaries) at half the maximum
@@ -16,24 +15,8 @@ INTERNAL_ERROR = "The grader failed on this submission"  # a task's message star
 COULD_NOT_GRADE = "Could not be graded"  # a task's message starts so: the grader's environment failed
 
 
-class _Readable(Mapping):
-    """Read access by the stored JSON's keys (``record["runs"]``, ``record.get("stopped")``)."""
-
-    def to_json(self) -> dict:
-        raise NotImplementedError
-
-    def __getitem__(self, key):
-        return self.to_json()[key]
-
-    def __iter__(self) -> Iterator:
-        return iter(self.to_json())
-
-    def __len__(self) -> int:
-        return len(self.to_json())
-
-
-@dataclass(eq=False)
-class Retraining(_Readable):
+@dataclass
+class Retraining:
     """What re-training one model's recipe did: its tasks, K and pass thresholds it used (``k``, ``passing``),
     each re-training's seed and metrics, and why it stopped early or was refused."""
 
@@ -70,12 +53,9 @@ class Retraining(_Readable):
         known = self.datasets or ([self.dataset] if self.dataset else [])
         return not known or dataset in known
 
-    def __eq__(self, other):
-        return isinstance(other, Mapping) and self.to_json() == dict(other)
 
-
-@dataclass(eq=False)
-class Evaluation(_Readable):
+@dataclass
+class Evaluation:
     """One model's measurements by the evaluation worker, with how it was made (``provenance``, from its
     ``Source``) and, once re-training ran, its recipe's ``Retraining``."""
 
@@ -115,18 +95,14 @@ class Evaluation(_Readable):
                    Retraining.from_json(retraining) if retraining is not None else None,
                    {k: v for k, v in d.items() if k not in named})
 
-    def __getitem__(self, key):
-        if key == "retraining":
-            if self.retraining is None:
-                raise KeyError(key)
-            return self.retraining
-        if key in ("info", "datasets", "provenance"):
-            return getattr(self, key)
-        return self.to_json()[key]
+    @property
+    def made_by(self) -> str | None:
+        """How the model was made (``provenance["made_by"]``: "fit", "predict", "file", "saved"); None unknown."""
+        return (self.provenance or {}).get("made_by")
 
-    def __eq__(self, other):
-        return isinstance(other, Mapping) and self.to_json() == {k: (v.to_json() if isinstance(v, Retraining)
-                                                                     else v) for k, v in other.items()}
+    def own(self) -> "Evaluation":
+        """The model's own run: this evaluation without what re-training its recipe gave."""
+        return replace(self, retraining=None)
 
 
 @dataclass
@@ -151,6 +127,17 @@ class Source:
     def plausible(self) -> list[str]:
         """Every dataset its training data may come from, likeliest first ([] when no notebook run showed it)."""
         return list(self.datasets) if self.datasets else [self.dataset] if self.dataset else []
+
+    def to_json(self) -> dict:
+        """What the gradebook keeps of it: its name, format and datasets (no recipe, no training data)."""
+        return {"name": self.name, "format": self.format, "task_hint": self.task_hint, "dataset": self.dataset,
+                "datasets": self.plausible}
+
+    @classmethod
+    def from_json(cls, d: dict, provenance: dict | None = None) -> "Source":
+        """A stored one (``provenance`` is kept with its ``Evaluation``); one stored before ``datasets`` were kept
+        has ``dataset`` alone."""
+        return cls(**d, provenance=provenance)
 
 
 def clean_metrics(metrics: dict) -> dict[str, float]:
@@ -179,6 +166,10 @@ class FileResult:
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "FileResult":
+        return cls(**d)
+
 
 @dataclass
 class Measurements:
@@ -199,9 +190,7 @@ class Measurements:
     def to_json(self) -> dict:
         d = {"student_id": self.student_id, "files": [f.to_json() for f in self.files], "notes": self.notes,
              "notebooks": self.notebooks, "errors_by_task": self.errors_by_task,
-             "evaluated": [[{"name": s.name, "format": s.format, "task_hint": s.task_hint,
-                             "dataset": s.dataset, "datasets": s.plausible},
-                            e.to_json() if isinstance(e, Evaluation) else e] for s, e in self.evaluated]}
+             "evaluated": [[s.to_json(), e.to_json()] for s, e in self.evaluated]}
         if self.retrain_key is not None:
             d["retrain_key"] = self.retrain_key
         if self.executed:
@@ -213,9 +202,9 @@ class Measurements:
         evaluated = []
         for s, e in d["evaluated"]:
             evaluation = Evaluation.from_json(e)
-            evaluated.append((Source(**s, provenance=evaluation.provenance), evaluation))
-        return cls(d["student_id"], [FileResult(**f) for f in d["files"]], list(d["notes"]), list(d["notebooks"]),
-                   dict(d["errors_by_task"]), evaluated, d.get("retrain_key"), list(d.get("executed", [])))
+            evaluated.append((Source.from_json(s, evaluation.provenance), evaluation))
+        return cls(d["student_id"], [FileResult.from_json(f) for f in d["files"]], list(d["notes"]),
+                   list(d["notebooks"]), dict(d["errors_by_task"]), evaluated, d.get("retrain_key"), list(d.get("executed", [])))
 
 
 @dataclass
@@ -289,5 +278,5 @@ class StudentResult:
     @classmethod
     def from_json(cls, d: dict) -> "StudentResult":
         return cls(d["id"], d["score"], d["max_score"], [TaskResult.from_json(t) for t in d["tasks"]],
-                   [FileResult(**f) for f in d.get("files", [])], list(d.get("notes", [])),
+                   [FileResult.from_json(f) for f in d.get("files", [])], list(d.get("notes", [])),
                    list(d.get("notebooks", [])), d.get("grade"))

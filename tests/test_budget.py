@@ -141,14 +141,14 @@ def test_retraining_gets_only_what_is_left_of_the_gradescope_budget(tmp_path, as
     clock = submission_clock(budget_s, time.monotonic())
     assert clock.total_s == budget_s - RESULTS_RESERVE_S
     measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(sub, clock=clock)
-    records = [e["retraining"] for _, e in measured.evaluated if "retraining" in e]
+    records = [e.retraining for _, e in measured.evaluated if e.retraining is not None]
     assert records, "the recipe was not re-trained: the test no longer shows the budget"
     record = records[0]
     own = assignment.limits.retraining.budget_s
     notebook_s = measured.notebooks[0]["seconds"]
-    assert record["budget"] < own
-    assert record["budget"] <= clock.total_s - notebook_s + 0.1  # the notebook's time was spent before it
-    assert "autograder" in record["budget_of"]
+    assert record.budget < own
+    assert record.budget <= clock.total_s - notebook_s + 0.1  # the notebook's time was spent before it
+    assert "autograder" in record.budget_of
     assert measured.notebooks[0]["limits"]["notebook_s"] <= clock.total_s
 
 

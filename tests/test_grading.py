@@ -5,6 +5,7 @@ import numpy as np
 
 from conftest import grade_one, real_file, small_model, task_of
 from grader.assess import assess
+from grader.records import Evaluation
 
 
 def test_every_reference_gets_full_marks(assignment, evaluator, model_dir, tmp_path):
@@ -25,7 +26,7 @@ def test_1a_reference_fails_the_fit_threshold_that_1c_passes(assignment, evaluat
     threshold = task_1c.threshold("mse").passing
     assert ev_1a["datasets"]["curve"]["metrics"]["mse"] > threshold
     assert ev_1c["datasets"]["curve"]["metrics"]["mse"] <= threshold
-    assert assess(task_1c, ev_1a).metric_fraction == 0
+    assert assess(task_1c, Evaluation.from_json(ev_1a)).metric_fraction == 0
 
 
 def test_unnamed_models_are_inferred(assignment, evaluator, model_dir, tmp_path):

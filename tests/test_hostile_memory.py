@@ -181,9 +181,9 @@ def test_a_forged_1c_recipe_on_data_of_no_dataset_is_not_retrained(assignment, e
     evaluated = [_evaluated(spec, evaluator, cap, tmp_path / "recipes")]
     (tmp_path / "scratch").mkdir()
     retrain_recipes(spec, evaluator, evaluated, tmp_path / "scratch")
-    record = evaluated[0][1]["retraining"]
-    assert record["runs"] == [] and "stopped" not in record  # not one re-training
-    assert "are not the data of task 1c" in record["refused"] and "20,000 points" in record["refused"]
+    record = evaluated[0][1].retraining
+    assert record.runs == [] and record.stopped is None  # not one re-training
+    assert "are not the data of task 1c" in record.refused and "20,000 points" in record.refused
     t = task_of(score_student(spec, Measurements("s", [], [], [], {}, evaluated)), "1c")
     assert "Your recipe was not re-trained: the data it was trained on (20,000 points) are not the data of " \
            "task 1c" in t.message
@@ -200,8 +200,8 @@ def test_the_issues_1c_capture_of_millions_of_points_is_not_retrained(assignment
     evaluated = [_evaluated(spec, evaluator, cap, tmp_path / "recipes")]
     (tmp_path / "scratch").mkdir()
     retrain_recipes(spec, evaluator, evaluated, tmp_path / "scratch")
-    record = evaluated[0][1]["retraining"]
-    assert record["runs"] == [] and "training data was not captured" in record["refused"]
+    record = evaluated[0][1].retraining
+    assert record.runs == [] and "training data was not captured" in record.refused
 
 
 def test_a_recipe_on_the_tasks_data_is_chosen_over_a_forged_one(assignment, evaluator, tmp_path):

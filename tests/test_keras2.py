@@ -541,6 +541,7 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
     from grader.execute import keras2
     from grader.harvest import Capture
     from grader.assess import assess, passes
+    from grader.records import Evaluation
 
     recorded = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())
     missed = [(tid, m, seed, v) for tid, e in recorded["keras2"]["tasks"].items() for m, x in e.items()
@@ -558,7 +559,7 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
     assert evaluation["datasets"][task.dataset]["metrics"][metric] == value  # the calibration's run, again
     capture = Capture(path, "fit", 1, 0, keras="2")
     assert capture.provenance()["keras"] == "2" and "keras" not in Capture(path, "fit", 1, 0).provenance()
-    as_keras2 = assess(task, {**evaluation, "provenance": {"made_by": "file", "keras": "2"}})
-    as_keras3 = assess(task, {**evaluation, "provenance": {"made_by": "file"}})
+    as_keras2 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file", "keras": "2"}))
+    as_keras3 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file"}))
     assert as_keras2.metric_fraction == 1.0 and as_keras2.threshold["pass"] == task.keras2_thresholds[metric].passing
     assert as_keras3.metric_fraction < 1.0 and as_keras3.threshold["pass"] == task.threshold(metric).passing

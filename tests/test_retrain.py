@@ -94,10 +94,10 @@ def stuck(assignment, tmp_path_factory):
 def test_a_stuck_run_of_the_sheets_recipe_is_retrained_to_full_marks(assignment, evaluator, stuck, tmp_path):
     measured = _measure(assignment, evaluator, stuck, tmp_path)
     (source, evaluation), = measured.evaluated
-    own = evaluation["datasets"]["circle"]["metrics"]
+    own = evaluation.datasets["circle"]["metrics"]
     assert own["accuracy"] < assignment.task("2a").threshold("accuracy").partial  # the premise: stuck
-    record = evaluation["retraining"]
-    assert record["tasks"] == ["2a"] and 1 <= len(record["runs"]) <= assignment.task("2a").threshold(
+    record = evaluation.retraining
+    assert record.tasks == ["2a"] and 1 <= len(record.runs) <= assignment.task("2a").threshold(
         "accuracy").misses.retrainings
     assert set(measured.to_json()["evaluated"][0][0]) == {"name", "format", "task_hint", "dataset", "datasets"}  # no recipe
 
@@ -135,14 +135,14 @@ def test_the_sheets_script_stuck_under_a_grading_secret_still_gets_full_marks(as
 def test_retraining_is_reproducible_and_follows_the_secret(assignment, evaluator, stuck, tmp_path):
     first = _measure(assignment, evaluator, stuck, tmp_path / "one")
     second = _measure(assignment, evaluator, stuck, tmp_path / "two")
-    a, b = first.evaluated[0][1]["retraining"], second.evaluated[0][1]["retraining"]
-    assert a["runs"] and a == b  # same secret, same capture: the same seeds and the same measurements
+    a, b = first.evaluated[0][1].retraining, second.evaluated[0][1].retraining
+    assert a.runs and a == b  # same secret, same capture: the same seeds and the same measurements
 
     source = capture_source(stuck, "work.py", tmp_path / "keep")
     vetted = retrain.vet(source.recipe)
-    dense = first.evaluated[0][1]["info"]["dense"]
+    dense = first.evaluated[0][1].info["dense"]
     seed = retrain.retrain_seed(evaluator.seeds, vetted, source.recipe, dense, 0)
-    assert seed == a["runs"][0]["seed"]
+    assert seed == a.runs[0]["seed"]
     other = dataset_seeds(assignment, "another-secret")
     assert retrain.retrain_seed(other, vetted, source.recipe, dense, 0) != seed  # another secret, other draws
     assert retrain.retrain_seed(evaluator.seeds, vetted, source.recipe, dense, 1) != seed  # each its own seed
@@ -153,8 +153,8 @@ def test_an_optimizer_outside_the_allow_list_is_not_retrained_and_the_report_say
     mine = "type('Mine', (keras.optimizers.SGD,), {})(learning_rate=0.01)"
     cap = _capture(assignment, tmp_path, SHEET_2A.format(seed=STUCK_SEED, optimizer=mine, epochs=5))
     measured = _measure(assignment, evaluator, cap, tmp_path)
-    record = measured.evaluated[0][1]["retraining"]
-    assert "Mine" in record["refused"] and not record["runs"]
+    record = measured.evaluated[0][1].retraining
+    assert "Mine" in record.refused and not record.runs
     t = task_of(score_student(assignment, measured), "2a")
     assert t.status != "passed"
     assert "Your recipe was not re-trained: its optimizer (Mine) is not one the grader re-trains" in t.message
@@ -219,6 +219,6 @@ def test_the_training_worker_retrains_and_saves_without_loading_tensorflow(assig
     trains never load it (about 3 s of the worker's start, 0.8 GB of libraries), while the evaluation
     worker, on TensorFlow, has it."""
     measured = _measure(assignment, evaluator, stuck, tmp_path)
-    assert measured.evaluated[0][1]["retraining"]["runs"]  # it trained and saved at least one model
+    assert measured.evaluated[0][1].retraining.runs  # it trained and saved at least one model
     assert not _maps_tensorflow(evaluator.trainer._proc.pid)
     assert _maps_tensorflow(evaluator._proc.pid)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TUTORIAL6, small_model, task_of
 from grader.evaluate import metrics as M
-from grader.records import Measurements, Source
+from grader.records import Evaluation, Measurements, Source
 from grader.report import plots
 from grader.score import score_student
 from grader.assess import assess
@@ -68,8 +68,8 @@ def _measure(evaluator, folder, models: dict) -> Measurements:
     evaluated = []
     for name, model in models.items():
         model.save(folder / name)
-        evaluation = evaluator.evaluate(folder / name)
-        evaluated.append((Source(name, evaluation["format"], dataset="curve"), evaluation))
+        evaluation = Evaluation.from_json(evaluator.evaluate(folder / name))
+        evaluated.append((Source(name, evaluation.format, dataset="curve"), evaluation))
     return Measurements("s", [], [], [], {}, evaluated)
 
 
@@ -83,7 +83,7 @@ def test_a_mediocre_1e_network_is_graded_as_1e_not_1d(assignment, evaluator, tmp
     # 1e's partial credit, yet within 1d's pass threshold, so 1d is the "better share of points"
     measured = _measure(evaluator, tmp_path, {"net.h5": _hand_set([(10, "relu")] * 3, offset=0.024)})
     evaluation = measured.evaluated[0][1]
-    assert 5e-4 < evaluation["datasets"]["curve"]["metrics"]["mse"] < 7e-4
+    assert 5e-4 < evaluation.datasets["curve"]["metrics"]["mse"] < 7e-4
     assert assess(assignment.task("1d"), evaluation).fraction > assess(assignment.task("1e"), evaluation).fraction
 
     result = score_student(assignment, measured)
@@ -232,9 +232,9 @@ def test_a_model_of_no_tasks_layers_stays_with_the_likeliest_datasets_tasks(assi
     # the scale-1 circular data of 2a could also have given: on 2a's data it happens to earn more than on 2c's
     info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu")))).to_dict()
     baseline = {"majority_baseline": 0.667}
-    evaluation = {"info": info, "provenance": {"made_by": "fit"}, "datasets": {
+    evaluation = Evaluation(info=info, provenance={"made_by": "fit"}, datasets={
         "circle": {"metrics": {"accuracy": 0.9, **baseline}},
-        "circle_overlap": {"metrics": {"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline}}}}
+        "circle_overlap": {"metrics": {"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline}}})
     fraction = {tid: assess(assignment.task(tid), evaluation).fraction for tid in ("2a", "2c")}
     assert fraction["2a"] > fraction["2c"] > 0  # the premise: on performance alone it is a 2a
 

@@ -13,12 +13,7 @@ from ..assess import assess, judge, wants_retraining
 
 def has_recipe(source, evaluation) -> bool:
     """A model a notebook's ``fit`` trained: its recipe was captured (kept while measuring, never stored)."""
-    return source.recipe is not None or (evaluation.get("provenance") or {}).get("made_by") == "fit"
-
-
-def _own(evaluation) -> dict:
-    """The model's own run: its evaluation without what re-training it gave (the plan is made before it)."""
-    return {key: value for key, value in evaluation.items() if key != "retraining"}
+    return source.recipe is not None or evaluation.made_by == "fit"
 
 
 def retraining_plan(assignment, evaluated) -> dict[int, list]:
@@ -32,7 +27,7 @@ def retraining_plan(assignment, evaluated) -> dict[int, list]:
         if not task.retrained:
             continue
         answering = [(i, s, e) for i, (s, e) in enumerate(evaluated) if s.task_hint in (None, task.id)]
-        judged = [(i, s, e, assess(task, _own(e))) for i, s, e in answering]
+        judged = [(i, s, e, assess(task, e.own())) for i, s, e in answering]  # the plan is made before re-training
         if any(a.architecture_ok and a.metric_fraction >= 1 for *_, a in judged):
             continue
         wanting = [(task.dataset in s.plausible, a.fraction, i) for i, s, e, a in judged

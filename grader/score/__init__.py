@@ -92,8 +92,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
     per_task: dict[str, list[tuple[TaskResult, bool]]] = {}  # task -> [(result, whether it answers the task)]
     saved_candidates = []  # (task, file, evaluation, match)
     for f, evaluation in evaluated:
-        info = evaluation["info"]
-        model_text = _describe(info)
+        model_text = _describe(evaluation.info)
         if f.task_hint in saved_tasks:
             match = infer_task(assignment, evaluation)
             saved_candidates.append((assignment.task(f.task_hint), f, evaluation, match))
@@ -111,7 +110,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
                 continue
             task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
             answers = match.exact
-        plot = evaluation["datasets"].get(task.dataset, {}).get("plot")
+        plot = evaluation.datasets.get(task.dataset, {}).get("plot")
         result = _model_task_result(task, a, f.name, inferred, reason, plot, match)
         result.architecture = model_text
         per_task.setdefault(task.id, []).append((result, answers))
@@ -125,9 +124,9 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         result = _saved_file_result(task, f, evaluation, match)
         if match.task_id and match.task_id not in per_task and match.assessment is not None:
             inner = assignment.task(match.task_id)
-            plot = evaluation["datasets"].get(inner.dataset, {}).get("plot")
+            plot = evaluation.datasets.get(inner.dataset, {}).get("plot")
             counted = _model_task_result(inner, match.assessment, f.name, True, match.reason, plot, match)
-            counted.architecture = _describe(evaluation["info"])
+            counted.architecture = _describe(evaluation.info)
             counted.message = f"Taken from {f.name}, the only model for this task. " + counted.message
             per_task[inner.id] = [(counted, match.exact)]
         best = saved_results.get(task.id)
@@ -165,7 +164,7 @@ def _captured(source) -> bool:
 def _unverified_training(assignment, tasks: list[TaskResult], evaluated) -> list[str]:
     """A note when tasks that ask for training were graded from saved files, which hold no record of it: no
     proof of training, and no recipe to re-train when the model missed a threshold."""
-    files = {s.name for s, e in evaluated if (e.get("provenance") or {}).get("made_by") in ("file", "saved")}
+    files = {s.name for s, e in evaluated if e.made_by in ("file", "saved")}
     ids = [t.id for t in tasks if t.source in files and assignment.task(t.id).training == "fit"]
     if not ids:
         return []
@@ -221,7 +220,7 @@ def _saved_file_result(task, f, evaluation, match) -> TaskResult:
     return TaskResult(task.id, task.title, _points(task.points, fraction), task.points,
                       _status(fraction, task.pass_fraction),
                       {}, " ".join(words), f.name, False, task.optional,
-                      architecture=_describe(evaluation["info"]))
+                      architecture=_describe(evaluation.info))
 
 
 def attach_plots(result: StudentResult, measured: Measurements) -> StudentResult:
@@ -229,6 +228,6 @@ def attach_plots(result: StudentResult, measured: Measurements) -> StudentResult
     by_source = {s.name: e for s, e in measured.evaluated}
     for t in result.tasks:
         if t.plot is None and t.source in by_source and t.dataset:
-            t.plot = by_source[t.source].get("datasets", {}).get(t.dataset, {}).get("plot")
+            t.plot = by_source[t.source].datasets.get(t.dataset, {}).get("plot")
     result.executed = list(getattr(measured, "executed", None) or [])  # the notebooks as they ran (``executed``)
     return result

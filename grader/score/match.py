@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..records import Evaluation
 from ..spec.model import METRICS, goodness
 from ..assess import Assessment, architecture_differences, assess
 
@@ -118,9 +119,9 @@ class _Considered:
     likeliest: str | None = None  # the likeliest dataset of its training data, when known
 
 
-def _consider(assignment, evaluation: dict, datasets) -> _Considered:
+def _consider(assignment, evaluation: Evaluation, datasets) -> _Considered:
     """Judge one model against every candidate task, and find those whose layers it has exactly."""
-    info = evaluation["info"]
+    info = evaluation.info
     ranked = _ranked([(t, assess(t, evaluation)) for t in candidates(assignment, info, datasets)])
     exact = [(t, a) for t, a in ranked if not architecture_differences(t.architecture, info)]
     return _Considered(info, ranked, exact, datasets[0] if datasets else None)
@@ -236,6 +237,6 @@ def assign_tasks(assignment, models: list[tuple[dict, list[str] | None]], answer
     return matches
 
 
-def infer_task(assignment, evaluation: dict, datasets=None) -> Match:
+def infer_task(assignment, evaluation: Evaluation, datasets=None) -> Match:
     """The task one model answers, on its own (``assign_tasks`` for a single model)."""
     return assign_tasks(assignment, [(evaluation, datasets)])[0]
