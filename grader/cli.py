@@ -269,6 +269,31 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
                       "elsewhere with `grader export --to` need that command again).")
 
 
+@main.command("override-log")
+@click.argument("log", type=click.Path(path_type=Path))
+@_gradebook_options
+def override_log(log, out_dir, db_url, assignment_id):
+    """Keep the overrides in LOG, a file signed with the grading secret, and put back those it has.
+
+    The gradebook and LOG are brought level: overrides LOG has and the gradebook lacks (a gradebook graded
+    again from scratch) are put back as they were (who, when, why); LOG is written again with every override
+    and undo of the gradebook. A LOG not signed with this GRADER_SECRET, or one that disagrees with the
+    gradebook, is refused and nothing changes (exit 2).
+    """
+    from .ci.overrides import sync_override_log
+
+    try:
+        done = sync_override_log(log, out_dir, db_url=db_url, assignment_id=assignment_id)
+    except FatalError as e:
+        _fatal(e)
+    for row in done.put_back:
+        what = "undid the override" if row["action"] == "undo" else f"{row['points']:g} points"
+        console.print(f"put back: {terminal(row['student'])} {terminal(row['task'])}: {what} by "
+                      f"{terminal(row['by'])} at {row['at']} ({terminal(row['reason'])})", highlight=False)
+    console.print(f"{len(done.put_back)} override(s) put back from the log, {done.logged} added to it; "
+                  f"{terminal(str(log))} holds {done.total}.", highlight=False)
+
+
 @main.command()
 @_gradebook_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -398,6 +398,40 @@ class Gradebook:
                                graded_at=row.graded_at)
         return next(t for t in payload["tasks"] if t["id"] == task_id)
 
+    #: an override row as it travels outside the gradebook (``override_log``, ``append_overrides``)
+    LOGGED = ("student", "task", "action", "points", "replaced_score", "replaced_status", "reason", "by", "at")
+
+    def override_log(self, assignment_id: str) -> list[dict]:
+        """Every override and undo of the assignment, oldest first (the audit trail), as ``LOGGED`` dicts."""
+        q = (sa.select(students.c.student_id.label("student"), overrides.c.task_id.label("task"), overrides.c.action,
+                       overrides.c.points, overrides.c.replaced_score, overrides.c.replaced_status,
+                       overrides.c.reason, overrides.c.by, overrides.c.at)
+             .join(students, overrides.c.student == students.c.id)
+             .where(students.c.assignment_id == assignment_id).order_by(overrides.c.id))
+        with self._errors("read"), self.engine.connect() as c:
+            return [dict(row) for row in c.execute(q).mappings()]
+
+    def append_overrides(self, assignment_id: str, rows: list[dict]) -> None:
+        """Add ``rows`` (``LOGGED`` dicts, oldest first, kept as they were: who, when, what they replaced) after
+        the audit trail, in one transaction, and put the overrides then in force over the students' results."""
+        with self._errors("put overrides back into"), self.engine.begin() as c:
+            touched = []
+            for row in rows:
+                pk = self._student_pk(c, assignment_id, row["student"], create=True)
+                c.execute(overrides.insert().values(
+                    student=pk, task_id=row["task"], action=row["action"], points=row["points"],
+                    replaced_score=row["replaced_score"], replaced_status=row["replaced_status"],
+                    reason=row["reason"], by=str(row["by"])[:128], at=row["at"]))
+                touched.append(pk)
+            in_force, bands = self._in_force(c, touched), self._bands(c, assignment_id)
+            for pk in dict.fromkeys(touched):
+                row = c.execute(sa.select(results.c.result, results.c.submission, results.c.run, results.c.score_key,
+                                          results.c.graded_at).where(results.c.student == pk)).first()
+                if row is not None:  # a student not graded yet gets the overrides when graded
+                    payload = apply_overrides(json.loads(row.result), in_force.get(pk, {}), bands)
+                    self._write_result(c, pk, payload, submission=row.submission, run=row.run,
+                                       score_key=row.score_key, graded_at=row.graded_at)
+
     # -- what shows identical work ------------------------------------------------
     def identities(self, assignment_id: str) -> dict[str, dict | None]:
         """Each student's current submission's fingerprints (None when recorded before schema 2)."""

@@ -1,0 +1,89 @@
+"""The signed override log that carries a class's TA overrides past a lost gradebook (``grader.ci.overrides``):
+read only when signed with the grading secret for that assignment, brought level with a real gradebook in
+either direction, refused (nothing changed) when the two disagree."""
+import json
+
+import pytest
+
+from conftest import TUTORIAL6
+from grader.ci.overrides import log_text, read_log, sync_log
+from grader.errors import FatalError
+from grader.spec import load_assignment
+from grader.store import Gradebook
+
+SECRET = "override-log-secret-" + "9c1f" * 8
+
+
+def row(student: str, points: float | None, at: str, reason: str = "looked at it") -> dict:
+    return {"student": student, "task": "1c", "action": "set" if points is not None else "undo", "points": points,
+            "replaced_score": 0.0, "replaced_status": "missing", "reason": reason, "by": "ta", "at": at}
+
+
+@pytest.fixture
+def gradebook(tmp_path):
+    """A real gradebook of tutorial6 (a run begun: its assignment and tasks are known), no student graded yet."""
+    book = Gradebook(out_dir=tmp_path)
+    book.begin_run(load_assignment(TUTORIAL6), "local")
+    yield book
+    book.close()
+
+
+def test_a_log_puts_back_what_a_new_gradebook_lacks_and_keeps_what_it_adds(gradebook, tmp_path):
+    log = tmp_path / "overrides.json"
+    first, second = row("erin", 3.0, "2026-12-01T10:00:00+00:00"), row("erin", None, "2026-12-02T10:00:00+00:00", "")
+    log.write_text(log_text("tutorial6", [first, second], SECRET))
+    done = sync_log(gradebook, "tutorial6", log, SECRET)
+    assert done.put_back == [first, second] and done.logged == 0 and done.had_log
+    assert gradebook.override_log("tutorial6") == [first, second]  # as they were: who, when, why
+    third = row("bob", 5.0, "2026-12-03T10:00:00+00:00")
+    gradebook.append_overrides("tutorial6", [third])
+    done = sync_log(gradebook, "tutorial6", log, SECRET)
+    assert done.put_back == [] and done.logged == 1 and read_log(log, "tutorial6", SECRET) == [first, second, third]
+
+
+def test_a_gradebook_without_a_log_starts_one(gradebook, tmp_path):
+    log = tmp_path / "new" / "overrides.json"
+    done = sync_log(gradebook, "tutorial6", log, SECRET)
+    assert not done.had_log and done.total == 0 and read_log(log, "tutorial6", SECRET) == []
+
+
+@pytest.mark.parametrize("tamper", ["points", "reorder", "mac", "other secret", "other class", "not json"])
+def test_a_log_changed_without_the_secret_is_refused_and_nothing_changes(gradebook, tmp_path, tamper):
+    log = tmp_path / "overrides.json"
+    rows = [row("erin", 3.0, "2026-12-01T10:00:00+00:00"), row("bob", 1.0, "2026-12-02T10:00:00+00:00")]
+    doc = json.loads(log_text("tutorial6", rows, SECRET))
+    if tamper == "points":
+        doc["overrides"][0]["points"] = 10.0
+    elif tamper == "reorder":
+        doc["overrides"].reverse()
+    elif tamper == "mac":
+        doc["hmac_sha256"] = "0" * 64
+    elif tamper == "other secret":
+        doc = json.loads(log_text("tutorial6", rows, SECRET + "x"))
+    elif tamper == "other class":
+        doc = json.loads(log_text("tutorial7", rows, SECRET))
+    text = "{not json" if tamper == "not json" else json.dumps(doc)
+    log.write_text(text)
+    with pytest.raises(FatalError, match="is refused"):
+        sync_log(gradebook, "tutorial6", log, SECRET)
+    assert gradebook.override_log("tutorial6") == [] and log.read_text() == text
+
+
+def test_a_link_in_place_of_the_log_is_not_followed(gradebook, tmp_path):
+    target = tmp_path / "elsewhere.json"
+    target.write_text(log_text("tutorial6", [row("erin", 3.0, "2026-12-01T10:00:00+00:00")], SECRET))
+    (tmp_path / "overrides.json").symlink_to(target)
+    with pytest.raises(FatalError, match="not a regular file"):
+        sync_log(gradebook, "tutorial6", tmp_path / "overrides.json", SECRET)
+    assert gradebook.override_log("tutorial6") == []
+
+
+def test_a_log_and_a_gradebook_that_disagree_are_both_left_as_they_are(gradebook, tmp_path):
+    log = tmp_path / "overrides.json"
+    text = log_text("tutorial6", [row("erin", 3.0, "2026-12-01T10:00:00+00:00")], SECRET)
+    log.write_text(text)
+    gradebook.append_overrides("tutorial6", [row("erin", 4.0, "2026-12-01T11:00:00+00:00")])
+    with pytest.raises(FatalError, match="disagree from their override 1") as e:
+        sync_log(gradebook, "tutorial6", log, SECRET)
+    assert "delete the log" in e.value.explain()
+    assert log.read_text() == text and [r["points"] for r in gradebook.override_log("tutorial6")] == [4.0]
