@@ -3,6 +3,7 @@
 Each simulated run checks out a fresh clone per job (as GitHub's runners do), evaluates the `if:` and `${{ }}`
 expressions the template uses, and keeps the Actions cache between runs (``Cache``): what the template saves
 with actions/cache/save is what the next run restores."""
+import json
 import os
 import re
 import shutil
@@ -124,6 +125,7 @@ class Run:
         self.repo, self.tmp, self.cache, self.env = repo, tmp, cache, env
         self.values = {"github.event_name": event, "github.event.before": before, "secrets.GRADER_SECRET": secret,
                        "github.run_id": str(run_id), "github.run_attempt": "1", "github.actor": "ta-on-duty",
+                       "github.run_number": str(run_id), "github.token": "ghs-token-of-the-run",
                        "runner.os": "Linux", **{f"env.{k}": v for k, v in env.items()},
                        **{f"inputs.{k}": v for k, v in (inputs or {}).items()}}
         tmp.mkdir(parents=True, exist_ok=True)
@@ -245,7 +247,7 @@ def test_with_the_secret_the_class_is_graded_and_its_gradebook_carries_over(repo
     cache = Cache(tmp_path / "cache")
     first = Run(repo, tmp_path / "run1", cache, env, event="push", before=before, run_id=1)
     assert first.needs["decide"] == {"mode": "grade", "count": "2", "why": ""}
-    assert "check" not in first.steps and [n for n, _, _ in first.steps["grade"]][0].startswith("Grade the class")
+    assert "check" not in first.steps and any(n.startswith("Grade the class") for n, _, _ in first.steps["grade"])
     assert graded(first) == (3, 0, 0)
     reports = first.workspaces["grade"] / env["REPORTS"]
     suites = {s.name: s for s in JUnitXml.fromfile(str(reports / "junit.xml"))}
@@ -275,6 +277,45 @@ def test_with_the_secret_the_class_is_graded_and_its_gradebook_carries_over(repo
     assert SECRET not in everything_written(first) + everything_written(second) + everything_written(third)
     assert not [p for run in (first, second, third) for ws in run.workspaces.values()
                 for p in ws.rglob(".grader-secret")]
+    logged = json.loads(git(repo, "show", "grader-overrides:overrides.json"))  # the log outlives the cache
+    assert [(r["student"], r["task"], r["points"], r["by"]) for r in logged["overrides"]] == \
+        [("erin", "1c", 3.0, "ta-on-duty")]
+
+
+def test_a_run_whose_cache_was_evicted_says_so_and_puts_the_overrides_back(repo_env, tmp_path):
+    """A push grades, a manual run overrides erin's 1c, then GitHub evicts the cache: the next run restores no
+    gradebook, says so at the top of its summary, grades the class again and puts the override back from the
+    signed log on its branch, as it was (who, when, why); its exports show it."""
+    import csv
+
+    from grader.api import open_gradebook
+
+    repo, before, env = repo_env
+    cache = Cache(tmp_path / "cache")
+    Run(repo, tmp_path / "run1", cache, env, event="push", before=before, run_id=1)
+    second = Run(repo, tmp_path / "run2", cache, env, event="workflow_dispatch", run_id=2,
+                 inputs={"student": "erin", "task": "1c", "points": "3", "reason": "1c was in her notebook"})
+    assert "kept the override log on grader-overrides" in second.step("grade", "Keep the override log").stdout
+    with open_gradebook(second.workspaces["grade"] / env["GRADEBOOK"]) as (gradebook, aid, _):
+        trail = gradebook.override_log(aid)
+    assert [(r["student"], r["task"], r["points"]) for r in trail] == [("erin", "1c", 3.0)]
+
+    evicted = Run(repo, tmp_path / "run3", Cache(tmp_path / "evicted"), env, event="workflow_dispatch", run_id=3)
+    summary = evicted.summary.read_text()
+    assert summary.startswith("> **No gradebook was restored from the Actions cache") and "graded before" in summary
+    assert "::warning::No gradebook was restored" in evicted.step("grade", "Read the override log").stdout
+    assert graded(evicted) == (3, 0, 0)  # from scratch
+    assert "put back: erin 1c: 3 points by ta-on-duty" in evicted.step("grade", "Put back").stderr
+    assert "1 override(s) put back from the log" in summary
+    ws = evicted.workspaces["grade"]
+    with open_gradebook(ws / env["GRADEBOOK"]) as (gradebook, aid, _):
+        assert gradebook.override_log(aid) == trail  # the audit trail as it was: who, when, why, what it replaced
+    rows = {r["student_id"]: r for r in csv.DictReader((ws / env["REPORTS"] / "grades.csv").open())}
+    assert rows["erin"]["task_1c"] == "3" and rows["erin"]["overridden"] == "1c"
+    erin = next(s for s in json.loads((ws / env["GRADEBOOK"] / "results.json").read_text())["students"]
+                if s["id"] == "erin")
+    assert next(t for t in erin["tasks"] if t["id"] == "1c")["override"]["reason"] == "1c was in her notebook"
+    assert "up to date" in evicted.step("grade", "Keep the override log").stdout  # nothing new to keep
 
 
 def test_without_the_secret_the_workflow_checks_on_public_data_and_says_so(repo_env, tmp_path):
@@ -411,3 +452,85 @@ def test_grader_workflow_fills_in_the_assignment_and_its_hash(repo, tmp_path):
     again = subprocess.run([sys.executable, "-m", "grader.cli", "workflow", "-a", "reference/tutorial6"], cwd=repo,
                            capture_output=True, text=True, timeout=300)
     assert "git does not track 1 file(s) of it (notes.txt)" in again.stderr  # a CI checkout would not have it
+
+
+READ_LOG = next(step for step in JOBS["grade"]["steps"] if step.get("id") == "log")
+
+
+def read_log_step(repo: Path, tmp_path: Path, env: dict, *, run_number: int, gradebook: bool = False):
+    """The grade job's step that fetches the override log, alone, in a fresh clone of ``repo``: (its
+    process, the step summary it wrote)."""
+    ws = tmp_path / "ws"
+    ws.parent.mkdir(parents=True, exist_ok=True)
+    git(tmp_path, "clone", "-q", str(repo), str(ws))
+    if gradebook:  # what a cache restore leaves
+        (ws / env["GRADEBOOK"]).mkdir()
+        (ws / env["GRADEBOOK"] / "gradebook.sqlite").write_bytes(b"")
+    summary = tmp_path / "summary.md"
+    summary.write_text("")
+    proc = run_step(READ_LOG, ws, step_env(env, TOKEN="t", RUN_NUMBER=str(run_number), GITHUB_STEP_SUMMARY=str(summary),
+                                           GITHUB_OUTPUT=str(tmp_path / "out")))
+    return proc, summary.read_text(), ws
+
+
+def test_no_gradebook_and_no_override_log_after_earlier_runs_is_said(repo_env, tmp_path):
+    repo, _, env = repo_env
+    proc, summary, _ = read_log_step(repo, tmp_path, env, run_number=7)
+    assert proc.returncode == 0, proc.stderr
+    assert "no override log" in summary and "earlier overrides cannot be put back" in summary
+    assert proc.stdout.startswith("::warning::No gradebook was restored")
+
+
+def test_the_first_run_and_a_restored_gradebook_say_nothing_alarming(repo_env, tmp_path):
+    repo, _, env = repo_env
+    first, summary, _ = read_log_step(repo, tmp_path / "a", env, run_number=1)
+    assert first.returncode == 0 and summary == "" and "::warning::" not in first.stdout
+    restored, summary, _ = read_log_step(repo, tmp_path / "b", env, run_number=9, gradebook=True)
+    assert restored.returncode == 0 and summary == "" and "restored from the Actions cache" in restored.stdout
+
+
+def test_a_log_branch_that_cannot_be_read_stops_the_run(repo_env, tmp_path):
+    """The origin cannot be reached (git ls-remote fails otherwise than 'no such branch'): the run stops
+    rather than grade again without the overrides."""
+    repo, _, env = repo_env
+    ws = tmp_path / "ws"
+    git(tmp_path, "clone", "-q", str(repo), str(ws))
+    git(ws, "remote", "set-url", "origin", str(tmp_path / "gone"))
+    proc = run_step(READ_LOG, ws, step_env(env, TOKEN="t", RUN_NUMBER="3", GITHUB_STEP_SUMMARY=os.devnull,
+                                           GITHUB_OUTPUT=os.devnull))
+    assert proc.returncode == 1 and "::error::Cannot read the branch grader-overrides" in proc.stdout
+
+
+def test_a_log_branch_without_the_log_stops_the_run(repo_env, tmp_path):
+    repo, _, env = repo_env
+    git(repo, "branch", "grader-overrides")  # a branch someone pushed, holding anything but the log
+    proc, _, _ = read_log_step(repo, tmp_path, env, run_number=3)
+    assert proc.returncode == 1 and "holds no overrides.json" in proc.stdout
+
+
+def test_an_override_log_forged_on_its_branch_is_refused_and_nothing_is_exported(repo_env, tmp_path):
+    """A student who can push writes an override log giving erin full marks on the branch (any signature:
+    theirs cannot be made without the secret): the run grades, refuses the log loudly and exports nothing."""
+    from grader.api import open_gradebook
+    from grader.ci.overrides import log_text
+
+    repo, before, env = repo_env
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "--orphan", "grader-overrides")
+    git(repo, "rm", "-rq", "--cached", ".")
+    row = {"student": "erin", "task": "1c", "action": "set", "points": 10.0, "replaced_score": 0.0,
+           "replaced_status": "missing", "reason": "trust me", "by": "ta-on-duty", "at": "2026-12-01T10:00:00+00:00"}
+    (repo / "overrides.json").write_text(log_text("tutorial6", [row], "a secret the student guessed wrong"))
+    git(repo, "add", "overrides.json")
+    git(repo, "commit", "-qm", "overrides")
+    git(repo, "checkout", "-q", "-f", head)
+    run = Run(repo, tmp_path / "run", Cache(tmp_path / "cache"), env, event="push", before=before, run_id=4)
+    put_back = run.step("grade", "Put back")
+    assert put_back.returncode == 1 and "signature does not match" in put_back.stderr
+    assert "::error::The override log of the branch grader-overrides was refused" in put_back.stdout
+    ws = run.workspaces["grade"]
+    assert not (ws / env["REPORTS"] / "grades.csv").exists()
+    with open_gradebook(ws / env["GRADEBOOK"]) as (gb, aid, _):
+        assert gb.override_log(aid) == [] and all(t.get("override") is None for s in gb.results(aid)
+                                                 for t in s["tasks"])
+    assert "trust me" in git(repo, "show", "grader-overrides:overrides.json")  # left for a TA to look at
