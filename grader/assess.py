@@ -212,8 +212,8 @@ def _recipe(task: Task, evaluation: Evaluation, a: Assessment, outcome: str, say
     if r.refused:
         say(f"Your recipe was not re-trained: {r.refused}. The grade is your own run's ({own}).")
         return
-    measured = [run["metrics"][task.dataset] for run in r.runs[: m.retrainings if m is not None else None]
-                if metric in run.get("metrics", {}).get(task.dataset, {})]
+    measured = [run.metrics[task.dataset] for run in r.runs[: m.retrainings if m is not None else None]
+                if metric in run.metrics.get(task.dataset, {})]
     values = [float(run[metric]) for run in measured]
     if not values:
         say(f"Your recipe could not be re-trained ({r.error or 'no re-training finished'}); the grade is "

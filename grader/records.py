@@ -1,9 +1,10 @@
 """The records the stages hand each other, typed, at the bottom of the package (imports nothing of it).
 
-``Source`` and ``Evaluation`` (one model, as measured), ``Retraining`` (what re-training its recipe
-measured), ``Measurements`` (one submission, as measured and re-trained), ``FileResult``, ``TaskResult`` and
-``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only these read the older gradebook shapes.
-A stage reads a record's fields by name (``evaluation.datasets``), never by the stored JSON's keys.
+``Source`` and ``Evaluation`` (one model, as measured), ``Retraining`` and its ``RetrainingRun`` (what
+re-training its recipe measured), ``Measurements`` (one submission, as measured and re-trained),
+``FileResult``, ``TaskResult`` and ``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only
+these read the older gradebook shapes.  A stage reads a record's fields by name (``evaluation.datasets``),
+never by the stored JSON's keys.
 """
 from __future__ import annotations
 
@@ -16,13 +17,32 @@ COULD_NOT_GRADE = "Could not be graded"  # a task's message starts so: the grade
 
 
 @dataclass
+class RetrainingRun:
+    """One re-training of a recipe: its seed, the epochs it trained, whether the fused fit ran it (None in
+    gradebooks written before it was kept) and its metrics on its tasks' datasets (``{dataset: {metric: value}}``)."""
+
+    seed: int
+    epochs: int | None
+    fused: bool | None
+    metrics: dict
+
+    def to_json(self) -> dict:
+        d = {"seed": self.seed, "epochs": self.epochs, "fused": self.fused, "metrics": self.metrics}
+        return d if self.fused is not None else {k: v for k, v in d.items() if k != "fused"}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RetrainingRun":
+        return cls(d["seed"], d.get("epochs"), d.get("fused"), d.get("metrics", {}))
+
+
+@dataclass
 class Retraining:
     """What re-training one model's recipe did: its tasks, K and pass thresholds it used (``k``, ``passing``),
-    each re-training's seed and metrics, and why it stopped early or was refused."""
+    each re-training (``RetrainingRun``), and why it stopped early or was refused."""
 
     tasks: list
     datasets: list = field(default_factory=list)
-    runs: list = field(default_factory=list)
+    runs: list[RetrainingRun] = field(default_factory=list)
     limit: int | None = None
     budget: float | None = None
     k: int | None = None  # what it read: K and the pass thresholds ({task: threshold}); None in older gradebooks
@@ -37,15 +57,19 @@ class Retraining:
     dataset: str | None = None  # older gradebooks: one dataset
 
     def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) is not None or f.name in ("limit", "budget")}
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if getattr(self, f.name) is not None or f.name in ("limit", "budget")}
+        d["runs"] = [run.to_json() for run in self.runs]
+        return d
 
     @classmethod
     def from_json(cls, d) -> "Retraining":
         if isinstance(d, Retraining):
             return d
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kept = {k: v for k, v in d.items() if k in known}
+        kept["runs"] = [RetrainingRun.from_json(run) for run in d.get("runs", [])]
+        return cls(**kept)
 
     def for_dataset(self, dataset: str) -> bool:
         """Whether its recipe's data may be ``dataset``'s (a record stored before the datasets were kept names
@@ -204,7 +228,8 @@ class Measurements:
             evaluation = Evaluation.from_json(e)
             evaluated.append((Source.from_json(s, evaluation.provenance), evaluation))
         return cls(d["student_id"], [FileResult.from_json(f) for f in d["files"]], list(d["notes"]),
-                   list(d["notebooks"]), dict(d["errors_by_task"]), evaluated, d.get("retrain_key"), list(d.get("executed", [])))
+                   list(d["notebooks"]), dict(d["errors_by_task"]), evaluated, d.get("retrain_key"),
+                   list(d.get("executed", [])))
 
 
 @dataclass

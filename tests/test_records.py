@@ -7,11 +7,11 @@ import pytest
 
 from conftest import task_of
 from grader import records
-from grader.records import (Evaluation, FileResult, Measurements, Retraining, Source, StudentResult,
-                            TaskResult)
+from grader.records import (Evaluation, FileResult, Measurements, Retraining, RetrainingRun, Source,
+                            StudentResult, TaskResult)
 from grader.score import score_student
 
-RECORDS = [Retraining, Evaluation, Source, FileResult, Measurements, TaskResult, StudentResult]
+RECORDS = [RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult, StudentResult]
 
 #: 2a's layers (tutorial6): two inputs, Dense(4, relu) twice, Dense(2, softmax)
 INFO_2A = {"inputs": 2, "outputs": 2, "dense": [[4, "relu"], [4, "relu"], [2, "softmax"]], "other_layers": [],
@@ -34,12 +34,15 @@ def test_every_record_in_records_is_a_dataclass_read_by_field_only():
 
 
 def test_an_evaluation_is_not_a_dict():
-    retraining = Retraining(["2a"], ["circle"], [{"seed": 1, "metrics": {"circle": {"accuracy": 0.95}}}], 10, 600.0)
+    retraining = Retraining(["2a"], ["circle"], [RetrainingRun(1, 250, True, {"circle": {"accuracy": 0.95}})], 10,
+                            600.0)
     evaluation = _evaluation(0.5, retraining)
     with pytest.raises(TypeError):
         evaluation["datasets"]
     with pytest.raises(TypeError):
         retraining["runs"]
+    with pytest.raises(TypeError):
+        retraining.runs[0]["metrics"]
     with pytest.raises(TypeError):
         "retraining" in evaluation
     with pytest.raises(AttributeError):
@@ -51,8 +54,7 @@ def test_an_evaluation_is_not_a_dict():
 
 
 def _measurements() -> Measurements:
-    retraining = Retraining(["2a"], ["circle"], [{"seed": 7, "epochs": 250, "fused": True,
-                                                  "metrics": {"circle": {"accuracy": 0.95}}}],
+    retraining = Retraining(["2a"], ["circle"], [RetrainingRun(7, 250, True, {"circle": {"accuracy": 0.95}})],
                             10, 600.0, 9, {"2a": 0.9315}, recipe="SGD, 250 epochs", epochs=250, trained_epochs=250)
     fit = Source("work.ipynb, fit 1", "keras", None, "circle", provenance={"made_by": "fit", "epochs": 250},
                  datasets=["circle", "circle_overlap"])
@@ -75,10 +77,12 @@ def test_every_record_survives_the_gradebook():
     (fit, evaluation), (saved, _) = again.evaluated
     assert isinstance(evaluation, Evaluation) and isinstance(evaluation.retraining, Retraining)
     assert evaluation.retraining.k == 9 and evaluation.retraining.passing == {"2a": 0.9315}
+    assert evaluation.retraining.runs == [RetrainingRun(7, 250, True, {"circle": {"accuracy": 0.95}})]
     assert fit.plausible == ["circle", "circle_overlap"] and fit.provenance == {"made_by": "fit", "epochs": 250}
     assert fit.recipe is None and fit.training is None  # measuring's, never stored
     assert saved.provenance == {"made_by": "file"} and saved.task_hint == "2a"
-    for record in (measured.evaluated[0][1], measured.evaluated[0][1].retraining, *measured.files):
+    retraining = measured.evaluated[0][1].retraining
+    for record in (measured.evaluated[0][1], retraining, retraining.runs[0], *measured.files):
         assert type(record).from_json(json.loads(json.dumps(record.to_json()))) == record
     result = StudentResult("s", 7.5, 10.0, [
         TaskResult("2a", "Circles", 7.5, 10.0, "partial", {"accuracy": 0.8}, "words", "2a.h5", True, False,
@@ -90,14 +94,15 @@ def test_every_record_survives_the_gradebook():
 
 def test_the_older_gradebook_shapes_are_read():
     """What records read of gradebooks written before: a re-training of one ``dataset`` (no ``datasets``, no K,
-    no thresholds), an evaluation with no provenance and a key of the worker's no field names, a source with no
-    ``datasets``, results and measurements without their later keys."""
+    no thresholds, runs without ``fused``), an evaluation with no provenance and a key of the worker's no field
+    names, a source with no ``datasets``, results and measurements without their later keys."""
     old = {"student_id": "s", "files": [{"name": "2a.h5", "format": "h5", "outcome": "graded"}], "notes": [],
            "notebooks": [], "errors_by_task": {},
            "evaluated": [[{"name": "work.ipynb, fit 1", "format": "keras", "task_hint": None, "dataset": "circle"},
                           {"format": "keras", "info": INFO_2A, "datasets": {}, "weights_sha256": "00",
-                           "worker_note": "kept", "retraining": {"tasks": ["2a"], "dataset": "circle", "runs": [],
-                                                                 "limit": 10, "budget": 600.0}}]]}
+                           "worker_note": "kept", "retraining": {"tasks": ["2a"], "dataset": "circle", "runs": [
+                               {"seed": 3, "epochs": 250, "metrics": {"circle": {"accuracy": 0.9}}}],
+                               "limit": 10, "budget": 600.0}}]]}
     measured = Measurements.from_json(old)
     assert measured.retrain_key is None and measured.executed == []
     (source, evaluation), = measured.evaluated
@@ -105,9 +110,12 @@ def test_the_older_gradebook_shapes_are_read():
     assert evaluation.provenance is None and evaluation.made_by is None and evaluation.extra == {"worker_note": "kept"}
     r = evaluation.retraining
     assert r.datasets == [] and r.k is None and r.passing is None
+    assert r.runs == [RetrainingRun(3, 250, None, {"circle": {"accuracy": 0.9}})]
     assert r.for_dataset("circle") and not r.for_dataset("xor")  # its one dataset, kept under the old key
     assert Retraining.from_json({"tasks": ["2a"]}).for_dataset("xor")  # none named: any
     assert Measurements.from_json(measured.to_json()).to_json() == measured.to_json()
+    again = measured.to_json()["evaluated"][0][1]["retraining"]
+    assert again["runs"] == old["evaluated"][0][1]["retraining"]["runs"] and again["dataset"] == "circle"  # as stored
     assert evaluation.to_json()["worker_note"] == "kept" and evaluation.to_json()["retraining"]["dataset"] == "circle"
     assert measured.files[0].captured is False and measured.files[0].task is None
     t = TaskResult.from_json({"id": "2a", "score": 1.0, "max_score": 2.0, "status": "partial", "metrics": {},

@@ -142,7 +142,7 @@ def test_retraining_is_reproducible_and_follows_the_secret(assignment, evaluator
     vetted = retrain.vet(source.recipe)
     dense = first.evaluated[0][1].info["dense"]
     seed = retrain.retrain_seed(evaluator.seeds, vetted, source.recipe, dense, 0)
-    assert seed == a.runs[0]["seed"]
+    assert seed == a.runs[0].seed
     other = dataset_seeds(assignment, "another-secret")
     assert retrain.retrain_seed(other, vetted, source.recipe, dense, 0) != seed  # another secret, other draws
     assert retrain.retrain_seed(evaluator.seeds, vetted, source.recipe, dense, 1) != seed  # each its own seed

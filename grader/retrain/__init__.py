@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import FatalError, SubmissionError
 from ..evaluate import retrain as recipes
 from ..execute.limits import StudentClock
-from ..records import Evaluation, Retraining, Source
+from ..records import Evaluation, Retraining, RetrainingRun, Source
 from ..measure.budget import Budget
 
 
@@ -36,7 +36,7 @@ class _Turns:
     def finished(self) -> bool:
         """K re-trainings done, or every task passed by one of them (the first that passes is the last)."""
         runs = self.record.runs
-        return len(runs) >= self.planned.k or all(any(self.planned.passed(run["metrics"], [t]) for run in runs)
+        return len(runs) >= self.planned.k or all(any(self.planned.passed(run.metrics, [t]) for run in runs)
                                                    for t in self.planned.tasks)
 
 
@@ -121,6 +121,6 @@ def _rounds(evaluator, turns: list[_Turns], budget: Budget, most: int, scratch: 
             finally:
                 out.unlink(missing_ok=True)
             datasets = {t.dataset for t in turn.planned.tasks}
-            record.runs.append({"seed": seed, "epochs": trained["epochs"], "fused": trained.get("fused"),
-                                "metrics": {name: entry["metrics"] for name, entry in measured.datasets.items()
-                                            if name in datasets}})
+            record.runs.append(RetrainingRun(seed, trained["epochs"], trained.get("fused"),
+                                             {name: entry["metrics"] for name, entry in measured.datasets.items()
+                                              if name in datasets}))
