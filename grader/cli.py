@@ -345,7 +345,10 @@ def review(out_dir, db_url, assignment_id, as_json, near):
                    "token still guards every page).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="The port (0: any free one).")
-def serve(out_dir, db_url, assignment_id, assignment_dir, host, port):
+@click.option("--by", default=None, metavar="NAME",
+              help="Who the override forms name (editable on the page; kept in the audit trail)  [default: the "
+                   "OS user, as `grader override`]")
+def serve(out_dir, db_url, assignment_id, assignment_dir, host, port, by):
     """Review the class in a browser: the class table, the review queue, each student's work, and overrides
     (the same audit trail as `grader override`).  Open the URL it prints (it holds the access token)."""
     try:
@@ -356,7 +359,7 @@ def serve(out_dir, db_url, assignment_id, assignment_dir, host, port):
         sys.exit(2)
     try:
         app = create_app(out_dir, db_url=db_url, assignment_id=assignment_id, assignment_dir=assignment_dir,
-                         host=host)
+                         host=host, by=by)
     except FatalError as e:
         _fatal(e)
     if host.strip("[]").lower() not in LOOPBACK:

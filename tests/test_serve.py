@@ -366,3 +366,98 @@ def test_two_tas_at_the_same_moment_on_postgresql_one_wins(postgres):
     finally:
         for book in books:
             book.close()
+
+
+def test_the_class_and_student_pages_carry_the_static_pages_marks_and_legend(app):
+    from grader.report import STATUSES
+
+    client = signed_in(app)
+    page = client.get("/").get_data(as_text=True)
+    legend = page[page.index('id="legend"'):page.index("</ul>", page.index('id="legend"'))]
+    for status, (mark, word, meaning) in STATUSES.items():
+        assert f'<span class="status {status}"><span class="mark" aria-hidden="true">{mark}</span> {word}</span> ' \
+               f'{meaning.replace(chr(39), "&#39;")}' in legend
+    alice = page[page.index('data-id="alice"'):page.index("</tr>", page.index('data-id="alice"'))]
+    # every task of alice's failed: each cell its mark, and the word for a reader that sees no colour
+    failed = alice.count('data-status="failed"')
+    assert failed == len(app.extensions["grader"]["gradebook"].tasks("tutorial6"))
+    assert alice.count('<span class="mark" aria-hidden="true">✗</span>') == failed
+    assert alice.count('<span class="sr"> failed</span>') == failed
+    assert " !" not in alice
+    student = client.get("/student/alice").get_data(as_text=True)
+    assert 'id="legend"' in student
+    assert '<span class="status failed"><span class="mark" aria-hidden="true">✗</span> failed</span>' in student
+
+
+def test_by_is_the_servers_name_for_the_ta_until_one_is_typed(small_class):
+    from grader.serve.app import create_app
+
+    app = create_app(small_class, token="the-token", by="tara")
+    try:
+        client = signed_in(app)
+        fields = form_of(client.get("/student/alice").get_data(as_text=True), "1a")
+        assert 'name="by" value="tara"' in client.get("/student/alice").get_data(as_text=True)
+        done = client.post("/student/alice/override", data={**fields, "points": "1", "reason": "r1", "by": "tara",
+                                                            "action": "set"})
+        assert not [c for c in done.headers.getlist("Set-Cookie") if c.startswith("grader_by_")]  # nothing to keep
+        fields = form_of(client.get("/student/alice").get_data(as_text=True), "1b")
+        client.post("/student/alice/override", data={**fields, "points": "1", "reason": "r2", "by": "ann",
+                                                     "action": "set"})
+        page = client.get("/student/alice").get_data(as_text=True)
+        assert 'name="by" value="ann"' in page  # what this TA typed, remembered in this browser
+        fields = form_of(page, "1c")
+        client.post("/student/alice/override", data={**fields, "points": "1", "reason": "r3", "by": " ",
+                                                     "action": "set"})  # cleared: the server's name
+        assert [r[4] for r in override_rows(small_class)] == ["tara", "ann", "tara"]
+        other = signed_in(app)  # another browser: the server's name
+        assert 'name="by" value="tara"' in other.get("/student/alice").get_data(as_text=True)
+    finally:
+        app.extensions["grader"]["gradebook"].close()
+
+
+def test_grader_serve_takes_by_and_says_so_in_its_help():
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    done = CliRunner().invoke(main, ["serve", "--help"])
+    assert done.exit_code == 0 and "--by NAME" in done.output and "OS user" in done.output
+
+
+def test_an_override_says_what_happened_in_the_tasks_own_section(app):
+    client = signed_in(app)
+    fields = form_of(client.get("/student/alice").get_data(as_text=True), "2b")
+    done = client.post("/student/alice/override", data={**fields, "points": "3", "reason": "ok", "action": "set"})
+    assert done.headers["Location"].endswith("#task-2b")  # the browser lands on the task ...
+    page = client.get(done.headers["Location"]).get_data(as_text=True)
+    section = page[page.index('id="task-2b"'):page.index("</section>", page.index('id="task-2b"'))]
+    assert '<p class="flash ok" role="status">Task 2b: set to 3 of' in section  # ... and is told there
+    assert page.count('class="flash') == 1
+
+
+def test_a_wrong_address_or_a_form_too_long_gets_the_apps_page(app, small_class):
+    client = signed_in(app)
+    for path, code, says in (("/student/nobody", 404, "Not found"), ("/report/nobody", 404, "Not found"),
+                             ("/student/alice/override", 405, "Not a page")):
+        response = client.get(path)
+        text = response.get_data(as_text=True)
+        assert response.status_code == code and f'<h1 id="error">{says}</h1>' in text, path
+        assert 'href="/"' in text and "Content-Security-Policy" in response.headers  # a way back; the policy
+    fields = form_of(client.get("/student/alice").get_data(as_text=True), "1a")
+    response = client.post("/student/alice/override", data={**fields, "points": "1", "reason": "x" * 70_000,
+                                                            "action": "set"})
+    assert response.status_code == 413 and "shorten the reason" in response.get_data(as_text=True)
+    assert override_rows(small_class) == []
+
+
+def test_a_gradebook_gone_bad_while_serving_is_told_not_a_traceback(app, small_class):
+    client = signed_in(app)
+    assert client.get("/").status_code == 200
+    app.extensions["grader"]["gradebook"].close()
+    (small_class / "gradebook.sqlite").write_bytes(b"not a database " * 1000)  # replaced under the server
+    for path in ("/", "/student/alice", "/review"):
+        response = client.get(path)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 503, (path, text[:500])
+        assert "The gradebook could not be read" in text and "file is not a database" in text
+        assert "Traceback" not in text and 'href="/"' in text

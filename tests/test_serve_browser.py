@@ -1,13 +1,15 @@
 """grader serve in a real browser (Playwright driving the system's Chromium): a TA goes from the printed URL to
 an overridden task with its reason and back, without a terminal.
 
-A small class is graded with `grader grade` (bob's demo models; nina, a short notebook that prints, plots and
-tries to inject HTML), exported, and served with `grader serve --port 0`.  The browser opens the class, searches
+A small class is graded with `grader grade` (bob's demo models; carol's, one of them truncated: "could not be
+graded"; nina, a short notebook that prints, plots and tries to inject HTML), exported, and served with `grader
+serve --port 0 --by tara`.  The browser opens the class, searches
 for a student, overrides a task with a reason and sees it on the page; the test reads grades.csv and the
 gradebook's audit trail; the browser undoes it.  Set GRADER_SERVE_SCREENSHOT=path to keep a screenshot (the
 README's docs/serve.png)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -57,6 +59,7 @@ def served(tmp_path_factory):
     """The class graded, exported and served: (output folder, the URL serve printed)."""
     work = tmp_path_factory.mktemp("ta")
     shutil.copytree(DEMO / "bob", work / "class" / "bob")
+    shutil.copytree(DEMO / "carol", work / "class" / "carol")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in NOTEBOOK]
     (work / "class" / "nina").mkdir()
@@ -66,14 +69,21 @@ def served(tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     done = grader("export", "-o", out, "--format", "csv", cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
-    proc = subprocess.Popen([sys.executable, "-m", "grader.cli", "serve", "-o", str(out), "--port", "0"], cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    with serving(out, "--by", "tara") as url:
+        yield out, url
+
+
+@contextlib.contextmanager
+def serving(out: Path, *options):
+    """`grader serve -o out --port 0 [options]` running: the URL it printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "grader.cli", "serve", "-o", str(out), "--port", "0", *options],
+                            cwd=out.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline()
         assert line.startswith("Serving tutorial6 at http://127.0.0.1:"), (line, proc.stderr.read()
                                                                            if proc.poll() is not None else "")
-        yield out, line.split(" at ", 1)[1].strip()
+        yield line.split(" at ", 1)[1].strip()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -100,7 +110,7 @@ def test_a_ta_overrides_a_task_in_the_browser_and_undoes_it(browser, served):
     assert "403" in page.content()  # a wrong token: nothing of the class
     page.goto(url)
     assert "token=" not in page.url  # the token went to a cookie
-    assert page.locator("#students tbody tr").count() == 2
+    assert page.locator("#students tbody tr").count() == 3
     page.set_viewport_size({"width": 400, "height": 800})  # a phone: the table scrolls, the page does not
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert page.locator("#students tbody tr td.sid").first.is_visible()
@@ -119,7 +129,7 @@ def test_a_ta_overrides_a_task_in_the_browser_and_undoes_it(browser, served):
     form = page.locator("#task-1a form.override")
     form.locator("input[name=points]").fill("4")
     form.locator("input[name=reason]").fill("right model; checked the plot by hand")
-    form.locator("input[name=by]").fill("tara")
+    assert form.locator("input[name=by]").input_value() == "tara"  # grader serve --by tara: not typed again
     form.locator("button[value=set]").click()
     assert "Task 1a: set to 4 of" in page.inner_text(".flash"), page.inner_text("body")[:3000]
     assert "✎ set by tara" in page.inner_text("#task-1a")
@@ -162,3 +172,126 @@ def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(brow
     assert "hello from nina" in frame.locator("section.work").inner_text()
     page.goto((out / "students" / "work" / "nina.html").as_uri())
     assert "hello from nina" in page.inner_text("body") and page.locator("#pwn").count() == 0
+
+
+#: what a cell's mark is for each status: the static pages' (grader.report.STATUSES)
+MARKS = {"passed": "✓", "partial": "~", "failed": "✗", "missing": "–", "error": "⚠"}
+
+
+def _style(page, selector: str) -> dict:
+    return page.eval_on_selector(selector, "e => { const s = getComputedStyle(e); return {background: "
+                                           "s.backgroundColor, color: s.color, outline: s.outlineStyle}; }")
+
+
+def test_serve_marks_each_result_as_the_static_pages_do(browser, served):
+    """One language: the marks, words, legend and colours of the class page (index.html) are serve's too, and
+    error (carol's truncated 2a.h5) differs from failed in its mark, its colour and its dashed outline."""
+    from grader.report import STATUSES
+
+    assert {s: m for s, (m, _, _) in STATUSES.items()} == MARKS
+    out, url = served
+    static = browser.new_page(viewport={"width": 1200, "height": 900})
+    static.goto((out / "index.html").as_uri())
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url)
+    legend = page.locator("#legend li")
+    for status, (mark, word, meaning) in STATUSES.items():
+        entry = legend.filter(has=page.locator(f".status.{status}")).inner_text()
+        assert entry.startswith(f"{mark} {word}") and meaning in entry, entry
+        assert static.locator("#legend li", has_text=meaning).count() == 1  # the static legend says the same
+    for status in STATUSES:  # the same colours and outline, mark for mark
+        assert _style(page, f"#legend .status.{status}") == _style(static, f"#legend .status.{status}"), status
+    error, failed = _style(page, "#legend .status.error"), _style(page, "#legend .status.failed")
+    assert error["outline"] == "dashed" and failed["outline"] != "dashed" and error["background"] != failed["background"]
+    carol = page.locator("#students tbody tr", has_text="carol")
+    cells = carol.locator("td[data-status]")
+    statuses = cells.evaluate_all("cs => cs.map(c => c.getAttribute('data-status'))")
+    texts = cells.evaluate_all("cs => cs.map(c => c.textContent.trim())")
+    assert "error" in statuses and "passed" in statuses
+    for status, text in zip(statuses, texts):  # colour is never alone: each cell's mark and (hidden) word
+        mark, word, _ = STATUSES[status]
+        assert text.startswith(mark) and text.endswith(word), (status, text)
+    column = statuses.index("error")
+    static_text = static.locator("#students tbody tr", has_text="carol").locator("td.cell").nth(column).inner_text()
+    assert static_text.startswith("⚠") and texts[column].startswith("⚠")
+    page.click("text=carol")  # her page: the same mark and words on the task
+    assert page.inner_text("#task-2a h3 .status.error").strip() == "⚠ could not be graded"
+    assert page.locator("#legend").is_visible()
+
+
+def test_two_servers_on_one_machine_keep_their_own_sign_in(browser, served, tmp_path):
+    """Two `grader serve` on 127.0.0.1 (cookies ignore ports), in one browser: signing in to the second keeps
+    the first signed in, and a form on each still works."""
+    out, url = served
+    other = tmp_path / "other"
+    shutil.copytree(out, other)  # another class, its own gradebook
+    with serving(other) as second:
+        context = browser.new_context()
+        try:
+            first_page, second_page = context.new_page(), context.new_page()
+            first_page.goto(url)
+            second_page.goto(second)
+            assert len({c["name"] for c in context.cookies() if c["name"].startswith("grader_token_")}) == 2
+            for page, folder in ((first_page, out), (second_page, other)):
+                page.goto(page.url.split("?")[0] + "student/carol")  # signed in still: no token in the URL
+                assert page.inner_text("#student-id") == "carol", page.inner_text("body")[:500]
+                form = page.locator("#task-1a form.override")
+                form.locator("input[name=points]").fill("1")
+                form.locator("input[name=reason]").fill(f"on {folder.name}")
+                form.locator("button[value=set]").click()
+                assert "Task 1a: set to 1 of" in page.inner_text("#task-1a .flash.ok")
+            assert audit(other)[-1][:5] == ("carol", "1a", "set", 1.0, "on other")
+            assert audit(out)[-1][:5] == ("carol", "1a", "set", 1.0, "on out")
+            assert audit(out)[-1][5] == "tara" and audit(other)[-1][5] != "tara"  # --by is the first's only
+        finally:
+            context.close()
+
+
+def test_an_override_far_down_the_page_says_what_happened_where_the_ta_is(browser, served):
+    out, url = served
+    page = browser.new_page(viewport={"width": 400, "height": 700})
+    page.goto(url)
+    page.click("text=bob")
+    form = page.locator("#task-4 form.override")
+    form.locator("input[name=points]").fill("2")
+    form.locator("input[name=reason]").fill("ring data plotted by hand")
+    form.locator("button[value=set]").click()
+    said = page.locator("#task-4 .flash.ok")
+    assert "Task 4: set to 2 of" in said.inner_text()
+    # the page lands on the task (#task-4), and the message is there, on screen, not at the page's top
+    box = said.bounding_box()
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 700, box
+    form = page.locator("#task-4 form.override")  # a refusal, the same way
+    form.locator("input[name=reason]").fill("")
+    form.locator("button[value=set]").click()
+    refused = page.locator("#task-4 .flash.refused")
+    assert "Give a reason" in refused.inner_text() and 0 <= refused.bounding_box()["y"] < 700
+    page.locator("#task-4 form.override button[value=undo]").click()
+    assert "the override was undone" in page.inner_text("#task-4 .flash.ok")
+
+
+def test_every_page_fits_a_phone_and_a_wrong_link_says_where_to_go(browser, served):
+    out, url = served
+    page = browser.new_page(viewport={"width": 400, "height": 800})
+    page.goto(url)
+    base = page.url.split("?")[0]
+    for path in ("", "review", "student/bob", "student/carol", "student/nina", "student/nobody",
+                 "student/bob/override"):
+        page.goto(base + path)
+        wide = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert wide[0] <= wide[1], (path, wide)
+    page.goto(base + "student/nobody")  # a stale link: the app's page, a way back, no bare error
+    assert page.inner_text("#error") == "Not found" and "no longer in the gradebook" in page.inner_text("body")
+    page.click("text=Back to the class")
+    assert page.locator("#students tbody tr").count() == 3
+    total = page.locator("#students thead th", has_text="Total")
+    total.click()  # sorted, and the header says which way
+    assert total.get_attribute("aria-sort") == "ascending"
+    scores = page.locator("#students tbody td:nth-child(2)").evaluate_all(
+        "cs => cs.map(c => parseFloat(c.getAttribute('data-value')))")
+    assert scores == sorted(scores)
+    total.focus()
+    page.keyboard.press("Enter")  # from the keyboard too
+    assert total.get_attribute("aria-sort") == "descending"
+    assert page.eval_on_selector("#students thead th[aria-sort]", "e => getComputedStyle(e, '::after').content") \
+        == '" ▼"'

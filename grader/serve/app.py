@@ -32,11 +32,15 @@ from ..textsafe import visible
 
 #: the query parameter and the cookie that carry the token
 TOKEN_PARAM = "token"
+#: the largest form accepted (an override's reason is a few lines)
+MAX_FORM_BYTES = 64 * 1024
 #: the largest static page served (a student's feedback page with its plots)
 MAX_PAGE_BYTES = 32 << 20
 #: how long an override waits for another writer of the same output folder (a batch, another TA's override)
 OVERRIDE_WAIT_S = 15.0
 CHANGED_SINCE = "Another TA changed this task since you opened the page"
+#: the longest name kept in "By" (and in the cookie that remembers the one a TA typed)
+MAX_BY_CHARS = 128
 
 
 def _finalize(value):
@@ -46,10 +50,12 @@ def _finalize(value):
 
 
 def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str | None = None,
-               assignment_dir: Path | None = None, token: str | None = None, host: str = "127.0.0.1") -> Flask:
+               assignment_dir: Path | None = None, token: str | None = None, host: str = "127.0.0.1",
+               by: str | None = None) -> Flask:
     """The app over the gradebook ``grader export`` would find from ``out_dir`` / ``db_url``.  ``token``: the
     secret every request must carry (a new random one when None; ``app.config["GRADER_TOKEN"]``).  ``host``: the
-    address it listens on; a request naming another host is refused (``allowed_hosts``)."""
+    address it listens on; a request naming another host is refused (``allowed_hosts``).  ``by``: who the
+    override forms name until the TA types another name (default: the OS user, as ``grader override``)."""
     from ..api import _assignment_for_pages, open_gradebook
     from ..store import Gradebook
 
@@ -62,16 +68,21 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
     app.secret_key = secrets.token_bytes(32)  # signs the flashed messages' cookie
     app.config.update(GRADER_TOKEN=token, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_NAME=f"grader_session_{_digest(token, 'cookie')[:10]}",
-                      MAX_CONTENT_LENGTH=64 * 1024)
+                      MAX_CONTENT_LENGTH=MAX_FORM_BYTES)
     app.extensions["grader"] = {
         "gradebook": Gradebook(db_url, folder), "assignment": assignment_id, "folder": folder, "pages": pages,
         "db_url": db_url, "assignment_dir": assignment_dir, "lock": threading.Lock(), "token": token,
-        "hosts": allowed_hosts(host),
+        "hosts": allowed_hosts(host), "by": (by or "").strip()[:MAX_BY_CHARS] or _os_user(),
+        # each server's cookies are its own (cookies ignore ports: two servers on one machine share them)
         "cookie": f"grader_token_{_digest(token, 'cookie')[:10]}", "csrf": _digest(token, "csrf"),
+        "by_cookie": f"grader_by_{_digest(token, 'cookie')[:10]}",
         "css": (Path(__file__).parent / "templates" / "serve.css").read_text(encoding="utf-8")}
     app.before_request(_authorise)
     app.after_request(_headers)
     app.register_error_handler(403, _forbidden)
+    for code in ERRORS:
+        app.register_error_handler(code, _error_page)
+    app.register_error_handler(GradebookError, _gradebook_error)
     app.context_processor(_common)
     app.add_url_rule("/", "index", index)
     app.add_url_rule("/review", "review", review)
@@ -156,10 +167,50 @@ def _forbidden(e):
     return f"403 Forbidden: {visible(e.description)}", 403, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+#: what a TA is told, in the app's own page, for each error a request can meet (never a traceback: that is in
+#: the server's log, where Flask writes it)
+ERRORS = {
+    404: ("Not found", "No such page in this class: the link is from another server or an older class, or the "
+                       "student is no longer in the gradebook."),
+    405: ("Not a page", "This address takes a form, not a visit: go back to the student's page."),
+    413: ("Too long", f"The form was longer than {MAX_FORM_BYTES // 1024} KB: nothing was changed; shorten the "
+                      "reason and send it again."),
+    500: ("Something went wrong in the grader", "An internal error (a bug in the grader: its traceback is in the "
+                                                "terminal running `grader serve`). Reload the page to see the "
+                                                "class as it stands."),
+}
+
+
+def _error_page(e):
+    code = getattr(e, "code", 500) or 500
+    title, text = ERRORS.get(code, ERRORS[500])
+    return render_template("error.html", code=code, title=title, text=text), code
+
+
+def _gradebook_error(e: GradebookError):
+    """The gradebook could not be read (moved, replaced, locked past its wait): the TA's error, told as the
+    CLI tells it, on a page of the app (no traceback: this is no bug)."""
+    current_app.logger.error("%s: %s", request.path, e.explain())
+    return render_template("error.html", code=503, title="The gradebook could not be read",
+                           text=e.explain() + " Reload the page once it is back."), 503
+
+
 def _common():
     state = _state()
-    return {"csrf": state["csrf"], "nonce": getattr(g, "nonce", ""), "css": state["css"],
-            "assignment": state["assignment"], "messages": get_flashed_messages(with_categories=True)}
+    from ..report import STATUSES as MARKS
+
+    return {"csrf": state["csrf"], "nonce": getattr(g, "nonce", ""), "css": state["css"], "marks": MARKS,
+            "assignment": state["assignment"], "messages": _messages()}
+
+
+def _messages() -> list[dict]:
+    """The flashed messages, each ``{"category", "text", "task"}``: the student's page shows a task's in that
+    task's section, where the redirect after the form lands, and the others at the top."""
+    out = []
+    for category, message in get_flashed_messages(with_categories=True):
+        message = message if isinstance(message, dict) else {"text": str(message)}
+        out.append({"category": category, "text": message.get("text", ""), "task": message.get("task")})
+    return out
 
 
 def _results() -> dict[str, dict]:
@@ -212,7 +263,7 @@ def student(name):
     return render_template("student.html", s=data, name=name, versions=versions,
                            executed=measured.get("executed") or [], models=models_by_cell(data.get("files")),
                            report=_page_file(state["pages"], name) is not None,
-                           by=request.cookies.get("grader_by") or _os_user())
+                           by=request.cookies.get(state["by_cookie"]) or state["by"])
 
 
 def override(name):
@@ -227,14 +278,17 @@ def override(name):
     except ValueError:
         points = "?"
     if points == "?":
-        _say(f"Task {task}: not changed. Give the points as a number.", "refused")
+        _say(f"Task {task}: not changed. Give the points as a number.", "refused", task)
     elif not undo and not reason.strip():
-        _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused")
+        _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused", task)
     else:
         _decide(data["id"], task, points, reason, by, form.get("version") or None)
     response = redirect(back, code=303)
-    if by:
-        response.set_cookie("grader_by", by[:128], httponly=True, samesite="Strict")
+    # a name the TA typed is remembered (this server, this browser); the server's own (--by) needs no cookie
+    if by and by[:MAX_BY_CHARS] != _state()["by"]:
+        response.set_cookie(_state()["by_cookie"], by[:MAX_BY_CHARS], httponly=True, samesite="Strict")
+    elif by and _state()["by_cookie"] in request.cookies:
+        response.delete_cookie(_state()["by_cookie"], httponly=True, samesite="Strict")
     return response
 
 
@@ -245,18 +299,18 @@ def _decide(student_id: str, task: str, points: float | None, reason: str, by: s
     state = _state()
     try:
         with state["lock"]:
-            done = override_score(student_id, task, points, reason=reason, by=by or None, out_dir=state["folder"],
-                                  db_url=state["db_url"], assignment_id=state["assignment"],
+            done = override_score(student_id, task, points, reason=reason, by=by or state["by"],
+                                  out_dir=state["folder"], db_url=state["db_url"], assignment_id=state["assignment"],
                                   assignment_dir=state["assignment_dir"], wait=OVERRIDE_WAIT_S,
                                   expected_version=version)
     except (GradebookError, FatalError) as e:
-        _say(f"Task {task}: not changed. {e.explain()}", "refused")
+        _say(f"Task {task}: not changed. {e.explain()}", "refused", task)
         return
     t = done["task"]
     what = (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} stands" if points is None
             else f"set to {t['score']:g} of {t['max_score']:g}")
     redrawn = "" if done["redrawn"] else f" (pages not re-drawn: {done['why_not']})"
-    _say(f"Task {task}: {what}; recorded in the gradebook{redrawn}.", "ok")
+    _say(f"Task {task}: {what}; recorded in the gradebook{redrawn}.", "ok", task)
 
 
 def report(name, work=False):
@@ -287,8 +341,9 @@ def report(name, work=False):
 MAX_MESSAGE_CHARS = 1200
 
 
-def _say(text: str, category: str) -> None:
-    flash(text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…", category)
+def _say(text: str, category: str, task: str | None = None) -> None:
+    text = text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
+    flash({"text": text, "task": task}, category)
 
 
 def _digest(token: str, purpose: str) -> str:
