@@ -461,3 +461,12 @@ def test_a_gradebook_gone_bad_while_serving_is_told_not_a_traceback(app, small_c
         assert response.status_code == 503, (path, text[:500])
         assert "The gradebook could not be read" in text and "file is not a database" in text
         assert "Traceback" not in text and 'href="/"' in text
+
+
+def test_a_search_that_finds_no_one_keeps_the_columns_and_says_so(app):
+    client = signed_in(app)
+    page = client.get("/?q=nobody-here").get_data(as_text=True)
+    head = page[page.index("<thead>"):page.index("</thead>")]
+    assert all(f">{t}</th>" in head for t in ("1a", "2c", "4"))  # the tasks' columns, with no row to read them
+    assert "0 shown" in page and '<p id="none" class="muted">' in page
+    assert '<p id="none" class="muted" hidden>' in client.get("/").get_data(as_text=True)

@@ -284,6 +284,10 @@ def test_every_page_fits_a_phone_and_a_wrong_link_says_where_to_go(browser, serv
     assert page.inner_text("#error") == "Not found" and "no longer in the gradebook" in page.inner_text("body")
     page.click("text=Back to the class")
     assert page.locator("#students tbody tr").count() == 3
+    page.fill("#search", "nobody-here")  # a search that finds no one says so
+    assert page.locator("#none").is_visible() and page.inner_text("#shown") == "0 shown"
+    page.fill("#search", "")
+    assert not page.locator("#none").is_visible()
     total = page.locator("#students thead th", has_text="Total")
     total.click()  # sorted, and the header says which way
     assert total.get_attribute("aria-sort") == "ascending"

@@ -236,7 +236,10 @@ def index():
     rows = list(_results().values())
     query = request.args.get("q", "").strip().lower()
     shown = [r for r in rows if query in r["id"].lower()] if query else rows
-    return render_template("class.html", tasks=tasks, rows=shown, total=len(rows), query=query,
+    titles = {t["id"]: t.get("title", "") for t in tasks}
+    # the columns of every row (the results' own order), also when the search leaves none
+    columns = [(t["id"], titles.get(t["id"], "")) for t in rows[0]["tasks"]] if rows else list(titles.items())
+    return render_template("class.html", tasks=tasks, columns=columns, rows=shown, total=len(rows), query=query,
                            link={r["id"]: safe_name(r["id"]) for r in rows},
                            distributions=_distributions(tasks, rows))
 
