@@ -28,6 +28,35 @@ ALLOWED_LAYERS = {
     "AlphaDropout", "ReLU", "Softmax", "LeakyReLU", "ELU", "PReLU",
 }
 ALLOWED_MODELS = {"Sequential", "Functional", "Model"}
+#: what a layer's (or a model's) configuration may hold as a Keras object of its own, ``{"class_name": ...}``:
+#: the allowed layers' initializers, regularizers, constraints and dtype policies, a functional model's tensors,
+#: arrays.  Keras builds whatever such an entry names (any class or function Keras exports), in safe mode too: a
+#: Lambda layer or a nested model given as a Dense layer's activation, or an exported Keras function called on
+#: the held-out data with the file's arguments (``keras.visualization.plot_image_gallery`` writing a PNG at a
+#: path of the file's choosing), passed an allow-list of layers that looked only at the layers themselves
+ALLOWED_OBJECTS = {
+    "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity", "IdentityInitializer",
+    "LecunNormal", "LecunUniform", "Ones", "Orthogonal", "OrthogonalInitializer", "RandomNormal", "RandomUniform",
+    "TruncatedNormal", "VarianceScaling", "Zeros",
+    "L1", "L2", "L1L2", "OrthogonalRegularizer",
+    "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "RadialConstraint",
+    "DTypePolicy", "FloatDTypePolicy", "Policy",
+    "__keras_tensor__", "__numpy__", "__tensor__",
+}
+#: the modules such an object may name (tf_keras names none)
+OBJECT_MODULES = {None, "keras", "keras.initializers", "keras.regularizers", "keras.constraints",
+                  "keras.dtype_policies", "keras.mixed_precision", "keras.activations", "builtins"}
+#: Keras' own activations, the only functions a configuration may name (as ``"relu"`` or as a function object)
+ACTIVATIONS = {
+    "celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+    "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu", "sigmoid",
+    "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "sparsemax",
+    "squareplus", "swish", "tanh", "tanh_shrink", "threshold",
+}
+#: the functions of ``keras.layers``, which Keras' HDF5 loader puts in place of any string of a layer's
+#: configuration that names one
+_LAYER_FUNCTIONS = {"Input", "add", "average", "concatenate", "deserialize", "dot", "maximum", "minimum",
+                    "multiply", "serialize", "subtract"}
 #: activation layers and the activation each applies: after a linear Dense layer, the pair reads as that Dense
 #: with the activation (Dense(4) + ReLU() is Dense(4, relu)); anywhere else it is an extra layer
 _ACTIVATION_LAYERS = {"ReLU": "relu", "Softmax": "softmax", "LeakyReLU": "leaky_relu", "ELU": "elu",
@@ -75,10 +104,12 @@ def _config_problems(config, max_parameters: int, source: str, max_layers: int =
     if len(layers) > max_layers:
         raise ModelTooLarge(f"{source}: the model has more than {max_layers} layers; no task needs anything near "
                             "that, so the grader refuses to build it.")
+    _object_problems(config, source)
     for layer in layers:
         cls = layer.get("class_name")
         cfg = layer.get("config", {}) or {}
         if cls in ALLOWED_MODELS:
+            _object_problems(layer, source)
             continue
         if cls == "Lambda":
             raise UnsafeModel(
@@ -90,6 +121,7 @@ def _config_problems(config, max_parameters: int, source: str, max_layers: int =
                 f"{source}: the model contains a layer of class {cls!r}, which the grader does not load "
                 "(custom or unusual layers can run code when loaded).",
                 hint="Use only standard layers (Dense, Activation, Dropout) in the model you submit.")
+        _object_problems(layer, source)
         shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
         if shape:
             width = shape[-1]
@@ -107,6 +139,52 @@ def _config_problems(config, max_parameters: int, source: str, max_layers: int =
                     "the grader refuses to build it.")
             width = units
     return total
+
+
+def _object_problems(entry: dict, source: str) -> None:
+    """Refuse (``UnsafeModel``) a Keras object in a layer's or a model's ``entry`` (``{"class_name", "config",
+    ...}``; a model's layers are vetted as layers, on their own) that is not one of ``ALLOWED_OBJECTS`` from
+    ``OBJECT_MODULES``, a function that is not one of Keras' ``ACTIVATIONS``, or a string of the layer's
+    configuration that Keras' HDF5 loader would take for a function of ``keras.layers``.  Everything of the entry
+    is walked (a functional model's ``inbound_nodes`` are built by Keras too), without recursion (a
+    configuration is up to 16 MB of JSON)."""
+    model = entry.get("class_name") in ALLOWED_MODELS
+    config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    where = (f"the model {config.get('name', '?')!s:.80}" if model else f"layer {config.get('name', '?')!s:.80}")
+    # (key, value, whether the value is an item of the layer's configuration itself)
+    # (a .keras file's compile_config is never read: models are loaded with compile=False)
+    stack = [(k, v, False) for k, v in entry.items()
+             if k not in ("class_name", "module", "registered_name", "config", "compile_config")]
+    stack += [(k, v, not model) for k, v in config.items() if not (model and k == "layers")]
+
+    def refuse(what: str) -> UnsafeModel:
+        return UnsafeModel(f"{source}: {where} holds {what}, which the grader does not load (a model's "
+                           "configuration can make Keras build and run other objects and functions than its "
+                           "layers).", hint="Use only standard layers (Dense, Activation, Dropout) with Keras' own "
+                                            "activations, initializers and regularizers in the model you submit.")
+
+    while stack:
+        key, value, direct = stack.pop()
+        if isinstance(value, list):
+            stack.extend((key, v, False) for v in value)
+        elif isinstance(value, str) and direct:
+            if key != "name" and value in _LAYER_FUNCTIONS:
+                raise refuse(f"the name of the Keras function {value!r} as its {key!r}")
+            if key == "activation" and value not in ACTIVATIONS:
+                raise refuse(f"the activation {value[:80]!r}, not one of Keras' own")
+        elif isinstance(value, dict):
+            if "class_name" in value or "__passive_serialization__" in value:
+                cls, module = value.get("class_name"), value.get("module")
+                if cls == "function":
+                    name = value.get("config")
+                    if not isinstance(name, str) or name not in ACTIVATIONS or module not in OBJECT_MODULES:
+                        raise refuse(f"the function {str(name)[:80]!r} of module {str(module)[:80]!r} as its "
+                                     f"{key!r} (only Keras' own activations are taken)")
+                elif cls not in ALLOWED_OBJECTS or module not in OBJECT_MODULES or \
+                        value.get("registered_name") not in (None, cls):
+                    raise refuse(f"a Keras object of class {str(cls)[:80]!r} (module {str(module)[:80]!r}) as its "
+                                 f"{key!r}")
+            stack.extend((k, v, False) for k, v in value.items())
 
 
 def _no_model_config(name: str, f) -> CorruptModel:

@@ -55,3 +55,173 @@ def test_colabs_gpu_check_snippet_runs_with_its_skipped_command_giving_no_lines(
     ran = result.notebooks[0]
     assert ran["cells_failed"] == 0, ran["failures"]
     assert "cell 1 `gpu_info = !nvidia-smi`" in " ".join(result.notes)
+
+
+# -- model files: a configuration names only what the grader allows, in every corner Keras builds from ---------
+
+def _hostile_h5(path, edit, functional=False):
+    """A real Keras model saved as .h5 at ``path``, its configuration then changed by ``edit(config)`` (what a
+    student can do to any file they hand in, or to a capture in their kernel's folder)."""
+    import json
+
+    import h5py
+    import keras
+
+    inputs = keras.Input((2,))
+    hidden = keras.layers.Dense(12, activation="relu")
+    if functional:
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden(inputs)))
+    else:
+        model = keras.Sequential([inputs, hidden, keras.layers.Dense(2, activation="softmax")])
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        edit(config)
+        f.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def _dense(config, index=0):
+    return [layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense"][index]
+
+
+def _fn(module, name):
+    return {"module": module, "class_name": "function", "config": name, "registered_name": None}
+
+
+def _gallery_writer(target):
+    """A Dense layer's activation that Keras builds in safe mode: a nested model (Reshape, then a Lambda layer of
+    Keras' own ``plot_image_gallery`` with the file's arguments), which writes a PNG at ``target``."""
+    lam = {"module": "keras.layers", "class_name": "Lambda", "registered_name": None, "config": {
+        "name": "gallery", "function": _fn("keras.visualization", "plot_image_gallery"), "output_shape": [2, 2, 3],
+        "arguments": {"path": str(target), "value_range": [0, 1], "rows": 1, "cols": 1,
+                      "data_format": "channels_last"}}}
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None, "config": {"name": "inner", "layers": [
+        {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 12], "name": "i"},
+         "registered_name": None},
+        {"module": "keras.layers", "class_name": "Reshape", "config": {"target_shape": [2, 2, 3], "name": "r"},
+         "registered_name": None}, lam]}}
+
+
+@pytest.mark.usefixtures("evaluator")
+def test_a_model_file_cannot_make_the_evaluation_worker_write_a_file(assignment, evaluator, tmp_path):
+    """A Dense layer whose activation is a nested model holding a Lambda layer of ``plot_image_gallery``: the layer
+    allow-list looked at the layers only, Keras 3.15 builds it in safe mode (no Python code in the file, only the
+    names of Keras' own functions), and the evaluation worker, predicting the held-out data, wrote a PNG at the
+    file's path: any file the TA can write (the gradebook, the pages) overwritten by a handed-in model."""
+    target = tmp_path / "outside" / "written-by-a-model.png"
+    target.parent.mkdir()
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    _hostile_h5(folder / "2a.h5", lambda c: _dense(c)["config"].update(activation=_gallery_writer(target)))
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    assert not target.exists(), "the evaluation worker ran a function the model file chose"
+    said = " ".join(f.message for f in result.files if f.name == "2a.h5")
+    assert "holds a Keras object of class 'Sequential'" in said and "does not load" in said, said
+    assert next(t for t in result.tasks if t.id == "2a").status != "passed"
+
+
+HOSTILE_CONFIGS = {
+    # a Keras function as the activation: called on the held-out data
+    "keras function as activation": lambda c: _dense(c)["config"].update(activation=_fn("keras.utils", "plot_model")),
+    # a Lambda layer as the activation: past the layer allow-list, which refuses Lambda layers
+    "Lambda layer as activation": lambda c: _dense(c)["config"].update(activation={
+        "module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+        "config": {"name": "l", "function": _fn("keras.ops", "exp")}}),
+    # any exported Keras class as an initializer (built from the file's arguments)
+    "exported class as initializer": lambda c: _dense(c)["config"].update(kernel_initializer={
+        "module": "keras.layers", "class_name": "StringLookup", "registered_name": None,
+        "config": {"vocabulary": "/etc/hostname"}}),
+    # a string the HDF5 loader replaces by the keras.layers function it names
+    "keras.layers function by name": lambda c: _dense(c)["config"].update(kernel_initializer="deserialize"),
+    # a registered name that is not the class's
+    "forged registered name": lambda c: _dense(c)["config"].update(kernel_regularizer={
+        "module": "keras.regularizers", "class_name": "L2", "registered_name": "Custom>L2", "config": {"l2": 0.1}}),
+    # an unknown activation name
+    "activation not Keras' own": lambda c: _dense(c)["config"].update(activation="system"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CONFIGS))
+def test_a_configuration_naming_more_than_layers_allow_is_refused_before_keras_reads_it(case, tmp_path):
+    from grader import keras_io
+    from grader.errors import UnsafeModel
+
+    path = _hostile_h5(tmp_path / "model.h5", HOSTILE_CONFIGS[case])
+    with pytest.raises(UnsafeModel, match="does not load"):
+        keras_io.read_config(path, "hdf5", 100_000)
+
+
+def test_an_object_in_a_functional_models_call_arguments_is_refused(tmp_path):
+    """A functional model's ``inbound_nodes`` (each layer call's arguments) are built by Keras too."""
+    from grader import keras_io
+    from grader.errors import UnsafeModel
+
+    def edit(config):
+        node = _dense(config, 1)["inbound_nodes"][0]
+        node["kwargs"]["mask"] = {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+                                  "config": {"name": "l", "function": _fn("keras.ops", "exp")}}
+
+    path = _hostile_h5(tmp_path / "model.h5", edit, functional=True)
+    with pytest.raises(UnsafeModel, match="class 'Lambda'"):
+        keras_io.read_config(path, "hdf5", 100_000)
+
+
+KERAS2_MODELS = """
+import os, sys
+import tf_keras as keras
+L = keras.layers
+inp = keras.Input((2,))
+x = L.Dense(4, activation="relu", kernel_regularizer=keras.regularizers.L1L2(0.01, 0.01), bias_regularizer="l2",
+            kernel_constraint=keras.constraints.MaxNorm(2), kernel_initializer="he_normal")(inp)
+x = L.BatchNormalization()(x)
+x = L.Dropout(0.2)(x)
+x = L.LeakyReLU()(x)
+x = L.PReLU()(x)
+keras.Model(inp, L.Dense(2, activation="softmax", bias_initializer=keras.initializers.Constant(0.1))(x)).save(
+    os.path.join(sys.argv[1], "k2_functional.h5"))
+keras.Sequential([L.Dense(3, activation=keras.activations.swish, input_dim=2), L.Activation("tanh"),
+                  L.Dense(1, activation="sigmoid")]).save(os.path.join(sys.argv[1], "k2_sequential.h5"))
+"""
+
+
+def test_real_keras2_and_keras3_models_with_initializers_regularizers_and_constraints_still_load(tmp_path):
+    """The allow-list of objects refuses nothing Keras 2 (tf_keras, as the Keras 2 path saves) or Keras 3 writes
+    for the allowed layers."""
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from grader import keras_io
+    from grader.intake.formats import sniff_format
+
+    subprocess.run([sys.executable, "-c", KERAS2_MODELS, str(tmp_path)], check=True, capture_output=True,
+                   env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    L = keras.layers
+    inp = keras.Input((2,))
+    x = L.Dense(4, activation="relu", kernel_regularizer=keras.regularizers.L1L2(0.01, 0.01), bias_regularizer="l2",
+                kernel_constraint=keras.constraints.MaxNorm(2), bias_constraint=keras.constraints.NonNeg(),
+                kernel_initializer="he_normal", activity_regularizer=keras.regularizers.L1(0.1))(inp)
+    for layer in (L.BatchNormalization(), L.Dropout(0.2), L.LayerNormalization(), L.GaussianNoise(0.1),
+                  L.GaussianDropout(0.1), L.AlphaDropout(0.1), L.ReLU(), L.LeakyReLU(), L.ELU(), L.PReLU(),
+                  L.Dense(4, kernel_initializer=keras.initializers.RandomNormal(0, 1, seed=1),
+                          bias_initializer=keras.initializers.Constant(0.1)),
+                  L.Activation("tanh"), L.Rescaling(0.5), L.Dense(2), L.Softmax()):
+        x = layer(x)
+    functional = keras.Model(inp, x)
+    sequential = keras.Sequential([keras.Input((2,)), L.Normalization(mean=[0.0, 1.0], variance=[1.0, 2.0]),
+                                   L.Dense(3, activation=keras.activations.swish,
+                                           kernel_initializer=keras.initializers.Orthogonal()),
+                                   L.Dense(3, use_bias=False, kernel_constraint=keras.constraints.UnitNorm()),
+                                   L.Dense(1, activation="sigmoid")])
+    sequential.compile(optimizer="adam", loss="binary_crossentropy")  # a .keras file's compile_config is not read
+    for model, name in ((functional, "k3_functional"), (sequential, "k3_sequential")):
+        model.save(tmp_path / f"{name}.h5")
+        model.save(tmp_path / f"{name}.keras")
+    files = sorted(p for p in tmp_path.iterdir() if p.suffix in (".h5", ".keras"))
+    assert len(files) == 6
+    for path in files:
+        keras_io.read_config(path, sniff_format(path), 100_000)
+        assert keras_io.load(path).count_params() > 0, path.name
