@@ -225,3 +225,32 @@ def test_real_keras2_and_keras3_models_with_initializers_regularizers_and_constr
     for path in files:
         keras_io.read_config(path, sniff_format(path), 100_000)
         assert keras_io.load(path).count_params() > 0, path.name
+
+
+# -- the Keras 2 path: what its code saves is graded, or said why not -------------------------------------------
+
+KERAS2_FIT = """import numpy as np
+import tensorflow as tf
+from tensorflow.keras.models import Sequential
+from tensorflow.keras.layers import Dense
+from tensorflow.keras.optimizers import SGD
+from tools import *
+X, y = gen_simple_circular_distribution(200)
+model = Sequential([Dense(4, activation='relu', input_dim=2), Dense(2, activation='softmax')])
+model.compile(loss='categorical_crossentropy', optimizer=SGD(lr=0.01))
+model.fit(X, tf.keras.utils.to_categorical(y), epochs=5, verbose=0)"""
+
+
+@needs_sandbox
+def test_a_savedmodel_folder_the_notebook_wrote_is_named_not_silently_ignored(assignment, evaluator, tmp_path):
+    """Keras 2 code saves TensorFlow SavedModel folders (``save_format='tf'``, ``tf.saved_model.save``): the
+    grader grades none, and said nothing of them, so a student whose task 3 was such a folder read only that
+    task 3 was missing."""
+    nb = notebook(KERAS2_FIT, "model.save('exported', save_format='tf')\ntf.saved_model.save(model, 'nested/sm')")
+    result = run(assignment, evaluator, tmp_path, nb)
+    ran = result.notebooks[0]
+    assert ran["keras"] == "2" and ran["cells_failed"] == 0, ran["failures"]
+    notes = " ".join(result.notes)
+    for folder in ("exported", "nested/sm"):
+        assert f"saved a TensorFlow SavedModel folder, {folder}/" in notes, notes
+    assert "model.save('exported.h5')" in notes, notes

@@ -224,12 +224,16 @@ def snapshot(work_dir: Path, bounds: untrusted.Bounds) -> dict[str, tuple[int, i
     return out
 
 
-def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bounds) -> list[tuple[str, Path]]:
+def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bounds,
+                 notes: list[str] | None = None) -> list[tuple[str, Path]]:
     """Model files the notebook wrote (new or changed) in its work folder, as (relative path, the grader's
     copy).  Only names that say "model" (.h5, .hdf5, .keras) are looked at, and only regular files whose
-    bytes are a model format are kept."""
+    bytes are a model format are kept.  ``notes``: the report's words on the TensorFlow SavedModel folders it
+    wrote (``savedmodel_notes``) are added there."""
     found = []
     now = snapshot(work_dir, bounds)
+    if notes is not None:
+        notes.extend(savedmodel_notes(now, before))
     for rel, state in sorted(now.items()):
         if before.get(rel) == state or not rel.lower().endswith(SAVED_MODEL_SUFFIXES):
             continue
@@ -244,6 +248,27 @@ def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bo
         except (untrusted.Refused, OSError):
             continue
     return found
+
+
+#: SavedModel folders named in the report, at most
+MAX_SAVEDMODEL_NOTES = 5
+
+
+def savedmodel_notes(now: dict, before: dict) -> list[str]:
+    """The report's words on each TensorFlow SavedModel folder a run wrote (a new or changed ``saved_model.pb``:
+    Keras 2's ``save_format='tf'``, ``tf.saved_model.save``): the grader grades none, and a task whose model
+    was one would otherwise read only as missing."""
+    folders = [rel[: -len("saved_model.pb")].rstrip("/") or "." for rel, state in sorted(now.items())
+               if (rel == "saved_model.pb" or rel.endswith("/saved_model.pb")) and before.get(rel) != state]
+    notes = []
+    for folder in folders[:MAX_SAVEDMODEL_NOTES]:
+        name = folder.rsplit("/", 1)[-1] if folder != "." else "model"
+        notes.append(f"The notebook saved a TensorFlow SavedModel folder, {folder}/, which the grader does not "
+                     f"grade (no Keras 3 loads one as a model): save the model as one file, "
+                     f"model.save('{name}.h5'), to have it graded.")
+    if len(folders) > MAX_SAVEDMODEL_NOTES:
+        notes.append(f"... and {len(folders) - MAX_SAVEDMODEL_NOTES} more SavedModel folder(s).")
+    return notes
 
 
 class Harvester:
@@ -330,7 +355,7 @@ class Harvester:
 
     def saved(self, work: Path, before: dict, bounds: untrusted.Bounds) -> list[tuple[str, Path]]:
         """The models the run saved in its work folder, copied beside the captures (``saved_models``)."""
-        return saved_models(work, before, self.taken, bounds)
+        return saved_models(work, before, self.taken, bounds, self.refused)
 
 
 # -- which dataset was this trained on? -------------------------------------
