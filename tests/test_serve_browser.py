@@ -299,3 +299,28 @@ def test_every_page_fits_a_phone_and_a_wrong_link_says_where_to_go(browser, serv
     assert total.get_attribute("aria-sort") == "descending"
     assert page.eval_on_selector("#students thead th[aria-sort]", "e => getComputedStyle(e, '::after').content") \
         == '" ▼"'
+
+
+def test_a_double_submit_records_once_and_says_saving(browser, served):
+    """An impatient second click while the pages are re-drawn: one override, and the TA is told it is on its way
+    (not, from their own first click, that "another TA changed this task")."""
+    out, url = served
+    page = browser.new_page()
+    page.goto(url)
+    page.click("text=bob")
+    rows = len(audit(out))
+    form = page.locator("#task-1d form.override")
+    form.locator("input[name=points]").fill("3")
+    form.locator("input[name=reason]").fill("double click")
+    said = form.evaluate("f => { const b = f.querySelector('button[value=set]'), kept = []; "
+                         "f.addEventListener('submit', e => kept.push(e.defaultPrevented)); "
+                         "f.requestSubmit(b); const s = f.querySelector('.saving'); f.requestSubmit(b); "
+                         "return {sent: kept, saying: s && !s.hidden ? s.textContent : null}; }")
+    assert said["sent"] == [False, True]  # the second is not sent
+    assert "Saving" in said["saying"]
+    page.locator("#task-1d .flash").wait_for()
+    assert "Task 1d: set to 3 of" in page.inner_text("#task-1d .flash.ok")
+    assert [r[:5] for r in audit(out)[rows:]] == [("bob", "1d", "set", 3.0, "double click")]
+    page.go_back()  # back to the form (the browser's cache): it submits again, once
+    form = page.locator("#task-1d form.override")
+    assert form.locator(".saving").is_hidden()
