@@ -254,3 +254,22 @@ def test_a_savedmodel_folder_the_notebook_wrote_is_named_not_silently_ignored(as
     for folder in ("exported", "nested/sm"):
         assert f"saved a TensorFlow SavedModel folder, {folder}/" in notes, notes
     assert "model.save('exported.h5')" in notes, notes
+
+
+@needs_sandbox
+def test_colabs_shell_cell_magic_runs_with_its_installation_lines_skipped(assignment, evaluator, tmp_path):
+    """``%%shell`` is Colab's own cell magic (a cell run by the shell, where Colab notebooks install packages):
+    Jupyter has none, so the cell failed with UsageError; and ``%%bash``'s ``pip install`` ran against a network
+    that is not there.  Both run their other lines; their installation lines are skipped with a note."""
+    nb = notebook("%%shell\npip install -q tensorflow==2.15\nsudo apt-get install -y \\\n  graphviz\n"
+                  "echo done > shell-ran.txt",
+                  "%%bash\npip3 install nothing-at-all > pip-ran.txt\necho ok > bash-ran.txt",
+                  "import os\nassert open('shell-ran.txt').read().strip() == 'done'\n"
+                  "assert open('bash-ran.txt').read().strip() == 'ok' and not os.path.exists('pip-ran.txt')")
+    result = run(assignment, evaluator, tmp_path, nb)
+    ran = result.notebooks[0]
+    assert ran["cells_failed"] == 0, ran["failures"]
+    notes = " ".join(result.notes)
+    for said in ("cell 1 `pip install -q tensorflow==2.15`", "cell 1 `sudo apt-get install -y graphviz`",
+                 "cell 2 `pip3 install nothing-at-all > pip-ran.txt`"):
+        assert said in notes, notes

@@ -17,6 +17,11 @@ SKIPPED_LINE = re.compile(
     r"!{1,2}\s*(?:sudo\s+)?(?:pip3?|python3?\s+-m\s+pip|conda|mamba|apt(?:-get)?|wget|curl|git|gdown|nvidia-smi"
     r"|kaggle)\b"
     r"|%{1,2}\s*(?:pip|conda|tensorflow_version|tensorboard|load_ext\s+tensorboard)\b)")
+#: a cell the shell runs: Colab's own ``%%shell`` (Jupyter has none: run as ``%%bash``), ``%%bash``, ``%%sh``
+SHELL_CELL = re.compile(r"^\s*%%(shell|bash|sh)\b")
+#: a line of such a cell that the grader skips: the same commands, without the ``!``
+SKIPPED_SHELL_LINE = re.compile(
+    r"^\s*(?:sudo\s+)?(?:pip3?|python3?\s+-m\s+pip|conda|mamba|apt(?:-get)?|wget|curl|git|gdown|nvidia-smi|kaggle)\b")
 #: what the notebook is told where a line was skipped
 SKIP_WHY = ("the grader skipped this Colab line: it has no network, and its Python packages (TensorFlow, Keras) "
             "are installed already")
@@ -36,16 +41,18 @@ def _continued(lines, start):
 
 
 def _skipped_commands(lines):
-    """(first line, end, the command as one line, its assigned name or None) of each skipped command."""
-    i = 0
+    """(first line, end, the command as one line, its assigned name or None) of each skipped command (in a
+    ``SHELL_CELL``, each skipped line of its body)."""
+    shell = bool(lines) and SHELL_CELL.match(lines[0]) is not None
+    i = 1 if shell else 0
     while i < len(lines):
-        m = SKIPPED_LINE.match(lines[i])
+        m = (SKIPPED_SHELL_LINE if shell else SKIPPED_LINE).match(lines[i])
         if not m:
             i += 1
             continue
         end = _continued(lines, i)
         command = " ".join(part.strip().rstrip("\\").strip() for part in lines[i:end]).strip()
-        yield i, end, command, m.group("target")
+        yield i, end, command, None if shell else m.group("target")
         i = end
 
 
@@ -85,10 +92,18 @@ def _skip_transformer(lines):
     """IPython input transformer: each skipped command becomes a call to ``skipped`` at the same indentation
     (``x = !cmd``: ``x`` bound to what it returns), its continued lines blank, so every line keeps its number."""
     out = list(lines)
+    shell = SHELL_CELL.match(lines[0]) if lines else None
+    if shell and shell.group(1) == "shell":  # Colab's %%shell: the cell run by bash, as Colab runs it
+        out[0] = lines[0].replace("%%shell", "%%bash", 1)
     for start, end, command, target in _skipped_commands(lines):
         line = lines[start]
         indent = line[:len(line) - len(line.lstrip())]
-        call = f"__import__({__name__!r}).skipped({command!r}{', True' if target else ''})"
+        if shell:  # a line of the shell's: it says so on the shell's stderr
+            import shlex
+
+            call = f"echo {shlex.quote(f'[grader] {command[:200]}: {SKIP_WHY}.')} >&2"
+        else:
+            call = f"__import__({__name__!r}).skipped({command!r}{', True' if target else ''})"
         out[start] = f"{indent}{target + ' = ' if target else ''}{call}" + ("\n" if line.endswith("\n") else "")
         for i in range(start + 1, end):
             out[i] = "\n" if lines[i].endswith("\n") else ""
