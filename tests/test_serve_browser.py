@@ -23,6 +23,8 @@ import pytest
 
 from conftest import ROOT, TEST_SECRET, TUTORIAL6
 
+#: a student id with no place to break it, wider than a phone
+LONG = "a_student_whose_id_runs_on_" + "and_on" * 12
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 DEMO = ROOT / "submissions" / "tutorial6"
 
@@ -60,6 +62,8 @@ def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("ta")
     shutil.copytree(DEMO / "bob", work / "class" / "bob")
     shutil.copytree(DEMO / "carol", work / "class" / "carol")
+    (work / "class" / LONG).mkdir()  # an id longer than a phone's screen, in one word
+    shutil.copy(DEMO / "carol" / "1c.h5", work / "class" / LONG / "1c.h5")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in NOTEBOOK]
     (work / "class" / "nina").mkdir()
@@ -110,7 +114,7 @@ def test_a_ta_overrides_a_task_in_the_browser_and_undoes_it(browser, served):
     assert "403" in page.content()  # a wrong token: nothing of the class
     page.goto(url)
     assert "token=" not in page.url  # the token went to a cookie
-    assert page.locator("#students tbody tr").count() == 3
+    assert page.locator("#students tbody tr").count() == 4
     page.set_viewport_size({"width": 400, "height": 800})  # a phone: the table scrolls, the page does not
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert page.locator("#students tbody tr td.sid").first.is_visible()
@@ -275,15 +279,19 @@ def test_every_page_fits_a_phone_and_a_wrong_link_says_where_to_go(browser, serv
     page = browser.new_page(viewport={"width": 400, "height": 800})
     page.goto(url)
     base = page.url.split("?")[0]
-    for path in ("", "review", "student/bob", "student/carol", "student/nina", "student/nobody",
+    for path in ("", "review", "student/bob", "student/carol", "student/nina", f"student/{LONG}", "student/nobody",
                  "student/bob/override"):
         page.goto(base + path)
         wide = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert wide[0] <= wide[1], (path, wide)
+    page.goto(base)  # the pinned student column stays narrow for a long id: the tasks beside it are seen
+    pinned = page.locator("#students tbody tr", has_text=LONG[:20]).locator("td.sid").bounding_box()
+    assert pinned["width"] <= 400 / 2, pinned
+    assert page.locator("#students tbody tr", has_text=LONG[:20]).locator("td.sid").get_attribute("title") == LONG
     page.goto(base + "student/nobody")  # a stale link: the app's page, a way back, no bare error
     assert page.inner_text("#error") == "Not found" and "no longer in the gradebook" in page.inner_text("body")
     page.click("text=Back to the class")
-    assert page.locator("#students tbody tr").count() == 3
+    assert page.locator("#students tbody tr").count() == 4
     page.fill("#search", "nobody-here")  # a search that finds no one says so
     assert page.locator("#none").is_visible() and page.inner_text("#shown") == "0 shown"
     page.fill("#search", "")
