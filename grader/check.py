@@ -133,6 +133,9 @@ class CheckEvents(Events):
     def unsandboxed(self, reason: str) -> None:
         """The student's code will run without isolation, and why."""
 
+    def versions(self, words: str) -> None:
+        """The check runs on other versions of what grades depend on than the course grades with."""
+
     def advice(self, line: str) -> None:
         """Format advice that costs no points yet."""
 
@@ -174,6 +177,10 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     has_code = sub.runs_code
     notices = ["This is a check on public validation data, not your grade: the grader uses other held-out data."]
     notices += [skipped] if skipped else []  # the page says what the terminal said was left out
+    drift = version_drift(assignment)
+    if drift:
+        events.versions(drift)
+        notices.append(drift)
     unsandboxed = prove_isolation() if has_code else None  # the sandbox started here, now, or why not
     if unsandboxed:
         events.unsandboxed(unsandboxed)
@@ -205,6 +212,26 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
     if out_dir is not None:
         outcome.page = Reporter(assignment, out_dir).student_page(result, notices=notices + advice)
     return outcome
+
+
+def version_drift(assignment) -> str | None:
+    """Why this check's verdicts may differ from the grade: other versions of what grades depend on
+    (``versions.GRADING_PACKAGES``, Python) than the kit's ``requirements.lock`` pins or, without one, than
+    the calibration recorded.  None when they agree."""
+    from . import versions
+    from .kit import LOCK_FILE
+
+    lock = assignment.root / LOCK_FILE
+    pinned = versions.from_lock(lock)
+    if pinned is None:
+        return versions.mismatch(assignment.calibrated_versions, doing="Checking")
+    diffs = versions.differences(pinned)
+    if not diffs:
+        return None
+    said = "; ".join(f"{n} {now or 'not installed'} (the course grades with {want})" for n, want, now in diffs)
+    return (f"This check runs on other versions than your course grades with ({lock}): {said}. Its verdicts may "
+            f"differ from your grade. Install the kit's versions in a new environment, as the kit's README says "
+            f"(pip install -c {lock} ...).")
 
 
 def _limits(assignment, events: CheckEvents, sub=None):

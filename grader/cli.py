@@ -398,6 +398,9 @@ def _check_events():
             console.print(f"[bold red]WARNING: {terminal(reason)}[/]\n[red]Your notebook runs as you, on this "
                           "machine, like running it in Jupyter.[/]")
 
+        def versions(self, words):
+            console.print(f"[bold yellow]WARNING:[/] {terminal(words)}", highlight=False)
+
         def advice(self, line):
             console.print(f"[yellow]![/] {terminal(line)}", highlight=False)
 

@@ -126,35 +126,14 @@ def pinned_install(assignment_dir, project: Path) -> list[tuple[str, str]]:
     environment's exact versions.  Refused (``FatalError``) where Gradescope could not install it (not Linux
     x86-64), where this environment lacks one, or where the grading packages are not the versions the
     assignment's calibration recorded."""
-    from .spec import load_assignment
-
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         raise FatalError(f"the bundle pins this environment's packages, and this is {sys.platform} "
                          f"{platform.machine()}: Gradescope runs Linux x86-64",
                          hint="build the bundle on Linux x86-64, in the environment the assignment was calibrated in")
-    assignment = load_assignment(assignment_dir)
-    diffs = versions.differences(versions.recorded(assignment.calibration_path))
-    if diffs:
-        said = "; ".join(f"{n} {now or 'not installed'} here, {rec} at calibration" for n, rec, now in diffs)
-        raise FatalError(f"the bundle would pin other versions than {assignment.id}'s "
-                         f"calibration was recorded with: {said}",
-                         hint=f"build it from the environment that calibrated, or run `grader calibrate "
-                              f"{assignment.folder}` here first")
     deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
-    try:
-        return versions.pinned_closure(deps)
-    except ValueError as e:
-        raise FatalError(f"cannot pin the grader's dependencies: {e}",
-                         hint="build the bundle from the grader's own environment (pip install -e .)") from None
+    from .spec import load_assignment
 
-
-def lock_text(pins: list[tuple[str, str]]) -> str:
-    """``requirements.lock``: one ``name==version`` a line, after a header saying where it came from."""
-    head = [f"# written by `grader gradescope build` from {sys.prefix} (Python {platform.python_version()}, "
-            f"{sys.platform} {platform.machine()}):",
-            "# the grader's dependencies and all they need, at the exact versions the assignment was calibrated and",
-            "# built with; setup.sh installs exactly these (no resolution), then the grader's wheel without deps"]
-    return "\n".join(head + [f"{name}=={version}" for name, version in pins]) + "\n"
+    return versions.calibrated_pins(load_assignment(assignment_dir), deps, made="bundle")
 
 
 def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s: float = DEFAULT_BUDGET_S) -> Path:
@@ -179,7 +158,7 @@ def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s
                                              f"# the image it was made for, and the Python setup.sh provides\n"
                                              f"image = {json.dumps(GRADESCOPE_IMAGE)}\n"
                                              f"python = {json.dumps(_python_minor())}\n")
-        (tmp / LOCK_FILE).write_text(lock_text(pins))
+        (tmp / LOCK_FILE).write_text(versions.lock_text(pins))
         (tmp / "uv-requirements.txt").write_text(f"uv=={UV_VERSION} --hash=sha256:{UV_WHEEL_SHA256}\n")
         setup = SETUP_SH.format(image=GRADESCOPE_IMAGE, python=_python_minor(), env=GRADER_ENV, tools=GRADER_TOOLS,
                                 lock=LOCK_FILE)

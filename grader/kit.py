@@ -5,9 +5,10 @@ public thresholds of ``calibration.toml`` (without the calibration's seeds and
 held-out secret), the data generators and the support files the spec names
 (the course's ``tools.py`` is made from them), this grader's own wheel (built
 from a clean copy of this checkout, no dependencies: ``grader`` on the package
-index is another project) and a README whose commands install it in a fresh
-virtual environment and run ``check`` -- never the reference solution, its
-notebook or the demo maker.  The kit loads as an
+index is another project), the lock of the versions it grades with (the
+Gradescope bundle's, ``requirements.lock``) and a README whose commands install
+them in a fresh virtual environment and run ``check`` -- never the reference
+solution, its notebook or the demo maker.  The kit loads as an
 assignment of its own: ``check`` on a kit gives the same verdicts as on the
 full assignment folder.
 """
@@ -35,6 +36,8 @@ PRIVATE_CALIBRATION = ("seeds", "reference_seed", "heldout_secret", "base_seed")
 
 #: the kit's own grader: this checkout's wheel (``build_kit(..., grader=WHEEL)``)
 WHEEL = "wheel"
+#: the versions the grader grades with, which the README's install keeps to (pip's constraints)
+LOCK_FILE = "requirements.lock"
 
 README = """{title}: the student kit
 {rule}
@@ -61,9 +64,11 @@ ONCE = ("The first two commands are needed once; after that, run only the last o
 INSTALL_NOTE = {
     WHEEL: ("{wheel} is the grader your course grades with ({build}), so `check` judges your work "
             "as the grader will; pip fetches what it needs (Keras, TensorFlow, JAX) from the Python Package "
-            "Index. Do not install the package named \"grader\" from the index: it is another project."),
+            "Index, at the versions the course grades with ({lock}: `check` says when it runs on others). "
+            "Do not install the package named \"grader\" from the index: it is another project."),
     "url": ("The address above is the grader your course grades with, at a fixed commit (git must be "
-            "installed); pip fetches what it needs from the Python Package Index. Do not install the package "
+            "installed); pip fetches what it needs from the Python Package Index, at the versions the course "
+            "grades with ({lock}: `check` says when it runs on others). Do not install the package "
             "named \"grader\" from the index: it is another project."),
 }
 
@@ -80,6 +85,7 @@ def kit_files(assignment) -> list[Path]:
         names += [ref.split(":", 1)[0] + ".py" for ref in (ds.generator, ds.function, ds.train_x) if ref]
     names += [src for _, src in assignment.notebooks.support_files]
     names += sorted(p.name for p in root.glob("grader-*.whl"))  # the grader the kit's README installs
+    names.append(LOCK_FILE)
     names = list(dict.fromkeys(n for n in names if "/" not in n))
     return [root / n for n in names if (root / n).is_file()]
 
@@ -115,6 +121,7 @@ def build_kit(assignment_dir, out, *, grader: str | Path | None = WHEEL) -> Path
     source = _grader_source(grader)
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"{out} is not empty: choose a new folder for the kit")
+    lock = None if source is None else kit_lock(assignment, source)
     try:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(assignment.spec_path, out / assignment.spec_path.name)
@@ -130,11 +137,35 @@ def build_kit(assignment_dir, out, *, grader: str | Path | None = WHEEL) -> Path
         elif isinstance(source, Path):
             wheel = out / source.name
             shutil.copyfile(source, wheel)
+        if lock is not None:
+            (out / LOCK_FILE).write_text(lock)
         (out / "README.txt").write_text(_readme(assignment.title, out.name, source, wheel))
     except OSError as e:
         raise OutputError(f"cannot write the kit to {out}: {e.strerror or e}") from None
     load_assignment(out)  # the kit must load on its own
     return out
+
+
+def kit_lock(assignment, source) -> str:
+    """The kit's ``requirements.lock``: the Gradescope bundle's lock (``versions.calibrated_pins``: the grader's
+    requirements and all they need, at this environment's versions, which must be the calibration's), for
+    pip's ``-c`` (a pin that the student's platform does not need is never installed)."""
+    import importlib.metadata as md
+
+    from . import versions
+
+    if isinstance(source, Path):  # a wheel: its own requirements
+        with zipfile.ZipFile(source) as z:
+            meta = next((n for n in z.namelist() if n.endswith(".dist-info/METADATA")), None)
+            text = z.read(meta).decode("utf-8", "replace") if meta else ""
+        requirements = [line.split(":", 1)[1].strip() for line in text.splitlines()
+                        if line.startswith("Requires-Dist:")]
+    else:
+        project = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        requirements = (tomllib.loads(project.read_text())["project"]["dependencies"] if project.is_file()
+                        else md.requires("grader") or [])
+    pins = versions.calibrated_pins(assignment, requirements, made="kit")
+    return versions.lock_text(pins, by="grader kit", use="the README's `pip install -c` keeps to them")
 
 
 _PINNED_URL = re.compile(r"git\+https://[^\s@]+@[0-9a-fA-F]{40}")
@@ -201,11 +232,13 @@ def _readme(title: str, folder: str, source, wheel: Path | None) -> str:
         commands, note = f"    grader check my-work -a {folder}", "Install the grader as your course says first."
     else:
         target = f"{folder}/{wheel.name}" if wheel is not None else f'"{source}"'
-        commands = "\n".join(["    python3 -m venv grader-env", f"    grader-env/bin/pip install {target}",
+        commands = "\n".join(["    python3 -m venv grader-env",
+                               f"    grader-env/bin/pip install -c {folder}/{LOCK_FILE} {target}",
                                f"    grader-env/bin/grader check my-work -a {folder}"])
         from .store import keys
 
         note = ONCE + textwrap.fill(INSTALL_NOTE[WHEEL if wheel is not None else "url"].format(
-            wheel=wheel.name if wheel is not None else "", build=f"version {keys.build_id()}"), width=84)
+            wheel=wheel.name if wheel is not None else "", build=f"version {keys.build_id()}",
+            lock=f"{folder}/{LOCK_FILE}"), width=84)
     return README.format(title=title, rule="=" * (len(title) + 19), folder=folder, commands=commands,
                          install_note=note, python=_requires_python(wheel))

@@ -21,6 +21,7 @@ from pathlib import Path
 #: build on Linux x86-64, the full one elsewhere)
 GRADING_PACKAGES = {
     "keras": ("keras",),
+    "tf_keras": ("tf_keras",),  # Keras 2: code written for it runs and is re-trained on it
     "jax": ("jax",),
     "jaxlib": ("jaxlib",),
     "tensorflow": ("tensorflow-cpu", "tensorflow", "tensorflow-macos", "tensorflow-intel"),
@@ -94,6 +95,31 @@ def from_meta(meta) -> dict[str, str] | None:
     return {"keras": str(meta["keras_version"])} if "keras_version" in meta else None
 
 
+def from_lock(path: Path) -> dict[str, str] | None:
+    """The versions of what grades depend on that a lock (``name==version`` lines, as ``lock_text``
+    writes them: the bundle's and the kit's ``requirements.lock``) pins, and the Python its header names; None
+    when there is no such file."""
+    import re
+
+    if not Path(path).is_file():
+        return None
+    text = Path(path).read_text(errors="replace")
+    pins = {}
+    for line in text.splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not line.startswith("#"):
+            pins[_canonical(name.strip())] = version.strip()
+    out = {}
+    m = re.search(r"\(Python (\d+\.\d+(?:\.\d+)?)", text)
+    if m:
+        out["python"] = m.group(1)
+    for name, dists in GRADING_PACKAGES.items():
+        found = next((pins[_canonical(d)] for d in dists if _canonical(d) in pins), None)
+        if found is not None:
+            out[name] = found
+    return out
+
+
 # -- the pinned install of the Gradescope bundle ---------------------------------------------------------------
 
 def _canonical(name: str) -> str:
@@ -131,3 +157,34 @@ def pinned_closure(requirements: list[str]) -> list[tuple[str, str]]:
             for text in dist.requires or []:
                 todo.append((Requirement(text), wanted))
     return sorted(pinned.values(), key=lambda nv: _canonical(nv[0]))
+
+
+def calibrated_pins(assignment, requirements: list[str], *, made: str) -> list[tuple[str, str]]:
+    """``pinned_closure(requirements)`` for ``assignment`` (a loaded spec); refused (``FatalError``) where this
+    environment lacks one, or where the grading packages are not the versions the assignment's calibration
+    recorded: the Gradescope bundle's and the student kit's lock.  ``made``: what is pinned (bundle, kit)."""
+    from .errors import FatalError
+
+    diffs = differences(recorded(assignment.calibration_path))
+    if diffs:
+        said = "; ".join(f"{n} {now or 'not installed'} here, {rec} at calibration" for n, rec, now in diffs)
+        raise FatalError(f"the {made} would pin other versions than {assignment.id}'s "
+                         f"calibration was recorded with: {said}",
+                         hint=f"build it from the environment that calibrated, or run `grader calibrate "
+                              f"{assignment.folder}` here first")
+    try:
+        return pinned_closure(requirements)
+    except ValueError as e:
+        raise FatalError(f"cannot pin the grader's dependencies: {e}",
+                         hint=f"build the {made} from the grader's own environment (pip install -e .)") from None
+
+
+def lock_text(pins: list[tuple[str, str]], *, by: str = "grader gradescope build",
+              use: str = "setup.sh installs exactly these (no resolution), then the grader's wheel without deps") -> str:
+    """``requirements.lock``: one ``name==version`` a line, after a header saying where it came from (``by``, with
+    this Python: ``from_lock`` reads it) and how it is installed (``use``)."""
+    head = [f"# written by `{by}` from {sys.prefix} (Python {platform.python_version()}, "
+            f"{sys.platform} {platform.machine()}):",
+            "# the grader's dependencies and all they need, at the exact versions the assignment was calibrated and",
+            f"# built with; {use}"]
+    return "\n".join(head + [f"{name}=={version}" for name, version in pins]) + "\n"

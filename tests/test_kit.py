@@ -69,6 +69,21 @@ def test_the_kit_carries_this_graders_wheel_and_never_the_answers(kit):
     assert not any(re.search(r"pip install\s+['\"]?grader\b(?![-\w.]*\.whl)", c) for c in commands)
 
 
+def test_the_kit_pins_the_versions_the_grader_grades_with(kit):
+    """The kit's lock is the Gradescope bundle's (the grader's requirements and all they need, at this
+    environment's versions), and its README installs the grader within it."""
+    from grader import versions
+    from grader.gradescope import pinned_install
+
+    lock = kit / "requirements.lock"
+    pins = [line for line in lock.read_text().splitlines() if line and not line.startswith("#")]
+    assert pins == [f"{n}=={v}" for n, v in pinned_install(TUTORIAL6, ROOT)]
+    now = versions.current()
+    assert versions.from_lock(lock) == now and {"keras", "tensorflow", "tf_keras", "jax", "numpy"} <= set(now)
+    install = readme_commands(kit)[1]
+    assert install.startswith(f"grader-env/bin/pip install -c {kit.name}/requirements.lock {kit.name}/grader-")
+
+
 def test_the_kits_readme_works_as_written_in_a_fresh_virtual_environment(kit, dependencies, tmp_path):
     laptop = kit.parent
     shutil.rmtree(laptop / "grader-env", ignore_errors=True)
@@ -90,6 +105,7 @@ def test_the_kits_readme_works_as_written_in_a_fresh_virtual_environment(kit, de
         assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     check = ran[-1]
     assert check.returncode == 1, check.stdout + check.stderr[-3000:]  # bob's work is not complete: a verdict
+    assert "other versions than your course grades with" not in check.stderr  # installed within the lock
     assert "task 1a: passed" in check.stderr and "1b, 1d, 1e, 1f, 2b, 2c, 3 missing" in check.stderr
     where = subprocess.run([str(laptop / "grader-env" / "bin" / "python"), "-c",
                             "import grader, keras; print(grader.__file__); print(keras.__file__)"],
@@ -111,7 +127,7 @@ def test_a_kit_can_name_the_grader_by_a_pinned_url_instead(tmp_path):
     done = grader("kit", TUTORIAL6, "-o", tmp_path / "tutorial6-kit", "--grader", url)
     assert done.returncode == 0, done.stderr
     commands = readme_commands(tmp_path / "tutorial6-kit")
-    assert commands[1] == f'grader-env/bin/pip install "{url}"' and not list((tmp_path / "tutorial6-kit").glob("*.whl"))
+    assert commands[1] == f'grader-env/bin/pip install -c tutorial6-kit/requirements.lock "{url}"' and not list((tmp_path / "tutorial6-kit").glob("*.whl"))
 
 
 def test_a_kit_without_a_grader_has_no_install_steps(tmp_path):
@@ -121,3 +137,58 @@ def test_a_kit_without_a_grader_has_no_install_steps(tmp_path):
     kit = build_kit(TUTORIAL6, tmp_path / "tutorial6-kit", grader=None)
     assert not list(kit.glob("*.whl")) and readme_commands(kit) == ["grader check my-work -a tutorial6-kit"]
     assert "first two commands" not in (kit / "README.txt").read_text()
+
+
+def _edit_kit(kit: Path, into: Path) -> Path:
+    copy = into / kit.name
+    shutil.copytree(kit, copy)
+    return copy
+
+
+@pytest.mark.parametrize("lock", [True, False])
+def test_check_says_when_it_runs_on_other_versions_than_the_kit_pins(kit, tmp_path, lock):
+    """A student whose environment has another Keras than the kit's lock (or, in a kit without a lock, than
+    its calibration recorded) is told, before any verdict, that the check may differ from the grade."""
+    from grader import versions
+
+    copy = _edit_kit(kit, tmp_path)
+    if lock:
+        text = (copy / "requirements.lock").read_text()
+        (copy / "requirements.lock").write_text(re.sub(r"(?m)^keras==.*$", "keras==3.0.0", text))
+    else:
+        (copy / "requirements.lock").unlink()
+        text = (copy / "calibration.toml").read_text()
+        (copy / "calibration.toml").write_text(re.sub(r'(?m)^keras_version = .*$', 'keras_version = "3.0.0"', text))
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(DEMO / "alice" / "1e.h5", work / "1e.h5")
+    done = grader("check", work, "-a", copy, "-o", tmp_path / "out")
+    assert done.returncode == 1, done.stderr[-3000:]  # a verdict: only 1e is there
+    said = " ".join(done.stderr.split())
+    now = versions.current()["keras"]
+    if lock:
+        assert f"This check runs on other versions than your course grades with ({copy / 'requirements.lock'}): " \
+               f"keras {now} (the course grades with 3.0.0)" in said
+    else:
+        assert f"Checking with other versions than the calibration was recorded with: keras {now} (calibrated " \
+               "with 3.0.0)" in said
+    assert said.index("WARNING") < said.index("task 1e")  # before any verdict
+    page = next((tmp_path / "out").rglob("*.html")).read_text()
+    assert "3.0.0" in page
+
+
+def test_a_kit_is_refused_where_the_grader_does_not_run_the_calibrations_versions(tmp_path):
+    import tomli_w
+    import tomllib
+
+    from grader.errors import FatalError
+    from grader.kit import build_kit
+
+    spec = tmp_path / "tutorial6"
+    shutil.copytree(TUTORIAL6, spec, ignore=shutil.ignore_patterns("__pycache__"))
+    data = tomllib.loads((spec / "calibration.toml").read_text())
+    data["meta"]["keras_version"] = "3.0.0"
+    (spec / "calibration.toml").write_text(tomli_w.dumps(data))
+    with pytest.raises(FatalError, match="the kit would pin other versions") as e:
+        build_kit(spec, tmp_path / "kit")
+    assert "3.0.0 at calibration" in e.value.explain() and not (tmp_path / "kit").exists()
