@@ -13,7 +13,6 @@ import json
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from . import versions
 from .errors import FatalError, OutputError
-from .kit import build_kit
+from .kit import build_kit, build_wheel
 
 #: Gradescope's per-submission time limit is set by staff (10 minutes unless raised); the grader keeps to a
 #: budget below it so that results are always written
@@ -147,10 +146,7 @@ def build_bundle(assignment_dir, out_zip, *, secret: str | None = None, budget_s
         tmp = Path(tmp)
         build_kit(assignment_dir, tmp / "assignment", grader=None)  # the bundle installs its own wheel
         wheels = tmp / "wheels"
-        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                               "-w", str(wheels), str(project)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise FatalError(f"cannot build the grader's wheel: {done.stderr.strip()[-400:]}")
+        build_wheel(wheels)  # from a clean copy: a stale build/ in the checkout would add deleted modules
         (tmp / "grader-secret").write_text((secret or secrets.token_hex(32)) + "\n")
         (tmp / "gradescope.toml").write_text(f"# the grader's budget per submission, within Gradescope's limit\n"
                                              f"budget_s = {float(budget_s)}\n"

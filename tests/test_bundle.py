@@ -352,3 +352,26 @@ def test_the_gradescope_run_warns_staff_when_it_grades_with_other_versions(bundl
     assert said in " ".join(done.stderr.split())  # the autograder's output: staff see it, students do not
     results = json.loads((root / "results" / "results.json").read_text())
     assert said not in json.dumps(results)  # nothing of it in what the student sees
+
+
+def test_the_bundles_wheel_is_this_checkouts_code_and_nothing_left_from_an_old_build(tmp_path):
+    """A `build/` left in the checkout by an earlier in-place build holds modules since deleted; the bundle's
+    wheel is built from a clean copy, so it carries this checkout's package and nothing else."""
+    import io
+
+    stale = ROOT / "build" / "lib" / "grader" / "module_deleted_since.py"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("raise SystemExit('a module deleted from the source')\n")
+    try:
+        out = gradescope.build_bundle(_assignment_copy(tmp_path, versions.current()), tmp_path / "autograder.zip",
+                                      secret=STRONG_SECRET)
+    finally:
+        stale.unlink()
+    with zipfile.ZipFile(out) as bundle:
+        wheel = next(n for n in bundle.namelist() if n.startswith("wheels/grader-") and n.endswith(".whl"))
+        with zipfile.ZipFile(io.BytesIO(bundle.read(wheel))) as z:
+            names = {n for n in z.namelist() if n.startswith("grader/")}
+            assert z.read("grader/kit.py") == (ROOT / "grader" / "kit.py").read_bytes()
+    source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "grader").rglob("*.py") if "__pycache__" not in p.parts}
+    assert "grader/module_deleted_since.py" not in names
+    assert {n for n in names if n.endswith(".py")} == source
