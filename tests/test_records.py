@@ -143,3 +143,19 @@ def test_an_old_re_training_of_one_dataset_still_scores(assignment):
     assert "Your recipe (SGD, 250 epochs), re-trained by the grader once" in t.message
     elsewhere = task_of(score_student(assignment, Measurements.from_json(stored("xor"))), "2a")
     assert elsewhere.status != "passed" and "retrained_accuracy" not in elsewhere.metrics
+
+
+def test_a_re_training_that_stopped_early_says_why_from_its_fields(assignment):
+    """The words read the record's own fields: its cap of epochs, its time budget, its error."""
+    short = RetrainingRun(1, 100, True, {"circle": {"accuracy": 0.8, "majority_baseline": 0.5}})
+    for stopped, said in (("budget", "the grader's re-training time of 600 s per student ran out"),
+                          ("count", "the grader's limit of 10 re-trainings per student was reached"),
+                          ("error", "a re-training failed (the worker died)")):
+        r = Retraining(["2a"], ["circle"], [short], 10, 600.0, 9, {"2a": 0.9315}, recipe="SGD", epochs=250,
+                       trained_epochs=100, stopped=stopped, error="the worker died" if stopped == "error" else None)
+        measured = Measurements("s", [], [], [], {}, [(Source("work.ipynb, fit 1", "keras", "2a", "circle"),
+                                                       _evaluation(0.5, r))])
+        t = task_of(score_student(assignment, measured), "2a")
+        assert t.status == "partial" and t.metrics["retrained_accuracy"] == 0.8, t.message
+        assert "for 100 epochs (the grader's cap) instead of your 250" in t.message
+        assert f"Re-training stopped early: {said}." in t.message
