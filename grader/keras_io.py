@@ -180,6 +180,9 @@ def _object_problems(entry: dict, source: str) -> None:
                     if not isinstance(name, str) or name not in ACTIVATIONS or module not in OBJECT_MODULES:
                         raise refuse(f"the function {str(name)[:80]!r} of module {str(module)[:80]!r} as its "
                                      f"{key!r} (only Keras' own activations are taken)")
+                elif cls in _ACTIVATION_LAYERS and module in (None, "keras.layers") and \
+                        value.get("registered_name") in (None, cls):
+                    pass  # Dense(4, activation=LeakyReLU()): an allowed layer, as the activation
                 elif cls not in ALLOWED_OBJECTS or module not in OBJECT_MODULES or \
                         value.get("registered_name") not in (None, cls):
                     raise refuse(f"a Keras object of class {str(cls)[:80]!r} (module {str(module)[:80]!r}) as its "

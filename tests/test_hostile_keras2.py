@@ -181,7 +181,7 @@ x = L.PReLU()(x)
 keras.Model(inp, L.Dense(2, activation="softmax", bias_initializer=keras.initializers.Constant(0.1))(x)).save(
     os.path.join(sys.argv[1], "k2_functional.h5"))
 keras.Sequential([L.Dense(3, activation=keras.activations.swish, input_dim=2), L.Activation("tanh"),
-                  L.Dense(1, activation="sigmoid")]).save(os.path.join(sys.argv[1], "k2_sequential.h5"))
+                  L.Dense(3, activation=L.LeakyReLU(alpha=0.1)), L.Dense(1, activation="sigmoid")]).save(os.path.join(sys.argv[1], "k2_sequential.h5"))
 """
 
 
@@ -215,6 +215,7 @@ def test_real_keras2_and_keras3_models_with_initializers_regularizers_and_constr
                                    L.Dense(3, activation=keras.activations.swish,
                                            kernel_initializer=keras.initializers.Orthogonal()),
                                    L.Dense(3, use_bias=False, kernel_constraint=keras.constraints.UnitNorm()),
+                                   L.Dense(3, activation=L.LeakyReLU(negative_slope=0.1)),  # a layer as activation
                                    L.Dense(1, activation="sigmoid")])
     sequential.compile(optimizer="adam", loss="binary_crossentropy")  # a .keras file's compile_config is not read
     for model, name in ((functional, "k3_functional"), (sequential, "k3_sequential")):
