@@ -376,7 +376,11 @@ def serve(out_dir, db_url, assignment_id, assignment_dir, host, port, by):
     try:
         run(app, host, port, ready=ready)
     except OSError as e:
-        console.print(f"[bold red]error:[/] cannot listen on {terminal(host)}:{port}: {e.strerror or e}")
+        import errno
+
+        busy = " (another `grader serve`? each needs its own port; --port 0 takes any free one)" if \
+            e.errno == errno.EADDRINUSE else ""
+        console.print(f"[bold red]error:[/] cannot listen on {terminal(host)}:{port}: {e.strerror or e}{busy}")
         sys.exit(2)
     except KeyboardInterrupt:
         pass

@@ -470,3 +470,19 @@ def test_a_search_that_finds_no_one_keeps_the_columns_and_says_so(app):
     assert all(f">{t}</th>" in head for t in ("1a", "2c", "4"))  # the tasks' columns, with no row to read them
     assert "0 shown" in page and '<p id="none" class="muted">' in page
     assert '<p id="none" class="muted" hidden>' in client.get("/").get_data(as_text=True)
+
+
+def test_a_port_in_use_is_told_with_the_way_out(small_class):
+    import socket
+
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    with socket.socket() as taken:  # another server already on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = CliRunner().invoke(main, ["serve", "-o", str(small_class), "--port", str(port)])
+    assert done.exit_code == 2, done.output
+    assert f"cannot listen on 127.0.0.1:{port}" in done.output and "--port 0 takes any free one" in done.output

@@ -393,8 +393,11 @@ def _distributions(tasks: list[dict], rows: list[dict]) -> list[dict]:
 
 
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:
-    """Serve ``app`` on Werkzeug's threaded server until interrupted; ``ready(server)`` once it listens."""
-    from werkzeug.serving import WSGIRequestHandler, make_server
+    """Serve ``app`` on Werkzeug's threaded server until interrupted; ``ready(server)`` once it listens.  An
+    address that cannot be listened on raises ``OSError`` (Werkzeug's own bind prints and exits 1)."""
+    import socket
+
+    from werkzeug.serving import WSGIRequestHandler, get_sockaddr, make_server, select_address_family
 
     class Handler(WSGIRequestHandler):
         """Werkzeug's, whose request log shows no query: the first request's holds the access token."""
@@ -406,7 +409,15 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8765, ready=None) -> 
                 self.requestline = self.requestline.split("?", 1)[0] + "?…"
             super().log_request(code, size)
 
-    server = make_server(host, port, app, threaded=True, request_handler=Handler)
+    family = select_address_family(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as socketserver's own bind
+        sock.bind(get_sockaddr(host, port, family))
+        sock.listen(128)
+        server = make_server(host, port, app, threaded=True, request_handler=Handler, fd=sock.fileno())
+    finally:
+        sock.close()  # the server listens on its own duplicate
     if ready is not None:
         ready(server)
     try:
