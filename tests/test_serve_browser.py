@@ -218,7 +218,11 @@ def test_serve_marks_each_result_as_the_static_pages_do(browser, served):
     column = statuses.index("error")
     static_text = static.locator("#students tbody tr", has_text="carol").locator("td.cell").nth(column).inner_text()
     assert static_text.startswith("⚠") and texts[column].startswith("⚠")
-    page.click("text=carol")  # her page: the same mark and words on the task
+    page.click("#nav-review")  # the review queue marks it so too, first, and links her task
+    first = page.locator("#review tr").nth(1)
+    assert first.locator(".status.error").inner_text().strip() == "⚠ could not be graded"
+    first.locator("a", has_text="carol").click()
+    assert page.url.endswith("/student/carol#task-2a")  # her page: the same mark and words on the task
     assert page.inner_text("#task-2a h3 .status.error").strip() == "⚠ could not be graded"
     assert page.locator("#legend").is_visible()
 
