@@ -486,3 +486,33 @@ def test_a_port_in_use_is_told_with_the_way_out(small_class):
         done = CliRunner().invoke(main, ["serve", "-o", str(small_class), "--port", str(port)])
     assert done.exit_code == 2, done.output
     assert f"cannot listen on 127.0.0.1:{port}" in done.output and "--port 0 takes any free one" in done.output
+
+
+def test_an_override_the_grader_has_changed_since_is_flagged_as_on_the_static_page(small_class):
+    from grader.records import StudentResult, TaskResult
+    from grader.serve.app import create_app
+    from grader.spec import load_assignment
+    from grader.store import Gradebook
+
+    assignment = load_assignment(TUTORIAL6)
+    book = Gradebook(None, small_class)
+    book.override("tutorial6", "alice", "1a", 4.0, reason="checked by hand", by="ann")
+    run = book.begin_run(assignment, "test")  # a re-grade gives 1a partial credit of its own: look again
+    tasks = [TaskResult(t.id, t.title, 2.0 if t.id == "1a" else 0.0, t.points, "partial" if t.id == "1a" else
+                        "failed", {}, "graded again", optional=t.optional) for t in assignment.tasks]
+    book.record(assignment.id, run, "alice", content_hash="h0", files=[], measure_key="m0", score_key="s-again",
+                measurements=None, result=StudentResult("alice", 2.0, assignment.max_score, tasks))
+    book.finish_run(run, "finished", {})
+    book.close()
+    app = create_app(small_class, token="the-token")
+    try:
+        client = signed_in(app)
+        page = client.get("/").get_data(as_text=True)
+        alice = page[page.index('data-id="alice"'):page.index("</tr>", page.index('data-id="alice"'))]
+        assert alice.count("<sup>✎!</sup>") == 1 and "overridden needs-review" in alice
+        assert "✎!</sup></span> the grader's own score has changed since" in page  # the legend says what it is
+        student = client.get("/student/alice").get_data(as_text=True)
+        task = student[student.index('id="task-1a"'):student.index("</h3>", student.index('id="task-1a"'))]
+        assert "✎ set by ann; needs review: the grader's score changed since" in task
+    finally:
+        app.extensions["grader"]["gradebook"].close()
