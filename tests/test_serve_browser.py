@@ -34,6 +34,7 @@ NOTEBOOK = [
     "buf = io.BytesIO()\nplt.savefig(buf, format='png')\ndisplay(Image(buf.getvalue()))",
     "plt.figure()\nplt.scatter([0, 1], [1, 0])\nplt.show()",  # shown as in Jupyter: the kernel plots inline
     "from IPython.display import HTML, display\ndisplay(HTML('<b id=\"pwn\">injected</b>'))",
+    "raise ValueError('nina stops here')",
 ]
 
 
@@ -164,6 +165,11 @@ def test_the_notebook_as_it_ran_is_on_the_students_page_and_its_html_is_not(brow
     text = page.inner_text("body")
     assert "hello from nina: <b>not bold</b>" in text  # printed text, shown as text
     assert page.locator("#pwn").count() == 0 and "[its text/html form is not shown]" in text
+    failed = page.locator(".cell.failed")  # the cell that raised: its status in red, the others' in green
+    assert failed.count() == 1 and "nina stops here" in failed.inner_text()
+    red, green = (page.eval_on_selector(f"{cell} .cell-status", "e => getComputedStyle(e).color")
+                  for cell in (".cell.failed", ".cell.code:not(.failed)"))
+    assert red == "rgb(142, 27, 27)" and green == "rgb(27, 94, 32)"
     # the plots as checked PNGs, as Jupyter shows them: cell 2's displayed image and its open figure (drawn at
     # the cell's end), cell 3's plt.show()
     assert page.locator("img.output").count() == 3
