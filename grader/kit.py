@@ -38,6 +38,8 @@ PRIVATE_CALIBRATION = ("seeds", "reference_seed", "heldout_secret", "base_seed")
 WHEEL = "wheel"
 #: the versions the grader grades with, which the README's install keeps to (pip's constraints)
 LOCK_FILE = "requirements.lock"
+#: what the kit's lock leaves to the student's Python: packaging tools (setuptools 65 breaks on Python 3.12)
+TOOLS = ("pip", "setuptools", "wheel")
 
 README = """{title}: the student kit
 {rule}
@@ -149,7 +151,8 @@ def build_kit(assignment_dir, out, *, grader: str | Path | None = WHEEL) -> Path
 def kit_lock(assignment, source) -> str:
     """The kit's ``requirements.lock``: the Gradescope bundle's lock (``versions.calibrated_pins``: the grader's
     requirements and all they need, at this environment's versions, which must be the calibration's), for
-    pip's ``-c`` (a pin that the student's platform does not need is never installed)."""
+    pip's ``-c`` (a pin that the student's platform does not need is never installed), less the packaging tools
+    (``TOOLS``: no grade depends on them, and a student's Python brings its own)."""
     import importlib.metadata as md
 
     from . import versions
@@ -164,7 +167,8 @@ def kit_lock(assignment, source) -> str:
         project = Path(__file__).resolve().parents[1] / "pyproject.toml"
         requirements = (tomllib.loads(project.read_text())["project"]["dependencies"] if project.is_file()
                         else md.requires("grader") or [])
-    pins = versions.calibrated_pins(assignment, requirements, made="kit")
+    pins = [(n, v) for n, v in versions.calibrated_pins(assignment, requirements, made="kit")
+            if n.lower() not in TOOLS]
     return versions.lock_text(pins, by="grader kit", use="the README's `pip install -c` keeps to them")
 
 
