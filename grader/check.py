@@ -43,10 +43,11 @@ class CheckOutcome:
     assignment_id: str = ""
     title: str = ""
     unsandboxed: str | None = None  # why the student's code ran without isolation, when it did
+    not_run: str | None = None  # why this machine could not run the student's code at all: no verdict
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.problems else 0
+        return 2 if self.not_run else 1 if self.problems else 0
 
 
 def submission_from(path: Path, assignment, skip=()) -> Submission:
@@ -208,10 +209,26 @@ def check(path, assignment_dir, *, out_dir: Path | None = None, name: str | None
         elif t.status == "error":
             problems.append(f"task {t.id} could not be graded: {t.message}")
     outcome = CheckOutcome(result, problems, advice, assignment_id=assignment.id, title=assignment.title,
-                           unsandboxed=unsandboxed)
+                           unsandboxed=unsandboxed, not_run=_not_run(result))
     if out_dir is not None:
         outcome.page = Reporter(assignment, out_dir).student_page(result, notices=notices + advice)
     return outcome
+
+
+#: how a task says the grader's environment, not the student's code, kept a notebook or script from running
+#: (``errors.KernelStartFailed``, worded by ``measure.student``)
+ENVIRONMENT_FAILED = "This is the grader's environment failing, not your code"
+
+
+def _not_run(result: StudentResult) -> str | None:
+    """Why the check could not run the student's code on this machine (a kernel that does not start): the
+    verdicts of those tasks are the machine's, not the work's, so the check has none (exit 2)."""
+    failed = [t for t in result.tasks if t.status == "error" and ENVIRONMENT_FAILED in t.message]
+    if not failed:
+        return None
+    return (f"The check could not run your code on this machine, so it has no verdict on task(s) "
+            f"{', '.join(t.id for t in failed)}: {failed[0].message.split(ENVIRONMENT_FAILED)[0].strip()} Fix the "
+            "installation (follow the kit's README in a new environment) and check again.")
 
 
 def version_drift(assignment) -> str | None:

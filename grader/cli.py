@@ -457,7 +457,9 @@ def _print_check(outcome) -> None:
     for note in result.notes:
         console.print(f"[dim]note:[/] {terminal(note)}", highlight=False)
     console.print(f"Estimated score on public data: [bold]{result.score:g} / {result.max_score:g}[/]")
-    if outcome.problems:
+    if outcome.not_run:
+        console.print(f"[bold red]No verdict:[/] {terminal(outcome.not_run)}", highlight=False)
+    elif outcome.problems:
         missing = [t.id for t in result.tasks if not t.optional and t.status == "missing"]
         broken = [t.id for t in result.tasks if not t.optional and t.status == "error"]
         parts = ([f"task(s) {', '.join(missing)} missing"] if missing else []) + \

@@ -115,6 +115,67 @@ def test_the_kits_readme_works_as_written_in_a_fresh_virtual_environment(kit, de
     grader_file, keras_file = where.stdout.split()
     assert Path(grader_file).is_relative_to(laptop / "grader-env")  # the kit's grader, in the new environment
     assert Path(keras_file).is_relative_to(dependencies)  # the dependencies as pip resolved them
+    _no_verdict_where_the_kernel_cannot_start(laptop, kit, env)
+
+
+def _no_verdict_where_the_kernel_cannot_start(laptop: Path, kit: Path, env: dict, user: list[str] = ()) -> None:
+    """A script's check on this laptop, whose Keras comes through PYTHONPATH, which the sandbox's kernel does
+    not see: the kernel cannot start, and the check says it has no verdict (exit 2), not "not ready" (1)."""
+    shutil.rmtree(laptop / "my-script", ignore_errors=True)
+    shutil.copytree(DEMO / "grace", laptop / "my-script")
+    if user:
+        subprocess.run(["chown", "-R", f"{UID}:{UID}", str(laptop / "my-script")], check=True)
+    done = subprocess.run([*user, "grader-env/bin/grader", "check", "my-script", "-a", kit.name], cwd=laptop,
+                          env=env, capture_output=True, text=True, timeout=900)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "No verdict: The check could not run your code on this machine" in said and "Not ready" not in said
+
+
+#: the student's uid when the kit is followed by someone who is not root
+UID = 4242
+
+
+def test_the_kits_readme_works_as_written_for_a_student_who_is_not_root(kit, tmp_path):
+    """The same README, followed by an unprivileged user with the system's Python (of this minor version) in
+    a folder of theirs: the install, a verdict on model files, and no verdict where the kernel cannot start."""
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to act as another user")
+    system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip("no system Python of this version for the student")
+    home = Path(tempfile.mkdtemp(prefix="grader-student-", dir="/tmp"))  # a folder the student's uid can reach
+    try:
+        laptop = home / "laptop"
+        shutil.copytree(kit, laptop / kit.name)
+        shutil.copytree(DEMO / "bob", laptop / "my-work")
+        site = next(Path(p) for p in sys.path if p.endswith("site-packages") and (Path(p) / "keras").is_dir())
+        (home / "dependencies").mkdir()
+        for entry in site.iterdir():
+            if not NOT_SHARED.search(entry.name):
+                (home / "dependencies" / entry.name).symlink_to(entry)
+        (home / "bin").mkdir()
+        (home / "bin" / "python3").symlink_to(system)
+        subprocess.run(["chown", "-R", f"{UID}:{UID}", str(home)], check=True)
+        home.chmod(0o755)
+        user = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups"]
+        env = {"PATH": f"{home / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(home), "LANG": "C.UTF-8",
+               "PYTHONPATH": str(home / "dependencies"), "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull,
+               "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TMPDIR": str(home)}
+        commands = readme_commands(kit)
+        ran = [subprocess.run([*user, "bash", "-c", command], cwd=laptop, env=env, capture_output=True, text=True,
+                              timeout=900) for command in commands]
+        for command, done in zip(commands[:-1], ran[:-1]):
+            assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        check = ran[-1]
+        assert check.returncode == 1, check.stderr[-3000:]  # bob's work is not complete: a verdict
+        assert "task 1a: passed" in check.stderr and "1b, 1d, 1e, 1f, 2b, 2c, 3 missing" in check.stderr
+        assert "other versions than your course grades with" not in check.stderr  # python 3.11.x: the same
+        _no_verdict_where_the_kernel_cannot_start(laptop, kit, env, user)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_a_grader_the_kit_cannot_pin_is_refused(tmp_path):
