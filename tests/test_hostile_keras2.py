@@ -96,11 +96,12 @@ def _gallery_writer(target):
         "name": "gallery", "function": _fn("keras.visualization", "plot_image_gallery"), "output_shape": [2, 2, 3],
         "arguments": {"path": str(target), "value_range": [0, 1], "rows": 1, "cols": 1,
                       "data_format": "channels_last"}}}
-    return {"module": "keras", "class_name": "Sequential", "registered_name": None, "config": {"name": "inner", "layers": [
-        {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 12], "name": "i"},
-         "registered_name": None},
-        {"module": "keras.layers", "class_name": "Reshape", "config": {"target_shape": [2, 2, 3], "name": "r"},
-         "registered_name": None}, lam]}}
+    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+               "config": {"batch_shape": [None, 12], "name": "i"}},
+              {"module": "keras.layers", "class_name": "Reshape", "registered_name": None,
+               "config": {"target_shape": [2, 2, 3], "name": "r"}}, lam]
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": "inner", "layers": layers}}
 
 
 @pytest.mark.usefixtures("evaluator")
@@ -181,7 +182,8 @@ x = L.PReLU()(x)
 keras.Model(inp, L.Dense(2, activation="softmax", bias_initializer=keras.initializers.Constant(0.1))(x)).save(
     os.path.join(sys.argv[1], "k2_functional.h5"))
 keras.Sequential([L.Dense(3, activation=keras.activations.swish, input_dim=2), L.Activation("tanh"),
-                  L.Dense(3, activation=L.LeakyReLU(alpha=0.1)), L.Dense(1, activation="sigmoid")]).save(os.path.join(sys.argv[1], "k2_sequential.h5"))
+                  L.Dense(3, activation=L.LeakyReLU(alpha=0.1)), L.Dense(1, activation="sigmoid")]).save(
+    os.path.join(sys.argv[1], "k2_sequential.h5"))
 """
 
 
