@@ -276,3 +276,13 @@ def test_colabs_shell_cell_magic_runs_with_its_installation_lines_skipped(assign
     for said in ("cell 1 `pip install -q tensorflow==2.15`", "cell 1 `sudo apt-get install -y graphviz`",
                  "cell 2 `pip3 install nothing-at-all > pip-ran.txt`"):
         assert said in notes, notes
+
+
+def test_every_activation_of_the_installed_keras_is_one_a_configuration_may_name():
+    """``keras_io.ACTIVATIONS`` is written out (the configuration is vetted before Keras is imported): an upgrade
+    of Keras that adds an activation must add it there, or models using it would be refused."""
+    from keras.src import activations
+
+    from grader import keras_io
+
+    assert set(activations.ALL_OBJECTS_DICT) <= keras_io.ACTIVATIONS
