@@ -121,7 +121,8 @@ def override_rows(out):
 
 def test_every_request_without_the_right_token_is_refused(app):
     client = app.test_client()
-    for path in ("/", "/review", "/student/alice", "/report/alice", "/?token=wrong", "/?token="):
+    for path in ("/", "/review", "/student/alice", "/report/alice", "/?token=wrong", "/?token=",
+                 "/student/nobody", "/nowhere", "/student/alice/override"):  # no page says what exists
         response = client.get(path)
         assert response.status_code == 403, path
         assert b"alice" not in response.data
