@@ -230,7 +230,9 @@ def test_serve_marks_each_result_as_the_static_pages_do(browser, served):
     first.locator("a", has_text="carol").click()
     assert page.url.endswith("/student/carol#task-2a")  # her page: the same mark and words on the task
     assert page.inner_text("#task-2a h3 .status.error").strip() == "⚠ could not be graded"
-    assert page.locator("#legend").is_visible()
+    assert not page.locator("#legend").is_visible()  # folded on a student's page, one click away
+    page.click("text=What the marks mean")
+    assert page.locator("#legend li", has_text="could not be graded").is_visible()
 
 
 def test_two_servers_on_one_machine_keep_their_own_sign_in(browser, served, tmp_path):
