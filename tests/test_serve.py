@@ -517,3 +517,15 @@ def test_an_override_the_grader_has_changed_since_is_flagged_as_on_the_static_pa
         assert "✎ set by ann; needs review: the grader's score changed since" in task
     finally:
         app.extensions["grader"]["gradebook"].close()
+
+
+def test_a_students_page_leads_to_the_next_and_the_previous_student(app):
+    from grader.report import safe_name
+
+    client = signed_in(app)
+    order = sorted(["alice", HOSTILE])  # the class table's order
+    first = client.get(f"/student/{safe_name(order[0])}").get_data(as_text=True)
+    assert 'id="prev"' not in first and f'href="/student/{safe_name(order[1])}" id="next"' in first
+    last = client.get(f"/student/{safe_name(order[1])}").get_data(as_text=True)
+    assert 'id="next"' not in last and f'href="/student/{safe_name(order[0])}" id="prev"' in last
+    assert "<img src=x" not in first + last  # the neighbour's id, escaped as everywhere

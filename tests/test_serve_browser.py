@@ -300,6 +300,11 @@ def test_every_page_fits_a_phone_and_a_wrong_link_says_where_to_go(browser, serv
     pinned = page.locator("#students tbody tr", has_text=LONG[:20]).locator("td.sid").bounding_box()
     assert pinned["width"] <= 400 / 2, pinned
     assert page.locator("#students tbody tr", has_text=LONG[:20]).locator("td.sid").get_attribute("title") == LONG
+    page.goto(base + "student/carol")  # through the class without going back to it
+    page.click("#next")
+    assert page.inner_text("#student-id") == "nina"
+    page.click("#prev")
+    assert page.inner_text("#student-id") == "carol"
     page.goto(base + "student/nobody")  # a stale link: the app's page, a way back, no bare error
     assert page.inner_text("#error") == "Not found" and "no longer in the gradebook" in page.inner_text("body")
     page.click("text=Back to the class")

@@ -258,12 +258,18 @@ def student(name):
     """A student's page: the tasks with their override forms, the files, the work as it ran, the feedback page."""
     from ..executed import models_by_cell
 
+    from ..report import safe_name
+
     state = _state()
     data = _student_or_404(name)
     gradebook = state["gradebook"]
+    # the students before and after, in the class table's order: a TA goes through the class without it
+    ids = [r["id"] for r in gradebook.results(state["assignment"])]
+    at = ids.index(data["id"]) if data["id"] in ids else -1
+    step = {"prev": ids[at - 1] if at > 0 else None, "next": ids[at + 1] if 0 <= at < len(ids) - 1 else None}
     versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
     measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
-    return render_template("student.html", s=data, name=name, versions=versions,
+    return render_template("student.html", s=data, name=name, versions=versions, step=step, safe_name=safe_name,
                            executed=measured.get("executed") or [], models=models_by_cell(data.get("files")),
                            report=_page_file(state["pages"], name) is not None,
                            by=request.cookies.get(state["by_cookie"]) or state["by"])
