@@ -353,6 +353,15 @@ cases = {
     "a legacy optimizer": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse',
                            keras.optimizers.legacy.SGD(learning_rate=0.03, momentum=0.5), None, (X, Y.astype(float)),
                            dict(epochs=4, batch_size=16)),
+    "no partial batch": (lambda: [Dense(8, activation='relu', input_dim=2), Dropout(0.2), Dense(1)], 'mse', 'adam',
+                         None, (X[:200], Y[:200].astype(float)), dict(epochs=5, batch_size=40)),
+    "sample_weight, whole validation batches": (
+        lambda: [Dense(8, activation='tanh', input_dim=2), Dense(2, activation='softmax')],
+        'sparse_categorical_crossentropy', 'adam', ['accuracy'], (X[:160], Y[:160]),
+        dict(epochs=6, batch_size=16, sample_weight=np.linspace(0.5, 2, 160), validation_data=(X[160:200], Y[160:200]),
+             validation_batch_size=20)),
+    "shuffle='batch'": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse', 'adam', None,
+                        (X, Y.astype(float)), dict(epochs=3, shuffle='batch')),
     "a callback": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse', 'adam', None,
                    (X, Y.astype(float)), dict(epochs=3, callbacks=[keras.callbacks.LambdaCallback()])),
 }
@@ -367,6 +376,8 @@ for name, (layers, loss, optimizer, metrics, (a, b), fit) in cases.items():
     model.fit(a, b, verbose=0, epochs=2, batch_size=50, **again)  # a second fit goes on from the first
     out[name] = {"weights": [w.tolist() for w in model.get_weights()], "history": history.history,
                  "epochs": history.epoch, "steps": int(model.optimizer.iterations.numpy()),
+                 "metrics": [float(m.result()) for m in model.metrics],
+                 "optimizer": [v.name for v in model.optimizer.variables()],
                  "reports": [report, dict(kernel.last_report)]}
 with open(sys.argv[2], "w") as f:
     json.dump(out, f)
@@ -375,8 +386,10 @@ with open(sys.argv[2], "w") as f:
 
 def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
     """The Keras 2 kernel's fit (every epoch in one TensorFlow call) against tf_keras's own, in fresh processes:
-    the same weights and the same history, bit for bit, with validation, Dropout, class_weight and no shuffle;
-    a fit with a callback is tf_keras's own, and the report says why."""
+    the same weights, history and metrics' state, bit for bit, with validation, Dropout, class_weight, no
+    shuffle, sample weights, batches of one size (no partial one) and ``shuffle='batch'`` (whose batches come
+    from tf_keras's dataset; every other fit's are cut in the program); the optimizer's variables named as
+    tf_keras names them; a fit with a callback is tf_keras's own, and the report says why."""
     import subprocess
     import sys
 
@@ -394,9 +407,16 @@ def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
         assert fused[name]["weights"] == keras[name]["weights"], name
         assert fused[name]["history"] == keras[name]["history"], name
         assert fused[name]["epochs"] == keras[name]["epochs"] and fused[name]["steps"] == keras[name]["steps"]
+        assert fused[name]["metrics"] == keras[name]["metrics"], name
+        if name != "a legacy optimizer":  # its variables are made in the program's first trace
+            assert fused[name]["optimizer"] == keras[name]["optimizer"], name
     assert set(fused["validation, dropout, accuracy"]["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
-    # every epoch's order drawn at once (the same batches: the weights above)
-    assert all(r.pop("orders_at_once") for name in fused for r in fused[name]["reports"] if r["fused"])
+    # every epoch's order drawn at once (the same batches: the weights above), and cut into batches in the
+    # program, but where tf_keras shuffles within batches
+    for key in ("orders_at_once", "in_graph"):
+        done_so = {name: [r.pop(key) for r in fused[name]["reports"] if r["fused"]] for name in fused}
+        assert done_so == {name: [True] if name == "a callback" else [name != "shuffle='batch'", True]
+                           for name in fused}, key
     was_fused = {"fused": True, "fused_fallback": None, "fused_program": None}
     for name in fused:  # every fit fused but the one with a callback
         assert fused[name]["reports"] == ([{"fused": False, "fused_fallback": "callbacks"}, was_fused]

@@ -7,7 +7,7 @@ as it meant what even tf_keras changed or dropped: ``Adam(lr=...)`` (tf_keras ig
 (Keras 2's time-based decay), ``predict_classes``/``predict_proba``, and ``model.save('name')`` without an
 extension (a SavedModel folder in Keras 2, which no grader loads: saved as ``name.h5``, and ``load_model('name')``
 finds it).  A fit of array data without callbacks runs all its epochs in one TensorFlow call (``_fused_fit``:
-tf_keras's own dataset and ``train_step``, the same weights bit for bit).  A failure leaves the kernel as
+tf_keras's own orders, batches and ``train_step``, the same weights bit for bit).  A failure leaves the kernel as
 TensorFlow makes it; the student's cells then say what failed.
 """
 import contextlib
@@ -239,10 +239,11 @@ def _replay_epochs(callbacks, train_logs, val_logs, names, epochs: int) -> dict:
 
 def _fused_fit(model, kw):
     """tf_keras's ``fit`` of array data without callbacks, all its epochs in one ``tf.function`` call instead of a
-    Python loop of calls: tf_keras's own data handler (its dataset, shuffling, ``class_weight``, casts), one
-    iterator over every epoch as tf_keras's fit keeps one, tf_keras's own ``train_step`` (and ``test_step`` over
-    the validation data, as ``evaluate`` runs it), the metrics reset at each epoch's start as ``fit`` resets them,
-    each epoch's results into a real ``History``.  The same batches in the same order through the same steps:
+    Python loop of calls: tf_keras's own data handler (its shuffling, ``class_weight``, casts), each step's batch
+    cut in the program from every epoch's order drawn at once (``_batches``; where they cannot be, one iterator
+    over tf_keras's dataset for every epoch, as its fit keeps one), tf_keras's own ``train_step`` (and
+    ``test_step`` over the validation data, as ``evaluate`` runs it), the metrics reset between epochs as ``fit``
+    resets them, each epoch's results into a real ``History``.  The same batches in the same order through the same steps:
     the same weights and history as tf_keras's fit, bit for bit (``tests/test_keras2.py``)."""
     import time
 
@@ -287,16 +288,21 @@ def _fused_fit(model, kw):
         model._train_counter.assign(0)
         started = time.perf_counter()
         callbacks.on_train_begin()
-        iterator = iter(handler._dataset)
+        # each step's batch cut in the program from the orders drawn at once, or else from tf_keras's dataset
+        source = _in_graph(handler, epochs, kw.get("class_weight")) or iter(handler._dataset)
         # the validation batches, the same each epoch (unshuffled, whole): one pass an epoch of a repeated dataset
-        val_iterator = iter(val_handler._dataset.repeat()) if val_handler is not None else None
+        val_source = None
+        if val_handler is not None:
+            val_source = _in_graph(val_handler, 1) or iter(val_handler._dataset.repeat())
+        last_report["in_graph"] = isinstance(source, tuple) and (val_source is None or isinstance(val_source, tuple))
         program, names = _fused_program(model, val_handler is not None)
-        args = (iterator, val_iterator, tf.constant(epochs, tf.int32), tf.constant(steps, tf.int32),
+        _build_optimizer(model)
+        args = (source, val_source, tf.constant(epochs, tf.int32), tf.constant(steps, tf.int32),
                 tf.constant(val_steps, tf.int32))
         raise_fallback = True
         try:
             model.reset_metrics()
-            concrete = program.get_concrete_function(*args)
+            concrete = program.get_concrete_function(*_relaxed(args))
             raise_fallback = False  # from here on, training runs: a failure is the fit's own
             train_logs, val_logs = concrete(*args)
         except Exception as e:
@@ -325,12 +331,14 @@ MAX_ORDER_INDICES = 1 << 22
 
 @contextlib.contextmanager
 def _epochs_drawn_at_once(data_adapter, epochs: int, shuffle):
-    """While tf_keras's array adapter is made: its dataset of each step's indices (one order per epoch, drawn by
-    its own ``permutation`` dataset, then a dataset made per epoch that cuts the order into batches, which costs
+    """While tf_keras's array adapters are made: their dataset of each step's indices (one order per epoch, drawn
+    by its own ``permutation`` dataset, then a dataset made per epoch that cuts the order into batches, which costs
     more than the step it feeds for the sheet's small fits) is replaced by the same indices cut from every epoch's
     order at once: the orders drawn from tf_keras's own dataset of them (the same seeds, so the same orders), cut
     as tf_keras cuts them (full batches, then the partial one).  The same batches in the same order, as a dataset
-    of the same kind (``tests/test_keras2.py``); anything unexpected keeps tf_keras's own."""
+    of the same kind (``tests/test_keras2.py``); anything unexpected keeps tf_keras's own.  Each adapter keeps
+    what it was cut from (``_grader_orders``: the orders, one row an epoch, and its inputs), from which the fused
+    program cuts each step's batch itself (``_in_graph``)."""
     import tensorflow as tf
 
     cls = data_adapter.TensorLikeDataAdapter
@@ -339,16 +347,17 @@ def _epochs_drawn_at_once(data_adapter, epochs: int, shuffle):
     def slice_inputs(self, indices_dataset, inputs):
         try:
             orders = indices_dataset._input_dataset  # the epochs' orders, before tf_keras cuts each into batches
-            n, batch = int(orders.element_spec.shape[0]), int(self._batch_size)
-            if shuffle == "batch" or epochs * n > MAX_ORDER_INDICES or n < 1 or batch < 1:
+            n, batch, count = int(orders.element_spec.shape[0]), int(self._batch_size), int(orders.cardinality())
+            if shuffle == "batch" or not 1 <= count <= epochs or count * n > MAX_ORDER_INDICES or n < 1 or batch < 1:
                 raise ValueError("not drawn at once")
-            drawn = next(iter(orders.batch(epochs)))  # every epoch's order: (epochs, n)
-            if tuple(drawn.shape) != (epochs, n):
+            drawn = next(iter(orders.batch(count)))  # every epoch's order: (count, n); a validation's: (1, n)
+            if tuple(drawn.shape) != (count, n):
                 raise ValueError("orders of another shape")
             cut = [batch] * (n // batch) + ([n % batch] if n % batch else [])
-            lengths = tf.tile(tf.constant(cut, tf.int64), [epochs])
+            lengths = tf.tile(tf.constant(cut, tf.int64), [count])
             indices_dataset = tf.data.Dataset.from_tensor_slices(
                 tf.RaggedTensor.from_row_lengths(tf.reshape(drawn, [-1]), lengths))
+            self._grader_orders = (drawn, inputs)
             last_report["orders_at_once"] = True
         except Exception:
             pass  # tf_keras's own indices
@@ -359,6 +368,94 @@ def _epochs_drawn_at_once(data_adapter, epochs: int, shuffle):
         yield
     finally:
         cls.slice_inputs = original
+
+
+def _in_graph(handler, rows: int, class_weight=None):
+    """The fused program's own source of a handler's batches (``_batches``), or None (tf_keras's dataset then):
+    the adapter's orders (``rows`` of them: one an epoch, or one for every epoch of a validation) and inputs,
+    its batch size, the batches' static size where tf_keras's dataset has one (no partial batch), and the class
+    weights as sorted pairs.  Only for inputs that are dense tensors, as tf_keras's gather takes them."""
+    import tensorflow as tf
+
+    kept = getattr(handler._adapter, "_grader_orders", None)
+    if kept is None or int(kept[0].shape[0]) != rows:
+        return None
+    orders, inputs = kept
+    if not all(isinstance(t, tf.Tensor) for t in tf.nest.flatten(inputs) if t is not None):
+        return None
+    n, batch = int(orders.shape[1]), int(handler._adapter._batch_size)
+    weights = tuple(sorted((int(k), float(v)) for k, v in class_weight.items())) if class_weight else None
+    return orders, inputs, tf.constant(batch, tf.int32), (batch if n % batch == 0 else None), weights
+
+
+def _build_optimizer(model):
+    """Make a tf_keras optimizer's variables (its slots: Adam's ``m`` and ``v``) before the fused program is
+    traced, as its first step would make them, with the same names, for the same variables in the same order
+    (``train_step`` applies the gradients of ``model.trainable_variables``): a trace that makes variables is
+    traced twice (TensorFlow's rule for a ``tf.function``), and the first trace of a model is most of its fit's
+    cost after its steps.  Only tf_keras's own optimizers of the current kind (a legacy one, or one of the
+    student's own classes, makes its variables in its first step)."""
+    import tensorflow as tf
+
+    optimizer = model.optimizer
+    if (getattr(optimizer, "_built", False) or type(optimizer).__module__ not in _BUILT_HERE
+            or getattr(optimizer, "_mesh", None) or getattr(optimizer, "_run_with_dtensor", False)):
+        return
+    with tf.name_scope(optimizer.name or "optimizer"), tf.init_scope():  # as ``apply_gradients`` makes them
+        optimizer.build(model.trainable_variables)
+
+
+#: the modules of the optimizers ``_build_optimizer`` builds (tf_keras's own, of the current kind)
+_BUILT_HERE = {f"tf_keras.src.optimizers.{name}" for name in (
+    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "ftrl", "lion", "nadam", "rmsprop", "sgd")}
+
+
+def _relaxed(args):
+    """The program's arguments as it is traced for them: a source's orders and inputs of any length (a fit of
+    other epochs or samples whose batches have tf_keras's shapes runs the same program, as tf_keras's fit runs its
+    one ``train_function`` for its dataset's batches)."""
+    import tensorflow as tf
+
+    def spec(t, leading):
+        return tf.TensorSpec([None] * leading + t.shape[leading:].as_list(), t.dtype)
+
+    def relaxed(source):
+        if not isinstance(source, tuple):
+            return source
+        orders, inputs, size, static, weights = source
+        return (spec(orders, 2), tf.nest.map_structure(lambda t: spec(t, 1) if t is not None else None, inputs),
+                size, static, weights)
+
+    return (relaxed(args[0]), relaxed(args[1])) + tuple(args[2:])
+
+
+def _batches(source):
+    """``batch(epoch, step)``: the step's batch, from tf_keras's dataset (``source`` its iterator) or cut in the
+    program (``source`` from ``_in_graph``) as tf_keras's dataset cuts it: the epoch's order sliced at the step
+    (the last batch the partial one), each input gathered by it (tf_keras's ``grab_batch``), the class weights
+    made sample weights by tf_keras's own map; the batches' shape as in tf_keras's dataset, so the step traces
+    as in tf_keras's fit."""
+    import tensorflow as tf
+
+    if not isinstance(source, tuple):
+        return lambda epoch, step: next(source)
+    orders, inputs, size, static, weights = source
+    from tf_keras.src.engine import data_adapter
+
+    to_weights = data_adapter._make_class_weight_map_fn(dict(weights)) if weights else None
+
+    def batch(epoch, step):
+        order = orders[epoch % tf.shape(orders)[0]]
+        start = step * size
+        indices = order[start:start + size]
+        if static is not None:
+            indices = tf.reshape(indices, [static])
+        data = tf.nest.map_structure(lambda d: tf.gather(d, indices, axis=0) if d is not None else d, inputs)
+        if to_weights is not None:
+            data = to_weights(*data) if isinstance(data, tuple) else to_weights(data)
+        return data
+
+    return batch
 
 
 def _fused_program(model, validation: bool):
@@ -388,14 +485,13 @@ def _fused_program(model, validation: bool):
         names[kind] = list(results)
         return tf.stack([tf.cast(v, tf.float64) for v in results.values()])
 
-    def train(iterator, val_iterator, epochs, steps, val_steps):
+    def train(source, val_source, epochs, steps, val_steps):
+        train_batch, val_batch = _batches(source), (_batches(val_source) if validation else None)
         train_logs = tf.TensorArray(tf.float64, size=epochs)
         val_logs = tf.TensorArray(tf.float64, size=epochs)
-        for epoch in tf.range(epochs):
-            for metric in model.metrics:
-                metric.reset_state()
-            for _ in tf.range(steps):
-                outputs = model.train_step(next(iterator))
+        for epoch in tf.range(epochs):  # the metrics were reset before the call
+            for step in tf.range(steps):
+                outputs = model.train_step(train_batch(epoch, step))
                 with tf.control_dependencies(tf.nest.flatten(outputs)[:1]):
                     model._train_counter.assign_add(1)
             train_logs = train_logs.write(epoch, results_of("train"))
@@ -403,11 +499,16 @@ def _fused_program(model, validation: bool):
                 for metric in model.metrics:
                     metric.reset_state()
                 model._test_counter.assign(0)
-                for _ in tf.range(val_steps):
-                    outputs = model.test_step(next(val_iterator))
+                for step in tf.range(val_steps):
+                    outputs = model.test_step(val_batch(epoch, step))
                     with tf.control_dependencies(tf.nest.flatten(outputs)[:1]):
                         model._test_counter.assign_add(1)
                 val_logs = val_logs.write(epoch, results_of("val"))
+            # reset for the next epoch here, where the step has been traced: the loss's metric exists from its
+            # first step on (a trace without the double trace of variables made sees none at the epoch's start)
+            if epoch + 1 < epochs:
+                for metric in model.metrics:
+                    metric.reset_state()
         return train_logs.stack(), (val_logs.stack() if validation else tf.zeros([0, 0], tf.float64))
 
     kept[1][validation] = (tf.function(train, autograph=True), names)
