@@ -529,3 +529,29 @@ def test_a_students_page_leads_to_the_next_and_the_previous_student(app):
     last = client.get(f"/student/{safe_name(order[1])}").get_data(as_text=True)
     assert 'id="next"' not in last and f'href="/student/{safe_name(order[0])}" id="prev"' in last
     assert "<img src=x" not in first + last  # the neighbour's id, escaped as everywhere
+
+
+def test_the_class_table_has_the_grade_column_of_the_static_page_when_there_are_grades(small_class):
+    from grader.records import StudentResult, TaskResult
+    from grader.serve.app import create_app
+    from grader.spec import load_assignment
+    from grader.store import Gradebook
+
+    app = create_app(small_class, token="the-token")
+    assert ">Grade</th>" not in signed_in(app).get("/").get_data(as_text=True)  # no bands: no column
+    app.extensions["grader"]["gradebook"].close()
+    assignment = load_assignment(TUTORIAL6)
+    book = Gradebook(None, small_class)
+    run = book.begin_run(assignment, "test")
+    tasks = [TaskResult(t.id, t.title, 0.0, t.points, "failed", {}, "x", optional=t.optional) for t in assignment.tasks]
+    book.record(assignment.id, run, "alice", content_hash="h0", files=[], measure_key="m0", score_key="s-graded",
+                measurements=None, result=StudentResult("alice", 0.0, assignment.max_score, tasks, grade="F"))
+    book.finish_run(run, "finished", {})
+    book.close()
+    app = create_app(small_class, token="the-token")
+    try:
+        page = signed_in(app).get("/").get_data(as_text=True)
+        assert '<th class="sortable" data-kind="text">Grade</th>' in page
+        assert '<td class="grade" data-value="F">F</td>' in page
+    finally:
+        app.extensions["grader"]["gradebook"].close()

@@ -240,6 +240,7 @@ def index():
     # the columns of every row (the results' own order), also when the search leaves none
     columns = [(t["id"], titles.get(t["id"], "")) for t in rows[0]["tasks"]] if rows else list(titles.items())
     return render_template("class.html", tasks=tasks, columns=columns, rows=shown, total=len(rows), query=query,
+                           graded=any(r.get("grade") for r in rows),
                            link={r["id"]: safe_name(r["id"]) for r in rows},
                            distributions=_distributions(tasks, rows))
 
