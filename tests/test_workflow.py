@@ -534,3 +534,20 @@ def test_an_override_log_forged_on_its_branch_is_refused_and_nothing_is_exported
         assert gb.override_log(aid) == [] and all(t.get("override") is None for s in gb.results(aid)
                                                  for t in s["tasks"])
     assert "trust me" in git(repo, "show", "grader-overrides:overrides.json")  # left for a TA to look at
+
+
+def test_the_batchs_warnings_reach_the_runs_page(repo_env, tmp_path):
+    """The runner installed other versions than the calibration recorded (here: the calibration says Keras
+    3.0.0): the batch's warning is an annotation and tops the run's summary, not only a line in the log."""
+    repo, _, env = repo_env
+    calibration = repo / "reference" / "tutorial6" / "calibration.toml"
+    calibration.write_text(re.sub(r'(?m)^keras_version = .*$', 'keras_version = "3.0.0"', calibration.read_text()))
+    commit(repo, "calibrated elsewhere")
+    env = dict(env, **{k: v for k, v in pinned_env(repo).items() if k == "GRADER_ASSIGNMENT_SHA256"})
+    run = Run(repo, tmp_path / "run", Cache(tmp_path / "cache"), env, event="workflow_dispatch", run_id=1)
+    grade = run.step("grade", "Grade")
+    assert grade.returncode == 0, grade.stderr[-3000:]
+    assert "::warning::Grading with other versions than the calibration was recorded with: keras" in grade.stdout
+    summary = run.summary.read_text()
+    assert summary.startswith("> **Warning:** Grading with other versions than the calibration") \
+        and "3.0.0" in summary and "| bob | " in summary
