@@ -98,8 +98,21 @@ def judge(task: Task, metric: str, value: float, metrics: dict) -> tuple[float, 
     return 0.0, "fail"
 
 
+def judged_on(task: Task, evaluation: Evaluation) -> str | None:
+    """The Keras whose thresholds judge this model on ``task``: a Keras 2 run's model is judged by the Keras 2
+    path's own (``Task.keras2_thresholds``) only when its recipe cannot be re-trained (a saved file, a refused or
+    failed recipe).  A recipe that is re-trained (on Keras 3, K times) is judged by Keras 3's thresholds, which
+    hold there with re-training (calibration's ``false_fail``): one ``lr=`` must not buy looser ones."""
+    keras = (evaluation.provenance or {}).get("keras")
+    if keras != "2":
+        return keras
+    r = evaluation.retraining
+    retrained = task.retrained and evaluation.made_by == "fit" and (r is None or (not r.refused and bool(r.runs)))
+    return "3" if retrained else "2"
+
+
 def assess(task: Task, evaluation: Evaluation) -> Assessment:
-    task = task.for_keras((evaluation.provenance or {}).get("keras"))  # a Keras 2 run's own thresholds
+    task = task.for_keras(judged_on(task, evaluation))
     info = evaluation.info
     entry = evaluation.datasets.get(task.dataset, {})
     metrics = dict(entry.get("metrics", {}))

@@ -9,7 +9,8 @@ grader gives a recipe all missing).  A metric ``holds`` when that is within the 
 one Keras 2 run misses no more often than one Keras 3 run (the bounds of ``calibrate.miss_upper_bound``), which
 is what a model without a recipe (a saved file) is graded on.  One that does not hold gets thresholds of its own
 on this path (the task's rule on the Keras 2 runs, never stricter than Keras 3's), which the spec gives as
-``Task.keras2_thresholds`` and scoring uses for the models a Keras 2 run made.
+``Task.keras2_thresholds`` and scoring uses for a Keras 2 run's models that cannot be re-trained
+(``assess.judged_on``).
 """
 from __future__ import annotations
 

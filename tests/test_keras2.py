@@ -583,3 +583,20 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
     as_keras3 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file"}))
     assert as_keras2.metric_fraction == 1.0 and as_keras2.threshold["pass"] == task.keras2_thresholds[metric].passing
     assert as_keras3.metric_fraction < 1.0 and as_keras3.threshold["pass"] == task.threshold(metric).passing
+    # a Keras 2 run's fit, whose recipe is re-trained on Keras 3: judged by Keras 3's thresholds (one ``lr=`` buys
+    # no looser ones), and re-training is asked for; only a recipe that could not be re-trained falls back
+    from dataclasses import replace
+
+    from grader.assess import wants_retraining
+    from grader.records import Retraining, RetrainingRun
+
+    fit = Evaluation.from_json(evaluation, {"made_by": "fit", "keras": "2"})
+    assert assess(task, fit).metric_fraction < 1.0 and assess(task, fit).threshold["pass"] == task.threshold(
+        metric).passing
+    assert wants_retraining(task, fit)
+    missed_again = RetrainingRun(1, None, True, {task.dataset: {metric: value}})
+    for retraining, keras2_bar in ((Retraining([tid], [task.dataset], [missed_again]), False),
+                                   (Retraining([tid], [task.dataset], refused="its data are not the task's"), True),
+                                   (Retraining([tid], [task.dataset], error="a re-training failed"), True)):
+        judged = assess(task, replace(fit, retraining=retraining))
+        assert (judged.metric_fraction == 1.0) == keras2_bar, retraining

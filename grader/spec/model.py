@@ -211,8 +211,8 @@ class Task:
     # the share of the task's points from which it counts as passed (its status, the class page's pass rate):
     # full marks unless the spec states less (a task marked on a curve, where few earn every last point)
     pass_fraction: float = 1.0
-    # metric -> Thresholds for the models a Keras 2 run made, where Keras 3's do not hold there (recorded by
-    # ``grader calibrate --keras 2`` in the calibration file's ``[keras2]``; ``grader.calibrate_keras2``)
+    # metric -> Thresholds for a Keras 2 run's models that cannot be re-trained, where Keras 3's do not hold
+    # there (recorded by ``grader calibrate --keras 2`` in ``[keras2]``; ``assess.judged_on`` applies them)
     keras2_thresholds: dict = field(default_factory=dict)
 
     def for_keras(self, keras: str | None) -> "Task":
