@@ -555,3 +555,32 @@ def test_the_class_table_has_the_grade_column_of_the_static_page_when_there_are_
         assert '<td class="grade" data-value="F">F</td>' in page
     finally:
         app.extensions["grader"]["gradebook"].close()
+
+
+def test_an_internal_error_is_the_apps_page_and_its_traceback_is_in_the_log(small_class, caplog):
+    from grader.records import Measurements, StudentResult, TaskResult
+    from grader.serve.app import create_app
+    from grader.spec import load_assignment
+    from grader.store import Gradebook
+
+    assignment = load_assignment(TUTORIAL6)
+    book = Gradebook(None, small_class)
+    run = book.begin_run(assignment, "test")
+    measured = Measurements("alice", [], [], [], {}, []).to_json()
+    measured["executed"] = 5  # a shape no grader writes: drawing her page is a bug of the grader's
+    tasks = [TaskResult(t.id, t.title, 0.0, t.points, "failed", {}, "x", optional=t.optional) for t in assignment.tasks]
+    book.record(assignment.id, run, "alice", content_hash="h0", files=[], measure_key="m-bad", score_key="s-bad",
+                measurements=measured, result=StudentResult("alice", 0.0, assignment.max_score, tasks))
+    book.finish_run(run, "finished", {})
+    book.close()
+    app = create_app(small_class, token="the-token")
+    try:
+        client = signed_in(app)
+        response = client.get("/student/alice")
+        text = response.get_data(as_text=True)
+        assert response.status_code == 500 and "Something went wrong in the grader" in text
+        assert "Traceback" not in text and "TypeError" not in text and 'href="/"' in text
+        assert "Traceback" in caplog.text and "TypeError" in caplog.text  # for whoever fixes it
+        assert client.get("/").status_code == 200  # the rest of the class is still served
+    finally:
+        app.extensions["grader"]["gradebook"].close()
