@@ -64,7 +64,7 @@ def test_a_worker_process_gets_the_parsed_spec_without_the_folder(tmp_path):
         "                  'files': sorted(p.name for p in a.root.iterdir())}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "spec.pickle")], capture_output=True,
-                         text=True, check=True, timeout=120)
+                         text=True, check=True, timeout=600)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["same"], "the spec a worker uses differs from one parsed from the same bytes"
     assert got["again"]  # written and moved once per process
@@ -139,7 +139,8 @@ def test_a_copy_left_by_a_killed_process_is_removed_and_a_live_ones_kept(tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # alive until killed below, however long the copy takes on a busy machine (a 60 s sleep could end first)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     try:
         orphan = tmp_path / f"grader-spec-0123456789ab-p{dead.pid}-xyz"
         running = tmp_path / f"grader-spec-0123456789ab-p{alive.pid}-xyz"
