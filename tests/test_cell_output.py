@@ -72,3 +72,24 @@ def test_output_still_arriving_after_the_grace_is_named_and_the_next_cell_keeps_
     assert note and "cell(s) 1 " in note[0], ex.notes
     second = "".join(o.get("text", "") for o in ex.executed["cells"][1]["outputs"])
     assert second == "next\n"  # the first cell's late output is not taken as the second's
+
+
+def test_a_cell_that_prints_faster_than_a_stalled_grader_reads_loses_nothing(tmp_path, monkeypatch):
+    # the grading process stops reading for 8 s at the cell's first output while the kernel prints 6000 lines:
+    # with ZMQ's 1000-message queue the kernel's output socket dropped the rest, "idle" with it, and the grader
+    # waited out its grace for a cell that had ended
+    from grader.execute import runner
+
+    output, stalled = runner.CappedClient.output, []
+
+    def stall_once(self, outs, msg, display_id, cell_index):
+        if not stalled:
+            stalled.append(time.sleep(8))
+        return output(self, outs, msg, display_id, cell_index)
+
+    monkeypatch.setattr(runner.CappedClient, "output", stall_once)
+    ex = _run(tmp_path, "for i in range(6000):\n    print(i, flush=True)", "print('next')")
+    assert [c.status for c in ex.run.cells] == ["ok", "ok"]
+    assert [c.output_cut for c in ex.run.cells] == [False, False]
+    text = "".join(o.get("text", "") for o in ex.executed["cells"][0]["outputs"])
+    assert text.splitlines() == [str(i) for i in range(6000)]

@@ -32,6 +32,19 @@ PIN_POLL_S = 0.05
 # student's own modules (tools.py) import as in Jupyter, once the kernel's own modules and the grader's
 # start-up files are loaded from the installation.
 SYS_PATH_FILE = "grader_sys_path.py"
+#: the messages the kernel's output socket holds for a grader slow to read them.  ZMQ's default, 1000, dropped
+#: the end of a print-heavy cell's output on a busy machine, and the kernel's "idle" with it (the grader then
+#: waited for it in vain); they wait in the kernel's memory, which the sandbox bounds
+IOPUB_QUEUE = 100_000
+#: ipykernel_launcher, with that queue set before the output socket is bound (a bound socket keeps its options)
+LAUNCH_KERNEL = f"""import zmq
+from ipykernel.kernelapp import IPKernelApp
+class Kernel(IPKernelApp):
+    def init_iopub(self, context):
+        context.setsockopt(zmq.SNDHWM, {IOPUB_QUEUE})
+        super().init_iopub(context)
+Kernel.launch_instance()
+"""
 SYS_PATH_CODE = """def _grader_sys_path():
     import sys
     if "" in sys.path:
@@ -152,9 +165,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         super().__del__()
 
     def format_kernel_cmd(self, extra_arguments=None):
-        # -P: the cwd (the work folder) is not on sys.path while the kernel starts: no ipykernel_launcher.py,
-        # ipykernel/, zmq.py or numpy.py of the submission is imported in place of the installed one
-        argv = [sys.executable, "-P", "-m", "ipykernel_launcher", "-f", self.connection_file,
+        # -P: the cwd (the work folder) is not on sys.path while the kernel starts: no ipykernel/, zmq.py or
+        # numpy.py of the submission is imported in place of the installed one
+        argv = [sys.executable, "-P", "-c", LAUNCH_KERNEL, "-f", self.connection_file,
                 "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
         files = ", ".join(repr(f) for f in [*self.startup_files, str(Path(self.connection_file).parent /
                                                                      SYS_PATH_FILE)])
