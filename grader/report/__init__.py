@@ -69,7 +69,7 @@ def safe_name(student_id: str) -> str:
 #: each task status as the pages show it: a symbol (never colour alone: error and failed differ in both), the
 #: word a reader sees, and what it means, for the legend of the class page and of each student's page
 STATUSES = {
-    "passed": ("✓", "passed", "full credit"),
+    "passed": ("✓", "passed", "full credit, or the share of the points the task counts as a pass"),
     "partial": ("~", "partial", "some of the points"),
     "failed": ("✗", "failed", "handed in, but it earned no points"),
     "missing": ("–", "missing", "nothing was handed in for this task"),
