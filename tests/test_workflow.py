@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT, TUTORIAL6
 from grader.ci import template, workflow_text
-from grader.spec import assignment_digest
+from grader.spec import assignment_digest, load_assignment
 
 DEMO = ROOT / "submissions" / "tutorial6"
 WORKFLOW = yaml.safe_load(template())
@@ -448,6 +448,8 @@ def test_grader_workflow_fills_in_the_assignment_and_its_hash(repo, tmp_path):
     assert written["env"]["ASSIGNMENT"] == "reference/tutorial6"
     assert written["env"]["GRADER_ASSIGNMENT_SHA256"] == digest and digest in done.stderr
     assert written["jobs"] == WORKFLOW["jobs"] and "warning" not in done.stderr
+    keras = load_assignment(repo / "reference" / "tutorial6").calibrated_versions["keras"]
+    assert written["env"]["GRADER_CONSTRAINTS"] == f"keras=={keras}"  # what tutorial6's calibration recorded
     (repo / "reference" / "tutorial6" / "notes.txt").write_text("not committed")
     again = subprocess.run([sys.executable, "-m", "grader.cli", "workflow", "-a", "reference/tutorial6"], cwd=repo,
                            capture_output=True, text=True, timeout=300)
@@ -551,3 +553,27 @@ def test_the_batchs_warnings_reach_the_runs_page(repo_env, tmp_path):
     summary = run.summary.read_text()
     assert summary.startswith("> **Warning:** Grading with other versions than the calibration") \
         and "3.0.0" in summary and "| bob | " in summary
+
+
+@pytest.mark.parametrize("job", ["check", "grade"])
+@pytest.mark.parametrize("constraints", ["keras==3.15.1 jax==0.10.2", ""])
+def test_the_grader_is_installed_within_the_calibrated_versions(job, constraints, tmp_path):
+    """Each job's install step gives pip the calibration's versions as constraints (or, where none are filled
+    in, says the versions are whatever the index serves).  pip and apt are stand-ins that record their
+    arguments: the rest of the step is the template's."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    record = tmp_path / "pip.txt"
+    (shims / "sudo").write_text("#!/bin/sh\nexit 0\n")  # apt-get: not here
+    (shims / "python").write_text(f'#!/bin/sh\necho "$@" > {record}\nfor a; do last="$a"; done\n'
+                                  f'while [ $# -gt 0 ]; do [ "$1" = -c ] && cat "$2" >> {record}; shift; done\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    install = next(step for step in JOBS[job]["steps"] if step.get("id") == "install")
+    env = dict(WORKFLOW["env"], GRADER_CONSTRAINTS=constraints, GRADER_PACKAGE="git+https://example.org/g@" + "a" * 40)
+    proc = run_step(install, tmp_path, step_env(env, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
+    assert proc.returncode == 0, proc.stderr
+    called, *pins = record.read_text().splitlines()
+    assert called.startswith("-m pip install -c ") and called.endswith(env["GRADER_PACKAGE"])
+    assert pins == constraints.split()
+    assert ("::warning::GRADER_CONSTRAINTS is empty" in proc.stdout) == (not constraints)

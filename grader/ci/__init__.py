@@ -2,7 +2,8 @@
 
 ``workflow_text(assignment)`` is the GitHub Actions template with the assignment
 folder and its pinned SHA-256 (``spec.assignment_digest``) filled in, so that a
-run grades with no assignment folder but the one the TA pinned.
+run grades with no assignment folder but the one the TA pinned, and with the
+versions its calibration recorded as pip's constraints (``GRADER_CONSTRAINTS``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def workflow_text(assignment: Path | None = None, *, repo_root: Path | None = No
         return text, None
     from ..spec import assignment_digest, load_assignment
 
-    load_assignment(assignment)  # a folder that loads (TOML only: nothing of it is imported)
+    constraints = calibrated_constraints(load_assignment(assignment))  # TOML only: nothing of it is imported
     digest = assignment_digest(assignment)
     folder = Path(assignment).resolve()
     try:
@@ -36,8 +37,30 @@ def workflow_text(assignment: Path | None = None, *, repo_root: Path | None = No
     text, n = re.subn(r"(?m)^(  ASSIGNMENT: )\S+", lambda m: m.group(1) + shown, text, count=1)
     text, k = re.subn(r'(?m)^(  GRADER_ASSIGNMENT_SHA256: )"[^"]*"', lambda m: f'{m.group(1)}"{digest}"', text,
                       count=1)
-    assert n == k == 1, "the template lost its ASSIGNMENT or GRADER_ASSIGNMENT_SHA256 line"
+    text, c = re.subn(r'(?m)^(  GRADER_CONSTRAINTS: )"[^"]*"', lambda m: f'{m.group(1)}"{constraints}"', text, count=1)
+    assert n == k == c == 1, "the template lost its ASSIGNMENT, GRADER_ASSIGNMENT_SHA256 or GRADER_CONSTRAINTS line"
     return text, digest
+
+
+def calibrated_constraints(assignment) -> str:
+    """pip's constraints (``keras==3.15.1 jax==0.10.2 ...``) for the versions of what grades depend on that the
+    assignment's calibration recorded (``versions.GRADING_PACKAGES``); empty when it recorded none."""
+    from packaging.version import InvalidVersion, Version
+
+    from .. import versions
+    from ..errors import FatalError
+
+    pins = []
+    for name, version in sorted((assignment.calibrated_versions or {}).items()):
+        if name not in versions.GRADING_PACKAGES:
+            continue  # python: the workflow's setup-python
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise FatalError(f"{assignment.calibration_path}: {name}'s recorded version {version!r} is not a "
+                             "version") from None
+        pins.append(f"{name}=={version}")
+    return " ".join(pins)
 
 
 def untracked(assignment: Path) -> list[str]:
