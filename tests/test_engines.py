@@ -139,7 +139,7 @@ def test_the_processes_of_one_machine_build_the_kernels_compile_cache_once(tmp_p
     builds = tmp_path / "builds.log"
     procs = [subprocess.Popen([sys.executable, "-c", ASK_FOR_CACHE, str(TUTORIAL6), str(builds)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    said = [p.communicate(timeout=120) for p in procs]
+    said = [p.communicate(timeout=600) for p in procs]
     folders = {out.strip() for out, _ in said}
     assert len(folders) == 1 and all(p.returncode == 0 for p in procs), said
     assert len(builds.read_text().split()) == 1  # built once; the other two waited and found it

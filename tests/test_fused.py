@@ -945,14 +945,14 @@ def test_a_kernel_takes_matplotlibs_font_list_from_the_cache_instead_of_making_o
     cache = tmp_path / "cache"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MPLCONFIGDIR": str(cache / fused_fit.FONT_LIST_DIR)}
     made = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=None, use="no")],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert "generated new fontManager" in made.stderr, made.stderr[-2000:]  # the builder's matplotlib made it
     listed = sorted((cache / fused_fit.FONT_LIST_DIR).glob("fontlist-v*.json"))
     assert listed
 
     def kernel(config: Path, use: str) -> str:
         done = subprocess.run([sys.executable, "-c", FONTS.format(grader_root=str(ROOT), cache=str(cache), use=use)],
-                              env={**env, "MPLCONFIGDIR": str(config)}, capture_output=True, text=True, timeout=120)
+                              env={**env, "MPLCONFIGDIR": str(config)}, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout + done.stderr
 

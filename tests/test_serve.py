@@ -336,7 +336,7 @@ def test_two_tas_at_the_same_moment_one_wins_and_the_other_is_told(small_class):
     version = book.task_version("tutorial6", "alice", "1b")
     book.close()
     outcomes = _race(lambda i: override_score("alice", "1b", 3.0 + i, reason=f"TA {i}", by=f"ta{i}", out_dir=small_class,
-                                              wait=60, expected_version=version))
+                                              wait=600, expected_version=version))
     won = [o for o in outcomes if isinstance(o, dict)]
     lost = [o for o in outcomes if isinstance(o, ChangedSince)]
     assert len(won) == 1 and len(lost) == 1, outcomes

@@ -167,7 +167,7 @@ def _served(out):
     thread = threading.Thread(target=serve, args=(app, "127.0.0.1", 0),
                               kwargs={"ready": lambda s: (servers.append(s), ready.set())}, daemon=True)
     thread.start()
-    assert ready.wait(60)
+    assert ready.wait(600)
 
     def stop():
         servers[0].shutdown()
