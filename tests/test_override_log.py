@@ -87,3 +87,13 @@ def test_a_log_and_a_gradebook_that_disagree_are_both_left_as_they_are(gradebook
         sync_log(gradebook, "tutorial6", log, SECRET)
     assert "delete the log" in e.value.explain()
     assert log.read_text() == text and [r["points"] for r in gradebook.override_log("tutorial6")] == [4.0]
+
+
+def test_a_deeply_nested_log_is_refused_with_a_message_not_a_traceback(gradebook, tmp_path):
+    """A student who can push puts 200 KB of brackets on the branch: json's parser would recurse past Python's
+    limit (RecursionError, an internal error with a traceback); the log is refused like any other non-log."""
+    log = tmp_path / "overrides.json"
+    log.write_text('{"overrides": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(FatalError, match="is refused: it is not a grader-override-log/1 file"):
+        sync_log(gradebook, "tutorial6", log, SECRET)
+    assert gradebook.override_log("tutorial6") == []
