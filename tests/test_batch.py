@@ -147,11 +147,17 @@ def test_a_second_grader_on_the_same_output_is_refused(klass, tmp_path):
     out = tmp_path / "out"
     first = start_grader("grade", klass, "-a", TUTORIAL6, "-o", out, "--workers", 1)
     lock = out / ".grader.lock"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip()):
+    deadline = time.monotonic() + 600  # a guard against a hang only: the first grader's start is not timed
+    while time.monotonic() < deadline and first.poll() is None and not (lock.exists() and lock.read_text().strip()):
         time.sleep(0.1)
-    second = grader("grade", klass, "-a", TUTORIAL6, "-o", out)
-    assert first.poll() is None, "the first grader finished too soon to test"
+    assert first.poll() is None, "the first grader ended before it held its lock: " + first.stderr.read()[-2000:]
+    # stopped while it holds its lock, so that it is still running when the second asks, however quickly it
+    # would grade (the second's start took a fifth of the first's batch: a busy moment could reverse them)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = grader("grade", klass, "-a", TUTORIAL6, "-o", out)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert second.returncode == 2
     assert "another grader (pid" in second.stderr and str(out) in second.stderr
     assert first.wait(600) == 0, first.stderr.read()[-2000:]
