@@ -384,6 +384,28 @@ with open(sys.argv[2], "w") as f:
 """
 
 
+def test_the_keras2_kernel_imports_tensorflow_without_jax_and_jax_stays_importable():
+    """TensorFlow's import loads JAX (installed beside it) only for TFLite's converter; the Keras 2 kernel's
+    start skips it, and a student's ``import jax`` still works."""
+    import subprocess
+    import sys
+
+    from grader.execute import keras2_kernel
+
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('grader_keras2', sys.argv[1])\n"
+            "kernel = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(kernel)\n"
+            "assert kernel.install()\n"
+            "print('jax' in sys.modules, 'tensorflow' in sys.modules)\n"
+            "import jax, tensorflow as tf\n"
+            "print(jax.numpy.add(1, 2).item(), tf.keras.__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code, keras2_kernel.__file__], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False", "True", "3", "tf_keras.api._v2.keras"]
+
+
 def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
     """The Keras 2 kernel's fit (every epoch in one TensorFlow call) against tf_keras's own, in fresh processes:
     the same weights, history and metrics' state, bit for bit, with validation, Dropout, class_weight, no

@@ -224,9 +224,22 @@ def _refuse_unfusable(model, kw):
 
 def _replay_epochs(callbacks, train_logs, val_logs, names, epochs: int) -> dict:
     """Each epoch's results, as the fused program returned them, told to the fit's callbacks (its ``History``)
-    as tf_keras's epoch loop tells them; the last epoch's logs."""
+    as tf_keras's epoch loop tells them (a ``History`` alone is given them all at once, as it keeps them); the
+    last epoch's logs."""
     import copy
 
+    from tf_keras.src.callbacks import History
+
+    history = getattr(callbacks, "_history", None)
+    if type(history) is History and callbacks.callbacks == [history]:  # the fused fit's: its History only
+        columns = {k: train_logs[:, i].tolist() for i, k in enumerate(names["train"])}
+        if val_logs is not None:
+            columns.update({"val_" + k: val_logs[:, i].tolist() for i, k in enumerate(names["val"])})
+        history.epoch.extend(range(epochs))  # what its on_epoch_end does each epoch, all epochs at once
+        for k, column in columns.items():
+            history.history.setdefault(k, []).extend(column)
+        history.model.history = history
+        return {k: column[-1] for k, column in columns.items()}
     logs = {}
     for epoch in range(epochs):
         logs = {k: train_logs[epoch, i].item() for i, k in enumerate(names["train"])}
@@ -243,8 +256,8 @@ def _fused_fit(model, kw):
     cut in the program from every epoch's order drawn at once (``_batches``; where they cannot be, one iterator
     over tf_keras's dataset for every epoch, as its fit keeps one), tf_keras's own ``train_step`` (and
     ``test_step`` over the validation data, as ``evaluate`` runs it), the metrics reset between epochs as ``fit``
-    resets them, each epoch's results into a real ``History``.  The same batches in the same order through the same steps:
-    the same weights and history as tf_keras's fit, bit for bit (``tests/test_keras2.py``)."""
+    resets them, each epoch's results into a real ``History``.  The same batches in the same order through the
+    same steps: the same weights and history as tf_keras's fit, bit for bit (``tests/test_keras2.py``)."""
     import time
 
     import tensorflow as tf
@@ -350,7 +363,12 @@ def _epochs_drawn_at_once(data_adapter, epochs: int, shuffle):
             n, batch, count = int(orders.element_spec.shape[0]), int(self._batch_size), int(orders.cardinality())
             if shuffle == "batch" or not 1 <= count <= epochs or count * n > MAX_ORDER_INDICES or n < 1 or batch < 1:
                 raise ValueError("not drawn at once")
-            drawn = next(iter(orders.batch(count)))  # every epoch's order: (count, n); a validation's: (1, n)
+            # every epoch's order: (count, n); a validation's: (1, n).  Drawn by tf_keras's map of them without the
+            # prefetch after it (which hands each order across threads): the same function, so the same draws
+            drawn_from = orders._input_dataset if type(orders).__name__ == "_PrefetchDataset" else orders
+            options = tf.data.Options()
+            options.experimental_optimization.apply_default_optimizations = False
+            drawn = next(iter(drawn_from.batch(count).with_options(options)))
             if tuple(drawn.shape) != (count, n):
                 raise ValueError("orders of another shape")
             cut = [batch] * (n // batch) + ([n % batch] if n % batch else [])
@@ -573,10 +591,38 @@ def _patch_fit(tf_keras, fused=True):
     Model.fit = fit
 
 
+class _Missing(importlib.abc.MetaPathFinder):
+    """Imports of ``name`` (and its submodules) fail as if it were not installed."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name or fullname.startswith(self.name + "."):
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+@contextlib.contextmanager
+def _without(name):
+    """While TensorFlow is imported: ``name`` is not importable unless it is imported already.  TensorFlow's
+    import loads JAX (when installed) only for TFLite's converter of JAX functions, a third of a second of
+    the kernel's start on this path; it stays importable afterwards."""
+    finder = None if name in sys.modules else _Missing(name)
+    if finder is not None:
+        sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        if finder is not None:
+            sys.meta_path.remove(finder)
+
+
 def install(fused=True):
     """Make this kernel a Keras 2 one (see the module's docstring); True when it is."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tensorflow  # first: its own imports of its leftover keras modules must find them
+    with _without("jax"):  # first: its own imports of its leftover keras modules must find them
+        import tensorflow
     import tf_keras
 
     try:  # one thread, as the Keras 3 kernels' XLA: a course's networks are too small for more to help
