@@ -574,6 +574,27 @@ def test_the_grader_is_installed_within_the_calibrated_versions(job, constraints
     proc = run_step(install, tmp_path, step_env(env, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
     assert proc.returncode == 0, proc.stderr
     called, *pins = record.read_text().splitlines()
-    assert called.startswith("-m pip install -c ") and called.endswith(env["GRADER_PACKAGE"])
+    assert called.startswith("-I -m pip install -c ") and called.endswith(env["GRADER_PACKAGE"])
     assert pins == constraints.split()
     assert ("::warning::GRADER_CONSTRAINTS is empty" in proc.stdout) == (not constraints)
+
+
+@pytest.mark.parametrize("job", ["check", "grade"])
+def test_a_pip_folder_pushed_to_the_repository_root_is_not_what_installs_the_grader(job, tmp_path):
+    """A push adds `pip/__main__.py` at the top of the repository (checked, not graded: but the check job installs
+    the grader there too).  `python -m pip` puts the working directory first on sys.path, so the push's code ran
+    as the runner's user, with sudo, before any sandbox.  The install step's Python must not look there."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "sudo").write_text("#!/bin/sh\nexit 0\n")  # apt-get: not here
+    (shims / "sudo").chmod(0o755)
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "pip").mkdir()
+    (tmp_path / "pip" / "__init__.py").write_text("")
+    (tmp_path / "pip" / "__main__.py").write_text(f"open({str(marker)!r}, 'w').write('the push ran')\n")
+    install = next(step for step in JOBS[job]["steps"] if step.get("id") == "install")
+    env = dict(WORKFLOW["env"], GRADER_CONSTRAINTS="keras==3.15.1", GRADER_PACKAGE="./no-such-grader.whl")
+    path = f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    proc = run_step(install, tmp_path, step_env(env, PATH=path, PIP_NO_INDEX="1"))
+    assert not marker.exists(), proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "no-such-grader.whl" in proc.stdout + proc.stderr  # the real pip looked for it
