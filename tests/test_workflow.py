@@ -125,6 +125,7 @@ class Run:
         self.repo, self.tmp, self.cache, self.env = repo, tmp, cache, env
         self.values = {"github.event_name": event, "github.event.before": before, "secrets.GRADER_SECRET": secret,
                        "github.run_id": str(run_id), "github.run_attempt": "1", "github.actor": "ta-on-duty",
+                       "github.triggering_actor": "ta-on-duty", "vars.GRADER_TAS": "ta-on-duty",
                        "github.run_number": str(run_id), "github.token": "ghs-token-of-the-run",
                        "runner.os": "Linux", **{f"env.{k}": v for k, v in env.items()},
                        **{f"inputs.{k}": v for k, v in (inputs or {}).items()}}
@@ -598,3 +599,40 @@ def test_a_pip_folder_pushed_to_the_repository_root_is_not_what_installs_the_gra
     proc = run_step(install, tmp_path, step_env(env, PATH=path, PIP_NO_INDEX="1"))
     assert not marker.exists(), proc.stdout + proc.stderr
     assert proc.returncode != 0 and "no-such-grader.whl" in proc.stdout + proc.stderr  # the real pip looked for it
+
+
+OVERRIDE = next(step for step in JOBS["grade"]["steps"] if step.get("name", "").startswith("Override a score"))
+
+
+def override_step(tmp_path: Path, *, actor: str, tas: str) -> tuple[subprocess.CompletedProcess, str]:
+    """The manual run's override step alone, run by ``actor`` with the repository variable GRADER_TAS = ``tas``;
+    `grader` is a stand-in that records its arguments: (the step's process, what `grader` was called with)."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    record = tmp_path / "grader.txt"
+    (shims / "grader").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (shims / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    run = Run.__new__(Run)
+    run.values = {"inputs.student": "erin", "inputs.task": "1c", "inputs.points": "10", "inputs.reason": "mine",
+                  "github.actor": actor, "github.triggering_actor": actor, "vars.GRADER_TAS": tas}
+    env = {k: run.expr(v, {}) for k, v in OVERRIDE["env"].items()}
+    proc = run_step(OVERRIDE, tmp_path, step_env(WORKFLOW["env"], **env,
+                                                 PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
+    return proc, record.read_text() if record.exists() else ""
+
+
+@pytest.mark.parametrize("tas", ["ta-on-duty other-ta", ""])
+def test_a_manual_run_by_someone_not_a_ta_overrides_nothing(tmp_path, tas):
+    """Anyone who can push can run the workflow by hand (Run workflow), a student too: one gives herself 10
+    points.  Only the TAs the repository variable GRADER_TAS names (admins set it) override a score."""
+    proc, called = override_step(tmp_path, actor="erin", tas=tas)
+    assert proc.returncode == 1 and called == ""
+    assert proc.stdout.startswith("::error::erin may not override a score") and "GRADER_TAS" in proc.stdout
+
+
+def test_a_manual_run_by_a_ta_overrides_the_score(tmp_path):
+    proc, called = override_step(tmp_path, actor="other-ta", tas="ta-on-duty other-ta")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert called.startswith("override erin 1c 10 --reason mine --by other-ta ")
