@@ -126,6 +126,7 @@ class Run:
         self.values = {"github.event_name": event, "github.event.before": before, "secrets.GRADER_SECRET": secret,
                        "github.run_id": str(run_id), "github.run_attempt": "1", "github.actor": "ta-on-duty",
                        "github.triggering_actor": "ta-on-duty", "vars.GRADER_TAS": "ta-on-duty",
+                       "github.ref": "refs/heads/main", "github.event.repository.default_branch": "main",
                        "github.run_number": str(run_id), "github.token": "ghs-token-of-the-run",
                        "runner.os": "Linux", **{f"env.{k}": v for k, v in env.items()},
                        **{f"inputs.{k}": v for k, v in (inputs or {}).items()}}
@@ -636,3 +637,36 @@ def test_a_manual_run_by_a_ta_overrides_the_score(tmp_path):
     proc, called = override_step(tmp_path, actor="other-ta", tas="ta-on-duty other-ta")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert called.startswith("override erin 1c 10 --reason mine --by other-ta ")
+
+
+DECIDE = next(step for step in JOBS["decide"]["steps"] if step.get("id") == "decide")
+
+
+@pytest.mark.parametrize("event", ["push", "workflow_dispatch"])
+def test_a_branch_other_than_the_default_one_is_only_checked(repo, tmp_path, event):
+    """A student who can push pushes a branch of her own that changes only submissions/ (hers, or a classmate's
+    files), or runs the workflow by hand on it: a run there would grade with the secret, save a gradebook and
+    push the override log from what that branch holds.  Only the default branch is graded; the others checked."""
+    repo, before = repo
+    git(repo, "checkout", "-qb", "mine")
+    shutil.copy(DEMO / "alice" / "1f.h5", repo / "submissions" / "erin" / "1f.h5")
+    head = git(repo, "rev-parse", "HEAD")
+    commit(repo, "erin's 1f, on a branch")
+    ws = tmp_path / "ws"
+    git(tmp_path, "clone", "-q", "-b", "mine", str(repo), str(ws))
+    run = Run.__new__(Run)
+    run.values = {"github.event_name": event, "github.event.before": head if event == "push" else "",
+                  "secrets.GRADER_SECRET": SECRET, "github.ref": "refs/heads/mine",
+                  "github.event.repository.default_branch": "main"}
+    out = tmp_path / "out"
+    out.write_text("")
+    decided = {}
+    for ref, default in (("refs/heads/mine", "main"), ("refs/heads/main", "main")):
+        run.values.update({"github.ref": ref, "github.event.repository.default_branch": default})
+        env = {k: run.expr(v, {}) for k, v in DECIDE["env"].items()}
+        proc = run_step(DECIDE, ws, step_env(WORKFLOW["env"], **env, GITHUB_OUTPUT=str(out)))
+        assert proc.returncode == 0, proc.stderr
+        decided[ref] = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert decided["refs/heads/mine"]["mode"] == "check"
+    assert "not the default branch (main)" in decided["refs/heads/mine"]["why"]
+    assert decided["refs/heads/main"]["mode"] == "grade"  # the control: the same push on main is graded
