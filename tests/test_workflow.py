@@ -670,3 +670,33 @@ def test_a_branch_other_than_the_default_one_is_only_checked(repo, tmp_path, eve
     assert decided["refs/heads/mine"]["mode"] == "check"
     assert "not the default branch (main)" in decided["refs/heads/mine"]["why"]
     assert decided["refs/heads/main"]["mode"] == "grade"  # the control: the same push on main is graded
+
+
+CHECK = next(step for step in JOBS["check"]["steps"] if step.get("id") == "check")
+
+
+@pytest.mark.parametrize("who", ["josé", "zoë o'brien"])
+def test_a_student_whose_folder_name_git_quotes_is_checked(repo, tmp_path, who):
+    """git quotes a path with a byte outside printable ASCII (`"submissions/jos\\303\\251/1b.h5"`) unless told
+    not to: the check job read that as a student named `"submissions`, found no such folder, and checked
+    nobody, silently.  `grader` is a stand-in that records whom it was asked to check."""
+    repo, _ = repo
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / "submissions" / who).mkdir()
+    shutil.copy(DEMO / "erin_1b.h5", repo / "submissions" / who / "1b.h5")
+    commit(repo, f"{who}'s 1b")
+    ws = tmp_path / "ws"
+    git(tmp_path, "clone", "-q", str(repo), str(ws))
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    record = tmp_path / "grader.txt"
+    (shims / "grader").write_text(f'#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --name ] && echo "$2" >> {record}; '
+                                  'shift; done\nexit 0\n')
+    (shims / "sudo").write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    proc = run_step(CHECK, ws, step_env(WORKFLOW["env"], BEFORE=head, WHY="a test",
+                                        GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
+                                        PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert record.exists() and record.read_text().splitlines() == [who]
