@@ -42,10 +42,32 @@ def current() -> dict[str, str]:
         for dist in dists:
             try:
                 out[name] = md.version(dist)
-                break
             except md.PackageNotFoundError:
                 continue
+            elsewhere = _imported_elsewhere(name, md.distribution(dist))
+            if elsewhere:  # what runs is not what the metadata says: never taken for the installed version
+                out[name] = f"{out[name]} installed, but {name} is imported from {elsewhere}"
+            break
     return out
+
+
+def _imported_elsewhere(module: str, dist) -> str | None:
+    """Where ``import module`` finds it when that is not the installed distribution's own copy (another copy
+    earlier on ``sys.path``: PYTHONPATH, the working directory); None when it is, or when that cannot be told
+    (an editable install, a distribution that does not record its files).  Nothing is imported."""
+    import importlib.util
+
+    own = next((f for f in dist.files or () if str(f) in (f"{module}/__init__.py", f"{module}.py")), None)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if own is None or spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    found = Path(spec.origin).resolve()
+    if found == Path(dist.locate_file(own)).resolve():
+        return None
+    return str(found.parent if found.name == "__init__.py" else found)
 
 
 def _same(name: str, a: str | None, b: str | None) -> bool:

@@ -1,0 +1,45 @@
+"""Hostile environments around the student kit's `check`: what the check says about the versions it runs on
+must be the versions it imports, whatever the student's machine does (its own business) to make them look
+like the course's."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, TUTORIAL6
+from grader import versions
+
+DRIFT = ("import sys; from grader.check import version_drift; from grader.spec import load_assignment; "
+         "print(version_drift(load_assignment(sys.argv[1])))")
+
+
+@pytest.fixture
+def kit(tmp_path):
+    """An assignment folder as a kit has it, whose requirements.lock pins exactly this environment's versions."""
+    folder = tmp_path / "tutorial6-kit"
+    shutil.copytree(TUTORIAL6, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    pins = [(n, v) for n, v in versions.current().items() if n != "python"]
+    (folder / "requirements.lock").write_text(versions.lock_text(pins, by="grader kit", use="a test"))
+    return folder
+
+
+def drift(kit, pythonpath: str) -> str:
+    done = subprocess.run([sys.executable, "-c", DRIFT, str(kit)], capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath}, cwd=kit.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("module", ["h5py", "numpy"])
+def test_a_package_shadowed_on_pythonpath_is_not_taken_for_the_installed_one(kit, tmp_path, module):
+    """The student's PYTHONPATH holds another copy of a package grades depend on (a source checkout, an old
+    vendored one): `import` takes it, while its installed metadata still says the lock's version.  The check
+    said nothing, as if it ran on the course's versions; it must say which copy it imports."""
+    shadow = tmp_path / "shadow"
+    (shadow / module).mkdir(parents=True)
+    (shadow / module / "__init__.py").write_text('__version__ = "0.0.1"\n')
+    assert drift(kit, str(ROOT)) == "None"  # the control: the lock's versions, imported from where installed
+    said = drift(kit, f"{shadow}:{ROOT}")
+    assert said.startswith("This check runs on other versions than your course grades with")
+    assert f"{module} is imported from {shadow / module}" in said
