@@ -76,7 +76,9 @@ _early: dict = {}
 
 
 def _command(repeats: int) -> tuple[list[str], dict]:
-    return [sys.executable, "-m", "grader.speed_probe", str(repeats)], dict(os.environ, **SINGLE_THREAD)
+    # -P: not the working directory first on sys.path (CI runs the grader at the top of a checkout students
+    # push to: a grader/ folder there would be imported, with the grading secret in the environment)
+    return [sys.executable, "-P", "-m", "grader.speed_probe", str(repeats)], dict(os.environ, **SINGLE_THREAD)
 
 
 def start(repeats: int = REPEATS) -> bool:

@@ -43,3 +43,30 @@ def test_a_package_shadowed_on_pythonpath_is_not_taken_for_the_installed_one(kit
     said = drift(kit, f"{shadow}:{ROOT}")
     assert said.startswith("This check runs on other versions than your course grades with")
     assert f"{module} is imported from {shadow / module}" in said
+
+
+HOSTILE_GRADER = """
+import os, pathlib
+pathlib.Path({marker!r}).write_text("the push's grader/ ran; GRADER_SECRET=" + os.environ.get("GRADER_SECRET", ""))
+raise SystemExit(3)
+"""
+
+
+def test_a_grader_package_pushed_to_the_working_directory_is_not_what_the_speed_probe_runs(tmp_path):
+    """CI runs `grader grade` (with GRADER_SECRET) and `grader check` at the top of the checkout.  A push adds a
+    folder grader/ there (checked, not graded), the next push changes only submissions/ (graded): the speed
+    probe, `python -m grader.speed_probe`, put the working directory first on sys.path and imported the push's
+    grader/, with the secret in its environment.  The probe must run the installed grader."""
+    from grader import speed_probe
+
+    marker = tmp_path / "ran.txt"
+    checkout = tmp_path / "checkout"
+    (checkout / "grader").mkdir(parents=True)
+    (checkout / "grader" / "__init__.py").write_text(HOSTILE_GRADER.format(marker=str(marker)))
+    (checkout / "grader" / "speed_probe.py").write_text("")
+    code = "from grader import speed_probe; print(speed_probe.probe(repeats=1))"
+    done = subprocess.run([sys.executable, "-P", "-c", code], cwd=checkout, capture_output=True, text=True,
+                          timeout=600, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GRADER_SECRET": "s3"})
+    assert not marker.exists(), marker.read_text()
+    assert done.returncode == 0 and float(done.stdout.split()[-1]) > 0, done.stderr[-3000:]
+    assert speed_probe._command(1)[0][:2] == [sys.executable, "-P"]  # as the probe's own process is started
