@@ -252,8 +252,21 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
         raise CorruptModel(f"{name}: the model configuration inside the file is not valid JSON.") from None
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
+    if isinstance(config, dict) and isinstance(config.get("config"), list):
+        raise _list_of_layers(name, version)
     _config_problems(config, max_parameters, name, max_layers)
     return {"config": config, "config_text": raw, "keras_version": version}
+
+
+def _list_of_layers(name: str, version) -> CorruptModel:
+    """The error for a model saved by Keras up to 2.1 (or Keras 1), which wrote a ``Sequential``'s configuration
+    as a bare list of layers: no Keras of today rebuilds a model from it."""
+    by = f"Keras {str(version)[:20]}" if isinstance(version, str) and version else "a Keras older than 2.2"
+    return CorruptModel(f"{name}: saved by {by}, which wrote the model's configuration as a bare list of layers "
+                        "(Keras up to 2.1 did); current Keras cannot rebuild a model from that.",
+                        hint="Load it with the Keras you trained it with and save it again with a newer one "
+                             "(TensorFlow 2.x: model.save('model.h5')), or hand in the notebook that trains it: the "
+                             "grader runs it and grades the models it trains.")
 
 
 def saved_model_refusal(name: str) -> ModelLoadError:

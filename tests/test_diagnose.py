@@ -21,6 +21,8 @@ CASES = [
     (("TracerArrayConversionError", "The numpy.ndarray conversion method __array__() was called on traced array",
       "np.asarray(t)"), "TensorFlow-only behaviour"),
     (("MemoryError", "Unable to allocate 80.0 GiB for an array", "np.zeros(10**10)"), "ran out of memory"),
+    (("FileNotFoundError", "[Errno 2] No such file or directory: '/content/drive/MyDrive/tut6/data.csv'",
+      "X = np.loadtxt('/content/drive/MyDrive/tut6/data.csv')"), "The grader has no Google Drive"),
     (("ModuleNotFoundError", "No module named 'seaborn'", "import seaborn"), "not available in the grading"),
 ]
 

@@ -1,9 +1,10 @@
 # Runs inside the student's kernel at start-up (loaded as module ``grader_course``); imports nothing of the grader.
 # It gives the notebook the environment the course's students wrote it for: ``google.colab`` as a harmless
-# module (``files.download`` records which file the student meant to hand in; ``files.upload`` and
-# ``drive.mount`` say what the grader does instead), Colab's installation lines and magics (``!pip``,
-# ``%tensorflow_version``) skipped with a note instead of run against a network that is not there, and, where
-# the student brought their own ``tools.py``, the course's functions it lacks added from the grader's stand-in.
+# module (``files.download`` records which file the student meant to hand in; ``files.upload`` says what the
+# grader does instead; ``drive.mount`` makes an empty Drive folder of the run), Colab's installation lines and
+# magics (``!pip``, ``%tensorflow_version``) skipped with a note instead of run against a network that is not there,
+# and, where the student brought their own ``tools.py``, the course's functions it lacks added from the grader's
+# stand-in.
 # Whatever this writes to $GRADER_CAPTURE_DIR is read by the grader as untrusted words for notes, never grades.
 # The grader imports this file too (``SKIPPED_LINE``, ``skipped_lines``), to name the skipped lines itself.
 import json
@@ -133,10 +134,20 @@ def _upload(*args, **kwargs):
                     "by name, e.g. np.loadtxt('data.csv').")
 
 
-def _mount(*args, **kwargs):
-    raise ColabOnly("drive.mount() cannot reach your Google Drive while the grader runs your notebook: hand in the "
-                    "files your notebook reads beside it (the grader puts them in the notebook's folder) and open "
-                    "them by name instead of by a /content/drive path.")
+def _mount(mountpoint="/content/drive", *args, **kwargs):
+    """Colab's Drive as an empty folder of this run (``MyDrive``, and the older ``My Drive``): what the notebook
+    saves there is kept (a model saved there is graded); what it reads from there must be handed in."""
+    try:
+        root = os.fspath(mountpoint)
+        for name in ("MyDrive", "My Drive"):
+            os.makedirs(os.path.join(root, name), exist_ok=True)
+    except (TypeError, OSError):
+        raise ColabOnly("drive.mount() cannot reach your Google Drive while the grader runs your notebook: hand in "
+                        "the files your notebook reads beside it (the grader puts them in the notebook's folder) "
+                        "and open them by name instead of by a /content/drive path.") from None
+    print(f"[grader] drive.mount({root!r}): the grader has no Google Drive; {root}/MyDrive is an empty folder of "
+          "this run. What the notebook saves there is kept (a model saved there is graded); a file it reads from "
+          "there must be handed in beside the notebook.", file=sys.stderr)
 
 
 def _nothing(*args, **kwargs):

@@ -21,10 +21,10 @@ RULES: list[tuple[str, str]] = [
     (r"unexpected keyword argument 'lr'|not recognized: \{'lr'|Argument\(s\) not recognized.*'lr'|"
      r"`lr` is deprecated",
      "Keras 3 renamed the optimizer argument `lr` to `learning_rate`: write Adam(learning_rate=0.01)."),
-    (r"No module named 'keras\.layers\.core'|keras\.layers\.core",
+    (r"No module named 'keras\.layers\.core'|(?:cannot import name|has no attribute)[^\n]*keras\.layers\.core",
      "keras.layers.core was removed in Keras 3: import layers from keras.layers "
      "(`from keras.layers import Dense`)."),
-    (r"np_utils",
+    (r"(?:No module named|cannot import name|has no attribute)[^\n]*np_utils",
      "keras.utils.np_utils was removed in Keras 3: use `from keras.utils import to_categorical`."),
     (r"No module named 'tools'|name '(?:gen_\w+|get_cov)' is not defined",
      "A data generator is not defined where this cell uses it. The course's tools.py (gen_simple_circular_"
@@ -43,6 +43,10 @@ RULES: list[tuple[str, str]] = [
      "that the grader's fast JAX backend does not support."),
     (r"MemoryError|ResourceExhausted|Unable to allocate|OOM when allocating|std::bad_alloc",
      "The cell ran out of memory (the grader's limit is {memory_mb} MB): use smaller arrays or fewer units."),
+    (r"(?:FileNotFoundError|OSError|IOError|No such file)[^\n]*(?:/content/drive|drive/My ?Drive)",
+     "This cell reads a file from your Google Drive (/content/drive/...). The grader has no Google Drive: there "
+     "/content/drive/MyDrive is an empty folder of the run (what the notebook saves there is kept). Hand in the "
+     "files your notebook reads beside it and open them by name, e.g. np.loadtxt('data.csv')."),
     (r"ModuleNotFoundError|ImportError",
      "A module this cell imports is not available in the grading environment (only the course's packages are "
      "installed, and there is no network to install more)."),
