@@ -700,3 +700,57 @@ def test_a_student_whose_folder_name_git_quotes_is_checked(repo, tmp_path, who):
                                         PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert record.exists() and record.read_text().splitlines() == [who]
+
+
+PUT_BACK = next(step for step in JOBS["grade"]["steps"] if step.get("id") == "putback")
+
+
+def test_an_older_signed_log_put_back_on_its_branch_is_told(tmp_path):
+    """A student puts an older signed log back on the branch (the run's own, from before a TA's override): its
+    signature holds.  The gradebook restored from the cache has the override the log lacks, which no run leaves
+    so (each pushes its log) unless it could not push: the run logs it again, and says so on its page."""
+    from grader.ci.overrides import log_text
+    from grader.store import Gradebook
+
+    rows = [{"student": who, "task": "1c", "action": "set", "points": pts, "replaced_score": 0.0,
+             "replaced_status": "missing", "reason": "looked at it", "by": "ta-on-duty", "at": at}
+            for who, pts, at in (("erin", 3.0, "2026-12-01T10:00:00+00:00"), ("bob", 0.0, "2026-12-02T10:00:00+00:00"))]
+    (tmp_path / "grader-gradebook").mkdir()
+    book = Gradebook(out_dir=tmp_path / "grader-gradebook")
+    book.begin_run(load_assignment(TUTORIAL6), "local")
+    book.append_overrides("tutorial6", rows)
+    book.close()
+    (tmp_path / "grader-override-log").mkdir()
+    for name in ("overrides.json", "fetched.json"):  # as the read step leaves the branch's log
+        (tmp_path / "grader-override-log" / name).write_text(log_text("tutorial6", rows[:1], SECRET))
+    summary = tmp_path / "summary.md"
+    summary.write_text("")
+    proc = run_step(PUT_BACK, tmp_path, step_env(WORKFLOW["env"], GRADER_SECRET=SECRET, GITHUB_STEP_SUMMARY=str(summary),
+                                                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "::warning::The override log on the branch grader-overrides lacked 1 override(s)" in proc.stdout
+    assert "older log" in summary.read_text()
+    assert len(json.loads((tmp_path / "grader-override-log" / "overrides.json").read_text())["overrides"]) == 2
+    assert "put back: " not in proc.stderr  # the log's row was in the gradebook already
+
+
+def test_a_deleted_log_branch_beside_a_restored_gradebook_is_told(tmp_path):
+    """A student deletes the branch: the gradebook restored from the cache still has erin's override, and the run
+    says the branch is gone rather than quietly starting a new log."""
+    from grader.store import Gradebook
+
+    row = {"student": "erin", "task": "1c", "action": "set", "points": 3.0, "replaced_score": 0.0,
+           "replaced_status": "missing", "reason": "looked at it", "by": "ta-on-duty", "at": "2026-12-01T10:00:00+00:00"}
+    (tmp_path / "grader-gradebook").mkdir()
+    book = Gradebook(out_dir=tmp_path / "grader-gradebook")
+    book.begin_run(load_assignment(TUTORIAL6), "local")
+    book.append_overrides("tutorial6", [row])
+    book.close()
+    (tmp_path / "grader-override-log").mkdir()  # what the read step leaves when there is no branch
+    summary = tmp_path / "summary.md"
+    summary.write_text("")
+    proc = run_step(PUT_BACK, tmp_path, step_env(WORKFLOW["env"], GRADER_SECRET=SECRET, GITHUB_STEP_SUMMARY=str(summary),
+                                                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "::warning::There is no branch grader-overrides, but the gradebook restored from the cache has 1" \
+        in proc.stdout and "the branch was deleted" in summary.read_text()
