@@ -98,7 +98,7 @@ SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student
                 "test_hostile", "test_grading", "test_task_inference", "test_fused", "test_colab", "test_course_tools",
                 "test_hostile_kernel", "test_hostile_memory", "test_text_controls", "test_identical_work",
                 "test_isolation_probe", "test_budget", "test_pages_browser", "test_serve_browser",
-                "test_rescore_fresh", "test_serve_hostile_work", "test_cell_output"}
+                "test_rescore_fresh", "test_serve_hostile_work", "test_cell_output", "test_real_code"}
 
 
 def pytest_collection_modifyitems(items):
@@ -111,3 +111,27 @@ def pytest_collection_modifyitems(items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains networks, runs notebooks in the sandbox or grades a whole "
                                        "class (make test-fast skips it)")
+
+
+#: how long a page waits for a navigation or an action: Playwright's 30 s is not a busy CI machine's
+PATIENCE_MS = 300_000
+
+
+class PatientBrowser:
+    """A Playwright browser whose pages and contexts wait ``PATIENCE_MS`` (a hang still fails, later)."""
+
+    def __init__(self, browser):
+        self._browser = browser
+
+    def new_page(self, **kw):
+        page = self._browser.new_page(**kw)
+        page.set_default_timeout(PATIENCE_MS)
+        return page
+
+    def new_context(self, **kw):
+        context = self._browser.new_context(**kw)
+        context.set_default_timeout(PATIENCE_MS)
+        return context
+
+    def __getattr__(self, name):
+        return getattr(self._browser, name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TUTORIAL6
+from conftest import PATIENCE_MS, ROOT, TUTORIAL6, PatientBrowser
 
 DEMO = ROOT / "submissions" / "tutorial6"
 PHONE = {"width": 400, "height": 900}
@@ -41,9 +41,10 @@ def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
     executable = _chromium()
     with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"],
+                                     timeout=PATIENCE_MS)
         try:
-            yield chromium
+            yield PatientBrowser(chromium)
         finally:
             chromium.close()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ROOT, TEST_SECRET, TUTORIAL6
+from conftest import PATIENCE_MS, ROOT, TEST_SECRET, TUTORIAL6, PatientBrowser
 
 #: a student id with no place to break it, wider than a phone
 LONG = "a_student_whose_id_runs_on_" + "and_on" * 12
@@ -50,10 +50,10 @@ def browser():
         pytest.skip("no Chromium is installed (apt-get install chromium; .ci/run does)")
     with sync_api.sync_playwright() as p:
         try:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=PATIENCE_MS)
         except Exception as e:  # a Chromium this Playwright cannot drive
             pytest.skip(f"Playwright cannot start {CHROMIUM}: {str(e).splitlines()[0]}")
-        yield b
+        yield PatientBrowser(b)
         b.close()
 
 
