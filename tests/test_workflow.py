@@ -754,3 +754,28 @@ def test_a_deleted_log_branch_beside_a_restored_gradebook_is_told(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "::warning::There is no branch grader-overrides, but the gradebook restored from the cache has 1" \
         in proc.stdout and "the branch was deleted" in summary.read_text()
+
+
+def test_a_grader_folder_pushed_to_the_root_never_sees_the_secret(repo_env, tmp_path):
+    """A push adds grader/ at the top of the repository (checked without the secret: it changes files outside
+    submissions/); the next push changes only submissions/, so it is graded with the secret, at the top of the
+    checkout.  Nothing of the pushed grader/ runs there (nor in the check job before it)."""
+    repo, _, env = repo_env
+    marker = tmp_path / "ran.txt"
+    (repo / "grader").mkdir()
+    (repo / "grader" / "__init__.py").write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text('GRADER_SECRET=' + os.environ.get('GRADER_SECRET', ''))\n")
+    (repo / "grader" / "speed_probe.py").write_text("")
+    shutil.copy(DEMO / "alice" / "1f.h5", repo / "submissions" / "erin" / "1f.h5")
+    head = git(repo, "rev-parse", "HEAD")
+    commit(repo, "erin's 1f (and a grader/ folder)")
+    checked = Run(repo, tmp_path / "run1", Cache(tmp_path / "cache"), env, event="push", before=head, run_id=1)
+    assert checked.needs["decide"]["mode"] == "check" and "grade" not in checked.steps
+    shutil.copy(DEMO / "alice" / "1e.h5", repo / "submissions" / "erin" / "1e.h5")
+    head = git(repo, "rev-parse", "HEAD")
+    commit(repo, "erin's 1e")
+    graded_run = Run(repo, tmp_path / "run2", Cache(tmp_path / "cache"), env, event="push", before=head, run_id=2)
+    assert graded_run.needs["decide"]["mode"] == "grade"
+    assert graded(graded_run)[0] == 3  # the class was graded, with the installed grader
+    assert not marker.exists(), marker.read_text()
