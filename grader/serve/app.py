@@ -37,7 +37,7 @@ MAX_FORM_BYTES = 64 * 1024
 #: the largest static page served (a student's feedback page with its plots)
 MAX_PAGE_BYTES = 32 << 20
 #: how long an override waits for another writer of the same output folder (a batch, another TA's override)
-OVERRIDE_WAIT_S = 15.0
+OVERRIDE_WAIT_S = 60.0
 CHANGED_SINCE = "Another TA changed this task since you opened the page"
 #: the longest name kept in "By" (and in the cookie that remembers the one a TA typed)
 MAX_BY_CHARS = 128
