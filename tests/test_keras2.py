@@ -360,6 +360,10 @@ cases = {
         'sparse_categorical_crossentropy', 'adam', ['accuracy'], (X[:160], Y[:160]),
         dict(epochs=6, batch_size=16, sample_weight=np.linspace(0.5, 2, 160), validation_data=(X[160:200], Y[160:200]),
              validation_batch_size=20)),
+    "a schedule, amsgrad": (lambda: [Dense(6, activation='relu', input_dim=2), Dense(6, activation='relu'), Dense(1)],
+                            'mse', keras.optimizers.Adam(keras.optimizers.schedules.InverseTimeDecay(0.01, 1, 1e-3),
+                                                         amsgrad=True), None, (X, Y.astype(float)),
+                            dict(epochs=5, batch_size=16)),
     "shuffle='batch'": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse', 'adam', None,
                         (X, Y.astype(float)), dict(epochs=3, shuffle='batch')),
     "a callback": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse', 'adam', None,
@@ -409,7 +413,8 @@ def test_the_keras2_kernel_imports_tensorflow_without_jax_and_jax_stays_importab
 def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
     """The Keras 2 kernel's fit (every epoch in one TensorFlow call) against tf_keras's own, in fresh processes:
     the same weights, history and metrics' state, bit for bit, with validation, Dropout, class_weight, no
-    shuffle, sample weights, batches of one size (no partial one) and ``shuffle='batch'`` (whose batches come
+    shuffle, sample weights, batches of one size (no partial one), a learning-rate schedule with amsgrad (the
+    program's updates share one read of the step count and rate) and ``shuffle='batch'`` (whose batches come
     from tf_keras's dataset; every other fit's are cut in the program); the optimizer's variables named as
     tf_keras names them; a fit with a callback is tf_keras's own, and the report says why."""
     import subprocess

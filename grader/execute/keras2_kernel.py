@@ -22,7 +22,10 @@ import weakref
 #: the names Keras 2 code imports Keras by, and what they lead to
 ROOTS = ("tensorflow.python.keras", "keras")
 #: what Keras 2 had public and tf_keras keeps in its private tree
-PRIVATE = {"utils.np_utils": "src.utils.np_utils", "layers.core": "src.layers.core"}
+PRIVATE = {"utils.np_utils": "src.utils.np_utils", "layers.core": "src.layers.core",
+           "backend.tensorflow_backend": "src.backend"}  # multi-backend Keras 2's ``set_session``'s module
+#: Keras 2.2's lower-case aliases of its optimizer classes (``keras.optimizers.adam``)
+LOWER_OPTIMIZERS = ("adadelta", "adagrad", "adam", "adamax", "nadam", "rmsprop", "sgd")
 #: optimizer classes whose ``lr=`` and ``decay=`` are Keras 2's
 OPTIMIZERS = ("Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "Ftrl", "Lion", "Nadam", "RMSprop",
               "SGD")
@@ -104,9 +107,13 @@ def _keras2_optimizer(cls, used):
             else:
                 kwargs["learning_rate"] = schedule
             used.add("decay")
+        _made[self] = (tuple(args), dict(kwargs))  # what it was made with: its legacy twin in graph mode
         original(self, *args, **kwargs)
 
     cls.__init__ = __init__
+
+
+_made = weakref.WeakKeyDictionary()  # optimizer -> (args, kwargs) it was made with (``_graph_mode_optimizers``)
 
 
 def _no_extension(path):
@@ -156,12 +163,77 @@ def _patch_models(tf_keras, used):
             filepath = os.fspath(filepath) + ".h5"  # what save('name') wrote above
         return original_load(filepath, *args, **kwargs)
 
-    saving_api.load_model = load_model
+    original_save_model = saving_api.save_model
+
+    @functools.wraps(original_save_model)
+    def save_model(model, filepath, *args, **kwargs):
+        """``tf.keras.models.save_model(model, 'name')``, as ``model.save('name')`` above: ``name.h5``."""
+        if not args and kwargs.get("save_format") is None and _no_extension(filepath):
+            filepath = os.fspath(filepath).rstrip("/") + ".h5"
+            used.add("save")
+        return original_save_model(model, filepath, *args, **kwargs)
+
+    saving_api.load_model, saving_api.save_model = load_model, save_model
     for name in ("tf_keras.models", "tf_keras.api._v2.keras.models", "tf_keras.api._v1.keras.models",
                  "tf_keras.src.models", "tf_keras.src.saving"):
         module = sys.modules.get(name)
         if module is not None and getattr(module, "load_model", None) is original_load:
             module.load_model = load_model
+        if module is not None and getattr(module, "save_model", None) is original_save_model:
+            module.save_model = save_model
+
+
+def _keras1_dense(cls, used):
+    """``Dense(output_dim=..., init=...)``: Keras 1's names, which Keras 2 still took (its legacy interface), as
+    ``units`` and ``kernel_initializer``."""
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        if "output_dim" in kwargs:
+            units = kwargs.pop("output_dim")
+            if not args and "units" not in kwargs:
+                kwargs["units"] = units
+            used.add("output_dim")
+        if "init" in kwargs:
+            kwargs.setdefault("kernel_initializer", kwargs.pop("init"))
+            used.add("init")
+        original(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+
+
+def _graph_mode_optimizers(tf_keras, used):
+    """Without eager execution (``tf.compat.v1.disable_eager_execution()``), tf_keras's graph-mode ``compile``
+    takes a legacy optimizer only; Keras 2 up to 2.10, where such code ran, had no other: a current one is
+    compiled as its legacy twin (tf_keras's own ``convert_to_legacy_optimizer``)."""
+    from tf_keras.src.engine import training_v1
+    from tf_keras.src.optimizers import convert_to_legacy_optimizer
+    from tf_keras.src.optimizers import optimizer as current
+
+    original = training_v1.Model.compile
+
+    @functools.wraps(original)
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        if isinstance(optimizer, current.Optimizer):
+            twin = getattr(tf_keras.optimizers.legacy, type(optimizer).__name__, None)
+            try:
+                if optimizer in _made and twin is not None:  # made again from its arguments: its config reads
+                    made, settings = _made[optimizer]  # its variables, which graph mode cannot
+                    optimizer = twin(*made, **{k: v for k, v in settings.items() if k not in _CURRENT_ONLY})
+                else:
+                    optimizer = convert_to_legacy_optimizer(optimizer)
+                used.add("graph mode")
+            except Exception:
+                pass  # compiled as it is: tf_keras says why it cannot
+        return original(self, optimizer, *args, **kwargs)
+
+    training_v1.Model.compile = compile
+
+
+#: settings of tf_keras's current optimizers that their legacy twins do not take
+_CURRENT_ONLY = ("weight_decay", "use_ema", "ema_momentum", "ema_overwrite_frequency", "jit_compile", "mesh",
+                 "is_legacy_optimizer")
 
 
 #: batches a fit runs per call into TensorFlow where the fused fit does not apply (tf_keras's
@@ -315,7 +387,11 @@ def _fused_fit(model, kw):
         raise_fallback = True
         try:
             model.reset_metrics()
-            concrete = program.get_concrete_function(*_relaxed(args))
+            _state["share_reads"] = True
+            try:
+                concrete = program.get_concrete_function(*_relaxed(args))
+            finally:
+                _state["share_reads"] = False
             raise_fallback = False  # from here on, training runs: a failure is the fit's own
             train_logs, val_logs = concrete(*args)
         except Exception as e:
@@ -426,6 +502,58 @@ def _build_optimizer(model):
 #: the modules of the optimizers ``_build_optimizer`` builds (tf_keras's own, of the current kind)
 _BUILT_HERE = {f"tf_keras.src.optimizers.{name}" for name in (
     "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "ftrl", "lion", "nadam", "rmsprop", "sgd")}
+
+
+def _share_reads(tf_keras):
+    """While the fused program is traced, a tf_keras optimizer's variable updates of one step share one read of
+    its ``iterations`` and ``learning_rate`` variables instead of each reading them (Adam computes its step
+    count, powers and step size from them for every variable): the same values from the same ops, so TensorFlow
+    computes them once a step where it computed them for each variable (a sixth of a step of the sheet's
+    4-layer Adam fits).  Read before the first update of the step, as the first update read them."""
+    from tf_keras.src.optimizers import optimizer as optimizers
+
+    base = optimizers._BaseOptimizer
+    iterations, learning_rate = base.iterations, base.learning_rate
+    original_update, original_apply = base._update_step, optimizers.Optimizer._internal_apply_gradients
+
+    def read(self, name, variable):
+        shared = self.__dict__.get("_grader_sharing")
+        if shared is None or not hasattr(variable, "value"):
+            return variable
+        if name not in shared:
+            shared[name] = variable.value()
+        return shared[name]
+
+    def shared_iterations(self):
+        return read(self, "iterations", iterations.fget(self))
+
+    def shared_learning_rate(self):
+        return read(self, "learning_rate", learning_rate.fget(self))
+
+    def _update_step(self, gradient, variable):
+        reads = self.__dict__.get("_grader_reads")
+        if reads is None:
+            return original_update(self, gradient, variable)
+        self.__dict__["_grader_sharing"] = reads
+        try:
+            return original_update(self, gradient, variable)
+        finally:
+            self.__dict__["_grader_sharing"] = None
+
+    def _internal_apply_gradients(self, grads_and_vars):
+        if not _state.get("share_reads"):
+            return original_apply(self, grads_and_vars)
+        self.__dict__["_grader_reads"] = {}  # this step's reads
+        try:
+            return original_apply(self, grads_and_vars)
+        finally:
+            self.__dict__["_grader_reads"] = None
+
+    base.iterations = property(shared_iterations, iterations.fset, iterations.fdel, iterations.__doc__)
+    base.learning_rate = property(shared_learning_rate, learning_rate.fset, learning_rate.fdel,
+                                  learning_rate.__doc__)
+    base._update_step = _update_step
+    optimizers.Optimizer._internal_apply_gradients = _internal_apply_gradients
 
 
 def _relaxed(args):
@@ -571,6 +699,9 @@ def _patch_fit(tf_keras, fused=True):
     @functools.wraps(original_fit)
     def fit(self, *args, **kwargs):
         last_report.clear()
+        if "nb_epoch" in kwargs:  # Keras 1's name, which Keras 2 still took
+            kwargs.setdefault("epochs", kwargs.pop("nb_epoch"))
+            USED.add("nb_epoch")
         if not fused:
             last_report.update(fused=False, fused_fallback="the fused fit is turned off (GRADER_FUSED=0)")
             return stepped(self, *args, **kwargs)
@@ -639,8 +770,19 @@ def install(fused=True):
         cls = getattr(tf_keras.optimizers, name, None)
         if cls is not None:
             _keras2_optimizer(cls, used)
+            if name.lower() in LOWER_OPTIMIZERS and not hasattr(tf_keras.optimizers, name.lower()):
+                setattr(tf_keras.optimizers, name.lower(), cls)  # Keras 2.2's ``from keras.optimizers import adam``
+    _keras1_dense(tf_keras.layers.Dense, used)
+    from tf_keras.src import backend as private_backend
+
+    for name in ("set_session", "get_session"):  # Keras 2's ``K.set_session(tf.compat.v1.Session(...))``
+        if not hasattr(tf_keras.backend, name):
+            setattr(tf_keras.backend, name, getattr(private_backend, name))
+    _graph_mode_optimizers(tf_keras, used)
     _patch_models(tf_keras, used)
     _patch_fit(tf_keras, fused)
+    if fused:
+        _share_reads(tf_keras)
     # ``from keras.utils import np_utils`` looks for the attribute on tf_keras's module first
     for api in ("tf_keras", "tf_keras.api._v2.keras"):
         module = sys.modules.get(api)
