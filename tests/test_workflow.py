@@ -23,6 +23,7 @@ WORKFLOW = yaml.safe_load(template())
 JOBS = WORKFLOW["jobs"]
 PINNED = next(step for step in JOBS["decide"]["steps"] if step.get("id") == "pinned")
 SECRET = "ci-secret-value-" + "5f3a9c" * 8
+PINNED_URL = "git+https://github.com/course/grader@" + "0123456789abcdef" * 2 + "01234567"
 
 
 def git(repo, *args):
@@ -74,9 +75,9 @@ def repo_env(repo, installed) -> tuple[Path, str, dict]:
 
 def pinned_env(repo: Path) -> dict:
     """The template's `env:` as `grader workflow -a reference/tutorial6` fills it in for this repository, with
-    GRADER_PACKAGE pointing at this checkout (a local path, which the template accepts)."""
+    GRADER_PACKAGE set to a pinned commit (the runs install nothing: the grader is this checkout's copy)."""
     text, digest = workflow_text(repo / "reference" / "tutorial6", repo_root=repo)
-    env = dict(yaml.safe_load(text)["env"], GRADER_PACKAGE=str(ROOT))
+    env = dict(yaml.safe_load(text)["env"], GRADER_PACKAGE=PINNED_URL)
     assert env["GRADER_ASSIGNMENT_SHA256"] == digest and env["ASSIGNMENT"] == "reference/tutorial6"
     return env
 
@@ -424,18 +425,22 @@ def test_an_unpinned_grader_package_is_refused(package, tmp_path):
     assert proc.stdout.startswith("::error::") and "GRADER_PACKAGE" in proc.stdout
 
 
-@pytest.mark.parametrize("package", ["git+https://github.com/course/grader@" + "0123456789abcdef" * 2 + "01234567",
-                                     str(ROOT), "./grader-1.2.0-py3-none-any.whl"])
+@pytest.mark.parametrize("package", [PINNED_URL, "folder", "./grader-1.2.0-py3-none-any.whl"])
 def test_a_pinned_grader_package_is_accepted(package, tmp_path):
     (tmp_path / "grader-1.2.0-py3-none-any.whl").write_bytes(b"")
-    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256="ab" * 32, GRADER_PACKAGE=package)
+    (tmp_path / "grader-src" / "grader").mkdir(parents=True)
+    (tmp_path / "grader-src" / "grader" / "__init__.py").write_text("")
+    package = str(tmp_path / "grader-src") if package == "folder" else package
+    digest = package_digest(tmp_path / package) if "://" not in package else ""
+    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256="ab" * 32, GRADER_PACKAGE=package,
+               GRADER_PACKAGE_SHA256=digest)
     proc = run_step(PINNED, tmp_path, step_env(env))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("digest", [WORKFLOW["env"]["GRADER_ASSIGNMENT_SHA256"], "", "ab" * 31, "zz" * 32])
 def test_an_assignment_that_is_not_pinned_is_refused(digest, tmp_path):
-    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256=digest, GRADER_PACKAGE=str(ROOT))
+    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256=digest, GRADER_PACKAGE=PINNED_URL)
     proc = run_step(PINNED, tmp_path, step_env(env))
     assert proc.returncode != 0 and "::error::Set GRADER_ASSIGNMENT_SHA256" in proc.stdout
 
@@ -779,3 +784,44 @@ def test_a_grader_folder_pushed_to_the_root_never_sees_the_secret(repo_env, tmp_
     assert graded_run.needs["decide"]["mode"] == "grade"
     assert graded(graded_run)[0] == 3  # the class was graded, with the installed grader
     assert not marker.exists(), marker.read_text()
+
+
+def package_digest(path: Path) -> str:
+    """The SHA-256 a local GRADER_PACKAGE is pinned by: a wheel's own; a folder's, over its files' (sorted by
+    path, as `sha256sum` lists them)."""
+    import hashlib
+
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(path).as_posix()}\n"
+                    for p in sorted(path.rglob("*"), key=lambda p: p.relative_to(path).as_posix().encode())
+                    if p.is_file() and ".git" not in p.relative_to(path).parts)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["wheel", "folder"])
+def test_a_local_grader_package_a_push_replaced_is_refused(kind, tmp_path):
+    """GRADER_PACKAGE is a wheel (or folder) in the repository.  A push replaces it (checked, not graded: it
+    changes files outside submissions/); every later push that changes only submissions/ was graded by the
+    push's grader, with the secret.  A local package is pinned by its SHA-256, as the assignment is."""
+    if kind == "wheel":
+        package = tmp_path / "grader-1.2.0-py3-none-any.whl"
+        package.write_bytes(b"the course's wheel")
+    else:
+        package = tmp_path / "grader-src"
+        (package / "grader").mkdir(parents=True)
+        (package / "pyproject.toml").write_text("[project]\nname = 'grader'\n")
+        (package / "grader" / "__init__.py").write_text("")
+    pinned = package_digest(package)
+    env = dict(WORKFLOW["env"], GRADER_ASSIGNMENT_SHA256="ab" * 32, GRADER_PACKAGE=f"./{package.name}",
+               GRADER_PACKAGE_SHA256=pinned)
+    assert run_step(PINNED, tmp_path, step_env(env)).returncode == 0  # the course's own
+    if kind == "wheel":
+        package.write_bytes(b"a student's wheel")
+    else:
+        (package / "grader" / "__init__.py").write_text("import os  # sends GRADER_SECRET away\n")
+    proc = run_step(PINNED, tmp_path, step_env(env))
+    assert proc.returncode == 1 and proc.stdout.startswith("::error::GRADER_PACKAGE")
+    assert f"its SHA-256 is {package_digest(package)}" in proc.stdout and "GRADER_PACKAGE_SHA256" in proc.stdout
+    unpinned = run_step(PINNED, tmp_path, step_env(dict(env, GRADER_PACKAGE_SHA256="")))
+    assert unpinned.returncode == 1 and "GRADER_PACKAGE_SHA256" in unpinned.stdout
