@@ -322,6 +322,44 @@ def _replay_epochs(callbacks, train_logs, val_logs, names, epochs: int) -> dict:
     return logs
 
 
+def _data_handlers(model, kw, data, val, epochs):
+    """tf_keras's data handlers of the training ``data`` (x, y, sample_weight) and of the validation data ``val``
+    (None without), as its fit makes them; data of any kind but arrays is a ``_Fallback``."""
+    from tf_keras.src.engine import data_adapter
+
+    batch_size = kw.get("batch_size")
+    handler = data_adapter.get_data_handler(
+        x=data[0], y=data[1], sample_weight=data[2], batch_size=batch_size, epochs=epochs,
+        shuffle=kw.get("shuffle", True), class_weight=kw.get("class_weight"), model=model,
+        steps_per_execution=model._steps_per_execution)
+    if type(handler._adapter).__name__ != "TensorLikeDataAdapter" or not handler.inferred_steps:
+        raise _Fallback(f"data of adapter {type(handler._adapter).__name__}")
+    if val is None:
+        return handler, None
+    val_handler = data_adapter.get_data_handler(
+        x=val[0], y=val[1], sample_weight=val[2], batch_size=kw.get("validation_batch_size") or batch_size,
+        epochs=1, model=model, steps_per_execution=model._steps_per_execution)
+    if type(val_handler._adapter).__name__ != "TensorLikeDataAdapter" or not val_handler.inferred_steps:
+        raise _Fallback("validation data of another kind")
+    return handler, val_handler
+
+
+def _trace_and_run(model, program, args):
+    """The fused ``program`` traced (each step sharing one read of the optimizer's rate and count) and run: its
+    training and validation logs.  A failure before any step is a ``_Fallback`` (tf_keras's fit: nothing was
+    drawn yet); one while training is the fit's own."""
+    try:
+        model.reset_metrics()
+        _state["share_reads"] = True
+        try:
+            concrete = program.get_concrete_function(*_relaxed(args))
+        finally:
+            _state["share_reads"] = False
+    except Exception as e:
+        raise _Fallback(f"could not be traced ({type(e).__name__}: {str(e)[:120]})") from None
+    return concrete(*args)
+
+
 def _fused_fit(model, kw):
     """tf_keras's ``fit`` of array data without callbacks, all its epochs in one ``tf.function`` call instead of a
     Python loop of calls: tf_keras's own data handler (its shuffling, ``class_weight``, casts), each step's batch
@@ -349,23 +387,10 @@ def _fused_fit(model, kw):
     val = None
     if validation_data:
         val = data_adapter.unpack_x_y_sample_weight(validation_data)
-    batch_size = kw.get("batch_size")
     with model.distribute_strategy.scope(), training_utils.RespectCompiledTrainableState(model), \
             _epochs_drawn_at_once(data_adapter, epochs, kw.get("shuffle", True)):
-        handler = data_adapter.get_data_handler(
-            x=x, y=y, sample_weight=sample_weight, batch_size=batch_size, epochs=epochs,
-            shuffle=kw.get("shuffle", True), class_weight=kw.get("class_weight"), model=model,
-            steps_per_execution=model._steps_per_execution)
-        if type(handler._adapter).__name__ != "TensorLikeDataAdapter" or not handler.inferred_steps:
-            raise _Fallback(f"data of adapter {type(handler._adapter).__name__}")
+        handler, val_handler = _data_handlers(model, kw, (x, y, sample_weight), val, epochs)
         steps = int(handler.inferred_steps)
-        val_handler = None
-        if val is not None:
-            val_handler = data_adapter.get_data_handler(
-                x=val[0], y=val[1], sample_weight=val[2], batch_size=kw.get("validation_batch_size") or batch_size,
-                epochs=1, model=model, steps_per_execution=model._steps_per_execution)
-            if type(val_handler._adapter).__name__ != "TensorLikeDataAdapter" or not val_handler.inferred_steps:
-                raise _Fallback("validation data of another kind")
         val_steps = int(val_handler.inferred_steps) if val_handler else 0
         callbacks = callbacks_module.CallbackList(None, add_history=True, add_progbar=False, model=model,
                                                   verbose=0, epochs=epochs, steps=steps)
@@ -384,20 +409,7 @@ def _fused_fit(model, kw):
         _build_optimizer(model)
         args = (source, val_source, tf.constant(epochs, tf.int32), tf.constant(steps, tf.int32),
                 tf.constant(val_steps, tf.int32))
-        raise_fallback = True
-        try:
-            model.reset_metrics()
-            _state["share_reads"] = True
-            try:
-                concrete = program.get_concrete_function(*_relaxed(args))
-            finally:
-                _state["share_reads"] = False
-            raise_fallback = False  # from here on, training runs: a failure is the fit's own
-            train_logs, val_logs = concrete(*args)
-        except Exception as e:
-            if raise_fallback:  # our own failure before any step: tf_keras's fit (nothing was drawn yet)
-                raise _Fallback(f"could not be traced ({type(e).__name__}: {str(e)[:120]})") from None
-            raise
+        train_logs, val_logs = _trace_and_run(model, program, args)
         logs = _replay_epochs(callbacks, train_logs.numpy(), val_logs.numpy() if val_handler is not None else None,
                               names, epochs)
         from tf_keras.src.optimizers import optimizer as optimizers
