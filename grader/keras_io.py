@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,7 +262,8 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
 def _list_of_layers(name: str, version) -> CorruptModel:
     """The error for a model saved by Keras up to 2.1 (or Keras 1), which wrote a ``Sequential``'s configuration
     as a bare list of layers: no Keras of today rebuilds a model from it."""
-    by = f"Keras {str(version)[:20]}" if isinstance(version, str) and version else "a Keras older than 2.2"
+    by = (f"Keras {version}" if isinstance(version, str) and re.fullmatch(r"[0-9][\w.+-]{0,19}", version)
+          else "a Keras older than 2.2")  # the file's own words: a version number only
     return CorruptModel(f"{name}: saved by {by}, which wrote the model's configuration as a bare list of layers "
                         "(Keras up to 2.1 did); current Keras cannot rebuild a model from that.",
                         hint="Load it with the Keras you trained it with and save it again with a newer one "

@@ -188,6 +188,10 @@ def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], 
         notes.append(f"Colab lines skipped: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}. The grader "
                      "has no network and its Python packages (TensorFlow, Keras) are installed already, so these "
                      "lines were not run; nothing to change for grading.")
+    if any(re.search(r"\bdrive\.mount\s*\(", c.source) for c in nb.cells if c.cell_type == "code"):
+        notes.append("drive.mount(): the grader has no Google Drive, so /content/drive/MyDrive was an empty folder "
+                     "of the run: what the notebook saved there was kept (a model saved there is graded); a file it "
+                     "reads from there must be handed in beside the notebook and opened by name.")
     downloads, support = _kernel_records(capture)
     taken = {rel for rel, _ in saved}
     for name in downloads[:10]:
@@ -411,6 +415,8 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     try:
         saved = harvester.saved(done.work, done.before, done.bounds)
         notes.extend(_course_notes(assignment, nb, done.scratch / "capture", saved, done.before, harvester.suffixes))
+        if not harvester.captures and not saved and (graph := keras2.graph_mode_note(nb, file.relative)):
+            notes.append(graph)
     finally:
         _remove(done.scratch)  # the work folder is no longer needed: every model in it was taken
     notes.extend(_run_notes(done, harvester.refused))

@@ -6,7 +6,6 @@
 # Its helpers are top-level (each step named) and deleted from the namespace once installed; the hooks reach them
 # through their closures only, never through globals a notebook could replace.
 def _grader_install_capture():
-    import functools
     import os
 
     out = os.environ.get("GRADER_CAPTURE_DIR")
@@ -30,8 +29,23 @@ def _grader_install_capture():
     capture = _grader_saver(np, out, keras2, max_values)
     describe_training = _grader_describer(np, keras, keras2)
     weights_of, change = _grader_weight_change(np, max_values)
-    original_fit = keras.Model.fit
-    original_predict = keras.Model.predict
+    hook = _grader_hook
+    hook(keras.Model, capture, describe_training, weights_of, change, arg)
+    if keras2:  # without eager execution (tf.compat.v1), tf_keras's models are graph mode's, of training_v1
+        try:
+            from tf_keras.src.engine import training_v1
+
+            hook(training_v1.Model, capture, describe_training, weights_of, change, arg)
+        except Exception:
+            pass
+
+
+def _grader_hook(model_class, capture, describe_training, weights_of, change, arg):
+    """Wrap ``model_class.fit`` and ``.predict`` so that each call saves its model (``capture``)."""
+    import functools
+
+    original_fit = model_class.fit
+    original_predict = model_class.predict
 
     def how_trained():
         """Whether the fit just done was fused into compiled programs (the fused fit installed beneath this
@@ -64,8 +78,8 @@ def _grader_install_capture():
             pass
         return result
 
-    keras.Model.fit = fit
-    keras.Model.predict = predict
+    model_class.fit = fit
+    model_class.predict = predict
 
 
 def _grader_arg(args, kwargs, i, name, default=None):
@@ -171,7 +185,8 @@ def _grader_describer(np, keras, keras2):
             pass
         if keras2:
             opt_config, loss_config = keras3_terms(opt_config, loss_config)
-        return {"epochs": arg(args, kwargs, 3, "epochs", 1), "batch_size": arg(args, kwargs, 2, "batch_size"),
+        epochs = arg(args, kwargs, 3, "epochs", kwargs.get("nb_epoch", 1))  # Keras 1's nb_epoch, run by Keras 2
+        return {"epochs": epochs, "batch_size": arg(args, kwargs, 2, "batch_size"),
                 "validation_split": arg(args, kwargs, 6, "validation_split", 0.0),
                 "shuffle": bool(arg(args, kwargs, 8, "shuffle", True)),
                 "loss": loss if isinstance(loss, str) else type(loss).__name__ if loss is not None else None,
@@ -229,4 +244,4 @@ def _grader_weight_change(np, max_values):
 
 _grader_install_capture()
 del _grader_install_capture, _grader_arg, _grader_saver, _grader_describer, _grader_keras3_terms
-del _grader_weight_change
+del _grader_weight_change, _grader_hook

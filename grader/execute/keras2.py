@@ -20,6 +20,60 @@ KERAS2 = "keras2"  # the name ``execute`` runs this path by (the TensorFlow back
 #: ``def sgd(w, g, lr=0.1)`` is no sign of Keras 2)
 _OPTIMIZER = r"(?:\b(?:SGD|Adam|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Ftrl|AdamW)|\boptimizers\.(?:sgd|adam|rmsprop))\s*\("
 _SAVE_NO_EXT = re.compile(r"\b(?!np\b|numpy\b|pickle\b|joblib\b|torch\b)\w+\.save\(\s*(['\"])([^'\"./\\]+)\1\s*[,)]")
+#: ``save_model(model, 'name')`` without an extension (``tf.keras.models.save_model``: Keras 2's SavedModel folder)
+_SAVE_MODEL_NO_EXT = re.compile(r"\bsave_model\(\s*[\w.]+\s*,\s*(['\"])([^'\"./\\]+)\1\s*[,)]")
+#: the longest line the scan reads (a Keras line is far shorter; a longer one is read up to here)
+MAX_LINE = 2000
+
+
+class _After:
+    """``search(line)``: ``then`` found after the first ``first`` (what ``first.*then`` finds, in linear time:
+    the scan reads the student's text, which may hold a line of many ``first``)."""
+
+    def __init__(self, first: str, then: str):
+        self.first, self.then = re.compile(first), re.compile(then)
+
+    def search(self, line: str):
+        m = self.first.search(line)
+        return m and self.then.search(line, m.end())
+
+
+#: ``save(..., save_format='tf')``: a TensorFlow SavedModel, asked for by name (Keras 3 has no ``save_format``)
+_SAVE_FORMAT_TF = _After(r"\bsave(?:_model)?\(", r"\bsave_format\s*=\s*(['\"])(?:tf|tensorflow)\1")
+#: Keras 2.2's lower-case optimizer aliases (``from keras.optimizers import adam``), and the classes they named
+LOWER_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+                    "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam"}
+_LOWER_IMPORT = re.compile(r"\bfrom\s+(?:tensorflow\.)?keras\.optimizers\s+import\s+(.*)")
+_LOWER = r"\b(" + "|".join(LOWER_OPTIMIZERS) + r")\b"
+
+
+def _lower_imported(line: str) -> list[str]:
+    """The lower-case optimizer aliases a ``from keras.optimizers import ...`` line imports."""
+    m = _LOWER_IMPORT.search(line)
+    return re.findall(_LOWER, m.group(1)) if m else []
+
+
+def _lower_fix(line: str) -> str:
+    m = _LOWER_IMPORT.search(line)
+    return line[:m.start(1)] + re.sub(_LOWER, lambda n: LOWER_OPTIMIZERS[n.group(1)], m.group(1)) if m else line
+
+
+def _keras1_fix(line: str) -> str:
+    """Keras 1's names, which Keras 2 still took: ``output_dim=`` is ``units=``, ``init=`` ``kernel_initializer=``,
+    ``nb_epoch=`` ``epochs=``."""
+    line = re.sub(r"\boutput_dim\s*=", "units=", line)
+    line = re.sub(r"\binit\s*=", "kernel_initializer=", line)
+    return re.sub(r"\bnb_epoch\s*=", "epochs=", line)
+
+
+def _save_format_fix(line: str) -> str:
+    line = re.sub(r",\s*save_format\s*=\s*(['\"])(?:tf|tensorflow)\1", "", line)
+    return _save_model_fix(_save_fix(line))
+
+
+def _save_model_fix(line: str) -> str:
+    return _SAVE_MODEL_NO_EXT.sub(lambda m: m.group(0).replace(m.group(1) + m.group(2) + m.group(1),
+                                                               m.group(1) + m.group(2) + ".keras" + m.group(1)), line)
 
 
 def _save_fix(line: str) -> str:
@@ -44,7 +98,11 @@ def _decay_fix(line: str) -> str:
 
 
 #: (what only Keras 2 runs, its name in the report, the line rewritten for current Keras)
-SIGNS: list[tuple[re.Pattern, str, object]] = [
+SIGNS: list[tuple[re.Pattern | _After, str, object]] = [
+    (_After(r"\bfrom\s+(?:tensorflow\.)?keras\.optimizers\s+import\s", _LOWER), "optimizers.adam", _lower_fix),
+    (_After(r"\bDense\s*\(", r"\boutput_dim\s*="), "output_dim=", _keras1_fix),
+    (_After(r"\bDense\s*\(", r"\binit\s*="), "init=", _keras1_fix),
+    (re.compile(r"[(,]\s*nb_epoch\s*=(?!=)|^\s*nb_epoch\s*=[^=,()]*[,)]\s*$"), "nb_epoch=", _keras1_fix),
     (re.compile(r"tensorflow\.python\.keras\.utils\.np_utils\s+import"), "tensorflow.python.keras",
      lambda line: re.sub(r"tensorflow\.python\.keras\.utils\.np_utils", "tensorflow.keras.utils", line)),
     (re.compile(r"tensorflow\.python\.keras"), "tensorflow.python.keras",
@@ -55,6 +113,8 @@ SIGNS: list[tuple[re.Pattern, str, object]] = [
      lambda line: re.sub(r"\bnp_utils\b", "to_categorical", line)),
     (re.compile(r"\bnp_utils\.to_categorical\b"), "keras.utils.np_utils",
      lambda line: line.replace("np_utils.to_categorical", "to_categorical")),
+    (re.compile(r"\bkeras\.backend\.tensorflow_backend\b"), "keras.backend.tensorflow_backend",
+     lambda line: "(delete it: current Keras has no sessions, and TensorFlow 2 needs none)"),
     (re.compile(r"\bkeras\.layers\.core\b"), "keras.layers.core",
      lambda line: line.replace("keras.layers.core", "keras.layers")),
     (re.compile(_OPTIMIZER + r"[^()]*\bdecay\s*="), "decay=", _decay_fix),
@@ -68,13 +128,18 @@ SIGNS: list[tuple[re.Pattern, str, object]] = [
      lambda line: re.sub(r"\.predict_proba\s*\(", ".predict(", line)),
     (re.compile(r"\.(fit|evaluate|predict)_generator\s*\("), "fit_generator",
      lambda line: re.sub(r"\.(fit|evaluate|predict)_generator\s*\(", r".\1(", line)),
+    (_SAVE_FORMAT_TF, "save_format='tf'", _save_format_fix),
     (_SAVE_NO_EXT, "save('name')", _save_fix),
+    (_SAVE_MODEL_NO_EXT, "save('name')", _save_model_fix),
 ]
 
 #: each sign's name in the report's words
 SAID = {"tensorflow.python.keras": "the private tensorflow.python.keras", "lr=": "the optimizer argument lr=",
         "decay=": "the optimizer argument decay=", "optimizer.lr": "model.optimizer.lr",
-        "save('name')": "model.save('name') without an extension"}
+        "save('name')": "model.save('name') without an extension",
+        "optimizers.adam": "Keras 2's lower-case optimizer names (from keras.optimizers import adam)",
+        "output_dim=": "Keras 1's Dense(output_dim=...)", "init=": "Keras 1's init=",
+        "nb_epoch=": "Keras 1's fit(nb_epoch=...)", "save_format='tf'": "save_format='tf'"}
 
 #: the APIs even Keras 2 had removed or deprecated, and what each ran as on the Keras 2 path
 AS_MEANT = {
@@ -82,8 +147,15 @@ AS_MEANT = {
                        "(for one sigmoid output, predict(x) > 0.5)",
     "predict_proba": "model.predict_proba(x) ran as model.predict(x)",
     "fit_generator": "fit_generator (and evaluate_/predict_generator) ran as fit (evaluate, predict)",
-    "save('name')": "model.save('name') without an extension saved name.h5 (Keras 2 wrote a TensorFlow SavedModel "
-                    "folder there, which the grader cannot grade; load_model('name') finds name.h5)",
+    "save('name')": "model.save('name') (and save_model(model, 'name')) without an extension saved name.h5 (Keras 2 "
+                    "wrote a TensorFlow SavedModel folder there, which the grader cannot grade; load_model('name') "
+                    "finds name.h5)",
+    "save_format='tf'": "save(..., save_format='tf') wrote the TensorFlow SavedModel folder it asked for, which the "
+                        "grader cannot grade: its model is graded from the fit that trained it, and a file for a task "
+                        "(model.h5) must be saved as one file",
+    "output_dim=": "Keras 1's output_dim= and init= ran as Keras 2 ran them, as units= and kernel_initializer=",
+    "init=": "Keras 1's init= ran as Keras 2 ran it, as kernel_initializer=",
+    "nb_epoch=": "Keras 1's nb_epoch= ran as Keras 2 ran it, as epochs=",
 }
 
 #: a Keras 3 run's failures that only Keras 2 code has (the re-run on Keras 2, like the JAX backend's on TensorFlow)
@@ -92,7 +164,11 @@ KERAS2_ONLY = re.compile(
     r"|unexpected keyword argument 'lr'|Argument\(s\) not recognized: \{'(lr|decay)'|`lr` is deprecated"
     r"|No module named 'keras\.(layers\.core|utils\.np_utils|engine|wrappers)'|cannot import name 'np_utils'"
     r"|has no attribute '(predict_classes|predict_proba|fit_generator|evaluate_generator|predict_generator)'"
-    r"|Invalid filepath extension for saving")
+    r"|Invalid filepath extension for saving"
+    r"|cannot import name '(sgd|adam|rmsprop|adagrad|adadelta|adamax|nadam)' from '(tensorflow\.)?keras\.optimizers"
+    r"|unexpected keyword argument '(nb_epoch|output_dim|init)'|Unrecognized keyword arguments.*'(output_dim|init)'"
+    r"|The `save_format` argument is deprecated|No module named 'keras\.backend\.tensorflow_backend'"
+    r"|keras\.backend' has no attribute '(set_session|get_session)'")
 
 
 @dataclass
@@ -154,6 +230,10 @@ def _a_model_save(line: str, models: set[str]) -> bool:
     for m in re.finditer(r"\b(\w+)\.save\(\s*(['\"])([^'\"./\\]+)\2\s*[,)]", line):
         if m.group(1) in models or "model" in m.group(1).lower():
             return True
+    for m in _SAVE_MODEL_NO_EXT.finditer(line):  # save_model(model, 'name'): its model is its first argument
+        first = re.match(r"save_model\(\s*([\w.]+)", m.group(0)).group(1).rsplit(".", 1)[-1]
+        if first in models or "model" in first.lower():
+            return True
     return False
 
 
@@ -167,17 +247,25 @@ def scan(nb) -> Keras2Code:
     # scikit-learn's classifiers have predict_proba too: no sign of Keras 2 in code that uses them
     sklearn = any(re.search(r"\bsklearn\b", str(cell.get("source", ""))) for cell in code)
     models = keras_models([str(cell.get("source", "")) for cell in code])
+    # Keras 2.2's ``from keras.optimizers import adam``: ``adam(lr=0.01)`` is read as ``Adam(lr=0.01)``
+    lower = {n for cell in code for _, line in _code_lines(str(cell.get("source", "")))
+             for n in _lower_imported(line[:MAX_LINE])}
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
         for number, line in _code_lines(str(cell.get("source", ""))):
+            line = line[:MAX_LINE]
+            source = line.strip()  # the student's own line, as the report quotes it
+            if lower and not _LOWER_IMPORT.search(line):
+                line = re.sub(r"\b(" + "|".join(sorted(lower)) + r")\s*\(",
+                              lambda m: LOWER_OPTIMIZERS[m.group(1)] + "(", line)
             for pattern, what, fix in SIGNS:
                 if sklearn and what == "predict_proba":
                     continue
                 if what == "save('name')" and not _a_model_save(line, models):
                     continue
                 if pattern.search(line):
-                    found.signs.append(Sign(index + 1, number, what, line.strip(), fix(line).strip()))
+                    found.signs.append(Sign(index + 1, number, what, source, fix(line).strip()))
                     break
     return found
 
@@ -223,6 +311,25 @@ def limit_lines(limits, backend: str, files, read) -> list[str]:
             lines.append(f"Time limits on this machine{where}: {secs(used.cell.seconds)} s per cell "
                          f"({used.cell.why}), {secs(used.notebook.seconds)} s for the notebook.")
     return lines
+
+
+#: TensorFlow 1's graph API: a network trained without Keras, which the grader cannot take as a model
+_GRAPH_MODE = re.compile(r"\btf\.(?:compat\.v1\.)?(?:Session|InteractiveSession|placeholder)\s*\("
+                         r"|\btf\.(?:compat\.v1\.)?train\.\w+Optimizer\s*\(|\bimport\s+tensorflow\.compat\.v1\b")
+
+
+def graph_mode_note(nb, name: str) -> str | None:
+    """The report's words on a notebook that trains with TensorFlow 1's graph API (sessions, placeholders) and
+    gave no Keras model: what to change, so that its tasks are not silently missing (None for any other)."""
+    lines = [line for cell in nb.cells if cell.get("cell_type") == "code"
+             for _, line in _code_lines(str(cell.get("source", "")))]
+    if not any(_GRAPH_MODE.search(line) for line in lines):
+        return None
+    return (f"{name} trains its network with TensorFlow 1's graph API (tf.compat.v1 sessions and placeholders), "
+            "not with Keras, so the grader found no Keras model to grade in it (the grader grades the Keras models a "
+            "notebook trains). Build the network with Keras: model = keras.Sequential([...]), then "
+            "model.compile(loss=..., optimizer=...) and model.fit(X, y, epochs=...), and save it with "
+            "model.save('model.h5').")
 
 
 def failed(cells) -> list:
