@@ -254,9 +254,47 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
     if isinstance(config, dict) and isinstance(config.get("config"), list):
-        raise _list_of_layers(name, version)
+        if config.get("class_name") != "Sequential":
+            raise _list_of_layers(name, version)
+        config = _current_form(config)  # Keras <= 2.1's Sequential: its layers, as a list
+        raw = json.dumps(config)
     _config_problems(config, max_parameters, name, max_layers)
     return {"config": config, "config_text": raw, "keras_version": version}
+
+
+def _current_form(config: dict) -> dict:
+    """A ``Sequential``'s configuration as Keras up to 2.1 wrote it (its layers as a bare list), in the form
+    TensorFlow 2.x's Keras writes: ``{"name": ..., "layers": [...]}``, an ``InputLayer`` first with the first
+    layer's ``batch_input_shape`` (Keras 3 rebuilds a first ``Dense`` that carries it alone with an extra axis)."""
+    layers = list(config["config"])
+    first = layers[0].get("config") if layers and isinstance(layers[0], dict) else None
+    if (isinstance(first, dict) and layers[0].get("class_name") != "InputLayer"
+            and isinstance(first.get("batch_input_shape"), list)):
+        layers.insert(0, {"class_name": "InputLayer", "config": {
+            "batch_input_shape": first["batch_input_shape"], "dtype": first.get("dtype", "float32"),
+            "sparse": False, "ragged": False, "name": "input"}})
+    return {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
+
+
+def _listed_sequential(path: Path) -> dict | None:
+    """The configuration of an HDF5 model that Keras up to 2.1 saved (a ``Sequential``'s layers as a list), in
+    the current form; None for any other file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            raw = raw.decode() if isinstance(raw, bytes) else raw
+            if not isinstance(raw, str) or len(raw) > MAX_CONFIG_BYTES or '"config": [' not in raw.replace(
+                    '"config":[', '"config": ['):
+                return None
+        config = json.loads(raw)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if isinstance(config, dict) and config.get("class_name") == "Sequential" and isinstance(config.get("config"),
+                                                                                            list):
+        return _current_form(config)
+    return None
 
 
 def _list_of_layers(name: str, version) -> CorruptModel:
@@ -302,10 +340,23 @@ def load(path: Path):
 
     path = Path(path)
     try:
-        if path.suffix not in (".h5", ".keras"):  # Keras goes by the extension: model.H5, model.hdf5
+        from .intake.formats import sniff_format
+
+        listed = _listed_sequential(path) if sniff_format(path) == HDF5 else None
+        if listed is not None:  # saved by Keras <= 2.1: a copy in the current form, which Keras rebuilds
+            import shutil
             import tempfile
 
-            from .intake.formats import sniff_format
+            import h5py
+
+            with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
+                copy = Path(tmp) / "model.h5"
+                shutil.copyfile(path, copy)
+                with h5py.File(copy, "r+") as f:
+                    f.attrs["model_config"] = json.dumps(listed)
+                return keras.models.load_model(copy, compile=False, safe_mode=True)
+        if path.suffix not in (".h5", ".keras"):  # Keras goes by the extension: model.H5, model.hdf5
+            import tempfile
 
             with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
                 alias = Path(tmp) / ("model.h5" if sniff_format(path) == HDF5 else "model.keras")

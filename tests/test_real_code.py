@@ -392,25 +392,35 @@ def keras21_h5(path):
 
     path.write_bytes(real_file("tf26_student_circle_model.h5").read_bytes())
     with h5py.File(path, "r+") as f:
-        config = json.loads(f.attrs["model_config"])
-        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": config["config"]["layers"]})
+        layers = json.loads(f.attrs["model_config"])["config"]["layers"]
+        if layers[0]["class_name"] == "InputLayer":  # Keras 2.1: the input's shape on the first layer
+            layers[1]["config"]["batch_input_shape"] = layers.pop(0)["config"]["batch_input_shape"]
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": layers})
         f.attrs["keras_version"] = "2.1.6"
     return path
 
 
-def test_a_keras21_h5_with_a_list_of_layers_gets_a_clear_message(tmp_path):
-    """Keras up to 2.1 wrote a Sequential's configuration as a list of layers: said so, not an AttributeError."""
+def test_a_keras21_h5_with_a_list_of_layers_is_read_in_the_current_form(tmp_path):
+    """Keras up to 2.1 wrote a Sequential's configuration as a list of layers ("'list' object has no attribute
+    'get'" before): read as its layers; any other model written so gets a clear message."""
+    import json
+
+    import h5py
+
     from grader.errors import SubmissionError
     from grader.intake.formats import HDF5
     from grader.keras_io import read_config
 
     path = keras21_h5(tmp_path / "old.h5")
+    vetted = read_config(path, HDF5, 1_000_000)
+    assert [layer["class_name"] for layer in vetted["config"]["config"]["layers"]] == ["InputLayer"] + ["Dense"] * 3
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Functional", "config": [{"class_name": "Dense"}]})
     with pytest.raises(SubmissionError) as e:
         read_config(path, HDF5, 1_000_000)
     text = str(e.value) + " " + str(getattr(e.value, "hint", ""))
     assert "AttributeError" not in text and "'list'" not in text, text
-    assert "Keras 2.1" in text and "model.save" in text, text
-
+    assert "Keras 2.1.6" in text and "model.save" in text, text
 
 def test_a_keras2_runs_failure_is_not_blamed_on_the_keras2_imports_of_its_cell():
     """A Keras 2 run has keras.layers.core and np_utils: a cell that imports them and fails for another reason
@@ -424,13 +434,17 @@ def test_a_keras2_runs_failure_is_not_blamed_on_the_keras2_imports_of_its_cell()
     assert "removed in Keras 3" not in said and "TypeError" in said, said
 
 
-def test_a_keras21_model_h5_is_graded_with_that_message(assignment, evaluator, tmp_path):
-    (tmp_path / "subs" / "s").mkdir(parents=True)
-    keras21_h5(tmp_path / "subs" / "s" / "model.h5")
-    result = grade_one(assignment, evaluator, tmp_path / "subs")
-    said = " ".join([task_of(result, "3").message] + [str(f) for f in result.files] + result.notes)
-    assert "saved by Keras 2.1.6" in said and "AttributeError" not in said, said
+def test_a_keras21_model_h5_earns_what_the_same_network_earns(assignment, evaluator, tmp_path):
+    from conftest import real_file
 
+    for student, write in (("old", keras21_h5), ("new", lambda p: p.write_bytes(
+            real_file("tf26_student_circle_model.h5").read_bytes()))):
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        write(tmp_path / "subs" / student / "model.h5")
+    old, new = (grade_one(assignment, evaluator, tmp_path / "subs", s) for s in ("old", "new"))
+    assert [(t.id, t.status, t.score, t.metrics) for t in old.tasks] == [
+        (t.id, t.status, t.score, t.metrics) for t in new.tasks]
+    assert task_of(old, "2a").status == "passed", task_of(old, "2a").message
 
 def test_the_scan_of_a_hostile_line_of_many_calls_is_linear():
     """The scan runs in the grader on the student's text: its patterns that look for one thing after another
