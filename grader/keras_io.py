@@ -253,10 +253,11 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
         raise CorruptModel(f"{name}: the model configuration inside the file is not valid JSON.") from None
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
-    if isinstance(config, dict) and isinstance(config.get("config"), list):
-        if config.get("class_name") != "Sequential":
-            raise _list_of_layers(name, version)
-        config = _current_form(config)  # Keras <= 2.1's Sequential: its layers, as a list
+    if isinstance(config, dict) and isinstance(config.get("config"), list) and \
+            config.get("class_name") != "Sequential":
+        raise _list_of_layers(name, version)
+    if _needs_current_form(config):  # Keras <= 2.3's Sequential, read as TensorFlow 2.x's Keras writes it
+        config = _current_form(config)
         raw = json.dumps(config)
     _config_problems(config, max_parameters, name, max_layers)
     return {"config": config, "config_text": raw, "keras_version": version}
@@ -266,35 +267,48 @@ def _current_form(config: dict) -> dict:
     """A ``Sequential``'s configuration as Keras up to 2.1 wrote it (its layers as a bare list), in the form
     TensorFlow 2.x's Keras writes: ``{"name": ..., "layers": [...]}``, an ``InputLayer`` first with the first
     layer's ``batch_input_shape`` (Keras 3 rebuilds a first ``Dense`` that carries it alone with an extra axis)."""
-    layers = list(config["config"])
+    inner = config["config"]
+    layers = list(inner if isinstance(inner, list) else inner.get("layers") or [])
     first = layers[0].get("config") if layers and isinstance(layers[0], dict) else None
     if (isinstance(first, dict) and layers[0].get("class_name") != "InputLayer"
             and isinstance(first.get("batch_input_shape"), list)):
         layers.insert(0, {"class_name": "InputLayer", "config": {
             "batch_input_shape": first["batch_input_shape"], "dtype": first.get("dtype", "float32"),
             "sparse": False, "ragged": False, "name": "input"}})
+    if isinstance(inner, dict):
+        return {**config, "config": {**inner, "layers": layers}}
     return {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
 
 
+def _needs_current_form(config) -> bool:
+    """A ``Sequential`` configuration that Keras 3 does not rebuild as written: Keras <= 2.1's list of layers,
+    or Keras 2.2-2.3's first layer carrying the input's ``batch_input_shape`` without an ``InputLayer``."""
+    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
+        return False
+    inner = config.get("config")
+    if isinstance(inner, list):
+        return True
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    return (isinstance(layers, list) and bool(layers) and isinstance(layers[0], dict)
+            and layers[0].get("class_name") != "InputLayer" and isinstance(layers[0].get("config"), dict)
+            and isinstance(layers[0]["config"].get("batch_input_shape"), list))
+
+
 def _listed_sequential(path: Path) -> dict | None:
-    """The configuration of an HDF5 model that Keras up to 2.1 saved (a ``Sequential``'s layers as a list), in
-    the current form; None for any other file."""
+    """The configuration of an HDF5 ``Sequential`` that Keras up to 2.3 saved (``_needs_current_form``), in the
+    current form; None for any other file."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
             raw = raw.decode() if isinstance(raw, bytes) else raw
-            if not isinstance(raw, str) or len(raw) > MAX_CONFIG_BYTES or '"config": [' not in raw.replace(
-                    '"config":[', '"config": ['):
+            if not isinstance(raw, str) or len(raw) > MAX_CONFIG_BYTES or "batch_input_shape" not in raw:
                 return None
         config = json.loads(raw)
     except (OSError, RuntimeError, ValueError):
         return None
-    if isinstance(config, dict) and config.get("class_name") == "Sequential" and isinstance(config.get("config"),
-                                                                                            list):
-        return _current_form(config)
-    return None
+    return _current_form(config) if _needs_current_form(config) else None
 
 
 def _list_of_layers(name: str, version) -> CorruptModel:
@@ -343,7 +357,7 @@ def load(path: Path):
         from .intake.formats import sniff_format
 
         listed = _listed_sequential(path) if sniff_format(path) == HDF5 else None
-        if listed is not None:  # saved by Keras <= 2.1: a copy in the current form, which Keras rebuilds
+        if listed is not None:  # saved by Keras <= 2.3: a copy in the current form, which Keras rebuilds
             import shutil
             import tempfile
 

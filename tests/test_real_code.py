@@ -381,9 +381,10 @@ def test_the_scan_writes_a_savedmodel_save_for_keras3_without_its_format():
     assert "save_format='tf'" in keras2.note(code, "tut6.py")
 
 
-def keras21_h5(path):
-    """A real student's Keras 2 model (TensorFlow 2.6) with the configuration Keras up to 2.1 wrote: a
-    ``Sequential``'s layers as a bare list."""
+def keras21_h5(path, version="2.1.6"):
+    """A real student's Keras 2 model (TensorFlow 2.6) with the configuration Keras up to 2.1 wrote (a
+    ``Sequential``'s layers as a bare list), or Keras 2.2-2.3 (``version``: under ``layers``); both without an
+    ``InputLayer``, the input's shape on the first layer."""
     import json
 
     import h5py
@@ -392,11 +393,13 @@ def keras21_h5(path):
 
     path.write_bytes(real_file("tf26_student_circle_model.h5").read_bytes())
     with h5py.File(path, "r+") as f:
-        layers = json.loads(f.attrs["model_config"])["config"]["layers"]
-        if layers[0]["class_name"] == "InputLayer":  # Keras 2.1: the input's shape on the first layer
+        config = json.loads(f.attrs["model_config"])
+        layers = config["config"]["layers"]
+        if layers[0]["class_name"] == "InputLayer":
             layers[1]["config"]["batch_input_shape"] = layers.pop(0)["config"]["batch_input_shape"]
-        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": layers})
-        f.attrs["keras_version"] = "2.1.6"
+        listed = version < "2.2"
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": layers} if listed else config)
+        f.attrs["keras_version"] = version
     return path
 
 
@@ -434,17 +437,20 @@ def test_a_keras2_runs_failure_is_not_blamed_on_the_keras2_imports_of_its_cell()
     assert "removed in Keras 3" not in said and "TypeError" in said, said
 
 
-def test_a_keras21_model_h5_earns_what_the_same_network_earns(assignment, evaluator, tmp_path):
+def test_a_keras21_or_22_model_h5_earns_what_the_same_network_earns(assignment, evaluator, tmp_path):
     from conftest import real_file
 
-    for student, write in (("old", keras21_h5), ("new", lambda p: p.write_bytes(
-            real_file("tf26_student_circle_model.h5").read_bytes()))):
+    # Keras 2.2-2.3's form (no InputLayer, the first Dense with batch_input_shape): Keras 3 rebuilt it with an
+    # extra axis, and the file's tasks were an error
+    for student, write in (("k21", keras21_h5), ("k22", lambda p: keras21_h5(p, "2.2.4")),
+                           ("tf26", lambda p: p.write_bytes(real_file("tf26_student_circle_model.h5").read_bytes()))):
         (tmp_path / "subs" / student).mkdir(parents=True)
         write(tmp_path / "subs" / student / "model.h5")
-    old, new = (grade_one(assignment, evaluator, tmp_path / "subs", s) for s in ("old", "new"))
-    assert [(t.id, t.status, t.score, t.metrics) for t in old.tasks] == [
-        (t.id, t.status, t.score, t.metrics) for t in new.tasks]
-    assert task_of(old, "2a").status == "passed", task_of(old, "2a").message
+    k21, k22, tf26 = (grade_one(assignment, evaluator, tmp_path / "subs", s) for s in ("k21", "k22", "tf26"))
+    for old in (k21, k22):
+        assert [(t.id, t.status, t.score, t.metrics) for t in old.tasks] == [
+            (t.id, t.status, t.score, t.metrics) for t in tf26.tasks]
+    assert task_of(tf26, "2a").status == "passed", task_of(tf26, "2a").message
 
 def test_the_scan_of_a_hostile_line_of_many_calls_is_linear():
     """The scan runs in the grader on the student's text: its patterns that look for one thing after another
