@@ -432,9 +432,10 @@ def test_a_keras2_runs_failure_is_not_blamed_on_the_keras2_imports_of_its_cell()
     from grader.execute.diagnose import explain
     from grader.execute.runner import CellRun
 
-    source = "from keras.layers.core import Dense\nfrom keras.utils import np_utils\nmodel.add(Dense(oops=4))"
+    source = ("from keras.layers.core import Dense\nfrom keras.utils import np_utils\n"
+              "from tensorflow.python.keras.layers import Dropout\nmodel.add(Dense(oops=4))")
     said = explain(CellRun(0, source, "error", "TypeError", "Dense.__init__() got an unexpected keyword 'oops'"))
-    assert "removed in Keras 3" not in said and "TypeError" in said, said
+    assert "removed in Keras 3" not in said and "no longer supports" not in said and "TypeError" in said, said
 
 
 def test_a_keras21_or_22_model_h5_earns_what_the_same_network_earns(assignment, evaluator, tmp_path):

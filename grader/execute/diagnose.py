@@ -14,7 +14,8 @@ from .runner import CellRun
 
 #: (pattern searched in "ename: evalue\ntraceback\nsource", explanation)
 RULES: list[tuple[str, str]] = [
-    (r"DistributedDatasetInterface|tensorflow\.python\.keras",
+    (r"DistributedDatasetInterface|tensorflow/python/keras/"
+     r"|(?:No module named|cannot import name|has no attribute)[^\n]*tensorflow\.python\.keras",
      "This code uses the private tensorflow.python.keras package, which current TensorFlow no longer supports "
      "(it imports, then fails inside fit). Import from tensorflow.keras or keras instead: "
      "`from tensorflow.keras.models import Sequential`."),
