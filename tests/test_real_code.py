@@ -107,7 +107,8 @@ def test_the_scan_reads_keras2s_lowercase_optimizers_and_keras1s_arguments():
         "model.add(Dense(output_dim=4, input_dim=2, init='uniform'))\n"
         "model.fit(X, Y, nb_epoch=250, batch_size=32)\n"
         "opt = adam(lr=0.001)\n"))
-    assert [(s.line, s.what) for s in code.signs] == [(1, "optimizers.adam"), (2, "output_dim="), (3, "nb_epoch="), (4, "lr=")]
+    assert [(s.line, s.what) for s in code.signs] == [(1, "optimizers.adam"), (2, "output_dim="), (3, "nb_epoch="),
+                                                      (4, "lr=")]
     assert [s.current for s in code.signs] == [
         "from keras.optimizers import Adam, SGD",
         "model.add(Dense(units=4, input_dim=2, kernel_initializer='uniform'))",
