@@ -326,12 +326,13 @@ def test_a_kernel_that_cannot_start_says_why_and_leaves_no_scratch(assignment, e
     original = SandboxedKernelManager.format_kernel_cmd
 
     def broken(self, extra_arguments=None):  # the kernel's module is missing: it dies at start
-        return [c.replace("ipykernel_launcher", "no_such_kernel_module") for c in original(self, extra_arguments)]
+        return [c.replace("from ipykernel.kernelapp import IPKernelApp", "import no_such_kernel_module")
+                for c in original(self, extra_arguments)]
 
     monkeypatch.setattr(SandboxedKernelManager, "format_kernel_cmd", broken)
     measured, scratch = _measure_in(tmp_path, assignment, evaluator, monkeypatch)
     message = measured.files[0].message
-    assert "kernel could not be started" in message and "No module named no_such_kernel_module" in message
+    assert "kernel could not be started" in message and "No module named 'no_such_kernel_module'" in message
     assert list(scratch.iterdir()) == []
 
 
