@@ -120,6 +120,15 @@ def _no_extension(path):
     return isinstance(path, (str, os.PathLike)) and not os.path.splitext(os.fspath(path).rstrip("/"))[1]
 
 
+def _as_h5(filepath, args, kwargs, used):
+    """Keras 2's ``save('name')`` without an extension or a format (a SavedModel folder) as ``name.h5``, the one
+    file the grader takes; any other path as it is."""
+    if not args and kwargs.get("save_format") is None and _no_extension(filepath):
+        used.add("save")
+        return os.fspath(filepath).rstrip("/") + ".h5"
+    return filepath
+
+
 def _patch_models(tf_keras, used):
     Model = tf_keras.Model
 
@@ -146,10 +155,7 @@ def _patch_models(tf_keras, used):
 
     @functools.wraps(original_save)
     def save(self, filepath, *args, **kwargs):
-        if not args and kwargs.get("save_format") is None and _no_extension(filepath):
-            filepath = os.fspath(filepath).rstrip("/") + ".h5"
-            used.add("save")
-        return original_save(self, filepath, *args, **kwargs)
+        return original_save(self, _as_h5(filepath, args, kwargs, used), *args, **kwargs)
 
     Model.save = save
 
@@ -168,10 +174,7 @@ def _patch_models(tf_keras, used):
     @functools.wraps(original_save_model)
     def save_model(model, filepath, *args, **kwargs):
         """``tf.keras.models.save_model(model, 'name')``, as ``model.save('name')`` above: ``name.h5``."""
-        if not args and kwargs.get("save_format") is None and _no_extension(filepath):
-            filepath = os.fspath(filepath).rstrip("/") + ".h5"
-            used.add("save")
-        return original_save_model(model, filepath, *args, **kwargs)
+        return original_save_model(model, _as_h5(filepath, args, kwargs, used), *args, **kwargs)
 
     saving_api.load_model, saving_api.save_model = load_model, save_model
     for name in ("tf_keras.models", "tf_keras.api._v2.keras.models", "tf_keras.api._v1.keras.models",
