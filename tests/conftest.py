@@ -64,6 +64,16 @@ def real_file(name: str) -> Path:
     return path
 
 
+def _bubblewrap() -> bool:
+    from grader.execute.sandbox import bwrap_path
+
+    return bool(bwrap_path())
+
+
+#: tests that run student code in the real sandbox (bubblewrap)
+needs_sandbox = pytest.mark.skipif(not _bubblewrap(), reason="bubblewrap is not installed (.ci/run installs it)")
+
+
 def small_model(hidden=((4, "relu"),), inputs=2, outputs=(2, "softmax"), seed=0):
     import keras
 

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TUTORIAL6
-from grader.execute.sandbox import bwrap_path
+from conftest import TUTORIAL6, needs_sandbox
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 #: a first cell that raises what the JAX backend would (the grader then re-runs on TensorFlow), then busy loops
 FORGED_JAX_ERROR = ("# %%\nraise RuntimeError('TracerArrayConversionError: The numpy.ndarray conversion method "

@@ -8,9 +8,8 @@ import sys
 import nbformat
 import pytest
 
-from conftest import ROOT, TUTORIAL6, small_model
+from conftest import ROOT, TUTORIAL6, needs_sandbox, small_model
 from grader.check import CheckEvents
-from grader.execute.sandbox import bwrap_path
 
 
 class _Heard(CheckEvents):
@@ -25,7 +24,6 @@ class _Heard(CheckEvents):
         self.running = lambda file: heard.append("running")
         self.ran = lambda run: heard.append("cell")
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 DEMO = ROOT / "submissions" / "tutorial6"
 
 

@@ -4,10 +4,7 @@ Drive folder of the run), and one failing cell is explained once, not under ever
 import nbformat
 import pytest
 
-from conftest import ROOT, TUTORIAL6, grade_one, task_of
-from grader.execute.sandbox import bwrap_path
-
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
+from conftest import ROOT, TUTORIAL6, grade_one, needs_sandbox, task_of
 
 
 def _demo():

@@ -7,11 +7,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import grade_one, task_of
-from grader.execute.sandbox import bwrap_path
+from conftest import grade_one, needs_sandbox, task_of
 from grader.spec import import_reference
-
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 
 def tool(assignment, name):

@@ -8,10 +8,8 @@ import sys
 import nbformat
 import pytest
 
-from conftest import ROOT, TUTORIAL6
-from grader.execute.sandbox import bwrap_path
+from conftest import ROOT, TUTORIAL6, needs_sandbox
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 PRELUDE = f"""
 import json, sys

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SECRET, TUTORIAL6
-from grader.execute.sandbox import bwrap_path
+from conftest import TEST_SECRET, TUTORIAL6, needs_sandbox
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 SLOW = "# %%\nimport time\ntime.sleep(15)\n# %%\nprint('done')\n"
 

@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, needs_sandbox
 from grader.execute import fused_fit
-from grader.execute.sandbox import bwrap_path
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 RTOL, ATOL = 1e-5, 1e-6  # float32: the programs are XLA's either way, so in practice the results are identical
 

@@ -5,10 +5,7 @@ worker; each would fail if the behaviour it names broke."""
 import nbformat
 import pytest
 
-from conftest import grade_one
-from grader.execute.sandbox import bwrap_path
-
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
+from conftest import grade_one, needs_sandbox
 
 
 def notebook(*cells):

@@ -10,10 +10,8 @@ import os
 import nbformat
 import pytest
 
-from conftest import TUTORIAL6, grade_one, task_of
-from grader.execute.sandbox import bwrap_path
+from conftest import TUTORIAL6, grade_one, needs_sandbox, task_of
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 CURVE = """x = np.linspace(0, 1, 200)
 y = x.copy()

@@ -16,19 +16,17 @@ import tomllib
 import nbformat
 import pytest
 
-from conftest import ROOT, TUTORIAL6
+from conftest import ROOT, TUTORIAL6, needs_sandbox
 from grader import speed_probe
 from grader.calibrate import calibrate, calibrate_timings, timing_section, write_timings
 from grader.errors import SpecError
 from grader.execute.diagnose import explain
 from grader.execute.limits import SCALE_BOUNDS, batch_limits, derive, probe_scale, time_limits
 from grader.execute.runner import CellRun
-from grader.execute.sandbox import bwrap_path
 from grader.spec import load_assignment
 from grader.spec.model import BackendTimings, NotebookSettings, Timings
 from grader.store import keys
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 SETTINGS = NotebookSettings(cell_timeout_s=240, notebook_timeout_s=1200, cell_limit_factor=3,
                             notebook_limit_factor=2, min_cell_limit_s=30, min_notebook_limit_s=120)

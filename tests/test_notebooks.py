@@ -9,10 +9,8 @@ import threading
 import nbformat
 import pytest
 
-from conftest import ROOT, TUTORIAL6, grade_one, task_of
-from grader.execute.sandbox import bwrap_path
+from conftest import ROOT, TUTORIAL6, grade_one, needs_sandbox, task_of
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 IMPORTS = "import numpy as np\nfrom tensorflow.keras.models import Sequential\nfrom tensorflow.keras.layers import Dense"
 DATA = "x = np.linspace(0, 1, 200)\ny = np.zeros_like(x)"

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, TEST_SECRET, TUTORIAL6, small_model
+from conftest import ROOT, TEST_SECRET, TUTORIAL6, needs_sandbox, small_model
 from grader.execute.sandbox import bwrap_path, isolation_mode
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make root-only files and switch users")
 
 ROOT_ONLY_TEXT = "ROOT-ONLY-CONTENT-3141"

@@ -4,10 +4,8 @@ import shutil
 import nbformat
 import pytest
 
-from conftest import grade_one, task_of
-from grader.execute.sandbox import bwrap_path
+from conftest import grade_one, needs_sandbox, task_of
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 #: a plain script, no cell markers, as many students hand in: 1b by hand, a mistake, then 2a
 PLAIN = """import numpy as np

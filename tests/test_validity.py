@@ -3,10 +3,8 @@ import shutil
 
 import pytest
 
-from conftest import TUTORIAL6, grade_one, task_of
-from grader.execute.sandbox import bwrap_path
+from conftest import TUTORIAL6, grade_one, needs_sandbox, task_of
 
-needs_sandbox = pytest.mark.skipif(not bwrap_path(), reason="bubblewrap is not installed (.ci/run installs it)")
 
 #: the sheet's 2a, as a student writes it: no seed anywhere
 SHEET_2A = """# %%
