@@ -70,3 +70,41 @@ def test_a_grader_package_pushed_to_the_working_directory_is_not_what_the_speed_
     assert not marker.exists(), marker.read_text()
     assert done.returncode == 0 and float(done.stdout.split()[-1]) > 0, done.stderr[-3000:]
     assert speed_probe._command(1)[0][:2] == [sys.executable, "-P"]  # as the probe's own process is started
+
+
+def _override_step(tmp_path, **inputs):
+    from test_workflow import override_step
+
+    return override_step(tmp_path, actor="ta-on-duty", tas="ta-on-duty", **inputs)
+
+
+def test_a_student_id_with_a_new_line_is_refused_before_any_command_runs(tmp_path):
+    """A TA pastes a student id that carries a new line and a workflow command (`::add-mask::`, or a second
+    `grader` argument): the override step refuses it, saying which input and why, and runs no `grader`."""
+    proc, called = _override_step(tmp_path, student="erin\n::add-mask::ghs-token --undo")
+    assert proc.returncode == 1 and called == "", proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == [line for line in lines if line.startswith("::error::")]  # no line of the id's own
+    assert "the student erin\\x0a::add-mask::ghs-token --undo holds a new line" in proc.stdout
+
+
+def test_a_task_id_hundreds_of_characters_long_is_refused(tmp_path):
+    proc, called = _override_step(tmp_path, task="1c" * 400)
+    assert proc.returncode == 1 and called == ""
+    assert "::error::Nothing was overridden: the task is 800 characters long (at most 200)" in proc.stdout
+
+
+@pytest.mark.parametrize("char", ["\u0085", "\u202e", "\x1b"])
+def test_a_student_id_with_a_non_ascii_or_invisible_control_character_is_refused(tmp_path, char):
+    """A C1 control (NEL), a right-to-left override (it shows `erin` as a different name) or an escape in the
+    id: refused, the character named, nothing run."""
+    proc, called = _override_step(tmp_path, student=f"er{char}in")
+    assert proc.returncode == 1 and called == ""
+    assert "::error::Nothing was overridden: the student er\\" in proc.stdout
+    assert f"U+{ord(char):04X}" in proc.stdout or "an escape" in proc.stdout
+
+
+def test_points_that_are_not_a_number_are_refused(tmp_path):
+    proc, called = _override_step(tmp_path, points="--undo")
+    assert proc.returncode == 1 and called == ""
+    assert "the points --undo are not a number (or 'undo')" in proc.stdout

@@ -610,22 +610,24 @@ def test_a_pip_folder_pushed_to_the_repository_root_is_not_what_installs_the_gra
 OVERRIDE = next(step for step in JOBS["grade"]["steps"] if step.get("name", "").startswith("Override a score"))
 
 
-def override_step(tmp_path: Path, *, actor: str, tas: str) -> tuple[subprocess.CompletedProcess, str]:
-    """The manual run's override step alone, run by ``actor`` with the repository variable GRADER_TAS = ``tas``;
-    `grader` is a stand-in that records its arguments: (the step's process, what `grader` was called with)."""
+def override_step(tmp_path: Path, *, actor: str, tas: str, **inputs) -> tuple[subprocess.CompletedProcess, str]:
+    """The manual run's override step alone, run by ``actor`` with the repository variable GRADER_TAS = ``tas``
+    (and ``inputs`` in place of erin 1c 10 "mine"); `grader` is a stand-in that records its arguments, one a
+    line: (the step's process, what `grader` was called with)."""
     shims = tmp_path / "bin"
     shims.mkdir()
     record = tmp_path / "grader.txt"
-    (shims / "grader").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (shims / "grader").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n')
     (shims / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
     for shim in shims.iterdir():
         shim.chmod(0o755)
     run = Run.__new__(Run)
     run.values = {"inputs.student": "erin", "inputs.task": "1c", "inputs.points": "10", "inputs.reason": "mine",
-                  "github.actor": actor, "github.triggering_actor": actor, "vars.GRADER_TAS": tas}
+                  "github.actor": actor, "github.triggering_actor": actor, "vars.GRADER_TAS": tas,
+                  **{f"inputs.{k}": v for k, v in inputs.items()}}
     env = {k: run.expr(v, {}) for k, v in OVERRIDE["env"].items()}
-    proc = run_step(OVERRIDE, tmp_path, step_env(WORKFLOW["env"], **env,
-                                                 PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
+    path = os.pathsep.join([str(shims), str(Path(sys.executable).parent), os.environ["PATH"]])
+    proc = run_step(OVERRIDE, tmp_path, step_env(WORKFLOW["env"], **env, PATH=path, PYTHONPATH=str(ROOT)))
     return proc, record.read_text() if record.exists() else ""
 
 
@@ -641,7 +643,47 @@ def test_a_manual_run_by_someone_not_a_ta_overrides_nothing(tmp_path, tas):
 def test_a_manual_run_by_a_ta_overrides_the_score(tmp_path):
     proc, called = override_step(tmp_path, actor="other-ta", tas="ta-on-duty other-ta")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert called.startswith("override erin 1c 10 --reason mine --by other-ta ")
+    assert called.startswith("override\n") and called.endswith("\n--\nerin\n1c\n10\n"), called
+    assert "--reason\nmine\n--by\nother-ta\n" in called
+
+
+@pytest.fixture(scope="module")
+def dashed_class(tmp_path_factory) -> Path:
+    """A class graded by the real `grader grade` whose students named their folders like options: ``-erin``
+    and ``--undo`` (each with erin's 1b)."""
+    root = tmp_path_factory.mktemp("dashed")
+    for who in ("-erin", "--undo"):
+        (root / "submissions" / who).mkdir(parents=True)
+        shutil.copy(DEMO / "erin_1b.h5", root / "submissions" / who / "1b.h5")
+    grader = str(Path(sys.executable).parent / "grader")
+    done = subprocess.run([grader, "grade", "submissions", "--assignment", str(TUTORIAL6), "--out", "gradebook"], cwd=root, capture_output=True, text=True, timeout=1800,
+                          env=step_env({}, GRADER_SECRET=SECRET, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root
+
+
+@pytest.mark.parametrize("student", ["-erin", "--undo"])
+def test_a_student_whose_id_begins_with_a_dash_is_overridden_by_the_real_step(dashed_class, tmp_path, student):
+    """A student names her folder ``-erin`` (or ``--undo``): the TA's manual run overrides her task.  Before,
+    the step put the id first on `grader override`'s command line, where it was read as an option (``No such
+    option: -e``; ``--undo`` turned a score into an undo of another id); now the ids follow ``--``."""
+    from grader.api import open_gradebook
+
+    work = tmp_path / "class"
+    shutil.copytree(dashed_class, work)
+    run = Run.__new__(Run)
+    run.values = {"inputs.student": student, "inputs.task": "1b", "inputs.points": "1.5",
+                  "inputs.reason": "-f looked at it", "github.triggering_actor": "ta-on-duty",
+                  "vars.GRADER_TAS": "ta-on-duty"}
+    env = {k: run.expr(v, {}) for k, v in OVERRIDE["env"].items()}
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    proc = run_step(OVERRIDE, work, step_env(WORKFLOW["env"], **env, ASSIGNMENT=str(TUTORIAL6),
+                                             GRADEBOOK="gradebook", PATH=path, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open_gradebook(work / "gradebook") as (gradebook, aid, _):
+        trail = gradebook.override_log(aid)
+    assert [(r["student"], r["task"], r["action"], r["points"], r["reason"], r["by"]) for r in trail] == \
+        [(student, "1b", "set", 1.5, "-f looked at it", "ta-on-duty")]
 
 
 DECIDE = next(step for step in JOBS["decide"]["steps"] if step.get("id") == "decide")
