@@ -241,7 +241,9 @@ _CURRENT_ONLY = ("weight_decay", "use_ema", "ema_momentum", "ema_overwrite_frequ
 
 #: batches a fit runs per call into TensorFlow where the fused fit does not apply (tf_keras's
 #: ``steps_per_execution``: the same batches, updates and weights, bit for bit; only a callback's per-batch hooks
-#: would see fewer calls, so a fit with callbacks keeps 1, and so does one with validation data, which it made slower)
+#: would see fewer calls, so a fit with a callback that has them keeps 1 (callbacks of epochs only, such as
+#: ``EarlyStopping`` or a ``Callback`` with ``on_epoch_end``, do not: 2-3x faster), and so does one with validation
+#: data, which it made slower)
 STEPS_PER_EXECUTION = 64
 #: what the last ``fit`` did, as the capture hook reads it (``fit.grader_report``): {"fused": bool,
 #: "fused_fallback": why not, "fused_program": None}
@@ -680,11 +682,23 @@ _state = {}
 _programs = weakref.WeakKeyDictionary()  # model -> (what its compile made, {validation: (program, names)})
 
 
+def _epochs_only(callbacks) -> bool:
+    """Whether none of a fit's ``callbacks`` hears its training batches (tf_keras's own test, which its loop
+    asks before calling any batch hook): batches run ``STEPS_PER_EXECUTION`` at a time change nothing they see."""
+    if not callbacks:
+        return True
+    if not isinstance(callbacks, (list, tuple)):
+        return False
+    from tf_keras.src.callbacks import Callback
+
+    return all(isinstance(c, Callback) and not c._implements_train_batch_hooks() for c in callbacks)
+
+
 def _patch_fit(tf_keras, fused=True):
     """``fit`` of array data without callbacks (the course's) fused (``_fused_fit``); any other fit is
-    tf_keras's own, running its batches ``STEPS_PER_EXECUTION`` at a time where nothing can tell (no callbacks,
-    no validation, the model's own setting untouched): tf_keras's per-batch and per-epoch Python loop is most of
-    a small network's training (the sheet's 2000-epoch fits train about 5x faster fused)."""
+    tf_keras's own, running its batches ``STEPS_PER_EXECUTION`` at a time where nothing can tell (no callback
+    that hears batches, no validation, the model's own setting untouched): tf_keras's per-batch and per-epoch
+    Python loop is most of a small network's training (the sheet's 2000-epoch fits train about 5x faster fused)."""
     import inspect
 
     Model = tf_keras.Model
@@ -698,7 +712,8 @@ def _patch_fit(tf_keras, fused=True):
         validation = (args[6] if len(args) > 6 else kwargs.get("validation_split"),
                       args[7] if len(args) > 7 else kwargs.get("validation_data"))
         try:
-            plain = spe is not None and not callbacks and not any(validation) and int(spe.numpy()) == 1
+            plain = (spe is not None and _epochs_only(callbacks) and not any(validation)
+                     and int(spe.numpy()) == 1)
         except Exception:
             plain = False
         if not plain:
