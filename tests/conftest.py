@@ -101,7 +101,7 @@ SLOW_FIXTURES = {"model_dir", "reference_models", "evaluator", "hostile_class", 
                  "uninterrupted"}
 #: modules whose tests run notebooks in the sandbox or whole batches
 SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student_files", "test_validity",
-                "test_keras2", "test_hostile_keras2",
+                "test_keras2", "test_hostile_keras2", "test_keras2_callbacks",
                 "test_kit", "test_exports", "test_workflow",
                 "test_commands", "test_gradescope", "test_cli_reports", "test_batch", "test_retrain", "test_postgres",
                 "test_override", "test_check", "test_coursework", "test_classwide", "test_output_safety",

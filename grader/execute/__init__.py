@@ -367,7 +367,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     ``unsandboxed``: run even where the machine cannot isolate the code (otherwise ``KernelStartFailed``).
     ``clock``: the student's time budget (``limits.StudentClock``): each run's notebook limit is at most what
     is left of it.  A re-run on TensorFlow keeps the first backend's limits unless the reference was timed
-    there (``BatchLimits.for_rerun``)."""
+    there (``BatchLimits.for_rerun``); a run on Keras 2 gets them times the loop factor (``for_keras2``)."""
     nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
     limits = limits or default_limits(assignment)
@@ -378,7 +378,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
 
     code = keras2.scan(nb)  # code written for Keras 2 runs on Keras 2 from the start
     first = keras2.KERAS2 if code else backend
-    done = start(first, limits.for_rerun("tensorflow", backend) if code else limits.for_backend(backend))
+    done = start(first, limits.for_keras2(backend) if code else limits.for_backend(backend))
     notes = [] if done.sandbox.available else [done.sandbox.warning]
     reason = diagnose.backend_explains(done.result.cells) if first == "jax" else None
     if not code and (why := keras2.explains(done.result.cells)):  # Keras 2 code the scan missed: re-run on Keras 2
@@ -387,7 +387,8 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     if reason or (code and first != keras2.KERAS2):
         harvester.discard()  # forget what the failed run gave (before its files go)
         done.remove()
-        done = start(keras2.KERAS2 if code else "tensorflow", limits.for_rerun("tensorflow", backend))
+        done = start(keras2.KERAS2 if code else "tensorflow",
+                     limits.for_keras2(backend) if code else limits.for_rerun("tensorflow", backend))
         if reason:
             notes.append(f"The notebook failed on the grader's fast JAX backend ({reason}), so it was run again on "
                          "the TensorFlow backend; the results below are from that run.")

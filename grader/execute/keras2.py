@@ -305,7 +305,7 @@ def limit_lines(limits, backend: str, files, read) -> list[str]:
     on_keras2, others = scanned(files, read)
     lines = []
     for names, used, where in ((others, limits.for_backend(backend), ""),
-                               (on_keras2, limits.for_rerun("tensorflow", backend),
+                               (on_keras2, limits.for_keras2(backend),
                                 f" for Keras 2 code ({', '.join(on_keras2)}, run on tf_keras)")):
         if names or (not where and not on_keras2):
             lines.append(f"Time limits on this machine{where}: {secs(used.cell.seconds)} s per cell "

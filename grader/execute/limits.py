@@ -2,8 +2,10 @@
 
 ``derive`` and ``time_limits`` (pure) scale the reference's slowest cell and whole notebook by the speed
 probe's ratio, within the spec's minimums and maximums, or fall back to the spec's fixed limits; every limit
-carries the sentence a student reads.  ``batch_limits`` runs the probe once per batch; ``StudentClock`` caps
-each run at what is left of the student's time.  The formulas: docs/design/execute.md.
+carries the sentence a student reads.  A run on the Keras 2 path (tf_keras) gets them times ``KERAS2_LOOP_FACTOR``:
+its fits with callbacks or validation run tf_keras's own epoch-by-epoch loop, not a fused program.
+``batch_limits`` runs the probe once per batch; ``StudentClock`` caps each run at what is left of the student's
+time.  The formulas: docs/design/execute.md.
 """
 from __future__ import annotations
 
@@ -17,6 +19,17 @@ from .. import speed_probe
 #: the probe's scale is kept within these bounds, so that a freak reading cannot make limits absurd
 SCALE_BOUNDS = (0.5, 8.0)
 BACKENDS = ("jax", "tensorflow")
+#: the limits of a run on the Keras 2 path (``keras2``: tf_keras on TensorFlow), kept beside the backends'
+KERAS2 = "keras2"
+#: how many times the reference's time (timed on Keras 3, whose every fit is fused) a Keras 2 run's limits allow:
+#: a tf_keras fit with callbacks (``EarlyStopping``, a student's ``Callback``) or validation runs tf_keras's own
+#: Python loop, epoch by epoch.  Measured (2026-12-07, 2 cores, shared; times at the calibration machine's speed
+#: by the speed probe) against the reference's slowest cell (0.69 s: the sheet's 1c fit, 2000 epochs, fused on
+#: JAX), that fit on tf_keras with ``EarlyStopping(monitor='loss')``: 34x one batch per call, 12x 64 per call
+#: (``keras2_kernel.stepped`` now, exact); with ``validation_split=0.2`` and ``EarlyStopping()`` (the usual
+#: pairing, whose validation runs tf_keras's ``evaluate`` every epoch): 100x.  The factor covers that one; the
+#: cell factor's margin comes on top, and the assignment's maximums still bound every limit.
+KERAS2_LOOP_FACTOR = 100
 
 
 def secs(v: float) -> str:
@@ -66,10 +79,14 @@ class TimeLimits:
 
 
 def _limit(what: str, setting: str, minimum: str, factor: float, reference_s: float, scale: float, floor: float,
-           cap: float) -> Limit:
-    seconds, decided = derive(factor, reference_s, scale, floor, cap)
-    here = reference_s * scale
+           cap: float, loop: float = 1.0) -> Limit:
+    seconds, decided = derive(factor * loop, reference_s, scale, floor, cap)
+    here = reference_s * scale * loop
     of = f"{factor:g}× the reference solution's {what}"
+    if loop != 1:
+        of = (f"{factor:g}× the reference solution's {what} as Keras 2 runs it ({secs(reference_s * scale)} s on "
+              f"Keras 3 here, ×{loop:g} for tf_keras's epoch-by-epoch loop on TensorFlow, which runs a fit with "
+              "callbacks or validation)")
     if decided == "reference":
         return Limit(seconds, f"{of}, which takes {secs(here)} s on this machine")
     if decided == "minimum":
@@ -86,9 +103,15 @@ def fixed_limits(settings, backend: str, reason: str = "") -> TimeLimits:
                       Limit(settings.notebook_timeout_s, f"set by the assignment, notebook_timeout_s{tail}"))
 
 
-def time_limits(settings, timings, backend: str, scale: float | None) -> TimeLimits:
+def time_limits(settings, timings, backend: str, scale: float | None, loop: float = 1.0,
+                run_on: str | None = None) -> TimeLimits:
     """The limits on ``backend`` from the spec's ``settings`` (``NotebookSettings``), the calibration's
-    ``timings`` (``Timings`` or None) and the probe's ``scale`` (None: no reading).  Pure."""
+    ``timings`` (``Timings`` or None) and the probe's ``scale`` (None: no reading).  ``loop``: the reference's
+    times multiplied by it (``KERAS2_LOOP_FACTOR``, for a run on ``run_on``: the Keras 2 path's TensorFlow).
+    Pure."""
+    if run_on is not None:
+        limits = time_limits(settings, timings, backend, scale, loop)
+        return TimeLimits(run_on, limits.cell, limits.notebook, limits.scale)
     if settings.time_limits == "fixed":
         return fixed_limits(settings, backend)
     ref = timings.get(backend) if timings is not None else None
@@ -98,10 +121,10 @@ def time_limits(settings, timings, backend: str, scale: float | None) -> TimeLim
                "this machine's speed could not be compared with the calibration machine's")
         return fixed_limits(settings, backend, why)
     cell = _limit("slowest cell", "cell_timeout_s", "min_cell_limit_s", settings.cell_limit_factor,
-                  ref.slowest_cell_s, scale, settings.min_cell_limit_s, settings.cell_timeout_s)
+                  ref.slowest_cell_s, scale, settings.min_cell_limit_s, settings.cell_timeout_s, loop)
     notebook = _limit("whole notebook", "notebook_timeout_s", "min_notebook_limit_s",
                       settings.notebook_limit_factor, ref.notebook_s, scale, settings.min_notebook_limit_s,
-                      settings.notebook_timeout_s)
+                      settings.notebook_timeout_s, loop)
     return TimeLimits(backend, cell, notebook, scale)
 
 
@@ -116,6 +139,13 @@ class BatchLimits:
 
     def for_backend(self, backend: str) -> TimeLimits:
         return dict(self.by_backend)[backend]
+
+    def for_keras2(self, first: str) -> TimeLimits:
+        """The limits of a run on the Keras 2 path of a notebook whose backend is ``first``: ``first``'s from the
+        reference's timings times ``KERAS2_LOOP_FACTOR`` (the batch's ``keras2`` entry); without that entry,
+        ``for_rerun("tensorflow", first)``."""
+        own = dict(self.by_backend).get(KERAS2)
+        return own if own is not None else self.for_rerun("tensorflow", first)
 
     def for_rerun(self, backend: str, first: str) -> TimeLimits:
         """The limits of a re-run on ``backend`` of a notebook that failed on ``first`` in a way ``first``
@@ -177,8 +207,9 @@ def batch_limits(assignment, probe=speed_probe.probe) -> BatchLimits:
         stale = _stale(assignment)
         if stale:
             notes.append(stale)
-    return BatchLimits(tuple((b, time_limits(settings, timings, b, scale)) for b in BACKENDS), reading, scale,
-                       tuple(notes))
+    keras2 = time_limits(settings, timings, settings.backend, scale, KERAS2_LOOP_FACTOR, run_on="tensorflow")
+    return BatchLimits(tuple((b, time_limits(settings, timings, b, scale)) for b in BACKENDS) + ((KERAS2, keras2),),
+                       reading, scale, tuple(notes))
 
 
 class StudentClock:

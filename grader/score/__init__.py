@@ -43,14 +43,19 @@ def _model_task_result(task, a: Assessment, source: str, inferred: bool, reason:
 def _failed_cells(notebooks: list[dict]) -> str:
     """The cells that failed in a student's notebooks, named (for a task whose model never appeared); why each
     failed is said once, in the notebook's own section of the report, not under every task."""
-    said = [f"cell {f['cell']} of {nb['name']} failed" for nb in notebooks
-            for f in nb.get("failures", []) if f.get("status") != "skipped"]
+    failures = [(nb, f) for nb in notebooks for f in nb.get("failures", []) if f.get("status") != "skipped"]
+    said = [f"cell {f['cell']} of {nb['name']} " + ("ran out of time (the grader stopped it at its time limit)"
+                                                    if f.get("status") == "timeout" else "failed")
+            for nb, f in failures]
     if not said:
         return ""
     more = f" and {len(said) - 3} more" if len(said) > 3 else ""
+    ran_out = (" A cell stopped at a time limit never finished, so a model it was still training was never made; "
+               "the limit, and where it comes from, is under the notebook below."
+               if any(f.get("status") == "timeout" for _, f in failures) else "")
     return (" Your notebook did not run to the end cleanly: " + ", ".join(said[:3]) + more + " (why, and what to "
             "change, is under the notebook below). The model for this task may have been made in or after a "
-            "failing cell: fix it first.")
+            "failing cell: fix it first." + ran_out)
 
 
 def _missing(task, assignment=None, student: str = "", notebooks: list[dict] = ()) -> TaskResult:
