@@ -1,12 +1,14 @@
 """The signed override log that carries a class's TA overrides past a lost gradebook (``grader.ci.overrides``):
 read only when signed with the grading secret for that assignment, brought level with a real gradebook in
-either direction, refused (nothing changed) when the two disagree."""
+either direction, refused (nothing changed) when the two disagree.  And the seal of the gradebook folder CI
+restores from the Actions cache (``grader.ci.seal``): trusted only as the workflow sealed it."""
 import json
 
 import pytest
 
 from conftest import TUTORIAL6
 from grader.ci.overrides import log_text, read_log, sync_log
+from grader.ci.seal import SEAL, seal, verify
 from grader.errors import FatalError
 from grader.spec import load_assignment
 from grader.store import Gradebook
@@ -97,3 +99,59 @@ def test_a_deeply_nested_log_is_refused_with_a_message_not_a_traceback(gradebook
     with pytest.raises(FatalError, match="is refused: it is not a grader-override-log/1 file"):
         sync_log(gradebook, "tutorial6", log, SECRET)
     assert gradebook.override_log("tutorial6") == []
+
+
+@pytest.fixture
+def sealed(gradebook, tmp_path):
+    """The folder of a real gradebook with a page beside it, sealed as a CI run leaves it for the cache."""
+    (tmp_path / "students").mkdir()
+    (tmp_path / "students" / "erin.html").write_text("<p>erin: 3 of 10</p>")
+    gradebook.append_overrides("tutorial6", [row("erin", 3.0, "2026-12-01T10:00:00+00:00")])
+    gradebook.close()
+    assert seal(tmp_path, SECRET) >= 3
+    verify(tmp_path, SECRET)  # as sealed: trusted
+    return tmp_path
+
+
+def test_a_gradebook_changed_after_its_seal_is_refused(sealed):
+    """Someone who can write the cache gives erin 10 points in the gradebook itself (real SQLite)."""
+    import sqlite3
+
+    with sqlite3.connect(sealed / "gradebook.sqlite") as db:
+        assert db.execute("UPDATE overrides SET points = 10").rowcount == 1
+    with pytest.raises(FatalError, match="gradebook.sqlite was changed after it was sealed"):
+        verify(sealed, SECRET)
+
+
+def test_a_page_added_to_a_sealed_gradebook_is_refused(sealed):
+    (sealed / "students" / "mallory.html").write_text("<script>steal()</script>")
+    with pytest.raises(FatalError, match="students/mallory.html was added after it was sealed"):
+        verify(sealed, SECRET)
+
+
+def test_a_link_put_in_place_of_a_sealed_page_is_refused(sealed):
+    (sealed / "students" / "erin.html").unlink()
+    (sealed / "students" / "erin.html").symlink_to("/etc/passwd")
+    with pytest.raises(FatalError, match="students/erin.html was changed after it was sealed"):
+        verify(sealed, SECRET)
+
+
+def test_a_gradebook_resealed_without_the_secret_is_refused(sealed):
+    """The forger edits the gradebook and seals it again, with a secret of her own (she has not the TA's)."""
+    (sealed / "students" / "erin.html").write_text("<p>erin: 10 of 10</p>")
+    seal(sealed, "the-students-own-guess")
+    with pytest.raises(FatalError, match="not made with this GRADER_SECRET"):
+        verify(sealed, SECRET)
+
+
+def test_a_gradebook_without_a_seal_is_refused(sealed):
+    """An entry saved by a job that never sealed it (or by the workflow before it sealed gradebooks)."""
+    (sealed / SEAL).unlink()
+    with pytest.raises(FatalError, match="carries no seal"):
+        verify(sealed, SECRET)
+
+
+def test_a_seal_of_nested_brackets_is_refused_with_a_message(sealed):
+    (sealed / SEAL).write_text('{"files": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(FatalError, match="is not a grader-ci-seal/1 file"):
+        verify(sealed, SECRET)

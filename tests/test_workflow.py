@@ -122,12 +122,15 @@ class Run:
     """One run of the workflow: the event, its expressions' values, each job's steps as they ran."""
 
     def __init__(self, repo: Path, tmp: Path, cache: Cache, env: dict, *, event: str, before: str = "",
-                 secret: str = SECRET, inputs: dict | None = None, run_id: int = 1):
+                 secret: str = SECRET, inputs: dict | None = None, run_id: int = 1, cancelled: tuple = (),
+                 ref: str = "refs/heads/main"):
         self.repo, self.tmp, self.cache, self.env = repo, tmp, cache, env
+        self.cancelled = cancelled  # jobs GitHub cancelled before they began (a concurrency group's queue)
+        self.results: dict[str, str] = {}  # needs.<job>.result
         self.values = {"github.event_name": event, "github.event.before": before, "secrets.GRADER_SECRET": secret,
                        "github.run_id": str(run_id), "github.run_attempt": "1", "github.actor": "ta-on-duty",
                        "github.triggering_actor": "ta-on-duty", "vars.GRADER_TAS": "ta-on-duty",
-                       "github.ref": "refs/heads/main", "github.event.repository.default_branch": "main",
+                       "github.ref": ref, "github.event.repository.default_branch": "main",
                        "github.run_number": str(run_id), "github.token": "ghs-token-of-the-run",
                        "runner.os": "Linux", **{f"env.{k}": v for k, v in env.items()},
                        **{f"inputs.{k}": v for k, v in (inputs or {}).items()}}
@@ -144,6 +147,8 @@ class Run:
             _, step, what, *name = key.split(".")  # steps.<id>.outputs.<name>, steps.<id>.outcome
             found = outputs.get(step, {}).get(what, {} if name else "")
             return found.get(name[0], "") if name else found
+        if key.startswith("needs.") and key.endswith(".result"):
+            return self.results.get(key.split(".")[1], "skipped")
         if key.startswith("needs."):
             _, job, _, name = key.split(".")
             return self.needs.get(job, {}).get(name, "")
@@ -176,11 +181,14 @@ class Run:
         return result
 
     def run(self) -> None:
-        for name in ("decide", "check", "grade"):
+        for name in ("decide", "check", "grade", "unapplied"):
             job = JOBS[name]
             if "if" in job and not self.condition(job["if"], {}, ok=True):
-                continue
-            self.run_job(name, job)
+                self.results[name] = "skipped"
+            elif name in self.cancelled:
+                self.results[name] = "cancelled"
+            else:
+                self.run_job(name, job)
 
     def run_job(self, name: str, job: dict) -> None:
         workspace = self.tmp / f"ws-{name}"
@@ -215,6 +223,7 @@ class Run:
                             "outputs": dict(line.split("=", 1) for line in out_file.read_text().splitlines() if line)}
             ran.append((step.get("name"), proc, env))
         self.steps[name] = ran
+        self.results[name] = "success" if ok else "failure"
         self.needs[name] = {k: self.expr(v, outputs) for k, v in job.get("outputs", {}).items()}
 
     def step(self, job: str, prefix: str):
@@ -264,6 +273,7 @@ def test_with_the_secret_the_class_is_graded_and_its_gradebook_carries_over(repo
     second = Run(repo, tmp_path / "run2", cache, env, event="workflow_dispatch", run_id=2,
                  inputs={"student": "erin", "task": "1c", "points": "3", "reason": "1c was in her notebook"})
     assert graded(second) == (0, 0, 3)  # restored: nothing ran
+    assert second.results["unapplied"] == "skipped"  # the override was applied: nothing to say
 
     shutil.copytree(DEMO / "dave", repo / "submissions" / "dave")
     head = git(repo, "rev-parse", "HEAD")
@@ -319,6 +329,101 @@ def test_a_run_whose_cache_was_evicted_says_so_and_puts_the_overrides_back(repo_
                 if s["id"] == "erin")
     assert next(t for t in erin["tasks"] if t["id"] == "1c")["override"]["reason"] == "1c was in her notebook"
     assert "up to date" in evicted.step("grade", "Keep the override log").stdout  # nothing new to keep
+
+
+def test_a_gradebook_poisoned_in_the_cache_is_refused_and_the_class_graded_from_scratch(repo_env, tmp_path):
+    """Any job of a run on the default branch can write its Actions cache (the check job runs students' code,
+    sandboxed; a sandbox escape holds the runner's cache token, never GRADER_SECRET).  Erin saves a newer entry
+    of the gradebook's key, the last run's gradebook in which she gave herself 10 points on 1c with the real
+    `grader override`, by the TA.  Before, the next run restored it, exported her 10 and signed her override
+    into the log on the branch; now the restored gradebook fails its seal, the top of the summary says so, and
+    the class is graded from scratch: nothing of hers stands or is logged."""
+    import csv
+
+    from grader.api import override_score
+
+    repo, before, env = repo_env
+    cache = Cache(tmp_path / "cache")
+    Run(repo, tmp_path / "run1", cache, env, event="push", before=before, run_id=1)
+    forged = tmp_path / "forged"
+    shutil.copytree(cache.root / "0", forged)
+    override_score("erin", "1c", 10, reason="checked by hand", by="ta-on-duty", out_dir=forged)
+    cache.save("grader-gradebook-666-1", forged)  # newer than run 1's: the one a restore-key prefix finds
+
+    second = Run(repo, tmp_path / "run2", cache, env, event="workflow_dispatch", run_id=2)
+    summary = second.summary.read_text()
+    assert summary.startswith("> **The gradebook restored from the Actions cache failed verification (gradebook.sqlite"
+                              " was changed, "), summary[:500]
+    assert "::error::The gradebook restored" in second.step("grade", "Trust the restored").stdout
+    assert "No gradebook was restored" not in summary  # one message, the right one
+    assert graded(second) == (3, 0, 0)  # from scratch
+    rows = {r["student_id"]: r for r in csv.DictReader(
+        (second.workspaces["grade"] / env["REPORTS"] / "grades.csv").open())}
+    assert rows["erin"]["task_1c"] != "10" and rows["erin"]["overridden"] == ""
+    assert json.loads(git(repo, "show", "grader-overrides:overrides.json"))["overrides"] == []
+    third = Run(repo, tmp_path / "run3", cache, env, event="workflow_dispatch", run_id=3)  # run 2's, sealed
+    assert graded(third) == (0, 0, 3) and "failed verification" not in third.summary.read_text()
+
+
+def test_runs_that_write_the_gradebook_wait_in_a_queue_rather_than_replace_each_other():
+    """GitHub keeps one pending job per concurrency group: a newer one cancels the one pending and takes its
+    place, so a student's push while a run grades cancelled a TA's override run waiting behind it.  With
+    `queue: max` pending jobs wait their turn (up to 100), never cancelled by a newer one, nor the one in
+    progress (no cancel-in-progress)."""
+    group = JOBS["grade"]["concurrency"]
+    assert group == {"group": "grader-gradebook", "queue": "max"}, group
+    assert "concurrency" not in WORKFLOW  # the whole run is not in a group: decide and check never wait
+
+
+def test_only_the_grading_job_may_write_the_actions_cache():
+    """Any job of a run on the default branch could save to its cache, the check job too, which runs students'
+    code: past the sandbox, that code could save a gradebook (refused by its seal) or pip's downloads, which
+    the grading job installs the grader from.  The cache service enforces each job's cache-mode."""
+    modes = {name: job.get("cache-mode") for name, job in JOBS.items()}
+    assert modes == {"decide": "none", "check": "read", "grade": "write", "unapplied": "none"}, modes
+    assert not [step for step in JOBS["check"]["steps"] if step.get("uses", "").startswith("actions/cache@")]
+
+
+def test_a_ta_override_whose_grading_job_was_cancelled_is_said_and_fails_the_run(repo_env, tmp_path):
+    """Beyond the queue (100 pending jobs of students' pushes) or cancelled by hand, a TA's override run never
+    grades: its run says at the top of its summary that the override was not applied, and fails, so the TA
+    sees it (before, the run ended 'cancelled' among the students' runs, the override silently missing)."""
+    repo, _, env = repo_env
+    cache = Cache(tmp_path / "cache")
+    run = Run(repo, tmp_path / "run", cache, env, event="workflow_dispatch", cancelled=("grade",),
+              inputs={"student": "erin", "task": "1c", "points": "3", "reason": "1c was in her notebook"})
+    assert run.results["grade"] == "cancelled" and run.results["unapplied"] == "failure"
+    summary = run.summary.read_text()
+    assert summary.startswith("> **This run's override (erin 1c: 3) was NOT applied, or not kept: the grading job "
+                              "was cancelled"), summary
+    assert "run the workflow again with the same inputs" in summary.lower()
+    assert cache.keys == []  # nothing graded, nothing saved
+
+
+def test_a_cancelled_push_run_or_a_manual_run_without_an_override_says_nothing(repo_env, tmp_path):
+    """The control: a push's grading job cancelled (a newer push's run grades the whole class) or a manual run
+    that only grades has no override to lose."""
+    repo, before, env = repo_env
+    push = Run(repo, tmp_path / "push", Cache(tmp_path / "c1"), env, event="push", before=before,
+               cancelled=("grade",))
+    manual = Run(repo, tmp_path / "manual", Cache(tmp_path / "c2"), env, event="workflow_dispatch",
+                 cancelled=("grade",))
+    assert push.results["unapplied"] == manual.results["unapplied"] == "skipped"
+    assert push.summary.read_text() == manual.summary.read_text() == ""
+
+
+def test_an_override_run_on_another_branch_says_that_its_override_was_not_applied(repo, tmp_path):
+    """A manual override run on a branch other than the default one is only checked: the TA is told that the
+    override was not applied, and why."""
+    repo, _ = repo
+    git(repo, "checkout", "-qb", "extra")
+    env = dict(pinned_env(repo), PYTHONPATH=str(ROOT))
+    run = Run(repo, tmp_path / "run", Cache(tmp_path / "cache"), env, event="workflow_dispatch",
+              inputs={"student": "erin", "task": "1c", "points": "3", "reason": "seen"}, ref="refs/heads/extra",
+              cancelled=("check",))  # the check job's own tests are above; here only what the TA is told
+    assert run.results["grade"] == "skipped" and run.results["unapplied"] == "failure"
+    assert "was NOT applied, or not kept: the class was not graded in this run (this run is on" in \
+        run.summary.read_text()
 
 
 def test_without_the_secret_the_workflow_checks_on_public_data_and_says_so(repo_env, tmp_path):
