@@ -85,8 +85,8 @@ def _limit(what: str, setting: str, minimum: str, factor: float, reference_s: fl
     of = f"{factor:g}× the reference solution's {what}"
     if loop != 1:
         of = (f"{factor:g}× the reference solution's {what} as Keras 2 runs it ({secs(reference_s * scale)} s on "
-              f"Keras 3 here, ×{loop:g} for tf_keras's epoch-by-epoch loop on TensorFlow, which runs a fit with "
-              "callbacks or validation)")
+              f"Keras 3 here, ×{loop:g} for tf_keras's epoch-by-epoch loop on the tensorflow backend, which runs a "
+              "fit with callbacks or validation)")
     if decided == "reference":
         return Limit(seconds, f"{of}, which takes {secs(here)} s on this machine")
     if decided == "minimum":
