@@ -253,6 +253,28 @@ def test_a_colab_notebook_whose_training_got_stuck_is_graded_so_and_told(assignm
 
 
 @needs_sandbox
+def test_a_model_file_whose_save_a_time_limit_stopped_is_named(assignment, evaluator, tmp_path):
+    # a cell stopped at its limit (as load can make happen) while it saved model.h5 leaves the file empty: the
+    # report said only "No model.h5 was found"; now it names the file and why it holds no model
+    from grader.execute.limits import BatchLimits, Limit, TimeLimits
+    from grader.intake import collect
+    from grader.session import grade_student
+
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    nbformat.write(notebook("from google.colab import drive\ndrive.mount('/content/drive')", "import numpy as np",
+                            "f = open('/content/drive/MyDrive/model.h5', 'wb')  # model.save, at its start\n"
+                            "while True:\n    pass"), folder / "tutorial6.ipynb")
+    limits = BatchLimits(tuple((b, TimeLimits(b, Limit(10, "test"), Limit(400, "test"))) for b in ("jax", "tensorflow")))
+    [sub] = collect(tmp_path / "subs", assignment)
+    result = grade_student(assignment, sub, evaluator, limits=limits)
+    assert [(f["cell"], f["status"]) for f in result.notebooks[0]["failures"]] == [(3, "timeout")]
+    assert task_of(result, "3").status == "missing"
+    [note] = [n for n in result.notes if "no model is in it" in n]
+    assert "drive/MyDrive/model.h5 (empty)" in note and "time limit" in note, note
+
+
+@needs_sandbox
 def test_reading_from_an_empty_drive_says_to_hand_the_file_in(assignment, evaluator, tmp_path):
     nb = notebook("from google.colab import drive\ndrive.mount('/content/drive')",
                   "import numpy as np\ndata = np.loadtxt('/content/drive/MyDrive/tut6/data.csv')")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import untrusted
 from ..execute.limits import secs
-from ..intake.formats import MODEL_FORMATS, parse_json, sniff_format
+from ..intake.formats import EMPTY, MODEL_FORMATS, parse_json, sniff_format
 from ..spec import Assignment, import_reference
 
 MAX_META_BYTES = 64 * 1024
@@ -229,8 +229,9 @@ def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bo
     """Model files the notebook wrote (new or changed) in its work folder, as (relative path, the grader's
     copy).  Only names that say "model" (.h5, .hdf5, .keras) are looked at, and only regular files whose
     bytes are a model format are kept.  ``notes``: the report's words on the TensorFlow SavedModel folders it
-    wrote (``savedmodel_notes``) are added there."""
-    found = []
+    wrote (``savedmodel_notes``), and on the model files it wrote that hold no model (``unsaved_note``), are
+    added there."""
+    found, no_model = [], []
     now = snapshot(work_dir, bounds)
     if notes is not None:
         notes.extend(savedmodel_notes(now, before))
@@ -243,11 +244,28 @@ def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bo
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             untrusted.take_relative(work_dir, rel, dest, MAX_MODEL_BYTES)
-            if sniff_format(dest) in MODEL_FORMATS:
+            fmt = sniff_format(dest)
+            if fmt in MODEL_FORMATS:
                 found.append((rel, dest))
+            else:
+                no_model.append((rel, fmt))
         except (untrusted.Refused, OSError):
             continue
+    if notes is not None and no_model:
+        notes.append(unsaved_note(no_model))
     return found
+
+
+def unsaved_note(files: list[tuple[str, str]]) -> str:
+    """The report's words on model files (``(relative path, sniffed format)``) a run wrote that hold no model:
+    an empty one is what a save stopped at its start leaves (a cell's time limit, a dead kernel), and a task
+    whose model it was would otherwise read only as "no model.h5 was found"."""
+    named = ", ".join(f"{rel} ({'empty' if fmt == EMPTY else 'not a Keras model'})"
+                      for rel, fmt in files[:MAX_SAVEDMODEL_NOTES])
+    more = f" and {len(files) - MAX_SAVEDMODEL_NOTES} more" if len(files) > MAX_SAVEDMODEL_NOTES else ""
+    return (f"The run wrote {named}{more}, but no model is in it, so it was not graded. A save stopped part-way "
+            "(by a cell's time limit, or a kernel that died) leaves such a file: let the cell that saves the "
+            "model finish.")
 
 
 #: SavedModel folders named in the report, at most
