@@ -265,7 +265,8 @@ def test_a_model_file_whose_save_a_time_limit_stopped_is_named(assignment, evalu
     nbformat.write(notebook("from google.colab import drive\ndrive.mount('/content/drive')", "import numpy as np",
                             "f = open('/content/drive/MyDrive/model.h5', 'wb')  # model.save, at its start\n"
                             "while True:\n    pass"), folder / "tutorial6.ipynb")
-    limits = BatchLimits(tuple((b, TimeLimits(b, Limit(10, "test"), Limit(400, "test"))) for b in ("jax", "tensorflow")))
+    limits = BatchLimits(tuple((b, TimeLimits(b, Limit(10, "test"), Limit(400, "test")))
+                               for b in ("jax", "tensorflow")))
     [sub] = collect(tmp_path / "subs", assignment)
     result = grade_student(assignment, sub, evaluator, limits=limits)
     assert [(f["cell"], f["status"]) for f in result.notebooks[0]["failures"]] == [(3, "timeout")]
