@@ -161,6 +161,33 @@ def test_an_optimizer_outside_the_allow_list_is_not_retrained_and_the_report_say
     assert "SGD, Adam, RMSprop" in t.message
 
 
+def test_a_run_that_saved_its_stuck_model_gets_the_file_its_recipes_credit(assignment, evaluator, stuck, tmp_path):
+    # a notebook's run that saved the model it had just trained (task 3's model.h5): the file is that fit's model
+    # weight for weight, so its recipe's re-trainings judge it as they judge 2a; a file of other weights (an
+    # untrained model saved beside it) gets no such credit
+    import keras
+
+    from grader.intake.formats import sniff_format
+    from grader.records import Source
+
+    measured = _measure(assignment, evaluator, stuck, tmp_path)
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2, activation="softmax")])
+    fresh.save(tmp_path / "fresh.h5")
+    keras.saving.load_model(stuck.model_path).save(tmp_path / "model.h5")  # the same weights, as the run saved it
+
+    def with_saved(path):
+        source = Source("model.h5 (saved by work.py)", sniff_format(path), "3", provenance={"made_by": "saved"})
+        evaluation = Evaluation.from_json(evaluator.evaluate(path, None), source.provenance)
+        return Measurements("s", [], [], [], {}, measured.evaluated + [(source, evaluation)])
+
+    three = task_of(score_student(assignment, with_saved(tmp_path / "model.h5")), "3")
+    assert (three.status, three.score) == ("passed", 10), three.message
+    assert "your notebook trained (work.py" in three.message and "re-trained, reached" in three.message, three.message
+    other = task_of(score_student(assignment, with_saved(tmp_path / "fresh.h5")), "3")
+    assert other.score < 10 and "re-trained" not in other.message, other.message
+
+
 def test_a_saved_model_has_no_recipe_and_is_graded_as_submitted(assignment, evaluator, stuck, tmp_path):
     folder = tmp_path / "subs" / "s"
     folder.mkdir(parents=True)
