@@ -216,11 +216,19 @@ def _by_its_recipe(assignment, evaluation, match, evaluated):
         return match, None
     for source, other in evaluated:
         if other is not evaluation and other.made_by == "fit" and other.retraining is not None \
-                and other.weights_sha256 == evaluation.weights_sha256:
+                and other.weights_sha256 == evaluation.weights_sha256 and _network(other) == _network(evaluation):
             a = assess(assignment.task(match.task_id), other)
             if a.metric_fraction > 0:
                 return dataclasses.replace(match, assessment=a), source.name
     return match, None
+
+
+def _network(evaluation) -> tuple:
+    """What a model computes besides its weights (the digest holds only their dtypes, shapes and bytes): the same
+    weights under other activations or other layers are another model."""
+    info = evaluation.info or {}
+    return (info.get("inputs"), info.get("outputs"), [tuple(d) for d in info.get("dense") or []],
+            list(info.get("other_layers") or []))
 
 
 def _saved_file_result(task, f, evaluation, match, twin: str | None = None) -> TaskResult:
