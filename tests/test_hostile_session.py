@@ -1,11 +1,19 @@
-"""Hostile submissions against what session 2026-12-07 added: a saved model.h5 credited by its fit's recipe.
+"""Hostile submissions against what session 2026-12-07 added: a saved model.h5 credited by its fit's recipe, and
+Keras 2 runs' longer time limits inside the student's whole time budget.
 
 Each case is its own hostile submission, graded by the real parts (capture hook, evaluation and training
 workers, scoring).  Assertions are on grades and words, never on time.
 """
 from __future__ import annotations
 
-from conftest import task_of
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from conftest import TEST_SECRET, TUTORIAL6, needs_sandbox, task_of
 from test_retrain import _measure, stuck  # noqa: F401 (stuck: the real stuck capture of the sheet's 2a recipe)
 from grader.measure import Measurements
 from grader.records import Evaluation
@@ -44,3 +52,40 @@ def test_a_saved_file_with_the_fits_weights_in_another_network_gets_no_recipe_cr
     three = task_of(score_student(assignment, with_saved), "3")
     assert "your notebook trained" not in three.message and "re-trained" not in three.message, three.message
     assert three.score < 10, three.message
+
+
+#: Keras 2 code (the scan sends it to tf_keras) that trains a model, then spends the rest of the student's time
+KERAS2_THEN_HANG = ("# %%\nimport numpy as np\nfrom tensorflow.python.keras.models import Sequential\n"
+                    "from tensorflow.python.keras.layers import Dense\n"
+                    "x = np.linspace(-1, 1, 40).reshape(-1, 1)\n"
+                    "model = Sequential([Dense(8, activation='relu', input_dim=1), Dense(1)])\n"
+                    "model.compile(loss='mse', optimizer='sgd')\nmodel.fit(x, x ** 2, epochs=3, verbose=0)\n"
+                    "# %%\nwhile True:\n    pass\n"
+                    "# %%\nprint('never reached')\n")
+
+
+@needs_sandbox
+def test_a_keras2_run_that_spends_the_budget_keeps_its_models(tmp_path):
+    """Hostile (and what a slow honest tf_keras fit does under the x100 limits): a Keras 2 script trains a model,
+    then loops until the student's whole time is spent; a classmate is graded beside it (``-j 2``).  Its cell
+    failed on Keras 2, so it is run again on Keras 3, which the spent budget gives no time: every cell is
+    skipped.  Before, 'none failed' there, so the empty Keras 3 run replaced the Keras 2 run and its model."""
+    spec = tmp_path / "assignment"
+    shutil.copytree(TUTORIAL6, spec)
+    toml = spec / "assignment.toml"
+    toml.write_text(re.sub(r"\nstudent_time_s = \d+", "\nstudent_time_s = 150", toml.read_text()))
+    for sid, code in (("hangs", KERAS2_THEN_HANG), ("quick", "# %%\nprint('hello')\n")):
+        (tmp_path / "subs" / sid).mkdir(parents=True)
+        (tmp_path / "subs" / sid / "work.py").write_text(code)
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", "subs", "-a", spec, "-o", "out", "-j", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "GRADER_SECRET": TEST_SECRET})
+    assert done.returncode == 0, done.stderr[-3000:]
+    students = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
+    assert set(students) == {"hangs", "quick"}
+    (nb,) = students["hangs"]["notebooks"]
+    assert nb["limits"]["notebook_s"] <= 150, nb["limits"]  # the budget caps the Keras 2 run's x100 limits
+    assert nb["keras"] == "2", nb["notes"]
+    assert any(f["status"] == "timeout" for f in nb["failures"]), nb["failures"]  # the premise: the loop stopped
+    assert nb["models_captured"] >= 1, nb["notes"]
+    assert not any("where none failed" in n for n in nb["notes"]), nb["notes"]

@@ -333,8 +333,10 @@ def graph_mode_note(nb, name: str) -> str | None:
 
 
 def failed(cells) -> list:
-    """The cells of a run that did not run to the end (an error, a timeout, a dead kernel)."""
-    return [c for c in cells if c.status not in ("ok", "skipped")]
+    """The cells of a run that did not run to the end (an error, a timeout, a dead kernel), or not at all (skipped
+    once the notebook's limit or the disk quota was reached: a re-run that the student's time budget left no time
+    must not count as one where none failed)."""
+    return [c for c in cells if c.status != "ok"]
 
 
 def keras3_did_better(keras2_cells, keras2_models: int, keras3_cells, keras3_models: int) -> bool:
