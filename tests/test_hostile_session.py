@@ -69,7 +69,8 @@ def test_a_keras2_run_that_spends_the_budget_keeps_its_models(tmp_path):
     """Hostile (and what a slow honest tf_keras fit does under the x100 limits): a Keras 2 script trains a model,
     then loops until the student's whole time is spent; a classmate is graded beside it (``-j 2``).  Its cell
     failed on Keras 2, so it is run again on Keras 3, which the spent budget gives no time: every cell is
-    skipped.  Before, 'none failed' there, so the empty Keras 3 run replaced the Keras 2 run and its model."""
+    skipped.  Before, 'none failed' there, so the empty Keras 3 run replaced the Keras 2 run and its model; now
+    that run is not even started (its kernel's start came on top of the spent budget)."""
     spec = tmp_path / "assignment"
     shutil.copytree(TUTORIAL6, spec)
     toml = spec / "assignment.toml"
@@ -89,3 +90,21 @@ def test_a_keras2_run_that_spends_the_budget_keeps_its_models(tmp_path):
     assert any(f["status"] == "timeout" for f in nb["failures"]), nb["failures"]  # the premise: the loop stopped
     assert nb["models_captured"] >= 1, nb["notes"]
     assert not any("where none failed" in n for n in nb["notes"]), nb["notes"]
+    # and the budget spent, no run on current Keras is started at all (it was: a kernel start past the budget)
+    assert not any("run again on current Keras" in n or "also run on current Keras" in n for n in nb["notes"]), \
+        nb["notes"]
+
+
+def test_a_keras3_rerun_whose_cells_were_skipped_did_not_do_better():
+    """A Keras 3 re-run with a little of the budget left runs a cell or two and skips the rest at the notebook's
+    limit: its skipped cells did not run, so it did no better than the Keras 2 run whose one cell failed."""
+    from grader.execute import keras2
+    from grader.execute.runner import CellRun
+
+    on_keras2 = [CellRun(0, "fit", "ok"), CellRun(1, "loop", "timeout", "CellTimeout"),
+                 CellRun(2, "print", "skipped", "NotebookTimeout")]
+    on_keras3 = [CellRun(0, "fit", "ok"), CellRun(1, "loop", "skipped", "NotebookTimeout"),
+                 CellRun(2, "print", "skipped", "NotebookTimeout")]
+    assert not keras2.keras3_did_better(on_keras2, 1, on_keras3, 1)
+    assert not keras2.keras3_did_better(on_keras2, 1, [CellRun(i, "", "skipped", "NotebookTimeout")
+                                                       for i in range(3)], 0)
