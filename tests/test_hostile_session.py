@@ -108,3 +108,30 @@ def test_a_keras3_rerun_whose_cells_were_skipped_did_not_do_better():
     assert not keras2.keras3_did_better(on_keras2, 1, on_keras3, 1)
     assert not keras2.keras3_did_better(on_keras2, 1, [CellRun(i, "", "skipped", "NotebookTimeout")
                                                        for i in range(3)], 0)
+
+
+@needs_sandbox
+def test_scripts_met_after_the_budget_is_spent_start_no_kernel(tmp_path, assignment, evaluator):
+    """Hostile: one script spends the student's whole time (a Keras 2 run may now take all of it), and many more
+    follow (a submission may hold 500 files).  Each later one started a sandbox and a kernel, past the budget, to
+    skip every cell.  Now none is started: each says it was not run because the budget was used up."""
+    import time
+
+    from grader.execute.limits import StudentClock
+    from grader.intake import collect_one
+    from grader.session import GradingSession
+
+    (tmp_path / "s").mkdir()
+    for i in range(3):
+        (tmp_path / "s" / f"more{i}.py").write_text("# %%\nfrom tensorflow.python.keras.models import Sequential\n"
+                                                     "# %%\nwhile True:\n    pass\n")
+    sub = collect_one(tmp_path / "s", assignment, "s")
+    spent = StudentClock(30, "the test's budget", started=time.monotonic() - 60)
+    measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(sub, clock=spent)
+    assert len(measured.notebooks) == 3
+    for nb in measured.notebooks:
+        assert nb["limits"]["notebook_s"] == 0 and "what was left of the test's budget" in nb["limits"]["notebook_why"]
+        assert nb["cells_run"] == 0 and nb["kernel_restarts"] == 0
+        assert any(f"{nb['name']} was not run: the test's budget (30 s) was used up" in n for n in nb["notes"]), \
+            nb["notes"]
+        assert nb["seconds"] == 0  # no run was timed: no sandbox, no kernel

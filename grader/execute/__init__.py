@@ -29,7 +29,7 @@ from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose, keras2
 from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
-from .runner import IOPUB_GRACE_S, MAX_KERNEL_MESSAGE_BYTES, NotebookRunner, RunResult
+from .runner import IOPUB_GRACE_S, MAX_KERNEL_MESSAGE_BYTES, CellRun, NotebookRunner, RunResult
 from .relay import socket_tempdir
 from . import compile_cache, course_kernel
 from .sandbox import COLAB_HOME, HOME, Limits, Sandbox, SandboxFailed, unavailable_reason
@@ -371,6 +371,8 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
     limits = limits or default_limits(assignment)
+    if clock is not None and clock.left() < 1:
+        return _not_started_for_time(assignment, nb, file, clock, limits.for_backend(backend))
 
     def start(backend_name: str, run_limits: TimeLimits) -> _Run:
         return _start_run(assignment, nb, file, files_root, backend_name, run_limits, progress, harvester, seed,
@@ -425,6 +427,20 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     return Execution(file.relative, done.result, harvester.captures, saved, notes,
                      _failures(assignment, done.result, done.limits), done.taken, limits=done.limits,
                      keras="2" if code else "3", executed=done.executed)
+
+
+def _not_started_for_time(assignment, nb, file, clock: StudentClock, limits: TimeLimits) -> Execution:
+    """A notebook met once the student's whole time is spent: every code cell skipped, and neither files staged
+    nor a kernel started (a student's hundreds of scripts would each have cost a sandbox and a kernel's start
+    past the budget)."""
+    used = clock.cap(limits)
+    result = RunResult(backend=limits.backend, notebook_timed_out=True)
+    result.cells = [CellRun(index, cell.source, "skipped", "NotebookTimeout",
+                            f"the notebook ran over its {used.notebook.seconds:.0f} s limit")
+                    for index, cell in enumerate(nb.cells) if cell.cell_type == "code" and cell.source.strip()]
+    note = (f"{file.relative} was not run: {clock.why} ({secs(clock.total_s)} s) was used up before it (no time "
+            "was left to start it).")
+    return Execution(file.relative, result, [], [], [note], _failures(assignment, result, used), limits=used)
 
 
 def _run_notes(done: _Run, refused: list[str]) -> list[str]:
