@@ -625,3 +625,17 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
                                    (Retraining([tid], [task.dataset], error="a re-training failed"), True)):
         judged = assess(task, replace(fit, retraining=retraining))
         assert (judged.metric_fraction == 1.0) == keras2_bar, retraining
+
+
+def test_keras2_reference_runs_do_not_import_from_the_folder_they_are_started_in(assignment, tmp_path, monkeypatch):
+    # a TA who calibrates from inside a folder of students' files: a json.py there is not the stdlib's
+    from grader.execute import keras2
+
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    (planted / "json.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('x')\n"
+                                     "from importlib import import_module as _i\n")
+    monkeypatch.chdir(planted)
+    files = keras2.reference_runs(assignment, [("1b", 0)], tmp_path / "runs")
+    assert not (tmp_path / "ran").exists()
+    assert [p.name for p in files.values()] == ["1b-0.h5"]

@@ -442,7 +442,10 @@ def reference_runs(assignment, runs: list[tuple[str, int]], out) -> dict[tuple[s
         module, _, function = assignment.task(tid).reference.partition(":")
         items.append([tid, module, function, int(seed)])
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", REFERENCE_RUNS, str(Path(__file__).with_name("keras2_kernel.py")),
+    # -P: the folder the TA runs from is not put on sys.path (a json.py or numpy.py there would run), as for the
+    # speed probe
+    kernel = str(Path(__file__).with_name("keras2_kernel.py"))
+    proc = subprocess.run([sys.executable, "-P", "-c", REFERENCE_RUNS, kernel,
                            str(assignment.root), str(out), json.dumps(items)], env=env, capture_output=True,
                           text=True)
     if proc.returncode != 0:
