@@ -78,6 +78,16 @@ class Aliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             module.__spec__ = own  # the import system set the alias's spec on the real module
 
 
+def _renamed(args, kwargs, old: str, new: str, used) -> None:
+    """Keras 2's keyword ``old`` passed on as ``new`` (dropped when a value is also given positionally or as
+    ``new``), and noted in ``used``."""
+    if old in kwargs:
+        value = kwargs.pop(old)
+        if not args and new not in kwargs:
+            kwargs[new] = value
+        used.add(old)
+
+
 def _keras2_optimizer(cls, used):
     """``cls.__init__`` taking Keras 2's ``lr`` (tf_keras warns and ignores it) and ``decay`` (tf_keras refuses
     it): ``lr`` is the learning rate, ``decay`` Keras 2's ``lr / (1 + decay * iterations)``."""
@@ -91,11 +101,7 @@ def _keras2_optimizer(cls, used):
 
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
-        if "lr" in kwargs:
-            lr = kwargs.pop("lr")
-            if not args and "learning_rate" not in kwargs:
-                kwargs["learning_rate"] = lr
-            used.add("lr")
+        _renamed(args, kwargs, "lr", "learning_rate", used)
         decay = kwargs.pop("decay", None)
         if decay:
             import tf_keras
@@ -193,11 +199,7 @@ def _keras1_dense(cls, used):
 
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
-        if "output_dim" in kwargs:
-            units = kwargs.pop("output_dim")
-            if not args and "units" not in kwargs:
-                kwargs["units"] = units
-            used.add("output_dim")
+        _renamed(args, kwargs, "output_dim", "units", used)
         if "init" in kwargs:
             kwargs.setdefault("kernel_initializer", kwargs.pop("init"))
             used.add("init")
