@@ -111,9 +111,13 @@ def grade_batch(submissions, assignment_dir, out_dir, progress: BatchProgress | 
         gradebook = Gradebook(db_url, out_dir)
         try:
             with batch_log(out_dir / LOG_NAME):
-                return _run(spec, submissions=submissions, out_dir=out_dir, progress=progress, gradebook=gradebook,
-                            seeds=seeds, workers=workers, scheduler=scheduler, force=force, started=started,
-                            allow_unsandboxed=allow_unsandboxed)
+                try:
+                    return _run(spec, submissions=submissions, out_dir=out_dir, progress=progress,
+                                gradebook=gradebook, seeds=seeds, workers=workers, scheduler=scheduler, force=force,
+                                started=started, allow_unsandboxed=allow_unsandboxed)
+                except FatalError as e:  # the log of an unattended batch says why it stopped, as the terminal does
+                    log.error("the batch stopped: %s", e.explain())
+                    raise
         finally:
             gradebook.close()
 
@@ -197,6 +201,8 @@ class _Batch:
 
     def warn(self, text: str, severe: bool = False) -> None:
         self.progress.warning(text, severe=severe) if severe else self.progress.warning(text)
+        if severe:  # grading without a safeguard: in the batch's log too
+            log.warning("%s", text)
         self.reporter.warnings.append(text)
 
     def prepare(self, submissions: Path, force: bool, allow_unsandboxed: bool):

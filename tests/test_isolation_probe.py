@@ -149,9 +149,13 @@ def test_allow_unsandboxed_runs_the_notebooks_with_a_loud_warning(request):
     done = s.grader("grade", subs, "-a", TUTORIAL6, "-o", s.home / "out", "--workers", 1, "--allow-unsandboxed")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "WARNING: NO SANDBOX" in done.stderr and NAMESPACE_FAILED in " ".join(done.stderr.split())
-    student = json.loads((s.home / "out" / "results.json").read_text())["students"][0]
+    results = json.loads((s.home / "out" / "results.json").read_text())
+    student = results["students"][0]
     assert student["notebooks"][0]["sandboxed"] is False
     assert next(t for t in student["tasks"] if t["id"] == "2a")["status"] == "passed"
+    # for whoever reads the files instead of the terminal: the class's results and the batch's log
+    assert any(NAMESPACE_FAILED in w for w in results["warnings"])
+    assert NAMESPACE_FAILED in (s.home / "out" / "grader.log").read_text()
 
 
 @needs_bwrap
