@@ -297,8 +297,9 @@ def read_relative(root: Path, relative: str, limit: int) -> bytes:
         os.close(root_fd)
 
 
-def sha256_relative(root: Path, relative: str) -> tuple[str, int]:
-    """(hex SHA-256, size) of ``root/relative``'s bytes, read without following links on the way."""
+def sha256_relative(root: Path, relative: str, limit: int | None = None) -> tuple[str, int]:
+    """(hex SHA-256, size) of ``root/relative``'s bytes, read without following links on the way (``Refused``
+    past ``limit`` bytes, when given: checked before the first read, and as it grows while read)."""
     import hashlib
 
     root_fd = open_tree(root)
@@ -313,9 +314,13 @@ def sha256_relative(root: Path, relative: str) -> tuple[str, int]:
         os.close(root_fd)
     h, size = hashlib.sha256(), 0
     try:
+        if limit is not None and os.fstat(file_fd).st_size > limit:
+            raise _too_large(limit)
         while block := os.read(file_fd, _CHUNK):
             h.update(block)
             size += len(block)
+            if limit is not None and size > limit:
+                raise _too_large(limit)
     finally:
         os.close(file_fd)
     return h.hexdigest(), size

@@ -3,10 +3,13 @@ read only when signed with the grading secret for that assignment, brought level
 either direction, refused (nothing changed) when the two disagree.  And the seal of the gradebook folder CI
 restores from the Actions cache (``grader.ci.seal``): trusted only as the workflow sealed it."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import TUTORIAL6
+from conftest import ROOT, TUTORIAL6
 from grader.ci.overrides import log_text, read_log, sync_log
 from grader.ci.seal import SEAL, seal, verify
 from grader.errors import FatalError
@@ -155,3 +158,108 @@ def test_a_seal_of_nested_brackets_is_refused_with_a_message(sealed):
     (sealed / SEAL).write_text('{"files": ' + "[" * 200_000 + "]" * 200_000 + "}")
     with pytest.raises(FatalError, match="is not a grader-ci-seal/1 file"):
         verify(sealed, SECRET)
+
+
+# --- the seal's walk is bounded: a planted file is refused before anything is hashed ----------------------------
+
+def _bytes_read() -> int:
+    """What this process has read so far (``rchar`` of /proc/self/io: every read(2), sparse zeros included)."""
+    for line in open("/proc/self/io", encoding="ascii"):
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("/proc/self/io has no rchar")
+
+
+def _sparse(path, size: int):
+    with open(path, "wb") as f:
+        f.truncate(size)  # no block written: the disk is not filled, a reader still reads `size` bytes
+
+
+def _refused_unread(folder, match: str, secret: str = SECRET) -> str:
+    before = _bytes_read()
+    with pytest.raises(FatalError, match=match) as e:
+        verify(folder, secret)
+    assert _bytes_read() - before < 64 * 2**20, "the planted file was read"
+    return e.value.message
+
+
+def test_an_honest_gradebook_sealed_and_verified_by_the_workflows_command(sealed):
+    """The workflow's own commands (``python -P -m grader.ci.seal seal|verify``) on a real gradebook: the seal
+    matches, and the page read from it after is the one sealed."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GRADER_SECRET": SECRET}
+    done = subprocess.run([sys.executable, "-P", "-m", "grader.ci.seal", "seal", str(sealed)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("sealed "), done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-P", "-m", "grader.ci.seal", "verify", str(sealed)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("its seal matches"), done.stdout + done.stderr
+
+
+def test_a_huge_sparse_file_planted_in_a_sealed_gradebook_is_refused_unread(sealed):
+    """A poisoned cache entry keeps an honest seal and adds a 100 GB file of holes: verify used to hash every
+    byte of it (minutes, and as much again for each such file) before saying it was added.  Its size alone
+    refuses it, in words, and the workflow's verify step exits 1 with that line."""
+    _sparse(sealed / "students" / "zz-padding.bin", 100 * 2**30)
+    said = _refused_unread(sealed, r"students/zz-padding.bin is 100.0 GB, more than the 2.0 GB a file of a "
+                                   r"sealed gradebook may be \(nothing was read\)")
+    assert "\n" not in said
+    done = subprocess.run([sys.executable, "-P", "-m", "grader.ci.seal", "verify", str(sealed)], capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                                                       "GRADER_SECRET": SECRET})
+    assert done.returncode == 1 and done.stdout == said + "\n", done.stdout + done.stderr
+
+
+def test_a_sealed_gradebook_swapped_for_a_huge_one_of_the_same_name_is_refused_unread(sealed):
+    """The file the seal names (gradebook.sqlite) replaced by a 3 GB one: refused by its size, not hashed."""
+    (sealed / "gradebook.sqlite").unlink()
+    _sparse(sealed / "gradebook.sqlite", 3 * 2**30)
+    _refused_unread(sealed, r"gradebook.sqlite is 3.0 GB, more than the 2.0 GB")
+
+
+def test_files_each_below_the_limit_but_too_many_bytes_together_are_refused_unread(sealed):
+    for n in range(3):
+        _sparse(sealed / f"plot-{n}.png", 1900 * 2**20)
+    _refused_unread(sealed, r"its files are more than 4.0 GB in all, more than a sealed gradebook may hold")
+
+
+def test_a_link_planted_in_a_sealed_gradebook_is_not_followed(sealed, tmp_path_factory):
+    """A link to a huge file outside the folder (and one to /dev/zero, which never ends): neither is opened;
+    each is named as added, and nothing of its target is read."""
+    outside = tmp_path_factory.mktemp("outside") / "huge.bin"
+    _sparse(outside, 100 * 2**30)
+    (sealed / "students" / "bob.html").symlink_to(outside)
+    (sealed / "students" / "zero.html").symlink_to("/dev/zero")
+    _refused_unread(sealed, r"students/bob.html was added, students/zero.html was added after it was sealed")
+
+
+def test_a_fifo_planted_in_a_sealed_gradebook_is_refused_without_hanging(sealed):
+    """A named pipe no one writes to: opening it to hash it would wait for ever."""
+    os.mkfifo(sealed / "students" / "pipe.html")
+    _refused_unread(sealed, r"students/pipe.html was added after it was sealed")
+
+
+def test_a_gradebook_of_too_many_entries_is_refused_before_any_is_hashed(sealed, monkeypatch):
+    """The entries' bound, stated low for the test (100 000 files would only be slow): past it, refused."""
+    from grader.ci import seal as seal_module
+
+    monkeypatch.setattr(seal_module, "MAX_ENTRIES", 40)
+    for n in range(40):
+        (sealed / "students" / f"s{n}.html").write_text("x")
+    _refused_unread(sealed, r"it holds more than 40 files and folders, more than a sealed gradebook may")
+
+
+def test_a_gradebook_too_large_to_seal_is_not_sealed_and_the_old_seal_goes(sealed):
+    """The seal step meets a planted huge file: it seals nothing (it would have hashed it all), removes the
+    seal the folder carried, and says why in a GitHub error; the next run's verify then trusts nothing."""
+    _sparse(sealed / "students" / "zz-padding.bin", 100 * 2**30)
+    before = _bytes_read()
+    done = subprocess.run([sys.executable, "-P", "-m", "grader.ci.seal", "seal", str(sealed)], capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                                                       "GRADER_SECRET": SECRET})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"::error::{sealed} was not sealed: students/zz-padding.bin is 100.0 GB")
+    assert "grades every student again" in done.stdout
+    assert not (sealed / SEAL).exists()
+    with pytest.raises(FatalError, match="carries no seal"):
+        verify(sealed, SECRET)
+    assert _bytes_read() - before < 64 * 2**20  # (the child's reads are its own; this is verify's)
