@@ -207,6 +207,27 @@ def _no_model_config(name: str, f) -> CorruptModel:
                              "and check that the file loads (keras.models.load_model('model.h5')).")
 
 
+#: the members of a .keras archive (Keras 3 and tf_keras write these three, and folders)
+KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
+
+
+def _archive_problems(z: zipfile.ZipFile, name: str, max_parameters: int) -> None:
+    """Refuse a .keras archive with members a model of ``max_parameters`` does not have, or more bytes than such a
+    model's: Keras' loader extracts every member of an archive of more than three to disk (only each member's
+    expansion ratio is checked, and only above 256 MiB), so a 300 KB file wrote 300 MB to the worker's /tmp."""
+    members = [i for i in z.infolist() if not i.is_dir()]
+    extra = [i.filename for i in members if i.filename not in KERAS_MEMBERS]
+    if extra:
+        raise CorruptModel(f"{name}: the archive holds files a Keras model does not have "
+                           f"({', '.join(repr(e[:60]) for e in extra[:3])}{', ...' if len(extra) > 3 else ''}).",
+                           hint="Save the model with model.save('model.keras') and hand in that file as it is.")
+    most = 2 * MAX_CONFIG_BYTES + 8 * max_parameters + 2**20  # configuration, metadata, float64 weights, HDF5's own
+    if sum(i.file_size for i in members) > most:
+        raise CorruptModel(f"{name}: the archive unpacks to more than {most // 2**20} MB, more than a model of at "
+                           f"most {max_parameters:,} parameters needs.",
+                           hint="Save the model with model.save('model.keras') and hand in that file as it is.")
+
+
 def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100) -> dict:
     """Read and vet the model's config without Keras. Raises a ``SubmissionError``."""
     path = Path(path)
@@ -235,6 +256,7 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
                 if z.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
                     raise CorruptModel(f"{name}: its config.json claims more than {MAX_CONFIG_BYTES // 2**20} MB; "
                                        "a model of this course's size needs a few KB.")
+                _archive_problems(z, name, max_parameters)
                 raw = z.read("config.json").decode()
                 meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
                 version = meta.get("keras_version")
