@@ -156,6 +156,7 @@ def override_score(student_id: str, task_id: str, points: float | None, *, reaso
         pages, assignment, why_not = _assignment_for_pages(gradebook, assignment_id, folder, assignment_dir)
         # one writer per output folder: a running batch would write the pages over again without the override
         with OutputLock(pages, wait=wait) if pages is not None else nullcontext():
+            student_id = _stored_student(gradebook, assignment_id, student_id)
             task = gradebook.override(assignment_id, student_id, task_id, points, reason=reason, by=by or os_user(),
                                       expected=expected_version)
             if assignment is not None:
@@ -163,6 +164,19 @@ def override_score(student_id: str, task_id: str, points: float | None, *, reaso
             exported = _refresh_exports(gradebook, assignment_id, folder / "export")
     return {"task": task, "assignment": assignment_id, "redrawn": pages if assignment is not None else None,
             "why_not": why_not, "exported": folder / "export" if exported else None}
+
+
+def _stored_student(gradebook, assignment_id: str, student_id: str) -> str:
+    """The gradebook's id for ``student_id``: itself, or the one student whose id the reports show as it (a
+    folder name with an escape, given as ``mal\\x1blory``: a TA cannot type, nor `grader override` take, the raw
+    character)."""
+    from .textsafe import visible
+
+    ids = gradebook.state(assignment_id)
+    if student_id in ids:
+        return student_id
+    shown = [sid for sid in ids if visible(sid).replace("\t", "\\x09").replace("\n", "\\x0a") == student_id]
+    return shown[0] if len(shown) == 1 else student_id
 
 
 def _refresh_exports(gradebook, assignment_id: str, to: Path) -> list[Path]:

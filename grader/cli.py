@@ -245,6 +245,12 @@ def override(student, task, points, reason, undo, by, assignment_dir, out_dir, d
     if undo == (points is not None):
         console.print("[bold red]error:[/] give POINTS, or --undo without POINTS.")
         sys.exit(2)
+    from .ci.inputs import override_problems  # the one check, as the manual CI run's
+
+    for problem in (refused := override_problems(student, task, reason, by)):
+        console.print(f"[bold red]error:[/] nothing was overridden: {problem}.", highlight=False)
+    if refused:
+        sys.exit(2)
     if not undo and not (reason or "").strip():
         console.print("[bold red]error:[/] an override needs a reason (--reason TEXT): the gradebook keeps it.")
         sys.exit(2)
