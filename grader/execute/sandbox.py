@@ -8,6 +8,7 @@ a run writes.  What each mode mounts and why: docs/design/execute.md.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -67,6 +68,15 @@ NO_BWRAP = ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code wo
             "permissions, network and files. Install it (apt-get install bubblewrap) before grading others' work.")
 
 
+#: root that cannot give the sandbox user the folders the root mode hands it: why, by errno
+NO_SANDBOX_USER = ("NO SANDBOX: the grader runs as root, but this root cannot hand files to uid 65534, the user student "
+                   "code runs as ({error}): {why}. Run the grader as an ordinary, non-root user, or in a container "
+                   "whose root may give files to uid 65534.")
+NO_CHOWN = {errno.EINVAL: "it is the root of a user namespace that maps no uid 65534 (unshare -r, or a container "
+                          "that maps only root; rootless Podman and Docker map 65536 ids)",
+            errno.EPERM: "it lacks the capability to change a file's owner (CAP_CHOWN: a container that drops it)"}
+
+
 @functools.lru_cache(maxsize=1)
 def _proof() -> tuple[str, str | None]:
     """(mode, why there is no sandbox or None), proven by ``probe`` once per process (``prove_isolation``
@@ -108,7 +118,12 @@ def probe(mode: str) -> str | None:
     with tempfile.TemporaryDirectory(prefix="grader-probe-") as tmp:
         sandbox = Sandbox(Path(tmp) / "work", Path(tmp) / "runtime", mode=mode)
         try:
-            sandbox.prepare()
+            try:
+                sandbox.prepare()
+            except OSError as e:
+                if mode == "root" and e.errno in NO_CHOWN:
+                    return NO_SANDBOX_USER.format(error=f"{type(e).__name__}: {e}", why=NO_CHOWN[e.errno])
+                raise
             cmd, env = sandbox.wrap([sys.executable, "-I", "-c", f"print({PROBE_WORD!r})"], {"LANG": "C.UTF-8"})
             done = subprocess.run(cmd, env=env, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True,
                                   timeout=PROBE_TIMEOUT_S)
@@ -129,6 +144,9 @@ def probe(mode: str) -> str | None:
                "and AppArmor profile that allow new namespaces; many CI and autograder containers): grade on a VM "
                "or a host, or start the container with --privileged (or --cap-add SYS_ADMIN --security-opt "
                "seccomp=unconfined --security-opt apparmor=unconfined).")
+        if probe("user") is None:  # proven, not guessed: an ordinary user's sandbox starts here
+            fix += (" Here bubblewrap in a new user namespace (the sandbox of an ordinary user) does start: running "
+                    "the grader as an ordinary, non-root user is enough.")
     else:
         how = f"as uid {os.getuid()}: bubblewrap in a new user namespace"
         fix = ("Enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
@@ -254,6 +272,9 @@ class Sandbox:
         for hidden in _grader_code_paths(self.python_paths):
             cmd.extend(["--tmpfs", hidden])  # the grader's own package, if installed there
         cmd.extend(["--symlink", HOME, COLAB_HOME])  # Colab's working folder: '/content/model.h5' is the work folder's
+        # bubblewrap's own tmpfs (the root, /dev) are unbounded (half the RAM), and in user mode the code owns them:
+        # read-only, so that only the quota-bounded folders above take its files
+        cmd.extend(["--remount-ro", "/dev", "--remount-ro", "/"])
         cmd.extend(["--chdir", HOME, "--clearenv"])
         for k, v in env.items():
             cmd.extend(["--setenv", k, v])

@@ -1,0 +1,162 @@
+"""Hostile submissions, third round: what a student could do to the machine the class is graded on.
+
+Each case is its own hostile submission run by the real parts (bubblewrap sandbox, evaluation worker, Keras'
+loader), as root and, where the sandbox differs, as an unprivileged TA.  Assertions are on what was refused
+and what was written, never on time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_SECRET, needs_sandbox, small_model
+
+UNPRIVILEGED_UID = 4242
+
+# -- a .keras archive that Keras' loader would unpack to disk ---------------------------------------------------
+
+
+def _extraction_bomb(path: Path, members: int = 3, megabytes: int = 40) -> None:
+    """A real model saved as .keras, with ``members`` extra members of ``megabytes`` of zeros each (each stored in
+    about 1/1000 of its size): Keras' loader extracts every member of an archive of more than three files to a
+    temporary folder, and checks a member's expansion only above 256 MiB."""
+    small_model().save(path)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for i in range(members):
+            with z.open(f"assets/filler{i}", "w", force_zip64=True) as f:
+                for _ in range(megabytes):
+                    f.write(b"\0" * 2**20)
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def test_a_keras_archive_that_unpacks_to_megabytes_is_refused_before_anything_is_extracted(assignment, tmp_path,
+                                                                                          monkeypatch):
+    """Hostile: a 2a.keras of a few hundred KB whose extra members unpack to 120 MB.  Keras' loader, run by the
+    evaluation worker outside the sandbox, extracted them all to the worker's /tmp (a 200 MB submission of such
+    files: 200 GB of the grader's disk).  The worker now refuses the archive from its directory, and writes
+    nothing."""
+    from grader.errors import CorruptModel
+    from grader.evaluate import Evaluator, dataset_seeds
+
+    bomb = tmp_path / "2a.keras"
+    _extraction_bomb(bomb)
+    assert bomb.stat().st_size < 2 * 2**20  # the premise: small on disk, 120 MB unpacked
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(worker_tmp))  # the spawned worker's temporary folder
+    tempfile.tempdir = None  # (the spawned worker reads TMPDIR afresh)
+    small_model().save(tmp_path / "ok.keras")
+    with Evaluator(assignment, dataset_seeds(assignment, TEST_SECRET)) as ev:
+        with pytest.raises(CorruptModel, match="files a Keras model does not have") as refused:
+            ev.evaluate(bomb)
+        assert "assets/filler0" in refused.value.message
+        assert _bytes_under(worker_tmp) < 2**20, "the archive's members were unpacked"
+        assert ev.evaluate(tmp_path / "ok.keras")["info"]["inputs"] == 2  # a plain .keras still loads
+
+
+def test_a_keras_archive_whose_weights_unpack_past_any_course_model_is_refused(tmp_path):
+    """Hostile: model.weights.h5 padded to 40 MB of zeros (about 40 KB stored): Keras reads it whole into memory
+    (it checks only members over 4 GiB).  Refused by its declared size, before it is decompressed."""
+    from grader import keras_io
+    from grader.errors import CorruptModel
+    from grader.intake.formats import KERAS_ZIP
+
+    plain = tmp_path / "plain.keras"
+    small_model().save(plain)
+    padded = tmp_path / "2a.keras"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(padded, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, data + b"\0" * (40 * 2**20) if info.filename == "model.weights.h5" else data)
+    assert padded.stat().st_size < 2**20
+    assert keras_io.read_config(plain, KERAS_ZIP, max_parameters=1000)["config"]  # the model itself is fine
+    with pytest.raises(CorruptModel, match="unpacks to more than"):
+        keras_io.read_config(padded, KERAS_ZIP, max_parameters=1000)
+
+
+# -- bubblewrap's own unbounded tmpfs -----------------------------------------------------------------------------
+
+#: a student's script: tries to write a file in every folder of the sandbox it can name, and says which it could
+HOSTILE_WRITER = r"""
+import json, os
+written = {}
+for folder in ("/dev/shm", "/dev", "/", "/etc", "/home", "/tmp", "/home/student"):
+    try:
+        with open(os.path.join(folder, "hostile-fill"), "wb") as f:
+            f.write(b"x" * 2**20)  # a real run would go on until the machine's memory is gone
+        written[folder] = True
+    except OSError as e:
+        written[folder] = e.strerror
+print(json.dumps(written))
+"""
+
+
+def _writes(sandbox_cmd: list[str], env: dict, as_uid: int | None = None) -> dict:
+    prefix = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups"] if as_uid is not None else []
+    done = subprocess.run(prefix + sandbox_cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _check_writes(written: dict, home: str) -> None:
+    assert written[home] is True and written["/tmp"] is True, written  # the quota-bounded folders
+    for folder in ("/dev/shm", "/dev", "/", "/etc", "/home"):
+        assert written[folder] is not True, f"the code wrote into {folder}, a tmpfs of half the RAM: {written}"
+
+
+@needs_sandbox
+def test_student_code_cannot_fill_the_sandboxes_own_tmpfs_as_root(tmp_path):
+    """Hostile: a script writes into /dev/shm, /dev and / (bubblewrap's own tmpfs, each half the machine's RAM,
+    bounded by no quota).  As root the sandbox user never owned them; they are now read-only as well."""
+    from grader.execute.sandbox import Limits, Sandbox, isolation_mode
+
+    if os.geteuid() != 0 or isolation_mode() != "root":
+        pytest.skip("the root sandbox needs the grader to run as root")
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", Limits())
+    sandbox.prepare()
+    cmd, env = sandbox.wrap([sys.executable, "-c", HOSTILE_WRITER], {})
+    try:
+        _check_writes(_writes(cmd, env), "/home/student")
+    finally:
+        sandbox.cleanup()
+
+
+@needs_sandbox
+def test_student_code_cannot_fill_the_sandboxes_own_tmpfs_unprivileged(tmp_path):
+    """The same script, graded by an unprivileged TA (user namespaces): there the code owned bubblewrap's root
+    and /dev tmpfs and wrote into them freely (no cgroup, no quota: ``RLIMIT_FSIZE`` bounds one file, not how
+    many), so one student could take half the machine's memory from the class.  Now they are read-only."""
+    from grader.execute.sandbox import Limits, Sandbox, bwrap_path
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become an unprivileged uid")
+    uid = UNPRIVILEGED_UID
+    probe = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", bwrap_path(),
+                            "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "--", "/bin/true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unprivileged user namespaces are not available here: {probe.stderr.decode()[:200]}")
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no Python the unprivileged user can run")
+    home = Path(tempfile.mkdtemp(prefix="grader-ta-", dir="/tmp"))  # a folder the TA's uid can reach
+    try:
+        sandbox = Sandbox(home / "work", home / "runtime", Limits(), mode="user",
+                          python_paths=[str(Path(python).resolve().parent)])
+        sandbox.prepare()
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(home)], check=True)
+        cmd, env = sandbox.wrap([python, "-I", "-c", HOSTILE_WRITER], {})
+        _check_writes(_writes(cmd, env, as_uid=uid), "/home/student")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
