@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .records import Evaluation
+from .records import Evaluation, Provenance
 from .spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
@@ -103,7 +103,7 @@ def judged_on(task: Task, evaluation: Evaluation) -> str | None:
     path's own (``Task.keras2_thresholds``) only when its recipe cannot be re-trained (a saved file, a refused or
     failed recipe).  A recipe that is re-trained (on Keras 3, K times) is judged by Keras 3's thresholds, which
     hold there with re-training (calibration's ``false_fail``): one ``lr=`` must not buy looser ones."""
-    keras = (evaluation.provenance or {}).get("keras")
+    keras = evaluation.provenance.keras if evaluation.provenance is not None else None
     if keras != "2":
         return keras
     r = evaluation.retraining
@@ -264,24 +264,24 @@ def _recipe(task: Task, evaluation: Evaluation, a: Assessment, outcome: str, say
 MIN_WEIGHT_CHANGE = 1e-4
 
 
-def training_refusal(task: Task, provenance: dict | None) -> str | None:
+def training_refusal(task: Task, provenance: Provenance | None) -> str | None:
     """Why a model from a notebook earns no metric credit for a task that asks for training, in one
     sentence; None when it may (or when nothing is known: a submitted file is graded as submitted)."""
-    if task.training != "fit" or not provenance or provenance.get("made_by") not in ("fit", "predict"):
+    if task.training != "fit" or provenance is None or provenance.made_by not in ("fit", "predict"):
         return None
-    if provenance["made_by"] == "predict":
+    if provenance.made_by == "predict":
         return (f"No credit for the {METRIC_LABELS[task.metric]}: this model was never trained in the notebook "
                 f"(it was only used by predict), and task {task.id} asks for a network trained by model.fit; "
                 "setting weights by hand is the exercise of 1b only.")
-    lr = provenance.get("learning_rate")
+    lr = provenance.learning_rate
     if isinstance(lr, (int, float)) and lr <= 0:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted with a learning rate of "
                 f"{lr:g}, which cannot change its weights: train it with a positive learning rate.")
-    if task.metric in METRICS_FOR_KIND["classes"] and provenance.get("classes") == 1:
+    if task.metric in METRICS_FOR_KIND["classes"] and provenance.classes == 1:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: the model was fitted on points of one class only, "
                 "and a model that always answers that class is right on every one of them: train it on points of "
                 "both classes (to_categorical(y) of the data the task names).")
-    moved = provenance.get("weight_change")
+    moved = provenance.weight_change
     if isinstance(moved, (int, float)) and moved < MIN_WEIGHT_CHANGE:
         return (f"No credit for the {METRIC_LABELS[task.metric]}: model.fit left the model's weights as they "
                 "were, so its results are not the work of training: train it (a positive learning rate, "

@@ -16,6 +16,67 @@ INTERNAL_ERROR = "The grader failed on this submission"  # a task's message star
 COULD_NOT_GRADE = "Could not be graded"  # a task's message starts so: the grader's environment failed
 
 
+#: a record's own bookkeeping, never a key of its JSON
+_BOOKKEEPING = ("extra", "stored")
+
+
+def _named(cls) -> list[str]:
+    return [f.name for f in fields(cls) if f.name not in _BOOKKEEPING]
+
+
+def _read(cls, d: dict, convert: dict | None = None):
+    """A record of ``cls`` from its stored JSON ``d``: its fields by name (``convert``ed where given), every other
+    key kept in ``extra``, and the keys ``d`` had, in their order (``stored``), so it is written back as it came."""
+    names = _named(cls)
+    convert = convert or {}
+    kept = {k: (convert[k](d[k]) if k in convert else d[k]) for k in names if k in d}
+    return cls(**kept, extra={k: v for k, v in d.items() if k not in names}, stored=tuple(d))
+
+
+def _write(record, always: bool = False, convert: dict | None = None) -> dict:
+    """A record's JSON: the keys it was read with (and any field set since), or, made afresh, every field (only
+    those not None unless ``always``) and then ``extra``."""
+    names = _named(type(record))
+    convert = convert or {}
+    if record.stored is not None:
+        keys = [k for k in record.stored if k in names or k in record.extra]
+        keys += [k for k in names if k not in record.stored and getattr(record, k) is not None]
+    else:
+        keys = [k for k in names if always or getattr(record, k) is not None] + list(record.extra)
+    return {k: (record.extra[k] if k not in names else
+                convert[k](getattr(record, k)) if k in convert else getattr(record, k)) for k in keys}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a model was made, as the grader's harvester saw it (``harvest.Capture.provenance``; a capture's settings
+    are the notebook's word: forgeable, they only ever cost credit).  ``made_by``: "fit", "predict" (captured from
+    a notebook's run), "file" (handed in) or "saved" (a file the run saved); ``keras``: "2" for a Keras 2 run's
+    model; ``samples``/``classes``: the points and distinct labels it was fitted on."""
+
+    made_by: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    weight_change: float | None = None
+    fused: bool | None = None
+    fused_fallback: str | None = None
+    keras: str | None = None
+    samples: int | None = None
+    classes: int | None = None
+    extra: dict = field(default_factory=dict)  # keys no field names, kept as they came
+    stored: tuple | None = field(default=None, compare=False, repr=False)  # the keys it was read with
+
+    def to_json(self) -> dict:
+        return _write(self)
+
+    @classmethod
+    def from_json(cls, d) -> "Provenance | None":
+        """From a stored dict (or the harvester's); a ``Provenance`` as it is; None as None."""
+        return d if d is None or isinstance(d, Provenance) else _read(cls, d)
+
+
 @dataclass
 class RetrainingRun:
     """One re-training of a recipe: its seed, the epochs it trained, whether the fused fit ran it (None in
@@ -89,9 +150,12 @@ class Evaluation:
     weights_sha256: str | None = None
     weights_sketch: object = None
     preprocessing: dict | None = None
-    provenance: dict | None = None
+    provenance: Provenance | None = None
     retraining: Retraining | None = None
     extra: dict = field(default_factory=dict)  # anything else the worker said, kept as it came
+
+    def __post_init__(self):
+        self.provenance = Provenance.from_json(self.provenance)
 
     def to_json(self) -> dict:
         d = {"format": self.format, "info": self.info, "datasets": self.datasets,
@@ -100,13 +164,13 @@ class Evaluation:
         if self.preprocessing is not None:
             d["preprocessing"] = self.preprocessing
         d.update(self.extra)
-        d["provenance"] = self.provenance
+        d["provenance"] = self.provenance.to_json() if self.provenance is not None else None
         if self.retraining is not None:
             d["retraining"] = self.retraining.to_json()
         return d
 
     @classmethod
-    def from_json(cls, d, provenance: dict | None = None) -> "Evaluation":
+    def from_json(cls, d, provenance: Provenance | dict | None = None) -> "Evaluation":
         """From the worker's dict, or a stored one (which carries its provenance and retraining)."""
         if isinstance(d, Evaluation):
             return d if provenance is None else replace(d, provenance=provenance)
@@ -121,8 +185,8 @@ class Evaluation:
 
     @property
     def made_by(self) -> str | None:
-        """How the model was made (``provenance["made_by"]``: "fit", "predict", "file", "saved"); None unknown."""
-        return (self.provenance or {}).get("made_by")
+        """How the model was made (``Provenance.made_by``: "fit", "predict", "file", "saved"); None unknown."""
+        return self.provenance.made_by if self.provenance is not None else None
 
     def own(self) -> "Evaluation":
         """The model's own run: this evaluation without what re-training its recipe gave."""
@@ -139,13 +203,16 @@ class Source:
     dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it (the likeliest)
     training: dict | None = None
     preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
-    provenance: dict | None = None  # how it was made: {"made_by": "fit" | "predict" | "file" | "saved", ...}
+    provenance: Provenance | None = None  # how it was made (a dict given is read as a ``Provenance``)
     # measuring only, never stored: a captured fit's recipe (``evaluate.retrain.recipe_from_capture``) with
     # ``model_path``, the grader's copy of the model whose architecture a re-training starts from
     recipe: dict | None = None
     # every dataset its training data may come from, likeliest first (``harvest.identify_datasets``); a gradebook
     # written before these were kept has ``dataset`` alone
     datasets: list | None = None
+
+    def __post_init__(self):
+        self.provenance = Provenance.from_json(self.provenance)
 
     @property
     def plausible(self) -> list[str]:
@@ -158,7 +225,7 @@ class Source:
                 "datasets": self.plausible}
 
     @classmethod
-    def from_json(cls, d: dict, provenance: dict | None = None) -> "Source":
+    def from_json(cls, d: dict, provenance: Provenance | dict | None = None) -> "Source":
         """A stored one (``provenance`` is kept with its ``Evaluation``); one stored before ``datasets`` were kept
         has ``dataset`` alone."""
         return cls(**d, provenance=provenance)

@@ -189,7 +189,7 @@ def fingerprints(assignment, submission, files: list[dict], measured, result) ->
             continue  # made by the sheet's code alone
         digest = evaluation.weights_sketch or evaluation.weights_sha256  # near, or exact
         if digest and task_of_source.get(source.name) not in by_hand \
-                and (evaluation.provenance or {}).get("made_by") != "predict":
+                and evaluation.made_by != "predict":
             out["weights"][source.name] = digest
     return out
 

@@ -638,7 +638,7 @@ def test_the_capture_hook_records_whether_each_fit_was_fused(installed, tmp_path
     from grader.harvest import take_capture
 
     caps = [take_capture(tmp_path, p.name, tmp_path / "taken") for p in sorted(tmp_path.glob("capture-*.json"))]
-    assert [c.provenance()["fused"] for c in caps] == [True, False]
+    assert [c.provenance().fused for c in caps] == [True, False]
     assert caps[1].settings["fused_fallback"] == "sample_weight"
 
 

@@ -264,7 +264,7 @@ def test_a_students_notebooks_together_hold_the_data_of_so_many_captures(assignm
         (folder / name).write_text(script(forge_cell(small, 30)))
     (submission,) = collect(tmp_path / "subs", assignment)
     measured = GradingSession(assignment, evaluator.seeds, evaluator=evaluator).measure(submission)
-    samples = [source.provenance.get("samples") for source, _ in measured.evaluated]
+    samples = [source.provenance.samples for source, _ in measured.evaluated]
     assert len(samples) == 60 and samples.count(5) == max_captures(assignment) == 50 and samples.count(None) == 10
 
 

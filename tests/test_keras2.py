@@ -603,7 +603,7 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
                                         "y": data["y"]})
     assert evaluation["datasets"][task.dataset]["metrics"][metric] == value  # the calibration's run, again
     capture = Capture(path, "fit", 1, 0, keras="2")
-    assert capture.provenance()["keras"] == "2" and "keras" not in Capture(path, "fit", 1, 0).provenance()
+    assert capture.provenance().keras == "2" and "keras" not in Capture(path, "fit", 1, 0).provenance().to_json()
     as_keras2 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file", "keras": "2"}))
     as_keras3 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file"}))
     assert as_keras2.metric_fraction == 1.0 and as_keras2.threshold["pass"] == task.keras2_thresholds[metric].passing

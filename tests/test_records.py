@@ -7,11 +7,12 @@ import pytest
 
 from conftest import task_of
 from grader import records
-from grader.records import (Evaluation, FileResult, Measurements, Retraining, RetrainingRun, Source,
+from grader.records import (Evaluation, FileResult, Measurements, Provenance, Retraining, RetrainingRun, Source,
                             StudentResult, TaskResult)
 from grader.score import score_student
 
-RECORDS = [RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult, StudentResult]
+RECORDS = [Provenance, RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult,
+           StudentResult]
 
 #: 2a's layers (tutorial6): two inputs, Dense(4, relu) twice, Dense(2, softmax)
 INFO_2A = {"inputs": 2, "outputs": 2, "dense": [[4, "relu"], [4, "relu"], [2, "softmax"]], "other_layers": [],
@@ -78,9 +79,9 @@ def test_every_record_survives_the_gradebook():
     assert isinstance(evaluation, Evaluation) and isinstance(evaluation.retraining, Retraining)
     assert evaluation.retraining.k == 9 and evaluation.retraining.passing == {"2a": 0.9315}
     assert evaluation.retraining.runs == [RetrainingRun(7, 250, True, {"circle": {"accuracy": 0.95}})]
-    assert fit.plausible == ["circle", "circle_overlap"] and fit.provenance == {"made_by": "fit", "epochs": 250}
+    assert fit.plausible == ["circle", "circle_overlap"] and fit.provenance == Provenance("fit", 250)
     assert fit.recipe is None and fit.training is None  # measuring's, never stored
-    assert saved.provenance == {"made_by": "file"} and saved.task_hint == "2a"
+    assert saved.provenance == Provenance("file") and saved.task_hint == "2a"
     retraining = measured.evaluated[0][1].retraining
     for record in (measured.evaluated[0][1], retraining, retraining.runs[0], *measured.files):
         assert type(record).from_json(json.loads(json.dumps(record.to_json()))) == record

@@ -19,6 +19,7 @@ import numpy as np
 from .. import untrusted
 from ..execute.limits import secs
 from ..intake.formats import EMPTY, MODEL_FORMATS, parse_json, sniff_format
+from ..records import Provenance
 from ..spec import Assignment, import_reference
 
 MAX_META_BYTES = 64 * 1024
@@ -94,15 +95,16 @@ class Capture:
         what = "trained by model.fit" if self.event == "fit" else "used by model.predict"
         return f"{notebook}, {where}: model {what} (capture {self.index})"
 
-    def provenance(self) -> dict:
+    def provenance(self) -> Provenance:
         """How the notebook made this model, as the capture says (forgeable: it only ever costs credit), with the
-        number of points and of distinct labels it was fitted on."""
+        number of points and of distinct labels it was fitted on (its keys as the gradebook has kept them)."""
         keep = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_change", "fused", "fused_fallback")
         labels = self._labels()
-        return {"made_by": self.event, **{k: self.settings[k] for k in keep if k in self.settings},
-                **({"keras": "2"} if self.keras == "2" else {}),
-                "samples": int(len(self.x)) if self.x is not None else None,
-                "classes": int(len(np.unique(labels))) if labels is not None and labels.size else None}
+        return Provenance.from_json({
+            "made_by": self.event, **{k: self.settings[k] for k in keep if k in self.settings},
+            **({"keras": "2"} if self.keras == "2" else {}),
+            "samples": int(len(self.x)) if self.x is not None else None,
+            "classes": int(len(np.unique(labels))) if labels is not None and labels.size else None})
 
     def _labels(self) -> np.ndarray | None:
         """A fit's training labels as one number per point (one-hot rows as their class), or None."""

@@ -19,7 +19,7 @@ from ..harvest import MAX_MODEL_BYTES, Harvester, max_captures
 from ..intake import Submission, SubmittedFile, TaskNamer
 from ..intake.formats import EMPTY, FORMAT_NAMES, KERAS_ZIP, NOTEBOOK, SAVEDMODEL, SCRIPT, sniff_format
 from ..keras_io import saved_model_refusal
-from ..records import COULD_NOT_GRADE, FileResult, Measurements, Source
+from ..records import COULD_NOT_GRADE, FileResult, Measurements, Provenance, Source
 from .budget import Budget, student_clock
 
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras", ".pb")
@@ -139,7 +139,7 @@ class _Measuring:
         except untrusted.Refused as e:
             self.file_error(f, UnreadableFile(f"{f.relative}: {e}; it was not graded."))
             return
-        self.submit(Source(f.relative, f.format, f.task_hint, preprocessing=pre, provenance={"made_by": "file"}),
+        self.submit(Source(f.relative, f.format, f.task_hint, preprocessing=pre, provenance=Provenance("file")),
                     path)
 
     def captured(self, cap, nb_name: str, first: int) -> None:
@@ -149,7 +149,7 @@ class _Measuring:
                 future.cancel() or future.exception()
             del self.pending[first:]
             return
-        held = sum((s.provenance or {}).get("samples") is not None for s, _ in self.pending)
+        held = sum(s.provenance is not None and s.provenance.samples is not None for s, _ in self.pending)
         if cap.x is not None and held >= self.most_data:  # every notebook of the student's together
             cap.x = cap.y = None  # graded as a model still, its data no longer held
         self.submit(capture_source(cap, nb_name, self.taken / "recipes"), cap.model_path)
@@ -176,7 +176,7 @@ class _Measuring:
                                              f"{summary['models_captured']} model(s) captured"))
                 for rel, path in ex.saved:
                     self.submit(Source(f"{rel} (saved by {f.relative})", sniff_format(path),
-                                       self.namer.task_for(Path(rel).name), provenance={"made_by": "saved"}), path)
+                                       self.namer.task_for(Path(rel).name), provenance=Provenance("saved")), path)
                 for _, future in self.pending[first:]:
                     future.exception()  # wait: the models live in the run's scratch folder
         except KernelStartFailed as e:  # the grader's environment: what it would give is unknown

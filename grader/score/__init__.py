@@ -165,7 +165,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
 def _captured(source) -> bool:
     """Whether a model came from a notebook's run (captured by the grader), not from a file handed in: only
     the grader's own record says so, never the name, which a student's file may imitate."""
-    return (source.provenance or {}).get("made_by") in ("fit", "predict")
+    return source.provenance is not None and source.provenance.made_by in ("fit", "predict")
 
 
 def _unverified_training(assignment, tasks: list[TaskResult], evaluated) -> list[str]:
