@@ -242,17 +242,21 @@ def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bo
             continue
         if any(part.startswith(".") for part in rel.split("/")):
             continue
-        dest = taken / "saved" / rel.replace("/", "__")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        # the grader's copy at the same relative path under saved/: one name a file (x/model.h5 and
+        # x__model.h5 were both saved/x__model.h5, and the second was lost), a name the student's folder holds
+        dest = taken / "saved" / rel
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             untrusted.take_relative(work_dir, rel, dest, MAX_MODEL_BYTES)
             fmt = sniff_format(dest)
             if fmt in MODEL_FORMATS:
                 found.append((rel, dest))
             else:
                 no_model.append((rel, fmt))
-        except (untrusted.Refused, OSError):
-            continue
+        except (untrusted.Refused, OSError) as e:
+            if notes is not None:
+                why = str(e) if isinstance(e, untrusted.Refused) else f"it could not be copied ({e.strerror or e})"
+                notes.append(f"{rel}, saved by the run: {why}; it was not graded.")
     if notes is not None and no_model:
         notes.append(unsaved_note(no_model))
     return found
