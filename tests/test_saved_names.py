@@ -68,3 +68,33 @@ def test_the_report_names_both_saved_models_by_the_students_paths(tmp_path):
     small, large = files.get("x/model.h5 (saved by work.py)"), files.get("x__model.h5 (saved by work.py)")
     assert small is not None and large is not None, sorted(files)
     assert "Dense(3, relu)" in small["model"] and "Dense(5, relu)" in large["model"], (small, large)
+
+
+#: a real model saved, then padded past the grader's limit for a model file (64 MB) with a hole
+PADDED = """# %%
+import keras
+
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="relu"),
+                          keras.layers.Dense(2, activation="softmax")])
+model.save("model.h5")
+with open("model.h5", "r+b") as f:
+    f.truncate(80 * 2**20)
+"""
+
+
+@needs_sandbox
+def test_a_saved_model_too_large_to_take_is_named_not_dropped(tmp_path):
+    """Before, a saved model the grader would not copy (past its size limit) vanished without a word."""
+    from grader.execute import execute_notebook
+    from grader.harvest import Harvester
+    from grader.intake import collect_one
+    from grader.spec import load_assignment
+
+    assignment = load_assignment(TUTORIAL6)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "work.py").write_text(PADDED)
+    sub = collect_one(tmp_path / "s", assignment, "s")
+    with execute_notebook(assignment, sub.files[0], sub.root, harvester=Harvester(assignment)) as ex:
+        assert ex.saved == [] and not ex.failures, (ex.saved, ex.failures)
+        assert "model.h5, saved by the run: it is larger than 64 MB, the grader's limit for such a file; it was " \
+               "not graded." in ex.notes, ex.notes
