@@ -270,6 +270,27 @@ def test_student_code_cannot_make_user_namespaces(tmp_path):
 
 
 @needs_sandbox
+def test_multiprocessing_works_in_a_size_capped_dev_shm(tmp_path):
+    """Student code may use multiprocessing (Keras 2's ``use_multiprocessing``, a Pool): its semaphores live in
+    /dev/shm, a tmpfs of its own capped at ``SHM_MB`` while the rest of /dev (unbounded) stays read-only."""
+    from grader.execute.sandbox import SHM_MB, Sandbox
+
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime")
+    sandbox.prepare()
+    code = ("import multiprocessing as m, sys\n"
+            "with m.Pool(2) as p: print(p.map(abs, [-1, -2]))\n"
+            "try:\n    open('/dev/shm/big', 'wb').write(b'0' * ((%d + 1) * 2**20))\nexcept OSError as e: print(e.errno)\n"
+            "try:\n    open('/dev/planted', 'wb')\nexcept OSError as e: print(e.errno)\n") % SHM_MB
+    try:
+        cmd, env = sandbox.wrap([sys.executable, "-I", "-c", code], {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        sandbox.cleanup()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1,", "2]", "28", "30"], done.stdout  # ENOSPC past the cap; EROFS in /dev
+
+
+@needs_sandbox
 def test_python_installed_under_tmp_is_visible_in_the_sandbox(tmp_path):
     """A virtual environment under /tmp must not be hidden by the sandbox's own /tmp."""
     from grader.execute.sandbox import Sandbox, _python_paths

@@ -64,6 +64,9 @@ def bwrap_path() -> str | None:
 PROBE_WORD = "grader-sandbox-probe-ok"
 PROBE_TIMEOUT_S = 60.0
 
+#: the sandbox's /dev/shm (a tmpfs of its own: bubblewrap's /dev is read-only to student code)
+SHM_MB = 64
+
 NO_BWRAP = ("NO SANDBOX: bubblewrap (bwrap) is not installed, so student code would run with your own "
             "permissions, network and files. Install it (apt-get install bubblewrap) before grading others' work.")
 
@@ -252,6 +255,9 @@ class Sandbox:
                 cmd.extend(["--ro-bind", src, src])
         # /tmp before anything that may live below it (a virtual environment under /tmp, the scratch folders)
         cmd.extend(["--proc", "/proc", *self._proc_sys(), "--dev", "/dev",
+                    # POSIX semaphores and shared memory (multiprocessing's Lock, Pool; Keras 2's
+                    # use_multiprocessing) live in /dev/shm: a size-capped tmpfs of its own, as /tmp
+                    "--perms", "1777", "--size", str(SHM_MB * 2**20), "--tmpfs", "/dev/shm",
                     "--perms", "1777", "--size", str(self.limits.tmp_mb * 2**20), "--tmpfs", "/tmp"])
         made.add("/tmp")
         for src in self.python_paths:
