@@ -1,0 +1,70 @@
+"""The sandbox's start-up proof says, in the field's own failures, what is wrong and what fixes it.
+
+Each machine is made for real, with no fake ``bwrap``: root without ``CAP_SYS_ADMIN`` (Docker's default;
+``setpriv --bounding-set``), root without ``CAP_CHOWN``, and root of a user namespace that maps only root
+(``unshare -r``: a container mapping only root).  Before, the last two said a bare
+``OSError: [Errno 22] Invalid argument: '/tmp/grader-probe-.../work'`` followed by advice about Docker's
+``--privileged`` that fixes neither; and the first did not say that an ordinary user's sandbox starts there
+(which the unprivileged run below proves).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+UID = 4244
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/bwrap").is_file()
+                                or not shutil.which("setpriv") or not shutil.which("unshare"),
+                                reason="needs root, bubblewrap in /usr/bin, setpriv and unshare")
+
+PROVE = "from grader.execute import sandbox; print(sandbox.prove_isolation()); print(sandbox.isolation_mode())"
+
+
+def _prove(prefix: list[str], python: str = sys.executable, home: Path | None = None) -> tuple[str, str]:
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": str(home or ROOT)}
+    if home is not None:
+        env["TMPDIR"] = str(home)
+    done = subprocess.run([*prefix, python, "-c", PROVE], env=env, cwd="/", capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said, mode = done.stdout.strip().rsplit("\n", 1)
+    return " ".join(said.split()), mode
+
+
+def test_root_without_cap_sys_admin_is_told_that_an_ordinary_users_sandbox_starts_here(request):
+    no_sys_admin = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
+    said, mode = _prove(no_sys_admin)
+    assert mode == "none"
+    assert said.startswith("NO SANDBOX") and "Creating new namespace failed: Operation not permitted" in said
+    assert "running the grader as an ordinary, non-root user is enough" in said
+    # and it is so: the same container, the grader run by an ordinary user, proves its sandbox
+    from test_security import _python_for
+
+    home = Path(tempfile.mkdtemp(prefix="grader-field-", dir="/tmp"))  # a folder the uid can reach
+    request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
+    python = _python_for(UID, home)
+    subprocess.run(["chown", "-R", f"{UID}:{UID}", str(home)], check=True)
+    home.chmod(0o755)
+    said, mode = _prove([*no_sys_admin, "setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups"], python,
+                        home)
+    assert (said, mode) == ("None", "user")
+
+
+def test_root_of_a_user_namespace_without_uid_65534_is_told_so_not_a_bare_oserror():
+    said, mode = _prove(["unshare", "--user", "--map-root-user"])
+    assert mode == "none"
+    assert said.startswith("NO SANDBOX: the grader runs as root, but this root cannot hand files to uid 65534")
+    assert "maps no uid 65534" in said and "Run the grader as an ordinary, non-root user" in said
+    assert "--privileged" not in said  # the container advice that does not fix this
+
+
+def test_root_without_cap_chown_is_told_so():
+    said, mode = _prove(["setpriv", "--bounding-set=-chown", "--inh-caps=-chown"])
+    assert mode == "none"
+    assert "cannot hand files to uid 65534" in said and "CAP_CHOWN" in said and "--privileged" not in said
