@@ -1,7 +1,8 @@
 """A student's ``grader check`` from the kit, as an ordinary user, where the sandbox cannot be had.
 
-The kit is ``grader kit``'s (``build_kit``, without the wheel test_kit installs) and written with the student's work into a folder whose path holds spaces
-and non-ASCII letters; the student (the setpriv pattern of test_security) runs ``grader check`` from there.
+The kit is ``grader kit``'s (``build_kit``, without the wheel test_kit installs), written with the student's
+work into a folder whose path holds spaces and non-ASCII letters; the student (the setpriv pattern of
+test_security) runs ``grader check`` from there.
 Two real machines: bubblewrap not installed (not on PATH), and bubblewrap installed but unable to make a user
 namespace (the check runs inside a real bubblewrap with ``--disable-userns``, as where
 ``max_user_namespaces`` is 0).  Either way the check still gives its verdicts (exit 1: tasks are missing, not
