@@ -68,3 +68,24 @@ def test_root_without_cap_chown_is_told_so():
     said, mode = _prove(["setpriv", "--bounding-set=-chown", "--inh-caps=-chown"])
     assert mode == "none"
     assert "cannot hand files to uid 65534" in said and "CAP_CHOWN" in said and "--privileged" not in said
+
+
+def test_root_whose_python_the_sandbox_user_cannot_read_is_told_which_folder_not_about_containers(request):
+    """A grader installed under a umask of 077 (its virtual environment mode 700): uid 65534 cannot run it.
+    Before, the probe blamed the container (``--privileged``) and said an ordinary user's sandbox would do."""
+    home = Path(tempfile.mkdtemp(prefix="grader-field-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
+    system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip("no system Python of this version")
+    venv = home / "private-env"
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    ours = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "keras").is_dir())
+    (site / "grader-test.pth").write_text(f"{ours}\n{ROOT}\n")
+    venv.chmod(0o700)
+    said, mode = _prove([], str(venv / "bin" / "python"))
+    assert mode == "none"
+    assert "Permission denied" in said  # what the sandbox said
+    assert f"uid 65534 cannot read the grader's Python: {venv}" in said and "chmod -R o+rX" in said
+    assert "--privileged" not in said and "non-root user is enough" not in said

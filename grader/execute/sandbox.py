@@ -141,7 +141,13 @@ def probe(mode: str) -> str | None:
             sandbox.cleanup()
     said = " ".join(said.split())[-400:] or "nothing"
     exit_code = f" (exit code {code})" if code is not None else ""
-    if mode == "root":
+    unreadable = _unreadable_python() if mode == "root" and "Permission denied" in said else []
+    if unreadable:  # the grader's own Python is private to its owner (a umask of 077): not the container
+        how = ("as root: bubblewrap, then setpriv to uid 65534, then a nested unprivileged bubblewrap")
+        fix = (f"uid 65534 cannot read the grader's Python: {', '.join(unreadable)} (a folder or file not readable "
+               f"by other users, as a umask of 077 installs them). Make it readable (chmod -R o+rX "
+               f"{unreadable[0]}), or install the grader's Python where every user can read it.")
+    elif mode == "root":
         how = ("as root: bubblewrap, then setpriv to uid 65534, then a nested unprivileged bubblewrap")
         fix = ("Containers often forbid this (Docker without --privileged, or without CAP_SYS_ADMIN and a seccomp "
                "and AppArmor profile that allow new namespaces; many CI and autograder containers): grade on a VM "
@@ -156,6 +162,25 @@ def probe(mode: str) -> str | None:
                "also kernel.apparmor_restrict_unprivileged_userns=0), or run the grader as root.")
     return (f"NO SANDBOX: bubblewrap is installed, but the sandbox student code runs in does not start on this "
             f"machine ({how}); it said: {said}{exit_code}. {fix}")
+
+
+def _unreadable_python() -> list[str]:
+    """The folders of the grader's Python (bound into the sandbox as they are) and its interpreter that uid
+    65534, neither their owner nor in their group, cannot enter and read, or run: why a root probe was denied."""
+    found = []
+    for folder in _python_paths():
+        try:
+            if os.stat(folder).st_mode & 0o005 != 0o005:
+                found.append(folder)
+        except OSError:
+            continue
+    exe = os.path.realpath(sys.executable)
+    try:
+        if not found and os.stat(exe).st_mode & 0o005 != 0o005:
+            found.append(exe)
+    except OSError:
+        pass
+    return found
 
 
 class Sandbox:
