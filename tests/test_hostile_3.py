@@ -160,3 +160,102 @@ def test_student_code_cannot_fill_the_sandboxes_own_tmpfs_unprivileged(tmp_path)
         _check_writes(_writes(cmd, env, as_uid=uid), "/home/student")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+# -- text that makes the grader's own pattern matching quadratic ---------------------------------------------------
+# Each of these ran in the grader's process, outside the sandbox and every time limit of the student's: a few MB of
+# text held a batch worker for hours.  The guards below are hang guards only: fixed, each takes about a second.
+
+HANG_GUARD_S = 300
+
+#: a line the Keras 2 scan read: ``re.sub(r"\s+#[^'\"]*$")`` backtracked over the rest of it from every blank
+COMMENT_BOMB = "x = 1" + " #" * 600_000 + "'"
+#: a failing cell's source, searched by the plain-words rules' ``Shapes .* are incompatible`` from every "Shapes"
+SHAPES_BOMB = "raise ValueError('boom')  # " + "Shapes " * 300_000
+#: a helper script that does not parse: its imports read by ``^\s*(?:from|import)`` from every line start
+BLANK_LINES_BOMB = "\n" * 1_000_000 + "("
+
+
+def _in_a_process(code: str) -> str:
+    """Run ``code`` in a fresh Python that imports the grader (the hang guard: a subprocess can be stopped)."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, env={**os.environ, "PYTHONPATH": f"{root}:{root / 'tests'}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_line_of_many_comment_marks_does_not_hold_the_keras2_scan():
+    """Hostile: a 1.2 MB line of ``' #'`` ending in a quote: the Keras 2 scan's comment stripping took hours."""
+    out = _in_a_process(
+        "import nbformat\n"
+        "from grader.execute import keras2\n"
+        "from test_hostile_3 import COMMENT_BOMB\n"
+        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(COMMENT_BOMB)])\n"
+        "print(bool(keras2.scan(nb)), keras2.graph_mode_note(nb, 'nb.ipynb'))\n")
+    assert out.split() == ["False", "None"]
+
+
+def test_the_comment_stripping_is_the_patterns():
+    """The linear stripping gives what the pattern gave (``re.sub(r"\\s+#[^'\"]*$", "", line)``)."""
+    import random
+    import re
+
+    from grader.execute.keras2 import _without_comment
+
+    rng = random.Random(0)
+    for _ in range(20_000):
+        line = "".join(rng.choice(" #'\"ax\t\u00a0") for _ in range(rng.randint(0, 12)))
+        assert _without_comment(line) == re.sub(r"\s+#[^'\"]*$", "", line), repr(line)
+    assert _without_comment("model.save('m') # save 'it'") == "model.save('m') # save 'it'"
+    assert _without_comment("Adam(lr=0.1)  # old") == "Adam(lr=0.1)"
+
+
+def test_a_failing_cell_of_many_shapes_is_explained_in_plain_words():
+    """Hostile: a failing cell whose source repeats "Shapes " 300,000 times: the plain-words rule searched it
+    quadratically.  Now explained at once, by its own error."""
+    out = _in_a_process(
+        "from grader.execute import diagnose\n"
+        "from grader.execute.runner import CellRun\n"
+        "from test_hostile_3 import SHAPES_BOMB\n"
+        "print(diagnose.explain(CellRun(1, SHAPES_BOMB, 'error', 'ValueError', 'boom', 'tb')))\n")
+    assert "ValueError: boom" in out
+
+
+def test_a_helper_script_of_blank_lines_does_not_hold_intake():
+    """Hostile: a helper script of a million blank lines that does not parse: reading its imports took hours."""
+    out = _in_a_process(
+        "from grader.intake import formats\n"
+        "from test_hostile_3 import BLANK_LINES_BOMB\n"
+        "print(sorted(formats.imported_modules(BLANK_LINES_BOMB + '\\nimport tools\\n(')))\n")
+    assert out.strip() == "['tools']"
+
+
+@needs_sandbox
+def test_the_class_is_graded_beside_a_notebook_of_pattern_bombs(tmp_path, model_dir):
+    """The three in one student's hand-in (a notebook and a helper script), graded with ``-j 2`` beside a
+    classmate: the batch finishes (the timeout is a hang guard), the classmate is graded, the hostile student gets
+    plain words for the failing cell."""
+    import nbformat
+
+    subs = tmp_path / "subs"
+    (subs / "bomber").mkdir(parents=True)
+    # the failing cell calls a function, its bomb many lines below the call: its traceback stays short
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("def boom():\n    raise ValueError('boom')\n" + COMMENT_BOMB),
+        nbformat.v4.new_code_cell("boom()\n" + "pass\n" * 40 + SHAPES_BOMB)])
+    nbformat.write(nb, subs / "bomber" / "work.ipynb")
+    (subs / "bomber" / "helpers.py").write_text(BLANK_LINES_BOMB)
+    (subs / "good").mkdir()
+    shutil.copy(model_dir / "2a.h5", subs / "good" / "2a.h5")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "GRADER_SECRET": TEST_SECRET, "KERAS_BACKEND": "jax", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(subs), "-a", str(root / "reference" /
+                           "tutorial6"), "-o", str(tmp_path / "out"), "--workers", "2"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    students = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
+    assert next(t for t in students["good"]["tasks"] if t["id"] == "2a")["status"] == "passed"
+    notebook = next(n for n in students["bomber"]["notebooks"] if n["name"].endswith("work.ipynb"))
+    failure = next(f for f in notebook["failures"] if f["cell"] == 2)
+    assert failure["error"] == "ValueError" and "boom" in failure["explanation"], failure

@@ -12,20 +12,22 @@ import re
 from .limits import secs
 from .runner import CellRun
 
-#: (pattern searched in "ename: evalue\ntraceback\nsource", explanation)
+#: (pattern searched in "ename: evalue\ntraceback\nsource", explanation).  Each gap within a pattern is bounded
+#: (``[^\n]{0,300}``, never ``.*``): the source is the student's, and ``.*`` after each of a million ``Shapes`` on
+#: one line scanned the rest of it from each (hours of the grader's own time, outside the student's limits)
 RULES: list[tuple[str, str]] = [
     (r"DistributedDatasetInterface|tensorflow/python/keras/"
-     r"|(?:No module named|cannot import name|has no attribute)[^\n]*tensorflow\.python\.keras",
+     r"|(?:No module named|cannot import name|has no attribute)[^\n]{0,300}tensorflow\.python\.keras",
      "This code uses the private tensorflow.python.keras package, which current TensorFlow no longer supports "
      "(it imports, then fails inside fit). Import from tensorflow.keras or keras instead: "
      "`from tensorflow.keras.models import Sequential`."),
-    (r"unexpected keyword argument 'lr'|not recognized: \{'lr'|Argument\(s\) not recognized.*'lr'|"
+    (r"unexpected keyword argument 'lr'|not recognized: \{'lr'|Argument\(s\) not recognized[^\n]{0,300}'lr'|"
      r"`lr` is deprecated",
      "Keras 3 renamed the optimizer argument `lr` to `learning_rate`: write Adam(learning_rate=0.01)."),
-    (r"No module named 'keras\.layers\.core'|(?:cannot import name|has no attribute)[^\n]*keras\.layers\.core",
+    (r"No module named 'keras\.layers\.core'|(?:cannot import name|has no attribute)[^\n]{0,300}keras\.layers\.core",
      "keras.layers.core was removed in Keras 3: import layers from keras.layers "
      "(`from keras.layers import Dense`)."),
-    (r"(?:No module named|cannot import name|has no attribute)[^\n]*np_utils",
+    (r"(?:No module named|cannot import name|has no attribute)[^\n]{0,300}np_utils",
      "keras.utils.np_utils was removed in Keras 3: use `from keras.utils import to_categorical`."),
     (r"No module named 'tools'|name '(?:gen_\w+|get_cov)' is not defined",
      "A data generator is not defined where this cell uses it. The course's tools.py (gen_simple_circular_"
@@ -35,8 +37,8 @@ RULES: list[tuple[str, str]] = [
     (r"must call `?compile\(\)?`? before|You must compile your model before|compile\(\) before",
      "The model is trained before it is compiled: call model.compile(loss=..., optimizer=...) before model.fit."),
     (r"expected axis -1 of input shape to have value|incompatible with the layer|"
-     r"expected shape=\(None, \d+\), found shape|Input 0 of layer .* is incompatible|Arguments `target` and `output`"
-     r" must have the same shape|Shapes .* are incompatible",
+     r"expected shape=\(None, \d+\), found shape|Input 0 of layer [^\n]{0,300} is incompatible"
+     r"|Arguments `target` and `output` must have the same shape|Shapes [^\n]{0,300} are incompatible",
      "The data's shape does not match the network: check input_dim (or the Input shape) against the number of "
      "columns of X, and that the targets match the output layer (two softmax outputs need to_categorical(y))."),
     (r"TracerArrayConversionError|object has no attribute 'numpy'|ConcretizationTypeError",
@@ -44,7 +46,7 @@ RULES: list[tuple[str, str]] = [
      "that the grader's fast JAX backend does not support."),
     (r"MemoryError|ResourceExhausted|Unable to allocate|OOM when allocating|std::bad_alloc",
      "The cell ran out of memory (the grader's limit is {memory_mb} MB): use smaller arrays or fewer units."),
-    (r"(?:FileNotFoundError|OSError|IOError|No such file)[^\n]*(?:/content/drive|drive/My ?Drive)",
+    (r"(?:FileNotFoundError|OSError|IOError|No such file)[^\n]{0,300}(?:/content/drive|drive/My ?Drive)",
      "This cell reads a file from your Google Drive (/content/drive/...). The grader has no Google Drive: there "
      "/content/drive/MyDrive is an empty folder of the run (what the notebook saves there is kept). Hand in the "
      "files your notebook reads beside it and open them by name, e.g. np.loadtxt('data.csv')."),
