@@ -114,8 +114,8 @@ def judged_on(task: Task, evaluation: Evaluation) -> str | None:
 def assess(task: Task, evaluation: Evaluation) -> Assessment:
     task = task.for_keras(judged_on(task, evaluation))
     info = evaluation.info
-    entry = evaluation.datasets.get(task.dataset, {})
-    metrics = dict(entry.get("metrics", {}))
+    measured = task.dataset in evaluation.datasets
+    metrics = dict(evaluation.measured_on(task.dataset).metrics)
     a = Assessment(task.id, 0.0, False, None, None, 0.0, metrics)
     say = a.sentences.append
 
@@ -146,7 +146,7 @@ def assess(task: Task, evaluation: Evaluation) -> Assessment:
         if task.fallback_reason:
             say(task.fallback_reason)
     if metric is None:
-        if not entry:
+        if not measured:
             say(f"The model could not be measured on this task's data ({info.get('inputs')} input(s), "
                 f"{outputs} output(s)).")
         else:
@@ -295,7 +295,7 @@ def _judge_metric(task: Task, metric: str, value: float, evaluation: Evaluation,
     One sentence says where the value stands; outputs in the wrong order replace it (a swapped model has
     learned the classes, so "has not learned" would contradict the fix); then the re-trainings of the recipe
     (thresholds only) and the task's hint, unless the fault lies elsewhere (the network or the order)."""
-    metrics = evaluation.datasets.get(task.dataset, {}).get("metrics", {})
+    metrics = evaluation.measured_on(task.dataset).metrics
     label, shown, rel = METRIC_LABELS[metric], fmt_value(metric, value), relation(metric)
     a.metric, a.value = metric, value
     curve = task.curve if metric == task.metric else None

@@ -286,7 +286,7 @@ def _reference_runs(assignment, chosen, seeds: list[int], secret: str, n_workers
             programs.update(how for *_, how in runs_of_task if how)
             for seed, path, x, y, _ in runs_of_task:
                 training = {"datasets": [task.dataset], "x": x, "y": y}
-                metrics = session.evaluate(Path(path), training).datasets[task.dataset]["metrics"]
+                metrics = session.evaluate(Path(path), training).datasets[task.dataset].metrics
                 for m in values:
                     values[m].append(float(metrics[m]))
                 events.reference_run(task.id, seed, {m: v[-1] for m, v in values.items()})

@@ -77,6 +77,25 @@ class Provenance:
         return d if d is None or isinstance(d, Provenance) else _read(cls, d)
 
 
+@dataclass(frozen=True)
+class DatasetResult:
+    """What the evaluation worker measured of a model on one held-out dataset: its ``metrics`` (``{metric: value}``)
+    and the data of its plot (``plot``: arrays; ``{}`` where none is drawn, None when it was not kept)."""
+
+    metrics: dict = field(default_factory=dict)
+    plot: dict | None = None
+    extra: dict = field(default_factory=dict)  # keys no field names, kept as they came
+    stored: tuple | None = field(default=None, compare=False, repr=False)  # the keys it was read with
+
+    def to_json(self) -> dict:
+        return _write(self)
+
+    @classmethod
+    def from_json(cls, d) -> "DatasetResult":
+        """From the worker's or a stored dict; a ``DatasetResult`` as it is."""
+        return d if isinstance(d, DatasetResult) else _read(cls, d)
+
+
 @dataclass
 class RetrainingRun:
     """One re-training of a recipe: its seed, the epochs it trained, whether the fused fit ran it (None in
@@ -146,7 +165,7 @@ class Evaluation:
 
     format: str | None = None
     info: dict = field(default_factory=dict)
-    datasets: dict = field(default_factory=dict)
+    datasets: dict[str, DatasetResult] = field(default_factory=dict)  # by held-out dataset: what was measured there
     weights_sha256: str | None = None
     weights_sketch: object = None
     preprocessing: dict | None = None
@@ -156,9 +175,11 @@ class Evaluation:
 
     def __post_init__(self):
         self.provenance = Provenance.from_json(self.provenance)
+        self.datasets = {name: DatasetResult.from_json(r) for name, r in self.datasets.items()}
 
     def to_json(self) -> dict:
-        d = {"format": self.format, "info": self.info, "datasets": self.datasets,
+        d = {"format": self.format, "info": self.info,
+             "datasets": {name: r.to_json() for name, r in self.datasets.items()},
              "weights_sha256": self.weights_sha256, "weights_sketch": self.weights_sketch}
         d = {k: v for k, v in d.items() if v is not None or k in ("info", "datasets")}
         if self.preprocessing is not None:
@@ -187,6 +208,10 @@ class Evaluation:
     def made_by(self) -> str | None:
         """How the model was made (``Provenance.made_by``: "fit", "predict", "file", "saved"); None unknown."""
         return self.provenance.made_by if self.provenance is not None else None
+
+    def measured_on(self, dataset: str | None) -> DatasetResult:
+        """What the worker measured on ``dataset``: an empty ``DatasetResult`` where it measured nothing."""
+        return self.datasets.get(dataset) or DatasetResult()
 
     def own(self) -> "Evaluation":
         """The model's own run: this evaluation without what re-training its recipe gave."""

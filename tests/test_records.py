@@ -7,11 +7,11 @@ import pytest
 
 from conftest import task_of
 from grader import records
-from grader.records import (Evaluation, FileResult, Measurements, Provenance, Retraining, RetrainingRun, Source,
-                            StudentResult, TaskResult)
+from grader.records import (DatasetResult, Evaluation, FileResult, Measurements, Provenance, Retraining,
+                            RetrainingRun, Source, StudentResult, TaskResult)
 from grader.score import score_student
 
-RECORDS = [Provenance, RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult,
+RECORDS = [Provenance, DatasetResult, RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult,
            StudentResult]
 
 #: 2a's layers (tutorial6): two inputs, Dense(4, relu) twice, Dense(2, softmax)

@@ -94,7 +94,7 @@ def stuck(assignment, tmp_path_factory):
 def test_a_stuck_run_of_the_sheets_recipe_is_retrained_to_full_marks(assignment, evaluator, stuck, tmp_path):
     measured = _measure(assignment, evaluator, stuck, tmp_path)
     (source, evaluation), = measured.evaluated
-    own = evaluation.datasets["circle"]["metrics"]
+    own = evaluation.datasets["circle"].metrics
     assert own["accuracy"] < assignment.task("2a").threshold("accuracy").partial  # the premise: stuck
     record = evaluation.retraining
     assert record.tasks == ["2a"] and 1 <= len(record.runs) <= assignment.task("2a").threshold(

@@ -83,7 +83,7 @@ def test_a_mediocre_1e_network_is_graded_as_1e_not_1d(assignment, evaluator, tmp
     # 1e's partial credit, yet within 1d's pass threshold, so 1d is the "better share of points"
     measured = _measure(evaluator, tmp_path, {"net.h5": _hand_set([(10, "relu")] * 3, offset=0.024)})
     evaluation = measured.evaluated[0][1]
-    assert 5e-4 < evaluation.datasets["curve"]["metrics"]["mse"] < 7e-4
+    assert 5e-4 < evaluation.datasets["curve"].metrics["mse"] < 7e-4
     assert assess(assignment.task("1d"), evaluation).fraction > assess(assignment.task("1e"), evaluation).fraction
 
     result = score_student(assignment, measured)

@@ -85,13 +85,13 @@ class PlotWarmUp:
     def _warm(self, evaluation: Evaluation) -> None:
         from . import plots
 
-        for dataset, entry in sorted((evaluation.datasets or {}).items()):
+        for dataset, measured in sorted(evaluation.datasets.items()):
             try:
-                if not (isinstance(entry, dict) and entry.get("plot") and dataset in self._task_of):
+                if not (measured.plot and dataset in self._task_of):
                     continue
-                if plots.has_figure(layout_of(self.assignment, dataset, entry["plot"])):
+                if plots.has_figure(layout_of(self.assignment, dataset, measured.plot)):
                     continue  # the usual case, after a worker's first student: nothing to make
-                plot_of(self.assignment, self._task_of[dataset], dataset, entry["plot"]).png()
+                plot_of(self.assignment, self._task_of[dataset], dataset, measured.plot).png()
                 self.drawn += 1
             except Exception:  # noqa: BLE001 - the page's own drawing meets it again, and says so
                 log.debug("plot warm-up of %s failed", dataset, exc_info=True)

@@ -122,5 +122,5 @@ def _rounds(evaluator, turns: list[_Turns], budget: Budget, most: int, scratch: 
                 out.unlink(missing_ok=True)
             datasets = {t.dataset for t in turn.planned.tasks}
             record.runs.append(RetrainingRun(seed, trained["epochs"], trained.get("fused"),
-                                             {name: entry["metrics"] for name, entry in measured.datasets.items()
+                                             {name: r.metrics for name, r in measured.datasets.items()
                                               if name in datasets}))

@@ -116,7 +116,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
                 continue
             task, a, inferred, reason = assignment.task(match.task_id), match.assessment, True, match.reason
             answers = match.exact
-        plot = evaluation.datasets.get(task.dataset, {}).get("plot")
+        plot = evaluation.measured_on(task.dataset).plot
         result = _model_task_result(task, a, f.name, inferred, reason, plot, match)
         result.architecture = model_text
         per_task.setdefault(task.id, []).append((result, answers))
@@ -131,7 +131,7 @@ def score_student(assignment, measured: Measurements) -> StudentResult:
         result = _saved_file_result(task, f, evaluation, match, twin)
         if match.task_id and match.task_id not in per_task and match.assessment is not None:
             inner = assignment.task(match.task_id)
-            plot = evaluation.datasets.get(inner.dataset, {}).get("plot")
+            plot = evaluation.measured_on(inner.dataset).plot
             counted = _model_task_result(inner, match.assessment, f.name, True, match.reason, plot, match)
             counted.architecture = _describe(evaluation.info)
             counted.message = f"Taken from {f.name}, the only model for this task. " + counted.message
@@ -268,6 +268,6 @@ def attach_plots(result: StudentResult, measured: Measurements) -> StudentResult
     by_source = {s.name: e for s, e in measured.evaluated}
     for t in result.tasks:
         if t.plot is None and t.source in by_source and t.dataset:
-            t.plot = by_source[t.source].datasets.get(t.dataset, {}).get("plot")
+            t.plot = by_source[t.source].measured_on(t.dataset).plot
     result.executed = list(getattr(measured, "executed", None) or [])  # the notebooks as they ran (``executed``)
     return result
