@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SECRET, needs_sandbox, small_model
+from conftest import TEST_SECRET, TUTORIAL6, needs_sandbox, small_model
 
 UNPRIVILEGED_UID = 4242
 
@@ -259,3 +259,91 @@ def test_the_class_is_graded_beside_a_notebook_of_pattern_bombs(tmp_path, model_
     notebook = next(n for n in students["bomber"]["notebooks"] if n["name"].endswith("work.ipynb"))
     failure = next(f for f in notebook["failures"] if f["cell"] == 2)
     assert failure["error"] == "ValueError" and "boom" in failure["explanation"], failure
+
+
+# -- files the disk quota did not count ----------------------------------------------------------------------------
+
+#: a student's script: 8 MB into the kernel's runtime folder (its ipc sockets' folder, writable; its path is the
+#: connection file's, which the kernel's command line names)
+UNCOUNTED_WRITER = r"""
+import os, sys
+for name in ("fill-1", "fill-2"):  # each within the largest file the code may write (6 MB here)
+    with open(os.path.join(sys.argv[1], name), "wb") as f:
+        f.write(b"x" * 4 * 2**20)
+print("written")
+"""
+
+
+@needs_sandbox
+def test_files_in_the_kernels_runtime_folder_count_against_the_disk_quota(tmp_path):
+    """Hostile: the quota (the runner's watchdog, ``Sandbox.over_quota``) walked the work and capture folders but not
+    the kernel's runtime folder, which the code can write (its sockets live there): files there went onto the
+    grader's disk without bound.  It counts now."""
+    from grader.execute.sandbox import Limits, Sandbox
+
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", Limits(disk_mb=6), shared_dirs=(tmp_path / "capture",))
+    sandbox.prepare()
+    try:
+        assert sandbox.over_quota() is None
+        cmd, env = sandbox.wrap([sys.executable, "-c", UNCOUNTED_WRITER, str(tmp_path / "runtime")],
+                                {"HOME": "/home/student"})
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.stdout.strip() == "written", done.stderr[-2000:]
+        why = sandbox.over_quota()
+        assert why is not None and "6 MB" in why, why  # 8 MB written, 6 MB allowed
+    finally:
+        sandbox.cleanup()
+
+
+@needs_sandbox
+def test_a_folder_nested_past_the_walks_depth_is_itself_over_the_quota(tmp_path):
+    """Hostile: the quota's walk looks 64 folders deep, so what lay deeper went uncounted, without bound: the
+    nesting itself is now over the quota."""
+    from grader.execute.sandbox import Limits, Sandbox
+
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", Limits())
+    sandbox.prepare()
+    try:
+        cmd, env = sandbox.wrap([sys.executable, "-c", "import os; os.makedirs(os.path.join(*['d'] * 70))"], {})
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        why = sandbox.over_quota()
+        assert why is not None and "deep" in why, why
+    finally:
+        sandbox.cleanup()
+
+
+@needs_sandbox
+def test_a_notebook_filling_the_kernels_runtime_folder_is_stopped_at_the_quota(tmp_path, model_dir):
+    """The same, as a notebook graded beside a classmate: the cell that fills the runtime folder (found from the
+    kernel's own connection information) is stopped at the 16 MB quota with a plain message; the classmate is
+    graded."""
+    import nbformat
+
+    from grader.pipeline import grade_batch
+
+    spec = tmp_path / "spec"
+    shutil.copytree(TUTORIAL6, spec)
+    toml = spec / "assignment.toml"
+    text = toml.read_text()
+    assert "memory_mb = 4096\nmax_output_kb = 64" in text
+    toml.write_text(text.replace("memory_mb = 4096\nmax_output_kb = 64",
+                                 "memory_mb = 4096\nmax_output_kb = 64\ndisk_mb = 16"))
+    subs = tmp_path / "subs"
+    (subs / "filler").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import json, os\n"
+        "from ipykernel.connect import get_connection_info\n"
+        "runtime = os.path.dirname(json.loads(get_connection_info())['ip'])\n"
+        "for i in range(3):\n"
+        "    with open(os.path.join(runtime, f'fill-{i}'), 'wb') as f:\n"
+        "        f.write(b'x' * 8 * 2**20)\n"
+        "print('wrote 24 MB into', runtime)"), nbformat.v4.new_code_cell("print('after')")])
+    nbformat.write(nb, subs / "filler" / "work.ipynb")
+    (subs / "good").mkdir()
+    shutil.copy(model_dir / "2a.h5", subs / "good" / "2a.h5")
+    grade_batch(subs, spec, tmp_path / "out")
+    students = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
+    assert next(t for t in students["good"]["tasks"] if t["id"] == "2a")["status"] == "passed"
+    failures = {f["cell"]: f for f in students["filler"]["notebooks"][0]["failures"]}
+    assert failures[1]["status"] == "quota" and "disk quota of 16 MB" in failures[1]["explanation"], failures

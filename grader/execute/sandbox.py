@@ -29,6 +29,8 @@ SUBMISSION = "/submission"  # where the submission is bound, read-only, while it
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 STAGE_SCRIPT = Path(__file__).with_name("stage_files.py")
 STAGE_TIMEOUT_S = 120.0
+#: how deep the disk quota's walk looks; folders nested deeper are themselves over the quota
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -362,21 +364,26 @@ class Sandbox:
             raise SandboxFailed(f"copying the submission into the sandbox failed (exit code {done.returncode}): "
                                 f"{tail}") from None
 
-    def disk_usage(self) -> tuple[int, int]:
-        """(bytes, files and folders) in the work and capture folders, counted without following links
-        and without counting past the quota."""
-        total, entries = 0, 0
-        for d in (self.work_dir, *self.shared_dirs[1:]):
+    def disk_usage(self) -> tuple[int, int, bool]:
+        """(bytes, files and folders, whether folders are nested deeper than the walk looks: ``MAX_DEPTH``) in the
+        work, runtime and capture folders (every folder the code can write outside its size-capped /tmp), counted
+        without following links and without counting past the quota."""
+        total, entries, deeper = 0, 0, False
+        for d in (self.work_dir, *self.shared_dirs):
             walk = untrusted.Walk(d, untrusted.Bounds(max_entries=self.limits.max_files_written + 1,
-                                                      max_bytes=2**62, max_depth=64))
+                                                      max_bytes=2**62, max_depth=MAX_DEPTH))
             for e in walk:
                 entries += 1
                 total += e.size
-        return total, entries
+                # a folder at the walk's depth: what it holds was not looked at
+                deeper = deeper or (e.kind == "dir" and e.relative.count("/") + 1 >= MAX_DEPTH)
+        return total, entries, deeper
 
     def over_quota(self) -> str | None:
         """Why the run's files exceed the quota, in words; None while within it."""
-        used, entries = self.disk_usage()
+        used, entries, deeper = self.disk_usage()
+        if deeper:  # what lies deeper is not counted, so the nesting itself is over the quota
+            return f"the notebook nested folders {MAX_DEPTH} or more deep"
         if used > self.limits.disk_mb * 2**20:
             return f"the notebook's files grew past the grader's disk quota of {self.limits.disk_mb} MB"
         if entries > self.limits.max_files_written:
