@@ -88,10 +88,10 @@ uv="$tools/uv-env/bin/uv"
 export UV_PYTHON_INSTALL_DIR="$tools/python"
 if [ "$have" = "$want" ]; then
     echo "provision_python: the system python3 ($system) is Python $have: the grader runs on it"
-    "$uv" venv --quiet --python "$system" "$env_dir"
+    "$uv" venv --quiet --clear --python "$system" "$env_dir"  # --clear: setup.sh may run again
 else
     echo "provision_python: the system python3 ($system) is Python $have, the grader needs $want: uv provides it"
-    "$uv" venv --quiet --python "$want" "$env_dir"
+    "$uv" venv --quiet --clear --python "$want" "$env_dir"
 fi
 got="$("$env_dir/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ "$got" != "$want" ]; then

@@ -186,10 +186,11 @@ def _provision(source: Path, tmp_path: Path, python3: Path, extra_env: dict | No
     """``provision_python.sh`` as setup.sh runs it, in ``env -i`` with a fresh HOME and a PATH whose python3
     is ``python3``; uv finds Pythons here only (no downloads: GitHub is not reachable from the tests)."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(python3)
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").is_symlink():
+        (bin_dir / "python3").symlink_to(python3)
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     own = Path(sys.executable).resolve().parent  # where uv may find the build's Python (the one running the tests)
     env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin:{own}", "UV_PYTHON_DOWNLOADS": "never",
            "GRADER_TOOLS": str(tmp_path / "tools"), **(extra_env or {})}
@@ -244,6 +245,12 @@ def test_provisioning_uses_the_images_python3_when_it_is_the_builds_version(bund
     version, base = _python_of(tmp_path / "grader-env")
     assert version == ".".join(map(str, sys.version_info[:3]))
     assert base == os.path.realpath(sys.base_prefix)
+    # setup.sh run again (a TA debugging the image, a rebuilt autograder): the environment is made anew
+    (tmp_path / "grader-env" / "planted").write_text("from the first run")
+    again = _provision(source, tmp_path, python3)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert not (tmp_path / "grader-env" / "planted").exists()
+    assert _python_of(tmp_path / "grader-env") == (version, base)
 
 
 @pytest.mark.slow
