@@ -347,3 +347,26 @@ def test_a_notebook_filling_the_kernels_runtime_folder_is_stopped_at_the_quota(t
     assert next(t for t in students["good"]["tasks"] if t["id"] == "2a")["status"] == "passed"
     failures = {f["cell"]: f for f in students["filler"]["notebooks"][0]["failures"]}
     assert failures[1]["status"] == "quota" and "disk quota of 16 MB" in failures[1]["explanation"], failures
+
+
+# -- thousands of failing cells -------------------------------------------------------------------------------------
+
+@needs_sandbox
+def test_a_script_of_hundreds_of_failing_cells_lists_only_the_first(assignment, evaluator, tmp_path):
+    """Hostile: a script of 300 one-line cells that each raise.  Every failure was listed with its explanation, its
+    traceback (up to 2 KB) and its lines: a 6 MB notebook of such cells, within the notebook's time, made tens of
+    MB of one student's results, rewritten into results.json every few seconds.  Now the first
+    ``MAX_LISTED_FAILURES`` are listed, and a note counts the rest."""
+    from conftest import grade_one
+    from grader.execute import MAX_LISTED_FAILURES
+
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "work.py").write_text("".join(f"# %%\nraise ValueError('cell {i}')\n" for i in range(300)))
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    (nb,) = result.notebooks
+    assert len(nb["failures"]) == MAX_LISTED_FAILURES < 300
+    assert [f["cell"] for f in nb["failures"]] == list(range(1, MAX_LISTED_FAILURES + 1))
+    assert nb["failures"][0]["error"] == "ValueError"
+    notes = " ".join(nb.get("notes", []) + result.notes)
+    assert f"300 cells failed or were not run; the first {MAX_LISTED_FAILURES} are listed" in notes, notes

@@ -455,19 +455,31 @@ def _run_notes(done: _Run, refused: list[str]) -> list[str]:
                      "summary instead of a whole array).")
     cut = [str(cell.index + 1) for cell in done.result.cells if cell.output_cut]
     if cut:
+        cut = cut[:20] + (["..."] if len(cut) > 20 else [])
         notes.append(f"The output of cell(s) {', '.join(cut)} was still arriving {IOPUB_GRACE_S} s after the cell "
                      "finished; the rest of it is not shown in your work as it ran (grading uses your models, not "
                      "what was printed).")
+    failed = [cell.index + 1 for cell in done.result.cells if cell.status != "ok"]
+    if len(failed) > MAX_LISTED_FAILURES:
+        notes.append(f"{len(failed)} cells failed or were not run; the first {MAX_LISTED_FAILURES} are listed, and "
+                     f"cells {failed[MAX_LISTED_FAILURES]} to {failed[-1]} are not.")
     if done.result.notebook_timed_out:
         notes.append(f"The notebook ran over its time limit of {secs(done.limits.notebook.seconds)} s "
                      f"({done.limits.notebook.why}); the cells after that point were not run.")
     return notes
 
 
+#: the failed (or not run) cells of one run listed, each with its explanation, traceback and lines; the rest are
+#: counted in a note (``_run_notes``): thousands of failing one-line cells made a student's results tens of MB
+MAX_LISTED_FAILURES = 50
+
+
 def _failures(assignment, result: RunResult, used: TimeLimits) -> list[dict]:
-    """Each failed cell: where, what, the explanation in plain words, a short traceback and the failing lines."""
+    """Each failed cell: where, what, the explanation in plain words, a short traceback and the failing lines (the
+    first ``MAX_LISTED_FAILURES``)."""
+    failed = [cell for cell in result.cells if cell.status != "ok"][:MAX_LISTED_FAILURES]
     return [{"cell": cell.index + 1, "status": cell.status, "error": cell.error_name,
              "explanation": diagnose.explain(cell, memory_mb=assignment.notebooks.memory_mb,
                                              memory_exhausted=result.memory_exhausted, limits=used),
              "traceback": cell.traceback[-2000:], "source": _excerpt(cell.source, cell.traceback)}
-            for cell in result.cells if cell.status != "ok"]
+            for cell in failed]
