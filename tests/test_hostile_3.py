@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_SECRET, TUTORIAL6, needs_sandbox, small_model
+from grader.execute.sandbox import bwrap_path
 
 UNPRIVILEGED_UID = 4242
 
@@ -370,3 +371,68 @@ def test_a_script_of_hundreds_of_failing_cells_lists_only_the_first(assignment, 
     assert nb["failures"][0]["error"] == "ValueError"
     notes = " ".join(nb.get("notes", []) + result.notes)
     assert f"300 cells failed or were not run; the first {MAX_LISTED_FAILURES} are listed" in notes, notes
+
+
+#: a student's script: a folder it may write into but not list (mode 0o300), and 3 MB in it
+HIDDEN_WRITER = r"""
+import os
+os.mkdir("/home/student/hidden")
+for name in ("fill-1", "fill-2"):  # each within the largest file the code may write (2 MB here)
+    with open(os.path.join("/home/student/hidden", name), "wb") as f:
+        f.write(b"x" * 3 * 2**19)
+os.chmod("/home/student/hidden", 0o300)
+print("written")
+"""
+
+
+@needs_sandbox
+def test_a_folder_the_grader_cannot_list_is_over_the_quota_unprivileged(tmp_path):
+    """Hostile, graded by an unprivileged TA: a folder of mode 0o300 takes the code's files (write and search
+    suffice) but the quota's walk, running as the TA who owns it outside, cannot list it, and counted nothing in
+    it: files there went onto the grader's disk without bound.  Such a folder is now itself over the quota (as
+    root the walk reads it anyway)."""
+    from grader.execute.sandbox import Limits, Sandbox
+
+    uid = UNPRIVILEGED_UID
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become an unprivileged uid")
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    probe = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", bwrap_path(),
+                            "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "--", "/bin/true"],
+                           capture_output=True)
+    if probe.returncode != 0 or python is None:
+        pytest.skip("unprivileged user namespaces (or a Python the uid can run) are not available here")
+    home = Path(tempfile.mkdtemp(prefix="grader-ta-", dir="/tmp"))
+    try:
+        sandbox = Sandbox(home / "work", home / "runtime", Limits(disk_mb=2), mode="user",
+                          python_paths=[str(Path(python).resolve().parent)])
+        sandbox.prepare()
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(home)], check=True)
+        cmd, env = sandbox.wrap([python, "-I", "-c", HIDDEN_WRITER], {})
+        done = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.stdout.strip() == "written", done.stderr[-2000:]
+        assert _as_uid(uid, sandbox.over_quota) == f"the notebook made a folder the grader cannot read (hidden)"
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(home)], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _as_uid(uid: int, call):
+    """``call()`` in a child process of ``uid`` (as the unprivileged grader would run it), its result as text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become the uid, answer, leave without running anything of the parent's
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write, str(call()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(pid, 0)
+    return answer

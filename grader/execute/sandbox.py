@@ -58,6 +58,12 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def _refused(words: str) -> bool:
+    """Whether a walk's words say a folder was refused for its permissions (Python leaves C's error messages
+    untranslated, so these are its words); a folder removed while the walk looks ("No such file") is no fault."""
+    return "Permission denied" in words or "Operation not permitted" in words
+
+
 def bwrap_path() -> str | None:
     return shutil.which("bwrap") if sys.platform.startswith("linux") else None
 
@@ -364,26 +370,32 @@ class Sandbox:
             raise SandboxFailed(f"copying the submission into the sandbox failed (exit code {done.returncode}): "
                                 f"{tail}") from None
 
-    def disk_usage(self) -> tuple[int, int, bool]:
-        """(bytes, files and folders, whether folders are nested deeper than the walk looks: ``MAX_DEPTH``) in the
-        work, runtime and capture folders (every folder the code can write outside its size-capped /tmp), counted
-        without following links and without counting past the quota."""
-        total, entries, deeper = 0, 0, False
+    def disk_usage(self) -> tuple[int, int, str | None]:
+        """(bytes, files and folders, why some could not be counted: None when all could) in the work, runtime
+        and capture folders (every folder the code can write outside its size-capped /tmp), counted without
+        following links and without counting past the quota.  Not counted: what lies in folders nested
+        ``MAX_DEPTH`` deep, or in folders the grader may not read (an unprivileged grader, user mode, is refused a
+        folder of mode 0o300 that the code still writes into)."""
+        total, entries, uncounted = 0, 0, None
         for d in (self.work_dir, *self.shared_dirs):
             walk = untrusted.Walk(d, untrusted.Bounds(max_entries=self.limits.max_files_written + 1,
                                                       max_bytes=2**62, max_depth=MAX_DEPTH))
             for e in walk:
                 entries += 1
                 total += e.size
-                # a folder at the walk's depth: what it holds was not looked at
-                deeper = deeper or (e.kind == "dir" and e.relative.count("/") + 1 >= MAX_DEPTH)
-        return total, entries, deeper
+                if e.kind == "dir" and e.relative.count("/") + 1 >= MAX_DEPTH:  # what it holds was not looked at
+                    uncounted = uncounted or f"the notebook nested folders {MAX_DEPTH} or more deep"
+                elif e.kind.startswith("unreadable") and _refused(e.kind):
+                    uncounted = uncounted or f"the notebook made a folder the grader cannot read ({e.relative[:100]})"
+            if not walk.entries and any(_refused(p) for p in walk.problems):  # the folder itself
+                uncounted = uncounted or "the notebook made its folder unreadable to the grader"
+        return total, entries, uncounted
 
     def over_quota(self) -> str | None:
         """Why the run's files exceed the quota, in words; None while within it."""
-        used, entries, deeper = self.disk_usage()
-        if deeper:  # what lies deeper is not counted, so the nesting itself is over the quota
-            return f"the notebook nested folders {MAX_DEPTH} or more deep"
+        used, entries, uncounted = self.disk_usage()
+        if uncounted:  # what could not be counted is not bounded: that itself is over the quota
+            return uncounted
         if used > self.limits.disk_mb * 2**20:
             return f"the notebook's files grew past the grader's disk quota of {self.limits.disk_mb} MB"
         if entries > self.limits.max_files_written:
