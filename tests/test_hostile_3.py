@@ -436,3 +436,56 @@ def _as_uid(uid: int, call):
         answer = f.read().decode()
     os.waitpid(pid, 0)
     return answer
+
+
+# -- memory without a cgroup ------------------------------------------------------------------------------------------
+
+OOM_PROBE = "print(open('/proc/self/oom_score_adj').read().strip())"
+
+
+@needs_sandbox
+def test_student_code_is_the_out_of_memory_killers_first_choice_unprivileged(tmp_path):
+    """Hostile, graded by an unprivileged TA: no memory cgroup caps the sandbox's tree (RLIMIT_DATA caps each
+    process, not how many), so a notebook forking processes that fill the machine's memory left the choice of a
+    victim to the machine's OOM killer, which could take the grader's evaluation worker or a classmate's kernel.
+    Student code now runs at the highest ``oom_score_adj`` (1000): its own processes are killed first."""
+    from grader.execute.sandbox import Limits, Sandbox
+
+    uid = UNPRIVILEGED_UID
+    if os.geteuid() != 0 or not shutil.which("choom"):
+        pytest.skip("needs root to become an unprivileged uid, and util-linux's choom")
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    probe = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", bwrap_path(),
+                            "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "--", "/bin/true"],
+                           capture_output=True)
+    if probe.returncode != 0 or python is None:
+        pytest.skip("unprivileged user namespaces (or a Python the uid can run) are not available here")
+    home = Path(tempfile.mkdtemp(prefix="grader-ta-", dir="/tmp"))
+    try:
+        sandbox = Sandbox(home / "work", home / "runtime", Limits(), mode="user",
+                          python_paths=[str(Path(python).resolve().parent)])
+        sandbox.prepare()
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(home)], check=True)
+        cmd, env = sandbox.wrap([python, "-I", "-c", OOM_PROBE], {})
+        done = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.stdout.strip() == "1000", done.stderr[-2000:]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@needs_sandbox
+def test_student_code_is_the_out_of_memory_killers_first_choice_as_root(tmp_path):
+    """The same as root, where a memory cgroup caps the tree too (a machine-wide shortage still picks it first)."""
+    from grader.execute.sandbox import Limits, Sandbox, isolation_mode
+
+    if os.geteuid() != 0 or isolation_mode() != "root" or not shutil.which("choom"):
+        pytest.skip("the root sandbox needs the grader to run as root, and util-linux's choom")
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", Limits())
+    sandbox.prepare()
+    try:
+        cmd, env = sandbox.wrap([sys.executable, "-c", OOM_PROBE], {})
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.stdout.strip() == "1000", done.stderr[-2000:]
+    finally:
+        sandbox.cleanup()

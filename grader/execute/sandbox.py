@@ -251,8 +251,12 @@ class Sandbox:
         else:
             nproc = limits.processes
         fsize = min(limits.file_size_mb, limits.disk_mb) * 2**20
-        return ["prlimit", f"--data={limits.memory_mb * 2**20}", f"--fsize={fsize}", "--core=0",
-                f"--nproc={nproc}", "--"]
+        # the out-of-memory killer's first choice: without a memory cgroup (user mode) RLIMIT_DATA caps each
+        # process, not how many, and the machine's OOM killer could pick the grader's worker or a classmate's
+        # kernel before the many processes that filled the memory
+        oom = ["choom", "-n", "1000", "--"] if shutil.which("choom") else []
+        return oom + ["prlimit", f"--data={limits.memory_mb * 2**20}", f"--fsize={fsize}", "--core=0",
+                      f"--nproc={nproc}", "--"]
 
     def _proc_sys(self) -> list[str]:
         """/proc/sys read-only -- in root mode by the nested bubblewrap instead, which must first write
