@@ -489,3 +489,28 @@ def test_student_code_is_the_out_of_memory_killers_first_choice_as_root(tmp_path
         assert done.stdout.strip() == "1000", done.stderr[-2000:]
     finally:
         sandbox.cleanup()
+
+
+# -- a zip archive of a million entries ---------------------------------------------------------------------------
+
+def test_an_archive_listing_thousands_of_entries_is_not_read_entry_by_entry(assignment, evaluator, tmp_path):
+    """Hostile: a 2a.keras listing 100,000 empty entries (beside a config.json).  ``zipfile`` reads every entry of
+    the central directory before anything else, in the grader's own process, at each look at the file (a
+    million entries: 7 s and 545 MB).  The format check now reads the archive's end record first: more entries
+    than a model's archive has, and it is no model file; the student is told, the batch goes on."""
+    from conftest import grade_one
+    from grader.intake.formats import KERAS_ZIP, MAX_ZIP_ENTRIES, UNKNOWN, sniff_format
+
+    folder = tmp_path / "subs" / "s"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "2a.keras", "w", zipfile.ZIP_STORED) as z:
+        z.writestr("config.json", "{}")
+        for i in range(100_000):
+            z.writestr(zipfile.ZipInfo(f"{i:x}"), b"")
+    plain = tmp_path / "plain.keras"
+    small_model().save(plain)
+    assert sniff_format(plain) == KERAS_ZIP  # a model's archive: three entries
+    assert 100_000 > MAX_ZIP_ENTRIES and sniff_format(folder / "2a.keras") == UNKNOWN
+    result = grade_one(assignment, evaluator, tmp_path / "subs")
+    (f,) = [f for f in result.files if f.name.endswith("2a.keras")]
+    assert f.outcome != "graded" and f.message, f

@@ -8,6 +8,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from struct import error as struct_error
 
 from .. import untrusted
 
@@ -48,6 +49,20 @@ def _hdf5_signature_at(head: bytes) -> bool:
 
 #: the largest notebook or script the grader reads (a sheet-style notebook with its plots is a few MB)
 MAX_NOTEBOOK_BYTES = 20 * 2**20
+#: the most entries a zip archive may list to be looked into: a .keras file holds three (``keras_io.KERAS_MEMBERS``);
+#: ``zipfile`` reads every entry of the central directory first (an 86 MB archive of a million empty entries: 7 s
+#: and 545 MB of the grader's own process, at every look)
+MAX_ZIP_ENTRIES = 64
+
+
+def _zip_entries(f) -> int:
+    """The number of entries the archive's end record declares, read without reading the entries (a damaged
+    archive: 0, left to ``zipfile`` to refuse)."""
+    try:
+        end = zipfile._EndRecData(f)  # the end record (zip64's when there is one), as ZipFile itself reads it
+    except (OSError, ValueError, EOFError, struct_error):
+        return 0
+    return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else 0
 
 
 def parse_json(data: bytes):
@@ -107,9 +122,12 @@ def sniff_format(path: Path, dir_fd: int | None = None) -> str:
     if head.startswith(ZIP_SIGNATURE):
         fd = untrusted.open_regular(name, dir_fd)
         try:
-            with os.fdopen(fd, "rb") as f, zipfile.ZipFile(f) as z:
-                if "config.json" in z.namelist():
-                    return KERAS_ZIP
+            with os.fdopen(fd, "rb") as f:
+                if _zip_entries(f) > MAX_ZIP_ENTRIES:
+                    return UNKNOWN
+                with zipfile.ZipFile(f) as z:
+                    if "config.json" in z.namelist():
+                        return KERAS_ZIP
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
             pass
         return UNKNOWN
