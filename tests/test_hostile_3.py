@@ -111,15 +111,17 @@ def _writes(sandbox_cmd: list[str], env: dict, as_uid: int | None = None) -> dic
 
 
 def _check_writes(written: dict, home: str) -> None:
-    assert written[home] is True and written["/tmp"] is True, written  # the quota-bounded folders
-    for folder in ("/dev/shm", "/dev", "/", "/etc", "/home"):
+    # the bounded folders: the work folder (the quota), /tmp and /dev/shm (size-capped tmpfs of their own, 5a5343d)
+    assert written[home] is True and written["/tmp"] is True and written["/dev/shm"] is True, written
+    for folder in ("/dev", "/", "/etc", "/home"):
         assert written[folder] is not True, f"the code wrote into {folder}, a tmpfs of half the RAM: {written}"
 
 
 @needs_sandbox
 def test_student_code_cannot_fill_the_sandboxes_own_tmpfs_as_root(tmp_path):
-    """Hostile: a script writes into /dev/shm, /dev and / (bubblewrap's own tmpfs, each half the machine's RAM,
-    bounded by no quota).  As root the sandbox user never owned them; they are now read-only as well."""
+    """Hostile: a script writes into /dev and / (bubblewrap's own tmpfs, each half the machine's RAM, bounded by no
+    quota; /dev/shm is now a size-capped tmpfs of its own).  As root the sandbox user never owned them; they are
+    now read-only as well."""
     from grader.execute.sandbox import Limits, Sandbox, isolation_mode
 
     if os.geteuid() != 0 or isolation_mode() != "root":
@@ -136,8 +138,9 @@ def test_student_code_cannot_fill_the_sandboxes_own_tmpfs_as_root(tmp_path):
 @needs_sandbox
 def test_student_code_cannot_fill_the_sandboxes_own_tmpfs_unprivileged(tmp_path):
     """The same script, graded by an unprivileged TA (user namespaces): there the code owned bubblewrap's root
-    and /dev tmpfs and wrote into them freely (no cgroup, no quota: ``RLIMIT_FSIZE`` bounds one file, not how
-    many), so one student could take half the machine's memory from the class.  Now they are read-only."""
+    and /dev tmpfs (with /dev/shm) and wrote into them freely (no cgroup, no quota: ``RLIMIT_FSIZE`` bounds one
+    file, not how many), so one student could take half the machine's memory from the class.  Now they are
+    read-only."""
     from grader.execute.sandbox import Limits, Sandbox, bwrap_path
 
     if os.geteuid() != 0:
