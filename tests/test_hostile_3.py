@@ -415,30 +415,30 @@ def test_a_folder_the_grader_cannot_list_is_over_the_quota_unprivileged(tmp_path
         done = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.stdout.strip() == "written", done.stderr[-2000:]
-        assert _as_uid(uid, sandbox.over_quota) == f"the notebook made a folder the grader cannot read (hidden)"
+        assert _over_quota_as(uid, str(home / "work"), str(home / "runtime"), 2) == \
+            "the notebook made a folder the grader cannot read (hidden)"
     finally:
         subprocess.run(["chmod", "-R", "u+rwx", str(home)], check=False)
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _as_uid(uid: int, call):
-    """``call()`` in a child process of ``uid`` (as the unprivileged grader would run it), its result as text."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: become the uid, answer, leave without running anything of the parent's
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            os.write(write, str(call()).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        answer = f.read().decode()
-    os.waitpid(pid, 0)
-    return answer
+def _over_quota_as(uid: int, work: str, runtime: str, disk_mb: int) -> str:
+    """``Sandbox.over_quota`` as ``uid`` sees it (the unprivileged grader's own walk), in a spawned process (a fork
+    of this one, which runs JAX's threads, could deadlock)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_over_quota_in_child, (uid, work, runtime, disk_mb))
+
+
+def _over_quota_in_child(uid: int, work: str, runtime: str, disk_mb: int) -> str:
+    from grader.execute.sandbox import Limits, Sandbox
+
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    return str(Sandbox(Path(work), Path(runtime), Limits(disk_mb=disk_mb), mode="user",
+                       python_paths=["/usr"]).over_quota())
 
 
 # -- memory without a cgroup ------------------------------------------------------------------------------------------
