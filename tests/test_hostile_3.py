@@ -517,3 +517,17 @@ def test_an_archive_listing_thousands_of_entries_is_not_read_entry_by_entry(assi
     result = grade_one(assignment, evaluator, tmp_path / "subs")
     (f,) = [f for f in result.files if f.name.endswith("2a.keras")]
     assert f.outcome != "graded" and f.message, f
+
+
+def test_a_failing_line_of_megabytes_is_quoted_cut():
+    """Hostile: a raising cell whose failing line (and the lines around it) are a megabyte each: the failure
+    quoted them whole in the student's results.  Each quoted line is now cut at ``MAX_EXCERPT_LINE``."""
+    from grader.execute import MAX_EXCERPT_LINE, _excerpt
+
+    long = "x = 1  # " + "y" * 2**20
+    source = "\n".join([long, long, "raise ValueError('boom')  # " + "z" * 2**20, long, long])
+    traceback = "Cell In[1], line 3\n----> 3 raise ValueError('boom')"
+    excerpt = _excerpt(source, traceback)
+    assert "-> " in excerpt and "raise ValueError('boom')" in excerpt  # still the failing line, marked
+    assert len(excerpt) < 6 * (MAX_EXCERPT_LINE + 20), len(excerpt)
+    assert len(_excerpt(source)) < 6 * (MAX_EXCERPT_LINE + 20)  # the cell's first lines, when the traceback is mute

@@ -134,10 +134,15 @@ def read_notebook(file) -> nbformat.NotebookNode:
                                  hint="Download it again from Jupyter/Colab (File > Download > .ipynb).") from None
 
 
+#: the longest line of a failing cell quoted in its failure (``_excerpt``)
+MAX_EXCERPT_LINE = 300
+
+
 def _excerpt(source: str, traceback: str = "", context: int = 3) -> str:
     """The failing line of a cell with a few lines around it (marked ``->``), from the traceback's
-    ``Cell In[n], line k``; the cell's first lines when the traceback does not say."""
-    rows = source.splitlines()
+    ``Cell In[n], line k``; the cell's first lines when the traceback does not say.  Each line is cut at
+    ``MAX_EXCERPT_LINE`` characters: a cell's one line of megabytes was repeated in the student's results whole."""
+    rows = [row if len(row) <= MAX_EXCERPT_LINE else row[:MAX_EXCERPT_LINE] + " ..." for row in source.splitlines()]
     found = re.findall(r"Cell In\[\d+\], line (\d+)", traceback)
     if not found or not 1 <= int(found[-1]) <= len(rows):
         return "\n".join(rows[:2 * context + 2]) + ("\n..." if len(rows) > 2 * context + 2 else "")
