@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .records import Evaluation, Provenance
+from .records import Evaluation, ModelInfo, Provenance
 from .spec.model import METRICS, METRICS_FOR_KIND, Architecture, Task, goodness, passes, relation  # noqa: F401 (passes: re-exported)
 
 METRIC_LABELS = {
@@ -50,12 +50,12 @@ class Assessment:
         return " ".join(self.sentences)
 
 
-def architecture_differences(arch: Architecture, info: dict) -> list[str]:
+def architecture_differences(arch: Architecture, info: ModelInfo) -> list[str]:
     """What differs between the expected architecture and the model, in words."""
     diffs = []
-    dense = [tuple(layer) for layer in info.get("dense", [])]
-    if info.get("inputs") != arch.inputs:
-        diffs.append(f"the model takes {info.get('inputs')} input(s) but the task has {arch.inputs}")
+    dense = list(info.dense)
+    if info.inputs != arch.inputs:
+        diffs.append(f"the model takes {info.inputs} input(s) but the task has {arch.inputs}")
     if not dense:
         return diffs + ["the model has no Dense layer"]
     *hidden, output = dense
@@ -71,7 +71,7 @@ def architecture_differences(arch: Architecture, info: dict) -> list[str]:
                 if not pattern.matches(*layer):
                     diffs.append(f"hidden layer {i} is Dense({layer[0]}, {layer[1]}) but the task asks for "
                                  f"{pattern.describe()}")
-    for other in info.get("other_layers", []):
+    for other in info.other_layers:
         if other.startswith(("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout")):
             continue  # inactive at evaluation time
         diffs.append(f"it has an extra {other} layer")
@@ -119,14 +119,14 @@ def assess(task: Task, evaluation: Evaluation) -> Assessment:
     a = Assessment(task.id, 0.0, False, None, None, 0.0, metrics)
     say = a.sentences.append
 
-    if not info.get("finite", True):
+    if not info.finite:
         say("The model's weights contain NaN or infinite values, so it cannot predict anything: training "
             "diverged. Lower the learning rate or check the training data for NaN values, then train again.")
         return a
 
     diffs = architecture_differences(task.architecture, info)
     a.architecture_ok = not diffs
-    outputs = info.get("outputs")
+    outputs = info.outputs
     expected_outputs = task.architecture.output.units
     if outputs == 1 and expected_outputs == 2:
         say("The model has a single output, but this task needs two softmax outputs (one probability per "
@@ -139,7 +139,7 @@ def assess(task: Task, evaluation: Evaluation) -> Assessment:
         say("Architecture: " + "; ".join(diffs) + f". Expected: {task.architecture.describe()}.")
 
     # the scaling file next: when it is broken or missing, it explains the numbers that follow
-    _preprocessing_sentences(evaluation.preprocessing, metrics, a, say, info.get("inputs"))
+    _preprocessing_sentences(evaluation.preprocessing, metrics, a, say, info.inputs)
     metric = task.metric if task.metric in metrics else None
     if metric is None and task.fallback_metric in metrics:
         metric = task.fallback_metric
@@ -147,7 +147,7 @@ def assess(task: Task, evaluation: Evaluation) -> Assessment:
             say(task.fallback_reason)
     if metric is None:
         if not measured:
-            say(f"The model could not be measured on this task's data ({info.get('inputs')} input(s), "
+            say(f"The model could not be measured on this task's data ({info.inputs} input(s), "
                 f"{outputs} output(s)).")
         else:
             say(f"The {METRIC_LABELS[task.metric]} could not be measured for this model.")
@@ -166,7 +166,7 @@ def assess(task: Task, evaluation: Evaluation) -> Assessment:
     fraction = w * a.architecture_ok + (1 - w) * a.metric_fraction
     if task.conciseness is not None:
         c = task.conciseness
-        nodes = sum(int(units) for units, _ in info.get("dense", []))
+        nodes = sum(int(units) for units, _ in info.dense)
         a.metrics["nodes"] = float(nodes)
         earned = c.curve(nodes) if a.metric_fraction > 0 else 0.0
         full = c.curve.full_at()

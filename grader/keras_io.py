@@ -12,13 +12,13 @@ import itertools
 import json
 import re
 import zipfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CorruptModel, ModelLoadError, ModelTooLarge, UnknownFormat, UnsafeModel
 from .intake.formats import FORMAT_NAMES, HDF5, KERAS_ZIP, SAVEDMODEL
+from .records import ModelInfo
 
 #: the largest model configuration (JSON) read
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -62,27 +62,6 @@ _LAYER_FUNCTIONS = {"Input", "add", "average", "concatenate", "deserialize", "do
 #: with the activation (Dense(4) + ReLU() is Dense(4, relu)); anywhere else it is an extra layer
 _ACTIVATION_LAYERS = {"ReLU": "relu", "Softmax": "softmax", "LeakyReLU": "leaky_relu", "ELU": "elu",
                       "PReLU": "prelu"}
-
-
-@dataclass
-class ModelInfo:
-    """What a model is, as plain data (picklable, JSON-able)."""
-
-    inputs: int | None
-    outputs: int | None
-    dense: list = field(default_factory=list)  # [(units, activation)], activations folded in
-    other_layers: list = field(default_factory=list)  # class names of non-Dense layers with effect
-    parameters: int = 0
-    finite: bool = True
-    keras_version: str | None = None
-
-    def to_dict(self):
-        return asdict(self)
-
-    def describe(self) -> str:
-        layers = ", ".join(f"Dense({u}, {a})" for u, a in self.dense) or "no Dense layer"
-        extra = f" (+ {', '.join(self.other_layers)})" if self.other_layers else ""
-        return f"{self.inputs} input(s) -> {layers}{extra}; {self.parameters} parameters"
 
 
 def _iter_layers(config):
@@ -520,8 +499,8 @@ def describe(model) -> ModelInfo:
         elif cls not in ("InputLayer",):
             other.append(cls)
     finite = all(bool(np.all(np.isfinite(w))) for w in model.get_weights())
-    return ModelInfo(inputs=inputs, outputs=outputs, dense=dense, other_layers=other,
-                     parameters=int(model.count_params()), finite=finite)
+    return ModelInfo(inputs=inputs, outputs=outputs, dense=tuple(tuple(layer) for layer in dense),
+                     other_layers=tuple(other), parameters=int(model.count_params()), finite=finite)
 
 
 def _flat_layers(model, keras):

@@ -1,15 +1,16 @@
 """The records the stages hand each other, typed, at the bottom of the package (imports nothing of it).
 
-``Source`` and ``Evaluation`` (one model, as measured), ``Retraining`` and its ``RetrainingRun`` (what
-re-training its recipe measured), ``Measurements`` (one submission, as measured and re-trained),
-``FileResult``, ``TaskResult`` and ``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only
-these read the older gradebook shapes.  A stage reads a record's fields by name (``evaluation.datasets``),
-never by the stored JSON's keys.
+``Source`` and ``Evaluation`` (one model, as measured: its ``ModelInfo``, a ``DatasetResult`` per held-out
+dataset, its ``Provenance``), ``Retraining`` and its ``RetrainingRun`` (what re-training its recipe measured),
+``Measurements`` (one submission, as measured and re-trained), ``FileResult``, ``TaskResult`` and
+``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only these read the older gradebook shapes,
+and what the worker found is written back with the keys it was stored with.  A stage reads a record's fields by
+name (``evaluation.info.inputs``), never by the stored JSON's keys.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 
 PASS_FRACTION = 0.5  # a student 'passes' (in progress counts and summaries) at half the maximum
 INTERNAL_ERROR = "The grader failed on this submission"  # a task's message starts so: a grader bug
@@ -34,13 +35,14 @@ def _read(cls, d: dict, convert: dict | None = None):
 
 
 def _write(record, always: bool = False, convert: dict | None = None) -> dict:
-    """A record's JSON: the keys it was read with (and any field set since), or, made afresh, every field (only
-    those not None unless ``always``) and then ``extra``."""
+    """A record's JSON: the keys it was read with (and any field set since to other than its default), or, made
+    afresh, every field (only those not None unless ``always``) and then ``extra``."""
     names = _named(type(record))
     convert = convert or {}
     if record.stored is not None:
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(record)}
         keys = [k for k in record.stored if k in names or k in record.extra]
-        keys += [k for k in names if k not in record.stored and getattr(record, k) is not None]
+        keys += [k for k in names if k not in record.stored and getattr(record, k) != defaults[k]]
     else:
         keys = [k for k in names if always or getattr(record, k) is not None] + list(record.extra)
     return {k: (record.extra[k] if k not in names else
@@ -75,6 +77,42 @@ class Provenance:
     def from_json(cls, d) -> "Provenance | None":
         """From a stored dict (or the harvester's); a ``Provenance`` as it is; None as None."""
         return d if d is None or isinstance(d, Provenance) else _read(cls, d)
+
+
+def _layers_json(dense) -> list:
+    return [list(layer) for layer in dense]
+
+
+def _layers(dense) -> tuple:
+    return tuple(tuple(layer) for layer in dense)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is, as the evaluation worker read it (``keras_io.describe``): the width of its input and of its
+    output (None when not one tensor), its ``dense`` layers as ``(units, activation)`` (an activation layer after
+    a linear Dense folded in), the class names of its ``other_layers`` that have an effect, its parameters,
+    whether every weight is finite, and the Keras that saved it (None when the file does not say, or in older
+    gradebooks)."""
+
+    inputs: int | None = None
+    outputs: int | None = None
+    dense: tuple = ()
+    other_layers: tuple = ()
+    parameters: int = 0
+    finite: bool = True
+    keras_version: str | None = None
+    extra: dict = field(default_factory=dict)  # keys no field names, kept as they came
+    stored: tuple | None = field(default=None, compare=False, repr=False)  # the keys it was read with
+
+    def to_json(self) -> dict:
+        """Every field (as the worker has always sent them), or the keys it was read with."""
+        return _write(self, always=True, convert={"dense": _layers_json, "other_layers": list})
+
+    @classmethod
+    def from_json(cls, d) -> "ModelInfo":
+        """From the worker's or a stored dict (``{}``: nothing known); a ``ModelInfo`` as it is."""
+        return d if isinstance(d, ModelInfo) else _read(cls, d, {"dense": _layers, "other_layers": tuple})
 
 
 @dataclass(frozen=True)
@@ -164,7 +202,7 @@ class Evaluation:
     ``Source``) and, once re-training ran, its recipe's ``Retraining``."""
 
     format: str | None = None
-    info: dict = field(default_factory=dict)
+    info: ModelInfo = field(default_factory=lambda: ModelInfo.from_json({}))
     datasets: dict[str, DatasetResult] = field(default_factory=dict)  # by held-out dataset: what was measured there
     weights_sha256: str | None = None
     weights_sketch: object = None
@@ -175,10 +213,11 @@ class Evaluation:
 
     def __post_init__(self):
         self.provenance = Provenance.from_json(self.provenance)
+        self.info = ModelInfo.from_json(self.info)
         self.datasets = {name: DatasetResult.from_json(r) for name, r in self.datasets.items()}
 
     def to_json(self) -> dict:
-        d = {"format": self.format, "info": self.info,
+        d = {"format": self.format, "info": self.info.to_json(),
              "datasets": {name: r.to_json() for name, r in self.datasets.items()},
              "weights_sha256": self.weights_sha256, "weights_sketch": self.weights_sketch}
         d = {k: v for k, v in d.items() if v is not None or k in ("info", "datasets")}

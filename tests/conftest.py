@@ -123,7 +123,8 @@ SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student
                 "test_isolation_probe", "test_budget", "test_pages_browser", "test_serve_browser",
                 "test_rescore_fresh", "test_serve_hostile_work", "test_cell_output", "test_real_code",
                 "test_override_ids", "test_saved_names",
-                "test_hostile_session", "test_field_kit", "test_field_gradescope", "test_hostile_3"}
+                "test_hostile_session", "test_field_kit", "test_field_gradescope", "test_hostile_3",
+                "test_records_stored"}
 
 
 def pytest_collection_modifyitems(items):

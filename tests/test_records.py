@@ -7,11 +7,11 @@ import pytest
 
 from conftest import task_of
 from grader import records
-from grader.records import (DatasetResult, Evaluation, FileResult, Measurements, Provenance, Retraining,
+from grader.records import (DatasetResult, Evaluation, FileResult, Measurements, ModelInfo, Provenance, Retraining,
                             RetrainingRun, Source, StudentResult, TaskResult)
 from grader.score import score_student
 
-RECORDS = [Provenance, DatasetResult, RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult,
+RECORDS = [ModelInfo, Provenance, DatasetResult, RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult,
            StudentResult]
 
 #: 2a's layers (tutorial6): two inputs, Dense(4, relu) twice, Dense(2, softmax)
@@ -125,6 +125,39 @@ def test_the_older_gradebook_shapes_are_read():
                                                                                    None)
     s = StudentResult.from_json({"id": "s", "score": 1.0, "max_score": 2.0, "tasks": [t.to_json()]})
     assert (s.files, s.notes, s.notebooks, s.grade) == ([], [], [], None)
+
+
+def test_what_the_worker_found_is_typed_and_frozen_and_its_stored_keys_come_back_as_they_were():
+    """A model's info, its measurements on a dataset and its provenance are frozen records read by field; each is
+    written back with exactly the keys (and order) it was stored with: a row lacking the later keys stays without
+    them, a key no field names is kept, a None that was stored stays stored."""
+    stored = {"format": "h5", "info": {"outputs": 2, "inputs": 2, "dense": [[4, "relu"], [2, "softmax"]],
+                                       "other_layers": ["Dropout"], "parameters": 22, "finite": True, "odd": 1},
+              "datasets": {"circle": {"metrics": {"accuracy": 0.9}, "note": "kept"}, "xor": {"metrics": {}}},
+              "provenance": {"made_by": "fit", "samples": None, "epochs": 9, "optimizer": "sgd", "new_key": [1]}}
+    evaluation = Evaluation.from_json(json.loads(json.dumps(stored)))
+    info, circle, made = evaluation.info, evaluation.datasets["circle"], evaluation.provenance
+    assert (info.inputs, info.outputs, info.dense, info.other_layers, info.parameters, info.finite) == \
+        (2, 2, ((4, "relu"), (2, "softmax")), ("Dropout",), 22, True)
+    assert info.keras_version is None and info.extra == {"odd": 1}
+    assert circle.metrics == {"accuracy": 0.9} and circle.plot is None and circle.extra == {"note": "kept"}
+    assert (made.made_by, made.samples, made.epochs, made.optimizer, made.keras, made.extra) == \
+        ("fit", None, 9, "sgd", None, {"new_key": [1]})
+    assert evaluation.measured_on("ring") == DatasetResult() and evaluation.measured_on("xor").metrics == {}
+    again = evaluation.to_json()
+    assert again == stored and list(again["info"]) == list(stored["info"])
+    assert list(again["provenance"]) == list(stored["provenance"])
+    for record in (info, circle, made):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.extra = {}
+        with pytest.raises(TypeError):
+            record["extra"]
+    # made afresh (the worker, the harvester): the worker's every key for the info, the set ones for the rest
+    fresh = ModelInfo(1, 1, ((3, "relu"), (1, "linear")), (), 10)
+    assert fresh.to_json() == {"inputs": 1, "outputs": 1, "dense": [[3, "relu"], [1, "linear"]], "other_layers": [],
+                               "parameters": 10, "finite": True, "keras_version": None}
+    assert Provenance("file").to_json() == {"made_by": "file"} and Evaluation().to_json()["info"] == {}
+    assert Evaluation(info=fresh.to_json(), provenance={"made_by": "file"}).info == fresh  # dicts given are read
 
 
 def test_an_old_re_training_of_one_dataset_still_scores(assignment):

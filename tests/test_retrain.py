@@ -140,7 +140,7 @@ def test_retraining_is_reproducible_and_follows_the_secret(assignment, evaluator
 
     source = capture_source(stuck, "work.py", tmp_path / "keep")
     vetted = retrain.vet(source.recipe)
-    dense = first.evaluated[0][1].info["dense"]
+    dense = [list(layer) for layer in first.evaluated[0][1].info.dense]
     seed = retrain.retrain_seed(evaluator.seeds, vetted, source.recipe, dense, 0)
     assert seed == a.runs[0].seed
     other = dataset_seeds(assignment, "another-secret")

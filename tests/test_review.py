@@ -15,7 +15,7 @@ def _scored(assignment, likeliest_first: list[str]):
     from grader.records import Evaluation, Measurements, Source
     from grader.score import score_student
 
-    info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu")))).to_dict()
+    info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu"))))
     baseline = {"majority_baseline": 0.667}
     evaluation = Evaluation(info=info, provenance={"made_by": "fit"}, datasets={
         "circle": {"metrics": {"accuracy": 0.9, **baseline}},

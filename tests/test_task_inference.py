@@ -230,7 +230,7 @@ def test_a_model_of_no_tasks_layers_stays_with_the_likeliest_datasets_tasks(assi
 
     # a 2c attempt with two hidden layers, not three (no task's layers), trained on data likeliest to be 2c's that
     # the scale-1 circular data of 2a could also have given: on 2a's data it happens to earn more than on 2c's
-    info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu")))).to_dict()
+    info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu"))))
     baseline = {"majority_baseline": 0.667}
     evaluation = Evaluation(info=info, provenance={"made_by": "fit"}, datasets={
         "circle": {"metrics": {"accuracy": 0.9, **baseline}},

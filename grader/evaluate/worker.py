@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,8 @@ class _Session:
         from .. import keras_io
         from . import metrics as M
 
-        info = keras_io.describe(model)
-        info.keras_version = vetted["keras_version"]
-        result = {"format": fmt, "info": info.to_dict(), "datasets": {}, "weights_sha256": weights_digest(model),
+        info = replace(keras_io.describe(model), keras_version=vetted["keras_version"])
+        result = {"format": fmt, "info": info.to_json(), "datasets": {}, "weights_sha256": weights_digest(model),
                   "weights_sketch": weights_sketch(model)}
         if not info.finite:
             return result  # nothing to measure: the report explains NaN/inf weights

@@ -104,7 +104,7 @@ def _rounds(evaluator, turns: list[_Turns], budget: Budget, most: int, scratch: 
                 active.remove(turn)
                 continue
             seed = recipes.retrain_seed(evaluator.seeds, turn.vetted, source.recipe,
-                                        turn.evaluation.info.get("dense"), len(record.runs))
+                                        [list(layer) for layer in turn.evaluation.info.dense], len(record.runs))
             out = scratch / "retrained" / f"{done}.keras"
             out.parent.mkdir(exist_ok=True)
             done += 1

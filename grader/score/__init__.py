@@ -12,7 +12,7 @@ import dataclasses
 import math
 
 from ..intake.formats import FORMAT_NAMES
-from ..records import FileResult, Measurements, StudentResult, TaskResult
+from ..records import FileResult, Measurements, ModelInfo, StudentResult, TaskResult
 from ..assess import Assessment, assess, fmt_value
 from .match import assign_tasks, infer_task
 
@@ -199,10 +199,10 @@ def _choose(options: list[tuple[TaskResult, bool]]) -> TaskResult:
     return best
 
 
-def _describe(info: dict) -> str:
-    layers = ", ".join(f"Dense({u}, {a})" for u, a in info.get("dense", [])) or "no Dense layer"
-    extra = f" + {', '.join(info['other_layers'])}" if info.get("other_layers") else ""
-    return f"{info.get('inputs')} input(s) → {layers}{extra} ({info.get('parameters', 0)} parameters)"
+def _describe(info: ModelInfo) -> str:
+    layers = ", ".join(f"Dense({u}, {a})" for u, a in info.dense) or "no Dense layer"
+    extra = f" + {', '.join(info.other_layers)}" if info.other_layers else ""
+    return f"{info.inputs} input(s) → {layers}{extra} ({info.parameters} parameters)"
 
 
 def _by_its_recipe(assignment, evaluation, match, evaluated):
@@ -226,9 +226,8 @@ def _by_its_recipe(assignment, evaluation, match, evaluated):
 def _network(evaluation) -> tuple:
     """What a model computes besides its weights (the digest holds only their dtypes, shapes and bytes): the same
     weights under other activations or other layers are another model."""
-    info = evaluation.info or {}
-    return (info.get("inputs"), info.get("outputs"), [tuple(d) for d in info.get("dense") or []],
-            list(info.get("other_layers") or []))
+    info = evaluation.info
+    return info.inputs, info.outputs, info.dense, info.other_layers
 
 
 def _saved_file_result(task, f, evaluation, match, twin: str | None = None) -> TaskResult:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..records import Evaluation
+from ..records import Evaluation, ModelInfo
 from ..spec.model import METRICS, goodness
 from ..assess import Assessment, architecture_differences, assess
 
@@ -98,10 +98,10 @@ def _with_runner_up(match: "Match", options: list) -> "Match":
     return match
 
 
-def candidates(assignment, info: dict, datasets=()):
+def candidates(assignment, info: ModelInfo, datasets=()):
     """The tasks a model could answer: its input width, then (when known) the datasets its training data
     may come from and its number of outputs narrow them down."""
-    inputs, outputs = info.get("inputs"), info.get("outputs")
+    inputs, outputs = info.inputs, info.outputs
     same_inputs = [t for t in assignment.model_tasks() if t.architecture.inputs == inputs]
     if datasets:  # a notebook run showed what the model was trained on
         same_inputs = [t for t in same_inputs if t.dataset in datasets] or same_inputs
@@ -113,7 +113,7 @@ def candidates(assignment, info: dict, datasets=()):
 class _Considered:
     """One model measured against each of its candidate tasks."""
 
-    info: dict
+    info: ModelInfo
     ranked: list  # [(task, assessment)], best first
     exact: list   # the same for the tasks whose architecture the model has exactly
     likeliest: str | None = None  # the likeliest dataset of its training data, when known
@@ -208,11 +208,11 @@ def _fallback_match(c: _Considered, claimed: set[str]) -> Match:
     return _with_runner_up(Match(task.id, True, a, reason), c.ranked)  # every dataset its data may come from
 
 
-def _no_task(assignment, info: dict) -> Match:
+def _no_task(assignment, info: ModelInfo) -> Match:
     """No task takes a model of this input width: the reason says which widths they take."""
     widths = sorted({t.architecture.inputs for t in assignment.model_tasks()})
     return Match(None, True, None,
-                 f"This model takes {info.get('inputs')} input(s) and gives {info.get('outputs')} output(s); "
+                 f"This model takes {info.inputs} input(s) and gives {info.outputs} output(s); "
                  f"no task of this assignment has that input width (the tasks take "
                  f"{' or '.join(map(str, widths))} input(s)).")
 
