@@ -531,3 +531,20 @@ def test_a_failing_line_of_megabytes_is_quoted_cut():
     assert "-> " in excerpt and "raise ValueError('boom')" in excerpt  # still the failing line, marked
     assert len(excerpt) < 6 * (MAX_EXCERPT_LINE + 20), len(excerpt)
     assert len(_excerpt(source)) < 6 * (MAX_EXCERPT_LINE + 20)  # the cell's first lines, when the traceback is mute
+
+
+#: a failing cell's error message (up to the kernel message's 1 MB): the Keras 2 re-run's rule searched it with
+#: ``Unrecognized keyword arguments.*'(output_dim|init)'`` from every occurrence (12 s a cell, for every cell)
+KEYWORDS_BOMB = "Unrecognized keyword arguments " * 33_000
+
+
+def test_failing_cells_whose_errors_repeat_a_keras2_phrase_do_not_hold_the_grader():
+    """Hostile: cells that raise with a 1 MB message repeating "Unrecognized keyword arguments": whether Keras 2
+    explains a Keras 3 run's failures was searched quadratically in each.  Now at once (a hang guard only)."""
+    out = _in_a_process(
+        "from grader.execute import keras2\n"
+        "from grader.execute.runner import CellRun\n"
+        "from test_hostile_3 import KEYWORDS_BOMB\n"
+        "cells = [CellRun(i, '1/0', 'error', 'TypeError', KEYWORDS_BOMB[:500], KEYWORDS_BOMB) for i in range(60)]\n"
+        "print(keras2.explains(cells))\n")
+    assert out.strip() == "None"
