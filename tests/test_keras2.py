@@ -297,6 +297,9 @@ def test_the_scan_reads_keras2_lines_and_writes_them_for_current_keras():
         "opt = SGD(learning_rate=keras.optimizers.schedules.InverseTimeDecay(0.1, 1, 1e-6), momentum=0.9)",
         "model.save('my_model.keras')",
         "labels = np.argmax(model.predict(X), axis=-1)"]
+    # a dotted name is rewritten whole (it was 'self.np.argmax(model.predict(x), ...)')
+    [sign] = keras2.scan(script_to_notebook("preds = self.model.predict_classes(x_test)\n")).signs
+    assert sign.current == "preds = np.argmax(self.model.predict(x_test), axis=-1)"
     # current Keras, even with Keras 2's habits that still run there (input_dim, tensorflow.keras): no sign
     assert not keras2.scan(script_to_notebook(
         "from tensorflow.keras.optimizers import Adam\nfrom keras.utils import to_categorical\n"

@@ -123,7 +123,9 @@ SIGNS: list[tuple[re.Pattern | _After, str, object]] = [
     (re.compile(r"\.optimizer\.lr\b"), "optimizer.lr",
      lambda line: re.sub(r"\.optimizer\.lr\b", ".optimizer.learning_rate", line)),
     (re.compile(r"\.predict_classes\s*\("), "predict_classes",
-     lambda line: re.sub(r"(\w+)\.predict_classes\s*\(([^()]*)\)", r"np.argmax(\1.predict(\2), axis=-1)", line)),
+     # the whole dotted name (self.model.predict_classes), from its start only: linear on any line
+     lambda line: re.sub(r"(?<![\w.])([A-Za-z_][\w.]*)\.predict_classes\s*\(([^()]*)\)",
+                         r"np.argmax(\1.predict(\2), axis=-1)", line)),
     (re.compile(r"\.predict_proba\s*\("), "predict_proba",
      lambda line: re.sub(r"\.predict_proba\s*\(", ".predict(", line)),
     (re.compile(r"\.(fit|evaluate|predict)_generator\s*\("), "fit_generator",
