@@ -286,8 +286,8 @@ def test_a_cell_that_made_a_model_says_which_task_it_became():
              FileResult("work.ipynb, cell 3: model trained by model.fit (capture 2)", "keras_zip", "unmatched",
                         captured=True)]
     page = executed.render("s", [executed.keep("work.ipynb", nb)], files=files)
-    cell2 = page[page.index('id="cell-2"'):page.index('id="cell-3"')]
-    assert "model → task 1c" in cell2 and "model → unmatched" in page[page.index('id="cell-3"'):]
+    cell2 = page[page.index('id="nb0-cell-2"'):page.index('id="nb0-cell-3"')]
+    assert "model → task 1c" in cell2 and "model → unmatched" in page[page.index('id="nb0-cell-3"'):]
 
 
 def test_the_executed_notebook_is_bounded():

@@ -270,8 +270,18 @@ def student(name):
     step = {"prev": ids[at - 1] if at > 0 else None, "next": ids[at + 1] if 0 <= at < len(ids) - 1 else None}
     versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
     measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
+    executed = measured.get("executed") or []
+    models = models_by_cell(data.get("files"))
+    # each notebook's place on the page, and the cell (as it ran) that made each task's model: a TA defending a
+    # task's mark goes from its message to the code that trained it in one click
+    ran = {}
+    for n, nb in enumerate(executed):
+        ran.setdefault(nb.get("name"), n)
+    shown = {(nb.get("name"), c.get("index")) for nb in executed for c in nb.get("cells") or []}
+    cells = {m["task"]: f"nb{ran[nb]}-cell-{cell}" for (nb, cell), made in models.items() for m in made
+             if m.get("task") and (nb, cell) in shown}
     return render_template("student.html", s=data, name=name, versions=versions, step=step, safe_name=safe_name,
-                           executed=measured.get("executed") or [], models=models_by_cell(data.get("files")),
+                           executed=executed, models=models, ran=ran, cells=cells,
                            report=_page_file(state["pages"], name) is not None,
                            by=request.cookies.get(state["by_cookie"]) or state["by"])
 

@@ -1,0 +1,105 @@
+"""grader serve as a TA defending a class's marks uses it: from a task's mark to the cell that trained its model,
+from a failed cell's explanation to the cell as it ran, a run cut short by a time limit found from the review
+queue, and the students walked through in the order the class table was sorted in.
+
+A real gradebook (SQLite) holding a small class recorded through ``Gradebook.record``, real pages
+(``render_reports``), the real Flask app through its test client."""
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from conftest import TUTORIAL6
+
+pytest.importorskip("flask")
+
+
+def _notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    return nb
+
+
+def _record(out, students):
+    """Record ``students`` ({id: (scores by task, extra StudentResult fields, executed notebooks)}) and draw
+    the class's pages."""
+    from grader.pipeline import render_reports
+    from grader.records import Measurements, StudentResult, TaskResult
+    from grader.spec import load_assignment
+    from grader.store import Gradebook
+
+    assignment = load_assignment(TUTORIAL6)
+    book = Gradebook(None, out)
+    run = book.begin_run(assignment, "test")
+    for i, (sid, (scores, extra, ran)) in enumerate(students.items()):
+        tasks = []
+        for t in assignment.tasks:
+            got, source = scores.get(t.id, (0.0, None))
+            status = "passed" if got == t.points else "partial" if got else "failed"
+            tasks.append(TaskResult(t.id, t.title, got, t.points, status, {}, f"{sid}: {t.id} scored {got:g}.",
+                                    source=source, optional=t.optional))
+        result = StudentResult(sid, sum(t.score for t in tasks), assignment.max_score, tasks, **extra)
+        measured = Measurements(sid, [], [], [], {}, [])
+        measured.executed = ran
+        book.record(assignment.id, run, sid, content_hash=f"h{i}", files=[], measure_key=f"m{i}",
+                    score_key=f"s{i}", measurements=measured.to_json(), result=result)
+    book.finish_run(run, "finished", {})
+    book.close()
+    render_reports(TUTORIAL6, out)
+
+
+def _client(out):
+    from grader.serve.app import create_app
+
+    app = create_app(out, token="the-token")
+    client = app.test_client()
+    assert client.get("/?token=the-token").status_code == 303
+    return app, client
+
+
+@pytest.fixture
+def served(tmp_path):
+    apps = []
+
+    def serve(students):
+        out = tmp_path / "out"
+        out.mkdir()
+        _record(out, students)
+        app, client = _client(out)
+        apps.append(app)
+        return client
+
+    yield serve
+    for app in apps:
+        app.extensions["grader"]["gradebook"].close()
+
+
+def test_a_tasks_mark_links_the_cell_that_trained_its_model_and_a_failure_its_cell(served):
+    from grader import executed
+    from grader.records import FileResult
+
+    capture = "second.ipynb, cell 2: model trained by model.fit (capture 1)"
+    first = executed.keep("first.ipynb", _notebook("x = 1", "raise ValueError('first stops here')"))
+    second = executed.keep("second.ipynb", _notebook("import keras", "model.fit(x, y, epochs=2000)"))
+    extra = {"files": [FileResult("first.ipynb", "notebook", "executed"),
+                       FileResult("second.ipynb", "notebook", "executed"),
+                       FileResult(capture, "keras_zip", "graded", "1c", captured=True)],
+             "notebooks": [{"name": "first.ipynb", "failures": [{"cell": 2, "status": "error",
+                                                                  "explanation": "ValueError: first stops here"}]},
+                           {"name": "second.ipynb", "failures": []}]}
+    client = served({"ann": ({"1c": (10.0, capture)}, extra, [first, second])})
+    page = client.get("/student/ann").get_data(as_text=True)
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)  # two notebooks, cells apart
+    task = page[page.index('id="task-1c"'):page.index('id="task-1d"')]
+    link = re.search(r'<a href="#([^"]+)" class="to-cell">', task)
+    assert link, task
+    cell = page[page.index(f'id="{link[1]}"'):]
+    cell = cell[:cell.index("</div>\n</div>") if "</div>\n</div>" in cell else len(cell)]
+    assert "model.fit(x, y, epochs=2000)" in cell and "model → task 1c" in cell
+    # the failed cell's explanation leads to that cell, in its own notebook (not second.ipynb's cell 2)
+    failure = re.search(r'<a href="#([^"]+)">Cell 2</a></strong> <span class="status failed">error', page)
+    assert failure, page[page.index("Notebook first.ipynb"):][:800]
+    assert "first stops here" in page[page.index(f'id="{failure[1]}"'):page.index('id="work-1"')]
