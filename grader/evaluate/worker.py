@@ -22,6 +22,7 @@ import numpy as np
 from .. import errors, untrusted
 from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout, SubmissionError, WorkerCrashed
 from ..logs import worker_output_to_log
+from ..records import DatasetResult
 
 STARTUP_TIMEOUT_S = 180.0
 CLEANUP_EVERY = 25  # requests between clearing Keras' session and collecting garbage
@@ -133,39 +134,37 @@ class _Session:
             except Exception as e:
                 raise EvaluationFailed(f"{path.name}: the model loaded but failed on the held-out data: "
                                        f"{keras_io._short(e)}") from None
-            entry = {"metrics": {}, "plot": {}}
+            metrics, plot = {}, {}
             if ds.kind == "function":
                 if out.shape[1] != 1:
                     continue
-                entry["metrics"] = M.function_metrics(out, held["y"])
+                metrics = M.function_metrics(out, held["y"])
                 train = self.training[name]
-                entry["metrics"]["train_mse"] = M.function_metrics(keras_io.predict(model, train["x"]),
-                                                                   train["y"])["mse"]
+                metrics["train_mse"] = M.function_metrics(keras_io.predict(model, train["x"]), train["y"])["mse"]
                 xs = np.linspace(*ds.domain, M.PLOT_CURVE_POINTS)
-                entry["plot"] = {"x": xs.astype(np.float32),
-                                 "y_pred": keras_io.predict(model, xs)[:, 0].astype(np.float32)}
+                plot = {"x": xs.astype(np.float32), "y_pred": keras_io.predict(model, xs)[:, 0].astype(np.float32)}
             else:
-                entry["metrics"] = M.class_metrics(out, held["y"])
+                metrics = M.class_metrics(out, held["y"])
                 if preprocessing is not None and scaling is None and held["x"].shape[1] > 2:
                     # no usable scaling file: would the model do better on standardised inputs?
                     z = (held["x"] - held["x"].mean(axis=0)) / np.where(held["x"].std(axis=0) > 0,
                                                                          held["x"].std(axis=0), 1.0)
-                    entry["metrics"]["accuracy_standardized"] = M.class_metrics(
+                    metrics["accuracy_standardized"] = M.class_metrics(
                         keras_io.predict(model, z), held["y"])["accuracy"]
                 if training and name in training.get("datasets", ()):
                     # each dataset the training data may come from (``harvest.identify_datasets``)
                     if train_accuracy is None:
                         train_accuracy = M.class_metrics(keras_io.predict(model, training["x"]),
                                                          training["y"])["accuracy"]
-                    entry["metrics"]["train_accuracy"] = train_accuracy
-                    entry["metrics"]["gap"] = train_accuracy - entry["metrics"]["accuracy"]
+                    metrics["train_accuracy"] = train_accuracy
+                    metrics["gap"] = train_accuracy - metrics["accuracy"]
                 if held["x"].shape[1] != 2:  # decision regions are drawn for two inputs only
-                    result["datasets"][name] = entry
+                    result["datasets"][name] = DatasetResult(metrics, plot).to_json()
                     continue
                 shown = M.plot_sample(held["y"])  # both classes (held-out data come sorted by class)
                 extent = M.plot_extent(ds.extent, held["x"][shown])
                 grid = M.grid_points(extent)
-                entry["plot"] = {
+                plot = {
                     # plot data only (metrics are computed above at full precision); kept small because the
                     # gradebook stores it for every model
                     "grid": M.positive_probability(keras_io.predict(model, grid)).reshape(
@@ -174,7 +173,7 @@ class _Session:
                     "x": held["x"][shown].astype(np.float32), "y": held["y"][shown].astype(np.int8),
                     "pred": M.class_predictions(out[shown]).astype(np.int8),
                 }
-            result["datasets"][name] = entry
+            result["datasets"][name] = DatasetResult(metrics, plot).to_json()
         return result
 
 
