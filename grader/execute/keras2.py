@@ -133,6 +133,11 @@ SIGNS: list[tuple[re.Pattern | _After, str, object]] = [
     (_SAVE_FORMAT_TF, "save_format='tf'", _save_format_fix),
     (_SAVE_NO_EXT, "save('name')", _save_fix),
     (_SAVE_MODEL_NO_EXT, "save('name')", _save_model_fix),
+    # TensorFlow 1 (up to 1.15, Colab's ``%tensorflow_version 1.x``) ran Keras 2; TensorFlow 2 moved these names
+    (re.compile(r"\btf\.set_random_seed\s*\("), "tf.set_random_seed",
+     lambda line: re.sub(r"\btf\.set_random_seed\s*\(", "tf.random.set_seed(", line)),
+    (re.compile(r"\btf\.logging\."), "tf.logging",
+     lambda line: re.sub(r"\btf\.logging\.", "tf.compat.v1.logging.", line)),
 ]
 
 #: each sign's name in the report's words
@@ -141,7 +146,8 @@ SAID = {"tensorflow.python.keras": "the private tensorflow.python.keras", "lr=":
         "save('name')": "model.save('name') without an extension",
         "optimizers.adam": "Keras 2's lower-case optimizer names (from keras.optimizers import adam)",
         "output_dim=": "Keras 1's Dense(output_dim=...)", "init=": "Keras 1's init=",
-        "nb_epoch=": "Keras 1's fit(nb_epoch=...)", "save_format='tf'": "save_format='tf'"}
+        "nb_epoch=": "Keras 1's fit(nb_epoch=...)", "save_format='tf'": "save_format='tf'",
+        "tf.set_random_seed": "TensorFlow 1's tf.set_random_seed", "tf.logging": "TensorFlow 1's tf.logging"}
 
 #: the APIs even Keras 2 had removed or deprecated, and what each ran as on the Keras 2 path
 AS_MEANT = {
@@ -158,6 +164,8 @@ AS_MEANT = {
     "output_dim=": "Keras 1's output_dim= and init= ran as Keras 2 ran them, as units= and kernel_initializer=",
     "init=": "Keras 1's init= ran as Keras 2 ran it, as kernel_initializer=",
     "nb_epoch=": "Keras 1's nb_epoch= ran as Keras 2 ran it, as epochs=",
+    "tf.set_random_seed": "TensorFlow 1's tf.set_random_seed(n) ran as tf.compat.v1.set_random_seed(n)",
+    "tf.logging": "TensorFlow 1's tf.logging ran as tf.compat.v1.logging",
 }
 
 #: a Keras 3 run's failures that only Keras 2 code has (the re-run on Keras 2, like the JAX backend's on TensorFlow)
@@ -171,7 +179,8 @@ KERAS2_ONLY = re.compile(
     r"|unexpected keyword argument '(nb_epoch|output_dim|init)'"
     r"|Unrecognized keyword arguments[^\n]{0,300}'(output_dim|init)'"  # a bounded gap: searched in student text
     r"|The `save_format` argument is deprecated|No module named 'keras\.backend\.tensorflow_backend'"
-    r"|keras\.backend' has no attribute '(set_session|get_session)'")
+    r"|keras\.backend' has no attribute '(set_session|get_session)'"
+    r"|module 'tensorflow' has no attribute '(set_random_seed|logging)'")
 
 
 @dataclass

@@ -810,6 +810,11 @@ def install(fused=True):
     for name in ("set_session", "get_session"):  # Keras 2's ``K.set_session(tf.compat.v1.Session(...))``
         if not hasattr(tf_keras.backend, name):
             setattr(tf_keras.backend, name, getattr(private_backend, name))
+    # TensorFlow 1's names, which Keras 2 code of its days calls (``tf.set_random_seed(0)``): as TensorFlow 2 has them
+    for name, moved in (("set_random_seed", tensorflow.compat.v1.set_random_seed),
+                        ("logging", tensorflow.compat.v1.logging)):
+        if not hasattr(tensorflow, name):
+            setattr(tensorflow, name, moved)
     _graph_mode_optimizers(tf_keras, used)
     _patch_models(tf_keras, used)
     _patch_fit(tf_keras, fused)
