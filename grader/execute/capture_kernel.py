@@ -62,6 +62,9 @@ def _grader_hook(model_class, capture, describe_training, weights_of, change, ar
         history = original_fit(self, *args, **kwargs)
         try:
             settings = describe_training(self, args, kwargs)
+            ran = getattr(history, "epoch", None)
+            if getattr(self, "stop_training", False) and isinstance(ran, list) and ran and isinstance(ran[-1], int):
+                settings["epochs"] = ran[-1] + 1  # a callback stopped it (EarlyStopping): the epochs it ran
             settings["weight_change"] = change(before, self)
             settings.update(how_trained())
             capture(self, "fit", arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "y"), settings)
