@@ -6,12 +6,14 @@ A real gradebook (SQLite) holding a small class recorded through ``Gradebook.rec
 (``render_reports``), the real Flask app through its test client."""
 from __future__ import annotations
 
+import html
 import re
 
 import nbformat
 import pytest
 
 from conftest import TUTORIAL6
+from test_serve_browser import browser, serving  # noqa: F401 (Chromium, a fixture; grader serve running)
 
 pytest.importorskip("flask")
 
@@ -103,3 +105,69 @@ def test_a_tasks_mark_links_the_cell_that_trained_its_model_and_a_failure_its_ce
     failure = re.search(r'<a href="#([^"]+)">Cell 2</a></strong> <span class="status failed">error', page)
     assert failure, page[page.index("Notebook first.ipynb"):][:800]
     assert "first stops here" in page[page.index(f'id="{failure[1]}"'):page.index('id="work-1"')]
+
+
+#: totals 50, 10, 30, 10: lowest first is ben, dan (a tie, in the gradebook's order), cat, ann
+CLASS = {"ann": ({"2a": (15.0, None), "1c": (10.0, None), "1b": (10.0, None), "1a": (5.0, None),
+                  "2b": (10.0, None)}, {}, []),
+         "ben": ({"1c": (10.0, None)}, {}, []),
+         "cat": ({"2a": (15.0, None), "1a": (5.0, None), "1b": (10.0, None)}, {}, []),
+         "dan": ({"1b": (10.0, None)}, {}, [])}
+
+
+def _step(page: str) -> tuple:
+    prev = re.search(r'<a href="([^"]*)" id="prev" rel="prev">← (\w+)</a>', page)
+    nxt = re.search(r'<a href="([^"]*)" id="next" rel="next">(\w+) →</a>', page)
+    return (prev and prev[2], nxt and nxt[2]), (prev and html.unescape(prev[1]), nxt and html.unescape(nxt[1]))
+
+
+def test_the_lowest_marks_first_and_a_students_next_is_the_next_lowest(served):
+    client = served(CLASS)
+    table = client.get("/?sort=total&order=asc").get_data(as_text=True)
+    rows = re.findall(r'<tr data-id="(\w+)"', table)
+    assert rows == ["ben", "dan", "cat", "ann"]
+    assert 'data-key="total" aria-sort="ascending"' in table
+    links = [html.unescape(a) for a in re.findall(r'<a class="student" href="([^"]+)">', table)]
+    assert links[0] == "/student/ben?sort=total&order=asc", links
+    # from the lowest, "next" walks up the marks, not the ids (dan, not cat, follows ben)
+    page = client.get(links[0]).get_data(as_text=True)
+    (prev, nxt), (_, nxt_href) = _step(page)
+    assert (prev, nxt) == (None, "dan") and "1 of 4" in page, page[:3000]
+    page = client.get(nxt_href).get_data(as_text=True)
+    assert _step(page)[0] == ("ben", "cat")
+    assert _step(client.get("/student/cat?sort=total&order=desc").get_data(as_text=True))[0] == ("ann", "ben")
+    # a task column: ben, dan (0), then ann, cat (15, a tie: the gradebook's order)
+    assert _step(client.get("/student/ann?sort=2a&order=asc").get_data(as_text=True))[0] == ("dan", "cat")
+    # no order (or a column the class has not): the gradebook's, by id
+    assert _step(client.get("/student/ben").get_data(as_text=True))[0] == ("ann", "cat")
+    assert _step(client.get("/student/ben?sort=%3Cx%3E&order=asc").get_data(as_text=True))[0] == ("ann", "cat")
+    assert re.findall(r'<tr data-id="(\w+)"', client.get("/?sort=9z").get_data(as_text=True)) == [
+        "ann", "ben", "cat", "dan"]
+
+
+@pytest.mark.slow  # a real Chromium
+def test_sorted_by_keyboard_at_400px_the_order_stays_in_the_address_and_the_next_links(served, tmp_path, browser):
+    served(CLASS)
+    with serving(tmp_path / "out") as url:
+        page = browser.new_page(viewport={"width": 400, "height": 800})
+        page.goto(url)
+        page.focus("#students th[data-key=total]")
+        page.keyboard.press("Enter")  # sorted from the keyboard: lowest totals first
+        assert page.locator("#students tbody td.sid").all_inner_texts() == ["ben", "dan", "cat", "ann"]
+        assert "sort=total&order=asc" in page.url  # a reload keeps it
+        page.focus("#students tbody a.student >> nth=0")
+        page.keyboard.press("Enter")
+        assert page.inner_text("#student-id") == "ben"
+        assert page.inner_text("#next") == "dan →"  # the row below, not the next id (cat)
+        page.focus("#next")
+        page.keyboard.press("Enter")
+        assert page.inner_text("#student-id") == "dan"
+        assert (page.inner_text("#prev"), page.inner_text("#next")) == ("← ben", "cat →")
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        page.click("#place")  # back to the class, as it was sorted
+        assert page.locator("#students tbody td.sid").all_inner_texts() == ["ben", "dan", "cat", "ann"]
+        assert page.get_attribute("#students th[data-key=total]", "aria-sort") == "ascending"
+        page.focus("#students th[data-key=total]")
+        page.keyboard.press("Enter")  # highest first; the links follow
+        page.click("#students tbody a.student >> nth=0")
+        assert page.inner_text("#student-id") == "ann" and page.inner_text("#next") == "cat →"

@@ -234,15 +234,58 @@ def index():
     state = _state()
     tasks = state["gradebook"].tasks(state["assignment"])
     rows = list(_results().values())
+    order = _order()
     query = request.args.get("q", "").strip().lower()
-    shown = [r for r in rows if query in r["id"].lower()] if query else rows
+    shown = [r for r in _ordered(rows, order) if query in r["id"].lower()] if query else _ordered(rows, order)
     titles = {t["id"]: t.get("title", "") for t in tasks}
     # the columns of every row (the results' own order), also when the search leaves none
     columns = [(t["id"], titles.get(t["id"], "")) for t in rows[0]["tasks"]] if rows else list(titles.items())
     return render_template("class.html", tasks=tasks, columns=columns, rows=shown, total=len(rows), query=query,
-                           graded=any(r.get("grade") for r in rows),
+                           graded=any(r.get("grade") for r in rows), order=order, order_args=_order_args(order),
                            link={r["id"]: safe_name(r["id"]) for r in rows},
+                           place={r["id"]: n for n, r in enumerate(rows)},
                            distributions=_distributions(tasks, rows))
+
+
+#: the class table's columns a TA sorts by besides the tasks' (their ids): ?sort=total&order=asc
+SORT_KEYS = ("student", "total", "grade")
+
+
+def _order() -> tuple[str, bool] | None:
+    """The class table's order a request names (``?sort=total&order=desc``): (column, descending), or None for
+    the gradebook's own (by student id).  The column is one of ``SORT_KEYS`` or a task id."""
+    key = request.args.get("sort", "")
+    if not key or len(key) > 200:
+        return None
+    return key, request.args.get("order") == "desc"
+
+
+def _order_args(order: tuple[str, bool] | None) -> dict:
+    """``url_for``'s arguments that keep ``order`` in a link (a student's page, its previous and next)."""
+    return {} if order is None else {"sort": order[0], "order": "desc" if order[1] else "asc"}
+
+
+def _ordered(rows: list[dict], order: tuple[str, bool] | None) -> list[dict]:
+    """``rows`` in ``order``, as the class table's script sorts them (numbers as numbers, text case-blind; ties
+    in the gradebook's order), so that a student's previous and next are the table's rows above and below."""
+    if order is None:
+        return list(rows)
+    key, descending = order
+
+    def value(r):
+        if key == "student":
+            return r["id"].lower()
+        if key == "total":
+            return float(r["score"])
+        if key == "grade":
+            return (r.get("grade") or "").lower()
+        score = next((t["score"] for t in r["tasks"] if t["id"] == key), None)
+        return float("-inf") if score is None else float(score)
+
+    if key not in SORT_KEYS and not any(t["id"] == key for r in rows for t in r["tasks"]):
+        return list(rows)  # a column this class has not: the gradebook's order
+    # Python's sort is stable, reversed too: ties keep the gradebook's order, as the script's sort keeps them
+    return sorted(rows, key=value, reverse=descending)
 
 
 def review():
@@ -264,10 +307,13 @@ def student(name):
     state = _state()
     data = _student_or_404(name)
     gradebook = state["gradebook"]
-    # the students before and after, in the class table's order: a TA goes through the class without it
-    ids = [r["id"] for r in gradebook.results(state["assignment"])]
+    # the students before and after, in the class table's order as the TA sorted it (lowest totals first, say):
+    # a TA goes through the class without it
+    order = _order()
+    ids = [r["id"] for r in _ordered(gradebook.results(state["assignment"]), order)]
     at = ids.index(data["id"]) if data["id"] in ids else -1
-    step = {"prev": ids[at - 1] if at > 0 else None, "next": ids[at + 1] if 0 <= at < len(ids) - 1 else None}
+    step = {"prev": ids[at - 1] if at > 0 else None, "next": ids[at + 1] if 0 <= at < len(ids) - 1 else None,
+            "args": _order_args(order), "at": at + 1, "of": len(ids)}
     versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
     measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
     executed = measured.get("executed") or []
