@@ -25,11 +25,14 @@ IDENTICAL = {"models": "identical model files", "weights": "identical model weig
              "code": "identical code (comments, layout and the sheet's own code aside)"}
 #: the kinds of item, in the order they are listed (most urgent first), and how urgent each is: "error" (no
 #: grade could be given), "check" (a grade a TA should confirm), "note" (worth a look)
-KINDS = ("internal error", "could not be graded", "override needs review", "training refused", "near threshold",
-         "identical work", "inferred task")
-SEVERITY = {"internal error": "error", "could not be graded": "error", "override needs review": "check",
-            "training refused": "check", "near threshold": "check", "identical work": "check",
-            "inferred task": "note"}
+KINDS = ("internal error", "could not be graded", "run cut short", "override needs review", "training refused",
+         "near threshold", "identical work", "inferred task")
+SEVERITY = {"internal error": "error", "could not be graded": "error", "run cut short": "check",
+            "override needs review": "check", "training refused": "check", "near threshold": "check",
+            "identical work": "check", "inferred task": "note"}
+#: how a notebook's or script's cell ends when the grader's sandbox stopped it (a limit it set, not the student's
+#: own exception): the run is cut short, its later models never made; a TA judges whether the limit was fair
+CUT_SHORT = ("timeout", "died", "quota")
 
 
 #: fewer tokens than this of a student's own code (the sheet's statements taken out) shows nothing shared
@@ -279,6 +282,14 @@ def review_items(results: list[dict], identical: list[dict], near: float = NEAR_
         unrun = [t for t in errors if t not in failed]
         if unrun:  # the sandbox failed (re-run them), or a file the grader could not read: no grade either way
             add("could not be graded", [s["id"]], ", ".join(t["id"] for t in unrun), _sentence(unrun[0]["message"]))
+        cut = [(nb.get("name", ""), f) for nb in s.get("notebooks") or [] for f in nb.get("failures") or []
+               if f.get("status") in CUT_SHORT]
+        # listed until a TA has decided every task it may have cost (each one not passed is overridden)
+        if cut and not all(t.get("override") for t in s["tasks"] if t["status"] != "passed"):
+            name, f = cut[0]
+            more = f" (and {len(cut) - 1} more cell(s) stopped)" if len(cut) > 1 else ""
+            add("run cut short", [s["id"]], None,
+                f"{name}, cell {f.get('cell')}: {_sentence(str(f.get('explanation') or f.get('status')))}{more}")
         for t in s["tasks"]:
             override = t.get("override")
             if override:

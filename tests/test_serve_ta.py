@@ -171,3 +171,37 @@ def test_sorted_by_keyboard_at_400px_the_order_stays_in_the_address_and_the_next
         page.keyboard.press("Enter")  # highest first; the links follow
         page.click("#students tbody a.student >> nth=0")
         assert page.inner_text("#student-id") == "ann" and page.inner_text("#next") == "cat →"
+
+
+def _form(page: str, task: str) -> dict:
+    block = page[page.index(f'id="task-{task}"'):]
+    block = block[:block.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', block))
+
+
+def test_a_run_stopped_at_a_time_limit_or_killed_is_in_the_review_queue_until_a_ta_decides(served):
+    from grader.spec import load_assignment
+
+    everything = {t.id: (float(t.points), None) for t in load_assignment(TUTORIAL6).tasks}
+    timeout = {"cell": 3, "status": "timeout", "explanation": "Stopped at the cell's time limit of 30 s. More."}
+    died = {"cell": 2, "status": "died", "explanation": "The Python kernel died while running this cell."}
+    own = {"cell": 1, "status": "error", "explanation": "The cell raised ValueError: the student's own"}
+    client = served({
+        "eve": ({**everything, "1c": (0.0, None)}, {"notebooks": [{"name": "work.ipynb", "failures": [timeout]}]}, []),
+        "fay": ({}, {"notebooks": [{"name": "run.py", "failures": [died]}]}, []),
+        "gus": ({}, {"notebooks": [{"name": "work.ipynb", "failures": [own]}]}, [])})
+    queue = client.get("/review").get_data(as_text=True)
+    found = re.findall(r'<td>run cut short</td>\s*<td><a href="([^"]+)">(\w+)</a></td>\s*<td></td><td>([^<]*)</td>',
+                       queue)
+    assert [(who, html.unescape(why)) for _, who, why in found] == [
+        ("eve", "work.ipynb, cell 3: Stopped at the cell's time limit of 30 s."),
+        ("fay", "run.py, cell 2: The Python kernel died while running this cell.")], queue  # not gus's own error
+    page = client.get(found[0][0]).get_data(as_text=True)
+    assert found[0][0].endswith("#runs") and '<h2 id="runs">Notebook work.ipynb</h2>' in page
+    # a TA decides the one task it cost eve: she leaves the queue, fay stays
+    sent = client.post("/student/eve/override", data={**_form(page, "1c"), "points": "5", "action": "set",
+                                                      "reason": "the limit was too tight for her fit", "by": "tara"})
+    assert sent.status_code == 303
+    queue = client.get("/review").get_data(as_text=True)
+    assert [who for _, who, _ in re.findall(r'<td>run cut short</td>\s*<td><a href="([^"]+)">(\w+)</a></td>\s*'
+                                            r'<td></td><td>([^<]*)</td>', queue)] == ["fay"]
