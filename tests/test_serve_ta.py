@@ -135,6 +135,11 @@ def test_the_lowest_marks_first_and_a_students_next_is_the_next_lowest(served):
     assert (prev, nxt) == (None, "dan") and "1 of 4" in page, page[:3000]
     page = client.get(nxt_href).get_data(as_text=True)
     assert _step(page)[0] == ("ben", "cat")
+    # an override from that page comes back to it as it was: still dan between ben and cat
+    action = html.unescape(re.search(r'<form class="override" method="post" action="([^"]+)">', page)[1])
+    sent = client.post(action, data={**_form(page, "1a"), "points": "0", "action": "set", "reason": "r", "by": "t"})
+    assert sent.headers["Location"] == "/student/dan?sort=total&order=asc#task-1a"
+    assert _step(client.get(sent.headers["Location"]).get_data(as_text=True))[0] == ("ben", "cat")
     assert _step(client.get("/student/cat?sort=total&order=desc").get_data(as_text=True))[0] == ("ann", "ben")
     # a task column: ben, dan (0), then ann, cat (15, a tie: the gradebook's order)
     assert _step(client.get("/student/ann?sort=2a&order=asc").get_data(as_text=True))[0] == ("dan", "cat")

@@ -338,7 +338,9 @@ def override(name):
     form = request.form
     task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
     undo = form.get("action") == "undo"
-    back = url_for("student", name=name) + (f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
+    # back to the page as it was drawn: the task's section, the class table's order (its previous and next)
+    back = url_for("student", name=name, **_order_args(_order())) + (
+        f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
     try:
         points = None if undo else float(form.get("points", ""))
     except ValueError:
