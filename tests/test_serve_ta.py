@@ -39,7 +39,7 @@ def _record(out, students):
         tasks = []
         for t in assignment.tasks:
             got, source = scores.get(t.id, (0.0, None))
-            status = "passed" if got == t.points else "partial" if got else "failed"
+            status = "passed" if got == t.points else "partial" if got else "failed" if source else "missing"
             tasks.append(TaskResult(t.id, t.title, got, t.points, status, {}, f"{sid}: {t.id} scored {got:g}.",
                                     source=source, optional=t.optional))
         result = StudentResult(sid, sum(t.score for t in tasks), assignment.max_score, tasks, **extra)
@@ -210,3 +210,15 @@ def test_a_run_stopped_at_a_time_limit_or_killed_is_in_the_review_queue_until_a_
     queue = client.get("/review").get_data(as_text=True)
     assert [who for _, who, _ in re.findall(r'<td>run cut short</td>\s*<td><a href="([^"]+)">(\w+)</a></td>\s*'
                                             r'<td></td><td>([^<]*)</td>', queue)] == ["fay"]
+
+
+def test_a_tasks_mark_links_its_place_in_the_feedback_page_with_the_plot(served):
+    client = served(CLASS)
+    page = client.get("/student/cat").get_data(as_text=True)
+    task = page[page.index('id="task-2a"'):page.index('id="task-2b"')]
+    link = re.search(r'<a href="([^"#]+)#([^"]+)" target="_blank" rel="noopener" class="to-report">', task)
+    assert link and link[2] == "task-2a", task
+    report = client.get(link[1])
+    assert report.status_code == 200 and 'id="task-2a"' in report.get_data(as_text=True)
+    missing = page[page.index('id="task-1c"'):page.index('id="task-1d"')]
+    assert "to-report" not in missing  # nothing handed in (no source): no plot to see
