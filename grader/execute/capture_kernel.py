@@ -41,11 +41,13 @@ def _grader_install_capture():
 
 
 def _grader_hook(model_class, capture, describe_training, weights_of, change, arg):
-    """Wrap ``model_class.fit`` and ``.predict`` so that each call saves its model (``capture``)."""
+    """Wrap ``model_class.fit``, ``.predict`` and ``.evaluate`` so that each call saves its model (``capture``)."""
     import functools
 
     original_fit = model_class.fit
     original_predict = model_class.predict
+    original_evaluate = model_class.evaluate
+    fitting = []  # the fits under way: Keras' fit validates by calling evaluate, which is no use of its own
 
     def how_trained():
         """Whether the fit just done was fused into compiled programs (the fused fit installed beneath this
@@ -59,7 +61,11 @@ def _grader_hook(model_class, capture, describe_training, weights_of, change, ar
     @functools.wraps(original_fit)
     def fit(self, *args, **kwargs):
         before = weights_of(self)
-        history = original_fit(self, *args, **kwargs)
+        fitting.append(self)
+        try:
+            history = original_fit(self, *args, **kwargs)
+        finally:
+            fitting.pop()
         try:
             settings = describe_training(self, args, kwargs)
             ran = getattr(history, "epoch", None)
@@ -81,8 +87,20 @@ def _grader_hook(model_class, capture, describe_training, weights_of, change, ar
             pass
         return result
 
+    @functools.wraps(original_evaluate)
+    def evaluate(self, *args, **kwargs):
+        """A model used as predict uses it (1b's hand-set weights checked by their loss, never predicted)."""
+        result = original_evaluate(self, *args, **kwargs)
+        if not fitting:
+            try:
+                capture(self, "predict", arg(args, kwargs, 0, "x"), None, {"call": "evaluate"})
+            except Exception:
+                pass
+        return result
+
     model_class.fit = fit
     model_class.predict = predict
+    model_class.evaluate = evaluate
 
 
 def _grader_arg(args, kwargs, i, name, default=None):

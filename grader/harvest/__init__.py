@@ -92,7 +92,8 @@ class Capture:
 
     def label(self, notebook: str) -> str:
         where = f"cell {self.cell}" if self.cell else "a cell"
-        what = "trained by model.fit" if self.event == "fit" else "used by model.predict"
+        what = ("trained by model.fit" if self.event == "fit" else
+                f"used by model.{'evaluate' if self.settings.get('call') == 'evaluate' else 'predict'}")
         return f"{notebook}, {where}: model {what} (capture {self.index})"
 
     def provenance(self) -> Provenance:
@@ -208,6 +209,8 @@ def take_capture(capture_dir: Path, meta_name: str, taken: Path,
         for k in ("fused_fallback", "fused_program"):
             if isinstance(meta.get(k), str):
                 settings[k] = meta[k][:200]
+    if meta.get("call") == "evaluate":  # a model used by evaluate, captured as one predict uses
+        settings["call"] = "evaluate"
     index = meta.get("index") if isinstance(meta.get("index"), int) else 0
     event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
     return Capture(model_path, event, None, index, settings, x, y)
