@@ -133,6 +133,9 @@ SIGNS: list[tuple[re.Pattern | _After, str, object]] = [
     (_SAVE_FORMAT_TF, "save_format='tf'", _save_format_fix),
     (_SAVE_NO_EXT, "save('name')", _save_fix),
     (_SAVE_MODEL_NO_EXT, "save('name')", _save_model_fix),
+    # Keras 2's save_weights('name.h5') (Keras 3 takes only 'name.weights.h5')
+    (re.compile(r"\.save_weights\(\s*(['\"])[^'\"]*(?<!\.weights)\.h5\1"), "save_weights('name.h5')",
+     lambda line: re.sub(r"(\.save_weights\(\s*(['\"])[^'\"]*?)\.h5\2", r"\1.weights.h5\2", line)),
     # TensorFlow 1 (up to 1.15, Colab's ``%tensorflow_version 1.x``) ran Keras 2; TensorFlow 2 moved these names
     (re.compile(r"\btf\.set_random_seed\s*\("), "tf.set_random_seed",
      lambda line: re.sub(r"\btf\.set_random_seed\s*\(", "tf.random.set_seed(", line)),
@@ -147,7 +150,8 @@ SAID = {"tensorflow.python.keras": "the private tensorflow.python.keras", "lr=":
         "optimizers.adam": "Keras 2's lower-case optimizer names (from keras.optimizers import adam)",
         "output_dim=": "Keras 1's Dense(output_dim=...)", "init=": "Keras 1's init=",
         "nb_epoch=": "Keras 1's fit(nb_epoch=...)", "save_format='tf'": "save_format='tf'",
-        "tf.set_random_seed": "TensorFlow 1's tf.set_random_seed", "tf.logging": "TensorFlow 1's tf.logging"}
+        "tf.set_random_seed": "TensorFlow 1's tf.set_random_seed", "tf.logging": "TensorFlow 1's tf.logging",
+        "save_weights('name.h5')": "save_weights('name.h5')"}
 
 #: the APIs even Keras 2 had removed or deprecated, and what each ran as on the Keras 2 path
 AS_MEANT = {
@@ -180,7 +184,8 @@ KERAS2_ONLY = re.compile(
     r"|Unrecognized keyword arguments[^\n]{0,300}'(output_dim|init)'"  # a bounded gap: searched in student text
     r"|The `save_format` argument is deprecated|No module named 'keras\.backend\.tensorflow_backend'"
     r"|keras\.backend' has no attribute '(set_session|get_session)'"
-    r"|module 'tensorflow' has no attribute '(set_random_seed|logging)'")
+    r"|module 'tensorflow' has no attribute '(set_random_seed|logging)'"
+    r"|The filename must end in `\.weights\.h5`")
 
 
 @dataclass
