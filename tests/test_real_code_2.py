@@ -239,6 +239,53 @@ FUNCTIONAL_2A = notebook(
     "model.fit(X, np.eye(2)[y.astype(int)], epochs=250, batch_size=32, verbose=0)",
 )
 
+# 1b's weights set layer by layer and checked by evaluate's loss, never predicted
+HAND_SET_EVALUATED = f"""# %%
+import numpy as np
+from tensorflow.keras.models import Sequential
+from tensorflow.keras.layers import Dense
+{CURVE}
+model = Sequential()
+model.add(Dense(3, input_dim=1, activation='relu'))
+model.add(Dense(1, activation='linear'))
+model.compile(loss='mean_squared_error', optimizer='adam')
+model.layers[0].set_weights([np.array([[0.5, 1.75, 1.25]]), np.array([-0.05, -1.05, -1.0])])
+model.layers[1].set_weights([np.array([[1.0], [-1.0], [1.0]]), np.array([0.0])])
+print('mse', model.evaluate(x, y, verbose=0))
+"""
+
+# JupyterLab's interactive plots: %matplotlib widget (ipympl, which the grader's kernel lacks) before the imports
+MATPLOTLIB_WIDGET = notebook(
+    "%matplotlib widget\nimport numpy as np\nimport matplotlib.pyplot as plt\n"
+    "from tensorflow.keras.models import Sequential\nfrom tensorflow.keras.layers import Dense",
+    CURVE + "\nmodel = Sequential()\nmodel.add(Dense(3, input_dim=1, activation='relu'))\nmodel.add(Dense(1))\n"
+    "model.compile(loss='mean_squared_error', optimizer='adam')\n"
+    "model.fit(x, y, epochs=200, batch_size=32, verbose=0)\nplt.figure()\nplt.plot(x, y, x, model.predict(x))\n"
+    "plt.show()",
+)
+
+# a 2018 tutorial's way of saving: the architecture as JSON, the weights by save_weights('model.h5')
+JSON_AND_WEIGHTS = """# %%
+import numpy as np
+from keras.models import Sequential
+from keras.layers import Dense
+from keras.utils import to_categorical
+from tools import *
+# %%
+X, y = gen_simple_circular_distribution(200)
+model = Sequential()
+model.add(Dense(4, input_dim=2, activation='relu'))
+model.add(Dense(4, activation='relu'))
+model.add(Dense(2, activation='softmax'))
+model.compile(loss='categorical_crossentropy', optimizer='adam', metrics=['accuracy'])
+model.fit(X, to_categorical(y), epochs=250, batch_size=32, verbose=0)
+# %%
+model_json = model.to_json()
+with open("model.json", "w") as json_file:
+    json_file.write(model_json)
+model.save_weights("model.h5")
+"""
+
 STUDENTS = {
     "helper_loop": {"tut6.py": HELPER_LOOP},
     "sparse_2a": {"tutorial6.ipynb": SPARSE_2A},
@@ -250,6 +297,9 @@ STUDENTS = {
     "keras2_saves": {"tut6_1ef.py": KERAS2_CLEAR_SESSION_SAVES},
     "functional_2a": {"tutorial6.ipynb": FUNCTIONAL_2A},
     "ordered_split": {"tutorial6.ipynb": ORDERED_SPLIT_EARLY_STOP},
+    "hand_set_evaluated": {"tut6_1b.py": HAND_SET_EVALUATED},
+    "matplotlib_widget": {"tutorial6.ipynb": MATPLOTLIB_WIDGET},
+    "json_and_weights": {"tut6.py": JSON_AND_WEIGHTS},
 }
 
 
@@ -391,3 +441,55 @@ def test_a_fit_a_callback_stopped_early_is_retrained_for_the_epochs_it_ran(resul
     recipe = re.search(r"Your recipe \(.*?(\d+) epochs", t["message"])
     assert recipe, t["message"]
     assert int(recipe.group(1)) < 100, t["message"]
+
+
+@needs_sandbox
+def test_a_fits_validation_is_no_capture_of_its_own(results):
+    # Keras' fit validates by calling evaluate, which the capture now hears: a model a fit trains is still one
+    # capture (validation_data on Keras 2, validation_split with a callback on Keras 3, the fused fit's)
+    for student in ("keras2_overfit", "keras2_ring", "ordered_split", "sparse_2a"):
+        [nb] = results[student]["notebooks"]
+        assert nb["models_captured"] == 1, (student, nb)
+
+
+@needs_sandbox
+def test_a_hand_set_1b_checked_by_evaluate_earns_its_marks(results):
+    # only predict was captured: a 1b whose weights were set and evaluated, never predicted, was missing
+    s = results["hand_set_evaluated"]
+    ran_clean(s)
+    passed(s, "1b")
+    assert "model used by model.evaluate" in task(s, "1b")["source"], task(s, "1b")["source"]
+
+
+@needs_sandbox
+def test_matplotlib_widget_without_ipympl_draws_inline_and_the_cell_runs(results):
+    # `%matplotlib widget` failed its cell ("'widget' is not a recognised GUI loop or backend name"), and with it
+    # the imports after it: every task that used them was missing
+    s = results["matplotlib_widget"]
+    ran_clean(s)
+    passed(s, "1a")
+
+
+@needs_sandbox
+def test_keras2s_save_weights_h5_runs_on_keras2_and_the_weights_file_is_named(results):
+    # Keras 3 refuses save_weights('model.h5') (a ValueError the student's Keras 2 never raised): the script
+    # runs on Keras 2, its 2a earns its marks, and the weights-only model.h5 is told what task 3 needs
+    s = results["json_and_weights"]
+    ran_clean(s, keras="2")
+    passed(s, "2a")
+    [note] = [n for n in s["notes"] if "ran on Keras 2" in n]
+    assert '`model.save_weights("model.h5")` → `model.save_weights("model.weights.h5")`' in note, note
+    three = task(s, "3")
+    assert three["score"] == 0 and "weights only" in three["message"], three
+    assert "model.save('model.h5')" in three["message"], three
+
+
+def test_the_scan_reads_save_weights_of_an_h5_as_keras2():
+    from grader.execute import keras2
+    from grader.execute.scripts import script_to_notebook
+
+    code = keras2.scan(script_to_notebook("model.save_weights('model.h5')\nmodel.save_weights('m.weights.h5')\n"
+                                          "net.save_weights(\"w/net.h5\", overwrite=True)\n"))
+    assert [(s.line, s.current) for s in code.signs] == [
+        (1, "model.save_weights('model.weights.h5')"), (3, "net.save_weights(\"w/net.weights.h5\", overwrite=True)")]
+    assert keras2.KERAS2_ONLY.search("ValueError: The filename must end in `.weights.h5`. Received: filepath=a.h5")
