@@ -207,22 +207,28 @@ def test_points_that_are_no_score_and_tasks_or_students_not_in_the_class_change_
     assert _rows(tmp_path / "out") == []
 
 
-def test_a_reason_with_terminal_and_bidi_controls_is_the_clis_row_and_is_shown_escaped(tmp_path):
+def test_a_reason_with_terminal_and_bidi_controls_is_refused_as_by_the_cli_and_an_old_one_shown_escaped(tmp_path):
     from click.testing import CliRunner
 
+    from grader.api import override_score
     from grader.cli import main
 
     out = tmp_path / "out"
     _class(out, ["alice", "bob"])
     reason = "\x1b[2J\x1b]0;owned\x07ok\u202eevil\r\nforged: line"
     client = _signed_in(_app(out))
-    client.post("/student/alice/override", data={**_form(client, "alice", "1a"), "points": "2", "reason": reason,
-                                                 "by": "tara\x1b[31m", "action": "set"})
-    done = CliRunner().invoke(main, ["override", "bob", "1a", "2", "--reason", reason, "--by", "tara\x1b[31m",
-                                     "-o", str(out)])
-    assert done.exit_code == 0, done.output
+    for hostile in ({"reason": reason, "by": "tara"}, {"reason": "checked", "by": "tara\x1b[31m"},
+                    {"reason": "x" * 2001, "by": "tara"}):
+        said = client.post("/student/alice/override", data={**_form(client, "alice", "1a"), "points": "2",
+                                                            "action": "set", **hostile}, follow_redirects=True)
+        assert "Task 1a: not changed: the " in said.get_data(as_text=True), hostile["by"]
+        done = CliRunner().invoke(main, ["override", "bob", "1a", "2", "--reason", hostile["reason"], "--by",
+                                         hostile["by"], "-o", str(out)])
+        assert done.exit_code == 2, done.output  # refused alike, by one check (grader.ci.inputs)
+    assert _rows(out) == []
+    # a gradebook an older grader wrote (it took the reason as given): shown escaped
+    override_score("alice", "1a", 2.0, reason=reason, by="tara\x1b[31m", out_dir=out)
     rows = _rows(out)
-    assert len(rows) == 2 and rows[0] == rows[1]  # one row, whichever way the TA set it
     assert rows[0][:3] == ("1a", "set", 2.0) and "\n" not in rows[0][3] and rows[0][3].endswith("forged: line")
     page = client.get("/student/alice").get_data(as_text=True)
     assert "\x1b" not in page and "\u202e" not in page and "\\x1b[2J" in page and "\\u202e" in page

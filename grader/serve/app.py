@@ -345,14 +345,22 @@ def override(name):
         points = None if undo else float(form.get("points", ""))
     except ValueError:
         points = "?"
+    # the reason and the name refused as `grader override` refuses them (one check, grader.ci.inputs): a
+    # control character (an escape, a bidi control; the reason may keep its line breaks), a reason too long
+    from ..ci.inputs import id_problem, reason_problem
+
+    problem = reason_problem(reason, allow="\t\n\r") or (id_problem("name given in By", by) if by else None)
     if points == "?":
         _say(f"Task {task}: not changed. Give the points as a number.", "refused", task)
+    elif problem:
+        _say(f"Task {task}: not changed: {problem}.", "refused", task)
     elif not undo and not reason.strip():
         _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused", task)
     else:
         _decide(data["id"], task, points, reason, by, form.get("version") or None)
     response = redirect(back, code=303)
     # a name the TA typed is remembered (this server, this browser); the server's own (--by) needs no cookie
+    by = "" if problem else by
     if by and by[:MAX_BY_CHARS] != _state()["by"]:
         response.set_cookie(_state()["by_cookie"], by[:MAX_BY_CHARS], httponly=True, samesite="Strict")
     elif by and _state()["by_cookie"] in request.cookies:
