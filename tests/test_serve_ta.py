@@ -222,3 +222,21 @@ def test_a_tasks_mark_links_its_place_in_the_feedback_page_with_the_plot(served)
     assert report.status_code == 200 and 'id="task-2a"' in report.get_data(as_text=True)
     missing = page[page.index('id="task-1c"'):page.index('id="task-1d"')]
     assert "to-report" not in missing  # nothing handed in (no source): no plot to see
+
+
+def test_the_class_summary_follows_an_override_and_its_undo(served):
+    client = served(CLASS)  # totals 50, 10, 30, 10
+
+    def summary():
+        page = client.get("/").get_data(as_text=True)
+        return re.sub(r"<[^>]+>", "", re.search(r'<p id="summary">(.*?)</p>', page)[1])
+
+    assert summary() == "Mean total 25.0 / 100 · median 20 · 1 of 4 at or above half the points"
+    page = client.get("/student/ben").get_data(as_text=True)
+    client.post("/student/ben/override", data={**_form(page, "2a"), "points": "15", "action": "set",
+                                               "reason": "accuracy checked by hand", "by": "tara"})
+    assert summary() == ("Mean total 28.8 / 100 · median 27.5 · 1 of 4 at or above half the points · "
+                         "1 task score(s) set by a TA")
+    page = client.get("/student/ben").get_data(as_text=True)
+    client.post("/student/ben/override", data={**_form(page, "2a"), "action": "undo", "reason": "", "by": "tara"})
+    assert summary() == "Mean total 25.0 / 100 · median 20 · 1 of 4 at or above half the points"

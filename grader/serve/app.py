@@ -244,7 +244,20 @@ def index():
                            graded=any(r.get("grade") for r in rows), order=order, order_args=_order_args(order),
                            link={r["id"]: safe_name(r["id"]) for r in rows},
                            place={r["id"]: n for n, r in enumerate(rows)},
-                           distributions=_distributions(tasks, rows))
+                           distributions=_distributions(tasks, rows), summary=_summary(rows))
+
+
+def _summary(rows: list[dict]) -> dict | None:
+    """The class in one line: the mean and median total, how many reach half the points, the TA's scores."""
+    if not rows:
+        return None
+    import statistics
+
+    totals = [float(r["score"]) for r in rows]
+    return {"mean": statistics.fmean(totals), "median": statistics.median(totals), "n": len(rows),
+            "max": max(float(r["max_score"]) for r in rows),
+            "half": sum(r["score"] >= r["max_score"] / 2 for r in rows),
+            "overridden": sum(bool(t.get("override")) for r in rows for t in r["tasks"])}
 
 
 #: the class table's columns a TA sorts by besides the tasks' (their ids): ?sort=total&order=asc
