@@ -234,7 +234,7 @@ def index():
     state = _state()
     tasks = state["gradebook"].tasks(state["assignment"])
     rows = list(_results().values())
-    order = _order()
+    order = _order(rows)
     query = request.args.get("q", "").strip().lower()
     shown = [r for r in _ordered(rows, order) if query in r["id"].lower()] if query else _ordered(rows, order)
     titles = {t["id"]: t.get("title", "") for t in tasks}
@@ -264,11 +264,12 @@ def _summary(rows: list[dict]) -> dict | None:
 SORT_KEYS = ("student", "total", "grade")
 
 
-def _order() -> tuple[str, bool] | None:
+def _order(rows: list[dict]) -> tuple[str, bool] | None:
     """The class table's order a request names (``?sort=total&order=desc``): (column, descending), or None for
-    the gradebook's own (by student id).  The column is one of ``SORT_KEYS`` or a task id."""
+    the gradebook's own (by student id): a column that is not one of ``SORT_KEYS`` nor a task of ``rows`` (a
+    link's own text is never shown as the order)."""
     key = request.args.get("sort", "")
-    if not key or len(key) > 200:
+    if key not in SORT_KEYS and not any(t["id"] == key for r in rows[:1] for t in r["tasks"]):
         return None
     return key, request.args.get("order") == "desc"
 
@@ -295,8 +296,6 @@ def _ordered(rows: list[dict], order: tuple[str, bool] | None) -> list[dict]:
         score = next((t["score"] for t in r["tasks"] if t["id"] == key), None)
         return float("-inf") if score is None else float(score)
 
-    if key not in SORT_KEYS and not any(t["id"] == key for r in rows for t in r["tasks"]):
-        return list(rows)  # a column this class has not: the gradebook's order
     # Python's sort is stable, reversed too: ties keep the gradebook's order, as the script's sort keeps them
     return sorted(rows, key=value, reverse=descending)
 
@@ -322,8 +321,9 @@ def student(name):
     gradebook = state["gradebook"]
     # the students before and after, in the class table's order as the TA sorted it (lowest totals first, say):
     # a TA goes through the class without it
-    order = _order()
-    ids = [r["id"] for r in _ordered(gradebook.results(state["assignment"]), order)]
+    everyone = gradebook.results(state["assignment"])
+    order = _order(everyone)
+    ids = [r["id"] for r in _ordered(everyone, order)]
     at = ids.index(data["id"]) if data["id"] in ids else -1
     step = {"prev": ids[at - 1] if at > 0 else None, "next": ids[at + 1] if 0 <= at < len(ids) - 1 else None,
             "args": _order_args(order), "at": at + 1, "of": len(ids)}
@@ -352,7 +352,7 @@ def override(name):
     task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
     undo = form.get("action") == "undo"
     # back to the page as it was drawn: the task's section, the class table's order (its previous and next)
-    back = url_for("student", name=name, **_order_args(_order())) + (
+    back = url_for("student", name=name, **_order_args(_order([data]))) + (
         f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
     try:
         points = None if undo else float(form.get("points", ""))
