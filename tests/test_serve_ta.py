@@ -241,3 +241,22 @@ def test_the_class_summary_follows_an_override_and_its_undo(served):
     page = client.get("/student/ben").get_data(as_text=True)
     client.post("/student/ben/override", data={**_form(page, "2a"), "action": "undo", "reason": "", "by": "tara"})
     assert summary() == "Mean total 25.0 / 100 · median 20 · 1 of 4 at or above half the points"
+
+
+def test_a_students_page_opens_with_links_to_each_task_and_section_and_each_lands(served):
+    from grader import executed
+    from grader.records import FileResult
+
+    ran = executed.keep("work.ipynb", _notebook("x = 1"))
+    extra = {"files": [FileResult("work.ipynb", "notebook", "executed")],
+             "notebooks": [{"name": "work.ipynb", "failures": []}]}
+    client = served({"ann": ({"1a": (5.0, None), "2a": (7.0, "2a.h5")}, extra, [ran])})
+    page = client.get("/student/ann").get_data(as_text=True)
+    jump = page[page.index('<nav class="jump"'):]
+    jump = jump[:jump.index("</nav>")]
+    targets = re.findall(r'href="#([^"]+)"', jump)
+    assert targets[:2] == ["tasks", "task-1a"] and "task-4" in targets, targets
+    assert {"files", "runs", "work", "feedback"} <= set(targets), targets
+    ids = set(re.findall(r'\sid="([^"]+)"', page))
+    assert not [t for t in targets if t not in ids]  # every link lands
+    assert 'title="task 2a: partial, 7 of 15"' in jump  # the mark, as the class table's, before the forms
