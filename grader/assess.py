@@ -218,10 +218,15 @@ def _recipe(task: Task, evaluation: Evaluation, a: Assessment, outcome: str, say
     m = th.misses
     if m is not None:
         missed = m.missed_partial if outcome in ("baseline", "fail") else m.missed_pass
-        where = "ends below the partial-credit threshold" if outcome in ("baseline", "fail") \
-            else "misses the pass threshold"
-        say(f"Training is random: the reference solution itself {where}, as your run did, in {missed} of its "
-            f"{m.runs} calibration runs, so the grader grades your recipe, not this one run of it.")
+        low = outcome in ("baseline", "fail")
+        if missed:
+            where = "ends below the partial-credit threshold" if low else "misses the pass threshold"
+            say(f"Training is random: the reference solution itself {where}, as your run did, in {missed} of its "
+                f"{m.runs} calibration runs, so the grader grades your recipe, not this one run of it.")
+        else:  # no calibration run ended so low: randomness is still why the recipe, not the run, is graded
+            where = "ended below the partial-credit threshold" if low else "missed the pass threshold"
+            say(f"Training is random, so the grader grades your recipe, not this one run of it (the reference "
+                f"solution {where} in none of its {m.runs} calibration runs).")
     if r.refused:
         say(f"Your recipe was not re-trained: {r.refused}. The grade is your own run's ({own}).")
         return

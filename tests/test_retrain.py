@@ -117,6 +117,13 @@ def test_a_stuck_run_of_the_sheets_recipe_is_retrained_to_full_marks(assignment,
     # a stricter pass threshold re-scores the stored re-trainings, without re-training: now partial credit
     strict = task_of(score_student(_with_pass(assignment, "2a", 0.999), again), "2a")
     assert strict.status == "partial" and "partial credit for your recipe" in strict.message
+    # where no calibration run ended so low, the words do not say that it did "in 0 of its 30 runs"
+    th = assignment.task("2a").threshold("accuracy")
+    never = replace(assignment, tasks=tuple(
+        replace(t, thresholds={**t.thresholds, "accuracy": replace(th, misses=replace(th.misses, missed_partial=0))})
+        if t.id == "2a" else t for t in assignment.tasks))
+    words = task_of(score_student(never, again), "2a").message
+    assert f"in none of its {th.misses.runs} calibration runs" in words and " in 0 of " not in words, words
 
 
 @needs_sandbox
