@@ -12,7 +12,9 @@ PLOT_MARGIN = 0.04  # of the data's span, left around the outermost points shown
 
 def function_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     err = pred[:, 0] - truth
-    return {"mse": float(np.mean(err ** 2)), "max_error": float(np.max(np.abs(err)))}
+    return {"mse": float(np.mean(err ** 2)), "max_error": float(np.max(np.abs(err))),
+            # what the best constant answer (the mean) would score: a model that beats it has learned from its inputs
+            "constant_mse": float(np.var(truth))}
 
 
 def class_predictions(out: np.ndarray) -> np.ndarray:
@@ -33,7 +35,30 @@ def class_metrics(out: np.ndarray, y: np.ndarray) -> dict[str, float]:
     sums = out.sum(axis=1)
     metrics["outputs_are_probabilities"] = float(
         out.shape[1] > 1 and bool(np.all(out >= -1e-6)) and bool(np.allclose(sums, 1.0, atol=1e-3)))
+    cross = cross_entropy(out, y, bool(metrics["outputs_are_probabilities"]))
+    if cross is not None:  # and what the best constant answer (the class frequencies) would score
+        freq = counts / len(y)
+        metrics["log_loss"], metrics["constant_log_loss"] = cross, float(-np.sum(freq * np.log(freq)))
     return metrics
+
+
+#: the least probability a cross-entropy reads (Keras' epsilon): one confident mistake costs at most -log(1e-7)
+PROBABILITY_FLOOR = 1e-7
+
+
+def cross_entropy(out: np.ndarray, y: np.ndarray, probabilities: bool) -> float | None:
+    """The mean cross-entropy of outputs read as class probabilities (one sigmoid output, or several that are
+    ``probabilities``) against labels ``y``; None when the outputs are not probabilities."""
+    labels = np.asarray(y).ravel().astype(np.int64)
+    if out.shape[1] == 1:
+        p = out[:, 0]
+        if not (np.all(p >= -1e-6) and np.all(p <= 1 + 1e-6)) or labels.max(initial=0) > 1:
+            return None
+        p = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return float(-np.mean(np.where(labels == 1, np.log(p), np.log1p(-p))))
+    if not probabilities or labels.min(initial=0) < 0 or labels.max(initial=0) >= out.shape[1]:
+        return None
+    return float(-np.mean(np.log(np.clip(out[np.arange(len(labels)), labels], PROBABILITY_FLOOR, 1.0))))
 
 
 def positive_probability(out: np.ndarray) -> np.ndarray:

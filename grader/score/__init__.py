@@ -214,13 +214,28 @@ def _by_its_recipe(assignment, evaluation, match, evaluated):
     if match.task_id is None or match.assessment is None or match.assessment.metric_fraction > 0 \
             or not evaluation.weights_sha256:
         return match, None
+    task = assignment.task(match.task_id)
+    if not _learned_from_inputs(evaluation, task):
+        return match, None  # nothing the grader measured ties it to a training (docs/design/score.md)
     for source, other in evaluated:
         if other is not evaluation and other.made_by == "fit" and other.retraining is not None \
                 and other.weights_sha256 == evaluation.weights_sha256 and _network(other) == _network(evaluation):
-            a = assess(assignment.task(match.task_id), other)
+            a = assess(task, other)
             if a.metric_fraction > 0:
                 return dataclasses.replace(match, assessment=a), source.name
     return match, None
+
+
+def _learned_from_inputs(evaluation, task) -> bool:
+    """Whether the model's answers on the held-out data beat the best constant answer (the class frequencies'
+    cross-entropy, the mean's squared error): what a training that stopped short of the task still learned (the
+    sheet's SGD run stuck at the majority class has), and a model never trained has not.  A capture is the student's word (a notebook can write one claiming any
+    recipe), so this, measured by the grader, is what ties a saved file to a training."""
+    metrics = evaluation.measured_on(task.dataset).metrics
+    for own, constant in (("log_loss", "constant_log_loss"), ("mse", "constant_mse")):
+        if own in metrics and constant in metrics:
+            return metrics[own] < metrics[constant]
+    return False
 
 
 def _network(evaluation) -> tuple:

@@ -1,0 +1,105 @@
+"""Hostile submissions, fourth round: marks not earned, and harm to the TA's machine or the class's batch.
+
+One class is graded once (``klass``: the real CLI, sandboxed kernels, evaluation and training workers), each
+hostile student with a submission of their own, beside an honest one; each test asserts on what that student
+got or what the batch wrote.  Assertions are on grades, words and files, never on time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_SECRET, needs_sandbox
+from test_check import STUCK_2A  # an honest 2a run that gets stuck at the majority class, saved as model.h5
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: a script that never trains: it saves the sheet's 2a network as built (model.h5), and writes into the capture
+#: folder a capture of its own claiming that this very model came out of a fit of a recipe that trains well
+#: (Adam 0.01, 300 epochs, the sheet's data).  The grader re-trains that recipe honestly; the forged capture's
+#: weights are model.h5's, so "twin credit" took the re-training's pass for the saved file too.
+FORGED_CAPTURE = """# %%
+import json, os
+import numpy as np, keras
+from tools import gen_simple_circular_distribution
+np.random.seed(3)
+X, y = gen_simple_circular_distribution(200)
+keras.utils.set_random_seed(3)
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation='relu'),
+                          keras.layers.Dense(4, activation='relu'), keras.layers.Dense(2, activation='softmax')])
+opt = keras.optimizers.Adam(0.01)
+model.compile(loss='categorical_crossentropy', optimizer=opt)
+model.save('model.h5')  # never trained
+# %%
+stem = os.path.join(os.environ['GRADER_CAPTURE_DIR'], 'capture-900')
+model.save(stem + '.keras')
+np.savez(stem + '.npz', x=np.asarray(X, float), y=keras.utils.to_categorical(np.ravel(y), 2))
+with open(stem + '.json', 'w') as f:
+    json.dump({'index': 900, 'event': 'fit', 'model_file': stem + '.keras', 'epochs': 300, 'batch_size': 32,
+               'validation_split': 0.0, 'shuffle': True, 'loss': 'categorical_crossentropy', 'optimizer': 'Adam',
+               'learning_rate': 0.01, 'optimizer_config': keras.optimizers.serialize(opt),
+               'loss_config': 'categorical_crossentropy', 'weight_change': 0.5}, f, default=float)
+print('forged')
+"""
+
+
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory):
+    """The class, graded once by the CLI with two workers: {student id: their results.json entry}, and the
+    output folder."""
+    tmp = tmp_path_factory.mktemp("hostile4")
+    subs = tmp / "subs"
+    for student, files in {
+        "forger": {"work.py": FORGED_CAPTURE},
+        "honest": {"work.py": "# %%\n" + STUCK_2A},
+    }.items():
+        (subs / student).mkdir(parents=True)
+        for name, text in files.items():
+            (subs / student / name).write_text(text)
+    out = tmp / "out"
+    env = {**os.environ, "GRADER_SECRET": TEST_SECRET, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(subs), "-a",
+                           str(ROOT / "reference" / "tutorial6"), "-o", str(out), "--workers", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    students = {s["id"]: s for s in json.loads((out / "results.json").read_text())["students"]}
+    return students, out
+
+
+def _task(student: dict, tid: str) -> dict:
+    return next(t for t in student["tasks"] if t["id"] == tid)
+
+
+# -- a forged capture and twin credit ---------------------------------------------------------------------------
+
+
+@needs_sandbox
+def test_a_forged_capture_earns_an_untrained_saved_model_no_recipe_credit(klass):
+    """Hostile: the forged capture above.  Its recipe is re-trained, honestly, and may earn 2a (the recipe is
+    the student's); but model.h5 was never trained, and the only thing that tied it to that recipe is a file the
+    student wrote.  Before, task 3 read "It is the model of task 2a your notebook trained ... counts as a trained
+    model": 10/10."""
+    students, _ = klass
+    forger = students["forger"]
+    two_a = _task(forger, "2a")
+    assert "re-trained by the grader" in two_a["message"], two_a["message"]  # the premise: the recipe was re-trained
+    three = _task(forger, "3")
+    assert three["score"] == 5 and three["status"] == "partial", three
+    assert "your notebook trained" not in three["message"] and "counts as a trained model" not in three["message"]
+
+
+@needs_sandbox
+def test_an_honest_stuck_run_saved_as_model_h5_keeps_its_recipe_credit(klass):
+    """The honest twin: the sheet's 2a, trained in the notebook on a seed where SGD gets stuck at the majority
+    class, saved as model.h5.  Its recipe re-trained passes, and the saved file counts as the trained model it is."""
+    students, _ = klass
+    honest = students["honest"]
+    assert "re-trained by the grader" in _task(honest, "2a")["message"]
+    three = _task(honest, "3")
+    assert three["score"] == 10, three
+    assert "training got stuck on the seed the grader gave it" in three["message"], three["message"]
