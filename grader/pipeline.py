@@ -15,7 +15,7 @@ from .engines import Job, default_workers, make_engine
 from .errors import FatalError, OutputError
 from .evaluate import dataset_seeds, resolve_secret
 from .execute import compile_cache
-from .execute.sandbox import prove_isolation
+from .execute.sandbox import describe as sandbox_words, prove_isolation
 from .intake import collect
 from .report import Reporter, atomic_write
 from .measure import Measurements
@@ -215,6 +215,9 @@ class _Batch:
         to_measure = [p for p in plans if p.action == "measure"]
         code = [p.submission.student_id for p in to_measure if p.submission.runs_code]
         no_sandbox = prove_isolation() if code else None  # the sandbox started here, now, with the runs' flags
+        if code and not no_sandbox:  # which sandbox the notebooks run in, on the terminal and in grader.log
+            progress.note(sandbox_words())
+            log.info("%s", sandbox_words())
         if no_sandbox:
             if not allow_unsandboxed:
                 raise FatalError(f"{len(code)} submission(s) hold notebooks or scripts, and this machine cannot "

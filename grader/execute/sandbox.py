@@ -1,10 +1,11 @@
 """The sandbox that student code runs in.
 
-``Sandbox.wrap(argv)`` runs ``argv`` isolated in one of three modes (``isolation_mode()``): ``root``
-(bubblewrap, then ``setpriv`` to uid 65534 and a nested bubblewrap that forbids user namespaces; cgroups),
-``user`` (one unprivileged bubblewrap, rlimits) or ``none`` (rlimits only; ``probe`` says why).  ``stage``
-copies the submission into the work folder inside the sandbox, as the sandbox user; ``disk_usage`` bounds what
-a run writes.  What each mode mounts and why: docs/design/execute.md.
+``Sandbox.wrap(argv)`` runs ``argv`` isolated in one of four modes (``isolation_mode()``, in words
+``describe``): ``root`` (bubblewrap, then ``setpriv`` to uid 65534 and a nested bubblewrap that forbids user
+namespaces; cgroups), ``dropped`` (root without ``CAP_SYS_ADMIN``: ``setpriv`` to uid 65534, then the
+``user`` mode's bubblewrap), ``user`` (one unprivileged bubblewrap, rlimits) or ``none`` (rlimits only;
+``probe`` says why).  ``stage`` copies the submission into the work folder; ``disk_usage`` bounds what a run
+writes.  What each mode mounts and why, and the review of ``dropped``: docs/design/execute.md.
 """
 from __future__ import annotations
 
@@ -88,20 +89,94 @@ NO_CHOWN = {errno.EINVAL: "it is the root of a user namespace that maps no uid 6
             errno.EPERM: "it lacks the capability to change a file's owner (CAP_CHOWN: a container that drops it)"}
 
 
+#: the modes whose sandbox runs as uid 65534 outside too: the grader, root, hands it its folders
+ROOT_MODES = ("root", "dropped")
+
+#: how each mode runs student code, in words (``describe``, ``probe``)
+MODE_WORDS = {
+    "root": "as root: bubblewrap, then setpriv to uid 65534, then a nested unprivileged bubblewrap",
+    "dropped": ("as root without CAP_SYS_ADMIN: setpriv to uid 65534, then bubblewrap in a new user namespace "
+                "(an ordinary user's sandbox)"),
+    "user": "as uid {uid}: bubblewrap in a new user namespace",
+}
+
+#: what fixes a container where root's own sandbox does not start
+ROOT_FIX = ("Containers often forbid this (Docker without --privileged, or without CAP_SYS_ADMIN and a seccomp "
+            "and AppArmor profile that allow new namespaces; many CI and autograder containers): grade on a VM "
+            "or a host, or start the container with --privileged (or --cap-add SYS_ADMIN --security-opt "
+            "seccomp=unconfined --security-opt apparmor=unconfined).")
+
+#: the container flags that give root its own sandbox
+ROOT_FIX_FLAGS = ("give root its own sandbox: docker run --cap-add SYS_ADMIN --security-opt seccomp=unconfined "
+                  "--security-opt apparmor=unconfined ... (or docker run --privileged ...).")
+
+#: what fixes a container where neither root's sandbox nor uid 65534's starts
+CONTAINER_FIX = (
+    "Start the container so that one of them can: with CAP_SYS_ADMIN and new namespaces allowed (docker run "
+    "--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined ..., or docker "
+    "run --privileged ...), or with user namespaces allowed (docker run --security-opt seccomp=unconfined "
+    "--security-opt apparmor=unconfined ..., on a host where unprivileged user namespaces are enabled: sysctl "
+    "kernel.unprivileged_userns_clone=1, and on Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_userns=0); "
+    "or grade on a VM or a host.")
+
+#: an ordinary user's sandbox is proven to start here (``probe("user")`` as root)
+USER_IS_ENOUGH = (" Here bubblewrap in a new user namespace (the sandbox of an ordinary user) does start: running "
+                  "the grader as an ordinary, non-root user is enough.")
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Why a probe's sandbox did not start: the whole message, what the sandbox said (with its exit code), the
+    fix, and the cause: ``chown`` (root cannot hand uid 65534 its folders), ``python`` (uid 65534 cannot read
+    or reach the grader's Python) or ``start`` (the sandbox did not start: most often, namespaces refused)."""
+    message: str
+    said: str
+    fix: str
+    cause: str
+
+
 @functools.lru_cache(maxsize=1)
 def _proof() -> tuple[str, str | None]:
     """(mode, why there is no sandbox or None), proven by ``probe`` once per process (``prove_isolation``
-    proves it again)."""
+    proves it again).  Root whose own sandbox does not start (no ``CAP_SYS_ADMIN``: Docker's default) uses
+    the ``dropped`` mode instead where that one starts (docs/design/execute.md: its review)."""
     if not bwrap_path():
         return "none", NO_BWRAP
-    mode = "root" if os.geteuid() == 0 else "user"
-    failure = probe(mode)
-    return (mode, None) if failure is None else ("none", failure)
+    if os.geteuid() != 0:
+        failed = _probe("user")
+        return ("user", None) if failed is None else ("none", failed.message)
+    root = _probe("root")
+    if root is None:
+        return "root", None
+    if root.cause != "start":  # what stops root's sandbox (no CAP_CHOWN, its Python) stops uid 65534's too
+        return "none", root.message
+    dropped = _probe("dropped")
+    if dropped is None:
+        return "dropped", None
+    fix = f"{dropped.fix} Or {ROOT_FIX_FLAGS}" if dropped.cause == "python" else CONTAINER_FIX
+    user = USER_IS_ENOUGH if USER_IS_ENOUGH in root.fix else ""
+    return "none", (f"NO SANDBOX: bubblewrap is installed, but neither sandbox of root starts on this machine. "
+                    f"Root's own ({MODE_WORDS['root']}) said: {root.said}. The one it falls back to without "
+                    f"CAP_SYS_ADMIN ({MODE_WORDS['dropped']}) said: {dropped.said}. {fix}{user}")
+
+
+def describe(mode: str | None = None) -> str:
+    """How student code runs in ``mode`` (by default this machine's proven one), in words, for the TA's
+    terminal and grader.log."""
+    mode = mode or isolation_mode()
+    if mode == "none":
+        return "no sandbox: student code runs with the grader's own permissions"
+    words = f"sandbox mode '{mode}': student code runs {MODE_WORDS[mode].format(uid=os.getuid())}"
+    if mode == "dropped":
+        words += ("; root's own sandbox does not start here. Memory is capped per process, no cgroup unless root "
+                  "may make one (docs/design/execute.md)")
+    return words
 
 
 def isolation_mode() -> str:
-    """``root``, ``user`` or ``none``: how this machine isolates student code (see the module doc), proven:
-    ``root`` or ``user`` only when a command run through ``Sandbox.wrap`` in that mode ran (``probe``)."""
+    """``root``, ``dropped``, ``user`` or ``none``: how this machine isolates student code (see the module
+    doc), proven: a mode other than ``none`` only when a command run through ``Sandbox.wrap`` in that mode
+    ran (``probe``)."""
     return _proof()[0]
 
 
@@ -122,8 +197,14 @@ def prove_isolation() -> str | None:
 def probe(mode: str) -> str | None:
     """Run a trivial Python command in a sandbox of ``mode`` exactly as student code runs (``Sandbox.wrap``
     with the same flags: as root bubblewrap, setpriv to the sandbox user and the nested unprivileged
-    bubblewrap; otherwise bubblewrap with a user namespace; the same binds, /tmp, rlimits).  None when it
-    ran and said ``PROBE_WORD``; otherwise why not, with what bubblewrap said and what to do."""
+    bubblewrap; dropped, setpriv to the sandbox user and bubblewrap with a user namespace; otherwise
+    bubblewrap with a user namespace; the same binds, /tmp, rlimits).  None when it ran and said
+    ``PROBE_WORD``; otherwise why not, with what bubblewrap said and what to do."""
+    failed = _probe(mode)
+    return None if failed is None else failed.message
+
+
+def _probe(mode: str) -> _Failed | None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="grader-probe-") as tmp:
@@ -132,8 +213,9 @@ def probe(mode: str) -> str | None:
             try:
                 sandbox.prepare()
             except OSError as e:
-                if mode == "root" and e.errno in NO_CHOWN:
-                    return NO_SANDBOX_USER.format(error=f"{type(e).__name__}: {e}", why=NO_CHOWN[e.errno])
+                if mode in ROOT_MODES and e.errno in NO_CHOWN:
+                    message = NO_SANDBOX_USER.format(error=f"{type(e).__name__}: {e}", why=NO_CHOWN[e.errno])
+                    return _Failed(message, f"{type(e).__name__}: {e}", message, "chown")
                 raise
             cmd, env = sandbox.wrap([sys.executable, "-I", "-c", f"print({PROBE_WORD!r})"], {"LANG": "C.UTF-8"})
             done = subprocess.run(cmd, env=env, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True,
@@ -148,47 +230,56 @@ def probe(mode: str) -> str | None:
         finally:
             sandbox.cleanup()
     said = " ".join(said.split())[-400:] or "nothing"
-    exit_code = f" (exit code {code})" if code is not None else ""
-    unreadable = _unreadable_python() if mode == "root" and "Permission denied" in said else []
-    if unreadable:  # the grader's own Python is private to its owner (a umask of 077): not the container
-        how = ("as root: bubblewrap, then setpriv to uid 65534, then a nested unprivileged bubblewrap")
-        fix = (f"uid 65534 cannot read the grader's Python: {', '.join(unreadable)} (a folder or file not readable "
-               f"by other users, as a umask of 077 installs them). Make it readable (chmod -R o+rX "
-               f"{unreadable[0]}), or install the grader's Python where every user can read it.")
+    said += f" (exit code {code})" if code is not None else ""
+    how = MODE_WORDS[mode].format(uid=os.getuid())
+    denied = mode in ROOT_MODES and "Permission denied" in said
+    unreadable = _unreadable_python(reach=mode == "dropped") if denied else []
+    if unreadable:  # the grader's own Python is private to its owner (a umask of 077, or under /root)
+        cause = "python"
+        path, above = unreadable[0]
+        if above:  # a folder above the Python, such as /root: to be passed through, never to be read
+            fix = (f"uid 65534 cannot reach the grader's Python: {path} (mode {os.stat(path).st_mode & 0o777:o}) "
+                   f"lies above it. Install the grader's Python where every user can reach it (not under {path}: "
+                   f"/opt or /usr/local), or let others pass through {path} (chmod o+x {path}).")
+        else:
+            fix = (f"uid 65534 cannot read the grader's Python: {', '.join(p for p, _ in unreadable)} (a folder or "
+                   f"file not readable by other users, as a umask of 077 installs them). Make it readable (chmod "
+                   f"-R o+rX {path}), or install the grader's Python where every user can read it.")
     elif mode == "root":
-        how = ("as root: bubblewrap, then setpriv to uid 65534, then a nested unprivileged bubblewrap")
-        fix = ("Containers often forbid this (Docker without --privileged, or without CAP_SYS_ADMIN and a seccomp "
-               "and AppArmor profile that allow new namespaces; many CI and autograder containers): grade on a VM "
-               "or a host, or start the container with --privileged (or --cap-add SYS_ADMIN --security-opt "
-               "seccomp=unconfined --security-opt apparmor=unconfined).")
-        if probe("user") is None:  # proven, not guessed: an ordinary user's sandbox starts here
-            fix += (" Here bubblewrap in a new user namespace (the sandbox of an ordinary user) does start: running "
-                    "the grader as an ordinary, non-root user is enough.")
+        cause = "start"
+        fix = ROOT_FIX + (USER_IS_ENOUGH if _probe("user") is None else "")
+    elif mode == "dropped":
+        cause, fix = "start", CONTAINER_FIX
     else:
-        how = f"as uid {os.getuid()}: bubblewrap in a new user namespace"
+        cause = "start"
         fix = ("Enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
                "also kernel.apparmor_restrict_unprivileged_userns=0), or run the grader as root.")
-    return (f"NO SANDBOX: bubblewrap is installed, but the sandbox student code runs in does not start on this "
-            f"machine ({how}); it said: {said}{exit_code}. {fix}")
+    return _Failed(f"NO SANDBOX: bubblewrap is installed, but the sandbox student code runs in does not start on "
+                   f"this machine ({how}); it said: {said}. {fix}", said, fix, cause)
 
 
-def _unreadable_python() -> list[str]:
+def _unreadable_python(reach: bool = False) -> list[tuple[str, bool]]:
     """The folders of the grader's Python (bound into the sandbox as they are) and its interpreter that uid
-    65534, neither their owner nor in their group, cannot enter and read, or run: why a root probe was denied."""
+    65534, neither their owner nor in their group, cannot enter and read, or run: why a root probe was denied.
+    ``reach``: also the folders above them, which bubblewrap run by uid 65534 (``dropped``) must pass through.
+    [(path, whether it is a folder above one)]."""
     found = []
     for folder in _python_paths():
-        try:
-            if os.stat(folder).st_mode & 0o005 != 0o005:
-                found.append(folder)
-        except OSError:
-            continue
+        above = [str(p) for p in reversed(Path(folder).parents)] if reach else []
+        for path, need in [*((p, 0o001) for p in above), (folder, 0o005)]:
+            try:
+                if os.stat(path).st_mode & need != need:
+                    found.append((path, need == 0o001))
+                    break
+            except OSError:
+                break
     exe = os.path.realpath(sys.executable)
     try:
         if not found and os.stat(exe).st_mode & 0o005 != 0o005:
-            found.append(exe)
+            found.append((exe, False))
     except OSError:
         pass
-    return found
+    return list(dict.fromkeys(found))
 
 
 class Sandbox:
@@ -219,7 +310,7 @@ class Sandbox:
     @property
     def owner_uid(self) -> int | None:
         """The uid that must own the folders the sandbox writes (None: they stay the grader's)."""
-        return SANDBOX_UID if self.mode == "root" else None
+        return SANDBOX_UID if self.mode in ROOT_MODES else None
 
     @property
     def warning(self) -> str:
@@ -231,12 +322,17 @@ class Sandbox:
         return HOME if self.available else str(self.work_dir)
 
     def prepare(self):
-        """Create the host folders, owned by the sandbox user in root mode; create cgroups."""
+        """Create the host folders, owned by the sandbox user as root; create cgroups.  In ``dropped`` mode
+        bubblewrap runs as the sandbox user and must reach them: the run's own scratch folder that holds them
+        (the grader's, private) is opened to the sandbox user's group, to pass through, not to list."""
         for d in (self.work_dir, *self.shared_dirs):
             d.mkdir(parents=True, exist_ok=True)
             if self.owner_uid is not None:
                 os.chown(d, self.owner_uid, self.owner_uid, follow_symlinks=False)
-        if self.mode == "root" and not self.cgroups:
+        if self.mode == "dropped":
+            for scratch in {d.parent for d in (self.work_dir, *self.shared_dirs)}:
+                _open_to_sandbox_group(scratch)
+        if self.mode in ROOT_MODES and not self.cgroups:
             self.cgroups = _make_cgroups(self.limits)
 
     # -- commands -------------------------------------------------------------
@@ -246,8 +342,8 @@ class Sandbox:
         # wide backstop only, and in user mode the uid is the TA's own, whose other processes count too
         if self.cgroups:
             nproc = max(8 * limits.processes, 4096)
-        elif self.mode == "user":
-            nproc = _tasks_of_uid(os.getuid()) + limits.processes
+        elif self.mode in ("user", "dropped"):  # the uid's other processes count too (other sandboxes')
+            nproc = _tasks_of_uid(SANDBOX_UID if self.mode == "dropped" else os.getuid()) + limits.processes
         else:
             nproc = limits.processes
         fsize = min(limits.file_size_mb, limits.disk_mb) * 2**20
@@ -273,9 +369,12 @@ class Sandbox:
             plain = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
             return self._rlimits() + list(argv), {**plain, **env}
 
-        cmd = [self.bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-               "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
-        if self.mode == "user":
+        cmd = []
+        if self.mode == "dropped":  # root without CAP_SYS_ADMIN: the user mode's sandbox, started by uid 65534
+            cmd += _drop_to_sandbox_user()
+        cmd += [self.bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+        if self.mode in ("user", "dropped"):
             cmd += ["--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         made = set()
 
@@ -304,7 +403,9 @@ class Sandbox:
             ensure_parents(inner)
             cmd.extend(["--bind", str(outer), inner])
         for outer, inner in self.readonly_dirs:
-            if not outer.is_dir():  # gone since it was chosen: the code does without
+            # gone since it was chosen, or (dropped) out of the sandbox user's reach, as the compile cache under
+            # /root is: the code does without
+            if not outer.is_dir() or (self.mode == "dropped" and not _reachable(outer)):
                 continue
             ensure_parents(inner)
             cmd.extend(["--ro-bind", str(outer), inner])
@@ -326,11 +427,7 @@ class Sandbox:
             # drop to an unprivileged user before anything of the student's runs; staging keeps one
             # capability, to read the TA's files whatever their mode (it runs no student code)
             caps = "+dac_read_search" if stage_from is not None else ""
-            cmd += ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
-                    f"--inh-caps=-all{',' + caps if caps else ''}", f"--bounding-set=-all{',' + caps if caps else ''}"]
-            if caps:
-                cmd.append(f"--ambient-caps={caps}")
-            cmd += ["--no-new-privs", "--"]
+            cmd += _drop_to_sandbox_user(caps)
             if stage_from is None:  # no user namespaces for student code: a nested, unprivileged bubblewrap
                 cmd += [self.bwrap, "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
                         "--gid", str(SANDBOX_UID), "--dev-bind", "/", "/", "--ro-bind", "/proc/sys", "/proc/sys",
@@ -344,6 +441,13 @@ class Sandbox:
         self.prepare()
         if not self.available:  # no sandbox: the same bounded, link-refusing copy, done here
             return _stage_here(Path(source), self.work_dir, single_file, bounds)
+        if self.mode == "dropped":
+            # uid 65534 in a user namespace has no CAP_DAC_READ_SEARCH over the TA's files: root copies them
+            # with the same rules (never a link: each folder opened without following one), into the fresh work
+            # folder no process has yet run in, and hands the copies to the sandbox user
+            report = _stage_here(Path(source), self.work_dir, single_file, bounds)
+            _give_tree(self.work_dir, SANDBOX_UID)
+            return report
         script = self.runtime_dir / "stage_files.py"
         script.write_text(STAGE_SCRIPT.read_text())
         argv = [sys.executable, "-I", "-S", str(script), SUBMISSION, HOME, str(bounds.max_entries),
@@ -450,6 +554,52 @@ def _stage_here(source: Path, dest: Path, single_file: bool, bounds: untrusted.B
             except (untrusted.Refused, OSError) as err:
                 report.skipped.append([e.relative, str(err), False])
     return report
+
+
+def _drop_to_sandbox_user(caps: str = "") -> list[str]:
+    """setpriv to the sandbox user with no capabilities (but ``caps``, kept for staging) and ``no_new_privs``."""
+    keep = f",{caps}" if caps else ""
+    return ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+            f"--inh-caps=-all{keep}", f"--bounding-set=-all{keep}", *([f"--ambient-caps={caps}"] if caps else []),
+            "--no-new-privs", "--"]
+
+
+def _reachable(path: Path) -> bool:
+    """Whether the sandbox user (uid and gid 65534, no other group) may pass through every folder above
+    ``path`` and read ``path`` itself, by their modes."""
+    def allows(st, need):
+        if st.st_uid == SANDBOX_UID:
+            return st.st_mode & (need << 6) == need << 6
+        if st.st_gid == SANDBOX_UID:
+            return st.st_mode & (need << 3) == need << 3
+        return st.st_mode & need == need
+    try:
+        return (all(allows(os.stat(p), 0o1) for p in Path(path).parents)
+                and allows(os.stat(path), 0o5))
+    except OSError:
+        return False
+
+
+def _open_to_sandbox_group(folder: Path) -> None:
+    """Let the sandbox user's group pass through ``folder`` (a run's scratch folder the grader made: no link),
+    without listing it: group 65534, mode 0710."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise SandboxFailed(f"{folder} is not the grader's folder (uid {st.st_uid})")
+        os.fchown(fd, -1, SANDBOX_UID)
+        os.fchmod(fd, (st.st_mode & 0o700) | 0o010)
+    finally:
+        os.close(fd)
+
+
+def _give_tree(top: Path, uid: int) -> None:
+    """Make what the grader just copied into ``top`` (folders and regular files, no link) ``uid``'s, never
+    following a link."""
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), uid, uid, follow_symlinks=False)
 
 
 def _tasks_of_uid(uid: int) -> int:
