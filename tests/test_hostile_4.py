@@ -103,3 +103,31 @@ def test_an_honest_stuck_run_saved_as_model_h5_keeps_its_recipe_credit(klass):
     three = _task(honest, "3")
     assert three["score"] == 10, three
     assert "training got stuck on the seed the grader gave it" in three["message"], three["message"]
+
+
+# -- output: the notebook's together, not only each cell's ------------------------------------------------------
+
+
+@needs_sandbox
+def test_a_notebook_of_many_cells_each_at_its_output_cap_is_bounded_as_a_whole(tmp_path):
+    """Hostile: 160 cells, each printing just under a cell's 64 KB cap.  Each cell was bounded, the notebook not:
+    a script of 54,000 ``# %%`` cells (22 ms each, within a Keras 2 run's 1,200 s) held 3.5 GB in the grading
+    process.  Now a run keeps at most ``MAX_NOTEBOOK_OUTPUT_BYTES`` of output, says once where it stopped, and
+    every cell still runs."""
+    import nbformat
+
+    from grader.execute.runner import MAX_NOTEBOOK_OUTPUT_BYTES, NotebookRunner
+    from grader.execute.sandbox import Limits, Sandbox
+
+    cells = 160
+    assert cells * 60_001 > MAX_NOTEBOOK_OUTPUT_BYTES  # the premise: more than the cap, every cell within its own
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('x' * 60000)") for _ in range(cells)]
+                                  + [nbformat.v4.new_code_cell("open('ran-to-the-end', 'w').close()")])
+    sandbox = Sandbox(tmp_path / "work", tmp_path / "runtime", Limits())
+    run = NotebookRunner(nb, sandbox, cell_timeout=120, notebook_timeout=600).run()
+    assert [c.status for c in run.cells] == ["ok"] * (cells + 1)
+    held = sum(len(o.get("text", "")) for c in nb.cells for o in c.get("outputs", []))
+    assert held <= MAX_NOTEBOOK_OUTPUT_BYTES, held
+    said = [o["text"] for c in nb.cells for o in c.get("outputs", []) if "of this notebook" in o.get("text", "")]
+    assert len(said) == 1 and "from here on, was dropped" in said[0], said
+    assert (tmp_path / "work" / "ran-to-the-end").exists()

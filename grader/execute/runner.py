@@ -73,6 +73,12 @@ DISK_POLL_S = 0.5  # how often the disk quota of a running cell is checked
 #: to its end and dropped.  A cell's output is cut at ``max_output_kb`` (64 KB) anyway; a 512 MB display
 #: message, taken whole, took the grading process to 2 GB, and one of 300 parts of 1 MB to 657 MB.
 MAX_KERNEL_MESSAGE_BYTES = 2**20
+#: the output one notebook run keeps, all its cells together (each output counted as at least
+#: ``MIN_OUTPUT_BYTES``): the per-cell cap alone let 54,000 cells of 64 KB each (a script of ``# %%`` lines, one
+#: print each, 22 ms a cell within a Keras 2 run's 1,200 s) hold 3.5 GB in the grading process.  The work kept as
+#: it ran holds 4 MB (``executed.MAX_NOTEBOOK_BYTES``), so nothing shown is lost.
+MAX_NOTEBOOK_OUTPUT_BYTES = 8 * 2**20
+MIN_OUTPUT_BYTES = 64
 
 
 #: matplotlib's backend in the kernel: Jupyter's inline one, so a figure a cell draws (``plt.show()`` or not) is
@@ -145,19 +151,32 @@ class CappedClient(NotebookClient):
             return None
         content = msg.get("content", {})
         size = len(str(content.get("text", ""))) + _data_size(content.get("data", {}))
+        total = self.__dict__.get("grader_output_total", 0) + max(size, MIN_OUTPUT_BYTES)
+        if total > MAX_NOTEBOOK_OUTPUT_BYTES:  # the notebook's outputs together: nothing more is kept
+            used_by_cell[cell_index] = self.max_output_bytes + 1
+            if not self.__dict__.get("grader_notebook_full"):  # said once, in the cell that reached it
+                self.grader_notebook_full = True
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
+                    f"[grader: output beyond {MAX_NOTEBOOK_OUTPUT_BYTES >> 20} MB of this notebook, from here on, "
+                    "was dropped]\n")))
+            return None
         used_by_cell[cell_index] = used + size
         last = outs[-1] if outs else {}
         if (msg.get("msg_type") == "stream" and used + size <= self.max_output_bytes and display_id is None
                 and last.get("output_type") == "stream" and last.get("name") == content.get("name")
                 and isinstance(last.get("text"), str)):
             last["text"] += str(content.get("text", ""))  # one output, as Jupyter shows consecutive prints
+            self.grader_output_total = total
             return None
         if used + size > self.max_output_bytes or len(outs) >= self.max_outputs:
             used_by_cell[cell_index] = self.max_output_bytes + 1
             outs.append(nbformat.v4.new_output("stream", name="stderr",
                                                text=f"[grader: output beyond {self.max_output_bytes // 1024} KB "
                                                     f"or {self.max_outputs} outputs of this cell was dropped]\n"))
+            # the line itself is kept: counted, so that cells each past their own cap are bounded too
+            self.grader_output_total = self.__dict__.get("grader_output_total", 0) + 2 * MIN_OUTPUT_BYTES
             return None
+        self.grader_output_total = total
         return super().output(outs, msg, display_id, cell_index)
 
     def _update_display_id(self, display_id, msg):
@@ -172,6 +191,10 @@ class CappedClient(NotebookClient):
             after[cell_index] = used_by_cell.get(cell_index, 0) - old + new * len(indices)
             if after[cell_index] > self.max_output_bytes:
                 return
+        grown = sum(after[i] - used_by_cell.get(i, 0) for i in after)
+        if self.__dict__.get("grader_output_total", 0) + grown > MAX_NOTEBOOK_OUTPUT_BYTES:
+            return  # updates that would take the notebook past its cap (thousands of tiny displays grown at once)
+        self.grader_output_total = self.__dict__.get("grader_output_total", 0) + grown
         used_by_cell.update(after)
         super()._update_display_id(display_id, msg)
 
