@@ -6,10 +6,13 @@ graded twice, concurrently, by the real ``grade`` command: so, and by root with 
 mode).  It must run as uid 65534 without capabilities, read no TA file (one root's and mode 600 that it can
 see, one it cannot), write nowhere but its work folder, edit its own submitted file (mode 600 for root), and get
 the same grade and the same findings as in root mode; each batch names its mode.  Where neither sandbox starts
-(uid 65534 cannot reach the grader's Python), ``grade`` refuses loudly, exit 2, and grades nobody.
+(Docker's default seccomp profile also refuses user namespaces: a real seccomp filter here), ``grade`` refuses
+loudly, exit 2, names the docker flags that fix it, and grades nobody; where uid 65534 cannot reach the grader's
+Python, the probe names the folder.
 """
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -25,14 +28,32 @@ SECRET = "field-root-test-secret-0123456789abcdef0123456789abcd"
 NO_SYS_ADMIN = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"]
 TA_TEXT = "TA-PRIVATE-5821"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/bwrap").is_file() or not shutil.which("setpriv"),
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/bwrap").is_file()
+                                or not shutil.which("setpriv"),
                                 reason="needs root, bubblewrap in /usr/bin and setpriv (util-linux)")
+
+#: Docker's default seccomp profile, for what matters here: no new user namespace (unshare or clone with
+#: CLONE_NEWUSER: EPERM; clone3, whose flags a filter cannot read: ENOSYS, and the C library falls back to clone);
+#: installed with no_new_privs, then ARGV is run.  x86-64 only.
+NO_USERNS = """import ctypes, os, struct, sys
+prog = [(0x20, 0, 0, 4), (0x15, 0, 8, 0xC000003E), (0x20, 0, 0, 0), (0x15, 0, 1, 435), (0x06, 0, 0, 0x50000 | 38),
+        (0x15, 1, 0, 272), (0x15, 0, 3, 56), (0x20, 0, 0, 16), (0x45, 0, 1, 0x10000000), (0x06, 0, 0, 0x50001),
+        (0x06, 0, 0, 0x7FFF0000)]
+code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(code))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0):
+    sys.exit(f"seccomp: errno {ctypes.get_errno()}")
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+PROVE = "from grader.execute import sandbox; print(sandbox.prove_isolation()); print(sandbox.isolation_mode())"
 
 #: the hostile script: what it could reach, raised as JSON after FOUND
 HOSTILE = """# %%
 import json, os, subprocess
 found = {"uid": os.getuid(), "euid": os.geteuid(), "groups": os.getgroups(),
-         "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith(("CapEff", "CapPrm", "CapBnd"))]}
+         "caps": [l.split()[1] for l in open("/proc/self/status")
+                  if l.startswith(("CapEff", "CapPrm", "CapBnd", "NoNewPrivs"))]}
 def attempt(key, fn):
     try:
         found[key] = fn()
@@ -131,7 +152,8 @@ def test_the_hostile_script_runs_as_uid_65534_and_reaches_nothing_of_the_tas(gra
     assert student["notebooks"][0]["sandboxed"] is True
     found = _found(student)
     assert (found["uid"], found["euid"], found["groups"]) == (65534, 65534, [])
-    assert all(int(c, 16) == 0 for c in found["caps"][:2])  # no capability, even in its own namespace
+    # no capability, even in its own namespace, and no_new_privs: no setuid program gives one back
+    assert [int(c, 16) for c in found["caps"]] == [0, 0, 0, 1]
     assert found["ta_seen"] == "PermissionError" and found["ta_hidden"] == "FileNotFoundError"
     assert found["write_python"] == found["write_root"] == found["write_checkout"] == "OSError"  # read-only
     # the TA's folder above the scratch folders (TMPDIR) is, inside, an empty folder of the sandbox's own /tmp
@@ -157,28 +179,46 @@ def test_the_dropped_sandbox_grades_as_root_s_own_does(graded):
     assert next(t for t in dropped["tasks"] if t["id"] == "2a")["status"] == "passed"
 
 
-def test_where_neither_sandbox_starts_grade_refuses_loudly_and_grades_nobody(graded, tmp_path):
-    """uid 65534 cannot reach the grader's Python (it lies in a folder of mode 700, as under /root): the dropped
-    sandbox cannot start either.  Exit 2, both failures and the flags that fix them said, no student code run."""
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86-64")
+def test_where_neither_sandbox_starts_grade_refuses_loudly_and_grades_nobody(graded):
+    """Docker's default: no CAP_SYS_ADMIN, and seccomp refuses new user namespaces.  Exit 2, what both sandboxes
+    said and the docker flags that fix one, on the terminal and in grader.log; no student code run, no result."""
     home, _, _ = graded
-    locked = home / "locked"
-    locked.mkdir(mode=0o700)
-    shutil.copytree(home / "env", locked / "env", symlinks=True)
     mark = home / "ran"
     student = home / "subs-neither" / "ann"
     student.mkdir(parents=True)
     (student / "nb.py").write_text(f"# %%\nopen({str(mark)!r}, 'w').write('ran')\n")
+    shutil.copy(ROOT / "submissions" / "tutorial6" / "bob" / "2a.h5", student)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "GRADER_SECRET": SECRET, "TMPDIR": str(home),
            "LANG": "C.UTF-8", "COLUMNS": "250"}
-    done = subprocess.run([*NO_SYS_ADMIN, str(locked / "env" / "bin" / "python"), "-m", "grader.cli", "grade",
-                           str(student.parent), "-a", str(TUTORIAL6), "-o", str(home / "out-neither")], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", NO_USERNS, *NO_SYS_ADMIN, str(home / "env" / "bin" / "python"), "-m",
+                           "grader.cli", "grade", str(student.parent), "-a", str(TUTORIAL6), "-o",
+                           str(home / "out-neither")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     said = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == 2, said[-3000:]
     log = " ".join((home / "out-neither" / "grader.log").read_text().split())
     for words in ("NO SANDBOX", "neither sandbox of root starts", "Creating new namespace failed",
-                  f"uid 65534 cannot reach the grader's Python: {locked} (mode 700)", "--cap-add SYS_ADMIN",
-                  "1 submission(s) hold notebooks or scripts"):
-        assert words in said and words in log
+                  "No permissions to create new namespace", "docker run --cap-add SYS_ADMIN --security-opt "
+                  "seccomp=unconfined --security-opt apparmor=unconfined", "1 submission(s) hold notebooks or scripts"):
+        assert words in said and words in log, words
+    assert "non-root user is enough" not in said  # an ordinary user's sandbox does not start here either
     assert not (home / "out-neither" / "results.json").exists()  # nobody graded, so nobody a silent zero
     assert not mark.exists()
+
+
+def test_where_uid_65534_cannot_reach_the_python_the_probe_names_the_folder(graded):
+    """A Python in a folder of mode 700 (as under /root: pyenv, uv's default): uid 65534's sandbox cannot bind it."""
+    home, _, _ = graded
+    locked = home / "locked"
+    locked.mkdir(mode=0o700)
+    shutil.copytree(home / "env", locked / "env", symlinks=True)
+    done = subprocess.run([*NO_SYS_ADMIN, str(locked / "env" / "bin" / "python"), "-c", PROVE], cwd="/",
+                          env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": str(home), "TMPDIR": str(home)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said, mode = done.stdout.strip().rsplit("\n", 1)
+    said = " ".join(said.split())
+    assert mode == "none"
+    assert "neither sandbox of root starts" in said and "Creating new namespace failed" in said
+    assert f"uid 65534 cannot reach the grader's Python: {locked} (mode 700) lies above it" in said
+    assert f"chmod o+x {locked}" in said and "--cap-add SYS_ADMIN" in said

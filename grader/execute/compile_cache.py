@@ -178,10 +178,13 @@ def _fitted_tasks(assignment) -> list:
 
 def read_by_kernels(assignment, backend: str | None = None) -> bool:
     """Whether kernels of ``assignment`` on ``backend`` (default: the spec's) read a cache on this machine:
-    on JAX, with the cache on, and in a real sandbox, the only place it is bound into read-only."""
-    from .sandbox import isolation_mode
+    on JAX, with the cache on, and in a real sandbox, the only place it is bound into read-only (in the
+    ``dropped`` sandbox only where uid 65534 can reach it: not under /root)."""
+    from .sandbox import isolation_mode, sandbox_user_reaches
 
-    return (backend or assignment.notebooks.backend) == "jax" and cache_enabled() and isolation_mode() != "none"
+    mode = isolation_mode()
+    return ((backend or assignment.notebooks.backend) == "jax" and cache_enabled() and mode != "none"
+            and (mode != "dropped" or sandbox_user_reaches(base_dir())))
 
 
 def for_kernels(assignment) -> Path | None:

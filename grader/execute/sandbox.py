@@ -580,6 +580,15 @@ def _reachable(path: Path) -> bool:
         return False
 
 
+def sandbox_user_reaches(path: Path) -> bool:
+    """Whether the sandbox user could reach ``path``, or, where it does not exist yet, the nearest folder above it
+    (folders the grader makes there are open to others unless its umask says otherwise)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return _reachable(path)
+
+
 def _open_to_sandbox_group(folder: Path) -> None:
     """Let the sandbox user's group pass through ``folder`` (a run's scratch folder the grader made: no link),
     without listing it: group 65534, mode 0710."""
