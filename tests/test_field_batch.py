@@ -1,7 +1,8 @@
 """The TA's batch where bubblewrap is real but cannot start: loud on the terminal and in grader.log, exit 2.
 
 No fake ``bwrap``: the real one fails as it does in the field.  As root, the grader runs without
-``CAP_SYS_ADMIN`` (Docker's default: ``setpriv --bounding-set=-sys_admin``), where bubblewrap says
+``CAP_SYS_ADMIN`` and user namespaces (Docker's default: ``setpriv --bounding-set=-sys_admin`` and a seccomp
+filter, ``test_field_root.DOCKER_DEFAULT``), where bubblewrap says
 ``Creating new namespace failed: Operation not permitted``; as an unprivileged TA (the setpriv pattern of
 test_security), inside a real bubblewrap with ``--disable-userns``, where no user namespace can be made
 (a machine with ``max_user_namespaces = 0``).  ``grade -j 2`` must refuse before any worker or notebook
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TUTORIAL6
+from test_field_root import DOCKER_DEFAULT
 
 UID = 4243
 SECRET = "field-batch-test-secret-0123456789abcdef0123456789"
@@ -28,8 +30,9 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or not Path(BWRAP).is_file() 
 
 #: how each TA's grader is started so that the real bubblewrap cannot create its namespaces
 NO_NAMESPACES = {
-    "root": (["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"],
-             "Creating new namespace failed: Operation not permitted", "(as root: bubblewrap, then setpriv"),
+    # Docker's default: no CAP_SYS_ADMIN, and seccomp refuses user namespaces (else root drops to uid 65534)
+    "root": (DOCKER_DEFAULT, "Creating new namespace failed: Operation not permitted",
+             "(as root: bubblewrap, then setpriv"),
     "unprivileged": (["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", BWRAP, "--unshare-user",
                       "--disable-userns", "--dev-bind", "/", "/", "--"],
                      "Creating new namespace failed", f"(as uid {UID}: bubblewrap in a new user namespace)"),

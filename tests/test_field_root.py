@@ -34,11 +34,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/bwrap").
 
 #: Docker's default seccomp profile, for what matters here: no new user namespace (unshare or clone with
 #: CLONE_NEWUSER: EPERM; clone3, whose flags a filter cannot read: ENOSYS, and the C library falls back to clone);
-#: installed with no_new_privs, then ARGV is run.  x86-64 only.
-NO_USERNS = """import ctypes, os, struct, sys
-prog = [(0x20, 0, 0, 4), (0x15, 0, 8, 0xC000003E), (0x20, 0, 0, 0), (0x15, 0, 1, 435), (0x06, 0, 0, 0x50000 | 38),
-        (0x15, 1, 0, 272), (0x15, 0, 3, 56), (0x20, 0, 0, 16), (0x45, 0, 1, 0x10000000), (0x06, 0, 0, 0x50001),
-        (0x06, 0, 0, 0x7FFF0000)]
+#: installed with no_new_privs, then ARGV is run.  On x86-64 and arm64 (their audit arch, unshare and clone).
+NO_USERNS = """import ctypes, os, platform, struct, sys
+arch, unshare, clone = {"x86_64": (0xC000003E, 272, 56), "aarch64": (0xC00000B7, 97, 220)}[platform.machine()]
+prog = [(0x20, 0, 0, 4), (0x15, 0, 8, arch), (0x20, 0, 0, 0), (0x15, 0, 1, 435), (0x06, 0, 0, 0x50000 | 38),
+        (0x15, 1, 0, unshare), (0x15, 0, 3, clone), (0x20, 0, 0, 16), (0x45, 0, 1, 0x10000000),
+        (0x06, 0, 0, 0x50001), (0x06, 0, 0, 0x7FFF0000)]
 code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
 fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(code))
 libc = ctypes.CDLL(None, use_errno=True)
@@ -46,6 +47,8 @@ if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0)
     sys.exit(f"seccomp: errno {ctypes.get_errno()}")
 os.execvp(sys.argv[1], sys.argv[1:])
 """
+#: Docker's default for root: no CAP_SYS_ADMIN, and seccomp refuses new user namespaces (``NO_USERNS``)
+DOCKER_DEFAULT = [sys.executable, "-c", NO_USERNS, *NO_SYS_ADMIN]
 PROVE = "from grader.execute import sandbox; print(sandbox.prove_isolation()); print(sandbox.isolation_mode())"
 
 #: the hostile script: what it could reach, raised as JSON after FOUND
@@ -179,7 +182,7 @@ def test_the_dropped_sandbox_grades_as_root_s_own_does(graded):
     assert next(t for t in dropped["tasks"] if t["id"] == "2a")["status"] == "passed"
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86-64")
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"), reason="a seccomp filter for x86-64 and arm64")
 def test_where_neither_sandbox_starts_grade_refuses_loudly_and_grades_nobody(graded):
     """Docker's default: no CAP_SYS_ADMIN, and seccomp refuses new user namespaces.  Exit 2, what both sandboxes
     said and the docker flags that fix one, on the terminal and in grader.log; no student code run, no result."""
@@ -191,7 +194,7 @@ def test_where_neither_sandbox_starts_grade_refuses_loudly_and_grades_nobody(gra
     shutil.copy(ROOT / "submissions" / "tutorial6" / "bob" / "2a.h5", student)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "GRADER_SECRET": SECRET, "TMPDIR": str(home),
            "LANG": "C.UTF-8", "COLUMNS": "250"}
-    done = subprocess.run([sys.executable, "-c", NO_USERNS, *NO_SYS_ADMIN, str(home / "env" / "bin" / "python"), "-m",
+    done = subprocess.run([*DOCKER_DEFAULT, str(home / "env" / "bin" / "python"), "-m",
                            "grader.cli", "grade", str(student.parent), "-a", str(TUTORIAL6), "-o",
                            str(home / "out-neither")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     said = " ".join((done.stdout + done.stderr).split())

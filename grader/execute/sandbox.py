@@ -128,7 +128,8 @@ USER_IS_ENOUGH = (" Here bubblewrap in a new user namespace (the sandbox of an o
 class _Failed:
     """Why a probe's sandbox did not start: the whole message, what the sandbox said (with its exit code), the
     fix, and the cause: ``chown`` (root cannot hand uid 65534 its folders), ``python`` (uid 65534 cannot read
-    or reach the grader's Python) or ``start`` (the sandbox did not start: most often, namespaces refused)."""
+    or reach the grader's Python), ``reach`` (nor its scratch folders) or ``start`` (the sandbox did not start:
+    most often, namespaces refused)."""
     message: str
     said: str
     fix: str
@@ -153,7 +154,7 @@ def _proof() -> tuple[str, str | None]:
     dropped = _probe("dropped")
     if dropped is None:
         return "dropped", None
-    fix = f"{dropped.fix} Or {ROOT_FIX_FLAGS}" if dropped.cause == "python" else CONTAINER_FIX
+    fix = f"{dropped.fix} Or {ROOT_FIX_FLAGS}" if dropped.cause != "start" else CONTAINER_FIX
     user = USER_IS_ENOUGH if USER_IS_ENOUGH in root.fix else ""
     return "none", (f"NO SANDBOX: bubblewrap is installed, but neither sandbox of root starts on this machine. "
                     f"Root's own ({MODE_WORDS['root']}) said: {root.said}. The one it falls back to without "
@@ -168,8 +169,8 @@ def describe(mode: str | None = None) -> str:
         return "no sandbox: student code runs with the grader's own permissions"
     words = f"sandbox mode '{mode}': student code runs {MODE_WORDS[mode].format(uid=os.getuid())}"
     if mode == "dropped":
-        words += ("; root's own sandbox does not start here. Memory is capped per process, no cgroup unless root "
-                  "may make one (docs/design/execute.md)")
+        words += ("; root's own sandbox does not start here. Memory is capped per process, and by a cgroup only "
+                  "where root may make one (docs/design/execute.md)")
     return words
 
 
@@ -245,6 +246,10 @@ def _probe(mode: str) -> _Failed | None:
             fix = (f"uid 65534 cannot read the grader's Python: {', '.join(p for p, _ in unreadable)} (a folder or "
                    f"file not readable by other users, as a umask of 077 installs them). Make it readable (chmod "
                    f"-R o+rX {path}), or install the grader's Python where every user can read it.")
+    elif mode == "dropped" and denied and not _passable(Path(tmp).parent):
+        cause = "reach"
+        fix = (f"uid 65534 cannot reach the grader's scratch folders in {Path(tmp).parent} (TMPDIR): set TMPDIR "
+               f"to a folder every user may pass through, such as /tmp.")
     elif mode == "root":
         cause = "start"
         fix = ROOT_FIX + (USER_IS_ENOUGH if _probe("user") is None else "")
@@ -567,17 +572,22 @@ def _drop_to_sandbox_user(caps: str = "") -> list[str]:
 def _reachable(path: Path) -> bool:
     """Whether the sandbox user (uid and gid 65534, no other group) may pass through every folder above
     ``path`` and read ``path`` itself, by their modes."""
-    def allows(st, need):
-        if st.st_uid == SANDBOX_UID:
-            return st.st_mode & (need << 6) == need << 6
-        if st.st_gid == SANDBOX_UID:
-            return st.st_mode & (need << 3) == need << 3
-        return st.st_mode & need == need
+    return all(_allows(p, 0o1) for p in Path(path).parents) and _allows(Path(path), 0o5)
+
+
+def _allows(path: Path, need: int) -> bool:
+    """Whether ``path``'s mode gives the sandbox user (uid and gid 65534) ``need`` (0o1: pass, 0o5: read)."""
     try:
-        return (all(allows(os.stat(p), 0o1) for p in Path(path).parents)
-                and allows(os.stat(path), 0o5))
+        st = os.stat(path)
     except OSError:
         return False
+    shift = 6 if st.st_uid == SANDBOX_UID else 3 if st.st_gid == SANDBOX_UID else 0
+    return st.st_mode & (need << shift) == need << shift
+
+
+def _passable(folder: Path) -> bool:
+    """Whether the sandbox user may pass through ``folder`` and every folder above it."""
+    return all(_allows(p, 0o1) for p in (Path(folder), *Path(folder).parents))
 
 
 def sandbox_user_reaches(path: Path) -> bool:
