@@ -80,7 +80,7 @@ def main():
                     path = Path(tmp) / f"{task.id}-{seed}-{arm}.h5"
                     model.save(path)
                     metric = evaluator.evaluate(path, {"dataset": task.dataset, "x": x, "y": y})
-                    metric = float(metric["datasets"][task.dataset]["metrics"][task.metric])
+                    metric = float(metric.datasets[task.dataset].metrics[task.metric])
                     runs[arm].append({"loss": float(model.history.history["loss"][-1]), "metric": metric,
                                       "seconds": seconds})
                     weights[arm] = model.get_weights()

@@ -81,7 +81,6 @@ def calibrate_keras2(folder, runs: int | None = None, events=None, workers: int 
     from .spec import load_assignment
     from .evaluate.worker import Evaluator
     from .execute import keras2
-    from .records import Evaluation
 
     if not keras2.available():
         raise FatalError("tf_keras is not installed: there is no Keras 2 path to calibrate")
@@ -106,7 +105,7 @@ def calibrate_keras2(folder, runs: int | None = None, events=None, workers: int 
             task = assignment.task(tid)
             data = np.load(model.with_suffix(".npz"))
             training = {"dataset": task.dataset, "datasets": [task.dataset], "x": data["x"], "y": data["y"]}
-            metrics = Evaluation.from_json(evaluator.evaluate(model, training)).datasets[task.dataset].metrics
+            metrics = evaluator.evaluate(model, training).datasets[task.dataset].metrics
             for m in task.calibration:
                 values[tid][m][seed] = float(metrics[m])
             if events is not None:  # session.Events

@@ -4,8 +4,9 @@
 dataset, its ``Provenance``), ``Retraining`` and its ``RetrainingRun`` (what re-training its recipe measured),
 ``Measurements`` (one submission, as measured and re-trained), ``FileResult``, ``TaskResult`` and
 ``StudentResult`` (as scored).  Each has ``to_json``/``from_json``; only these read the older gradebook shapes,
-and what the worker found is written back with the keys it was stored with.  A stage reads a record's fields by
-name (``evaluation.info.inputs``), never by the stored JSON's keys.
+and what the worker found is written back with the keys it was stored with.  The evaluation worker's reply is
+read once, strictly, where it crosses into the grader (``Evaluation.from_worker``); a record is never built from
+a dict otherwise.  A stage reads a record's fields by name (``evaluation.info.inputs``), never by JSON keys.
 """
 from __future__ import annotations
 
@@ -32,6 +33,28 @@ def _read(cls, d: dict, convert: dict | None = None):
     convert = convert or {}
     kept = {k: (convert[k](d[k]) if k in convert else d[k]) for k in names if k in d}
     return cls(**kept, extra={k: v for k, v in d.items() if k not in names}, stored=tuple(d))
+
+
+def _want(value, kinds: tuple, what: str, *, none: bool = False):
+    """``value`` if it is one of ``kinds`` (a bool is no number), else a ``ValueError`` naming ``what``."""
+    if value is None and none:
+        return value
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds) + (" or None" if none else "")
+        raise ValueError(f"{what} is {type(value).__name__}, not {names}")
+    return value
+
+
+def _keys(d, allowed: tuple, required: tuple, what: str) -> dict:
+    """``d``, a dict with every ``required`` key and no other than ``allowed``, else a ``ValueError``."""
+    _want(d, (dict,), what)
+    missing = [k for k in required if k not in d]
+    unknown = sorted(str(k) for k in d if k not in allowed)
+    if missing or unknown:
+        raise ValueError(f"{what} " + "; ".join(
+            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown {', '.join(unknown)}"]
+                                                                   if unknown else [])))
+    return d
 
 
 def _write(record, always: bool = False, convert: dict | None = None) -> dict:
@@ -87,6 +110,12 @@ def _layers(dense) -> tuple:
     return tuple(tuple(layer) for layer in dense)
 
 
+def _dense_layer(layer) -> tuple:
+    if len(_want(layer, (list, tuple), "a dense layer")) != 2:
+        raise ValueError(f"a dense layer has {len(layer)} parts, not (units, activation)")
+    return _want(layer[0], (int,), "a dense layer's units"), _want(layer[1], (str,), "an activation")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a model is, as the evaluation worker read it (``keras_io.describe``): the width of its input and of its
@@ -114,6 +143,20 @@ class ModelInfo:
         """From the worker's or a stored dict (``{}``: nothing known); a ``ModelInfo`` as it is."""
         return d if isinstance(d, ModelInfo) else _read(cls, d, {"dense": _layers, "other_layers": tuple})
 
+    @classmethod
+    def from_worker(cls, d) -> "ModelInfo":
+        """The evaluation worker's info (every field, as ``to_json`` writes it), checked field by field: a
+        ``ValueError`` says what is not as the worker writes it."""
+        names = tuple(_named(cls))
+        _keys(d, names, names, "its info")
+        dense = tuple(_dense_layer(layer) for layer in _want(d["dense"], (list, tuple), "its dense layers"))
+        return cls(_want(d["inputs"], (int,), "its inputs", none=True),
+                   _want(d["outputs"], (int,), "its outputs", none=True), dense,
+                   tuple(_want(x, (str,), "a layer's class") for x in _want(d["other_layers"], (list, tuple),
+                                                                             "its other layers")),
+                   _want(d["parameters"], (int,), "its parameters"), _want(d["finite"], (bool,), "finite"),
+                   _want(d["keras_version"], (str,), "its Keras version", none=True))
+
 
 @dataclass(frozen=True)
 class DatasetResult:
@@ -132,6 +175,14 @@ class DatasetResult:
     def from_json(cls, d) -> "DatasetResult":
         """From the worker's or a stored dict; a ``DatasetResult`` as it is."""
         return d if isinstance(d, DatasetResult) else _read(cls, d)
+
+    @classmethod
+    def from_worker(cls, d, dataset: str) -> "DatasetResult":
+        """The evaluation worker's measurements on ``dataset``, checked: metrics are numbers by name."""
+        _keys(d, ("metrics", "plot"), ("metrics",), f"its result on {dataset}")
+        metrics = {_want(k, (str,), "a metric's name"): _want(v, (int, float), f"{dataset}'s {k}")
+                   for k, v in _want(d["metrics"], (dict,), f"{dataset}'s metrics").items()}
+        return cls(metrics, _want(d.get("plot"), (dict,), f"{dataset}'s plot", none=True))
 
 
 @dataclass
@@ -211,11 +262,6 @@ class Evaluation:
     retraining: Retraining | None = None
     extra: dict = field(default_factory=dict)  # anything else the worker said, kept as it came
 
-    def __post_init__(self):
-        self.provenance = Provenance.from_json(self.provenance)
-        self.info = ModelInfo.from_json(self.info)
-        self.datasets = {name: DatasetResult.from_json(r) for name, r in self.datasets.items()}
-
     def to_json(self) -> dict:
         d = {"format": self.format, "info": self.info.to_json(),
              "datasets": {name: r.to_json() for name, r in self.datasets.items()},
@@ -231,17 +277,39 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, d, provenance: Provenance | dict | None = None) -> "Evaluation":
-        """From the worker's dict, or a stored one (which carries its provenance and retraining)."""
+        """From a stored dict (which carries its provenance and retraining; the keys it lacks are defaults):
+        only the gradebook's are read so; the worker's reply is read strictly (``from_worker``)."""
         if isinstance(d, Evaluation):
-            return d if provenance is None else replace(d, provenance=provenance)
+            return d if provenance is None else replace(d, provenance=Provenance.from_json(provenance))
         named = {"format", "info", "datasets", "weights_sha256", "weights_sketch", "preprocessing", "provenance",
                  "retraining"}
         retraining = d.get("retraining")
-        return cls(d.get("format"), d.get("info", {}), d.get("datasets", {}), d.get("weights_sha256"),
-                   d.get("weights_sketch"), d.get("preprocessing"),
-                   provenance if provenance is not None else d.get("provenance"),
+        return cls(d.get("format"), ModelInfo.from_json(d.get("info", {})),
+                   {name: DatasetResult.from_json(r) for name, r in d.get("datasets", {}).items()},
+                   d.get("weights_sha256"), d.get("weights_sketch"), d.get("preprocessing"),
+                   Provenance.from_json(provenance if provenance is not None else d.get("provenance")),
                    Retraining.from_json(retraining) if retraining is not None else None,
                    {k: v for k, v in d.items() if k not in named})
+
+    #: what the evaluation worker replies (``evaluate.worker``); the first four always
+    WORKER_KEYS = ("format", "info", "datasets", "weights_sha256", "weights_sketch", "preprocessing")
+
+    @classmethod
+    def from_worker(cls, d, provenance: Provenance | None = None) -> "Evaluation":
+        """The evaluation worker's reply, read once where it crosses into the grader's process, as input it does
+        not trust: each part checked and typed (``ModelInfo``, a ``DatasetResult`` per dataset); a reply that is
+        not as the worker writes it is a ``ValueError`` that says what is wrong.  ``provenance``: the model's,
+        from its ``Source``."""
+        _keys(d, cls.WORKER_KEYS, cls.WORKER_KEYS[:4], "the evaluation worker's reply")
+        datasets = {_want(name, (str,), "a dataset's name"): DatasetResult.from_worker(r, name)
+                    for name, r in _want(d["datasets"], (dict,), "its datasets").items()}
+        digest = _want(d["weights_sha256"], (str,), "its weights' hash")
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ValueError("its weights' hash is not a SHA-256 in hex")
+        return cls(_want(d["format"], (str,), "its format"), ModelInfo.from_worker(d["info"]), datasets, digest,
+                   _want(d.get("weights_sketch"), (dict,), "its weights' sketch", none=True),
+                   _want(d.get("preprocessing"), (dict,), "its preprocessing", none=True),
+                   _want(provenance, (Provenance,), "its provenance", none=True))
 
     @property
     def made_by(self) -> str | None:
@@ -267,16 +335,13 @@ class Source:
     dataset: str | None = None  # the dataset it was trained on, when a notebook run shows it (the likeliest)
     training: dict | None = None
     preprocessing: dict | None = None  # {"path": the student's scaling file or None}, for tasks that have one
-    provenance: Provenance | None = None  # how it was made (a dict given is read as a ``Provenance``)
+    provenance: Provenance | None = None  # how it was made
     # measuring only, never stored: a captured fit's recipe (``evaluate.retrain.recipe_from_capture``) with
     # ``model_path``, the grader's copy of the model whose architecture a re-training starts from
     recipe: dict | None = None
     # every dataset its training data may come from, likeliest first (``harvest.identify_datasets``); a gradebook
     # written before these were kept has ``dataset`` alone
     datasets: list | None = None
-
-    def __post_init__(self):
-        self.provenance = Provenance.from_json(self.provenance)
 
     @property
     def plausible(self) -> list[str]:
@@ -292,7 +357,7 @@ class Source:
     def from_json(cls, d: dict, provenance: Provenance | dict | None = None) -> "Source":
         """A stored one (``provenance`` is kept with its ``Evaluation``); one stored before ``datasets`` were kept
         has ``dataset`` alone."""
-        return cls(**d, provenance=provenance)
+        return cls(**d, provenance=Provenance.from_json(provenance))
 
 
 def clean_metrics(metrics: dict) -> dict[str, float]:

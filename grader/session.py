@@ -114,7 +114,7 @@ class GradingSession:
 
     def evaluate(self, path, training: dict | None = None) -> Evaluation:
         """One model file evaluated as a student's is, outside any submission (calibration's reference runs)."""
-        return Evaluation.from_json(self.evaluator.evaluate(path, training))
+        return self.evaluator.evaluate(path, training)
 
     def score(self, measured: Measurements, events: Events | None = None) -> StudentResult:
         (events or Events()).stage("score")

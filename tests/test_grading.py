@@ -5,7 +5,6 @@ import numpy as np
 
 from conftest import grade_one, real_file, small_model, task_of
 from grader.assess import assess
-from grader.records import Evaluation
 
 
 def test_every_reference_gets_full_marks(assignment, evaluator, model_dir, tmp_path):
@@ -24,9 +23,9 @@ def test_1a_reference_fails_the_fit_threshold_that_1c_passes(assignment, evaluat
     ev_1c = evaluator.evaluate(model_dir / "1c.h5")
     task_1c = assignment.task("1c")
     threshold = task_1c.threshold("mse").passing
-    assert ev_1a["datasets"]["curve"]["metrics"]["mse"] > threshold
-    assert ev_1c["datasets"]["curve"]["metrics"]["mse"] <= threshold
-    assert assess(task_1c, Evaluation.from_json(ev_1a)).metric_fraction == 0
+    assert ev_1a.datasets["curve"].metrics["mse"] > threshold
+    assert ev_1c.datasets["curve"].metrics["mse"] <= threshold
+    assert assess(task_1c, ev_1a).metric_fraction == 0
 
 
 def test_unnamed_models_are_inferred(assignment, evaluator, model_dir, tmp_path):
@@ -167,6 +166,6 @@ def test_the_evaluation_worker_runs_tensorflow_on_one_thread_and_measures_the_sa
             monkeypatch.setenv("TF_NUM_INTEROP_THREADS", threads)
         with Evaluator(assignment, seeds) as ev:
             measured = ev.evaluate(model_dir / "2a.h5")
-            seen[threads] = (len(os.listdir(f"/proc/{ev._proc.pid}/task")), measured["datasets"])
+            seen[threads] = (len(os.listdir(f"/proc/{ev._proc.pid}/task")), measured.to_json()["datasets"])
     assert seen[None][0] == seen["1"][0] < seen["2"][0]  # by default, TensorFlow's pools of one thread
     np.testing.assert_equal(seen[None][1], seen["2"][1])  # bit for bit

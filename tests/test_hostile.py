@@ -91,7 +91,7 @@ def test_memory_cap_stops_what_the_prescan_lets_through(tmp_path):
     with Evaluator(a, dataset_seeds(a, TEST_SECRET)) as ev:
         with pytest.raises(EvaluationOutOfMemory, match="memory"):
             ev.evaluate(tmp_path / "bomb.h5")
-        assert ev.evaluate(tmp_path / "ok.h5")["info"]["inputs"] == 2  # the worker lives on / restarted
+        assert ev.evaluate(tmp_path / "ok.h5").info.inputs == 2  # the worker lives on / restarted
 
 
 def test_a_pipe_is_refused_at_once_and_a_slow_model_times_out(tmp_path):
@@ -112,7 +112,7 @@ def test_a_pipe_is_refused_at_once_and_a_slow_model_times_out(tmp_path):
         with pytest.raises(EvaluationTimeout, match="longer than 0 s"):
             ev.evaluate(tmp_path / "ok.h5", timeout=0.001)
         assert ev.restarts == 1
-        assert ev.evaluate(tmp_path / "ok.h5")["info"]["outputs"] == 2
+        assert ev.evaluate(tmp_path / "ok.h5").info.outputs == 2
 
 
 def test_broken_files_each_get_a_message_and_others_are_graded(tmp_path, model_dir):

@@ -63,7 +63,7 @@ def test_a_keras_archive_that_unpacks_to_megabytes_is_refused_before_anything_is
             ev.evaluate(bomb)
         assert "assets/filler0" in refused.value.message
         assert _bytes_under(worker_tmp) < 2**20, "the archive's members were unpacked"
-        assert ev.evaluate(tmp_path / "ok.keras")["info"]["inputs"] == 2  # a plain .keras still loads
+        assert ev.evaluate(tmp_path / "ok.keras").info.inputs == 2  # a plain .keras still loads
 
 
 def test_a_keras_archive_whose_weights_unpack_past_any_course_model_is_refused(tmp_path):

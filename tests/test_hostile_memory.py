@@ -156,10 +156,8 @@ def _capture_of(assignment, folder: Path, data: tuple[str, str], taken: Path):
 def _evaluated(assignment, evaluator, cap, keep: Path):
     from grader.measure.student import capture_source
 
-    from grader.records import Evaluation
-
     source = capture_source(cap, "forge.py", keep)
-    return source, Evaluation.from_json(evaluator.evaluate(cap.model_path, source.training), source.provenance)
+    return source, evaluator.evaluate(cap.model_path, source.training, provenance=source.provenance)
 
 
 def _short_retraining(assignment, seconds=30):

@@ -16,7 +16,7 @@ import sys
 from conftest import TEST_SECRET, TUTORIAL6, needs_sandbox, task_of
 from test_retrain import _measure, stuck  # noqa: F401 (stuck: the real stuck capture of the sheet's 2a recipe)
 from grader.measure import Measurements
-from grader.records import Evaluation
+from grader.records import Provenance
 from grader.score import score_student
 
 
@@ -25,8 +25,8 @@ def _with_saved(evaluator, measured, path):
     from grader.intake.formats import sniff_format
     from grader.records import Source
 
-    source = Source("model.h5 (saved by work.py)", sniff_format(path), "3", provenance={"made_by": "saved"})
-    evaluation = Evaluation.from_json(evaluator.evaluate(path, None), source.provenance)
+    source = Source("model.h5 (saved by work.py)", sniff_format(path), "3", provenance=Provenance("saved"))
+    evaluation = evaluator.evaluate(path, None, provenance=source.provenance)
     return Measurements("s", [], [], [], {}, measured.evaluated + [(source, evaluation)])
 
 

@@ -584,12 +584,13 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
     model (the provenance the grader's harvester gives it, which no kernel can write) it passes; the same model
     with any other provenance is judged by Keras 3's thresholds and does not."""
     import tomllib
+    from dataclasses import replace
 
     from grader.evaluate import Evaluator, dataset_seeds
     from grader.execute import keras2
     from grader.harvest import Capture
     from grader.assess import assess, passes
-    from grader.records import Evaluation
+    from grader.records import Provenance
 
     recorded = tomllib.loads((TUTORIAL6 / "calibration.toml").read_text())
     missed = [(tid, m, seed, v) for tid, e in recorded["keras2"]["tasks"].items() for m, x in e.items()
@@ -604,21 +605,19 @@ def test_scoring_judges_a_keras2_runs_model_by_the_keras2_paths_thresholds(assig
     with Evaluator(assignment, dataset_seeds(assignment, recorded["meta"]["heldout_secret"])) as ev:
         evaluation = ev.evaluate(path, {"dataset": task.dataset, "datasets": [task.dataset], "x": data["x"],
                                         "y": data["y"]})
-    assert evaluation["datasets"][task.dataset]["metrics"][metric] == value  # the calibration's run, again
+    assert evaluation.datasets[task.dataset].metrics[metric] == value  # the calibration's run, again
     capture = Capture(path, "fit", 1, 0, keras="2")
     assert capture.provenance().keras == "2" and "keras" not in Capture(path, "fit", 1, 0).provenance().to_json()
-    as_keras2 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file", "keras": "2"}))
-    as_keras3 = assess(task, Evaluation.from_json(evaluation, {"made_by": "file"}))
+    as_keras2 = assess(task, replace(evaluation, provenance=Provenance("file", keras="2")))
+    as_keras3 = assess(task, replace(evaluation, provenance=Provenance("file")))
     assert as_keras2.metric_fraction == 1.0 and as_keras2.threshold["pass"] == task.keras2_thresholds[metric].passing
     assert as_keras3.metric_fraction < 1.0 and as_keras3.threshold["pass"] == task.threshold(metric).passing
     # a Keras 2 run's fit, whose recipe is re-trained on Keras 3: judged by Keras 3's thresholds (one ``lr=`` buys
     # no looser ones), and re-training is asked for; only a recipe that could not be re-trained falls back
-    from dataclasses import replace
-
     from grader.assess import wants_retraining
     from grader.records import Retraining, RetrainingRun
 
-    fit = Evaluation.from_json(evaluation, {"made_by": "fit", "keras": "2"})
+    fit = replace(evaluation, provenance=Provenance("fit", keras="2"))
     assert assess(task, fit).metric_fraction < 1.0 and assess(task, fit).threshold["pass"] == task.threshold(
         metric).passing
     assert wants_retraining(task, fit)

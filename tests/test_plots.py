@@ -161,9 +161,9 @@ def test_a_plot_shows_its_model(assignment, evaluator, tmp_path):
         ds = assignment.datasets[dataset]
         drawn = []
         for path in (good, constant):
-            entry = evaluator.evaluate(path)["datasets"][dataset]
-            plot = (plots.regions_plot(entry["plot"], ds.extent, f"task {task}") if ds.kind == "classes" else
-                    plots.curve_plot(entry["plot"], import_reference(assignment, ds.function), f"task {task}"))
+            entry = evaluator.evaluate(path).datasets[dataset]
+            plot = (plots.regions_plot(entry.plot, ds.extent, f"task {task}") if ds.kind == "classes" else
+                    plots.curve_plot(entry.plot, import_reference(assignment, ds.function), f"task {task}"))
             drawn.append(_decode(plot.png()))
         reference, flat_image = drawn
         assert reference.shape == flat_image.shape  # the same layout: the same size

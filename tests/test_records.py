@@ -20,9 +20,9 @@ INFO_2A = {"inputs": 2, "outputs": 2, "dense": [[4, "relu"], [4, "relu"], [2, "s
 
 
 def _evaluation(accuracy: float, retraining=None, **more) -> Evaluation:
-    return Evaluation("keras", dict(INFO_2A), {"circle": {"metrics": {"accuracy": accuracy,
-                                                                        "majority_baseline": 0.5}}},
-                      "ab" * 32, None, None, {"made_by": "fit", "epochs": 250}, retraining, more)
+    return Evaluation("keras", ModelInfo.from_json(INFO_2A), {"circle": DatasetResult({"accuracy": accuracy,
+                                                                                    "majority_baseline": 0.5})},
+                      "ab" * 32, None, None, Provenance("fit", epochs=250), retraining, more)
 
 
 def test_every_record_in_records_is_a_dataclass_read_by_field_only():
@@ -57,9 +57,9 @@ def test_an_evaluation_is_not_a_dict():
 def _measurements() -> Measurements:
     retraining = Retraining(["2a"], ["circle"], [RetrainingRun(7, 250, True, {"circle": {"accuracy": 0.95}})],
                             10, 600.0, 9, {"2a": 0.9315}, recipe="SGD, 250 epochs", epochs=250, trained_epochs=250)
-    fit = Source("work.ipynb, fit 1", "keras", None, "circle", provenance={"made_by": "fit", "epochs": 250},
+    fit = Source("work.ipynb, fit 1", "keras", None, "circle", provenance=Provenance("fit", epochs=250),
                  datasets=["circle", "circle_overlap"])
-    saved = Source("2a.h5", "h5", "2a", provenance={"made_by": "file"})
+    saved = Source("2a.h5", "h5", "2a", provenance=Provenance("file"))
     return Measurements("s", [FileResult("work.ipynb", "notebook", "executed", message="ran 3 cell(s)")],
                         ["a note"], [{"name": "work.ipynb", "cells_run": 3}], {"1a": "could not be run"},
                         [(fit, _evaluation(0.5, retraining)), (saved, Evaluation.from_json(
@@ -157,7 +157,7 @@ def test_what_the_worker_found_is_typed_and_frozen_and_its_stored_keys_come_back
     assert fresh.to_json() == {"inputs": 1, "outputs": 1, "dense": [[3, "relu"], [1, "linear"]], "other_layers": [],
                                "parameters": 10, "finite": True, "keras_version": None}
     assert Provenance("file").to_json() == {"made_by": "file"} and Evaluation().to_json()["info"] == {}
-    assert Evaluation(info=fresh.to_json(), provenance={"made_by": "file"}).info == fresh  # dicts given are read
+    assert Evaluation.from_json({"info": fresh.to_json()}, {"made_by": "file"}).info == fresh  # stored dicts: read
 
 
 def test_an_old_re_training_of_one_dataset_still_scores(assignment):

@@ -24,7 +24,7 @@ from grader.evaluate import retrain
 from grader.harvest import take_capture
 from grader.measure import Measurements
 from grader.measure.student import capture_source
-from grader.records import Evaluation
+from grader.records import Provenance
 from grader.session import retrain_recipes
 from grader.score import score_student
 
@@ -67,7 +67,7 @@ def _measure(assignment, evaluator, cap, tmp_path, name="work.py"):
     """The capture measured as ``measure_student`` measures a notebook's: evaluated, then its recipe re-trained
     when it missed the pass threshold.  Returns the Measurements."""
     source = capture_source(cap, name, tmp_path / "recipes")
-    evaluation = Evaluation.from_json(evaluator.evaluate(cap.model_path, source.training), source.provenance)
+    evaluation = evaluator.evaluate(cap.model_path, source.training, provenance=source.provenance)
     evaluated = [(source, evaluation)]
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
@@ -184,8 +184,8 @@ def test_a_run_that_saved_its_stuck_model_gets_the_file_its_recipes_credit(assig
     keras.saving.load_model(stuck.model_path).save(tmp_path / "model.h5")  # the same weights, as the run saved it
 
     def with_saved(path):
-        source = Source("model.h5 (saved by work.py)", sniff_format(path), "3", provenance={"made_by": "saved"})
-        evaluation = Evaluation.from_json(evaluator.evaluate(path, None), source.provenance)
+        source = Source("model.h5 (saved by work.py)", sniff_format(path), "3", provenance=Provenance("saved"))
+        evaluation = evaluator.evaluate(path, None, provenance=source.provenance)
         return Measurements("s", [], [], [], {}, measured.evaluated + [(source, evaluation)])
 
     three = task_of(score_student(assignment, with_saved(tmp_path / "model.h5")), "3")

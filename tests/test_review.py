@@ -12,14 +12,14 @@ def _scored(assignment, likeliest_first: list[str]):
     """A student whose one model (two hidden ReLU layers: no task's layers) was fitted on data that the named
     datasets may have given, likeliest first: accurate on 2a's circles, fair on 2c's overlapping ones."""
     from grader import keras_io
-    from grader.records import Evaluation, Measurements, Source
+    from grader.records import DatasetResult, Evaluation, Measurements, Provenance, Source
     from grader.score import score_student
 
     info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu"))))
     baseline = {"majority_baseline": 0.667}
-    evaluation = Evaluation(info=info, provenance={"made_by": "fit"}, datasets={
-        "circle": {"metrics": {"accuracy": 0.9, **baseline}},
-        "circle_overlap": {"metrics": {"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline}}})
+    evaluation = Evaluation(info=info, provenance=Provenance("fit"), datasets={
+        "circle": DatasetResult({"accuracy": 0.9, **baseline}),
+        "circle_overlap": DatasetResult({"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline})})
     source = Source("tut6.ipynb, fit 1", "keras", dataset=likeliest_first[0], datasets=likeliest_first)
     return score_student(assignment, Measurements("s", [], [], [], {}, [(source, evaluation)]))
 
@@ -92,7 +92,7 @@ def test_a_clear_exact_match_is_not_listed(assignment, evaluator, tmp_path):
     model.layers[0].set_weights([kernel, bias])
     model.layers[1].set_weights([out.reshape(3, 1), np.zeros(1)])
     model.save(tmp_path / "hand.keras")
-    evaluation = Evaluation.from_json(evaluator.evaluate(tmp_path / "hand.keras"))
+    evaluation = evaluator.evaluate(tmp_path / "hand.keras")
     result = score_student(assignment, Measurements("s", [], [], [], {}, [
         (Source("hand.keras", evaluation.format, dataset="curve"), evaluation)]))
     b = task_of(result, "1b")

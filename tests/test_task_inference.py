@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TUTORIAL6, small_model, task_of
 from grader.evaluate import metrics as M
-from grader.records import Evaluation, Measurements, Source
+from grader.records import DatasetResult, Evaluation, Measurements, Provenance, Source
 from grader.report import plots
 from grader.score import score_student
 from grader.assess import assess
@@ -68,7 +68,7 @@ def _measure(evaluator, folder, models: dict) -> Measurements:
     evaluated = []
     for name, model in models.items():
         model.save(folder / name)
-        evaluation = Evaluation.from_json(evaluator.evaluate(folder / name))
+        evaluation = evaluator.evaluate(folder / name)
         evaluated.append((Source(name, evaluation.format, dataset="curve"), evaluation))
     return Measurements("s", [], [], [], {}, evaluated)
 
@@ -208,17 +208,17 @@ def test_decision_regions_show_both_classes_in_their_own_colours(assignment, eva
     model.fit(X, keras.utils.to_categorical(y, 2), epochs=10, batch_size=32, verbose=0)
     model.save(tmp_path / "xor.keras")
     evaluation = evaluator.evaluate(tmp_path / "xor.keras")
-    assert np.array_equal(evaluator.evaluate(tmp_path / "xor.keras")["datasets"]["xor"]["plot"]["x"],
-                          evaluation["datasets"]["xor"]["plot"]["x"])  # the same model, the same picture
-    for name, entry in evaluation["datasets"].items():
-        plot, ds = entry["plot"], assignment.datasets[name]
+    assert np.array_equal(evaluator.evaluate(tmp_path / "xor.keras").datasets["xor"].plot["x"],
+                          evaluation.datasets["xor"].plot["x"])  # the same model, the same picture
+    for name, entry in evaluation.datasets.items():
+        plot, ds = entry.plot, assignment.datasets[name]
         assert set(np.unique(plot["y"]).tolist()) == {0, 1}, name
         xmin, xmax, ymin, ymax = plot["extent"]
         assert xmin <= ds.extent[0] and xmax >= ds.extent[1] and ymin <= ds.extent[2] and ymax >= ds.extent[3]
         assert np.all((plot["x"][:, 0] >= xmin) & (plot["x"][:, 0] <= xmax)), name
         assert np.all((plot["x"][:, 1] >= ymin) & (plot["x"][:, 1] <= ymax)), name
 
-    uri = plots.regions(evaluation["datasets"]["xor"]["plot"], assignment.datasets["xor"].extent, "2b")
+    uri = plots.regions(evaluation.datasets["xor"].plot, assignment.datasets["xor"].extent, "2b")
     png = base64.b64decode(uri.removeprefix("data:image/png;base64,"))
     counts = [_pixels_near(png, c) for c in plots.CLASS_COLOURS]
     assert min(counts) > 200, counts  # both classes are on the picture, each in its own colour
@@ -232,9 +232,9 @@ def test_a_model_of_no_tasks_layers_stays_with_the_likeliest_datasets_tasks(assi
     # the scale-1 circular data of 2a could also have given: on 2a's data it happens to earn more than on 2c's
     info = keras_io.describe(small_model(hidden=((6, "relu"), (6, "relu"))))
     baseline = {"majority_baseline": 0.667}
-    evaluation = Evaluation(info=info, provenance={"made_by": "fit"}, datasets={
-        "circle": {"metrics": {"accuracy": 0.9, **baseline}},
-        "circle_overlap": {"metrics": {"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline}}})
+    evaluation = Evaluation(info=info, provenance=Provenance("fit"), datasets={
+        "circle": DatasetResult({"accuracy": 0.9, **baseline}),
+        "circle_overlap": DatasetResult({"accuracy": 0.75, "train_accuracy": 0.78, "gap": 0.03, **baseline})})
     fraction = {tid: assess(assignment.task(tid), evaluation).fraction for tid in ("2a", "2c")}
     assert fraction["2a"] > fraction["2c"] > 0  # the premise: on performance alone it is a 2a
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from .. import errors, untrusted
 from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout, SubmissionError, WorkerCrashed
-from ..logs import worker_output_to_log
-from ..records import DatasetResult
+from ..logs import log, worker_output_to_log
+from ..records import INTERNAL_ERROR, DatasetResult, Evaluation, Provenance
 
 STARTUP_TIMEOUT_S = 180.0
 CLEANUP_EVERY = 25  # requests between clearing Keras' session and collecting garbage
@@ -306,11 +306,25 @@ def _serve(conn, assignment, seeds: dict[str, int], memory_mb: int, backend: str
             gc.collect()
 
 
+def read_reply(reply, name: str, provenance: Provenance | None = None) -> Evaluation:
+    """The worker's reply about the model file ``name``, typed (``Evaluation.from_worker``).  A reply that is not
+    as the worker writes it is a grader bug that fails this model only: an ``EvaluationFailed`` that says so,
+    its traceback in the batch's log."""
+    try:
+        return Evaluation.from_worker(reply, provenance)
+    except Exception as e:
+        log.exception("the evaluation worker's reply about %s could not be read", name)
+        raise EvaluationFailed(f"{INTERNAL_ERROR} ({name}: the evaluation worker's reply could not be read: "
+                               f"{str(e)[:300]}); a TA will look at it (the full traceback is in the batch's "
+                               "grader.log).") from e
+
+
 class Evaluator:
     """Parent side of the evaluation worker.
 
-    ``evaluate(path)`` returns the worker's measurements of one model file or
-    raises the ``SubmissionError`` that explains why it could not.  The worker
+    ``evaluate(path)`` returns the worker's measurements of one model file, an
+    ``Evaluation`` (its reply read once, here: ``read_reply``), or raises the
+    ``SubmissionError`` that explains why it could not.  The worker
     is started on first use and replaced whenever it dies or times out.
     ``retrain(...)`` trains a student's recipe afresh in the training worker
     (``trainer``, an ``Evaluator`` on the training backend, started on first
@@ -420,11 +434,13 @@ class Evaluator:
                                     "this model.")
 
     def evaluate(self, path, training: dict | None = None, preprocessing: dict | None = None, *,
-                 timeout: float | None = None) -> dict:
+                 timeout: float | None = None, provenance: Provenance | None = None) -> Evaluation:
         """``preprocessing``: ``{"path": scaling file or None}`` for a task whose inputs the student scales.
-        ``timeout``: this request's time limit (default: the spec's ``timeout_s``)."""
+        ``timeout``: this request's time limit (default: the spec's ``timeout_s``); ``provenance``: how the model
+        was made (its ``Source``'s), put in the ``Evaluation``."""
         request = {"path": str(path), "training": training, "preprocessing": preprocessing}
-        return self._call(request, self.limits.timeout_s if timeout is None else timeout, Path(path).name)
+        reply = self._call(request, self.limits.timeout_s if timeout is None else timeout, Path(path).name)
+        return read_reply(reply, Path(path).name, provenance)
 
     @property
     def trainer(self) -> "Evaluator":

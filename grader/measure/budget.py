@@ -6,7 +6,6 @@ from contextlib import contextmanager
 
 from ..errors import EvaluationTimeout, SubmissionError
 from ..execute.limits import StudentClock
-from ..records import Evaluation
 
 
 def student_clock(assignment, outer: StudentClock | None = None) -> StudentClock:
@@ -58,7 +57,7 @@ class Budget:
                                            hint="Submit only the models the tasks ask for.")
         try:
             with self.spend():
-                measured = evaluator.evaluate(path, source.training, source.preprocessing, timeout=self.timeout())
-            return Evaluation.from_json(measured, provenance=source.provenance), None
+                return evaluator.evaluate(path, source.training, source.preprocessing, timeout=self.timeout(),
+                                          provenance=source.provenance), None
         except SubmissionError as e:
             return None, e

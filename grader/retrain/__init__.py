@@ -112,7 +112,7 @@ def _rounds(evaluator, turns: list[_Turns], budget: Budget, most: int, scratch: 
                 with budget.spend():
                     trained = evaluator.retrain(source.recipe["model_path"], source.recipe, seed, turn.cap, out,
                                                 timeout=budget.left())
-                    measured = Evaluation.from_json(evaluator.evaluate(out, source.training, timeout=budget.timeout()))
+                    measured = evaluator.evaluate(out, source.training, timeout=budget.timeout())
             except SubmissionError as e:  # a re-training that outlasts the budget is stopped by it
                 record.stopped = "budget" if budget.left() <= 0 else "error"
                 record.error = e.message
