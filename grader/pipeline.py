@@ -129,8 +129,11 @@ def _read_small(path: Path) -> str | None:
         return None
 
 
-def _plan(assignment, students, gradebook, seeds, force: bool) -> list[_Plan]:
-    measure_fp = keys.measure_fingerprint(assignment, seeds)
+def _plan(assignment, students, gradebook, seeds, force: bool, grading_versions: dict | None = None) -> list[_Plan]:
+    """What to do for each student, by the stage keys (``store.keys``): a changed measure key measures, a changed
+    score key re-scores the stored measurements (or measures, where re-training would read otherwise), else the
+    stored result stands.  ``grading_versions``: the batch's ``versions.current()``."""
+    measure_fp = keys.measure_fingerprint(assignment, seeds, grading_versions)
     score_fp = keys.score_fingerprint(assignment)
     stored = gradebook.state(assignment.id)
     plans = []
@@ -211,7 +214,12 @@ class _Batch:
         students = collect(submissions, assignment)
         for warning in _batch_warnings(assignment, students, self.versions):
             self.warn(warning)
-        plans = _plan(assignment, students, self.gradebook, self.seeds, force)
+        plans = _plan(assignment, students, self.gradebook, self.seeds, force, self.versions)
+        changed = versions.differences(self.gradebook.latest_versions(assignment.id), self.versions)
+        if changed and not force and any(p.action == "measure" for p in plans):
+            said = "; ".join(f"{n} {now or 'not installed'} (the last run's: {then})" for n, then, now in changed)
+            progress.note(f"Other versions than the last batch's: {said}. What a model measures depends on them, "
+                          "so the students it graded are measured again.")
         to_measure = [p for p in plans if p.action == "measure"]
         code = [p.submission.student_id for p in to_measure if p.submission.runs_code]
         no_sandbox = prove_isolation() if code else None  # the sandbox started here, now, with the runs' flags

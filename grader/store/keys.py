@@ -1,7 +1,8 @@
 """Content hashes that decide what must be done again: a key per stage.
 
 ``measure_key``: what measuring read (the submission's bytes, the spec's measuring settings, the assignment's
-Python files, the calibrated timings the time limits rest on, the seeds, the measuring code).
+Python files, the calibrated timings the time limits rest on, the seeds, the measuring code, the versions of
+what trains and evaluates: Keras, TensorFlow, JAX, NumPy, h5py, Python's minor).
 ``retrain_key``: what re-training read (the recipes planned, their tasks, K and pass thresholds, its settings
 and code), stored with the measurements.  ``score_key``: the measure key plus what scoring read (points,
 thresholds, the scoring code).  Report code is in none: a changed template re-renders pages
@@ -15,7 +16,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from .. import untrusted
+from .. import untrusted, versions
 
 
 def _sha(*parts) -> str:
@@ -50,6 +51,16 @@ def submission_hash(submission) -> tuple[str, list[dict]]:
 #: the grader's code that changes what is measured (reading, running, taking, evaluating): a change re-measures
 MEASURING_CODE = ("intake", "execute", "harvest", "evaluate", "measure", "retrain", "spec", "keras_io.py",
                   "untrusted.py", "errors.py", "records.py")
+#: modules that measuring or scoring imports but that no key holds, and why no measurement or score depends on
+#: their code (``tests/test_stages_keys.py`` holds that every other module they import is keyed)
+UNKEYED_CODE = {
+    "__init__.py": "the package's version, keyed by build_id",
+    "logs.py": "where tracebacks and library output go",
+    "versions.py": "reads the versions, which measure keys hold by value (measured_versions)",
+    "speed_probe.py": "the machine's speed now, noise the keys leave out on purpose (time_limit_basis)",
+    "executed.py": "the notebook as it ran, kept for its page (REPORTING_CODE), no part of what is measured",
+    "textsafe.py": "escapes text for the page of the notebook as it ran (REPORTING_CODE)",
+}
 #: the code that decides which recipes are re-trained, and how many times: a change re-trains
 RETRAINING_CODE = ("retrain", "assess.py")
 #: the code that turns measurements into points: a change re-scores from the stored measurements
@@ -97,7 +108,19 @@ def _assignment_files(assignment) -> list[bytes]:
     return out
 
 
-def measure_fingerprint(assignment, seeds: dict[str, int]) -> str:
+def measured_versions(found: dict | None = None) -> str:
+    """The versions a measurement depends on (``versions.current()``, or ``found``: a batch's), for the measure
+    key: every package a metric depends on, exactly, and Python's major.minor (a patch release changes no
+    metric, as ``versions.mismatch`` holds too)."""
+    found = versions.current() if found is None else found
+    kept = {k: v for k, v in found.items() if k != "python"}
+    kept["python"] = ".".join(str(found.get("python", "")).split(".")[:2])
+    return json.dumps(kept, sort_keys=True)
+
+
+def measure_fingerprint(assignment, seeds: dict[str, int], grading_versions: dict | None = None) -> str:
+    """What every student's measure key shares (``measure_key``); ``grading_versions``: the batch's
+    ``versions.current()`` (read now when None)."""
     tasks = [(t.id, t.kind, t.dataset, t.names, t.file_names, t.file_format,
               t.architecture.inputs if t.architecture else None) for t in assignment.tasks]
     heldout_files = [file_sha256(ds.heldout_file) for _, ds in sorted(assignment.datasets.items())
@@ -106,7 +129,7 @@ def measure_fingerprint(assignment, seeds: dict[str, int]) -> str:
     return _sha(assignment.id, repr(sorted(assignment.datasets.items())), repr(assignment.limits),
                 repr(assignment.notebooks), repr(assignment.intake), repr(tasks), repr(preprocessing),
                 *_assignment_files(assignment), *heldout_files, json.dumps(sorted(seeds.items())), build_id(),
-                *time_limit_basis(assignment))
+                *time_limit_basis(assignment), measured_versions(grading_versions))
 
 
 def time_limit_basis(assignment) -> tuple:
