@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .errors import SubmissionError
 from .intake.formats import MODEL_FORMATS, NOTEBOOK, SCRIPT
 from .assess import fmt_value
+from .spec.model import METRICS, passes, relation
 
 #: how an internal-error message starts, and a task's when the sandbox kept it from being graded (``records``)
 from .records import COULD_NOT_GRADE, INTERNAL_ERROR  # noqa: E402,F401 (re-exported)
@@ -26,10 +27,10 @@ IDENTICAL = {"models": "identical model files", "weights": "identical model weig
 #: the kinds of item, in the order they are listed (most urgent first), and how urgent each is: "error" (no
 #: grade could be given), "check" (a grade a TA should confirm), "note" (worth a look)
 KINDS = ("internal error", "could not be graded", "run cut short", "override needs review", "training refused",
-         "near threshold", "identical work", "inferred task")
+         "near threshold", "identical work", "re-trained credit", "inferred task")
 SEVERITY = {"internal error": "error", "could not be graded": "error", "run cut short": "check",
             "override needs review": "check", "training refused": "check", "near threshold": "check",
-            "identical work": "check", "inferred task": "note"}
+            "identical work": "check", "re-trained credit": "note", "inferred task": "note"}
 #: how a notebook's or script's cell ends when the grader's sandbox stopped it (a limit it set, not the student's
 #: own exception): the run is cut short, its later models never made; a TA judges whether the limit was fair
 CUT_SHORT = ("timeout", "died", "quota")
@@ -264,6 +265,24 @@ def _inference(task: dict) -> str | None:
     return _sentence(task["message"]) if close else None
 
 
+def _retrained(task: dict) -> str | None:
+    """Why the task's credit came from the grader's re-training of the student's recipe, not the student's own
+    run (``assess._recipe``: the best of the re-trainings reached a threshold the run missed), or None."""
+    th = task.get("threshold") or {}
+    metric = th.get("metric")
+    own, best = task["metrics"].get(metric), task["metrics"].get(f"retrained_{metric}")
+    if metric not in METRICS or own is None or best is None:
+        return None
+    for which in ("pass", "partial"):
+        limit = th.get(which)
+        if limit is not None and passes(metric, best, limit) and not passes(metric, own, limit):
+            return (f"the student's own run: {metric} {fmt_value(metric, own)}, short of the {which} threshold "
+                    f"({relation(metric)} {fmt_value(metric, limit)}); the grader's re-training of the recipe "
+                    f"reached {fmt_value(metric, best)}: graded {task['status']}, {task['score']:g} of "
+                    f"{task['max_score']:g}")
+    return None
+
+
 def review_items(results: list[dict], identical: list[dict], near: float = NEAR_THRESHOLD) -> list[dict]:
     """Everything that needs a human, as ``{"rank", "kind", "severity", "students", "task", "detail"}``, most
     urgent first (``KINDS``).  ``results``: the gradebook's results (overrides in force); ``identical``:
@@ -304,6 +323,9 @@ def review_items(results: list[dict], identical: list[dict], near: float = NEAR_
             reason = _near(t, near) if t["status"] not in ("missing", "error") else None
             if reason:
                 add("near threshold", [s["id"]], t["id"], reason)
+            retrained = _retrained(t) if t["status"] not in ("missing", "error") else None
+            if retrained:
+                add("re-trained credit", [s["id"]], t["id"], retrained)
             close = _inference(t) if t["status"] != "error" else None
             if close:
                 add("inferred task", [s["id"]], t["id"], close)

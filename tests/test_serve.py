@@ -141,8 +141,10 @@ def test_the_class_is_searched_and_serve_without_a_gradebook_says_so(app, tmp_pa
     from grader.cli import main
 
     client = signed_in(app)
-    page = client.get("/?q=ALI").get_data(as_text=True)  # without script: the server filters
-    assert ">alice</a>" in page and "onerror" not in page and "1 shown" in page
+    page = client.get("/?q=ALI").get_data(as_text=True)  # without script: the server hides the others' rows
+    rows = re.findall(r'<tr data-id="[^"]*" data-at="\d+"( hidden)?><td class="sid" data-value="([^"]*)"', page)
+    assert sorted(rows) == [("", "alice"), (" hidden", "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;\\u202eevil")]
+    assert "1 shown" in page
     done = CliRunner().invoke(main, ["serve", "-o", str(tmp_path / "nothing")])
     assert done.exit_code == 2 and "no gradebook" in done.output
 
@@ -434,7 +436,7 @@ def test_an_override_says_what_happened_in_the_tasks_own_section(app):
     assert done.headers["Location"].endswith("#task-2b")  # the browser lands on the task ...
     page = client.get(done.headers["Location"]).get_data(as_text=True)
     section = page[page.index('id="task-2b"'):page.index("</section>", page.index('id="task-2b"'))]
-    assert '<p class="flash ok" role="status">Task 2b: set to 3 of' in section  # ... and is told there
+    assert '<p class="flash ok" role="status" tabindex="-1">Task 2b: set to 3 of' in section  # ... and is told there
     assert page.count('class="flash') == 1
 
 

@@ -107,12 +107,14 @@ def test_a_tasks_mark_links_the_cell_that_trained_its_model_and_a_failure_its_ce
     assert "first stops here" in page[page.index(f'id="{failure[1]}"'):page.index('id="work-1"')]
 
 
+#: a notebook that ran: work a TA may score as a task it gave nothing for (such a task gets an override form)
+RAN = {"notebooks": [{"name": "work.ipynb", "failures": []}]}
 #: totals 50, 10, 30, 10: lowest first is ben, dan (a tie, in the gradebook's order), cat, ann
 CLASS = {"ann": ({"2a": (15.0, None), "1c": (10.0, None), "1b": (10.0, None), "1a": (5.0, None),
-                  "2b": (10.0, None)}, {}, []),
-         "ben": ({"1c": (10.0, None)}, {}, []),
-         "cat": ({"2a": (15.0, None), "1a": (5.0, None), "1b": (10.0, None)}, {}, []),
-         "dan": ({"1b": (10.0, None)}, {}, [])}
+                  "2b": (10.0, None)}, RAN, []),
+         "ben": ({"1c": (10.0, None)}, RAN, []),
+         "cat": ({"2a": (15.0, None), "1a": (5.0, None), "1b": (10.0, None)}, RAN, []),
+         "dan": ({"1b": (10.0, None)}, RAN, [])}
 
 
 def _step(page: str) -> tuple:

@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from flask import (Flask, abort, current_app, flash, g, get_flashed_messages, redirect, render_template, request,
                    url_for)
 from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
 
 from ..errors import FatalError, GradebookError
 from ..textsafe import visible
@@ -80,8 +81,8 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
     app.before_request(_authorise)
     app.after_request(_headers)
     app.register_error_handler(403, _forbidden)
-    for code in ERRORS:
-        app.register_error_handler(code, _error_page)
+    app.register_error_handler(HTTPException, _error_page)  # any other a request meets (400, 405, 413, ...)
+    app.register_error_handler(500, _error_page)
     app.register_error_handler(GradebookError, _gradebook_error)
     app.context_processor(_common)
     app.add_url_rule("/", "index", index)
@@ -164,7 +165,14 @@ def _hostname(host: str) -> str:
 
 
 def _forbidden(e):
-    return f"403 Forbidden: {visible(e.description)}", 403, {"Content-Type": "text/plain; charset=utf-8"}
+    """A refused request, on a page of the app that names nothing of the class (the asker may be no TA: a
+    page of another site, a name that resolves here) and links the class only for a TA signed in (a stale
+    form: the server was restarted since)."""
+    state = _state()
+    held = request.cookies.get(state["cookie"], "")
+    signed_in = hmac.compare_digest(held.encode(), state["token"].encode()) and \
+        (state["hosts"] is None or _hostname(request.host) in state["hosts"])
+    return render_template("error.html", code=403, title="Forbidden", text=e.description, nav=signed_in), 403
 
 
 #: what a TA is told, in the app's own page, for each error a request can meet (never a traceback: that is in
@@ -183,7 +191,12 @@ ERRORS = {
 
 def _error_page(e):
     code = getattr(e, "code", 500) or 500
-    title, text = ERRORS.get(code, ERRORS[500])
+    if code in ERRORS:
+        title, text = ERRORS[code]
+    elif isinstance(e, HTTPException) and code < 500:  # Werkzeug's own words for the rest of a request's errors
+        title, text = e.name, e.description or ""
+    else:
+        code, (title, text) = 500, ERRORS[500]
     return render_template("error.html", code=code, title=title, text=text), code
 
 
@@ -234,14 +247,16 @@ def index():
     state = _state()
     tasks = state["gradebook"].tasks(state["assignment"])
     rows = list(_results().values())
-    order = _order(rows)
-    query = request.args.get("q", "").strip().lower()
-    shown = [r for r in _ordered(rows, order) if query in r["id"].lower()] if query else _ordered(rows, order)
+    order, query = _order(rows), _query()
+    # every row, those the search leaves out hidden (as the page's script hides them): a search cleared or
+    # changed in the box shows the class again without a reload
+    ordered, shown = _ordered(rows, order), {r["id"] for r in _shown(rows, order, query)}
     titles = {t["id"]: t.get("title", "") for t in tasks}
     # the columns of every row (the results' own order), also when the search leaves none
     columns = [(t["id"], titles.get(t["id"], "")) for t in rows[0]["tasks"]] if rows else list(titles.items())
-    return render_template("class.html", tasks=tasks, columns=columns, rows=shown, total=len(rows), query=query,
-                           graded=any(r.get("grade") for r in rows), order=order, order_args=_order_args(order),
+    return render_template("class.html", tasks=tasks, columns=columns, rows=ordered, shown=shown, total=len(rows),
+                           query=query,
+                           graded=any(r.get("grade") for r in rows), order=order, order_args=_order_args(order, query),
                            link={r["id"]: safe_name(r["id"]) for r in rows},
                            place={r["id"]: n for n, r in enumerate(rows)},
                            distributions=_distributions(tasks, rows), summary=_summary(rows))
@@ -274,9 +289,27 @@ def _order(rows: list[dict]) -> tuple[str, bool] | None:
     return key, request.args.get("order") == "desc"
 
 
-def _order_args(order: tuple[str, bool] | None) -> dict:
-    """``url_for``'s arguments that keep ``order`` in a link (a student's page, its previous and next)."""
-    return {} if order is None else {"sort": order[0], "order": "desc" if order[1] else "asc"}
+def _order_args(order: tuple[str, bool] | None, query: str = "") -> dict:
+    """``url_for``'s arguments that keep ``order`` and the search ``query`` in a link (a student's page, its
+    previous and next)."""
+    args = {} if order is None else {"sort": order[0], "order": "desc" if order[1] else "asc"}
+    return args | {"q": query} if query else args
+
+
+#: the longest search kept (in the box, in every link)
+MAX_QUERY_CHARS = 200
+
+
+def _query() -> str:
+    """What the class table is searched for (``?q=``: part of a student id, any case)."""
+    return request.args.get("q", "").strip()[:MAX_QUERY_CHARS]
+
+
+def _shown(rows: list[dict], order: tuple[str, bool] | None, query: str) -> list[dict]:
+    """The class table's rows as the TA sees them: in ``order``, those whose id contains ``query`` (any case), as
+    the page's script filters them; a student's previous and next are among these only."""
+    rows = _ordered(rows, order)
+    return [r for r in rows if query.lower() in r["id"].lower()] if query else rows
 
 
 def _ordered(rows: list[dict], order: tuple[str, bool] | None) -> list[dict]:
@@ -322,11 +355,13 @@ def student(name):
     # the students before and after, in the class table's order as the TA sorted it (lowest totals first, say):
     # a TA goes through the class without it
     everyone = gradebook.results(state["assignment"])
-    order = _order(everyone)
-    ids = [r["id"] for r in _ordered(everyone, order)]
+    order, query = _order(everyone), _query()
+    ids = [r["id"] for r in _shown(everyone, order, query)]
+    if data["id"] not in ids:  # a student the search leaves out (reached by a link): among the whole class
+        query, ids = "", [r["id"] for r in _ordered(everyone, order)]
     at = ids.index(data["id"]) if data["id"] in ids else -1
     step = {"prev": ids[at - 1] if at > 0 else None, "next": ids[at + 1] if 0 <= at < len(ids) - 1 else None,
-            "args": _order_args(order), "at": at + 1, "of": len(ids)}
+            "args": _order_args(order, query), "at": at + 1, "of": len(ids), "query": query}
     versions = {t["id"]: gradebook.task_version(state["assignment"], data["id"], t["id"]) for t in data["tasks"]}
     measured = gradebook.current_measurements(state["assignment"], data["id"]) or {}
     executed = measured.get("executed") or []
@@ -339,10 +374,22 @@ def student(name):
     shown = {(nb.get("name"), c.get("index")) for nb in executed for c in nb.get("cells") or []}
     cells = {m["task"]: f"nb{ran[nb]}-cell-{cell}" for (nb, cell), made in models.items() for m in made
              if m.get("task") and (nb, cell) in shown}
+    # a task nothing was handed in for gets an override form only when some of the student's work was left
+    # ungraded (``LOOSE``): there is then something a TA can score as that task; files that all became other
+    # tasks (or their helpers) leave nothing to score
+    loose = any(f.get("outcome") in LOOSE and not f.get("task") for f in data.get("files") or []) or \
+        bool(data.get("notebooks"))
     return render_template("student.html", s=data, name=name, versions=versions, step=step, safe_name=safe_name,
-                           executed=executed, models=models, ran=ran, cells=cells,
+                           executed=executed, models=models, ran=ran, cells=cells, loose=loose,
                            report=_page_file(state["pages"], name) is not None,
                            by=request.cookies.get(state["by_cookie"]) or state["by"])
+
+
+#: what became of a file (``FileResult.outcome``) that leaves work a TA may score as a task the grader gave
+#: nothing for, unless the file names its task: a model of no task, a file it could not read, a notebook's run,
+#: a file it does not grade (a write-up, a screenshot); not "graded", nor a scaling file or a module the graded
+#: work used
+LOOSE = frozenset({"unmatched", "error", "executed", "ignored"})
 
 
 def override(name):
@@ -352,7 +399,7 @@ def override(name):
     task, reason, by = form.get("task", ""), form.get("reason", ""), form.get("by", "").strip()
     undo = form.get("action") == "undo"
     # back to the page as it was drawn: the task's section, the class table's order (its previous and next)
-    back = url_for("student", name=name, **_order_args(_order([data]))) + (
+    back = url_for("student", name=name, **_order_args(_order([data]), _query())) + (
         f"#task-{task}" if task in {t["id"] for t in data["tasks"]} else "")
     try:
         points = None if undo else float(form.get("points", ""))
