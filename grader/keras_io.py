@@ -8,6 +8,7 @@ Why each step: docs/design/evaluate.md.
 """
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -207,6 +208,44 @@ def _archive_problems(z: zipfile.ZipFile, name: str, max_parameters: int) -> Non
                            hint="Save the model with model.save('model.keras') and hand in that file as it is.")
 
 
+#: HDF5 objects (groups and arrays) a model's file may hold per layer the config allows: a layer's weights, its
+#: optimizer's, their groups; a file of more is no model's
+H5_OBJECTS_PER_LAYER = 50
+
+
+def _stored_weights_problems(f, name: str, max_parameters: int, max_layers: int) -> None:
+    """Refuse an HDF5 file (a ``.h5`` model, or a ``.keras`` archive's weights) whose arrays declare more values
+    than a model of ``max_parameters`` and its optimizer's slots hold, that holds more objects than its layers
+    could, or that holds a link: a 17 KB file declared an unallocated array (HDF5's fill value) of 800 million
+    floats, which Keras' loader read whole (3 GB, up to the worker's memory cap) before comparing it with its layer,
+    and the student was told to check the number of units; Keras refuses a link itself, in words of its own.
+    Only headers are read."""
+    import h5py
+
+    most_objects, most_values = H5_OBJECTS_PER_LAYER * max_layers + 100, 4 * max_parameters + 10_000
+    state = {"objects": 0, "values": 0, "problem": None}
+
+    def visit(key, link):
+        state["objects"] += 1
+        if state["objects"] > most_objects:
+            state["problem"] = f"holds more than {most_objects:,} objects, more than a model of {max_layers} layers"
+        elif not isinstance(link, h5py.HardLink):
+            state["problem"] = f"holds a link ({key[:60]!r}), which a saved model never has"
+        else:
+            obj = f.get(key, getlink=False)
+            if isinstance(obj, h5py.Dataset):
+                state["values"] += int(np.prod([int(d) for d in obj.shape or ()], dtype=object))
+                if state["values"] > most_values:
+                    state["problem"] = (f"declares arrays of more than {most_values:,} values, more than a model of "
+                                        f"at most {max_parameters:,} parameters stores")
+        return True if state["problem"] else None  # stops the walk
+
+    f.visititems_links(visit)
+    if state["problem"]:
+        raise CorruptModel(f"{name}: the file {state['problem']}.",
+                           hint="Save the model with model.save() and hand in that file as it is.")
+
+
 def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100) -> dict:
     """Read and vet the model's config without Keras. Raises a ``SubmissionError``."""
     path = Path(path)
@@ -224,6 +263,7 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
                     raise CorruptModel(f"{name}: its model configuration is larger than "
                                        f"{MAX_CONFIG_BYTES // 2**20} MB; a model of this course's size needs a few KB.")
                 version = f.attrs.get("keras_version")
+                _stored_weights_problems(f, name, max_parameters, max_layers)
         except (OSError, RuntimeError, ValueError) as e:
             _log_detail(name, e)  # the reader's own words (HDF5's internals) are for the TA's log, not the pages
             raise CorruptModel(
@@ -236,6 +276,11 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
                     raise CorruptModel(f"{name}: its config.json claims more than {MAX_CONFIG_BYTES // 2**20} MB; "
                                        "a model of this course's size needs a few KB.")
                 _archive_problems(z, name, max_parameters)
+                if "model.weights.h5" in z.namelist():  # its size bounded by ``_archive_problems``
+                    import h5py
+
+                    with h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as weights:
+                        _stored_weights_problems(weights, name, max_parameters, max_layers)
                 raw = z.read("config.json").decode()
                 meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
                 version = meta.get("keras_version")

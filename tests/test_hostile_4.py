@@ -131,3 +131,58 @@ def test_a_notebook_of_many_cells_each_at_its_output_cap_is_bounded_as_a_whole(t
     said = [o["text"] for c in nb.cells for o in c.get("outputs", []) if "of this notebook" in o.get("text", "")]
     assert len(said) == 1 and "from here on, was dropped" in said[0], said
     assert (tmp_path / "work" / "ran-to-the-end").exists()
+
+
+# -- a model file whose stored arrays are larger than its layers --------------------------------------------------
+
+
+def _unallocated(f, key: str, values: int) -> None:
+    """Replace array ``key`` of an open HDF5 file by one of ``values`` float32s never written (HDF5's fill value:
+    a few KB on disk, chunked and compressed)."""
+    import h5py
+
+    del f[key]
+    f.create_dataset(key, shape=(2, values // 2), dtype="float32", chunks=(1, 2**20), compression="gzip",
+                     fillvalue=0.0)
+    assert isinstance(f[key], h5py.Dataset)
+
+
+def test_a_model_file_declaring_arrays_of_gigabytes_is_refused_from_its_headers(evaluator, tmp_path):
+    """Hostile: a 2a.h5 of 17 KB (and a 2a.keras whose weights file is the same) whose first kernel is an array of
+    800 million floats never written.  The config is the sheet's, so the parameter budget passed it; Keras' loader
+    read the array whole (3 GB in the evaluation worker, up to its memory cap, then "check the number of units").
+    Refused now from the file's headers, before Keras opens it; a plain model still loads."""
+    import zipfile
+
+    import h5py
+
+    from conftest import small_model
+    from grader.errors import CorruptModel
+
+    model = small_model()
+    model.save(tmp_path / "plain.h5")
+    model.save(tmp_path / "plain.keras")
+    bomb = tmp_path / "2a.h5"
+    bomb.write_bytes((tmp_path / "plain.h5").read_bytes())
+    with h5py.File(bomb, "r+") as f:
+        kernels = []
+        f.visit(lambda n: kernels.append(n) if n.endswith("kernel") else None)
+        _unallocated(f, kernels[0], 800_000_000)
+    assert bomb.stat().st_size < 100_000  # the premise: small on disk
+    weights = tmp_path / "weights.h5"
+    with zipfile.ZipFile(tmp_path / "plain.keras") as z:
+        weights.write_bytes(z.read("model.weights.h5"))
+        members = {n: z.read(n) for n in z.namelist()}
+    with h5py.File(weights, "r+") as f:
+        arrays = []
+        f.visititems(lambda n, o: arrays.append(n) if isinstance(o, h5py.Dataset) else None)
+        _unallocated(f, arrays[0], 800_000_000)
+    with zipfile.ZipFile(tmp_path / "2a.keras", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, weights.read_bytes() if name == "model.weights.h5" else data)
+    for path in (bomb, tmp_path / "2a.keras"):
+        with pytest.raises(CorruptModel, match="declares arrays of more than") as refused:
+            evaluator.evaluate(path)
+        assert "memory" not in refused.value.message, refused.value.message
+    assert evaluator.evaluate(tmp_path / "plain.h5").info.inputs == 2
+    assert evaluator.evaluate(tmp_path / "plain.keras").info.inputs == 2
