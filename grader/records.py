@@ -185,6 +185,21 @@ class DatasetResult:
         return cls(metrics, _want(d.get("plot"), (dict,), f"{dataset}'s plot", none=True))
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What the training worker did with one recipe (``Evaluator.retrain``): the epochs it trained, and whether
+    the fused fit ran them (None: not said)."""
+
+    epochs: int
+    fused: bool | None = None
+
+    @classmethod
+    def from_worker(cls, d) -> "Trained":
+        """The training worker's reply, checked as ``Evaluation.from_worker`` checks the evaluation worker's."""
+        _keys(d, ("epochs", "fused"), ("epochs",), "the training worker's reply")
+        return cls(_want(d["epochs"], (int,), "its epochs"), _want(d.get("fused"), (bool,), "fused", none=True))
+
+
 @dataclass
 class RetrainingRun:
     """One re-training of a recipe: its seed, the epochs it trained, whether the fused fit ran it (None in

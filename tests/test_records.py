@@ -8,10 +8,11 @@ import pytest
 from conftest import task_of
 from grader import records
 from grader.records import (DatasetResult, Evaluation, FileResult, Measurements, ModelInfo, Provenance, Retraining,
-                            RetrainingRun, Source, StudentResult, TaskResult)
+                            RetrainingRun, Source, StudentResult, TaskResult, Trained)
 from grader.score import score_student
 
-RECORDS = [ModelInfo, Provenance, DatasetResult, RetrainingRun, Retraining, Evaluation, Source, FileResult, Measurements, TaskResult,
+RECORDS = [ModelInfo, Provenance, DatasetResult, Trained, RetrainingRun, Retraining, Evaluation, Source, FileResult,
+           Measurements, TaskResult,
            StudentResult]
 
 #: 2a's layers (tutorial6): two inputs, Dense(4, relu) twice, Dense(2, softmax)

@@ -1,6 +1,7 @@
-"""The evaluation worker's reply is read once, where it enters the grader's process, into a typed ``Evaluation``;
-a reply that is not as the worker writes it fails that model alone, in words, with its traceback in the log.
-Pure (no Keras, no worker): the replies are made by the same ``to_json`` the worker uses."""
+"""The evaluation worker's reply is read once, where it enters the grader's process, into a typed ``Evaluation``
+(the training worker's into a ``Trained``); a reply that is not as the worker writes it fails that model alone, in
+words, with its traceback in the log.  Pure (no Keras, no worker): the replies are made by the same ``to_json``
+the worker uses."""
 import copy
 import logging
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 from grader.errors import EvaluationFailed, SubmissionError
-from grader.evaluate.worker import read_reply
-from grader.records import INTERNAL_ERROR, DatasetResult, Evaluation, ModelInfo, Provenance
+from grader.evaluate.worker import _typed, read_reply
+from grader.records import INTERNAL_ERROR, DatasetResult, Evaluation, ModelInfo, Provenance, Trained
 
 INFO = ModelInfo(2, 2, ((4, "relu"), (2, "softmax")), (), 22, keras_version="3.6.0")
 
@@ -96,3 +97,13 @@ def test_a_malformed_reply_fails_that_model_in_words_with_its_traceback_in_the_l
     assert isinstance(error.__cause__, ValueError)  # the cause is kept with it
     (logged,) = [r for r in caplog.records if "2a.h5" in r.getMessage()]
     assert logged.exc_info is not None and logged.exc_info[0] is ValueError  # the traceback, for the log
+
+
+def test_the_training_workers_reply_is_typed_too():
+    assert Trained.from_worker({"epochs": 250, "fused": True}) == Trained(250, True)
+    assert Trained.from_worker({"epochs": 3}) == Trained(3, None)
+    for bad, said in (({"epochs": "250"}, "its epochs is str"), ({"epochs": 1, "fused": 1}, "fused is int"),
+                      ({}, "lacks epochs"), ({"epochs": 1, "path": "/etc"}, "has unknown path")):
+        with pytest.raises(EvaluationFailed, match=said) as raised:
+            _typed("fit-1.keras", lambda: Trained.from_worker(bad))
+        assert raised.value.message.startswith(INTERNAL_ERROR) and "fit-1.keras" in raised.value.message

@@ -22,7 +22,7 @@ import numpy as np
 from .. import errors, untrusted
 from ..errors import EvaluationFailed, EvaluationOutOfMemory, EvaluationTimeout, SubmissionError, WorkerCrashed
 from ..logs import log, worker_output_to_log
-from ..records import INTERNAL_ERROR, DatasetResult, Evaluation, Provenance
+from ..records import INTERNAL_ERROR, DatasetResult, Evaluation, Provenance, Trained
 
 STARTUP_TIMEOUT_S = 180.0
 CLEANUP_EVERY = 25  # requests between clearing Keras' session and collecting garbage
@@ -310,11 +310,16 @@ def read_reply(reply, name: str, provenance: Provenance | None = None) -> Evalua
     """The worker's reply about the model file ``name``, typed (``Evaluation.from_worker``).  A reply that is not
     as the worker writes it is a grader bug that fails this model only: an ``EvaluationFailed`` that says so,
     its traceback in the batch's log."""
+    return _typed(name, lambda: Evaluation.from_worker(reply, provenance))
+
+
+def _typed(name: str, read):
+    """``read()``: a worker's reply about ``name`` as its record (see ``read_reply``)."""
     try:
-        return Evaluation.from_worker(reply, provenance)
+        return read()
     except Exception as e:
-        log.exception("the evaluation worker's reply about %s could not be read", name)
-        raise EvaluationFailed(f"{INTERNAL_ERROR} ({name}: the evaluation worker's reply could not be read: "
+        log.exception("a worker's reply about %s could not be read", name)
+        raise EvaluationFailed(f"{INTERNAL_ERROR} ({name}: the grader's worker gave a reply it could not read: "
                                f"{str(e)[:300]}); a TA will look at it (the full traceback is in the batch's "
                                "grader.log).") from e
 
@@ -450,13 +455,14 @@ class Evaluator:
             self._trainer = Evaluator(self.assignment, {}, backend=self.limits.retraining.backend)
         return self._trainer
 
-    def retrain(self, path, recipe: dict, seed: int, max_epochs: int, out, *, timeout: float) -> dict:
+    def retrain(self, path, recipe: dict, seed: int, max_epochs: int, out, *, timeout: float) -> Trained:
         """Train ``recipe`` (``retrain.recipe_from_capture``) afresh, under ``seed``, on the architecture of the
         model file ``path`` (the grader's copy), for at most ``max_epochs``; the trained model is saved to
-        ``out`` for ``evaluate``.  Runs in the training worker; returns ``{"epochs": epochs trained}``."""
+        ``out`` for ``evaluate``.  Runs in the training worker; returns what it trained (``Trained``)."""
         request = {"kind": "retrain", "path": str(path), "recipe": recipe, "seed": int(seed),
                    "max_epochs": int(max_epochs), "out": str(out)}
-        return self.trainer._call(request, timeout, Path(path).name, doing="re-training its recipe")
+        reply = self.trainer._call(request, timeout, Path(path).name, doing="re-training its recipe")
+        return _typed(Path(path).name, lambda: Trained.from_worker(reply))
 
     def _call(self, request: dict, timeout: float, what: str, doing: str = "loading and evaluating the model"):
         """Send one request to the worker (started or replaced as needed) and return its answer, or raise the

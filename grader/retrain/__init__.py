@@ -121,6 +121,6 @@ def _rounds(evaluator, turns: list[_Turns], budget: Budget, most: int, scratch: 
             finally:
                 out.unlink(missing_ok=True)
             datasets = {t.dataset for t in turn.planned.tasks}
-            record.runs.append(RetrainingRun(seed, trained["epochs"], trained.get("fused"),
+            record.runs.append(RetrainingRun(seed, trained.epochs, trained.fused,
                                              {name: r.metrics for name, r in measured.datasets.items()
                                               if name in datasets}))
