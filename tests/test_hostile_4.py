@@ -186,3 +186,40 @@ def test_a_model_file_declaring_arrays_of_gigabytes_is_refused_from_its_headers(
         assert "memory" not in refused.value.message, refused.value.message
     assert evaluator.evaluate(tmp_path / "plain.h5").info.inputs == 2
     assert evaluator.evaluate(tmp_path / "plain.keras").info.inputs == 2
+
+
+# -- a capture's data archive that lists entries by the hundred thousand ------------------------------------------
+
+
+def test_a_capture_whose_data_archive_lists_180000_entries_is_not_read_entry_by_entry(assignment, tmp_path):
+    """Hostile: a notebook replaces its capture's .npz by one of 16 MB listing 180,000 empty entries beside x and y
+    (the hook's np.savez writes two).  ``zipfile`` parsed every entry in the grader's own process (1.4 s and 106 MB,
+    for each of a run's 50 captures).  Now the end record is read first: such data are not loaded, the model is
+    still taken; an honest capture's data still are."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from conftest import small_model
+    from grader.harvest import MAX_DATA_BYTES, take_capture
+
+    capture = tmp_path / "capture"
+    capture.mkdir()
+    x, y = np.random.default_rng(0).normal(size=(200, 2)), np.eye(2)[np.arange(200) % 2]
+    for stem, entries in (("capture-001", 0), ("capture-002", 180_000)):
+        small_model().save(capture / f"{stem}.keras")
+        (capture / f"{stem}.json").write_text(json.dumps({"index": 1, "event": "fit", "epochs": 5}))
+        with zipfile.ZipFile(capture / f"{stem}.npz", "w", zipfile.ZIP_STORED) as z:
+            for name, a in (("x", x), ("y", y)):
+                buf = io.BytesIO()
+                np.save(buf, a)
+                z.writestr(f"{name}.npy", buf.getvalue())
+            for i in range(entries):
+                z.writestr(zipfile.ZipInfo(f"{i:x}"), b"")
+    assert (capture / "capture-002.npz").stat().st_size <= MAX_DATA_BYTES  # the premise: within the size bound
+    honest = take_capture(capture, "capture-001.json", tmp_path / "taken")
+    assert honest.x is not None and honest.x.shape == (200, 2)
+    hostile = take_capture(capture, "capture-002.json", tmp_path / "taken")
+    assert hostile is not None and hostile.model_path.exists()  # its model is still graded...
+    assert hostile.x is None and hostile.y is None  # ...without the data its archive would not list plainly

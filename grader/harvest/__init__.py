@@ -18,12 +18,16 @@ import numpy as np
 
 from .. import untrusted
 from ..execute.limits import secs
-from ..intake.formats import EMPTY, MODEL_FORMATS, parse_json, sniff_format
+from ..intake.formats import EMPTY, MODEL_FORMATS, _zip_entries, parse_json, sniff_format
 from ..records import Provenance
 from ..spec import Assignment, import_reference
 
 MAX_META_BYTES = 64 * 1024
 MAX_DATA_BYTES = 16 * 2**20          # a capture's .npz as written (read whole, then let go)
+#: the entries a capture's .npz may list (the hook's np.savez writes x.npy and y.npy): ``zipfile`` reads every
+#: entry of the central directory first, and 16 MB list 180,000 (1.4 s and 106 MB of the grader's own process for
+#: each of a run's 50 captures)
+MAX_DATA_ENTRIES = 8
 MAX_MODEL_BYTES = 64 * 2**20         # a captured or saved model (the course's are a few KB)
 #: the most points of a capture's training data loaded: ``identify_datasets`` names no dataset from more, so
 #: more could neither be matched to a task nor re-trained (the kernel's hook saves up to 200,000 values)
@@ -157,6 +161,8 @@ def load_arrays(data: bytes, bounds: DataBounds = DataBounds()):
     than ``bounds`` allows; y alone is None when it does (checked on each array's header, before it is
     decompressed or widened)."""
     try:
+        if _zip_entries(io.BytesIO(data)) > MAX_DATA_ENTRIES:  # read from its end record, before any entry
+            return None, None
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             x = _bounded_array(z, "x", bounds.points, bounds.x_width)
             if x is None:
