@@ -9,6 +9,7 @@ client over the same gradebook.  Tests touch different students, so their overri
 from __future__ import annotations
 
 import contextlib
+import html
 import http.server
 import re
 import threading
@@ -25,20 +26,31 @@ THRESHOLD = {"metric": "accuracy", "pass": 0.95, "partial": 0.75, "higher_is_bet
 
 
 def _record(out):
-    """amy, ben, cal, dee, eve (the gradebook's order).  ben: every file graded (1c), the rest missing with
-    nothing to score; cal: a write-up the grader does not grade beside 1c; dee: 2b's own run short of the
-    partial-credit threshold, its recipe re-trained by the grader over it; eve: 1a partial."""
+    """Two batches.  The first: amy, ben, cal, dee, eve (the gradebook's order).  ben: every file graded (1c),
+    the rest missing with nothing to score; cal: a write-up the grader does not grade beside 1c; dee: 2b's own
+    run short of the partial-credit threshold, its recipe re-trained by the grader over it; eve: 1a at 1 of 5,
+    which a TA then sets to 4.  The second batch grades eve's changed work again (1a: 2): the TA's 4 stands,
+    flagged; the others are unchanged."""
     from grader.pipeline import render_reports
-    from grader.records import FileResult, Measurements, StudentResult, TaskResult
     from grader.spec import load_assignment
     from grader.store import Gradebook
 
     assignment = load_assignment(TUTORIAL6)
-    scores = {"amy": {"1a": 5.0, "1c": 10.0, "2b": 10.0}, "ben": {"1c": 10.0}, "cal": {"1c": 10.0},
-              "dee": {"1c": 10.0, "2b": 5.0}, "eve": {"1a": 2.0}}
     book = Gradebook(None, out)
+    _batch(book, assignment, {"amy": {"1a": 5.0, "1c": 10.0, "2b": 10.0}, "ben": {"1c": 10.0},
+                              "cal": {"1c": 10.0}, "dee": {"1c": 10.0, "2b": 5.0}, "eve": {"1a": 1.0}})
+    book.override(assignment.id, "eve", "1a", 4.0, reason="the plot shows the fit", by="tara")
+    _batch(book, assignment, {"eve": {"1a": 2.0}})
+    book.close()
+    render_reports(TUTORIAL6, out)
+
+
+def _batch(book, assignment, scores):
+    """One `grader grade` of ``scores`` ({student: {task: points}}; other tasks missing) into ``book``."""
+    from grader.records import FileResult, Measurements, StudentResult, TaskResult
+
     run = book.begin_run(assignment, "test")
-    for i, (sid, got) in enumerate(scores.items()):
+    for sid, got in scores.items():
         tasks, files = [], []
         for t in assignment.tasks:
             score = got.get(t.id)
@@ -60,11 +72,10 @@ def _record(out):
         if sid == "cal":
             files.append(FileResult("answers.pdf", "other", "ignored", None, "not a file the grader grades"))
         result = StudentResult(sid, sum(t.score for t in tasks), assignment.max_score, tasks, files=files)
-        book.record(assignment.id, run, sid, content_hash=f"h{i}", files=[], measure_key=f"m{i}",
-                    score_key=f"s{i}", measurements=Measurements(sid, [], [], [], {}, []).to_json(), result=result)
+        key = f"{sid}-{run}"
+        book.record(assignment.id, run, sid, content_hash=key, files=[], measure_key=key, score_key=key,
+                    measurements=Measurements(sid, [], [], [], {}, []).to_json(), result=result)
     book.finish_run(run, "finished", {})
-    book.close()
-    render_reports(TUTORIAL6, out)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +215,7 @@ def test_at_400px_a_missing_task_has_a_form_only_when_there_is_work_to_score(bro
 
 def test_previous_next_and_the_override_keep_the_search_and_the_order(client):
     page = client.get("/student/dee?q=E&sort=total&order=asc").get_data(as_text=True)
-    # found by "E" (any case): ben 10, dee 15 and eve 2; lowest total first: eve, ben, dee
+    # found by "E" (any case): ben 10, dee 15 and eve 4; lowest total first: eve, ben, dee
     assert re.search(r'id="prev" rel="prev">← ben</a>', page) and 'id="next"' not in page
     assert "3 of 3 found by the search “E” sorted by total, ascending" in page
     action = re.search(r'<form class="override" method="post" action="([^"]+)">', page)[1].replace("&amp;", "&")
@@ -306,6 +317,7 @@ def test_a_page_of_another_origin_cannot_post_an_override(browser, klass):
     """The TA signed in, in the same browser: a page served from another port of 127.0.0.1 (the same site, so
     the SameSite cookie goes with its requests) posts a form, and a script, to the server.  Both refused."""
     out, url = klass
+    before = audit(out)
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -317,7 +329,7 @@ def test_a_page_of_another_origin_cannot_post_an_override(browser, klass):
             assert page.url.startswith(base) and page.inner_text("#error") == "Forbidden"
             page.goto(evil + "/fetch")
             page.wait_for_function("document.title === 'sent' || document.title === 'failed'")
-        assert [r for r in audit(out) if r[0] == "eve"] == []
+        assert audit(out) == before
         page.goto(base + "/student/eve")  # the TA's own page still works
         assert page.inner_text("#student-id") == "eve"
     finally:
@@ -337,3 +349,23 @@ def test_credit_earned_by_re_training_is_in_the_review_queue(client, klass):
     found = review_gradebook(klass[0])["items"]
     assert [(i["kind"], i["students"], i["task"]) for i in found if i["kind"] == "re-trained credit"] == [
         ("re-trained credit", ["dee"], "2b")]
+
+
+def test_the_review_page_says_what_the_last_batch_changed(client):
+    page = client.get("/review").get_data(as_text=True)
+    changed = page[page.index('<h2 id="changed">'):]
+    assert "graded 1 of 5 student(s) again" in changed
+    listed = re.findall(r'<li><a href="([^"]+)">(\w+)</a>: ([^<]*)', changed)
+    assert listed == [("/student/eve", "eve", "4 / 100 (the grader's own: 2) · ")], listed
+    assert "✎! a TA's score to look at again: 1a" in changed
+    # and the queue has it first among the checks: the TA's 4 over the grader's 1, which is now 2
+    assert re.search(r'<td>override needs review</td>\s*<td><a href="/student/eve#task-1a">eve</a>', page)
+
+
+def test_a_tasks_evidence_is_its_metric_its_thresholds_and_where_from_and_the_re_training(client):
+    page = client.get("/student/dee").get_data(as_text=True)
+    block = _task(page, "2b").split('<ul class="evidence"', 1)[1].split("</ul>")[0]
+    evidence = [html.unescape(e) for e in re.findall(r"<li>([^<]*)</li>", block)]
+    assert evidence == ["held-out accuracy: 0.700", "thresholds: pass ≥ 0.950, partial ≥ 0.750 (from test)",
+                        "the grader's re-training of the recipe: best 0.800 of 3 run(s)"]
+    assert '<ul class="evidence"' not in _task(page, "1a")  # missing: nothing measured

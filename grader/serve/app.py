@@ -340,7 +340,18 @@ def review():
 
     state = _state()
     found = review_gradebook(state["folder"], db_url=state["db_url"], assignment_id=state["assignment"])
-    return render_template("review.html", found=found, safe_name=safe_name)
+    # what the last `grader grade` changed: the students it graded or re-scored (new or changed work, a new
+    # grader or spec); the others kept their earlier result.  Each with the total and the TA's scores flagged
+    batch = state["gradebook"].last_batch(state["assignment"])
+    changed = []
+    if batch is not None:
+        results = {r["id"]: r for r in state["gradebook"].results(state["assignment"], batch["students"])}
+        changed = [{"id": sid, "score": r["score"], "max_score": r["max_score"],
+                    "automatic": (r.get("automatic") or {}).get("score"),
+                    "flagged": [t["id"] for t in r["tasks"] if (t.get("override") or {}).get("needs_review")]}
+                   for sid, r in results.items()]
+    return render_template("review.html", found=found, safe_name=safe_name, batch=batch, changed=changed,
+                           total=len(state["gradebook"].results(state["assignment"])))
 
 
 def student(name):
@@ -381,8 +392,32 @@ def student(name):
         bool(data.get("notebooks"))
     return render_template("student.html", s=data, name=name, versions=versions, step=step, safe_name=safe_name,
                            executed=executed, models=models, ran=ran, cells=cells, loose=loose,
+                           evidence={t["id"]: _evidence(t) for t in data["tasks"]},
                            report=_page_file(state["pages"], name) is not None,
                            by=request.cookies.get(state["by_cookie"]) or state["by"])
+
+
+def _evidence(task: dict) -> list[str]:
+    """What a task's grade stands on, in short phrases a TA defends it with: the measured value of the metric
+    its thresholds judge, the thresholds and where they come from, and the grader's re-training of the recipe
+    (its best, of how many); nothing for a task with no threshold (a missing one, a hand-set model's)."""
+    from ..assess import METRIC_LABELS, fmt_value
+    from ..spec.model import METRICS, relation
+
+    th, metrics = task.get("threshold") or {}, task.get("metrics") or {}
+    metric = th.get("metric")
+    if metric not in METRICS or metric not in metrics:
+        return []
+    out = [f"{METRIC_LABELS.get(metric, metric)}: {fmt_value(metric, metrics[metric])}"]
+    limits = [f"{which} {relation(metric)} {fmt_value(metric, th[which])}" for which in ("pass", "partial")
+              if isinstance(th.get(which), (int, float))]
+    if limits:
+        out.append("thresholds: " + ", ".join(limits) + (f" (from {th['source']})" if th.get("source") else ""))
+    best, runs = metrics.get(f"retrained_{metric}"), metrics.get("retrainings")
+    if best is not None:
+        out.append(f"the grader's re-training of the recipe: best {fmt_value(metric, best)}"
+                   + (f" of {runs:g} run(s)" if runs else ""))
+    return out
 
 
 #: what became of a file (``FileResult.outcome``) that leaves work a TA may score as a task the grader gave

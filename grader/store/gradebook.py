@@ -234,6 +234,25 @@ class Gradebook:
             text = c.execute(q.limit(1)).scalar()
         return json.loads(text) if text else None
 
+    def last_batch(self, assignment_id: str) -> dict | None:
+        """The latest finished run of ``assignment_id``: ``{"run", "started_at", "finished_at", "counts",
+        "students", "earlier"}``, ``students`` the ids whose current result it recorded (graded or re-scored by it;
+        a student it found unchanged keeps an older run's result), ``earlier`` how many runs finished before it;
+        None when no run has finished."""
+        with self._errors("read"), self.engine.connect() as c:
+            row = c.execute(sa.select(runs.c.id, runs.c.started_at, runs.c.finished_at, runs.c.counts)
+                            .where(runs.c.assignment_id == assignment_id, runs.c.status == "finished")
+                            .order_by(runs.c.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            ids = c.execute(sa.select(students.c.student_id).join(results, results.c.student == students.c.id)
+                            .where(students.c.assignment_id == assignment_id, results.c.run == row.id)
+                            .order_by(students.c.student_id)).scalars().all()
+            earlier = c.execute(sa.select(sa.func.count()).select_from(runs).where(
+                runs.c.assignment_id == assignment_id, runs.c.status == "finished", runs.c.id < row.id)).scalar()
+        return {"run": row.id, "started_at": row.started_at, "finished_at": row.finished_at,
+                "counts": json.loads(row.counts) if row.counts else {}, "students": list(ids), "earlier": earlier}
+
     def finish_run(self, run_id: int, status: str, counts: dict) -> None:
         with self._errors("finish the run in"), self.engine.begin() as c:
             c.execute(runs.update().where(runs.c.id == run_id).values(status=status, finished_at=now(),
