@@ -223,3 +223,34 @@ def test_a_capture_whose_data_archive_lists_180000_entries_is_not_read_entry_by_
     hostile = take_capture(capture, "capture-002.json", tmp_path / "taken")
     assert hostile is not None and hostile.model_path.exists()  # its model is still graded...
     assert hostile.x is None and hostile.y is None  # ...without the data its archive would not list plainly
+
+
+# -- a run that saves model files by the hundred ------------------------------------------------------------------
+
+
+def test_a_run_that_saves_hundreds_of_model_files_has_only_as_many_graded_as_captures(assignment, tmp_path):
+    """Hostile: a notebook saves 300 small models (m0.h5 ... m299.h5) and its model.h5.  Every one was taken,
+    evaluated and stored with its plots (600 such files: 2 min 24 s of the grader and a 59 MB gradebook row for
+    one student; a run may write 5,000).  Now a run's saved models are bounded as its captures are
+    (``max_captures``), the spec's own names first, and the report says how many were not graded."""
+    import shutil
+
+    from conftest import small_model
+    from grader import untrusted
+    from grader.harvest import Harvester, max_captures
+
+    work = tmp_path / "work"
+    work.mkdir()
+    small_model().save(work / "m0.h5")
+    for i in range(1, 300):
+        shutil.copyfile(work / "m0.h5", work / f"m{i}.h5")
+    shutil.copyfile(work / "m0.h5", work / "model.h5")
+    harvester = Harvester(assignment)
+    harvester.start(tmp_path / "taken")
+    saved = harvester.saved(work, {}, untrusted.Bounds(max_entries=1000, max_bytes=2**30, max_depth=8))
+    most = max_captures(assignment)
+    assert len(saved) == most < 301
+    assert "model.h5" in {rel for rel, _ in saved}  # the task's own file is among those graded
+    assert sum(1 for _ in (tmp_path / "taken").rglob("*.h5")) == most  # the rest were not even copied
+    (said,) = [n for n in harvester.refused if "model files" in n]
+    assert f"The run saved 301 model files; only {most} were graded" in said, said

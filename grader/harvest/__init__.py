@@ -236,21 +236,28 @@ def snapshot(work_dir: Path, bounds: untrusted.Bounds) -> dict[str, tuple[int, i
 
 
 def saved_models(work_dir: Path, before: dict, taken: Path, bounds: untrusted.Bounds,
-                 notes: list[str] | None = None) -> list[tuple[str, Path]]:
+                 notes: list[str] | None = None, most: int | None = None,
+                 named: frozenset = frozenset()) -> list[tuple[str, Path]]:
     """Model files the notebook wrote (new or changed) in its work folder, as (relative path, the grader's
-    copy).  Only names that say "model" (.h5, .hdf5, .keras) are looked at, and only regular files whose
-    bytes are a model format are kept.  ``notes``: the report's words on the TensorFlow SavedModel folders it
-    wrote (``savedmodel_notes``), and on the model files it wrote that hold no model (``unsaved_note``), are
-    added there."""
+    copy).  Only model names (.h5, .hdf5, .keras) are looked at, and only regular files whose bytes are a
+    model format are kept: at most ``most`` of them, those whose file name is one of ``named`` (the spec's,
+    ``model.h5``) first, then by path; the rest are named in ``notes``.  ``notes``: the report's words on the
+    TensorFlow SavedModel folders it wrote (``savedmodel_notes``), and on the model files it wrote that hold no
+    model (``unsaved_note``), are added there."""
     found, no_model = [], []
     now = snapshot(work_dir, bounds)
     if notes is not None:
         notes.extend(savedmodel_notes(now, before))
-    for rel, state in sorted(now.items()):
-        if before.get(rel) == state or not rel.lower().endswith(SAVED_MODEL_SUFFIXES):
-            continue
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
+    new = [rel for rel, state in now.items() if before.get(rel) != state
+           and rel.lower().endswith(SAVED_MODEL_SUFFIXES) and not any(p.startswith(".") for p in rel.split("/"))]
+    new.sort(key=lambda rel: (rel.rsplit("/", 1)[-1].lower() not in named, rel))
+    if most is not None and len(new) > most:  # each is taken, evaluated and stored with its plots: bounded
+        if notes is not None:
+            notes.append(f"The run saved {len(new)} model files; only {most} were graded, more than the "
+                         f"assignment's tasks could use (not graded: {', '.join(r[:80] for r in new[most:most + 3])}"
+                         f"{', ...' if len(new) > most + 3 else ''}).")
+        new = new[:most]
+    for rel in sorted(new):
         # the grader's copy at the same relative path under saved/: one name a file (x/model.h5 and
         # x__model.h5 were both saved/x__model.h5, and the second was lost), a name the student's folder holds
         dest = taken / "saved" / rel
@@ -387,8 +394,11 @@ class Harvester:
         return snapshot(work, bounds)
 
     def saved(self, work: Path, before: dict, bounds: untrusted.Bounds) -> list[tuple[str, Path]]:
-        """The models the run saved in its work folder, copied beside the captures (``saved_models``)."""
-        return saved_models(work, before, self.taken, bounds, self.refused)
+        """The models the run saved in its work folder, copied beside the captures (``saved_models``): as many as
+        the captures taken of a run, the spec's own file names (``model.h5``) first."""
+        named = frozenset(n.lower() for t in self.assignment.tasks
+                          for n in (*t.file_names, *(f"{name}{s}" for name in t.names for s in SAVED_MODEL_SUFFIXES)))
+        return saved_models(work, before, self.taken, bounds, self.refused, self.most, named)
 
 
 # -- which dataset was this trained on? -------------------------------------
