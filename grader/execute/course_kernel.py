@@ -12,12 +12,17 @@ import os
 import re
 import sys
 
-#: a line Colab runs but the grader skips: installing packages, fetching files, Colab-only magics
+#: a line Colab runs but the grader skips: installing packages, fetching files, Colab-only magics; also as
+#: Jupyter's "Download as Python (.py)" writes them (``get_ipython().system('pip install ...')``,
+#: ``get_ipython().run_line_magic('tensorflow_version', '2.x')``, which failed the cell of the imports)
 SKIPPED_LINE = re.compile(
     r"^\s*(?:(?P<target>[A-Za-z_]\w*)\s*=\s*)?(?:"
-    r"!{1,2}\s*(?:sudo\s+)?(?:pip3?|python3?\s+-m\s+pip|conda|mamba|apt(?:-get)?|wget|curl|git|gdown|nvidia-smi"
+    r"(?:!{1,2}|get_ipython\(\)\.(?:system|getoutput)\(\s*[rRuU]?['\"])"
+    r"\s*(?:sudo\s+)?(?:pip3?|python3?\s+-m\s+pip|conda|mamba|apt(?:-get)?|wget|curl|git|gdown|nvidia-smi"
     r"|kaggle)\b"
-    r"|%{1,2}\s*(?:pip|conda|tensorflow_version|tensorboard|load_ext\s+tensorboard)\b)")
+    r"|%{1,2}\s*(?:pip|conda|tensorflow_version|tensorboard|load_ext\s+tensorboard)\b"
+    r"|get_ipython\(\)\.run_line_magic\(\s*['\"](?:pip|conda|tensorflow_version|tensorboard"
+    r"|load_ext['\"]\s*,\s*['\"]tensorboard)\b)")
 #: a cell the shell runs: Colab's own ``%%shell`` (Jupyter has none: run as ``%%bash``), ``%%bash``, ``%%sh``
 SHELL_CELL = re.compile(r"^\s*%%(shell|bash|sh)\b")
 #: a line of such a cell that the grader skips: the same commands, without the ``!``

@@ -13,6 +13,10 @@ import re
 import nbformat
 
 MARKER = re.compile(r"^# ?%%(?P<rest>.*)$")
+#: a line only IPython runs: a shell command or a magic (``!pip install ...``, ``x = !ls``, ``%matplotlib inline``);
+#: read as ``pass`` to find where a script's statements end (cut at blank lines instead, a docstring or a function
+#: with a blank line in it was cut in two, and each half failed)
+ESCAPE = re.compile(r"^([ \t]*)(?:[A-Za-z_]\w*[ \t]*=[ \t]*)?[!%]")
 
 
 def _notebook(cells) -> nbformat.NotebookNode:
@@ -23,7 +27,9 @@ def _notebook(cells) -> nbformat.NotebookNode:
 
 def script_to_notebook(text: str):
     """A notebook of ``text``: percent-format cells (``# %% [markdown]`` cells become markdown) when it has
-    cell markers, else ``plain_cells``."""
+    cell markers, else ``plain_cells``.  A byte-order mark (Windows' Notepad and "UTF-8 with BOM" editors write
+    one, and Python runs such a file) is dropped: kept, it is an invalid character in the cell of the imports."""
+    text = text.removeprefix("\ufeff")
     lines = text.splitlines()
     if not any(MARKER.match(line) for line in lines):
         return _notebook([nbformat.v4.new_code_cell(c) for c in plain_cells(text)])
@@ -56,7 +62,10 @@ def plain_cells(text: str) -> list[str]:
     try:
         statements = ast.parse(text).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return [b for b in re.split(r"\n\s*\n", text) if b.strip()]  # let the kernel say what is wrong
+        try:  # a notebook exported by Colab keeps its `!pip install ...` lines, which only IPython reads
+            statements = ast.parse("\n".join(ESCAPE.sub(r"\1pass  # ", line) for line in lines)).body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return [b for b in re.split(r"\n\s*\n", text) if b.strip()]  # let the kernel say what is wrong
     if not statements:
         return []
     cells, start = [], 0  # start: the first line of the cell being built

@@ -258,7 +258,7 @@ def _code_of(f: SubmittedFile) -> str:
     try:
         data = f.read(formats.MAX_NOTEBOOK_BYTES)
         if f.format == formats.SCRIPT:
-            return data.decode("utf-8", errors="replace")
+            return data.decode("utf-8-sig", errors="replace")  # as Python reads it: a byte-order mark dropped
         cells = formats.parse_json(data).get("cells", [])
         return "\n".join("".join(c["source"]) if isinstance(c.get("source"), list) else str(c.get("source", ""))
                          for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")

@@ -137,8 +137,8 @@ def sniff_format(path: Path, dir_fd: int | None = None) -> str:
             doc = parse_json(untrusted.read_bytes(name, MAX_NOTEBOOK_BYTES, dir_fd))
         except (ValueError, untrusted.Refused):
             return UNKNOWN
-        if isinstance(doc, dict) and "cells" in doc and "nbformat" in doc:
-            return NOTEBOOK
+        if isinstance(doc, dict) and "nbformat" in doc and ("cells" in doc or "worksheets" in doc):
+            return NOTEBOOK  # (worksheets: nbformat 3, IPython's before Jupyter's, which nbformat converts)
         return UNKNOWN
     if path.suffix == ".py":  # with `# %%` cells or without: both are run (``execute.scripts``)
         return SCRIPT
