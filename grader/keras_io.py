@@ -305,6 +305,9 @@ def read_config(path: Path, fmt: str, max_parameters: int, max_layers: int = 100
     if _needs_current_form(config):  # Keras <= 2.3's Sequential, read as TensorFlow 2.x's Keras writes it
         config = _current_form(config)
         raw = json.dumps(config)
+    if (tf_functions := _tf_activations(config)) is not None:  # activation=tf.nn.softmax, as Keras' softmax
+        config = tf_functions
+        raw = json.dumps(config)
     _config_problems(config, max_parameters, name, max_layers)
     return {"config": config, "config_text": raw, "keras_version": version}
 
@@ -340,21 +343,110 @@ def _needs_current_form(config) -> bool:
             and isinstance(layers[0]["config"].get("batch_input_shape"), list))
 
 
+#: TensorFlow's functions that Keras 3 saves as a "function" of module ``builtins`` (``activation=tf.nn.softmax``,
+#: TensorFlow's tutorials' spelling: its name is ``softmax_v2``), which no Keras loads back, and the Keras
+#: activation each one computes (the same function: softmax over the last axis, x * sigmoid(x), ...)
+TF_FUNCTIONS = {"softmax_v2": "softmax", "log_softmax_v2": "log_softmax", "swish": "swish", "silu": "silu",
+                "gelu": "gelu", "relu6": "relu6"}
+
+
+def _tf_activations(config) -> dict | None:
+    """``config`` with each layer's ``activation`` that is one of ``TF_FUNCTIONS`` as the Keras activation it
+    computes; None when it has none."""
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        return None
+    layers = config["config"].get("layers")
+    if not isinstance(layers, list):
+        return None
+    changed, fixed = False, []
+    for layer in layers:
+        layer_config = layer.get("config") if isinstance(layer, dict) else None
+        activation = layer_config.get("activation") if isinstance(layer_config, dict) else None
+        if isinstance(layer, dict) and layer.get("class_name") in ALLOWED_MODELS:
+            inner = _tf_activations(layer)
+            if inner is not None:
+                layer, changed = inner, True
+        elif (isinstance(activation, dict) and activation.get("class_name") == "function"
+              and activation.get("module") == "builtins" and activation.get("config") in TF_FUNCTIONS):
+            layer = {**layer, "config": {**layer_config, "activation": TF_FUNCTIONS[activation["config"]]}}
+            changed = True
+        fixed.append(layer)
+    return {**config, "config": {**config["config"], "layers": fixed}} if changed else None
+
+
 def _listed_sequential(path: Path) -> dict | None:
-    """The configuration of an HDF5 ``Sequential`` that Keras up to 2.3 saved (``_needs_current_form``), in the
-    current form; None for any other file."""
+    """The configuration of an HDF5 ``Sequential`` that Keras up to 2.3 saved (``_needs_current_form``), or of a
+    model with TensorFlow's functions as activations (``_tf_activations``), in the form Keras 3 rebuilds; None
+    for any other file."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
             raw = raw.decode() if isinstance(raw, bytes) else raw
-            if not isinstance(raw, str) or len(raw) > MAX_CONFIG_BYTES or "batch_input_shape" not in raw:
+            if not isinstance(raw, str) or len(raw) > MAX_CONFIG_BYTES or not (
+                    "batch_input_shape" in raw or "builtins" in raw):
                 return None
         config = json.loads(raw)
-    except (OSError, RuntimeError, ValueError):
+    except (OSError, RuntimeError, ValueError, RecursionError):
         return None
-    return _current_form(config) if _needs_current_form(config) else None
+    current = _current_form(config) if _needs_current_form(config) else None
+    return _tf_activations(current or config) or current
+
+
+def _keras2_archive_form(config) -> dict | None:
+    """The configuration of a ``.keras`` archive that Keras 2.13-2.15 or tf_keras wrote (``model.save('x.keras')``
+    on TensorFlow 2.13-2.15, Colab's until 2024), in the form Keras 3 rebuilds: the input's shape as an
+    ``InputLayer``'s ``batch_shape`` and on no other layer (Keras 3 refuses a ``Dense`` that carries Keras 2's
+    ``batch_input_shape``: "could not be deserialized properly"), a ``Functional`` of Keras 3's module.  The
+    weights file is the same format in both.  None for any other configuration."""
+    if not isinstance(config, dict) or config.get("class_name") not in ("Sequential", "Functional"):
+        return None
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) and isinstance(layer.get("config"), dict)
+                                               for layer in layers):
+        return None
+    module = str(config.get("module") or "")
+    if not (any("batch_input_shape" in layer["config"] for layer in layers)
+            or module.startswith(("tf_keras.", "keras.src.engine."))):
+        return None
+    fixed = []
+    for layer in layers:
+        layer_config = dict(layer["config"])
+        shape = layer_config.pop("batch_input_shape", None)
+        if layer.get("class_name") == "InputLayer" and shape is not None:
+            layer_config["batch_shape"] = shape
+            layer_config.pop("ragged", None)
+        fixed.append({**layer, "config": layer_config})
+    out = {**config, "config": {**inner, "layers": fixed}}
+    if config["class_name"] == "Functional":
+        out["module"] = "keras.src.models.functional"
+    return out
+
+
+def _keras2_archive(path: Path, tmp: Path) -> Path | None:
+    """A copy in ``tmp`` of the vetted ``.keras`` archive ``path`` with its configuration in the form Keras 3
+    rebuilds (``_keras2_archive_form``, ``_tf_activations``); None when it needs none or is not such an archive."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = [i for i in z.infolist() if not i.is_dir()]
+            if ({i.filename for i in infos} - KERAS_MEMBERS or "config.json" not in z.namelist()
+                    or z.getinfo("config.json").file_size > MAX_CONFIG_BYTES):
+                return None
+            config = json.loads(z.read("config.json"))
+            keras2 = _keras2_archive_form(config)
+            fixed = _tf_activations(keras2 or config) or keras2
+            if fixed is None:
+                return None
+            copy = tmp / "model.keras"
+            with zipfile.ZipFile(copy, "w") as out:
+                for info in infos:  # sizes bounded by read_config (``_archive_problems``)
+                    data = json.dumps(fixed).encode() if info.filename == "config.json" else z.read(info.filename)
+                    out.writestr(info.filename, data)
+            return copy
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
 
 
 def _list_of_layers(name: str, version) -> CorruptModel:
@@ -403,7 +495,7 @@ def load(path: Path):
         from .intake.formats import sniff_format
 
         listed = _listed_sequential(path) if sniff_format(path) == HDF5 else None
-        if listed is not None:  # saved by Keras <= 2.3: a copy in the current form, which Keras rebuilds
+        if listed is not None:  # saved by Keras <= 2.3 or with tf.nn activations: a copy Keras rebuilds
             import shutil
             import tempfile
 
@@ -415,6 +507,14 @@ def load(path: Path):
                 with h5py.File(copy, "r+") as f:
                     f.attrs["model_config"] = json.dumps(listed)
                 return keras.models.load_model(copy, compile=False, safe_mode=True)
+        if sniff_format(path) == KERAS_ZIP:  # saved by Keras 2.13-2.15 or with tf.nn activations: a copy Keras 3
+            #                                   rebuilds
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
+                copy = _keras2_archive(path, Path(tmp))
+                if copy is not None:
+                    return keras.models.load_model(copy, compile=False, safe_mode=True)
         if path.suffix not in (".h5", ".keras"):  # Keras goes by the extension: model.H5, model.hdf5
             import tempfile
 

@@ -131,6 +131,22 @@ def _grader_saver(np, out, keras2, max_values):
         except Exception:
             return None
 
+    def layers_of(model, xa):
+        """A model of the student's own class (``class Net(keras.Model)`` with ``call``), which the grader does not
+        load (its code is the notebook's): the Functional model of the layers its ``call`` runs on an input of the
+        data's shape, sharing their weights; None when ``call`` runs anything but layers."""
+        try:
+            if keras2:
+                import tf_keras as keras
+            else:
+                import keras
+            if xa is None or xa.ndim < 2:
+                return None
+            inputs = keras.Input(shape=xa.shape[1:])
+            return keras.Model(inputs, model.call(inputs))
+        except Exception:
+            return None
+
     def capture(model, event, x, y, settings):
         if state["count"] >= max_captures:
             return
@@ -142,17 +158,24 @@ def _grader_saver(np, out, keras2, max_values):
         n = state["count"] = state["count"] + 1
         stem = os.path.join(out, f"capture-{n:03d}")
         model_file = stem + (".h5" if keras2 else ".keras")
+        xa, ya = as_array(x), as_array(y)
+        subclass = None if type(model).__module__.startswith(("keras.", "tf_keras.", "tensorflow.")) \
+            else type(model).__name__
+        traced = layers_of(model, xa) if subclass else None
+        saved = model if traced is None else traced
         if keras2:
             import warnings
 
             with warnings.catch_warnings():  # tf_keras calls HDF5 "legacy": not the student's concern
                 warnings.simplefilter("ignore")
-                model.save(model_file, include_optimizer=False)
+                saved.save(model_file, include_optimizer=False)
         else:
-            model.save(model_file)
+            saved.save(model_file)
         meta = {"index": n, "event": event, "model_file": model_file,
                 "weights_sha256": digest, **settings}
-        xa, ya = as_array(x), as_array(y)
+        if subclass:
+            meta["subclass"] = subclass[:100]
+            meta["subclass_traced"] = traced is not None
         if xa is not None:
             meta["x_shape"] = list(xa.shape)
             meta["x_sha256"] = hashlib.sha256(np.ascontiguousarray(xa).tobytes()).hexdigest()

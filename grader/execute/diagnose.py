@@ -98,12 +98,15 @@ def explain(cell: CellRun, *, memory_mb: int = 4096, cell_limit: float = 600.0,
 
 #: failures only the JAX backend has (so a TensorFlow re-run may succeed): JAX's own error types, and code
 #: that treats a JAX array or tracer as a TensorFlow tensor.  Never the bare word "jax", which is in the
-#: traceback of almost every Keras error on this backend.
+#: traceback of almost every Keras error on this backend.  ``_error_repr`` is JAX's tracer error failing on a
+#: TensorFlow op: a layer's ``activation=tf.nn.relu`` (TensorFlow's own tutorials' spelling) ends a fit on JAX
+#: in "Unable to automatically build the model ... 'str' object has no attribute '_error_repr'", the cause
+#: (a TracerArrayConversionError) cut from the message by Keras.
 JAX_ONLY = re.compile(
     r"\b(TracerArrayConversionError|ConcretizationTypeError|TracerBoolConversionError|TracerIntegerConversionError"
     r"|UnexpectedTracerError|NonConcreteBooleanIndexError)\b"
     r"|'(ArrayImpl|Array|[A-Za-z]*Tracer)' object has no attribute"
-    r"|object has no attribute 'numpy'")
+    r"|object has no attribute '(numpy|_error_repr)'")
 
 
 def backend_explains(cells: list[CellRun]) -> str | None:
