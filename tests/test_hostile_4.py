@@ -1,23 +1,17 @@
 """Hostile submissions, fourth round: marks not earned, and harm to the TA's machine or the class's batch.
 
-One class is graded once (``klass``: the real CLI, sandboxed kernels, evaluation and training workers), each
-hostile student with a submission of their own, beside an honest one; each test asserts on what that student
-got or what the batch wrote.  Assertions are on grades, words and files, never on time.
+Each case is its own hostile submission, run by the real parts (sandboxed kernels, the evaluation and training
+workers, h5py and Keras' loader); the forged capture is graded beside an honest classmate whose run really got
+stuck (``klass``, graded once).  Assertions are on grades, words and what was held or read, never on time.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SECRET, needs_sandbox
+from conftest import needs_sandbox, task_of
 from test_check import STUCK_2A  # an honest 2a run that gets stuck at the majority class, saved as model.h5
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: a script that never trains: it saves the sheet's 2a network as built (model.h5), and writes into the capture
 #: folder a capture of its own claiming that this very model came out of a fit of a recipe that trains well
@@ -49,11 +43,13 @@ print('forged')
 
 
 @pytest.fixture(scope="module")
-def klass(tmp_path_factory):
-    """The class, graded once by the CLI with two workers: {student id: their results.json entry}, and the
-    output folder."""
-    tmp = tmp_path_factory.mktemp("hostile4")
-    subs = tmp / "subs"
+def klass(assignment, evaluator, tmp_path_factory):
+    """The hostile student and their honest classmate, each graded as a batch grades them (real sandboxed
+    kernels, the session's evaluation and training workers): {student id: StudentResult}."""
+    from conftest import grade_one
+
+    subs = tmp_path_factory.mktemp("hostile4") / "subs"
+    results = {}
     for student, files in {
         "forger": {"work.py": FORGED_CAPTURE},
         "honest": {"work.py": "# %%\n" + STUCK_2A},
@@ -61,18 +57,8 @@ def klass(tmp_path_factory):
         (subs / student).mkdir(parents=True)
         for name, text in files.items():
             (subs / student / name).write_text(text)
-    out = tmp / "out"
-    env = {**os.environ, "GRADER_SECRET": TEST_SECRET, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(subs), "-a",
-                           str(ROOT / "reference" / "tutorial6"), "-o", str(out), "--workers", "2"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stderr[-3000:]
-    students = {s["id"]: s for s in json.loads((out / "results.json").read_text())["students"]}
-    return students, out
-
-
-def _task(student: dict, tid: str) -> dict:
-    return next(t for t in student["tasks"] if t["id"] == tid)
+        results[student] = grade_one(assignment, evaluator, subs, student)
+    return results
 
 
 # -- a forged capture and twin credit ---------------------------------------------------------------------------
@@ -84,25 +70,24 @@ def test_a_forged_capture_earns_an_untrained_saved_model_no_recipe_credit(klass)
     the student's); but model.h5 was never trained, and the only thing that tied it to that recipe is a file the
     student wrote.  Before, task 3 read "It is the model of task 2a your notebook trained ... counts as a trained
     model": 10/10."""
-    students, _ = klass
-    forger = students["forger"]
-    two_a = _task(forger, "2a")
-    assert "re-trained by the grader" in two_a["message"], two_a["message"]  # the premise: the recipe was re-trained
-    three = _task(forger, "3")
-    assert three["score"] == 5 and three["status"] == "partial", three
-    assert "your notebook trained" not in three["message"] and "counts as a trained model" not in three["message"]
+    forger = klass["forger"]
+    assert "re-trained by the grader" in task_of(forger, "2a").message  # the premise: the recipe was re-trained
+    three = task_of(forger, "3")
+    assert three.score == 5 and three.status == "partial", three.message
+    assert "your notebook trained" not in three.message and "counts as a trained model" not in three.message
+    assert "does no better than an untrained one" in three.message
 
 
 @needs_sandbox
 def test_an_honest_stuck_run_saved_as_model_h5_keeps_its_recipe_credit(klass):
     """The honest twin: the sheet's 2a, trained in the notebook on a seed where SGD gets stuck at the majority
-    class, saved as model.h5.  Its recipe re-trained passes, and the saved file counts as the trained model it is."""
-    students, _ = klass
-    honest = students["honest"]
-    assert "re-trained by the grader" in _task(honest, "2a")["message"]
-    three = _task(honest, "3")
-    assert three["score"] == 10, three
-    assert "training got stuck on the seed the grader gave it" in three["message"], three["message"]
+    class, saved as model.h5.  Its recipe re-trained passes, and the saved file counts as the trained model it is
+    (its held-out answers beat the class frequencies' cross-entropy, which the forged one's do not)."""
+    honest = klass["honest"]
+    assert "re-trained by the grader" in task_of(honest, "2a").message
+    three = task_of(honest, "3")
+    assert three.score == 10, three.message
+    assert "training got stuck on the seed the grader gave it" in three.message, three.message
 
 
 # -- output: the notebook's together, not only each cell's ------------------------------------------------------
@@ -191,10 +176,10 @@ def test_a_model_file_declaring_arrays_of_gigabytes_is_refused_from_its_headers(
 # -- a capture's data archive that lists entries by the hundred thousand ------------------------------------------
 
 
-def test_a_capture_whose_data_archive_lists_180000_entries_is_not_read_entry_by_entry(assignment, tmp_path):
-    """Hostile: a notebook replaces its capture's .npz by one of 16 MB listing 180,000 empty entries beside x and y
-    (the hook's np.savez writes two).  ``zipfile`` parsed every entry in the grader's own process (1.4 s and 106 MB,
-    for each of a run's 50 captures).  Now the end record is read first: such data are not loaded, the model is
+def test_a_capture_whose_data_archive_lists_thousands_of_entries_is_not_read_entry_by_entry(assignment, tmp_path):
+    """Hostile: a notebook replaces its capture's .npz by one listing 20,000 empty entries beside x and y (the
+    hook's np.savez writes two; 16 MB list 180,000).  ``zipfile`` parsed every entry in the grader's own process
+    (at 180,000: 1.4 s and 106 MB, for each of a run's 50 captures).  Now the end record is read first: such data are not loaded, the model is
     still taken; an honest capture's data still are."""
     import io
     import zipfile
@@ -207,7 +192,7 @@ def test_a_capture_whose_data_archive_lists_180000_entries_is_not_read_entry_by_
     capture = tmp_path / "capture"
     capture.mkdir()
     x, y = np.random.default_rng(0).normal(size=(200, 2)), np.eye(2)[np.arange(200) % 2]
-    for stem, entries in (("capture-001", 0), ("capture-002", 180_000)):
+    for stem, entries in (("capture-001", 0), ("capture-002", 20_000)):
         small_model().save(capture / f"{stem}.keras")
         (capture / f"{stem}.json").write_text(json.dumps({"index": 1, "event": "fit", "epochs": 5}))
         with zipfile.ZipFile(capture / f"{stem}.npz", "w", zipfile.ZIP_STORED) as z:
