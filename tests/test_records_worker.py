@@ -3,7 +3,9 @@
 words, with its traceback in the log.  Pure (no Keras, no worker): the replies are made by the same ``to_json``
 the worker uses."""
 import copy
+import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -107,3 +109,33 @@ def test_the_training_workers_reply_is_typed_too():
         with pytest.raises(EvaluationFailed, match=said) as raised:
             _typed("fit-1.keras", lambda: Trained.from_worker(bad))
         assert raised.value.message.startswith(INTERNAL_ERROR) and "fit-1.keras" in raised.value.message
+
+
+def test_the_keras_version_a_file_claims_is_the_students_word_bounded(evaluator, tmp_path):
+    """Hostile: the Keras version is whatever a .keras file's metadata.json says (a number, a megabyte of text) or
+    an .h5 file's attribute (an integer); the reply's strict reading must not turn it into a grader failure, and the
+    gradebook keeps a short text or nothing."""
+    import zipfile
+
+    import h5py
+
+    from conftest import small_model
+
+    model = small_model()
+    model.save(tmp_path / "plain.keras")
+    model.save(tmp_path / "plain.h5")
+    claims = {"number": 3.6, "megabyte": "3." * 2**19}
+    for name, claim in claims.items():
+        with zipfile.ZipFile(tmp_path / "plain.keras") as src, \
+                zipfile.ZipFile(tmp_path / f"{name}.keras", "w") as out:
+            for item in src.infolist():
+                data = src.read(item) if item.filename != "metadata.json" else \
+                    json.dumps({**json.loads(src.read(item)), "keras_version": claim}).encode()
+                out.writestr(item, data)
+    shutil.copyfile(tmp_path / "plain.h5", tmp_path / "int.h5")
+    with h5py.File(tmp_path / "int.h5", "r+") as f:
+        f.attrs["keras_version"] = 36
+    said = {path.name: evaluator.evaluate(path).info.keras_version for path in sorted(tmp_path.glob("*.*"))
+            if path.name not in ("plain.h5", "plain.keras")}
+    assert said == {"number.keras": None, "megabyte.keras": "3." * 20, "int.h5": None}, said
+    assert isinstance(evaluator.evaluate(tmp_path / "plain.keras").info.keras_version, str)  # a real one is kept

@@ -71,7 +71,7 @@ def test_the_walk_follows_lazy_imports_and_parent_packages():
 
 
 @pytest.fixture()
-def graded(tmp_path):
+def planned_class(tmp_path):
     """Two students (the demo's bob and dave, model files only) recorded in a real gradebook as a batch records
     them, against a copy of the tutorial6 spec; returns what the planner needs."""
     spec = tmp_path / "tutorial6"
@@ -101,9 +101,9 @@ def _actions(spec, klass, seeds, grading, gradebook) -> dict[str, str]:
             for p in _plan(assignment, collect(klass, assignment), gradebook, seeds, False, grading)}
 
 
-def test_one_changed_input_redoes_exactly_the_stage_that_reads_it(graded):
-    spec, klass, seeds, grading, gradebook = graded
-    assert _actions(*graded) == {"bob": "cached", "dave": "cached"}  # the same inputs: nothing again
+def test_one_changed_input_redoes_exactly_the_stage_that_reads_it(planned_class):
+    spec, klass, seeds, grading, gradebook = planned_class
+    assert _actions(*planned_class) == {"bob": "cached", "dave": "cached"}  # the same inputs: nothing again
     # versions: another Keras (or TensorFlow) measures everyone again; Python's patch release does not
     newer = {**grading, "keras": grading.get("keras", "3") + ".post1"}
     assert _actions(spec, klass, seeds, newer, gradebook) == {"bob": "measure", "dave": "measure"}
@@ -117,29 +117,29 @@ def test_one_changed_input_redoes_exactly_the_stage_that_reads_it(graded):
     assert _actions(spec, klass, other, grading, gradebook) == {"bob": "measure", "dave": "measure"}
     # one student's bytes: that student alone
     (klass / "bob" / "1a.h5").write_bytes((klass / "bob" / "1a.h5").read_bytes() + b"\0")
-    assert _actions(*graded) == {"bob": "measure", "dave": "cached"}
+    assert _actions(*planned_class) == {"bob": "measure", "dave": "cached"}
     shutil.copyfile(DEMO / "bob" / "1a.h5", klass / "bob" / "1a.h5")
-    assert _actions(*graded) == {"bob": "cached", "dave": "cached"}
+    assert _actions(*planned_class) == {"bob": "cached", "dave": "cached"}
     # a threshold (a new calibration) or a task's points: re-scored from the stored measurements, not measured
     calibration = spec / "calibration.toml"
     before = calibration.read_text()
     start = before.index('[tasks."2a".accuracy]')
     line = before.index("\npass = ", start) + 1
     calibration.write_text(before[:line] + "pass = 0.95" + before[before.index("\n", line):])
-    assert _actions(*graded) == {"bob": "rescore", "dave": "rescore"}
+    assert _actions(*planned_class) == {"bob": "rescore", "dave": "rescore"}
     calibration.write_text(before)
-    assert _actions(*graded) == {"bob": "cached", "dave": "cached"}
+    assert _actions(*planned_class) == {"bob": "cached", "dave": "cached"}
     toml = spec / "assignment.toml"
     text = toml.read_text()
     first = text.index("\npoints = ") + 1
     toml.write_text(text[:first] + "points = 11" + text[text.index("\n", first):])
-    assert _actions(*graded) == {"bob": "rescore", "dave": "rescore"}
+    assert _actions(*planned_class) == {"bob": "rescore", "dave": "rescore"}
 
 
-def test_a_batch_says_why_it_measures_its_class_again(graded, tmp_path):
+def test_a_batch_says_why_it_measures_its_class_again(planned_class, tmp_path):
     """Another Keras than the last batch's measures everyone again: the TA is told why, once; the same versions
     say nothing."""
-    spec, klass, seeds, grading, gradebook = graded
+    spec, klass, seeds, grading, gradebook = planned_class
     notes = []
 
     class Notes(BatchProgress):
@@ -154,4 +154,4 @@ def test_a_batch_says_why_it_measures_its_class_again(graded, tmp_path):
     plans = batch.prepare(klass, False, False)[0]
     assert [p.action for p in plans] == ["measure", "measure"]
     assert notes == [f"Other versions than the last batch's: keras 9.9.9 (the last run's: {grading['keras']}). What "
-                     "a model measures depends on them, so the students it graded are measured again."]
+                     "a model measures depends on them, so the students it planned_class are measured again."]

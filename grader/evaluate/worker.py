@@ -113,7 +113,7 @@ class _Session:
         from .. import keras_io
         from . import metrics as M
 
-        info = replace(keras_io.describe(model), keras_version=vetted["keras_version"])
+        info = replace(keras_io.describe(model), keras_version=claimed_version(vetted["keras_version"]))
         result = {"format": fmt, "info": info.to_json(), "datasets": {}, "weights_sha256": weights_digest(model),
                   "weights_sketch": weights_sketch(model)}
         if not info.finite:
@@ -175,6 +175,16 @@ class _Session:
                 }
             result["datasets"][name] = DatasetResult(metrics, plot).to_json()
         return result
+
+
+#: the longest Keras version a model file's claim is kept to (real ones: "3.6.0", "2.15.0", "2.1.6-tf")
+MAX_VERSION_CHARS = 40
+
+
+def claimed_version(value) -> str | None:
+    """The Keras version a model file claims: the student's word (a .keras file's metadata.json may hold any
+    JSON, an .h5 attribute any HDF5 value), kept as a short text, or None when it is no text."""
+    return value[:MAX_VERSION_CHARS] if isinstance(value, str) else None
 
 
 def weights_digest(model) -> str:
