@@ -154,4 +154,4 @@ def test_a_batch_says_why_it_measures_its_class_again(planned_class, tmp_path):
     plans = batch.prepare(klass, False, False)[0]
     assert [p.action for p in plans] == ["measure", "measure"]
     assert notes == [f"Other versions than the last batch's: keras 9.9.9 (the last run's: {grading['keras']}). What "
-                     "a model measures depends on them, so the students it planned_class are measured again."]
+                     "a model measures depends on them, so the students it graded are measured again."]
