@@ -325,8 +325,9 @@ def test_a_page_of_another_origin_cannot_post_an_override(browser, klass):
         base = page.url.split("?")[0].rstrip("/")
         with _attacker(base) as evil:
             page.goto(evil + "/form")
-            page.locator("#error").wait_for()  # the form's answer, on the server's page
-            assert page.url.startswith(base) and page.inner_text("#error") == "Forbidden"
+            page.wait_for_url(lambda u: u.startswith(base))  # the form's answer: the server's page
+            page.wait_for_load_state()
+            assert page.locator("#error").count() == 1 and page.inner_text("#error") == "Forbidden", page.url
             page.goto(evil + "/fetch")
             page.wait_for_function("document.title === 'sent' || document.title === 'failed'")
         assert audit(out) == before
