@@ -1,10 +1,10 @@
 """Real students' code, third corpus: how the files reach the grader, and TensorFlow's own Keras idioms.
 
-``activation=tf.nn.relu`` and ``tf.nn.softmax`` (TensorFlow's tutorials), a ``.py`` downloaded from Colab (``!pip``
-kept, magics commented out, a function with blank lines in it) or from Jupyter (``get_ipython().system(...)``,
-``run_line_magic('tensorflow_version', ...)``) and saved again on Windows (a byte-order mark, CRLF), a notebook in
-nbformat 3, a subclassed ``keras.Model`` with ``call``, and a ``.keras`` file that Keras 2 (TensorFlow 2.13-2.15,
-tf_keras) wrote.
+``activation=tf.nn.relu`` and ``tf.nn.softmax`` with a ``tf.data`` pipeline (TensorFlow's tutorials), a ``.py``
+downloaded from Colab (``!pip`` kept, magics commented out, a function with blank lines in it, ``plot_model``
+without pydot) or from Jupyter (``get_ipython().system(...)``, ``run_line_magic('tensorflow_version', ...)``) and
+saved again on Windows (a byte-order mark, CRLF), a notebook in nbformat 3, a subclassed ``keras.Model`` with
+``call``, and a ``.keras`` file that Keras 2 (TensorFlow 2.13-2.15, tf_keras) wrote.
 Each lost marks its models earned.  One ``grader grade`` run grades them all, one student a pattern; each test
 reads its student's grades from ``results.json``.
 """
@@ -22,8 +22,9 @@ from test_keras2 import CURVE  # the sheet's piecewise-linear target, as student
 
 # -- the submissions --------------------------------------------------------------------------------------------
 
-# TensorFlow's own tutorials (2018-2023): tf.nn functions as activations, keras.Sequential of a list, summary().
-# (40 epochs: it runs on the TensorFlow backend, whose epoch loop is slow, under the JAX run's cell limit)
+# TensorFlow's own tutorials (2018-2023): tf.nn functions as activations, keras.Sequential of a list, summary(),
+# the data as a tf.data pipeline.  (40 epochs: it runs on the TensorFlow backend, whose epoch loop is slow, under
+# the JAX run's cell limit)
 TF_NN_ACTIVATIONS = notebook(
     "import os\nos.environ['PYTHONHASHSEED'] = '0'\nimport random\nrandom.seed(0)\nimport numpy as np\n"
     "np.random.seed(0)\nimport tensorflow as tf\ntf.random.set_seed(0)\nfrom tensorflow import keras\n"
@@ -32,11 +33,12 @@ TF_NN_ACTIVATIONS = notebook(
     "    layers.Dense(4, activation=tf.nn.relu, input_shape=(2,)),\n    layers.Dense(4, activation=tf.nn.relu),\n"
     "    layers.Dense(2, activation=tf.nn.softmax)\n])\nmodel.summary()\n"
     "model.compile(loss='categorical_crossentropy', optimizer=tf.keras.optimizers.Adam(0.01), metrics=['accuracy'])\n"
-    "model.fit(X, keras.utils.to_categorical(y), epochs=40, batch_size=32, verbose=0)\nmodel.save('model.h5')",
+    "train_ds = tf.data.Dataset.from_tensor_slices((X, keras.utils.to_categorical(y))).shuffle(200).batch(32)\n"
+    "model.fit(train_ds, epochs=40, verbose=0)\nmodel.save('model.h5')",
 )
 
-# Colab's File > Download > .py: its header docstring, `!pip` kept as written, magics commented out, and the
-# student's function with blank lines in it
+# Colab's File > Download > .py: its header docstring, `!pip` kept as written, magics commented out, the
+# student's function with blank lines in it, and plot_model (Colab has pydot and graphviz; the grader has neither)
 COLAB_DOWNLOAD = ("""# -*- coding: utf-8 -*-
 \"\"\"Tutorial6.ipynb
 
@@ -55,7 +57,7 @@ import matplotlib.pyplot as plt
 from google.colab import files
 from tensorflow.keras.models import Sequential
 from tensorflow.keras.layers import Dense
-from tensorflow.keras.utils import to_categorical
+from tensorflow.keras.utils import to_categorical, plot_model
 from tools import *
 
 def build():
@@ -70,6 +72,7 @@ def build():
 
 X, y = gen_simple_circular_distribution(200)
 model = build()
+plot_model(model, to_file='model.png', show_shapes=True)
 model.fit(X, to_categorical(y), epochs=250, batch_size=32, verbose=0)
 
 model.save('model.h5')
@@ -205,9 +208,13 @@ def test_tf_nn_activations_fail_on_jax_and_earn_their_marks_on_tensorflow(result
     # failure the TensorFlow backend explains: the fit's cell failed, 2a and 3 were missing; run on TensorFlow,
     # the capture and model.h5 were refused ("the function 'softmax_v2' of module 'builtins'": Keras 3's name
     # for tf.nn.softmax, which it cannot load back)
+    # A fit given a tf.data pipeline kept no training data ("Your recipe was not re-trained: the notebook's
+    # training data was not captured"): a run stuck at 0.667 got no re-training, as the sheet's code gets
     s = results["tf_nn"]
     ran_clean(s, keras="3")
     passed(s, "2a")
+    two_a = task(s, "2a")
+    assert "train_accuracy" in two_a["metrics"] and "not captured" not in two_a["message"], two_a
     saved = task(s, "3")  # graded on its own: what 40 epochs of this run made of it
     assert saved["score"] > 0 and "loads safely" in saved["message"], saved
     assert all(f["outcome"] == "graded" for f in s["files"] if f["name"] != "tutorial6.ipynb"), s["files"]
@@ -216,7 +223,9 @@ def test_tf_nn_activations_fail_on_jax_and_earn_their_marks_on_tensorflow(result
 
 @needs_sandbox
 def test_a_py_downloaded_from_colab_runs_as_its_statements(results):
-    # `!pip` made the script unparsable, so it was cut at blank lines: the header docstring and build() in pieces
+    # `!pip` made the script unparsable, so it was cut at blank lines: the header docstring and build() in pieces;
+    # plot_model without pydot raised ImportError (Keras only prints, in a notebook, but missed IPython 9's lazy
+    # magics) and failed the cell that trains 2a
     s = results["colab_py"]
     ran_clean(s)
     passed(s, "2a", "3")

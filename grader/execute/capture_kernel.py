@@ -131,6 +131,27 @@ def _grader_saver(np, out, keras2, max_values):
         except Exception:
             return None
 
+    def dataset_arrays(data):
+        """(x, y) of a finite ``tf.data.Dataset`` of (features, labels) that a fit was given (TensorFlow's
+        tutorials: ``from_tensor_slices((X, Y)).shuffle(200).batch(32)``), read once through, within
+        ``max_values``; None for anything else (a recipe is then re-trained on nothing, and not at all)."""
+        try:
+            if not (hasattr(data, "as_numpy_iterator") and hasattr(data, "element_spec")):
+                return None
+            spec = data.element_spec
+            if not (isinstance(spec, tuple) and len(spec) == 2) or int(data.cardinality()) < 0:
+                return None  # not (x, y) pairs; infinite (repeat()) or of unknown size
+            xs, ys, count = [], [], 0  # batches (a fit takes no other dataset)
+            for a, b in data.as_numpy_iterator():
+                count += np.size(a) + np.size(b)
+                if count > max_values:
+                    return None
+                xs.append(np.asarray(a))
+                ys.append(np.asarray(b))
+            return (np.concatenate(xs), np.concatenate(ys)) if xs else None
+        except Exception:
+            return None
+
     def layers_of(model, xa):
         """A model of the student's own class (``class Net(keras.Model)`` with ``call``), which the grader does not
         load (its code is the notebook's): the Functional model of the layers its ``call`` runs on an input of the
@@ -158,7 +179,8 @@ def _grader_saver(np, out, keras2, max_values):
         n = state["count"] = state["count"] + 1
         stem = os.path.join(out, f"capture-{n:03d}")
         model_file = stem + (".h5" if keras2 else ".keras")
-        xa, ya = as_array(x), as_array(y)
+        pairs = dataset_arrays(x) if y is None and event == "fit" else None
+        xa, ya = pairs if pairs is not None else (as_array(x), as_array(y))
         subclass = None if type(model).__module__.startswith(("keras.", "tf_keras.", "tensorflow.")) \
             else type(model).__name__
         traced = layers_of(model, xa) if subclass else None

@@ -286,5 +286,9 @@ def install():
         if shell is not None:
             shell.input_transformers_cleanup.append(_skip_transformer)
             _headless_matplotlib(shell)
+            # Keras' plot_model without pydot and graphviz (Colab has both; the grader has neither) prints that
+            # it needs them, instead of raising, when it sees this module loaded: in a notebook, as it says.
+            # IPython 9 loads its magics' modules lazily, so the cell that plotted and trained the model failed.
+            import IPython.core.magics.namespace  # noqa: F401
     except Exception:
         pass
