@@ -347,3 +347,20 @@ def test_jaxs_tracer_error_on_a_tensorflow_op_is_one_tensorflow_explains():
     assert diagnose.backend_explains([cell]).startswith("RuntimeError: Unable to automatically build the model")
     other = CellRun(2, "model.fit(X, Y)", "error", "RuntimeError", value.replace("_error_repr", "shape"), "")
     assert diagnose.backend_explains([other]) is None
+
+
+def test_a_skipped_pip_install_of_a_package_the_grader_lacks_is_named(assignment, tmp_path):
+    # "its Python packages are installed already ... nothing to change for grading" was said of
+    # `!pip install livelossplot` too, whose import then failed the cell that trained the model
+    from grader.execute import _course_notes
+
+    nb = notebook("!pip install -q livelossplot==0.5.5\n!pip install tensorflow==2.15\nimport numpy as np\n"
+                  "from livelossplot import PlotLossesKeras", "import tensorflow as tf")
+    [note] = [n for n in _course_notes(assignment, nb, tmp_path, [], {}, (".h5",))
+              if "Colab lines skipped" in n]
+    assert "but `livelossplot`, which your notebook installs and imports, is not one of them" in note, note
+    assert "tensorflow" not in note.split("but ")[-1], note  # installed here: not named
+    installed = notebook("!pip install tensorflow==2.15\nimport tensorflow")
+    [plain] = [n for n in _course_notes(assignment, installed, tmp_path, [], {}, (".h5",))
+               if "Colab lines skipped" in n]
+    assert plain.endswith("nothing to change for grading."), plain

@@ -190,9 +190,14 @@ def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], 
     skipped = [f"cell {i + 1} `{line[:80]}`" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
                for line in course_kernel.skipped_lines(cell.source)]
     if skipped:
+        missing = _not_installed(nb)
         notes.append(f"Colab lines skipped: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}. The grader "
                      "has no network and its Python packages (TensorFlow, Keras) are installed already, so these "
-                     "lines were not run; nothing to change for grading.")
+                     "lines were not run; " + (
+                         "nothing to change for grading." if not missing else
+                         f"but {', '.join(missing)}, which your notebook installs and imports, is not one of them: "
+                         "the cells that import it failed here. Hand in work that runs without it (for a plotting "
+                         "callback such as livelossplot's, plot history.history after the fit instead)."))
     if any(re.search(r"\bdrive\.mount\s*\(", c.source) for c in nb.cells if c.cell_type == "code"):
         notes.append("drive.mount(): the grader has no Google Drive, so /content/drive/MyDrive was an empty folder "
                      "of the run: what the notebook saved there was kept (a model saved there is graded); a file it "
@@ -234,6 +239,31 @@ def _course_notes(assignment, nb, capture: Path, saved: list[tuple[str, Path]], 
                 notes.append(f"Your code imports {name}: the grader gave it the course's {modules[name]} (you "
                              "handed in none).")
     return notes
+
+
+def _not_installed(nb) -> list[str]:
+    """The packages the notebook's skipped ``pip install`` lines name and its code imports that the grader's
+    environment lacks (``livelossplot``), as the student wrote them."""
+    import importlib.util
+
+    named = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for line in course_kernel.skipped_lines(cell.source):
+            words = re.split(r"[\s'\"(),]+", line)
+            if "install" in words:  # the names, without their versions (livelossplot==0.5.5) or options (-q)
+                named += [m.group() for w in words[words.index("install") + 1:]
+                          if (m := re.match(r"[A-Za-z][\w.-]{0,60}", w))]
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    imported = formats.imported_modules("\n".join(line for line in code.splitlines()
+                                                  if not line.lstrip().startswith(("!", "%"))))
+    missing = []
+    for name in dict.fromkeys(named):
+        module = name.replace("-", "_")  # a top-level name only: find_spec imports the parents of a dotted one
+        if module.isidentifier() and module in imported and importlib.util.find_spec(module) is None:
+            missing.append(f"`{name}`")
+    return missing[:5]
 
 
 def _limits(settings) -> Limits:
