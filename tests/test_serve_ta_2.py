@@ -370,3 +370,13 @@ def test_a_tasks_evidence_is_its_metric_its_thresholds_and_where_from_and_the_re
     assert evidence == ["held-out accuracy: 0.700", "thresholds: pass ≥ 0.950, partial ≥ 0.750 (from test)",
                         "the grader's re-training of the recipe: best 0.800 of 3 run(s)"]
     assert '<ul class="evidence"' not in _task(page, "1a")  # missing: nothing measured
+
+
+def test_a_students_page_opens_with_what_the_review_queue_lists_of_theirs(client):
+    page = client.get("/student/dee").get_data(as_text=True)
+    said = page[page.index('<section id="attention"'):page.index("</section>", page.index('<section id="attention"'))]
+    assert "<h2>Needs a look</h2>" in said and "<strong>re-trained credit</strong>" in said
+    assert '<a href="#task-2b">task 2b</a>: the student&#39;s own run: accuracy 0.700' in said
+    eve = client.get("/student/eve").get_data(as_text=True)
+    assert '<strong>override needs review</strong> · <a href="#task-1a">task 1a</a>' in eve
+    assert 'id="attention"' not in client.get("/student/ben").get_data(as_text=True)  # nothing to look at

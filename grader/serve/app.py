@@ -390,7 +390,13 @@ def student(name):
     # tasks (or their helpers) leave nothing to score
     loose = any(f.get("outcome") in LOOSE and not f.get("task") for f in data.get("files") or []) or \
         bool(data.get("notebooks"))
+    from ..review import review_items
+
+    # what of this student's the review queue lists (identical work aside: that compares the whole class), at the
+    # top of the page: a TA walking the class by previous and next sees why this one needs a look
+    attention = review_items([data], [])
     return render_template("student.html", s=data, name=name, versions=versions, step=step, safe_name=safe_name,
+                           attention=attention,
                            executed=executed, models=models, ran=ran, cells=cells, loose=loose,
                            evidence={t["id"]: _evidence(t) for t in data["tasks"]},
                            report=_page_file(state["pages"], name) is not None,
