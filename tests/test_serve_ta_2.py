@@ -259,7 +259,7 @@ def test_a_refused_request_is_a_page_of_the_app_that_names_nothing_of_the_class(
     refused = stranger.get("/student/amy")  # no token
     page = refused.get_data(as_text=True)
     assert refused.status_code == 403 and refused.mimetype == "text/html"
-    assert '<h1 id="error">Forbidden</h1>' in page and "Open the address" in page
+    assert '<h1 id="error">Forbidden</h1>' in page and "open the URL it printed" in page
     assert not any(name in page for name in ("amy", "tutorial6", "Back to the class"))
     # a form from before the server was restarted (another CSRF token): the TA is told, with a way back
     refused = client.post("/student/amy/override", data={"csrf": "stale", "task": "1a", "points": "1",
@@ -270,6 +270,7 @@ def test_a_refused_request_is_a_page_of_the_app_that_names_nothing_of_the_class(
     refused = client.get("/student/amy", headers={"Host": "evil.example"})
     page = refused.get_data(as_text=True)
     assert refused.status_code == 403 and "answers to" in page and "amy" not in page and "tutorial6" not in page
+    assert "Open the address" in page and "Back to the class" not in page
 
 
 class _Attacker(http.server.BaseHTTPRequestHandler):
