@@ -1,9 +1,10 @@
 """``grader serve``: a local web app over a class's gradebook, for a TA (or a small team) reviewing it.
 
 Pages: the class (a sortable, searchable table and each task's distribution),
-the review queue (``api.review_gradebook``), and each student's page: the
-tasks with an override form each, the files and what each became, the work as
-it ran (``grader.executed``) and the feedback page the student gets.  An
+the review queue (``api.review_gradebook``) with what the last batch changed, and each student's page: what
+the queue lists of theirs, the tasks with their evidence and a folded override form (an undo beside one in
+force), the files and what each became, the work as it ran (``grader.executed``) and the feedback page the
+student gets.  Previous and next follow the class table's order and search.  An
 override or undo goes through ``api.override_score`` (the gradebook's audit
 trail, the pages and exports re-drawn) with the version of the task the form
 was drawn from: a task changed since is refused, and the TA told by whom.
