@@ -260,6 +260,8 @@ def test_a_subclassed_model_is_graded_as_the_layers_its_call_runs(results):
     s = results["subclassed"]
     ran_clean(s)
     passed(s, "2a")
+    assert task(s, "2a")["source"] == ("tutorial6.ipynb, cell 3: model trained by model.fit (capture 1; the layers "
+                                       "Net.call runs)"), task(s, "2a")["source"]
 
 
 @needs_sandbox

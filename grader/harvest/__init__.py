@@ -98,7 +98,8 @@ class Capture:
         where = f"cell {self.cell}" if self.cell else "a cell"
         what = ("trained by model.fit" if self.event == "fit" else
                 f"used by model.{'evaluate' if self.settings.get('call') == 'evaluate' else 'predict'}")
-        return f"{notebook}, {where}: model {what} (capture {self.index})"
+        layers = f"; the layers {self.settings['subclass']}.call runs" if self.settings.get("subclass") else ""
+        return f"{notebook}, {where}: model {what} (capture {self.index}{layers})"
 
     def provenance(self) -> Provenance:
         """How the notebook made this model, as the capture says (forgeable: it only ever costs credit), with the
@@ -217,6 +218,10 @@ def take_capture(capture_dir: Path, meta_name: str, taken: Path,
                 settings[k] = meta[k][:200]
     if meta.get("call") == "evaluate":  # a model used by evaluate, captured as one predict uses
         settings["call"] = "evaluate"
+    subclass = meta.get("subclass")  # a subclassed keras.Model, saved as the layers its call runs: its name
+    if meta.get("subclass_traced") is True and isinstance(subclass, str) and subclass.isidentifier() \
+            and len(subclass) <= 60:
+        settings["subclass"] = subclass
     index = meta.get("index") if isinstance(meta.get("index"), int) else 0
     event = meta.get("event") if meta.get("event") in ("fit", "predict") else "fit"
     return Capture(model_path, event, None, index, settings, x, y)
