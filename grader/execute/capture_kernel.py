@@ -109,6 +109,45 @@ def _grader_arg(args, kwargs, i, name, default=None):
     return kwargs.get(name, default)
 
 
+def _grader_dataset_arrays(np, data, max_values):
+    """(x, y) of a finite ``tf.data.Dataset`` of (features, labels) that a fit was given (TensorFlow's
+    tutorials: ``from_tensor_slices((X, Y)).shuffle(200).batch(32)``), read once through, within
+    ``max_values``; None for anything else (a recipe is then re-trained on nothing, and not at all)."""
+    try:
+        if not (hasattr(data, "as_numpy_iterator") and hasattr(data, "element_spec")):
+            return None
+        spec = data.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2) or int(data.cardinality()) < 0:
+            return None  # not (x, y) pairs; infinite (repeat()) or of unknown size
+        xs, ys, count = [], [], 0  # batches (a fit takes no other dataset)
+        for a, b in data.as_numpy_iterator():
+            count += np.size(a) + np.size(b)
+            if count > max_values:
+                return None
+            xs.append(np.asarray(a))
+            ys.append(np.asarray(b))
+        return (np.concatenate(xs), np.concatenate(ys)) if xs else None
+    except Exception:
+        return None
+
+
+def _grader_layers_of(model, xa, keras2):
+    """A model of the student's own class (``class Net(keras.Model)`` with ``call``), which the grader does not
+    load (its code is the notebook's): the Functional model of the layers its ``call`` runs on an input of the
+    data's shape, sharing their weights; None when ``call`` runs anything but layers."""
+    try:
+        if keras2:
+            import tf_keras as keras
+        else:
+            import keras
+        if xa is None or xa.ndim < 2:
+            return None
+        inputs = keras.Input(shape=xa.shape[1:])
+        return keras.Model(inputs, model.call(inputs))
+    except Exception:
+        return None
+
+
 def _grader_saver(np, out, keras2, max_values):
     """``capture(model, event, x, y, settings)``: save the model, its settings and (when small) its data."""
     import hashlib
@@ -131,42 +170,7 @@ def _grader_saver(np, out, keras2, max_values):
         except Exception:
             return None
 
-    def dataset_arrays(data):
-        """(x, y) of a finite ``tf.data.Dataset`` of (features, labels) that a fit was given (TensorFlow's
-        tutorials: ``from_tensor_slices((X, Y)).shuffle(200).batch(32)``), read once through, within
-        ``max_values``; None for anything else (a recipe is then re-trained on nothing, and not at all)."""
-        try:
-            if not (hasattr(data, "as_numpy_iterator") and hasattr(data, "element_spec")):
-                return None
-            spec = data.element_spec
-            if not (isinstance(spec, tuple) and len(spec) == 2) or int(data.cardinality()) < 0:
-                return None  # not (x, y) pairs; infinite (repeat()) or of unknown size
-            xs, ys, count = [], [], 0  # batches (a fit takes no other dataset)
-            for a, b in data.as_numpy_iterator():
-                count += np.size(a) + np.size(b)
-                if count > max_values:
-                    return None
-                xs.append(np.asarray(a))
-                ys.append(np.asarray(b))
-            return (np.concatenate(xs), np.concatenate(ys)) if xs else None
-        except Exception:
-            return None
-
-    def layers_of(model, xa):
-        """A model of the student's own class (``class Net(keras.Model)`` with ``call``), which the grader does not
-        load (its code is the notebook's): the Functional model of the layers its ``call`` runs on an input of the
-        data's shape, sharing their weights; None when ``call`` runs anything but layers."""
-        try:
-            if keras2:
-                import tf_keras as keras
-            else:
-                import keras
-            if xa is None or xa.ndim < 2:
-                return None
-            inputs = keras.Input(shape=xa.shape[1:])
-            return keras.Model(inputs, model.call(inputs))
-        except Exception:
-            return None
+    dataset_arrays, layers_of = _grader_dataset_arrays, _grader_layers_of
 
     def capture(model, event, x, y, settings):
         if state["count"] >= max_captures:
@@ -179,11 +183,11 @@ def _grader_saver(np, out, keras2, max_values):
         n = state["count"] = state["count"] + 1
         stem = os.path.join(out, f"capture-{n:03d}")
         model_file = stem + (".h5" if keras2 else ".keras")
-        pairs = dataset_arrays(x) if y is None and event == "fit" else None
+        pairs = dataset_arrays(np, x, max_values) if y is None and event == "fit" else None
         xa, ya = pairs if pairs is not None else (as_array(x), as_array(y))
         subclass = None if type(model).__module__.startswith(("keras.", "tf_keras.", "tensorflow.")) \
             else type(model).__name__
-        traced = layers_of(model, xa) if subclass else None
+        traced = layers_of(model, xa, keras2) if subclass else None
         saved = model if traced is None else traced
         if keras2:
             import warnings
@@ -309,5 +313,5 @@ def _grader_weight_change(np, max_values):
 
 
 _grader_install_capture()
-del _grader_install_capture, _grader_arg, _grader_saver, _grader_describer, _grader_keras3_terms
-del _grader_weight_change, _grader_hook
+del _grader_install_capture, _grader_arg, _grader_dataset_arrays, _grader_layers_of, _grader_saver, _grader_describer
+del _grader_keras3_terms, _grader_weight_change, _grader_hook
