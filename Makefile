@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench timings clean
+.PHONY: demo test test-costs test-fast bench timings clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,17 @@ demo: $(STAMP)
 	$(VENV)/bin/grader grade submissions/tutorial6 --assignment reference/tutorial6 --out reports/tutorial6 --allow-unsandboxed
 	$(VENV)/bin/grader grade submissions/coursework --assignment reference/coursework --out reports/coursework
 
-## run the test suite, in TEST_WORKERS processes (each module's tests in one, so its fixtures are made once)
+## run the test suite, in TEST_WORKERS processes (each module's tests in one, so its fixtures are made once;
+## the costliest modules first, as tests/module_seconds.json orders them)
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+## measure each test module's cost again (tests/module_seconds.json: the order make test runs them in)
+test-costs: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--junitxml=$(VENV)/junit.xml || true
+	$(VENV)/bin/python tests/costs.py $(VENV)/junit.xml
 
 ## the fast tier: everything that trains no network, runs no notebook and grades no class
 test-fast: $(STAMP)

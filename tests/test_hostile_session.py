@@ -74,8 +74,9 @@ def test_a_keras2_run_that_spends_the_budget_keeps_its_models(tmp_path):
     spec = tmp_path / "assignment"
     shutil.copytree(TUTORIAL6, spec)
     toml = spec / "assignment.toml"
-    # the premise, whatever the calibration's timings: no cell limit stops the loop before the budget does
-    text = re.sub(r"\nstudent_time_s = \d+", "\nstudent_time_s = 150", toml.read_text())
+    # the premise, whatever the calibration's timings: no cell limit stops the loop before the budget does (90 s:
+    # room for a Keras 2 kernel's start and its 3-epoch fit on a busy machine, and no more of the suite's time)
+    text = re.sub(r"\nstudent_time_s = \d+", "\nstudent_time_s = 90", toml.read_text())
     text = re.sub(r'\ntime_limits = "reference"', '\ntime_limits = "fixed"', text)
     toml.write_text(re.sub(r"\ncell_timeout_s = \d+", "\ncell_timeout_s = 1200", text))
     for sid, code in (("hangs", KERAS2_THEN_HANG), ("quick", "# %%\nprint('hello')\n")):
@@ -88,7 +89,7 @@ def test_a_keras2_run_that_spends_the_budget_keeps_its_models(tmp_path):
     students = {s["id"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
     assert set(students) == {"hangs", "quick"}
     (nb,) = students["hangs"]["notebooks"]
-    assert nb["limits"]["notebook_s"] <= 150, nb["limits"]  # the budget caps the Keras 2 run's limits
+    assert nb["limits"]["notebook_s"] <= 90, nb["limits"]  # the budget caps the Keras 2 run's limits
     assert nb["limits"]["cell_s"] == nb["limits"]["notebook_s"], nb["limits"]
     assert nb["keras"] == "2", nb["notes"]
     assert any(f["status"] == "timeout" for f in nb["failures"]), nb["failures"]  # the premise: the loop stopped
