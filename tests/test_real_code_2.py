@@ -314,6 +314,12 @@ def results(tmp_path_factory):
                 nbformat.write(content, root / "subs" / student / name)
             else:
                 (root / "subs" / student / name).write_text(content)
+    return graded_by_cli(root)
+
+
+def graded_by_cli(root):
+    """``root/subs`` graded in one run of ``grader grade`` into ``root/out`` (the CLI, the tests' secret):
+    student id -> the student's entry in results.json."""
     env = dict(os.environ, GRADER_SECRET=TEST_SECRET)
     proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(root / "subs"), "-a", str(TUTORIAL6),
                            "-o", str(root / "out")], capture_output=True, text=True, env=env, cwd=ROOT,
@@ -336,6 +342,7 @@ def passed(student, *tids):
 
 
 def ran_clean(student, keras=None):
+    assert student["notebooks"], student
     for nb in student["notebooks"]:
         assert nb["cells_failed"] == 0, nb["failures"]
         if keras:

@@ -16,9 +16,9 @@ import sys
 import nbformat
 import pytest
 
-from conftest import ROOT, TEST_SECRET, TUTORIAL6, needs_sandbox, real_file
+from conftest import needs_sandbox, real_file
 from test_colab import notebook  # fixed cell ids: the same bytes, the same seed, on every run
-from test_keras2 import CURVE  # the sheet's piecewise-linear target, as students write it
+from test_real_code_2 import graded_by_cli, passed, ran_clean, task  # one CLI run, read as round 2 reads it
 
 # -- the submissions --------------------------------------------------------------------------------------------
 
@@ -173,33 +173,7 @@ def results(tmp_path_factory):
                 (root / "subs" / student / name).write_bytes(content.encode("utf-8"))
     (root / "subs" / "keras215_file").mkdir()
     keras2_archive(root / "subs" / "keras215_file" / "2a.keras")
-    env = dict(os.environ, GRADER_SECRET=TEST_SECRET)
-    proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(root / "subs"), "-a", str(TUTORIAL6),
-                           "-o", str(root / "out")], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=3600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads((root / "out" / "results.json").read_text())
-    return {s["id"]: s for s in data["students"]}
-
-
-def task(student, tid):
-    return next(t for t in student["tasks"] if t["id"] == tid)
-
-
-def passed(student, *tids):
-    for tid in tids:
-        t = task(student, tid)
-        assert t["status"] == "passed" and t["score"] == t["max_score"], (
-            tid, t["status"], t["message"], t.get("metrics"), student.get("notes"),
-            [nb.get("failures") for nb in student.get("notebooks", [])])
-
-
-def ran_clean(student, keras=None):
-    assert student["notebooks"], student
-    for nb in student["notebooks"]:
-        assert nb["cells_failed"] == 0, nb["failures"]
-        if keras:
-            assert nb["keras"] == keras, nb
+    return graded_by_cli(root)
 
 
 @needs_sandbox
