@@ -25,7 +25,8 @@ MESSAGE_STUDENT, MESSAGE_FILE = "mallory", "2a \x1b[2J<img src=x onerror=alert(1
 HTML_ID = "<img src=x onerror=alert(1)>"
 MARKDOWN_ID = "a|b*c_[d](e)`f`"
 #: pairs that the old file names merged: (the one with a 2a model, the one with a 2b model)
-LOOKALIKES = [("x y", "x_y"), ("\u0430lice", "alice")]  # the first alice's а is Cyrillic
+#: the first alice's а is Cyrillic; Bob and bob are one file name on a disk that ignores case (macOS, Windows)
+LOOKALIKES = [("x y", "x_y"), ("\u0430lice", "alice"), ("Bob", "bob")]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_summary_md_carries_no_html_and_no_markdown_from_students(graded):
     assert len(cells) == 1  # every row as many cells as the header: no id opened a column
 
 
-@pytest.mark.parametrize("pair", LOOKALIKES, ids=["space-underscore", "cyrillic-latin"])
+@pytest.mark.parametrize("pair", LOOKALIKES, ids=["space-underscore", "cyrillic-latin", "upper-lower-case"])
 def test_ids_that_old_file_names_merged_get_their_own_page_and_gradescope_folder(graded, pair):
     out, exported, results = graded
     pages = {html.unescape(re.search(r'id="student-id">(.*?)</strong>', p.read_text()).group(1)): p

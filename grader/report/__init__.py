@@ -48,17 +48,18 @@ def _env() -> Environment:
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
-#: a student id used as a file name as it is: portable characters, no leading dot, not too long
-_PLAIN_ID = re.compile(r"(?!\.)[A-Za-z0-9._-]{1,100}")
+#: a student id used as a file name as it is: portable characters, lower case (``Bob`` and ``bob`` are one file on
+#: a disk that ignores case: macOS's, Windows', exFAT, SMB shares), no leading dot, not too long
+_PLAIN_ID = re.compile(r"(?!\.)[a-z0-9._-]{1,100}")
 
 
 def safe_name(student_id: str) -> str:
     """The file or folder name of a student's page and Gradescope export: one name per id, never shared.
 
-    A plain id (``[A-Za-z0-9._-]``, no leading dot, at most 100 characters) is its own name.  Any other
+    A plain id (``[a-z0-9._-]``, no leading dot, at most 100 characters) is its own name.  Any other
     id becomes its sanitised form, ``~`` and 10 hex digits of the SHA-256 of the whole id: ``x y`` ->
-    ``x_y~…``, never ``x_y`` (a plain id has no ``~``), and ``аlice`` (Cyrillic а) -> ``lice~…``, never
-    ``alice``'s page."""
+    ``x_y~…``, never ``x_y`` (a plain id has no ``~``), ``аlice`` (Cyrillic а) -> ``lice~…``, never
+    ``alice``'s page, and ``Bob`` -> ``Bob~…``, never ``bob``'s page where the disk ignores case."""
     if _PLAIN_ID.fullmatch(student_id):
         return student_id
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", student_id).strip("._")[:40] or "student"
