@@ -64,8 +64,7 @@ def test_a_keras2_run_gets_limits_that_allow_for_tf_keras_epoch_loop(assignment)
     from grader.execute.limits import KERAS2_LOOP_FACTOR, secs
 
     _, limits = _limits(assignment, min_cell_limit_s=1)
-    old = limits.for_rerun("tensorflow", "jax")
-    assert old.cell.seconds == 2.0
+    assert limits.for_backend("jax").cell.seconds == 2.0  # the old rule's: JAX's limit, kept on TensorFlow
     keras2 = limits.for_keras2("jax")
     ref = assignment.timings.get("jax")
     assert keras2.backend == "tensorflow" and keras2.scale == 0.5

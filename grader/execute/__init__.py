@@ -401,8 +401,8 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
     (``limits.default_limits``, which runs the speed probe once).
     ``unsandboxed``: run even where the machine cannot isolate the code (otherwise ``KernelStartFailed``).
     ``clock``: the student's time budget (``limits.StudentClock``): each run's notebook limit is at most what
-    is left of it.  A re-run on TensorFlow keeps the first backend's limits unless the reference was timed
-    there (``BatchLimits.for_rerun``); a run on Keras 2 gets them times the loop factor (``for_keras2``)."""
+    is left of it.  A re-run on TensorFlow gets the limits of a run on TensorFlow (``BatchLimits.for_rerun``);
+    a run on Keras 2 gets the reference's times the loop factor (``for_keras2``)."""
     nb = read_notebook(file)  # fail early, before any scratch work, on an unreadable file
     backend = assignment.notebooks.backend
     limits = limits or default_limits(assignment)

@@ -149,11 +149,20 @@ class BatchLimits:
 
     def for_rerun(self, backend: str, first: str) -> TimeLimits:
         """The limits of a re-run on ``backend`` of a notebook that failed on ``first`` in a way ``first``
-        explains: ``backend``'s own only when they come from the reference's own timings there; otherwise
-        ``first``'s, kept (a forged "JAX-only" error must not buy the fixed maximums, ten times the time)."""
+        explains: ``backend``'s own when they come from the reference's own timings there; otherwise, on
+        TensorFlow, the batch's ``keras2`` entry (the reference's times on ``first`` times the loop factor: a fit
+        on TensorFlow, unfused, is as slow as the Keras 2 path's, and ``first``'s limits cut fair students' fits
+        short); else ``first``'s, kept (a forged "JAX-only" error buys no more than Keras 2 code gets, never the
+        fixed maximums without timings)."""
         own, before = self.for_backend(backend), self.for_backend(first)
         if own.scale is not None or before.scale is None:  # the reference timed there, or no timings at all
             return own
+        on_tensorflow = dict(self.by_backend).get(KERAS2) if backend == "tensorflow" else None
+        if on_tensorflow is not None:
+            note = "the limit of a run on TensorFlow (the Keras 2 path's), for the re-run on tensorflow"
+            return TimeLimits(backend, Limit(on_tensorflow.cell.seconds, f"{on_tensorflow.cell.why}; {note}"),
+                              Limit(on_tensorflow.notebook.seconds, f"{on_tensorflow.notebook.why}; {note}"),
+                              on_tensorflow.scale)
         note = (f"the {first} limit, kept for the re-run on {backend}, which has no timings of the reference "
                 "notebook")
         return TimeLimits(backend, Limit(before.cell.seconds, f"{before.cell.why}; {note}"),
