@@ -56,7 +56,9 @@ def test_a_keras_archive_that_unpacks_to_megabytes_is_refused_before_anything_is
     worker_tmp = tmp_path / "worker-tmp"
     worker_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(worker_tmp))  # the spawned worker's temporary folder
-    tempfile.tempdir = None  # (the spawned worker reads TMPDIR afresh)
+    # (the spawned worker reads TMPDIR afresh; this process's cached folder is put back after the test, or every
+    # later test of the process made its temporary folders here: test_postgres's server could not enter them)
+    monkeypatch.setattr(tempfile, "tempdir", None)
     small_model().save(tmp_path / "ok.keras")
     with Evaluator(assignment, dataset_seeds(assignment, TEST_SECRET)) as ev:
         with pytest.raises(CorruptModel, match="files a Keras model does not have") as refused:
