@@ -494,7 +494,8 @@ def load(path: Path):
     try:
         from .intake.formats import sniff_format
 
-        listed = _listed_sequential(path) if sniff_format(path) == HDF5 else None
+        fmt = sniff_format(path)  # read once: the file's format decides each copy below
+        listed = _listed_sequential(path) if fmt == HDF5 else None
         if listed is not None:  # saved by Keras <= 2.3 or with tf.nn activations: a copy Keras rebuilds
             import shutil
             import tempfile
@@ -507,7 +508,7 @@ def load(path: Path):
                 with h5py.File(copy, "r+") as f:
                     f.attrs["model_config"] = json.dumps(listed)
                 return keras.models.load_model(copy, compile=False, safe_mode=True)
-        if sniff_format(path) == KERAS_ZIP:  # saved by Keras 2.13-2.15 or with tf.nn activations: a copy Keras 3
+        if fmt == KERAS_ZIP:  # saved by Keras 2.13-2.15 or with tf.nn activations: a copy Keras 3
             #                                   rebuilds
             import tempfile
 
@@ -519,7 +520,7 @@ def load(path: Path):
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
-                alias = Path(tmp) / ("model.h5" if sniff_format(path) == HDF5 else "model.keras")
+                alias = Path(tmp) / ("model.h5" if fmt == HDF5 else "model.keras")
                 alias.symlink_to(path.resolve())
                 return keras.models.load_model(alias, compile=False, safe_mode=True)
         return keras.models.load_model(path, compile=False, safe_mode=True)

@@ -130,6 +130,10 @@ class CappedClient(NotebookClient):
     max_outputs = 2000
     #: nbclient keeps the state every ``jupyter.widget`` comm sends, unbounded; the grader shows no widget
     store_widget_state = Bool(False)
+    #: the output the run has kept so far, all cells together (``MAX_NOTEBOOK_OUTPUT_BYTES``), and whether the
+    #: line saying the rest was dropped has been written; set on the instance as the run goes
+    grader_output_total = 0
+    grader_notebook_full = False
 
     async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
         # nbclient leaves a timed-out cell's output reader running (CellTimeoutError is a "control signal" to
@@ -151,10 +155,10 @@ class CappedClient(NotebookClient):
             return None
         content = msg.get("content", {})
         size = len(str(content.get("text", ""))) + _data_size(content.get("data", {}))
-        total = self.__dict__.get("grader_output_total", 0) + max(size, MIN_OUTPUT_BYTES)
+        total = self.grader_output_total + max(size, MIN_OUTPUT_BYTES)
         if total > MAX_NOTEBOOK_OUTPUT_BYTES:  # the notebook's outputs together: nothing more is kept
             used_by_cell[cell_index] = self.max_output_bytes + 1
-            if not self.__dict__.get("grader_notebook_full"):  # said once, in the cell that reached it
+            if not self.grader_notebook_full:  # said once, in the cell that reached it
                 self.grader_notebook_full = True
                 outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
                     f"[grader: output beyond {MAX_NOTEBOOK_OUTPUT_BYTES >> 20} MB of this notebook, from here on, "
@@ -174,7 +178,7 @@ class CappedClient(NotebookClient):
                                                text=f"[grader: output beyond {self.max_output_bytes // 1024} KB "
                                                     f"or {self.max_outputs} outputs of this cell was dropped]\n"))
             # the line itself is kept: counted, so that cells each past their own cap are bounded too
-            self.grader_output_total = self.__dict__.get("grader_output_total", 0) + 2 * MIN_OUTPUT_BYTES
+            self.grader_output_total = self.grader_output_total + 2 * MIN_OUTPUT_BYTES
             return None
         self.grader_output_total = total
         return super().output(outs, msg, display_id, cell_index)
@@ -192,9 +196,9 @@ class CappedClient(NotebookClient):
             if after[cell_index] > self.max_output_bytes:
                 return
         grown = sum(after[i] - used_by_cell.get(i, 0) for i in after)
-        if self.__dict__.get("grader_output_total", 0) + grown > MAX_NOTEBOOK_OUTPUT_BYTES:
+        if self.grader_output_total + grown > MAX_NOTEBOOK_OUTPUT_BYTES:
             return  # updates that would take the notebook past its cap (thousands of tiny displays grown at once)
-        self.grader_output_total = self.__dict__.get("grader_output_total", 0) + grown
+        self.grader_output_total = self.grader_output_total + grown
         used_by_cell.update(after)
         super()._update_display_id(display_id, msg)
 
