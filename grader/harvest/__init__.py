@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import untrusted
 from ..execute.limits import secs
-from ..intake.formats import EMPTY, MODEL_FORMATS, _zip_entries, parse_json, sniff_format
+from ..intake.formats import EMPTY, MODEL_FORMATS, parse_json, sniff_format, zip_entries
 from ..records import Provenance
 from ..spec import Assignment, import_reference
 
@@ -162,7 +162,7 @@ def load_arrays(data: bytes, bounds: DataBounds = DataBounds()):
     than ``bounds`` allows; y alone is None when it does (checked on each array's header, before it is
     decompressed or widened)."""
     try:
-        if _zip_entries(io.BytesIO(data)) > MAX_DATA_ENTRIES:  # read from its end record, before any entry
+        if zip_entries(io.BytesIO(data)) > MAX_DATA_ENTRIES:  # read from its end record, before any entry
             return None, None
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             x = _bounded_array(z, "x", bounds.points, bounds.x_width)

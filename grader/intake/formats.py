@@ -55,7 +55,7 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20
 MAX_ZIP_ENTRIES = 64
 
 
-def _zip_entries(f) -> int:
+def zip_entries(f) -> int:
     """The number of entries the archive's end record declares, read without reading the entries (a damaged
     archive: 0, left to ``zipfile`` to refuse)."""
     try:
@@ -123,7 +123,7 @@ def sniff_format(path: Path, dir_fd: int | None = None) -> str:
         fd = untrusted.open_regular(name, dir_fd)
         try:
             with os.fdopen(fd, "rb") as f:
-                if _zip_entries(f) > MAX_ZIP_ENTRIES:
+                if zip_entries(f) > MAX_ZIP_ENTRIES:
                     return UNKNOWN
                 with zipfile.ZipFile(f) as z:
                     if "config.json" in z.namelist():
