@@ -324,7 +324,7 @@ def test_the_scan_takes_no_other_librarys_code_for_keras2():
 
 
 # trains the same networks with the Keras 2 kernel's fit (argv[1] "fused": install(); "keras": tf_keras's own fit,
-# nothing installed) and saves every weight, history and report to argv[2]
+# nothing installed but the kernel's TensorFlow settings) and saves every weight, history and report to argv[2]
 FITS = """
 import importlib.util, json, os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -333,6 +333,10 @@ kernel = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(kernel)
 if sys.argv[1] == "fused":
     kernel.install()
+else:  # tf_keras's own fit, with the kernel's TensorFlow settings
+    os.environ.update(kernel.TENSORFLOW_ENV)
+    import tensorflow as tf
+    tf.config.optimizer.set_experimental_options(dict(kernel.GRAPPLER))
 import numpy as np
 import tf_keras as keras
 from tf_keras.layers import Dense, Dropout
@@ -340,6 +344,14 @@ x = np.linspace(0, 1, 203)
 y = np.where((x > 0.1) & (x < 0.6), 0.5 * (x - 0.1), 0.0)
 X = np.random.default_rng(0).normal(size=(203, 2))
 Y = (X[:, 0] * X[:, 1] > 0).astype(int)
+
+
+def branching_loss(y_true, y_pred):  # a student's own loss, with a tf.cond
+    import tensorflow as tf
+    error = tf.reduce_mean(tf.square(tf.cast(y_true, y_pred.dtype) - y_pred))
+    return tf.cond(error > 0.5, lambda: tf.sqrt(error), lambda: error)
+
+
 cases = {
     "sheet 1c": (lambda: [Dense(30, activation='relu', input_dim=1), Dense(1)], 'mean_squared_error', 'adam', None,
                  (x, y), dict(epochs=40, batch_size=32)),
@@ -351,6 +363,8 @@ cases = {
                                  'binary_crossentropy', 'rmsprop', ['accuracy'], (X, Y),
                                  dict(epochs=8, batch_size=64, shuffle=False, class_weight={0: 1.0, 1: 3.0},
                                       validation_data=(X[:50], Y[:50]))),
+    "a loss with a branch": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], branching_loss, 'adam',
+                             None, (X, Y.astype(float)), dict(epochs=4, batch_size=32)),
     "a legacy optimizer": (lambda: [Dense(4, activation='relu', input_dim=2), Dense(1)], 'mse',
                            keras.optimizers.legacy.SGD(learning_rate=0.03, momentum=0.5), None, (X, Y.astype(float)),
                            dict(epochs=4, batch_size=16)),
@@ -384,6 +398,10 @@ for name, (layers, loss, optimizer, metrics, (a, b), fit) in cases.items():
                  "metrics": [float(m.result()) for m in model.metrics],
                  "optimizer": [v.name for v in model.optimizer.variables()],
                  "reports": [report, dict(kernel.last_report)]}
+    # predict: the training rows, and a grid of many batches, the last one partial
+    out[name]["predictions"] = [model.predict(a, verbose=0).tolist(),
+                                model.predict(np.repeat(a, 50, axis=0)[:10007], batch_size=64, verbose=0).tolist()]
+    out[name]["predict_report"] = dict(getattr(kernel, "predict_report", {})) if sys.argv[1] == "fused" else {}
 with open(sys.argv[2], "w") as f:
     json.dump(out, f)
 """
@@ -417,7 +435,10 @@ def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
     shuffle, sample weights, batches of one size (no partial one), a learning-rate schedule with amsgrad (the
     program's updates share one read of the step count and rate) and ``shuffle='batch'`` (whose batches come
     from tf_keras's dataset; every other fit's are cut in the program); the optimizer's variables named as
-    tf_keras names them; a fit with a callback is tf_keras's own, and the report says why."""
+    tf_keras names them; a fit with a callback is tf_keras's own, and the report says why.  Each fit on TensorFlow's
+    single-threaded executor, but where the program has a branch (a student's loss) or an iterator; tf_keras's
+    own with the kernel's TensorFlow settings (``GRAPPLER``, ``TENSORFLOW_ENV``).  ``predict``, every batch in one
+    call, gives tf_keras's numbers."""
     import subprocess
     import sys
 
@@ -439,8 +460,18 @@ def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
         if name != "a legacy optimizer":  # its variables are made in the program's first trace
             assert fused[name]["optimizer"] == keras[name]["optimizer"], name
     assert set(fused["validation, dropout, accuracy"]["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    # predict, every batch in one call: what tf_keras's predict gives, bit for bit
+    for name in keras:
+        assert fused[name]["predictions"] == keras[name]["predictions"], name
+        assert fused[name]["predict_report"] == {"fused": True, "why": None, "executor": "single-threaded"}, name
     # every epoch's order drawn at once (the same batches: the weights above), and cut into batches in the
     # program, but where tf_keras shuffles within batches
+    # on TensorFlow's single-threaded executor, but a program with a branch (a student's loss) or an iterator
+    # (shuffle='batch'), on the threaded one
+    executors = {name: [r.pop("executor") for r in fused[name]["reports"] if r["fused"]] for name in fused}
+    assert executors == {name: ["single-threaded"] if name == "a callback" else
+                         ["threaded"] * 2 if name in ("a loss with a branch", "shuffle='batch'") else
+                         ["single-threaded"] * 2 for name in fused}
     for key in ("orders_at_once", "in_graph"):
         done_so = {name: [r.pop(key) for r in fused[name]["reports"] if r["fused"]] for name in fused}
         assert done_so == {name: [True] if name == "a callback" else [name != "shuffle='batch'", True]

@@ -96,6 +96,10 @@ spec = importlib.util.spec_from_file_location("k2", sys.argv[1])
 k = importlib.util.module_from_spec(spec); spec.loader.exec_module(k)
 if sys.argv[2] == "grader":
     k.install()
+else:  # tf_keras's own fit, with the kernel's TensorFlow settings
+    os.environ.update(k.TENSORFLOW_ENV)
+    import tensorflow as tf
+    tf.config.optimizer.set_experimental_options(dict(k.GRAPPLER))
 import numpy as np, tf_keras as keras
 from tf_keras.callbacks import Callback, EarlyStopping
 from tf_keras.layers import Dense
