@@ -953,6 +953,11 @@ def install(fused=True):
     for name in [n for n in sys.modules if n in ROOTS or n.startswith(tuple(r + "." for r in ROOTS))]:
         _real[name] = sys.modules.pop(name)
     sys.meta_path.insert(0, Aliases())
+    # ``from tensorflow.python import keras`` reads the package's attribute, which TensorFlow's import set to its
+    # leftover (whose ``optimizers`` has no ``Adam``), before it looks at any finder: the alias there too
+    python = sys.modules.get("tensorflow.python")
+    if python is not None:
+        python.keras = importlib.import_module("tensorflow.python.keras")
     used = USED
     for name in OPTIMIZERS:
         cls = getattr(tf_keras.optimizers, name, None)
