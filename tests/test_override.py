@@ -310,7 +310,7 @@ def test_a_gradebook_of_the_previous_schema_is_upgraded_in_place(graded, tmp_pat
     found = _review(out)  # opening it upgrades it; every result is still there
     assert found["not_fingerprinted"] == ["alice", "bob", "mallory", "nina", "olga", "oscar"] and not found["identical"]
     c = sqlite3.connect(out / "gradebook.sqlite")
-    assert c.execute("select value from meta where key = 'schema_version'").fetchone() == ("3",)
+    assert c.execute("select value from meta where key = 'schema_version'").fetchone() == ("4",)
     assert {r[1] for r in c.execute("pragma table_info(submissions)")} >= {"identity", "measurements"}
     assert {r[1] for r in c.execute("pragma table_info(runs)")} >= {"versions"}
     c.close()

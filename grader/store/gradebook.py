@@ -24,7 +24,7 @@ from ..textsafe import json_text
 from . import codec
 from .overrides import apply_overrides, outcome
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_NAME = "gradebook.sqlite"
 #: the gradebook holds every student's grades: readable and writable by its owner only
 PRIVATE_FILE = 0o600
@@ -85,6 +85,9 @@ results = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),  # passed | failed | error
     sa.Column("result", sa.Text, nullable=False),  # StudentResult.to_json()
     sa.Column("graded_at", sa.String(32), nullable=False),
+    # JSON: what the run before this one left the student with (``previous_of``), {"new": true} for their first
+    # result; null when recorded before schema 4 (not known)
+    sa.Column("previous", sa.Text),
 )
 task_results = sa.Table(
     "task_results", metadata,
@@ -115,7 +118,7 @@ overrides = sa.Table(
 
 #: what each schema version added to existing tables (new tables are created by ``create_all``)
 ADDED_COLUMNS = {2: [(assignments, "grade_bands"), (assignments, "spec_folder"), (submissions, "identity")],
-                 3: [(runs, "versions")]}
+                 3: [(runs, "versions")], 4: [(results, "previous")]}
 
 
 def now() -> str:
@@ -150,6 +153,22 @@ class ChangedSince(GradebookError):
         super().__init__(f"Another TA changed this task since you opened the page: {what}. Nothing was "
                          "changed; reload the page to see the task as it stands, then decide again.")
         self.task_id, self.latest = task_id, latest
+
+
+#: ``_write_result``: keep the replaced row's ``previous``
+_KEEP = object()
+
+
+def previous_of(payload: dict, run: int) -> dict:
+    """What a result (its stored JSON, the overrides then in force over it) gave, kept when a later run replaces
+    it: ``{"run", "score", "automatic", "tasks": {id: {"score", "automatic"}}}``, ``automatic`` the grader's own
+    score under a TA's (None without one)."""
+    def automatic(part):
+        return ((part or {}).get("automatic") or {}).get("score")
+
+    return {"run": run, "score": payload["score"], "automatic": automatic(payload),
+            "tasks": {t["id"]: {"score": t["score"], "automatic": automatic(t.get("override"))}
+                      for t in payload["tasks"]}}
 
 
 @dataclass
@@ -236,22 +255,26 @@ class Gradebook:
 
     def last_batch(self, assignment_id: str) -> dict | None:
         """The latest finished run of ``assignment_id``: ``{"run", "started_at", "finished_at", "counts",
-        "students", "earlier"}``, ``students`` the ids whose current result it recorded (graded or re-scored by it;
-        a student it found unchanged keeps an older run's result), ``earlier`` how many runs finished before it;
-        None when no run has finished."""
+        "students", "previous", "earlier"}``, ``students`` the ids whose current result it recorded (graded or
+        re-scored by it; a student it found unchanged keeps an older run's result), ``previous`` what each of them
+        had before it (``previous_of``; None when recorded before it was kept), ``earlier`` how many runs
+        finished before it; None when no run has finished."""
         with self._errors("read"), self.engine.connect() as c:
             row = c.execute(sa.select(runs.c.id, runs.c.started_at, runs.c.finished_at, runs.c.counts)
                             .where(runs.c.assignment_id == assignment_id, runs.c.status == "finished")
                             .order_by(runs.c.id.desc()).limit(1)).first()
             if row is None:
                 return None
-            ids = c.execute(sa.select(students.c.student_id).join(results, results.c.student == students.c.id)
+            got = c.execute(sa.select(students.c.student_id, results.c.previous)
+                            .join(results, results.c.student == students.c.id)
                             .where(students.c.assignment_id == assignment_id, results.c.run == row.id)
-                            .order_by(students.c.student_id)).scalars().all()
+                            .order_by(students.c.student_id)).all()
             earlier = c.execute(sa.select(sa.func.count()).select_from(runs).where(
                 runs.c.assignment_id == assignment_id, runs.c.status == "finished", runs.c.id < row.id)).scalar()
         return {"run": row.id, "started_at": row.started_at, "finished_at": row.finished_at,
-                "counts": json.loads(row.counts) if row.counts else {}, "students": list(ids), "earlier": earlier}
+                "counts": json.loads(row.counts) if row.counts else {}, "students": [sid for sid, _ in got],
+                "previous": {sid: json.loads(previous) if previous else None for sid, previous in got},
+                "earlier": earlier}
 
     def finish_run(self, run_id: int, status: str, counts: dict) -> None:
         with self._errors("finish the run in"), self.engine.begin() as c:
@@ -319,20 +342,29 @@ class Gradebook:
                 elif fingerprints:
                     c.execute(submissions.update().where(submissions.c.id == sub_id).values(**fingerprints))
             apply_overrides(payload, self._in_force(c, [pk]).get(pk, {}), self._bands(c, assignment_id))
-            self._write_result(c, pk, payload, submission=sub_id, run=run_id, score_key=score_key,
-                               graded_at=now())
+            old = c.execute(sa.select(results.c.run, results.c.result, results.c.previous)
+                            .where(results.c.student == pk)).first()
+            # what the student had before this run: the result it replaces (an earlier run's), or what that
+            # one had before (the same run recording the student again keeps it)
+            previous = json.dumps({"new": True}) if old is None else \
+                old.previous if old.run == run_id else json.dumps(previous_of(json.loads(old.result), old.run))
+            self._write_result(c, pk, payload, previous=previous, submission=sub_id, run=run_id,
+                               score_key=score_key, graded_at=now())
         return payload
 
     @staticmethod
-    def _write_result(c, pk: int, payload: dict, **row) -> None:
-        """Replace the student's current result (and its task rows) with ``payload``."""
-        old = c.execute(sa.select(results.c.id).where(results.c.student == pk)).first()
+    def _write_result(c, pk: int, payload: dict, previous=_KEEP, **row) -> None:
+        """Replace the student's current result (and its task rows) with ``payload``; ``previous`` (the column's
+        JSON text) kept from the row replaced unless given."""
+        old = c.execute(sa.select(results.c.id, results.c.previous).where(results.c.student == pk)).first()
+        if previous is _KEEP:
+            previous = old.previous if old is not None else None
         if old is not None:
             c.execute(task_results.delete().where(task_results.c.result == old[0]))
             c.execute(results.delete().where(results.c.id == old[0]))
-        rid = c.execute(results.insert().values(
+        rid = c.execute(results.insert().values(  # json_text: lone surrogates as JSON escapes
             student=pk, score=payload["score"], max_score=payload["max_score"], outcome=outcome(payload),
-            result=json_text(payload), **row)).inserted_primary_key[0]  # lone surrogates as JSON escapes
+            result=json_text(payload), previous=previous, **row)).inserted_primary_key[0]
         c.execute(task_results.insert(), [
             dict(result=rid, task_id=t["id"], score=t["score"], max_score=t["max_score"], status=t["status"],
                  metrics=json.dumps(t["metrics"]), message=_no_nul(t["message"]), source=_no_nul(t.get("source")))
