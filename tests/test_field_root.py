@@ -153,6 +153,7 @@ def test_the_hostile_script_runs_as_uid_65534_and_reaches_nothing_of_the_tas(gra
     home, _, visible = graded
     student = _student(home, "out-dropped")
     assert student["notebooks"][0]["sandboxed"] is True
+    assert student["notebooks"][0]["sandbox_mode"] == "dropped"  # results.json says how, for CI and the TA
     found = _found(student)
     assert (found["uid"], found["euid"], found["groups"]) == (65534, 65534, [])
     # no capability, even in its own namespace, and no_new_privs: no setuid program gives one back

@@ -119,6 +119,23 @@ def test_keys_name_what_a_plot_shows():
         plots.curve_plot(_curve_data(0.1), lambda x: _truth(x) + 1e-3, "t").key  # another true function
 
 
+def test_another_matplotlib_draws_every_plot_afresh(monkeypatch):
+    """A kept plot is the picture this matplotlib draws: after an upgrade, no kept PNG of the old one is reused."""
+    import importlib
+
+    import matplotlib
+
+    key = plots.regions_plot(_regions_data(0), (-10, 10, -10, 10), "task 2a").key
+    monkeypatch.setattr(matplotlib, "__version__", matplotlib.__version__ + ".post1")
+    try:
+        upgraded = importlib.reload(plots)
+        assert upgraded.regions_plot(_regions_data(0), (-10, 10, -10, 10), "task 2a").key != key
+    finally:
+        monkeypatch.undo()
+        importlib.reload(plots)
+    assert plots.regions_plot(_regions_data(0), (-10, 10, -10, 10), "task 2a").key == key
+
+
 def test_the_cache_keeps_plots_owner_only_draws_each_once_and_forgets_unused_ones(tmp_path):
     folder = tmp_path / "out" / cache.FOLDER
     kept = cache.PlotCache(folder)

@@ -52,6 +52,7 @@ class Execution:
     def summary(self) -> dict:
         cells = [c for c in self.run.cells if c.status != "skipped"]
         return {"name": self.name, "backend": self.run.backend, "sandboxed": self.run.sandboxed,
+                "sandbox_mode": self.run.sandbox_mode,
                 "seconds": round(self.run.seconds, 1), "cells_run": len(cells),
                 "cells_failed": sum(c.status != "ok" for c in self.run.cells),
                 "kernel_restarts": self.run.kernel_restarts, "models_captured": len(self.captures),

@@ -106,6 +106,7 @@ class RunResult:
     cells: list[CellRun] = field(default_factory=list)
     backend: str = ""
     sandboxed: bool = True
+    sandbox_mode: str = ""  # how the sandbox isolated the run (``sandbox.MODE_WORDS``: "root", "user", ...)
     notebook_timed_out: bool = False
     seconds: float = 0.0
     kernel_restarts: int = 0
@@ -314,7 +315,7 @@ class NotebookRunner:
         return asyncio.run(self._run())
 
     async def _run(self) -> RunResult:
-        result = RunResult(backend=self.backend, sandboxed=self.sandbox.available)
+        result = RunResult(backend=self.backend, sandboxed=self.sandbox.available, sandbox_mode=self.sandbox.mode)
         self._result, self._cell = result, None  # where a message dropped for its size is counted (``_dropped``)
         self.sandbox.prepare()
         runtime = kernel_folder(self.sandbox)  # the grader's start-up files: read-only to the kernel

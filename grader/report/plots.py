@@ -31,8 +31,9 @@ from matplotlib.transforms import Bbox, TransformedBbox  # noqa: E402
 
 DPI = 80
 PAD_INCHES = 0.1  # around the tight box, as savefig pads it
-#: this module's source: a change to how plots are drawn changes every key, so nothing stale is reused
-CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+#: this module's source and matplotlib's version: a change to how plots are drawn changes every key, so nothing
+#: stale is reused
+CODE = hashlib.sha256(Path(__file__).read_bytes() + f"\0matplotlib {matplotlib.__version__}".encode()).hexdigest()[:16]
 #: room around a kept figure's default size, so that what the tight box holds (a legend below the axes) is on
 #: the canvas; the axes keep the size and place they have in a figure of the default size
 MARGIN_INCHES = 1.0
