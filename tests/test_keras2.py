@@ -407,50 +407,43 @@ with open(sys.argv[2], "w") as f:
 """
 
 
-def test_the_keras2_kernel_imports_tensorflow_without_jax_and_jax_stays_importable():
-    """TensorFlow's import loads JAX (installed beside it) only for TFLite's converter; the Keras 2 kernel's
-    start skips it, and a student's ``import jax`` still works."""
+def _in_a_keras2_kernel(code: str) -> list[str]:
+    """``code`` run in a fresh process after the Keras 2 kernel's ``install()`` (as ``kernel``): its printed words."""
     import subprocess
     import sys
 
     from grader.execute import keras2_kernel
 
-    code = ("import importlib.util, sys\n"
-            "spec = importlib.util.spec_from_file_location('grader_keras2', sys.argv[1])\n"
-            "kernel = importlib.util.module_from_spec(spec)\n"
-            "spec.loader.exec_module(kernel)\n"
-            "assert kernel.install()\n"
-            "print('jax' in sys.modules, 'tensorflow' in sys.modules)\n"
-            "import jax, tensorflow as tf\n"
-            "print(jax.numpy.add(1, 2).item(), tf.keras.__name__)\n")
-    proc = subprocess.run([sys.executable, "-c", code, keras2_kernel.__file__], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    start = ("import importlib.util, sys\n"
+             "spec = importlib.util.spec_from_file_location('grader_keras2', sys.argv[1])\n"
+             "kernel = importlib.util.module_from_spec(spec)\n"
+             "spec.loader.exec_module(kernel)\n"
+             "assert kernel.install()\n")
+    proc = subprocess.run([sys.executable, "-c", start + code, keras2_kernel.__file__], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["False", "True", "3", "tf_keras.api._v2.keras"]
+    return proc.stdout.split()
+
+
+def test_the_keras2_kernel_imports_tensorflow_without_jax_and_jax_stays_importable():
+    """TensorFlow's import loads JAX (installed beside it) only for TFLite's converter; the Keras 2 kernel's
+    start skips it, and a student's ``import jax`` still works."""
+    assert _in_a_keras2_kernel("print('jax' in sys.modules, 'tensorflow' in sys.modules)\n"
+                               "import jax, tensorflow as tf\n"
+                               "print(jax.numpy.add(1, 2).item(), tf.keras.__name__)\n") == \
+        ["False", "True", "3", "tf_keras.api._v2.keras"]
 
 
 def test_keras2_code_that_imports_keras_from_the_tensorflow_python_package_gets_tf_keras():
     """``from tensorflow.python import keras`` (a real student's 2021 line) reads the package's attribute, not the
     import system: it was TensorFlow's leftover Keras, whose ``optimizers.Adam`` is gone, and the cell failed."""
-    import subprocess
-    import sys
-
-    from grader.execute import keras2_kernel
-
-    code = ("import importlib.util, sys\n"
-            "spec = importlib.util.spec_from_file_location('grader_keras2', sys.argv[1])\n"
-            "kernel = importlib.util.module_from_spec(spec)\n"
-            "spec.loader.exec_module(kernel)\n"
-            "assert kernel.install()\n"
-            "from tensorflow.python import keras\n"
-            "from tensorflow.python.keras.layers import Dense\n"
-            "opt = keras.optimizers.Adam(lr=0.01)\n"
-            "model = keras.Sequential([Dense(2, input_dim=2)])\n"
-            "print(keras.__name__, type(opt).__module__, round(float(opt.learning_rate), 6), sorted(kernel.USED))\n")
-    proc = subprocess.run([sys.executable, "-c", code, keras2_kernel.__file__], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["tf_keras", "tf_keras.src.optimizers.adam", "0.01", "['lr']"]
+    assert _in_a_keras2_kernel(
+        "from tensorflow.python import keras\n"
+        "from tensorflow.python.keras.layers import Dense\n"
+        "opt = keras.optimizers.Adam(lr=0.01)\n"
+        "model = keras.Sequential([Dense(2, input_dim=2)])\n"
+        "print(keras.__name__, type(opt).__module__, round(float(opt.learning_rate), 6), sorted(kernel.USED))\n") == \
+        ["tf_keras", "tf_keras.src.optimizers.adam", "0.01", "['lr']"]
 
 
 def test_the_keras2_fused_fit_trains_what_tf_keras_fit_trains(tmp_path):
