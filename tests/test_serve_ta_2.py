@@ -357,8 +357,9 @@ def test_the_review_page_says_what_the_last_batch_changed(client):
     page = client.get("/review").get_data(as_text=True)
     changed = page[page.index('<h2 id="changed">'):]
     assert "graded 1 of 5 student(s) again" in changed
-    listed = re.findall(r'<li><a href="([^"]+)">(\w+)</a>: ([^<]*)', changed)
-    assert listed == [("/student/eve", "eve", "4 / 100 (the grader's own: 2) · ")], listed
+    listed = re.findall(r'<li data-id="\w+"><a href="([^"]+)">(\w+)</a>: <span class="was-now">([^<]*)</span>',
+                        changed)
+    assert listed == [("/student/eve", "eve", "was 4, now 4 / 100 (the grader's own: was 1, now 2)")], listed
     assert "✎! a TA's score to look at again: 1a" in changed
     # and the queue has it first among the checks: the TA's 4 over the grader's 1, which is now 2
     assert re.search(r'<td>override needs review</td>\s*<td><a href="/student/eve#task-1a">eve</a>', page)

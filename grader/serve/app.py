@@ -1,17 +1,16 @@
 """``grader serve``: a local web app over a class's gradebook, for a TA (or a small team) reviewing it.
 
-Pages: the class (a sortable, searchable table and each task's distribution),
-the review queue (``api.review_gradebook``) with what the last batch changed, and each student's page: what
-the queue lists of theirs, the tasks with their evidence and a folded override form (an undo beside one in
-force), the files and what each became, the work as it ran (``grader.executed``) and the feedback page the
-student gets.  Previous and next follow the class table's order and search.  An
-override or undo goes through ``api.override_score`` (the gradebook's audit
-trail, the pages and exports re-drawn) with the version of the task the form
-was drawn from: a task changed since is refused, and the TA told by whom.
-Every request needs the token the command prints (in the URL once, then a
-cookie); every form a CSRF token; every page is escaped (Jinja autoescape,
-``textsafe.visible``) under a Content-Security-Policy.  Flask on Werkzeug's
-threaded server, bound to 127.0.0.1 by default (docs/design/serve.md).
+Pages: the class (a sortable, searchable table and each task's distribution), the review queue
+(``api.review_gradebook``) with what the last batch changed ("was X, now Y", a student's total and each task:
+``batch_change``), and each student's page: what the queue lists of theirs, the tasks with their evidence and a
+folded override form (an undo beside one in force), the files and what each became, the work as it ran
+(``grader.executed``) and the feedback page the student gets.  Previous and next follow the class table's order
+and search.  An override or undo goes through ``api.override_score`` (the gradebook's audit trail, the pages and
+exports re-drawn) with the version of the task the form was drawn from: a task changed since is refused, and the
+TA told by whom; a refused form comes back with what the TA typed in it (bounded, escaped).  Every request needs
+the token the command prints (in the URL once, then a cookie); every form a CSRF token; every page is escaped
+(Jinja autoescape, ``textsafe.visible``) under a Content-Security-Policy.  Flask on Werkzeug's threaded server,
+bound to 127.0.0.1 by default (docs/design/serve.md).
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ import os
 import secrets
 import stat
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -43,6 +43,11 @@ OVERRIDE_WAIT_S = 60.0
 CHANGED_SINCE = "Another TA changed this task since you opened the page"
 #: the longest name kept in "By" (and in the cookie that remembers the one a TA typed)
 MAX_BY_CHARS = 128
+#: a refused form comes back with what the TA typed (``_say``): the points' text cut at this many characters,
+#: the reason at ``grader.ci.inputs.MAX_REASON``, the name at ``MAX_BY_CHARS``; kept in the server (a cookie holds
+#: 4 KB) until its page is drawn, at most this many forms at once (the oldest dropped)
+MAX_POINTS_CHARS = 32
+MAX_KEPT_FORMS = 64
 
 
 def _finalize(value):
@@ -78,6 +83,7 @@ def create_app(out_dir: Path, *, db_url: str | None = None, assignment_id: str |
         # each server's cookies are its own (cookies ignore ports: two servers on one machine share them)
         "cookie": f"grader_token_{_digest(token, 'cookie')[:10]}", "csrf": _digest(token, "csrf"),
         "by_cookie": f"grader_by_{_digest(token, 'cookie')[:10]}",
+        "typed": OrderedDict(), "typed_lock": threading.Lock(),
         "css": (Path(__file__).parent / "templates" / "serve.css").read_text(encoding="utf-8")}
     app.before_request(_authorise)
     app.after_request(_headers)
@@ -218,12 +224,17 @@ def _common():
 
 
 def _messages() -> list[dict]:
-    """The flashed messages, each ``{"category", "text", "task"}``: the student's page shows a task's in that
-    task's section, where the redirect after the form lands, and the others at the top."""
+    """The flashed messages, each ``{"category", "text", "task", "form"}``: the student's page shows a task's in
+    that task's section, where the redirect after the form lands, and the others at the top; ``form``: what the
+    TA typed in a refused form (``{"action", "points", "reason", "by"}``, taken from the server once), or None."""
     out = []
+    state = _state()
     for category, message in get_flashed_messages(with_categories=True):
         message = message if isinstance(message, dict) else {"text": str(message)}
-        out.append({"category": category, "text": message.get("text", ""), "task": message.get("task")})
+        with state["typed_lock"]:
+            form = state["typed"].pop(message.get("form"), None) if message.get("form") else None
+        out.append({"category": category, "text": message.get("text", ""), "task": message.get("task"),
+                    "form": form})
     return out
 
 
@@ -346,13 +357,47 @@ def review():
     batch = state["gradebook"].last_batch(state["assignment"])
     changed = []
     if batch is not None:
-        results = {r["id"]: r for r in state["gradebook"].results(state["assignment"], batch["students"])}
-        changed = [{"id": sid, "score": r["score"], "max_score": r["max_score"],
-                    "automatic": (r.get("automatic") or {}).get("score"),
-                    "flagged": [t["id"] for t in r["tasks"] if (t.get("override") or {}).get("needs_review")]}
-                   for sid, r in results.items()]
+        results = state["gradebook"].results(state["assignment"], batch["students"])
+        changed = [batch_change(r, batch["previous"].get(r["id"])) for r in results]
     return render_template("review.html", found=found, safe_name=safe_name, batch=batch, changed=changed,
                            total=len(state["gradebook"].results(state["assignment"])))
+
+
+def _own(score: float, automatic: float | None) -> float:
+    """The grader's own score: ``automatic`` under a TA's score, else ``score``."""
+    return score if automatic is None else automatic
+
+
+def batch_change(result: dict, previous: dict | None) -> dict:
+    """What the last batch changed of a student (``result``: theirs now; ``previous``: what they had before it,
+    ``Gradebook.last_batch``): ``{"id", "score", "max_score", "automatic", "flagged", "was", "tasks"}``, ``was``
+    "new" (first graded), "unknown" (graded before previous scores were kept) or ``{"score", "automatic"}``;
+    ``tasks`` (with a previous result) each task now and each one dropped since: ``{"id", "now", "was",
+    "automatic_now", "automatic_was", "moved"}``, ``was`` None for a task new to it, ``now`` None for one dropped,
+    ``automatic_*`` the grader's own under a TA's score (None without one), ``moved`` whether either moved."""
+    def own(part):
+        return ((part or {}).get("automatic") or {}).get("score")
+
+    out = {"id": result["id"], "score": result["score"], "max_score": result["max_score"],
+           "automatic": own(result),
+           "flagged": [t["id"] for t in result["tasks"] if (t.get("override") or {}).get("needs_review")],
+           "tasks": []}
+    if previous is None or previous.get("new"):
+        out["was"] = "unknown" if previous is None else "new"
+        return out
+    out["was"] = {"score": previous["score"], "automatic": previous.get("automatic")}
+    before = dict(previous.get("tasks") or {})
+    for t in result["tasks"]:
+        old = before.pop(t["id"], None) or {"score": None, "automatic": None}
+        out["tasks"].append({"id": t["id"], "now": t["score"], "automatic_now": own(t.get("override")),
+                             "was": old["score"], "automatic_was": old["automatic"]})
+    out["tasks"] += [{"id": tid, "now": None, "was": old["score"], "automatic_now": None,
+                      "automatic_was": old["automatic"]} for tid, old in before.items()]
+    for t in out["tasks"]:
+        # a move of the score, or of the grader's own under a TA's (the score itself when there is none)
+        t["moved"] = None in (t["now"], t["was"]) or t["now"] != t["was"] or \
+            _own(t["now"], t["automatic_now"]) != _own(t["was"], t["automatic_was"])
+    return out
 
 
 def student(name):
@@ -396,8 +441,13 @@ def student(name):
     # what of this student's the review queue lists (identical work aside: that compares the whole class), at the
     # top of the page: a TA walking the class by previous and next sees why this one needs a look
     attention = review_items([data], [])
+    # what the last batch changed of theirs, when it graded them: was X, now Y, the total and each task
+    batch = gradebook.last_batch(state["assignment"])
+    change = batch_change(data, batch["previous"].get(data["id"])) \
+        if batch is not None and data["id"] in batch["previous"] else None
     return render_template("student.html", s=data, name=name, versions=versions, step=step, safe_name=safe_name,
-                           attention=attention,
+                           attention=attention, batch=batch, change=change,
+                           moved={t["id"]: t for t in (change or {}).get("tasks", [])},
                            executed=executed, models=models, ran=ran, cells=cells, loose=loose,
                            evidence={t["id"]: _evidence(t) for t in data["tasks"]},
                            report=_page_file(state["pages"], name) is not None,
@@ -449,17 +499,21 @@ def override(name):
         points = "?"
     # the reason and the name refused as `grader override` refuses them (one check, grader.ci.inputs): a
     # control character (an escape, a bidi control; the reason may keep its line breaks), a reason too long
-    from ..ci.inputs import id_problem, reason_problem
+    from ..ci.inputs import MAX_REASON, id_problem, reason_problem
 
     problem = reason_problem(reason, allow="\t\n\r") or (id_problem("name given in By", by) if by else None)
+    # what the TA typed, bounded, for the form that comes back when refused (shown escaped, as every string)
+    typed = {"action": "undo" if undo else "set", "points": form.get("points", "")[:MAX_POINTS_CHARS],
+             "reason": reason[:MAX_REASON], "by": by[:MAX_BY_CHARS]}
     if points == "?":
-        _say(f"Task {task}: not changed. Give the points as a number.", "refused", task)
+        _say(f"Task {task}: not changed. Give the points as a number.", "refused", task, typed)
     elif problem:
-        _say(f"Task {task}: not changed: {problem}.", "refused", task)
+        _say(f"Task {task}: not changed: {problem}.", "refused", task, typed)
     elif not undo and not reason.strip():
-        _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused", task)
+        _say(f"Task {task}: not changed. Give a reason: the gradebook keeps it with the score.", "refused", task,
+             typed)
     else:
-        _decide(data["id"], task, points, reason, by, form.get("version") or None)
+        _decide(data["id"], task, points, reason, by, form.get("version") or None, typed)
     response = redirect(back, code=303)
     # a name the TA typed is remembered (this server, this browser); the server's own (--by) needs no cookie
     by = "" if problem else by
@@ -470,8 +524,9 @@ def override(name):
     return response
 
 
-def _decide(student_id: str, task: str, points: float | None, reason: str, by: str, version: str | None) -> None:
-    """Record the override (or undo, ``points`` None) and say what happened."""
+def _decide(student_id: str, task: str, points: float | None, reason: str, by: str, version: str | None,
+            typed: dict | None = None) -> None:
+    """Record the override (or undo, ``points`` None) and say what happened (``typed`` back in a refused form)."""
     from ..api import override_score
 
     state = _state()
@@ -482,7 +537,7 @@ def _decide(student_id: str, task: str, points: float | None, reason: str, by: s
                                   assignment_dir=state["assignment_dir"], wait=OVERRIDE_WAIT_S,
                                   expected_version=version)
     except (GradebookError, FatalError) as e:
-        _say(f"Task {task}: not changed. {e.explain()}", "refused", task)
+        _say(f"Task {task}: not changed. {e.explain()}", "refused", task, typed)
         return
     t = done["task"]
     what = (f"the override was undone; the grader's {t['score']:g} of {t['max_score']:g} stands" if points is None
@@ -519,9 +574,19 @@ def report(name, work=False):
 MAX_MESSAGE_CHARS = 1200
 
 
-def _say(text: str, category: str, task: str | None = None) -> None:
+def _say(text: str, category: str, task: str | None = None, typed: dict | None = None) -> None:
+    """Flash ``text`` (at the task's section); ``typed``: the refused form's values, kept in the server for the
+    page the redirect draws (``_messages``), the flashed message naming them by a random key."""
     text = text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
-    flash({"text": text, "task": task}, category)
+    message = {"text": text, "task": task}
+    if typed is not None:
+        state, key = _state(), secrets.token_urlsafe(16)
+        with state["typed_lock"]:
+            state["typed"][key] = typed
+            while len(state["typed"]) > MAX_KEPT_FORMS:
+                state["typed"].popitem(last=False)
+        message["form"] = key
+    flash(message, category)
 
 
 def _digest(token: str, purpose: str) -> str:
