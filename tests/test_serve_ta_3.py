@@ -16,7 +16,7 @@ import sqlite3
 import pytest
 
 from conftest import TUTORIAL6
-from test_serve_browser import browser, serving  # noqa: F401 (Chromium, a fixture; grader serve running)
+from test_serve_browser import audit, browser, serving  # noqa: F401 (Chromium, a fixture; grader serve running)
 
 pytest.importorskip("flask")
 
@@ -220,7 +220,7 @@ def test_a_refused_override_comes_back_with_what_the_ta_typed_escaped_beside_why
     page = _post(client, "gus", "1c", points="9", reason="long " * 1000, action="set")
     assert "the reason is 5000 characters long (at most 2000)" in _text(_task(page, "1c"))
     assert _value(_form(_task(page, "1c")), "reason") == ("long " * 400)[:2000]
-    assert [r for r in __import__("test_serve_browser").audit(klass) if r[0] == "gus"] == []  # nothing written
+    assert [r for r in audit(klass) if r[0] == "gus"] == []  # nothing written
 
 
 def test_a_form_refused_because_another_ta_changed_the_task_keeps_what_was_typed(client, klass):
