@@ -307,6 +307,41 @@ def test_a_derived_limit_is_told_with_its_factor(tmp_path):
     assert failures[1]["cell"] == 3 and failures[1]["error"] == "NameError" and len(failures) == 2
 
 
+@pytest.mark.slow
+@needs_sandbox
+def test_a_notebook_that_trains_on_tf_data_pipelines_gets_limits_for_keras_own_loop(tmp_path):
+    """Keras' fit iterates a tf.data pipeline batch by batch (the fused fit takes arrays): 25x the reference's
+    slowest cell for the sheet's 1c.  A notebook that makes one runs under the reference's times the dataset
+    factor, and says so; the same cell under the plain limit would have been stopped."""
+    from grader.execute import execute_notebook
+    from grader.execute.limits import (BACKENDS, DATASET_LOOP_FACTOR, DATASETS, BatchLimits,
+                                       trains_on_datasets)
+    from grader.harvest import Harvester
+    from grader.intake import collect_one
+
+    a = load_assignment(TUTORIAL6)
+    settings = dataclasses.replace(a.notebooks, cell_limit_factor=3, min_cell_limit_s=1)
+    plain = time_limits(settings, _timings(slowest=0.05), "jax", 1.0)
+    datasets = time_limits(settings, _timings(slowest=0.05), "jax", 1.0, DATASET_LOOP_FACTOR, loop_why=DATASETS)
+    assert plain.cell.seconds == 1.0 and datasets.cell.seconds == 8.0
+    limits = BatchLimits(tuple((b, plain) for b in BACKENDS) + ((DATASETS, datasets),))
+    assert limits.for_datasets("jax") is datasets and limits.for_datasets("tensorflow") is plain
+    # a pipeline made in any of the usual ways is read as one; training on arrays is not
+    assert all(trains_on_datasets([code]) for code in (
+        "ds = tf.data.Dataset.from_tensor_slices((X, y)).batch(32)", "from tensorflow.data import Dataset",
+        "train = keras.utils.image_dataset_from_directory('pics')", "ds = tfds.load('mnist')"))
+    assert not trains_on_datasets(["import tensorflow as tf\nmodel.fit(X, y, epochs=10)", "data = load()"])
+    path = tmp_path / "pipeline.ipynb"
+    cells = ["x = 1  # the data: train_ds = tf.data.Dataset.from_tensor_slices((X, y)).shuffle(200).batch(32)",
+             "import time\ntime.sleep(3)\nprint('trained')"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
+    sub = collect_one(path, a, "s")
+    with execute_notebook(a, sub.files[0], None, harvester=Harvester(a), limits=limits) as ex:
+        failures, used = ex.failures, ex.limits
+    assert failures == [] and used.cell.seconds == 8.0, failures
+    assert f"×{DATASET_LOOP_FACTOR} for Keras' own loop over a pipeline" in used.cell.why
+
+
 def test_a_reading_started_early_is_the_one_probe_returns(monkeypatch):
     """``grade`` starts the probe before its own imports; the limits take that reading, and run no other."""
     if not speed_probe.start(repeats=2):

@@ -28,7 +28,7 @@ from ..errors import NotebookUnreadable
 from ..intake import formats
 from ..intake.formats import MAX_NOTEBOOK_BYTES, SCRIPT, parse_json
 from . import diagnose, keras2
-from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs
+from .limits import BatchLimits, StudentClock, TimeLimits, default_limits, secs, trains_on_datasets
 from .runner import IOPUB_GRACE_S, MAX_KERNEL_MESSAGE_BYTES, CellRun, NotebookRunner, RunResult
 from .relay import socket_tempdir
 from . import compile_cache, course_kernel
@@ -415,8 +415,14 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                           unsandboxed, clock)
 
     code = keras2.scan(nb)  # code written for Keras 2 runs on Keras 2 from the start
+    # a notebook that trains on tf.data pipelines runs Keras' own loop over them: the limits allow for it
+    datasets = trains_on_datasets(c.source for c in nb.cells if c.cell_type == "code")
+
+    def own_limits(name: str) -> TimeLimits:
+        return limits.for_datasets(name) if datasets else limits.for_backend(name)
+
     first = keras2.KERAS2 if code else backend
-    done = start(first, limits.for_keras2(backend) if code else limits.for_backend(backend))
+    done = start(first, limits.for_keras2(backend) if code else own_limits(backend))
     notes = [] if done.sandbox.available else [done.sandbox.warning]
     reason = diagnose.backend_explains(done.result.cells) if first == "jax" else None
     if not code and (why := keras2.explains(done.result.cells)):  # Keras 2 code the scan missed: re-run on Keras 2
@@ -434,7 +440,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
         # (a run on current Keras that the spent budget would give no time is not started)
         kept = harvester.aside()
         try:
-            other = start(backend, limits.for_backend(backend))
+            other = start(backend, own_limits(backend))
         except BaseException:
             harvester.restore(kept)
             done.remove()

@@ -3,7 +3,8 @@
 ``derive`` and ``time_limits`` (pure) scale the reference's slowest cell and whole notebook by the speed
 probe's ratio, within the spec's minimums and maximums, or fall back to the spec's fixed limits; every limit
 carries the sentence a student reads.  A run on the Keras 2 path (tf_keras) gets them times ``KERAS2_LOOP_FACTOR``:
-its fits with callbacks or validation run tf_keras's own epoch-by-epoch loop, not a fused program.
+its fits with callbacks or validation run tf_keras's own epoch-by-epoch loop, not a fused program; a notebook that
+trains on ``tf.data`` pipelines, times ``DATASET_LOOP_FACTOR`` (Keras' own loop over the pipeline's batches).
 ``batch_limits`` runs the probe once per batch; ``StudentClock`` caps each run at what is left of the student's
 time.  The formulas: docs/design/execute.md.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -30,6 +32,36 @@ KERAS2 = "keras2"
 #: pairing, whose validation runs tf_keras's ``evaluate`` every epoch): 100x.  The factor covers that one; the
 #: cell factor's margin comes on top, and the assignment's maximums still bound every limit.
 KERAS2_LOOP_FACTOR = 100
+#: the limits of a run of a notebook whose fits take ``tf.data`` pipelines (on its backend), kept beside the others'
+DATASETS = "datasets"
+#: how many times the reference's time a notebook that trains on ``tf.data`` pipelines gets: the fused fit takes
+#: arrays, and Keras' own fit iterates a pipeline batch by batch, making a new iterator every epoch.  Measured
+#: (2026-12-07, quiet 2-core machine, sandboxed): the sheet's 1c fit (2000 epochs) of
+#: ``Dataset.from_tensor_slices((x, y)).shuffle(200).batch(32)`` on JAX took 17 s, 25x the reference's slowest cell
+#: (0.69 s, fused); a validation pipeline beside it adds little.  Four such fits (1c-1f) and the rest of the sheet
+#: came to about 100 s against the JAX notebook limit of 120 s: later cells were cut off on a busier machine.
+DATASET_LOOP_FACTOR = 50
+#: why a run's limits were multiplied (``time_limits``'s ``loop``), completing "... the reference solution's slowest
+#: cell as ..."
+LOOP_WHY = {
+    KERAS2: "Keras 2 runs it ({here} s on Keras 3 here, ×{loop} for tf_keras's epoch-by-epoch loop on the tensorflow "
+            "backend, which runs a fit with callbacks or validation)",
+    DATASETS: "Keras runs it on tf.data pipelines ({here} s with arrays here, ×{loop} for Keras' own loop over a "
+              "pipeline, batch by batch, which the grader's fused fit does not run)",
+}
+
+
+#: code that makes a ``tf.data`` pipeline (or one of Keras' dataset makers, which return one): a notebook with it
+#: gets the limits of ``DATASETS``.  Read from the student's code, so a mention buys at most those limits, within the
+#: assignment's maximums and the student's time budget, as Keras 2 code buys the Keras 2 path's.
+DATASET_SIGNS = re.compile(r"\btf\.data\b|\btensorflow\.data\b|\bDataset\.(?:from_tensor_slices|from_tensors|"
+                           r"from_generator|range|zip)\b|\b(?:image|text|audio)_dataset_from_directory\b|"
+                           r"\btimeseries_dataset_from_array\b|\btfds\.load\b")
+
+
+def trains_on_datasets(sources) -> bool:
+    """Whether any of the code ``sources`` (a notebook's code cells) makes a ``tf.data`` pipeline."""
+    return any(DATASET_SIGNS.search(source or "") for source in sources)
 
 
 def secs(v: float) -> str:
@@ -79,14 +111,12 @@ class TimeLimits:
 
 
 def _limit(what: str, setting: str, minimum: str, factor: float, reference_s: float, scale: float, floor: float,
-           cap: float, loop: float = 1.0) -> Limit:
+           cap: float, loop: float = 1.0, loop_why: str = KERAS2) -> Limit:
     seconds, decided = derive(factor * loop, reference_s, scale, floor, cap)
     here = reference_s * scale * loop
     of = f"{factor:g}× the reference solution's {what}"
     if loop != 1:
-        of = (f"{factor:g}× the reference solution's {what} as Keras 2 runs it ({secs(reference_s * scale)} s on "
-              f"Keras 3 here, ×{loop:g} for tf_keras's epoch-by-epoch loop on the tensorflow backend, which runs a "
-              "fit with callbacks or validation)")
+        of += " as " + LOOP_WHY[loop_why].format(here=secs(reference_s * scale), loop=f"{loop:g}")
     if decided == "reference":
         return Limit(seconds, f"{of}, which takes {secs(here)} s on this machine")
     if decided == "minimum":
@@ -104,13 +134,13 @@ def fixed_limits(settings, backend: str, reason: str = "") -> TimeLimits:
 
 
 def time_limits(settings, timings, backend: str, scale: float | None, loop: float = 1.0,
-                run_on: str | None = None) -> TimeLimits:
+                run_on: str | None = None, loop_why: str = KERAS2) -> TimeLimits:
     """The limits on ``backend`` from the spec's ``settings`` (``NotebookSettings``), the calibration's
     ``timings`` (``Timings`` or None) and the probe's ``scale`` (None: no reading).  ``loop``: the reference's
-    times multiplied by it (``KERAS2_LOOP_FACTOR``, for a run on ``run_on``: the Keras 2 path's TensorFlow).
-    Pure."""
+    times multiplied by it, for the reason ``LOOP_WHY[loop_why]`` (``KERAS2_LOOP_FACTOR``, for a run on ``run_on``:
+    the Keras 2 path's TensorFlow; ``DATASET_LOOP_FACTOR``).  Pure."""
     if run_on is not None:
-        limits = time_limits(settings, timings, backend, scale, loop)
+        limits = time_limits(settings, timings, backend, scale, loop, loop_why=loop_why)
         return TimeLimits(run_on, limits.cell, limits.notebook, limits.scale)
     if settings.time_limits == "fixed":
         return fixed_limits(settings, backend)
@@ -121,10 +151,10 @@ def time_limits(settings, timings, backend: str, scale: float | None, loop: floa
                "this machine's speed could not be compared with the calibration machine's")
         return fixed_limits(settings, backend, why)
     cell = _limit("slowest cell", "cell_timeout_s", "min_cell_limit_s", settings.cell_limit_factor,
-                  ref.slowest_cell_s, scale, settings.min_cell_limit_s, settings.cell_timeout_s, loop)
+                  ref.slowest_cell_s, scale, settings.min_cell_limit_s, settings.cell_timeout_s, loop, loop_why)
     notebook = _limit("whole notebook", "notebook_timeout_s", "min_notebook_limit_s",
                       settings.notebook_limit_factor, ref.notebook_s, scale, settings.min_notebook_limit_s,
-                      settings.notebook_timeout_s, loop)
+                      settings.notebook_timeout_s, loop, loop_why)
     return TimeLimits(backend, cell, notebook, scale)
 
 
@@ -146,6 +176,13 @@ class BatchLimits:
         ``for_rerun("tensorflow", first)``."""
         own = dict(self.by_backend).get(KERAS2)
         return own if own is not None else self.for_rerun("tensorflow", first)
+
+    def for_datasets(self, backend: str) -> TimeLimits:
+        """The limits of a run on ``backend`` of a notebook whose fits take ``tf.data`` pipelines: ``backend``'s
+        from the reference's timings times ``DATASET_LOOP_FACTOR`` (the batch's ``datasets`` entry, made for the
+        spec's backend); otherwise ``backend``'s own."""
+        own = dict(self.by_backend).get(DATASETS)
+        return own if own is not None and own.backend == backend else self.for_backend(backend)
 
     def for_rerun(self, backend: str, first: str) -> TimeLimits:
         """The limits of a re-run on ``backend`` of a notebook that failed on ``first`` in a way ``first``
@@ -217,8 +254,9 @@ def batch_limits(assignment, probe=speed_probe.probe) -> BatchLimits:
         if stale:
             notes.append(stale)
     keras2 = time_limits(settings, timings, settings.backend, scale, KERAS2_LOOP_FACTOR, run_on="tensorflow")
-    return BatchLimits(tuple((b, time_limits(settings, timings, b, scale)) for b in BACKENDS) + ((KERAS2, keras2),),
-                       reading, scale, tuple(notes))
+    datasets = time_limits(settings, timings, settings.backend, scale, DATASET_LOOP_FACTOR, loop_why=DATASETS)
+    return BatchLimits(tuple((b, time_limits(settings, timings, b, scale)) for b in BACKENDS)
+                       + ((KERAS2, keras2), (DATASETS, datasets)), reading, scale, tuple(notes))
 
 
 class StudentClock:
