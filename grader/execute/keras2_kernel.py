@@ -259,6 +259,21 @@ class _Fallback(Exception):
     """Outside the fused subset: tf_keras's own fit trains, for the reason given."""
 
 
+def _in_trace(reason: str) -> "_Fallback":
+    """A ``_Fallback`` raised while a program is traced, whose ``reason`` its report gives (``_traced``: TensorFlow's
+    trace passes on an exception of its type, with its own message)."""
+    _state["why"] = reason
+    return _Fallback(reason)
+
+
+def _traced(e: Exception) -> _Fallback:
+    """What a failed trace of a fused program means: tf_keras's own fit or predict, for the reason given."""
+    why = _state.pop("why", None)
+    if isinstance(e, _Fallback) and why:
+        return _Fallback(why)
+    return _Fallback(f"could not be traced ({type(e).__name__}: {str(e)[:120]})")
+
+
 def _plain_arrays(data):
     """Whether ``data`` is arrays (NumPy or TensorFlow tensors, or a list/tuple/dict of them): tf_keras's
     ``TensorLikeDataAdapter``, whose dataset the fused fit iterates as tf_keras does."""
@@ -275,7 +290,8 @@ def _plain_arrays(data):
 
 def _refuse_unfusable(model, kw):
     """Raise ``_Fallback`` (naming why) for a fit the fused program does not run as tf_keras's fit would:
-    callbacks, settings beyond epochs and batches, data other than arrays, the model's own training settings."""
+    callbacks, settings beyond epochs and batches, data other than arrays, the model's own training settings
+    (its ``steps_per_execution``, ``run_eagerly``, ``jit_compile``: XLA's numbers are not the graph's)."""
     import tensorflow as tf
 
     epochs, validation_data = kw.get("epochs", 1), kw.get("validation_data")
@@ -296,7 +312,7 @@ def _refuse_unfusable(model, kw):
         raise _Fallback("validation data other than arrays")
     spe = getattr(model, "_steps_per_execution", None)
     if (spe is None or int(spe.numpy()) != 1 or model.autotune_steps_per_execution or model.run_eagerly
-            or model.distribute_strategy._should_use_with_coordinator
+            or model.distribute_strategy._should_use_with_coordinator or model._jit_compile
             or type(model).make_train_function is not _state["make_train_function"]):
         raise _Fallback("the model's own training settings")
 
@@ -369,10 +385,11 @@ def _trace_and_run(model, program, args):
         finally:
             _state["share_reads"] = False
     except Exception as e:
-        raise _Fallback(f"could not be traced ({type(e).__name__}: {str(e)[:120]})") from None
+        raise _traced(e) from None
     if single and not _single_threaded(concrete, program._grader_loops):
         return None
-    last_report["executor"] = "single-threaded" if single else "threaded"
+    # the fused fit runs: a failure from here on (a student's assertion) is the fit's own, and its report says so
+    last_report.update(fused=True, fused_fallback=None, executor="single-threaded" if single else "threaded")
     with context.function_executor_type(SINGLE_THREADED if single else ""):
         return concrete(*args)
 
@@ -382,21 +399,37 @@ def _trace_and_run(model, program, args):
 SINGLE_THREADED = "SINGLE_THREADED_EXECUTOR"
 #: ops of a traced program that keep it off the single-threaded executor: a branch or a call of another function
 #: waits there for a thread the executor holds (a ``tf.cond`` in the epochs' loop never finished), and an
-#: iterator's or Python's ops are not plain ops
+#: iterator's or Python's ops are not plain ops; TensorFlow 1's control flow, a graph's partitions and the ops
+#: that wait on a queue, a barrier or another device the executor refuses or could wait on for ever.  Any other op
+#: that calls a function (an attribute naming one) but the program's own loops keeps it off as well
 _NOT_SINGLE = {"If", "StatelessIf", "Case", "StatelessCase", "PartitionedCall", "StatefulPartitionedCall",
-               "SymbolicGradient", "RemoteCall", "For", "PyFunc", "PyFuncStateless", "EagerPyFunc"}
+               "SymbolicGradient", "RemoteCall", "For", "PyFunc", "PyFuncStateless", "EagerPyFunc",
+               "Switch", "RefSwitch", "Merge", "RefMerge", "Enter", "RefEnter", "Exit", "RefExit", "NextIteration",
+               "RefNextIteration", "LoopCond", "ControlTrigger", "_Send", "_Recv", "_HostSend", "_HostRecv"}
+#: parts of op names of the same kind (``QueueDequeueV2``, ``IteratorGetNext``, ``CollectiveReduceV2`` ...)
+_NOT_SINGLE_PARTS = ("Iterator", "Dataset", "Queue", "Barrier", "Collective", "Accumulator", "Stage", "Send",
+                     "Recv", "Infeed", "Outfeed", "Xla")
+
+
+def _calls_a_function(node) -> bool:
+    """Whether a graph's ``node`` names a function to run (``If``'s branches, a call's ``f``, a loop's body)."""
+    return any(a.WhichOneof("value") == "func" or (a.WhichOneof("value") == "list" and len(a.list.func))
+               for a in node.attr.values())
 
 
 def _single_threaded(concrete, loops: int) -> bool:
     """Whether the traced program runs on the single-threaded executor: the fused program's own loops
-    (``loops``: epochs, steps, validation steps) and no other, no op of ``_NOT_SINGLE``, no dataset's."""
+    (``loops``: epochs, steps, validation steps) and no other, no op of ``_NOT_SINGLE`` or ``_NOT_SINGLE_PARTS``,
+    no other op that calls a function."""
     try:
         graph = concrete.graph.as_graph_def()
     except Exception:
         return False
-    ops = [n.op for n in graph.node] + [n.op for f in graph.library.function for n in f.node_def]
-    whiles = sum(op in ("While", "StatelessWhile") for op in ops)
-    return whiles == loops and not any(op in _NOT_SINGLE or "Iterator" in op or "Dataset" in op for op in ops)
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    whiles = sum(n.op in ("While", "StatelessWhile") for n in nodes)
+    return whiles == loops and not any(
+        n.op in _NOT_SINGLE or any(part in n.op for part in _NOT_SINGLE_PARTS)
+        or (_calls_a_function(n) and n.op not in ("While", "StatelessWhile")) for n in nodes)
 
 
 def _fused_fit(model, kw):
@@ -547,7 +580,7 @@ def _build_optimizer(model):
     import tensorflow as tf
 
     optimizer = model.optimizer
-    if (getattr(optimizer, "_built", False) or type(optimizer).__module__ not in _BUILT_HERE
+    if (getattr(optimizer, "_built", False) or type(optimizer).__module__ not in _BUILT_HERE or not model.built
             or getattr(optimizer, "_mesh", None) or getattr(optimizer, "_run_with_dtensor", False)):
         return
     with tf.name_scope(optimizer.name or "optimizer"), tf.init_scope():  # as ``apply_gradients`` makes them
@@ -682,7 +715,7 @@ def _fused_program(model, validation: bool, single: bool = True):
         results = model.get_metrics_result()
         for k, v in results.items():
             if v.shape.rank != 0 or v.dtype not in (tf.float32, tf.float64):
-                raise _Fallback(f"a metric result that is not a float number ({k})")
+                raise _in_trace(f"a metric result that is not a float number ({k})")
         names[kind] = list(results)
         return tf.stack([tf.cast(v, tf.float64) for v in results.values()])
 
@@ -692,7 +725,8 @@ def _fused_program(model, validation: bool, single: bool = True):
         val_logs = tf.TensorArray(tf.float64, size=epochs)
         for epoch in tf.range(epochs):  # the metrics were reset before the call
             for step in tf.range(steps):
-                outputs = model.train_step(train_batch(epoch, step))
+                with _top_scope():
+                    outputs = model.train_step(train_batch(epoch, step))
                 with tf.control_dependencies(tf.nest.flatten(outputs)[:1]):
                     model._train_counter.assign_add(1)
             train_logs = train_logs.write(epoch, results_of("train"))
@@ -701,7 +735,8 @@ def _fused_program(model, validation: bool, single: bool = True):
                     metric.reset_state()
                 model._test_counter.assign(0)
                 for step in tf.range(val_steps):
-                    outputs = model.test_step(val_batch(epoch, step))
+                    with _top_scope():
+                        outputs = model.test_step(val_batch(epoch, step))
                     with tf.control_dependencies(tf.nest.flatten(outputs)[:1]):
                         model._test_counter.assign_add(1)
                 val_logs = val_logs.write(epoch, results_of("val"))
@@ -714,6 +749,15 @@ def _fused_program(model, validation: bool, single: bool = True):
     program._grader_single, program._grader_loops = single, 3 if validation else 2
     kept[1][validation] = (program, names)
     return kept[1][validation]
+
+
+def _top_scope():
+    """The name scope of a step in tf_keras's own ``train_function`` (the top one), for a step traced in the fused
+    program's loops: what the step makes there (a model's weights, built in its first step, and the optimizer's
+    slots) is named as in tf_keras's fit (``dense/kernel:0``, not ``while/while/dense/kernel:0``)."""
+    import tensorflow as tf
+
+    return tf.compat.v1.get_default_graph().name_scope(None)
 
 
 def _reset_unless(model, last):
@@ -742,7 +786,7 @@ _programs = weakref.WeakKeyDictionary()  # model -> (what its compile made, {val
 
 #: what the last ``predict`` did: {"fused": bool, "why": why not, "executor": TensorFlow's}
 predict_report = {}
-_predict_programs = weakref.WeakKeyDictionary()  # model -> {traced for the single-threaded executor: program}
+_predict_programs = weakref.WeakKeyDictionary()  # model -> (its compile, {"single"/"threaded": program})
 
 
 def _patch_predict(tf_keras):
@@ -771,7 +815,9 @@ def _fused_predict(model, x, batch_size, verbose):
     """tf_keras's ``predict`` of one array: the batches its data handler cuts (the rows in order, its casts), its
     ``predict_step`` on each batch in turn in one ``tf.function`` call, the batches' outputs joined as tf_keras joins
     them, its progress bar's last line; the same numbers as tf_keras's predict, bit for bit
-    (``tests/test_keras2.py``).  A model that is not built, has several outputs or runs eagerly is a ``_Fallback``."""
+    (``tests/test_keras2.py``).  A model that is not built, has several outputs, or runs eagerly or with XLA
+    (``jit_compile``, whose numbers are not the graph's), and a ``predict_step`` whose batches are not one tensor of
+    the model's output's type, are a ``_Fallback``."""
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.eager import context
@@ -782,9 +828,9 @@ def _fused_predict(model, x, batch_size, verbose):
         raise _Fallback("data that is not one array of numbers")
     outputs = getattr(model, "outputs", None)
     if (not model.built or not outputs or len(tf.nest.flatten(outputs)) != 1 or model.run_eagerly
-            or tf.inside_function() or model.distribute_strategy._should_use_with_coordinator
+            or model._jit_compile or tf.inside_function() or model.distribute_strategy._should_use_with_coordinator
             or model._in_multi_worker_mode()):
-        raise _Fallback("a model that is not built, has several outputs, or runs eagerly or distributed")
+        raise _Fallback("a model that is not built, has several outputs, or runs eagerly, with XLA or distributed")
     model._check_call_args("predict")
     verbose = training._get_verbosity(verbose, model.distribute_strategy)
     size = 32 if batch_size is None else batch_size  # tf_keras's default
@@ -799,7 +845,13 @@ def _fused_predict(model, x, batch_size, verbose):
         source = (tf.range(rows, dtype=tf.int64)[None, :], inputs, tf.constant(size, tf.int32),
                   size if rows % size == 0 else None, None)
         dtype = tf.nest.flatten(outputs)[0].dtype
-        kept = _predict_programs.setdefault(model, {})  # a model whose program needs the threaded executor keeps it
+        # kept until the model is compiled again, as tf_keras keeps its ``predict_function`` (a layer changed, then
+        # the model compiled, predicts with the change); one that needs the threaded executor keeps that program
+        compiled = (model.optimizer, model.compiled_loss, model.compiled_metrics)
+        kept = _predict_programs.get(model)
+        if kept is None or any(a is not b for a, b in zip(kept[0], compiled)):
+            kept = _predict_programs[model] = (compiled, {})
+        kept = kept[1]
         args = (source, tf.constant(steps, tf.int32))
         for single in ((False,) if "threaded" in kept else (True, False)):
             key = "single" if single else "threaded"
@@ -809,7 +861,7 @@ def _fused_predict(model, x, batch_size, verbose):
                 with context.function_executor_type(SINGLE_THREADED if single else ""):
                     concrete = kept[key].get_concrete_function(_relaxed((source, None))[0], args[1])
             except Exception as e:
-                raise _Fallback(f"could not be traced ({type(e).__name__}: {str(e)[:120]})") from None
+                raise _traced(e) from None
             if not single or _single_threaded(concrete, 1):
                 break
         callbacks = callbacks_module.CallbackList(None, add_history=True, add_progbar=verbose != 0, model=model,
@@ -832,6 +884,9 @@ def _predict_all(model, dtype, source, steps):
     outputs = tf.TensorArray(dtype, size=steps, infer_shape=False)
     for step in tf.range(steps):
         output = model.predict_step(batch(0, step))
+        if not (isinstance(output, tf.Tensor) and output.dtype == dtype and output.shape.rank
+                and output.shape[1:].is_fully_defined()):  # joined by tf_keras, as a ragged tensor or a structure
+            raise _in_trace("a predict_step whose batches are not one tensor of the model's output's type and shape")
         with tf.control_dependencies([output]):
             model._predict_counter.assign_add(1)
         outputs = outputs.write(step, output)
