@@ -125,7 +125,7 @@ SLOW_MODULES = {"test_notebooks", "test_security", "test_engines", "test_student
                 "test_override_ids", "test_saved_names",
                 "test_hostile_session", "test_field_kit", "test_field_gradescope", "test_hostile_3",
                 "test_records_stored", "test_real_code_2", "test_hostile_4", "test_field_root",
-                "test_real_code_3"}
+                "test_real_code_3", "test_keras2_executor"}
 
 
 def pytest_collection_modifyitems(items):
