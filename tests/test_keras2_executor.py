@@ -27,8 +27,8 @@ if FUSED:
 else:
     os.environ.update(kernel.TENSORFLOW_ENV)
     import tensorflow as tf
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # not inter-op's: one thread hangs tf_keras's own fit
+    # of a py_function that calls a tf.function, which the kernel runs (``_patch_py_functions``)
     tf.config.optimizer.set_experimental_options(dict(kernel.GRAPPLER))
 import numpy as np, tensorflow as tf, tf_keras as keras
 from tf_keras import layers
@@ -146,6 +146,13 @@ def numpy_function_metric(t, p):
     return tf.reshape(tf.numpy_function(lambda a, b: np.float32(np.mean(np.abs(a - b))), [t, p], tf.float32), [])
 
 
+inner = tf.function(lambda a: tf.reduce_sum(a) * 0.0 + 1.0)
+
+
+def py_function_calling_a_function_loss(t, p):
+    return tf.reduce_mean(tf.square(t - p)) * tf.py_function(lambda a: inner(a), [p], tf.float32)
+
+
 def failing_loss(t, p):
     loss = tf.reduce_mean(tf.square(t - p))
     tf.debugging.assert_less(loss, 0.0, message="a student assertion")
@@ -179,6 +186,9 @@ cases = {
     "a layer whose call is a tf.function": lambda: run(dense(FunctionLayer())),
     "a loss with tf.map_fn": lambda: run(dense(), loss=map_fn_loss),
     "a loss with tf.py_function": lambda: run(dense(), loss=py_function_loss, metrics=[numpy_function_metric]),
+    "a py_function calling a tf.function": lambda: run(dense(), loss=py_function_calling_a_function_loss),
+    "the same with a callback": lambda: run(dense(), loss=py_function_calling_a_function_loss,
+                                            fit=dict(epochs=2, batch_size=16, callbacks=[keras.callbacks.History()])),
     "an LSTM": lambda: run(keras.Sequential([layers.LSTM(3, input_shape=(5, 2)), layers.Dense(1)]), x=S),
     "BatchNormalization and Dropout": lambda: run(dense(layers.BatchNormalization(), layers.Dropout(0.3))),
     "a failing assertion": lambda: run(dense(), loss=failing_loss),
@@ -332,3 +342,15 @@ def test_predict_sees_a_recompiled_model_and_runs_inside_a_fit_s_callback(runs):
     callback = fused["predict in a callback"]
     assert callback["fit_report"]["fused_fallback"] == "callbacks" and len(callback["seen"]) == 2
     assert callback["predict_report"]["fused"] is True
+
+
+def test_a_py_function_that_calls_a_tf_function_does_not_hang_the_kernel(runs):
+    """A loss whose ``tf.py_function`` calls a ``tf.function``: with the kernel's one inter-op thread, which the
+    Python op held while the function waited for it, fit never finished, fused or tf_keras's own (with a
+    callback).  Now both train, with tf_keras's numbers (the first test)."""
+    fused = runs["fused"]
+    case, own = fused["a py_function calling a tf.function"], fused["the same with a callback"]
+    assert case["fit_report"]["fused"] is True and case["fit_report"]["executor"] == "threaded"
+    assert own["fit_report"]["fused_fallback"] == "callbacks"
+    assert "fit_error" not in case and "fit_error" not in own and len(case["history"]["loss"]) == 2
+    assert case["weights"] == own["weights"]

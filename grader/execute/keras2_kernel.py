@@ -893,6 +893,37 @@ def _predict_all(model, dtype, source, steps):
     return outputs.concat()
 
 
+def _patch_py_functions():
+    """A ``tf.py_function``'s, ``tf.numpy_function``'s or ``tf.compat.v1.py_func``'s Python runs any
+    ``tf.function`` it calls (a student's own, ``model.predict``) eagerly: the kernel's TensorFlow has one
+    inter-op thread, which the Python op holds while the function it calls waits for it, so that fit (tf_keras's
+    own as well as the fused one) never finished.  Ops it runs itself were eager already: their numbers are the
+    same."""
+    import tensorflow as tf
+    from tensorflow.python.ops import script_ops
+
+    original = script_ops._internal_py_func
+
+    @functools.wraps(original)
+    def _internal_py_func(func, *args, **kwargs):
+        if not callable(func):
+            return original(func, *args, **kwargs)
+
+        @functools.wraps(func)
+        def eager_inside(*a, **kw):
+            if tf.config.functions_run_eagerly():
+                return func(*a, **kw)
+            tf.config.run_functions_eagerly(True)
+            try:
+                return func(*a, **kw)
+            finally:
+                tf.config.run_functions_eagerly(False)
+
+        return original(eager_inside, *args, **kwargs)
+
+    script_ops._internal_py_func = _internal_py_func
+
+
 def _epochs_only(callbacks) -> bool:
     """Whether none of a fit's ``callbacks`` hears its training batches (tf_keras's own test, which its loop
     asks before calling any batch hook): batches run ``STEPS_PER_EXECUTION`` at a time change nothing they see."""
@@ -1034,6 +1065,7 @@ def install(fused=True):
     _graph_mode_optimizers(tf_keras, used)
     _patch_models(tf_keras, used)
     _patch_fit(tf_keras, fused)
+    _patch_py_functions()
     if fused:
         _patch_predict(tf_keras)
     if fused:
