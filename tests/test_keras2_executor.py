@@ -34,9 +34,10 @@ import numpy as np, tensorflow as tf, tf_keras as keras
 from tf_keras import layers
 
 rng = np.random.default_rng(0)
-X = rng.normal(size=(70, 4)).astype("float32")
+X = rng.normal(size=(96, 4)).astype("float32")
 Y = (X[:, :1] * X[:, 1:2] + 0.1 * X[:, 2:3]).astype("float32")
-S = rng.normal(size=(70, 5, 2)).astype("float32")
+S = rng.normal(size=(96, 5, 2)).astype("float32")
+T = np.random.default_rng(3).integers(0, 20, size=(96, 6))  # token ids
 
 
 def reports():
@@ -189,6 +190,9 @@ cases = {
     "a py_function calling a tf.function": lambda: run(dense(), loss=py_function_calling_a_function_loss),
     "the same with a callback": lambda: run(dense(), loss=py_function_calling_a_function_loss,
                                             fit=dict(epochs=2, batch_size=16, callbacks=[keras.callbacks.History()])),
+    "an Embedding": lambda: run(keras.Sequential([layers.Embedding(20, 3, input_length=6),
+                                                   layers.GlobalAveragePooling1D(), layers.Dense(1)]), x=T,
+                                fit=dict(epochs=3, batch_size=16)),
     "an LSTM": lambda: run(keras.Sequential([layers.LSTM(3, input_shape=(5, 2)), layers.Dense(1)]), x=S),
     "BatchNormalization and Dropout": lambda: run(dense(layers.BatchNormalization(), layers.Dropout(0.3))),
     "a failing assertion": lambda: run(dense(), loss=failing_loss),
@@ -273,13 +277,15 @@ def test_every_case_ends_with_tf_keras_s_numbers_names_and_errors(runs):
 
 
 def test_branches_calls_loops_and_python_ops_run_on_the_threaded_executor(runs):
-    """A program with a branch, a nested function, a loop of its own or a Python op is traced again for the
-    threaded executor (the single-threaded one deadlocks on a branch); plain ones stay single-threaded."""
+    """A program with a branch, a nested function, a loop of its own, a Python op or an Embedding's sparse updates
+    is traced again for the threaded executor (the single-threaded one deadlocks on a branch, and gave an
+    Embedding's fit other weights); plain ones stay single-threaded."""
     fused = runs["fused"]
     threaded = ("a layer with branches", "a layer whose call is a tf.function", "an LSTM")
     for name in threaded:
         assert _executors(fused[name]) == ("threaded", "threaded"), name
-    for name in ("a loss with tf.map_fn", "a loss with tf.py_function", "a custom metric"):  # not in predict's
+    # not in predict's program: a loss, a metric, an Embedding's sparse updates (other last bits single-threaded)
+    for name in ("a loss with tf.map_fn", "a loss with tf.py_function", "a custom metric", "an Embedding"):
         assert _executors(fused[name]) == ("threaded", "single-threaded"), name
     for name in ("BatchNormalization and Dropout", "integers", "a batch larger than the data"):
         assert _executors(fused[name]) == ("single-threaded", "single-threaded"), name
@@ -314,7 +320,7 @@ def test_predict_falls_back_where_its_program_would_not_be_tf_keras_s(runs):
     why = {name: fused[name]["predict_report"]["why"] for name in fused if "predict_report" in fused[name]}
     assert why["a predict_step of classes"] == why["a predict_step of a dict"] == (
         "a predict_step whose batches are not one tensor of the model's output's type and shape")
-    assert fused["a predict_step of classes"]["predicted"] == [0] * 70
+    assert fused["a predict_step of classes"]["predicted"] == [0] * 96
     assert "XLA" in why["two outputs"] and "XLA" in why["XLA"]
     assert fused["XLA"]["fit_report"]["fused_fallback"] == "the model's own training settings"
     assert why["tensors"] == "data that is not one array of numbers"

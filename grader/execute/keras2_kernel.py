@@ -406,9 +406,12 @@ _NOT_SINGLE = {"If", "StatelessIf", "Case", "StatelessCase", "PartitionedCall", 
                "SymbolicGradient", "RemoteCall", "For", "PyFunc", "PyFuncStateless", "EagerPyFunc",
                "Switch", "RefSwitch", "Merge", "RefMerge", "Enter", "RefEnter", "Exit", "RefExit", "NextIteration",
                "RefNextIteration", "LoopCond", "ControlTrigger", "_Send", "_Recv", "_HostSend", "_HostRecv"}
-#: parts of op names of the same kind (``QueueDequeueV2``, ``IteratorGetNext``, ``CollectiveReduceV2`` ...)
+#: parts of op names of the same kind (``QueueDequeueV2``, ``IteratorGetNext``, ``CollectiveReduceV2`` ...), and
+#: of the sparse updates of an ``Embedding``'s (or any gather's) gradient (``Unique``, ``UnsortedSegmentSum``,
+#: ``ResourceScatterAdd``), which the single-threaded executor's program computed in other last bits than tf_keras
+#: (``tests/test_keras2_executor.py``)
 _NOT_SINGLE_PARTS = ("Iterator", "Dataset", "Queue", "Barrier", "Collective", "Accumulator", "Stage", "Send",
-                     "Recv", "Infeed", "Outfeed", "Xla")
+                     "Recv", "Infeed", "Outfeed", "Xla", "Scatter", "Segment", "Unique")
 
 
 def _calls_a_function(node) -> bool:
