@@ -7,8 +7,10 @@ as it meant what even tf_keras changed or dropped: ``Adam(lr=...)`` (tf_keras ig
 (Keras 2's time-based decay), ``predict_classes``/``predict_proba``, and ``model.save('name')`` without an
 extension (a SavedModel folder in Keras 2, which no grader loads: saved as ``name.h5``, and ``load_model('name')``
 finds it).  A fit of array data without callbacks runs all its epochs in one TensorFlow call (``_fused_fit``:
-tf_keras's own orders, batches and ``train_step``, the same weights bit for bit).  A failure leaves the kernel as
-TensorFlow makes it; the student's cells then say what failed.
+tf_keras's own orders, batches and ``train_step``, the same weights bit for bit), and a predict of one array all
+its batches (``_fused_predict``), on TensorFlow's single-threaded executor where the program allows it
+(``_single_threaded``).  A ``py_function``'s Python runs the functions it calls eagerly (one inter-op thread would
+hang it).  A failure leaves the kernel as TensorFlow makes it; the student's cells then say what failed.
 """
 import contextlib
 import functools
