@@ -154,6 +154,10 @@ def py_function_calling_a_function_loss(t, p):
     return tf.reduce_mean(tf.square(t - p)) * tf.py_function(lambda a: inner(a), [p], tf.float32)
 
 
+def mapped(a, b):  # a tf.data map's Python op, running beside the fit's steps
+    return tf.ensure_shape(tf.py_function(lambda x: inner(x) * x, [a], tf.float32), [4]), b
+
+
 def failing_loss(t, p):
     loss = tf.reduce_mean(tf.square(t - p))
     tf.debugging.assert_less(loss, 0.0, message="a student assertion")
@@ -190,6 +194,8 @@ cases = {
     "a py_function calling a tf.function": lambda: run(dense(), loss=py_function_calling_a_function_loss),
     "the same with a callback": lambda: run(dense(), loss=py_function_calling_a_function_loss,
                                             fit=dict(epochs=2, batch_size=16, callbacks=[keras.callbacks.History()])),
+    "a tf.data map with tf.py_function": lambda: run(
+        dense(), x=tf.data.Dataset.from_tensor_slices((X, Y)).map(mapped).batch(16), y=None, fit=dict(epochs=2)),
     "an Embedding": lambda: run(keras.Sequential([layers.Embedding(20, 3, input_length=6),
                                                    layers.GlobalAveragePooling1D(), layers.Dense(1)]), x=T,
                                 fit=dict(epochs=3, batch_size=16)),
@@ -353,10 +359,14 @@ def test_predict_sees_a_recompiled_model_and_runs_inside_a_fit_s_callback(runs):
 def test_a_py_function_that_calls_a_tf_function_does_not_hang_the_kernel(runs):
     """A loss whose ``tf.py_function`` calls a ``tf.function``: with the kernel's one inter-op thread, which the
     Python op held while the function waited for it, fit never finished, fused or tf_keras's own (with a
-    callback).  Now both train, with tf_keras's numbers (the first test)."""
+    callback).  Now both train, with tf_keras's numbers (the first test), and so does a fit of a ``tf.data``
+    pipeline whose map calls one."""
     fused = runs["fused"]
     case, own = fused["a py_function calling a tf.function"], fused["the same with a callback"]
     assert case["fit_report"]["fused"] is True and case["fit_report"]["executor"] == "threaded"
     assert own["fit_report"]["fused_fallback"] == "callbacks"
     assert "fit_error" not in case and "fit_error" not in own and len(case["history"]["loss"]) == 2
     assert case["weights"] == own["weights"]
+    # a tf.data map's Python op calls it beside tf_keras's fit: its eager switch is its thread's only
+    mapped = fused["a tf.data map with tf.py_function"]
+    assert mapped["fit_report"]["fused_fallback"] == "data other than arrays" and len(mapped["history"]["loss"]) == 2

@@ -900,13 +900,18 @@ def _predict_all(model, dtype, source, steps):
 
 def _patch_py_functions():
     """A ``tf.py_function``'s, ``tf.numpy_function``'s or ``tf.compat.v1.py_func``'s Python runs any
-    ``tf.function`` it calls (a student's own, ``model.predict``) eagerly: the kernel's TensorFlow has one
-    inter-op thread, which the Python op holds while the function it calls waits for it, so that fit (tf_keras's
-    own as well as the fused one) never finished.  Ops it runs itself were eager already: their numbers are the
-    same."""
-    import tensorflow as tf
+    ``tf.function`` it calls (a student's own, ``model.predict``) eagerly, on its own thread only (TensorFlow's
+    switch for it is global; a ``tf.data`` map's Python op runs beside the fit's steps): the kernel's TensorFlow
+    has one inter-op thread, which the Python op holds while the function it calls waits for it, so that fit
+    (tf_keras's own as well as the fused one) never finished.  Ops it runs itself were eager already."""
+    import threading
+
+    from tensorflow.python.eager.polymorphic_function import eager_function_run, polymorphic_function
     from tensorflow.python.ops import script_ops
 
+    here = threading.local()
+    polymorphic_function.Function._run_functions_eagerly = property(
+        lambda self: eager_function_run.RUN_FUNCTIONS_EAGERLY or getattr(here, "eager", False))
     original = script_ops._internal_py_func
 
     @functools.wraps(original)
@@ -916,13 +921,11 @@ def _patch_py_functions():
 
         @functools.wraps(func)
         def eager_inside(*a, **kw):
-            if tf.config.functions_run_eagerly():
-                return func(*a, **kw)
-            tf.config.run_functions_eagerly(True)
+            was, here.eager = getattr(here, "eager", False), True
             try:
                 return func(*a, **kw)
             finally:
-                tf.config.run_functions_eagerly(False)
+                here.eager = was
 
         return original(eager_inside, *args, **kwargs)
 
