@@ -387,6 +387,15 @@ def _not_started(e: SandboxFailed):
                              "failing, not your code; a TA should re-run the grading.")
 
 
+def _current_keras_limits(limits: BatchLimits, nb):
+    """How to find the limits of a run of ``nb`` on current Keras, given its backend: a notebook that makes
+    ``tf.data`` pipelines runs Keras' own loop over them, and gets the limits that allow for it
+    (``BatchLimits.for_datasets``); any other, its backend's."""
+    if trains_on_datasets(c.source for c in nb.cells if c.cell_type == "code"):
+        return limits.for_datasets
+    return limits.for_backend
+
+
 def execute_notebook(assignment, file, files_root: Path | None = None, progress=None, *, harvester,
                      seed: int | None = None, limits: BatchLimits | None = None, unsandboxed: bool = False,
                      clock: StudentClock | None = None) -> Execution:
@@ -415,12 +424,7 @@ def execute_notebook(assignment, file, files_root: Path | None = None, progress=
                           unsandboxed, clock)
 
     code = keras2.scan(nb)  # code written for Keras 2 runs on Keras 2 from the start
-    # a notebook that trains on tf.data pipelines runs Keras' own loop over them: the limits allow for it
-    datasets = trains_on_datasets(c.source for c in nb.cells if c.cell_type == "code")
-
-    def own_limits(name: str) -> TimeLimits:
-        return limits.for_datasets(name) if datasets else limits.for_backend(name)
-
+    own_limits = _current_keras_limits(limits, nb)
     first = keras2.KERAS2 if code else backend
     done = start(first, limits.for_keras2(backend) if code else own_limits(backend))
     notes = [] if done.sandbox.available else [done.sandbox.warning]
