@@ -375,14 +375,12 @@ def _trace_and_run(model, program, args):
     holds what that executor cannot run (``_single_threaded``; trace a program for the threaded one then).  A
     failure before any step is a ``_Fallback`` (tf_keras's fit: nothing was drawn yet); one while training is the
     fit's own."""
-    from tensorflow.python.eager import context
-
     single = program._grader_single
     try:
         model.reset_metrics()
         _state["share_reads"] = True
         try:
-            with context.function_executor_type(SINGLE_THREADED if single else ""):
+            with _executor(single):
                 concrete = program.get_concrete_function(*_relaxed(args))
         finally:
             _state["share_reads"] = False
@@ -392,7 +390,7 @@ def _trace_and_run(model, program, args):
         return None
     # the fused fit runs: a failure from here on (a student's assertion) is the fit's own, and its report says so
     last_report.update(fused=True, fused_fallback=None, executor="single-threaded" if single else "threaded")
-    with context.function_executor_type(SINGLE_THREADED if single else ""):
+    with _executor(single):
         return concrete(*args)
 
 
@@ -707,12 +705,9 @@ def _fused_program(model, validation: bool, single: bool = True):
     where tf_keras's one ``train_function`` draws from one."""
     import tensorflow as tf
 
-    compiled = (model.optimizer, model.compiled_loss, model.compiled_metrics)  # new with each compile
-    kept = _programs.get(model)
-    if kept is None or any(a is not b for a, b in zip(kept[0], compiled)):
-        kept = _programs[model] = (compiled, {})
-    if validation in kept[1] and (single or not kept[1][validation][0]._grader_single):
-        return kept[1][validation]
+    kept = _until_compiled(_programs, model)
+    if validation in kept and (single or not kept[validation][0]._grader_single):
+        return kept[validation]
     names = {}
 
     def results_of(kind):
@@ -752,8 +747,26 @@ def _fused_program(model, validation: bool, single: bool = True):
 
     program = tf.function(train, autograph=True)
     program._grader_single, program._grader_loops = single, 3 if validation else 2
-    kept[1][validation] = (program, names)
-    return kept[1][validation]
+    kept[validation] = (program, names)
+    return kept[validation]
+
+
+def _until_compiled(store, model) -> dict:
+    """The programs ``store`` keeps for ``model`` (a dict), kept until the model is compiled again, as tf_keras
+    keeps its ``train_function`` and ``predict_function``: a new compile makes a new optimizer, loss and metrics."""
+    compiled = (model.optimizer, model.compiled_loss, model.compiled_metrics)
+    kept = store.get(model)
+    if kept is None or any(a is not b for a, b in zip(kept[0], compiled)):
+        kept = store[model] = (compiled, {})
+    return kept[1]
+
+
+def _executor(single: bool):
+    """The context that traces and runs a program for TensorFlow's single-threaded executor (``single``) or for
+    its threaded one."""
+    from tensorflow.python.eager import context
+
+    return context.function_executor_type(SINGLE_THREADED if single else "")
 
 
 def _top_scope():
@@ -786,7 +799,7 @@ GRAPPLER = (("arithmetic_optimization", False), ("remapping", False))
 #: and TensorFlow's oneDNN kernels, which its graph rewrite puts in a step where the loop's body has TensorFlow's own
 TENSORFLOW_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 _state = {}
-_programs = weakref.WeakKeyDictionary()  # model -> (what its compile made, {validation: (program, names)})
+_programs = weakref.WeakKeyDictionary()  # model -> (its compile, {validation: (program, names)}): _until_compiled
 
 
 #: what the last ``predict`` did: {"fused": bool, "why": why not, "executor": TensorFlow's}
@@ -825,7 +838,6 @@ def _fused_predict(model, x, batch_size, verbose):
     the model's output's type, are a ``_Fallback``."""
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.eager import context
     from tf_keras.src import callbacks as callbacks_module
     from tf_keras.src.engine import data_adapter, training
 
@@ -850,20 +862,16 @@ def _fused_predict(model, x, batch_size, verbose):
         source = (tf.range(rows, dtype=tf.int64)[None, :], inputs, tf.constant(size, tf.int32),
                   size if rows % size == 0 else None, None)
         dtype = tf.nest.flatten(outputs)[0].dtype
-        # kept until the model is compiled again, as tf_keras keeps its ``predict_function`` (a layer changed, then
-        # the model compiled, predicts with the change); one that needs the threaded executor keeps that program
-        compiled = (model.optimizer, model.compiled_loss, model.compiled_metrics)
-        kept = _predict_programs.get(model)
-        if kept is None or any(a is not b for a, b in zip(kept[0], compiled)):
-            kept = _predict_programs[model] = (compiled, {})
-        kept = kept[1]
+        # kept until the model is compiled again (a layer changed, then the model compiled, predicts with the
+        # change); one that needs the threaded executor keeps that program
+        kept = _until_compiled(_predict_programs, model)
         args = (source, tf.constant(steps, tf.int32))
         for single in ((False,) if "threaded" in kept else (True, False)):
             key = "single" if single else "threaded"
             if key not in kept:
                 kept[key] = tf.function(functools.partial(_predict_all, model, dtype), autograph=True)
             try:
-                with context.function_executor_type(SINGLE_THREADED if single else ""):
+                with _executor(single):
                     concrete = kept[key].get_concrete_function(_relaxed((source, None))[0], args[1])
             except Exception as e:
                 raise _traced(e) from None
@@ -873,7 +881,7 @@ def _fused_predict(model, x, batch_size, verbose):
                                                   verbose=verbose, epochs=1, steps=steps)
         model._predict_counter.assign(0)
         callbacks.on_predict_begin()
-        with context.function_executor_type(SINGLE_THREADED if single else ""):
+        with _executor(single):
             result = concrete(*args)
         callbacks.on_predict_batch_end(steps - 1, {"outputs": result})
         callbacks.on_predict_end()
@@ -1076,7 +1084,6 @@ def install(fused=True):
     _patch_py_functions()
     if fused:
         _patch_predict(tf_keras)
-    if fused:
         _share_reads(tf_keras)
     # ``from keras.utils import np_utils`` looks for the attribute on tf_keras's module first
     for api in ("tf_keras", "tf_keras.api._v2.keras"):
