@@ -375,8 +375,7 @@ def batch_change(result: dict, previous: dict | None) -> dict:
     ``tasks`` (with a previous result) each task now and each one dropped since: ``{"id", "now", "was",
     "automatic_now", "automatic_was", "moved"}``, ``was`` None for a task new to it, ``now`` None for one dropped,
     ``automatic_*`` the grader's own under a TA's score (None without one), ``moved`` whether either moved."""
-    def own(part):
-        return ((part or {}).get("automatic") or {}).get("score")
+    from ..store.gradebook import automatic_score as own
 
     out = {"id": result["id"], "score": result["score"], "max_score": result["max_score"],
            "automatic": own(result),

@@ -159,15 +159,17 @@ class ChangedSince(GradebookError):
 _KEEP = object()
 
 
+def automatic_score(part: dict | None) -> float | None:
+    """The grader's own score under a TA's, of a result or of a task's override (``part``); None without one."""
+    return ((part or {}).get("automatic") or {}).get("score")
+
+
 def previous_of(payload: dict, run: int) -> dict:
     """What a result (its stored JSON, the overrides then in force over it) gave, kept when a later run replaces
     it: ``{"run", "score", "automatic", "tasks": {id: {"score", "automatic"}}}``, ``automatic`` the grader's own
-    score under a TA's (None without one)."""
-    def automatic(part):
-        return ((part or {}).get("automatic") or {}).get("score")
-
-    return {"run": run, "score": payload["score"], "automatic": automatic(payload),
-            "tasks": {t["id"]: {"score": t["score"], "automatic": automatic(t.get("override"))}
+    score under a TA's (None without one, ``automatic_score``)."""
+    return {"run": run, "score": payload["score"], "automatic": automatic_score(payload),
+            "tasks": {t["id"]: {"score": t["score"], "automatic": automatic_score(t.get("override"))}
                       for t in payload["tasks"]}}
 
 
