@@ -104,6 +104,11 @@ class TimeLimits:
     notebook: Limit
     scale: float | None = None  # the probe's scale; None: fixed limits
 
+    def noted(self, backend: str, note: str) -> TimeLimits:
+        """These limits for a run on ``backend``, each saying ``note`` after why it is what it is."""
+        return TimeLimits(backend, Limit(self.cell.seconds, f"{self.cell.why}; {note}"),
+                          Limit(self.notebook.seconds, f"{self.notebook.why}; {note}"), self.scale)
+
     def to_json(self) -> dict:
         return {"backend": self.backend, "cell_s": round(self.cell.seconds, 1), "cell_why": self.cell.why,
                 "notebook_s": round(self.notebook.seconds, 1), "notebook_why": self.notebook.why,
@@ -196,14 +201,10 @@ class BatchLimits:
             return own
         on_tensorflow = dict(self.by_backend).get(KERAS2) if backend == "tensorflow" else None
         if on_tensorflow is not None:
-            note = "the limit of a run on TensorFlow (the Keras 2 path's), for the re-run on tensorflow"
-            return TimeLimits(backend, Limit(on_tensorflow.cell.seconds, f"{on_tensorflow.cell.why}; {note}"),
-                              Limit(on_tensorflow.notebook.seconds, f"{on_tensorflow.notebook.why}; {note}"),
-                              on_tensorflow.scale)
-        note = (f"the {first} limit, kept for the re-run on {backend}, which has no timings of the reference "
-                "notebook")
-        return TimeLimits(backend, Limit(before.cell.seconds, f"{before.cell.why}; {note}"),
-                          Limit(before.notebook.seconds, f"{before.notebook.why}; {note}"), before.scale)
+            return on_tensorflow.noted(backend, "the limit of a run on TensorFlow (the Keras 2 path's), for the "
+                                                "re-run on tensorflow")
+        return before.noted(backend, f"the {first} limit, kept for the re-run on {backend}, which has no timings "
+                                     "of the reference notebook")
 
     def describe(self) -> str:
         """One line for the TA's console and log."""
